@@ -1,0 +1,1 @@
+"""scalelab control plane: API, planner, operator, local executor, report."""

@@ -1,0 +1,1 @@
+"""scalelab data plane: the Horovod + TensorFlow 2 trial program."""
