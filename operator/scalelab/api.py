@@ -1,0 +1,605 @@
+"""The scalelab API: pydantic models of ScaleExperiment and ScaleTrial (scalelab.dev/v1alpha1).
+
+One source of truth for the custom resources. The local executor validates YAML files with
+these models, the kopf operator validates every body with them, and the CRD OpenAPI schemas in
+`manifests/` are generated from (or tested against) them. Every model is therefore expressible
+as a structural OpenAPI schema: closed enums, no unions of objects, and no free-form maps except
+`resources.nodeSelector` (string → string). Every field carries a description that states its
+default and unit; names are camelCase on the wire (snake_case in Python).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "scalelab.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+EXPERIMENT_KIND = "ScaleExperiment"
+TRIAL_KIND = "ScaleTrial"
+
+#: RFC 1123 label: what Kubernetes accepts as a namespaced object name we derive children from.
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class ApiModel(BaseModel):
+    """Base of every API model: camelCase on the wire, unknown fields are errors."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        use_enum_values=False,
+        validate_default=True,
+    )
+
+
+# ----------------------------------------------------------------------------------- enums
+
+
+class Model(StrEnum):
+    """Model the trainer builds."""
+
+    LINEAR = "linear"
+    MLP = "mlp"
+    CNN = "cnn"
+
+
+class Dataset(StrEnum):
+    """Dataset the trainer generates (all are synthetic or bundled; no download)."""
+
+    LAB1_LINE = "lab1-line"
+    REGRESSION = "regression"
+    DIGITS = "digits"
+    SYNTHETIC_IMAGES = "synthetic-images"
+
+
+class Optimizer(StrEnum):
+    """Optimizer of every trial."""
+
+    SGD = "sgd"
+    MOMENTUM = "momentum"
+    ADAM = "adam"
+    LARS = "lars"
+    LAMB = "lamb"
+
+
+class LrScaling(StrEnum):
+    """Learning-rate rule at batch B: none η, linear η·B/B0, sqrt η·√(B/B0)."""
+
+    NONE = "none"
+    LINEAR = "linear"
+    SQRT = "sqrt"
+
+
+class BatchScope(StrEnum):
+    """What a sweep batch size counts: the global batch, or the batch of one process."""
+
+    GLOBAL = "global"
+    PER_PROCESS = "perProcess"
+
+
+class ExperimentPhase(StrEnum):
+    """Lifecycle of a ScaleExperiment."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class TrialPhase(StrEnum):
+    """Lifecycle of a ScaleTrial: Diverged is a measured outcome, Skipped cannot run."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    DIVERGED = "Diverged"
+    FAILED = "Failed"
+    SKIPPED = "Skipped"
+
+
+FINISHED_TRIAL_PHASES = frozenset(
+    {TrialPhase.SUCCEEDED, TrialPhase.DIVERGED, TrialPhase.FAILED, TrialPhase.SKIPPED}
+)
+
+
+class ConditionStatus(StrEnum):
+    """Kubernetes condition status."""
+
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class TolerationOperator(StrEnum):
+    """Kubernetes toleration operator."""
+
+    EXISTS = "Exists"
+    EQUAL = "Equal"
+
+
+class TaintEffect(StrEnum):
+    """Kubernetes taint effect; empty matches every effect."""
+
+    NO_SCHEDULE = "NoSchedule"
+    PREFER_NO_SCHEDULE = "PreferNoSchedule"
+    NO_EXECUTE = "NoExecute"
+
+
+# ------------------------------------------------------------------------------------ spec
+
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class Workload(ApiModel):
+    """What is trained and on which data."""
+
+    model: Model = Field(default=Model.LINEAR, description="Model to train. Default: linear.")
+    dataset: Dataset = Field(
+        default=Dataset.LAB1_LINE, description="Dataset the trainer generates. Default: lab1-line."
+    )
+    dataset_size: int = Field(
+        default=100,
+        gt=0,
+        description="Number of training examples (lab1-line: the lab's n). Unit: examples. "
+        "Default: 100.",
+    )
+    seed: int = Field(
+        default=0,
+        ge=0,
+        description="Data and initialisation seed of repeat 0; repeat r uses seed + r. Default: 0.",
+    )
+
+
+class Sweep(ApiModel):
+    """The grid: every batch size × every process count × repeats."""
+
+    batch_sizes: list[PositiveInt] = Field(
+        default=[100],
+        min_length=1,
+        max_length=64,
+        description="Batch sizes to sweep, per optimizer step (see batchScope). Unit: examples. "
+        "Default: [100].",
+    )
+    gpus: list[PositiveInt] = Field(
+        default=[1],
+        min_length=1,
+        max_length=64,
+        description="Horovod process counts to sweep (one GPU each when "
+        "resources.gpusPerProcess=1). Unit: processes. Default: [1].",
+    )
+    repeats: int = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="Seeds per grid point (repeat r uses workload.seed + r). Unit: runs. "
+        "Default: 1.",
+    )
+    batch_scope: BatchScope = Field(
+        default=BatchScope.GLOBAL,
+        description="global: batchSizes are global batches split over the processes; "
+        "perProcess: batchSizes are per-process batches and the global batch is b·N. "
+        "Default: global.",
+    )
+
+
+class Convergence(ApiModel):
+    """The stopping rule on the full-dataset loss at epoch ends."""
+
+    relative_tolerance: float = Field(
+        default=0.001,
+        ge=0,
+        description="Stop when |L_i − L_{i−1}|/L_{i−1} < relativeTolerance between epochs; "
+        "0 turns the rule off. Unit: dimensionless ratio. Default: 0.001.",
+    )
+
+
+class Training(ApiModel):
+    """How every trial trains."""
+
+    optimizer: Optimizer = Field(default=Optimizer.SGD, description="Optimizer. Default: sgd.")
+    learning_rate: float = Field(
+        default=0.001,
+        gt=0,
+        description="Base learning rate, tuned at referenceBatchSize. Unit: per step. "
+        "Default: 0.001.",
+    )
+    reference_batch_size: int = Field(
+        default=100,
+        gt=0,
+        description="Global batch size the base learning rate was tuned at. Unit: examples. "
+        "Default: 100.",
+    )
+    lr_scaling: LrScaling = Field(
+        default=LrScaling.NONE,
+        description="Learning-rate rule at global batch B: none η, linear η·B/B0, "
+        "sqrt η·√(B/B0). Default: none.",
+    )
+    warmup_epochs: int = Field(
+        default=0,
+        ge=0,
+        description="Gradual linear warmup from the base to the scaled rate (Goyal et al. "
+        "2017). Unit: epochs. Default: 0 (no warmup).",
+    )
+    max_epochs: int = Field(
+        default=1000, gt=0, description="Epoch cap of every trial. Unit: epochs. Default: 1000."
+    )
+    convergence: Convergence = Field(
+        default_factory=Convergence,
+        description="Stopping rule. Default: relativeTolerance 0.001 (the lab's rule).",
+    )
+    target_loss: float | None = Field(
+        default=None,
+        gt=0,
+        description="Optional full-dataset loss target for steps-, epochs- and "
+        "time-to-target. Unit: loss. Default: null (no target).",
+    )
+    shuffle: bool = Field(
+        default=False,
+        description="Reshuffle the data every epoch (same permutation on every rank). "
+        "Default: false (the lab does not shuffle).",
+    )
+
+
+class Toleration(ApiModel):
+    """A Kubernetes toleration copied onto every trial pod."""
+
+    key: str | None = Field(
+        default=None, description="Taint key; empty matches all keys. Default: null."
+    )
+    operator: TolerationOperator = Field(
+        default=TolerationOperator.EQUAL, description="Exists or Equal. Default: Equal."
+    )
+    value: str | None = Field(default=None, description="Taint value (Equal). Default: null.")
+    effect: TaintEffect | None = Field(
+        default=None, description="Taint effect to tolerate; null matches all. Default: null."
+    )
+    toleration_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        description="How long a NoExecute taint is tolerated. Unit: seconds. "
+        "Default: null (forever).",
+    )
+
+
+class Resources(ApiModel):
+    """What every trial pod gets on a cluster (ignored by the local executor except where said)."""
+
+    image: str = Field(
+        default="scalelab-trainer:latest",
+        min_length=1,
+        description="Trainer container image. Default: scalelab-trainer:latest.",
+    )
+    gpus_per_process: int = Field(
+        default=1,
+        ge=0,
+        le=8,
+        description="GPUs per Horovod process; 0 runs on CPU. Unit: GPUs. Default: 1.",
+    )
+    processes_per_worker: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Horovod processes (MPI slots) per worker pod. Unit: processes. Default: 1.",
+    )
+    cpu: str = Field(
+        default="2",
+        pattern=r"^([0-9]+(\.[0-9]+)?|[0-9]+m)$",
+        description="CPU request and limit per worker pod, a Kubernetes quantity. Unit: cores "
+        '(or millicores with m). Default: "2".',
+    )
+    memory: str = Field(
+        default="4Gi",
+        pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$",
+        description="Memory request and limit per worker pod, a Kubernetes quantity. Unit: "
+        "bytes (with suffix). Default: 4Gi.",
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Node labels every trial pod must match. Default: {}.",
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="Tolerations of every trial pod. Default: []."
+    )
+    priority_class_name: str | None = Field(
+        default=None, description="PriorityClass of trial pods. Default: null (cluster default)."
+    )
+
+
+class Execution(ApiModel):
+    """How trials are scheduled and bounded."""
+
+    max_concurrent_trials: int = Field(
+        default=4, ge=1, description="Trials running at once. Unit: trials. Default: 4."
+    )
+    max_gpus: int = Field(
+        default=16,
+        ge=1,
+        alias="maxGPUs",
+        description="GPU budget: grid points needing more processes are Skipped, and running "
+        "trials never hold more in total. Unit: GPUs (processes on the local executor). "
+        "Default: 16.",
+    )
+    backoff_limit: int = Field(
+        default=1,
+        ge=0,
+        description="Retries of a failed trial (MPIJob runPolicy). Unit: retries. Default: 1.",
+    )
+    active_deadline_seconds: int = Field(
+        default=3600,
+        gt=0,
+        description="A trial running longer is killed and marked Failed. Unit: seconds. "
+        "Default: 3600.",
+    )
+    queue_name: str | None = Field(
+        default=None,
+        description="Kueue LocalQueue; when set, MPIJobs are created suspended with the "
+        "kueue.x-k8s.io/queue-name label. Default: null (no Kueue).",
+    )
+
+
+class ScaleExperimentSpec(ApiModel):
+    """The sweep: what to train, the grid, how, and on what."""
+
+    workload: Workload = Field(
+        default_factory=Workload,
+        description="Model and data. Default: the lab's linear model.",
+    )
+    sweep: Sweep = Field(default_factory=Sweep, description="The grid of batch sizes × GPUs.")
+    training: Training = Field(default_factory=Training, description="Training settings.")
+    resources: Resources = Field(default_factory=Resources, description="Pod resources.")
+    execution: Execution = Field(
+        default_factory=Execution, description="Scheduling, budget and deadlines."
+    )
+
+
+class ObjectMeta(ApiModel):
+    """The part of Kubernetes object metadata a ScaleExperiment file may carry."""
+
+    name: str = Field(
+        ...,
+        min_length=1,
+        max_length=63,
+        pattern=DNS_LABEL_PATTERN,
+        description="Object name: lower-case letters, digits and '-', at most 63 characters.",
+    )
+    namespace: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=DNS_LABEL_PATTERN,
+        description="Namespace. Default: null (the current namespace).",
+    )
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels. Default: {}.")
+    annotations: dict[str, str] = Field(
+        default_factory=dict, description="Annotations. Default: {}."
+    )
+
+
+# ---------------------------------------------------------------------------------- status
+
+
+class Condition(ApiModel):
+    """A Kubernetes-style condition (metav1.Condition)."""
+
+    type: str = Field(..., description="Condition type, e.g. Ready, Complete, Failed.")
+    status: ConditionStatus = Field(..., description="True, False or Unknown.")
+    reason: str = Field(default="", description='CamelCase machine-readable reason. Default: "".')
+    message: str = Field(default="", description='What happened, for a person. Default: "".')
+    last_transition_time: str | None = Field(
+        default=None, description="RFC 3339 time the status last changed. Default: null."
+    )
+    observed_generation: int | None = Field(
+        default=None,
+        ge=0,
+        description="metadata.generation this condition was set for. Default: null.",
+    )
+
+
+class TrialCounts(ApiModel):
+    """Trials of an experiment by phase."""
+
+    total: int = Field(default=0, ge=0, description="All planned trials. Default: 0.")
+    pending: int = Field(default=0, ge=0, description="Not started. Default: 0.")
+    running: int = Field(default=0, ge=0, description="Running. Default: 0.")
+    succeeded: int = Field(
+        default=0, ge=0, description="Finished and converged or capped. Default: 0."
+    )
+    diverged: int = Field(
+        default=0, ge=0, description="Finished with a diverging loss. Default: 0."
+    )
+    failed: int = Field(
+        default=0, ge=0, description="Crashed, timed out or interrupted. Default: 0."
+    )
+    skipped: int = Field(default=0, ge=0, description="Cannot run (see the reason). Default: 0.")
+
+
+class ResultRow(ApiModel):
+    """One trial in the experiment's results table (compact: no curves)."""
+
+    trial: str = Field(..., description="ScaleTrial name.")
+    batch_size: int = Field(..., gt=0, description="Global batch size. Unit: examples.")
+    gpus: int = Field(..., gt=0, description="Horovod processes. Unit: processes.")
+    repeat: int = Field(default=0, ge=0, description="Repeat index. Default: 0.")
+    phase: TrialPhase = Field(..., description="Trial phase.")
+    reason: str = Field(default="", description='Why the trial ended as it did. Default: "".')
+    epochs: int | None = Field(default=None, ge=0, description="Epochs run. Unit: epochs.")
+    steps: int | None = Field(default=None, ge=0, description="Optimizer steps run. Unit: steps.")
+    final_loss: float | None = Field(default=None, description="Full-dataset loss at the end.")
+    samples_per_second: float | None = Field(
+        default=None, description="Steady-state global throughput. Unit: samples/second."
+    )
+    scaling_efficiency: float | None = Field(
+        default=None,
+        description="Strong scaling efficiency thr(N,B)/(N·thr(1,B)) against the 1-process "
+        "trial of the same global batch. Unit: ratio.",
+    )
+    time_to_target_seconds: float | None = Field(
+        default=None, description="Training time until the target loss was reached. Unit: seconds."
+    )
+    gpu_seconds: float | None = Field(
+        default=None,
+        description="Processes × time-to-target (or × training time without a target). "
+        "Unit: GPU-seconds.",
+    )
+    gradient_noise_scale: float | None = Field(
+        default=None, description="Measured B_simple = tr(Σ)/|G|². Unit: examples."
+    )
+
+
+class ParetoPoint(ApiModel):
+    """A configuration on the Pareto front of time-to-target vs GPU-seconds."""
+
+    trial: str = Field(..., description="ScaleTrial name.")
+    batch_size: int = Field(..., gt=0, description="Global batch size. Unit: examples.")
+    gpus: int = Field(..., gt=0, description="Horovod processes. Unit: processes.")
+    time_to_target_seconds: float = Field(..., description="Unit: seconds.")
+    gpu_seconds: float = Field(..., description="Unit: GPU-seconds.")
+
+
+class Recommendation(ApiModel):
+    """The configuration to use, and why."""
+
+    trial: str | None = Field(default=None, description="Recommended trial. Default: null (none).")
+    batch_size: int | None = Field(default=None, description="Global batch size. Unit: examples.")
+    gpus: int | None = Field(default=None, description="Horovod processes. Unit: processes.")
+    learning_rate: float | None = Field(
+        default=None, description="Resolved learning rate. Unit: per step."
+    )
+    reason: str = Field(default="", description='Why, in one sentence. Default: "".')
+    pareto: list[ParetoPoint] = Field(
+        default_factory=list,
+        description="Pareto front of time-to-target vs GPU-seconds. Default: [].",
+    )
+
+
+class ScaleExperimentStatus(ApiModel):
+    """Observed state of a ScaleExperiment."""
+
+    phase: ExperimentPhase = Field(default=ExperimentPhase.PENDING, description="Default: Pending.")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation last reconciled. Default: null."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Kubernetes-style conditions. Default: []."
+    )
+    trials: TrialCounts = Field(default_factory=TrialCounts, description="Trials by phase.")
+    results: list[ResultRow] = Field(
+        default_factory=list, description="One row per finished trial. Default: []."
+    )
+    recommendation: Recommendation | None = Field(
+        default=None,
+        description="Best configuration and reason. Default: null until trials finish.",
+    )
+
+
+class ScaleExperiment(ApiModel):
+    """A scaling sweep of a Horovod training job."""
+
+    api_version: Literal["scalelab.dev/v1alpha1"] = Field(
+        default="scalelab.dev/v1alpha1", description="API version: scalelab.dev/v1alpha1."
+    )
+    kind: Literal["ScaleExperiment"] = Field(
+        default="ScaleExperiment", description="ScaleExperiment."
+    )
+    metadata: ObjectMeta = Field(..., description="Object metadata; name is required.")
+    spec: ScaleExperimentSpec = Field(default_factory=ScaleExperimentSpec, description="The sweep.")
+    status: ScaleExperimentStatus | None = Field(default=None, description="Observed state.")
+
+
+# ---------------------------------------------------------------------------------- trials
+
+
+class TrialProgress(ApiModel):
+    """Live progress a trial's rank 0 patches (rate-limited)."""
+
+    epoch: int | None = Field(default=None, ge=0, description="Epochs finished. Unit: epochs.")
+    steps: int | None = Field(default=None, ge=0, description="Optimizer steps. Unit: steps.")
+    loss: float | None = Field(default=None, description="Full-dataset loss at the last epoch end.")
+    samples_per_second: float | None = Field(default=None, description="Unit: samples/second.")
+    updated_at: str | None = Field(default=None, description="RFC 3339 time of this progress.")
+
+
+class ParamSummary(ApiModel):
+    """Final parameters: w and b for the linear model on lab1-line, a summary otherwise."""
+
+    w: float | None = Field(default=None, description="Slope (linear model on lab1-line).")
+    b: float | None = Field(default=None, description="Intercept (linear model on lab1-line).")
+    norm: float | None = Field(default=None, description="L2 norm of all weights (other models).")
+    count: int | None = Field(default=None, ge=0, description="Number of weights (other models).")
+
+
+class TrialResult(ApiModel):
+    """The trainer's `result` event minus config and curves (see docs/trial-contract.md)."""
+
+    phase: TrialPhase = Field(..., description="Succeeded, Diverged or Failed.")
+    reason: str = Field(default="", description='Why it ended. Default: "".')
+    epochs: int | None = Field(default=None, ge=0, description="Unit: epochs.")
+    steps: int | None = Field(default=None, ge=0, description="Unit: steps.")
+    final_loss: float | None = Field(default=None, description="Full-dataset loss at the end.")
+    params: ParamSummary | None = Field(default=None, description="Final parameters.")
+    optimum: ParamSummary | None = Field(
+        default=None, description="Closed-form optimum where known."
+    )
+    samples_per_second: float | None = Field(default=None, description="Unit: samples/second.")
+    steps_to_target: int | None = Field(default=None, ge=0, description="Unit: steps.")
+    epochs_to_target: int | None = Field(default=None, ge=0, description="Unit: epochs.")
+    time_to_target_seconds: float | None = Field(default=None, description="Unit: seconds.")
+    gradient_noise_scale: float | None = Field(
+        default=None, description="B_simple. Unit: examples."
+    )
+    critical_batch_size: float | None = Field(
+        default=None, description="Predicted. Unit: examples."
+    )
+    seconds: float | None = Field(default=None, description="Training time. Unit: seconds.")
+    warnings: list[str] = Field(default_factory=list, description="Diagnostics. Default: [].")
+    interrupted: bool = Field(default=False, description="Stopped by SIGTERM. Default: false.")
+
+
+class ScaleTrialSpec(ApiModel):
+    """One grid point, self-contained: everything needed to render its trainer command."""
+
+    experiment: str = Field(..., min_length=1, description="Owning ScaleExperiment name.")
+    batch_size: int = Field(..., gt=0, description="Global batch per step. Unit: examples.")
+    gpus: int = Field(..., gt=0, description="Horovod processes. Unit: processes.")
+    repeat: int = Field(default=0, ge=0, description="Repeat index. Default: 0.")
+    seed: int = Field(default=0, ge=0, description="Seed of this repeat (workload.seed + repeat).")
+    learning_rate: float = Field(
+        ..., gt=0, description="Resolved learning rate at this batch. Unit: per step."
+    )
+    workload: Workload = Field(default_factory=Workload, description="Copied from experiment.")
+    training: Training = Field(default_factory=Training, description="Copied from experiment.")
+    resources: Resources = Field(default_factory=Resources, description="Copied from experiment.")
+    execution: Execution = Field(default_factory=Execution, description="Copied from experiment.")
+
+
+class ScaleTrialStatus(ApiModel):
+    """Observed state of a ScaleTrial."""
+
+    phase: TrialPhase = Field(default=TrialPhase.PENDING, description="Default: Pending.")
+    reason: str = Field(default="", description='Why it is in this phase. Default: "".')
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Kubernetes-style conditions. Default: []."
+    )
+    progress: TrialProgress | None = Field(
+        default=None, description="Live progress. Default: null."
+    )
+    result: TrialResult | None = Field(default=None, description="Final result. Default: null.")
+    start_time: str | None = Field(default=None, description="RFC 3339 start. Default: null.")
+    completion_time: str | None = Field(default=None, description="RFC 3339 end. Default: null.")
+
+
+class ScaleTrial(ApiModel):
+    """One grid point of a ScaleExperiment, run as one MPIJob."""
+
+    api_version: Literal["scalelab.dev/v1alpha1"] = Field(
+        default="scalelab.dev/v1alpha1", description="API version: scalelab.dev/v1alpha1."
+    )
+    kind: Literal["ScaleTrial"] = Field(default="ScaleTrial", description="ScaleTrial.")
+    metadata: ObjectMeta = Field(..., description="Object metadata.")
+    spec: ScaleTrialSpec = Field(..., description="The grid point.")
+    status: ScaleTrialStatus | None = Field(default=None, description="Observed state.")
