@@ -1,0 +1,151 @@
+"""The `scalelab` command: validate, plan, run and report (the operator issue adds `operator`).
+
+Thin: each subcommand parses its arguments and hands off to a module (validation, planner,
+local.executor, report). Exit codes: 0 success, 1 invalid input or failed trials, 2 usage,
+130 interrupted. Bad input never produces a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from scalelab.planner import plan, trainer_command, trainer_flags
+from scalelab.validation import InvalidExperimentError, load_experiment
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_INTERRUPTED = 130
+
+
+def _print_problems(error: InvalidExperimentError) -> None:
+    for problem in error.problems:
+        print(problem.render(error.file), file=sys.stderr)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Validate every file; print each problem; non-zero if any file is invalid."""
+    invalid = 0
+    for file in args.files:
+        try:
+            experiment = load_experiment(file)
+        except InvalidExperimentError as error:
+            _print_problems(error)
+            invalid += 1
+            continue
+        trials = plan(experiment)
+        skipped = sum(t.skipped for t in trials)
+        print(f"{file}: ok ({experiment.metadata.name}: {len(trials)} trials, {skipped} skipped)")
+    return EXIT_INVALID if invalid else EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Print the trials of one experiment: grid point, seed, learning rate, phase, command."""
+    try:
+        experiment = load_experiment(args.file)
+    except InvalidExperimentError as error:
+        _print_problems(error)
+        return EXIT_INVALID
+    trials = plan(experiment)
+    if args.json:
+        rows = [
+            {
+                "name": t.name,
+                "batchSize": t.batch_size,
+                "gpus": t.gpus,
+                "repeat": t.repeat,
+                "seed": t.spec.seed,
+                "learningRate": t.spec.learning_rate,
+                "phase": t.phase.value,
+                "reason": t.reason,
+                "argv": trainer_command(trainer_flags(t.spec, t.name)),
+            }
+            for t in trials
+        ]
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    header = f"{'trial':<48} {'batch':>6} {'gpus':>4} {'rep':>3} {'seed':>5} {'lr':>11}  phase"
+    print(header)
+    for t in trials:
+        line = (
+            f"{t.name:<48} {t.batch_size:>6} {t.gpus:>4} {t.repeat:>3} {t.spec.seed:>5} "
+            f"{t.spec.learning_rate:>11.6g}  {t.phase.value}"
+        )
+        print(line + (f" ({t.reason})" if t.reason else ""))
+    print()
+    for t in trials:
+        if not t.skipped:
+            prefix = f"horovodrun -np {t.gpus} --gloo " if t.gpus > 1 else ""
+            print(f"{t.name}: {prefix}{shlex.join(trainer_command(trainer_flags(t.spec, t.name)))}")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the experiment on this machine and write results and the report."""
+    from scalelab.local.executor import run_experiment_file
+
+    return run_experiment_file(
+        Path(args.file),
+        out=Path(args.out) if args.out else None,
+        retry_failed=args.retry_failed,
+        report=not args.no_report,
+    )
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Re-render DIR/report.html and the plots from DIR/results.json."""
+    from scalelab.report.render import render_report_dir
+
+    return render_report_dir(Path(args.dir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="scalelab",
+        description="Sweep batch sizes × GPU counts of a Horovod training job and report "
+        "throughput, loss, scaling efficiency and a recommendation.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    validate = sub.add_parser("validate", help="check ScaleExperiment files")
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.set_defaults(func=cmd_validate)
+
+    plan_ = sub.add_parser("plan", help="print the trials and their trainer command lines")
+    plan_.add_argument("file", metavar="FILE")
+    plan_.add_argument("--json", action="store_true", help="machine-readable output")
+    plan_.set_defaults(func=cmd_plan)
+
+    run = sub.add_parser("run", help="run every trial on this machine (horovodrun, Gloo)")
+    run.add_argument("file", metavar="FILE")
+    run.add_argument("--out", metavar="DIR", help="results directory (default out/<name>)")
+    run.add_argument(
+        "--retry-failed", action="store_true", help="when resuming, rerun Failed trials too"
+    )
+    run.add_argument("--no-report", action="store_true", help="skip report.html and the plots")
+    run.set_defaults(func=cmd_run)
+
+    report = sub.add_parser("report", help="re-render DIR/report.html from DIR/results.json")
+    report.add_argument("dir", metavar="DIR")
+    report.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `scalelab` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        print("scalelab: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""The planner: a ScaleExperiment's sweep → trials, and the one renderer of the trainer's argv.
+
+batchSizes × gpus × repeats become trials with deterministic names (see names.py), the global
+batch per the sweep's batchScope, the seed of each repeat and the resolved learning rate. Points
+that cannot run become Skipped trials with the reason. `trainer_flags` renders the exact command
+line of docs/trial-contract.md from a ScaleTrialSpec; the local executor and the operator's MPIJob
+launcher both call it, so a trial runs the same way everywhere. Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from scalelab.api import (
+    BatchScope,
+    LrScaling,
+    ScaleExperiment,
+    ScaleTrialSpec,
+    Training,
+    TrialPhase,
+)
+from scalelab.names import trial_name
+
+TRAINER_MODULE = "scalelab_trainer"
+
+
+@dataclass(frozen=True)
+class PlannedTrial:
+    """One grid point: its name, its self-contained spec, and Pending or Skipped with a reason."""
+
+    name: str
+    spec: ScaleTrialSpec
+    phase: TrialPhase
+    reason: str
+
+    @property
+    def skipped(self) -> bool:
+        """True for a grid point that cannot run."""
+        return self.phase is TrialPhase.SKIPPED
+
+    @property
+    def batch_size(self) -> int:
+        """Global batch per optimizer step."""
+        return self.spec.batch_size
+
+    @property
+    def gpus(self) -> int:
+        """Horovod processes."""
+        return self.spec.gpus
+
+    @property
+    def repeat(self) -> int:
+        """Repeat index."""
+        return self.spec.repeat
+
+
+def resolved_learning_rate(training: Training, global_batch: int) -> float:
+    """The learning rate at a global batch under the scaling rule (after warmup)."""
+    ratio = global_batch / training.reference_batch_size
+    if training.lr_scaling is LrScaling.LINEAR:
+        return training.learning_rate * ratio
+    if training.lr_scaling is LrScaling.SQRT:
+        return training.learning_rate * math.sqrt(ratio)
+    return training.learning_rate
+
+
+def devices_needed(experiment: ScaleExperiment, processes: int) -> int:
+    """What a trial of `processes` costs against maxGPUs (processes when running on CPU)."""
+    per_process = experiment.spec.resources.gpus_per_process
+    return processes * per_process if per_process > 0 else processes
+
+
+def _skip_reason(experiment: ScaleExperiment, global_batch: int, processes: int) -> str:
+    spec = experiment.spec
+    devices = devices_needed(experiment, processes)
+    if devices > spec.execution.max_gpus:
+        return f"needs {devices} GPUs, over execution.maxGPUs={spec.execution.max_gpus}"
+    if global_batch < processes:
+        return f"global batch {global_batch} is smaller than the {processes} processes"
+    if global_batch % processes:
+        return f"global batch {global_batch} is not divisible by the {processes} processes"
+    if global_batch > spec.workload.dataset_size:
+        return (
+            f"global batch {global_batch} exceeds workload.datasetSize="
+            f"{spec.workload.dataset_size} (no full step per epoch)"
+        )
+    return ""
+
+
+def plan(experiment: ScaleExperiment) -> list[PlannedTrial]:
+    """Every grid point, ordered by batch size, then process count, then repeat."""
+    spec = experiment.spec
+    trials: list[PlannedTrial] = []
+    for batch in spec.sweep.batch_sizes:
+        for processes in spec.sweep.gpus:
+            global_batch = (
+                batch * processes if spec.sweep.batch_scope is BatchScope.PER_PROCESS else batch
+            )
+            reason = _skip_reason(experiment, global_batch, processes)
+            for repeat in range(spec.sweep.repeats):
+                trial_spec = ScaleTrialSpec(
+                    experiment=experiment.metadata.name,
+                    batch_size=global_batch,
+                    gpus=processes,
+                    repeat=repeat,
+                    seed=spec.workload.seed + repeat,
+                    learning_rate=resolved_learning_rate(spec.training, global_batch),
+                    workload=spec.workload,
+                    training=spec.training,
+                    resources=spec.resources,
+                    execution=spec.execution,
+                )
+                trials.append(
+                    PlannedTrial(
+                        name=trial_name(experiment.metadata.name, global_batch, processes, repeat),
+                        spec=trial_spec,
+                        phase=TrialPhase.SKIPPED if reason else TrialPhase.PENDING,
+                        reason=reason,
+                    )
+                )
+    return sorted(trials, key=lambda t: (t.batch_size, t.gpus, t.repeat))
+
+
+def trainer_flags(
+    spec: ScaleTrialSpec,
+    trial: str,
+    *,
+    namespace: str | None = None,
+    report_status: bool = False,
+    metrics_port: int = 0,
+) -> list[str]:
+    """The trainer's flags for one trial (docs/trial-contract.md), without the program itself."""
+    training = spec.training
+    flags = [
+        "--experiment", spec.experiment,
+        "--trial", trial,
+        "--repeat", str(spec.repeat),
+        "--model", spec.workload.model.value,
+        "--dataset", spec.workload.dataset.value,
+        "--dataset-size", str(spec.workload.dataset_size),
+        "--seed", str(spec.seed),
+        "--batch-size", str(spec.batch_size),
+        "--optimizer", training.optimizer.value,
+        "--learning-rate", repr(training.learning_rate),
+        "--reference-batch-size", str(training.reference_batch_size),
+        "--lr-scaling", training.lr_scaling.value,
+        "--warmup-epochs", str(training.warmup_epochs),
+        "--max-epochs", str(training.max_epochs),
+        "--relative-tolerance", repr(training.convergence.relative_tolerance),
+        "--shuffle" if training.shuffle else "--no-shuffle",
+    ]  # fmt: skip
+    if training.target_loss is not None:
+        flags += ["--target-loss", repr(training.target_loss)]
+    if metrics_port:
+        flags += ["--metrics-port", str(metrics_port)]
+    if namespace is not None:
+        flags += ["--namespace", namespace]
+    if report_status:
+        flags += ["--report-status"]
+    return flags
+
+
+def trainer_command(flags: list[str], python: str = "python") -> list[str]:
+    """`python -m scalelab_trainer <flags>`: what one process of a trial runs."""
+    return [python, "-m", TRAINER_MODULE, *flags]

@@ -1,0 +1,235 @@
+"""The API models, the validation messages and the planner, as pure functions."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from scalelab import api
+from scalelab.names import MAX_TRIAL_NAME_LENGTH, launcher_name, trial_name, worker_pod_name
+from scalelab.planner import plan, trainer_command, trainer_flags
+from scalelab.validation import InvalidExperimentError, load_experiment, parse_experiment
+
+pytestmark = pytest.mark.unit
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+DNS_1035 = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
+def experiment(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "scalelab.dev/v1alpha1",
+        "kind": "ScaleExperiment",
+        "metadata": {"name": "demo"},
+        "spec": spec,
+    }
+
+
+def problems(data: Any) -> list[str]:
+    with pytest.raises(InvalidExperimentError) as caught:
+        parse_experiment(data)
+    return [p.render("x.yaml") for p in caught.value.problems]
+
+
+def all_models() -> list[type[BaseModel]]:
+    found: list[type[BaseModel]] = []
+    for value in vars(api).values():
+        if (
+            isinstance(value, type)
+            and issubclass(value, api.ApiModel)
+            and value is not api.ApiModel
+        ):
+            found.append(value)
+    return found
+
+
+def test_every_api_field_has_a_description_and_a_camel_case_wire_name() -> None:
+    for model in all_models():
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name} has no description"
+            wire = field.alias or name
+            assert "_" not in wire, f"{model.__name__}.{name} is not camelCase: {wire}"
+
+
+def test_optional_spec_fields_state_their_default_in_the_description() -> None:
+    for model in (api.Workload, api.Sweep, api.Training, api.Resources, api.Execution):
+        for name, field in model.model_fields.items():
+            assert field.description is not None
+            assert "Default" in field.description, f"{model.__name__}.{name}"
+
+
+def test_the_design_example_defaults_are_the_model_defaults() -> None:
+    spec = parse_experiment(experiment()).spec
+    assert spec.training.learning_rate == 0.001
+    assert spec.training.max_epochs == 1000
+    assert spec.training.convergence.relative_tolerance == 0.001
+    assert spec.training.shuffle is False
+    assert spec.execution.max_gpus == 16
+    dumped = parse_experiment(experiment()).model_dump(by_alias=True, mode="json")
+    assert dumped["spec"]["execution"]["maxGPUs"] == 16
+    assert dumped["spec"]["sweep"]["batchScope"] == "global"
+
+
+def test_the_json_schema_is_structural_no_unions_of_objects_and_no_free_form_maps() -> None:
+    schema = api.ScaleExperiment.model_json_schema(by_alias=True)
+    maps: list[str] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for key in ("anyOf", "oneOf"):
+                objects = [o for o in node.get(key, []) if "$ref" in o or o.get("type") == "object"]
+                assert len(objects) <= 1, f"union of objects at {path}"
+            extra = node.get("additionalProperties")
+            if isinstance(extra, dict):
+                assert extra == {"type": "string"}, f"free-form map at {path}"
+                maps.append(path)
+            for key, value in node.items():
+                walk(value, f"{path}/{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{path}[{i}]")
+
+    walk(schema, "")
+    assert any("Resources/properties/nodeSelector" in m for m in maps)
+
+
+def test_a_negative_batch_size_names_the_file_the_field_and_the_value() -> None:
+    found = problems(experiment(sweep={"batchSizes": [1, -4]}))
+    assert found == ["x.yaml: spec.sweep.batchSizes[1]: must be a positive integer, got -4"]
+
+
+def test_an_unknown_field_is_an_error_that_lists_the_allowed_fields() -> None:
+    (message,) = problems(experiment(training={"learningrate": 0.1}))
+    assert message.startswith("x.yaml: spec.training.learningrate: unknown field")
+    assert "learningRate" in message
+
+
+def test_an_unknown_enum_value_lists_the_allowed_values() -> None:
+    (message,) = problems(experiment(training={"optimizer": "sdg"}))
+    assert "spec.training.optimizer: must be one of" in message
+    assert "'lamb'" in message
+    assert message.endswith("got 'sdg'")
+
+
+def test_every_problem_of_a_file_is_reported_at_once() -> None:
+    found = problems(experiment(sweep={"batchSizes": [0], "gpus": ["two"]}, typo=1))
+    assert len(found) == 3
+    assert any("spec.typo: unknown field" in p for p in found)
+
+
+def test_a_grid_where_no_point_can_run_is_invalid() -> None:
+    (message,) = problems(experiment(sweep={"batchSizes": [3], "gpus": [2]}))
+    assert "spec.sweep: no grid point can run" in message
+    assert "not divisible" in message
+
+
+def test_repeated_sweep_values_are_invalid() -> None:
+    (message,) = problems(experiment(sweep={"batchSizes": [4, 8, 4]}))
+    assert message == "x.yaml: spec.sweep.batchSizes: must not repeat values, repeated: [4]"
+
+
+def test_yaml_errors_carry_the_line(tmp_path: Path) -> None:
+    file = tmp_path / "bad.yaml"
+    file.write_text("metadata:\n  name: a\nspec: {sweep: [\n")
+    with pytest.raises(InvalidExperimentError) as caught:
+        load_experiment(file)
+    (problem,) = caught.value.problems
+    assert problem.path.startswith("line ")
+    assert "invalid YAML" in problem.message
+
+
+def test_the_planner_skips_points_that_cannot_run_with_a_reason() -> None:
+    exp = parse_experiment(
+        experiment(sweep={"batchSizes": [1, 3, 4], "gpus": [1, 2, 4]}, execution={"maxGPUs": 2})
+    )
+    trials = {(t.batch_size, t.gpus): t for t in plan(exp)}
+    assert len(trials) == 9
+    assert "over execution.maxGPUs=2" in trials[(4, 4)].reason
+    assert "smaller than the 2 processes" in trials[(1, 2)].reason
+    assert "not divisible by the 2 processes" in trials[(3, 2)].reason
+    assert trials[(4, 2)].phase is api.TrialPhase.PENDING
+    assert [t.skipped for t in plan(exp)].count(True) == 5
+
+
+def test_per_process_batch_scope_multiplies_the_batch_by_the_process_count() -> None:
+    exp = parse_experiment(
+        experiment(sweep={"batchSizes": [8], "gpus": [1, 4], "batchScope": "perProcess"})
+    )
+    assert [t.batch_size for t in plan(exp)] == [8, 32]
+
+
+def test_learning_rate_scaling_rules_resolve_per_global_batch() -> None:
+    for rule, expected in (("none", 0.1), ("linear", 0.4), ("sqrt", 0.2)):
+        exp = parse_experiment(
+            experiment(
+                sweep={"batchSizes": [64]},
+                training={"learningRate": 0.1, "referenceBatchSize": 16, "lrScaling": rule},
+                workload={"datasetSize": 64},
+            )
+        )
+        (trial,) = plan(exp)
+        assert math.isclose(trial.spec.learning_rate, expected)
+
+
+def test_repeats_get_consecutive_seeds_and_distinct_names() -> None:
+    exp = parse_experiment(experiment(sweep={"repeats": 3}, workload={"seed": 7}))
+    trials = plan(exp)
+    assert [t.spec.seed for t in trials] == [7, 8, 9]
+    assert len({t.name for t in trials}) == 3
+
+
+def test_trial_names_are_dns_1035_labels_that_leave_room_for_mpijob_pods() -> None:
+    import re
+
+    long_name = "a-very-long-experiment-name-" + "x" * 35
+    names = {trial_name(long_name, b, g, r) for b in (1, 65536) for g in (1, 512) for r in (0, 99)}
+    assert len(names) == 8
+    for name in [*names, trial_name("1st", 1, 1)]:
+        assert len(name) <= MAX_TRIAL_NAME_LENGTH
+        assert re.match(DNS_1035, name), name
+        assert len(worker_pod_name(name, 9999)) <= 63
+        assert len(launcher_name(name)) + len("-abcde") <= 63
+    assert trial_name(long_name, 1, 1) == trial_name(long_name, 1, 1)
+    assert trial_name(long_name + "y", 1, 1) != trial_name(long_name + "z", 1, 1)
+
+
+def test_the_trainer_command_carries_every_trial_field() -> None:
+    exp = parse_experiment(
+        experiment(
+            sweep={"batchSizes": [50]},
+            training={"targetLoss": 101.0, "shuffle": True, "warmupEpochs": 2},
+        )
+    )
+    (trial,) = plan(exp)
+    argv = trainer_command(trainer_flags(trial.spec, trial.name, metrics_port=9100))
+    assert argv[:3] == ["python", "-m", "scalelab_trainer"]
+
+    def value(flag: str) -> str:
+        return argv[argv.index(flag) + 1]
+
+    assert value("--trial") == trial.name
+    assert value("--experiment") == "demo"
+    assert value("--batch-size") == "50"
+    assert value("--target-loss") == "101.0"
+    assert value("--warmup-epochs") == "2"
+    assert value("--metrics-port") == "9100"
+    assert "--shuffle" in argv
+    assert "--no-shuffle" not in argv
+
+
+def test_every_example_is_a_valid_experiment() -> None:
+    files = sorted(EXAMPLES.glob("*.yaml"))
+    assert {f.name for f in files} >= {
+        "lab1-gd-vs-sgd.yaml",
+        "lab1-batch-size.yaml",
+        "lab2-horovod.yaml",
+        "lab3-large-batch.yaml",
+        "gpu-throughput.yaml",
+    }
+    for file in files:
+        exp = load_experiment(file)
+        assert exp.metadata.name == file.stem
