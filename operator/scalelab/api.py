@@ -131,6 +131,13 @@ class TaintEffect(StrEnum):
     NO_EXECUTE = "NoExecute"
 
 
+#: Which datasets each model trains on (the trainer refuses other pairs).
+MODEL_DATASETS: dict[Model, tuple[Dataset, ...]] = {
+    Model.LINEAR: (Dataset.LAB1_LINE, Dataset.REGRESSION),
+    Model.MLP: (Dataset.DIGITS, Dataset.REGRESSION),
+    Model.CNN: (Dataset.SYNTHETIC_IMAGES,),
+}
+
 # ------------------------------------------------------------------------------------ spec
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -139,7 +146,11 @@ PositiveInt = Annotated[int, Field(gt=0)]
 class Workload(ApiModel):
     """What is trained and on which data."""
 
-    model: Model = Field(default=Model.LINEAR, description="Model to train. Default: linear.")
+    model: Model = Field(
+        default=Model.LINEAR,
+        description="Model to train: linear (datasets lab1-line, regression), mlp (digits, "
+        "regression) or cnn (synthetic-images). Default: linear.",
+    )
     dataset: Dataset = Field(
         default=Dataset.LAB1_LINE, description="Dataset the trainer generates. Default: lab1-line."
     )
@@ -220,8 +231,8 @@ class Training(ApiModel):
         description="Learning-rate rule at global batch B: none η, linear η·B/B0, "
         "sqrt η·√(B/B0). Default: none.",
     )
-    warmup_epochs: int = Field(
-        default=0,
+    warmup_epochs: float = Field(
+        default=0.0,
         ge=0,
         description="Gradual linear warmup from the base to the scaled rate (Goyal et al. "
         "2017). Unit: epochs. Default: 0 (no warmup).",

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from scalelab.api import ScaleExperiment
+from scalelab.api import MODEL_DATASETS, ScaleExperiment
 from scalelab.planner import plan
 
 
@@ -153,6 +153,15 @@ def semantic_problems(experiment: ScaleExperiment) -> list[Problem]:
             problems.append(
                 Problem(f"spec.sweep.{field}", f"must not repeat values, repeated: {dups}")
             )
+    allowed = MODEL_DATASETS[spec.workload.model]
+    if spec.workload.dataset not in allowed:
+        problems.append(
+            Problem(
+                "spec.workload.dataset",
+                f"model {spec.workload.model.value} trains on "
+                f"{', '.join(d.value for d in allowed)}, got {spec.workload.dataset.value!r}",
+            )
+        )
     # An impossible grid is an error, not a sweep of Skipped trials (a typo is the likely cause).
     trials = plan(experiment)
     if trials and all(t.skipped for t in trials):

@@ -215,7 +215,7 @@ def test_the_trainer_command_carries_every_trial_field() -> None:
     assert value("--experiment") == "demo"
     assert value("--batch-size") == "50"
     assert value("--target-loss") == "101.0"
-    assert value("--warmup-epochs") == "2"
+    assert value("--warmup-epochs") == "2.0"
     assert value("--metrics-port") == "9100"
     assert "--shuffle" in argv
     assert "--no-shuffle" not in argv
@@ -233,3 +233,10 @@ def test_every_example_is_a_valid_experiment() -> None:
     for file in files:
         exp = load_experiment(file)
         assert exp.metadata.name == file.stem
+
+
+def test_a_model_with_a_dataset_it_cannot_train_on_is_invalid() -> None:
+    (message,) = problems(experiment(workload={"model": "cnn", "dataset": "lab1-line"}))
+    assert message == (
+        "x.yaml: spec.workload.dataset: model cnn trains on synthetic-images, got 'lab1-line'"
+    )
