@@ -1,0 +1,278 @@
+"""A real Kubernetes control plane for tests: etcd, kube-apiserver, kube-controller-manager and
+kube-scheduler as local processes on free loopback ports, RBAC on, no container runtime.
+
+Used by the `control_plane` pytest fixture (tests/harness/fixtures.py) and, for development, by
+`python -m tests.harness.controlplane` which starts one and prints its kubeconfig path.
+The binaries come from hack/build-control-plane.sh (built once, cached outside the repository).
+The start-up follows controller-runtime's envtest (pkg/internal/testing/controlplane).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.harness.ports import free_port, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO / "hack" / "build-control-plane.sh"
+
+# The apiserver refuses a loopback advertise address and needs one when the host has no default
+# route (controller-runtime#669, #1562). It is only written into the `kubernetes` Endpoints and
+# never dialled here; 192.0.2.1 is the documentation range (RFC 5737), not a private network.
+ADVERTISE_ADDRESS = "192.0.2.1"
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+
+
+def control_plane_bin() -> Path:
+    """The directory holding the built binaries (builds them on first use, minutes)."""
+    out = subprocess.run(
+        ["bash", str(BUILD_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True
+    ).stdout
+    return Path(out.strip().splitlines()[-1])
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_certificates(d: Path) -> None:
+    """CA, apiserver serving cert, admin client cert (system:masters), service-account key pair."""
+    _openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=scalelab-test-ca",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=d,
+    )  # fmt: skip
+    # Newer Python TLS rejects leaf certificates without an authority key identifier.
+    leaf = "basicConstraints=CA:FALSE\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
+    (d / "server.ext").write_text(
+        leaf + "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n"
+    )
+    (d / "client.ext").write_text(
+        leaf + "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
+    )
+    for name, subject, ext in (
+        ("server", "/CN=kube-apiserver", "server.ext"),
+        ("admin", "/O=system:masters/CN=scalelab-admin", "client.ext"),
+    ):
+        _openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
+                 "-out", f"{name}.csr", "-subj", subject, cwd=d)  # fmt: skip
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-days", "2", "-out", f"{name}.crt", "-extfile", ext, cwd=d)  # fmt: skip
+    _openssl("genrsa", "-out", "sa.key", "2048", cwd=d)
+    _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=d)
+
+
+def write_kubeconfig(path: Path, server: str, ca: Path, user: dict[str, str]) -> Path:
+    """A kubeconfig (JSON is valid YAML) for one user against one server."""
+    cfg = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "test", "cluster": {"server": server, "certificate-authority": str(ca)}}],
+        "users": [{"name": "user", "user": user}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "user"}}],
+        "current-context": "test",
+    }
+    path.write_text(json.dumps(cfg, indent=1))
+    return path
+
+
+@dataclass
+class ControlPlane:
+    """A running etcd + kube-apiserver (+ controller manager, scheduler) and how to reach it."""
+
+    workdir: Path
+    bin: Path
+    with_controllers: bool = True
+    port: int = 0
+    kubeconfig: Path = field(default=Path())
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def kubectl_path(self) -> Path:
+        return self.bin / "kubectl"
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
+        self.procs[name] = subprocess.Popen(
+            [str(self.bin / name.split("#")[0]), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C of pytest must not leave orphans half-dead
+        )
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        p = self.workdir / f"{name}.log"
+        return "\n".join(p.read_text(errors="replace").splitlines()[-lines:]) if p.exists() else ""
+
+    def _ssl(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.workdir / "ca.crt"))
+        ctx.load_cert_chain(self.workdir / "admin.crt", self.workdir / "admin.key")
+        return ctx
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        """GET a path as the admin user."""
+        try:
+            with urllib.request.urlopen(self.server + path, context=self._ssl(), timeout=5) as r:
+                return int(r.status), bytes(r.read())
+        except urllib.error.HTTPError as e:
+            return int(e.code), bytes(e.read())
+
+    def start(self) -> ControlPlane:
+        t0 = time.monotonic()
+        d = self.workdir
+        make_certificates(d)
+        self.timings["certificates_seconds"] = time.monotonic() - t0
+
+        etcd_port, etcd_peer = free_port(), free_port()
+        (d / "etcd").mkdir(mode=0o700)
+        self._spawn("etcd", [
+            "--name=default", f"--data-dir={d / 'etcd'}",
+            f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
+            f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
+            f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
+            f"--initial-cluster=default=http://127.0.0.1:{etcd_peer}",
+            "--unsafe-no-fsync",  # test data; fsync dominates write latency on a shared disk
+            "--log-level=warn",
+        ])  # fmt: skip
+
+        self.port = free_port()
+        self._spawn("kube-apiserver", [
+            f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+            "--bind-address=127.0.0.1", f"--secure-port={self.port}",
+            f"--advertise-address={ADVERTISE_ADDRESS}",
+            f"--cert-dir={d / 'apiserver-certs'}",
+            f"--tls-cert-file={d / 'server.crt'}", f"--tls-private-key-file={d / 'server.key'}",
+            f"--client-ca-file={d / 'ca.crt'}",
+            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+            f"--service-account-key-file={d / 'sa.pub'}",
+            f"--service-account-signing-key-file={d / 'sa.key'}",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--authorization-mode=RBAC",
+            # No kubelets here; envtest disables the ServiceAccount admission plugin likewise.
+            "--disable-admission-plugins=ServiceAccount",
+            "--allow-privileged=true",
+            "--profiling=false",
+        ])  # fmt: skip
+        admin = {"client-certificate": str(d / "admin.crt"), "client-key": str(d / "admin.key")}
+        self.kubeconfig = write_kubeconfig(d / "admin.kubeconfig", self.server, d / "ca.crt", admin)
+        try:
+            ready = wait_until(lambda: self.get("/readyz")[0] == 200, 120, "kube-apiserver")
+        except TimeoutError:
+            raise RuntimeError(
+                "kube-apiserver did not become ready:\n" + self.log_tail("kube-apiserver")
+            ) from None
+        self.timings["apiserver_ready_seconds"] = ready
+
+        if self.with_controllers:
+            self._spawn("kube-controller-manager", [
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={free_port()}",
+                f"--service-account-private-key-file={d / 'sa.key'}",
+                f"--root-ca-file={d / 'ca.crt'}",
+                "--use-service-account-credentials=false",
+                # The controllers the tests rely on, and only those (each costs memory and CPU).
+                "--controllers=garbage-collector-controller,namespace-controller,"
+                "serviceaccount-controller,serviceaccount-token-controller,job-controller",
+            ])  # fmt: skip
+            self._spawn("kube-scheduler", [
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={free_port()}",
+            ])  # fmt: skip
+        self.timings["total_start_seconds"] = time.monotonic() - t0
+        return self
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
+                kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        """Run the same-version kubectl against this control plane."""
+        r = subprocess.run(
+            [str(self.kubectl_path), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args],
+            input=input, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        if check and r.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)} failed ({r.returncode}):\n{r.stderr}")
+        return r
+
+    def service_account_kubeconfig(self, namespace: str, name: str, path: Path | None = None) -> Path:
+        """A kubeconfig that authenticates as a ServiceAccount (a real TokenRequest token), so
+        the authorizer applies that account's RBAC. The account must exist."""
+        token = self.kubectl("create", "token", name, "-n", namespace, "--duration=2h").stdout.strip()
+        path = path or self.workdir / f"sa-{namespace}-{name}.kubeconfig"
+        return write_kubeconfig(path, self.server, self.workdir / "ca.crt", {"token": token})
+
+    def memory_rss_mib(self) -> dict[str, float]:
+        """Resident memory of each component, MiB (from /proc)."""
+        out: dict[str, float] = {}
+        for name, p in self.procs.items():
+            try:
+                for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        out[name] = int(line.split()[1]) / 1024
+            except FileNotFoundError:
+                pass
+        return out
+
+    def stop(self) -> None:
+        for p in reversed(list(self.procs.values())):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def start_control_plane(workdir: Path | None = None, with_controllers: bool = True) -> ControlPlane:
+    """Build (once) and start a control plane in `workdir` (a new temporary folder by default)."""
+    d = workdir or Path(tempfile.mkdtemp(prefix="scalelab-cp-"))
+    cp = ControlPlane(workdir=d, bin=control_plane_bin(), with_controllers=with_controllers)
+    try:
+        return cp.start()
+    except BaseException:
+        cp.stop()
+        raise
+
+
+def main() -> None:
+    """Start a control plane for development and keep it up until Ctrl-C."""
+    cp = start_control_plane()
+    print(f"export KUBECONFIG={cp.kubeconfig}", flush=True)
+    print(f"# kubectl: {cp.kubectl_path}; timings: {cp.timings}", file=sys.stderr, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cp.stop()
+        if os.environ.get("KEEP") != "1":
+            shutil.rmtree(cp.workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Runs programs under `horovodrun` with real processes over Gloo on this machine's CPU.
+
+Used by the horovod-tier tests. Horovod here is built with both MPI and Gloo, and horovodrun
+defaults to MPI when it can, so Gloo is always asked for explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+HOROVODRUN = str(BIN / "horovodrun")
+
+
+def quiet_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for TensorFlow child processes: silent start-up, one thread pool each."""
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.update(extra or {})
+    return env
+
+
+def horovodrun(
+    np: int,
+    argv: Sequence[str],
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run `argv` as `np` Horovod processes over Gloo on localhost and wait for it."""
+    cmd = [HOROVODRUN, "-np", str(np), "--gloo", "-H", f"localhost:{np}", *argv]
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env=quiet_env(env), cwd=cwd
+    )
