@@ -1,0 +1,164 @@
+"""`python -m scalelab_trainer`: the trial program of the trial contract (docs/trial-contract.md).
+
+Starts TensorFlow and Horovod once, then runs one trial, or each trial of `--trial-list` in turn
+(the local executor's way to pay interpreter, TF and Horovod start-up once). Serves /metrics when a
+port is given and reports ScaleTrial status when asked. Exit code: 0 when every trial Succeeded or
+Diverged, 1 when one Failed, 143 after SIGTERM (a partial `result` is written first).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any
+
+from scalelab_trainer.config import TrialConfig, build_parser, parse_config
+
+SIGTERM_EXIT = 143
+
+
+class StopFlag:
+    """Set by SIGTERM; the training loop polls it between compiled calls."""
+
+    def __init__(self) -> None:
+        self.set = False
+
+    def __call__(self) -> bool:
+        return self.set
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        self.set = True
+
+
+def trial_argvs(argv: Sequence[str]) -> list[list[str]]:
+    """One argv per trial: the command line itself, or the entries of --trial-list."""
+    ns, _ = build_parser().parse_known_args(list(argv))
+    if ns.trial_list is None:
+        return [list(argv)]
+    with open(ns.trial_list) as f:
+        entries = json.load(f)
+    if not isinstance(entries, list) or not all(isinstance(e, list) for e in entries):
+        raise SystemExit("--trial-list must be a JSON array of argv lists")
+    return [[str(a) for a in e] for e in entries]
+
+
+def _start_runtime(first: TrialConfig | None) -> tuple[int, int, int]:
+    """Configure TensorFlow, start Horovod, pin the GPU; return (rank, size, local rank)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import horovod.tensorflow as hvd
+    import tensorflow as tf
+
+    if first is not None and first.intra_op_threads > 0:
+        tf.config.threading.set_intra_op_parallelism_threads(first.intra_op_threads)
+    # Horovod: start the collective runtime (Gloo or MPI, whichever the launcher chose).
+    hvd.init()
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        tf.config.experimental.set_memory_growth(gpu, True)
+    if gpus:
+        # Horovod: one GPU per process, chosen by local rank, so processes on a node never share.
+        tf.config.set_visible_devices(gpus[hvd.local_rank() % len(gpus)], "GPU")
+    return hvd.rank(), hvd.size(), hvd.local_rank()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argvs = trial_argvs(argv)
+    configs: list[TrialConfig | Exception] = []
+    for a in argvs:
+        try:
+            configs.append(parse_config(a))
+        except (ValueError, SystemExit) as e:
+            configs.append(ValueError(str(e) or "invalid flags"))
+    first = next((c for c in configs if isinstance(c, TrialConfig)), None)
+    rank, size, local_rank = _start_runtime(first)
+
+    from scalelab_trainer.events import Emitter
+    from scalelab_trainer.train import run_trial
+
+    stop = StopFlag()
+    signal.signal(signal.SIGTERM, stop.handle)
+    metrics = _serve_metrics(configs, local_rank)
+    code = 0
+    for a, cfg in zip(argvs, configs, strict=True):
+        if isinstance(cfg, Exception):
+            em = Emitter("local", _trial_name(a), rank)
+            _fail(em, cfg, None)
+            code = 1
+            continue
+        listeners: list[Callable[[dict[str, Any]], None]] = []
+        if cfg.report_status and rank == 0:
+            listeners.append(_status_listener(cfg))
+        em = Emitter(cfg.experiment, cfg.trial, rank, listeners=listeners)
+        try:
+            result = run_trial(
+                cfg, em, stop, metrics.for_trial(cfg, size, rank) if metrics else None
+            )
+            if result.get("phase") == "Failed":
+                code = max(code, 1)
+        except Exception as e:  # one failed trial is a result, not a crash of the trial list
+            _fail(em, e, cfg)
+            code = 1
+        if stop.set:
+            return SIGTERM_EXIT
+    return code
+
+
+def _trial_name(argv: Sequence[str]) -> str:
+    return argv[argv.index("--trial") + 1] if "--trial" in argv[:-1] else "trial"
+
+
+def _fail(em: Any, error: Exception, cfg: TrialConfig | None) -> None:
+    traceback.print_exception(error, file=sys.stderr)
+    em.emit("error", message=str(error), type=type(error).__name__)
+    em.emit(
+        "result",
+        phase="Failed",
+        reason=f"{type(error).__name__}: {error}",
+        epochs=0,
+        steps=0,
+        config=cfg.as_dict() if cfg else None,
+        interrupted=False,
+        warnings=[],
+    )
+
+
+def _status_listener(cfg: TrialConfig) -> Callable[[dict[str, Any]], None]:
+    from scalelab_trainer.report_status import StatusReporter, kubernetes_patch
+
+    if not cfg.namespace:
+        print(
+            "scalelab_trainer: --report-status without --namespace; not reporting", file=sys.stderr
+        )
+        return lambda event: None
+    try:
+        patch = kubernetes_patch(cfg.namespace, cfg.trial)
+    except Exception as e:  # no cluster config: training goes on without status
+        print(f"scalelab_trainer: no Kubernetes config ({e}); not reporting", file=sys.stderr)
+        return lambda event: None
+    return StatusReporter(patch, cfg.progress_interval_seconds)
+
+
+def _serve_metrics(configs: Sequence[TrialConfig | Exception], local_rank: int) -> Any:
+    port = next(
+        (c.metrics_port for c in configs if isinstance(c, TrialConfig) and c.metrics_port > 0), 0
+    )
+    if not port:
+        return None
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from scalelab_trainer.metrics import Metrics
+
+    registry = CollectorRegistry()
+    # Horovod: processes on one node share its ports, so each serves on base port + local rank.
+    start_http_server(port + local_rank, registry=registry)
+    return Metrics(registry)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

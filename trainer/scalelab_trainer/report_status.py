@@ -1,0 +1,101 @@
+"""Out channel 2 of the trial contract: rank 0 merge-patches ScaleTrial.status in a cluster.
+
+`StatusReporter` listens to the trial's events: `epoch` events become a rate-limited
+`status.progress` patch, the `result` event becomes `status.result` (always sent, without `config`
+and `curves`, which belong to the results file, not to etcd). Reporting never stops training: every
+failure is logged to stderr and the next event tries again. The Kubernetes client is loaded from
+the in-cluster service account, or KUBECONFIG outside one. Attached by __main__.py.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+GROUP, VERSION, PLURAL = "scalelab.dev", "v1alpha1", "scaletrials"
+RESULT_DROP = ("schema", "event", "time", "experiment", "trial", "config", "curves", "lossSurface")
+REQUEST_TIMEOUT_SECONDS = 5  # a slow API server delays training at most this long per patch
+
+Patch = Callable[[dict[str, Any]], None]
+
+
+def progress_payload(event: dict[str, Any]) -> dict[str, Any]:
+    """The merge patch for an `epoch` event."""
+    return {
+        "status": {
+            "progress": {
+                "epoch": event.get("epoch"),
+                "steps": event.get("steps"),
+                "loss": event.get("loss"),
+                "samplesPerSecond": event.get("samplesPerSecond"),
+                "updatedAt": datetime.fromtimestamp(event.get("time", time.time()), UTC).strftime(
+                    "%Y-%m-%dT%H:%M:%SZ"
+                ),
+            }
+        }
+    }
+
+
+def result_payload(event: dict[str, Any]) -> dict[str, Any]:
+    """The merge patch for the `result` event: the result minus config, curves and envelope."""
+    return {"status": {"result": {k: v for k, v in event.items() if k not in RESULT_DROP}}}
+
+
+class StatusReporter:
+    """Event listener that turns events into status patches, at most one progress per interval."""
+
+    def __init__(
+        self, patch: Patch, interval_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.patch, self.interval, self.clock = patch, interval_seconds, clock
+        self.last: float | None = None
+        self.sent = self.failed = 0
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "epoch":
+            now = self.clock()
+            if self.last is not None and now - self.last < self.interval:
+                return
+            self.last = now
+            self._send(progress_payload(event))
+        elif kind == "result":
+            self._send(result_payload(event))
+
+    def _send(self, body: dict[str, Any]) -> None:
+        try:
+            self.patch(body)
+            self.sent += 1
+        except Exception as e:  # reporting must never kill training, whatever the client raises
+            self.failed += 1
+            print(
+                f"scalelab_trainer: status patch failed ({type(e).__name__}: {e})", file=sys.stderr
+            )
+
+
+def kubernetes_patch(namespace: str, name: str) -> Patch:
+    """A merge-patch of scaletrials/status through the in-cluster config or KUBECONFIG."""
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    api = client.CustomObjectsApi()
+
+    def patch(body: dict[str, Any]) -> None:
+        api.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            body,
+            _content_type="application/merge-patch+json",
+            _request_timeout=REQUEST_TIMEOUT_SECONDS,
+        )
+
+    return patch
