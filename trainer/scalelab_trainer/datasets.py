@@ -3,7 +3,8 @@
 `lab1-line` reproduces Lab 1's draw bit for bit: after `np.random.seed(S)` the lab draws
 `x = np.random.uniform(0, 10, n)`, then for each x in order
 `y = w*(x + np.random.normal(0, std)) + b` from numpy's legacy global RandomState. A private
-`RandomState(S)` yields the same stream without touching the global one. Called by train.py; `--export-data` writes what was built.
+`RandomState(S)` yields the same stream without touching the global one.
+Called by train.py; `--export-data` writes what was built.
 """
 
 from __future__ import annotations

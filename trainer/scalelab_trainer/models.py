@@ -1,7 +1,8 @@
 """Models of a trial behind one small interface: variables, per-example loss, a parameter summary.
 
 `linear` is y = x·w + b with w, b starting at 0 (the lab), float64 so that 1 and N processes agree
-to 1e-6; `mlp` and `cnn` are Keras networks (float32) with seeded random weights. Called by train.py.
+to 1e-6; `mlp` and `cnn` are Keras networks (float32) with seeded random weights.
+Called by train.py.
 """
 
 from __future__ import annotations
