@@ -446,11 +446,15 @@ class ResultRow(ApiModel):
     )
     scaling_efficiency: float | None = Field(
         default=None,
-        description="Strong scaling efficiency thr(N,B)/(N·thr(1,B)) against the 1-process "
-        "trial of the same global batch. Unit: ratio.",
+        description="Scaling efficiency. batchScope global: strong, thr(N,B)/(N·thr(1,B)) "
+        "against the 1-process trial of the same global batch; perProcess: weak, "
+        "thr(N,b·N)/(N·thr(1,b)). Unit: ratio.",
     )
     time_to_target_seconds: float | None = Field(
         default=None, description="Training time until the target loss was reached. Unit: seconds."
+    )
+    seconds: float | None = Field(
+        default=None, description="Training time reported by the trainer. Unit: seconds."
     )
     gpu_seconds: float | None = Field(
         default=None,
@@ -468,8 +472,11 @@ class ParetoPoint(ApiModel):
     trial: str = Field(..., description="ScaleTrial name.")
     batch_size: int = Field(..., gt=0, description="Global batch size. Unit: examples.")
     gpus: int = Field(..., gt=0, description="Horovod processes. Unit: processes.")
-    time_to_target_seconds: float = Field(..., description="Unit: seconds.")
-    gpu_seconds: float = Field(..., description="Unit: GPU-seconds.")
+    time_to_target_seconds: float = Field(
+        ...,
+        description="Time to the target loss (without a target: to convergence). Unit: seconds.",
+    )
+    gpu_seconds: float = Field(..., description="Processes × time-to-target. Unit: GPU-seconds.")
 
 
 class Recommendation(ApiModel):

@@ -92,6 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         Path(args.file),
         out=Path(args.out) if args.out else None,
         retry_failed=args.retry_failed,
+        separate_processes=args.separate_processes,
         report=not args.no_report,
     )
 
@@ -126,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", metavar="DIR", help="results directory (default out/<name>)")
     run.add_argument(
         "--retry-failed", action="store_true", help="when resuming, rerun Failed trials too"
+    )
+    run.add_argument(
+        "--separate-processes",
+        action="store_true",
+        help="one trainer process per trial instead of one per process count (measures the "
+        "start-up cost that --trial-list saves)",
     )
     run.add_argument("--no-report", action="store_true", help="skip report.html and the plots")
     run.set_defaults(func=cmd_run)

@@ -1,0 +1,484 @@
+"""`scalelab run`: every Pending trial of an experiment on this machine, results after each one.
+
+Trials are grouped by process count and each group runs as ONE trainer invocation with
+`--trial-list` (`horovodrun -np N --gloo -H localhost:N` for N > 1), so interpreter, TensorFlow
+and Horovod start-up are paid once per group rather than once per trial. Decisions:
+
+- N larger than this machine's cores runs anyway (Gloo oversubscribes fine) and every such
+  trial carries a warning that its throughput is not representative.
+- A trial that fails, diverges or crashes does not stop the sweep: the trainer is relaunched
+  with the trials it had not started.
+- A trial running past execution.activeDeadlineSeconds (counted from the end of the previous
+  trial in its process, or from the launch for the first) is killed and marked Failed.
+- Ctrl-C (or SIGTERM) stops the running trainer; finished trials are kept, the interrupted one
+  stays Pending; the same command resumes. A trial is reused on resume when its name and
+  trainer command are unchanged and it finished (Failed ones only without --retry-failed).
+- results.json/results.csv are rewritten atomically after every trial; a full disk stops the run
+  with a message and the last good files intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from scalelab.aggregate import recommend, with_scaling
+from scalelab.api import BatchScope, Dataset, ScaleExperiment, TrialPhase
+from scalelab.local import store
+from scalelab.local.events import parse_event
+from scalelab.local.processes import stop
+from scalelab.local.progress import Progress, make_progress
+from scalelab.planner import PlannedTrial, plan, trainer_command, trainer_flags
+from scalelab.results import (
+    GroupTiming,
+    ResultsFile,
+    TrialRecord,
+    planned_record,
+    record_from_events,
+    result_row,
+)
+from scalelab.validation import InvalidExperimentError, load_experiment
+
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+_IDLE = object()  # no stdout line within the poll interval
+POLL_SECONDS = 0.2
+LOG_TAIL_LINES = 5
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    useful = [line for line in text if line.strip()][-lines:]
+    return " | ".join(line.strip()[:200] for line in useful)
+
+
+def trainer_python() -> str:
+    """The interpreter that runs the trainer: $SCALELAB_TRAINER_PYTHON, else this one."""
+    return os.environ.get("SCALELAB_TRAINER_PYTHON", sys.executable)
+
+
+def find_horovodrun(python: str) -> str | None:
+    """horovodrun next to the trainer's interpreter, else on PATH."""
+    beside = Path(python).parent / "horovodrun"
+    return str(beside) if beside.exists() else shutil.which("horovodrun")
+
+
+@dataclass
+class _TrialEvents:
+    start: dict[str, Any] | None = None
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class LocalRun:
+    """One `scalelab run`: the plan, the results so far, and the trainer processes."""
+
+    def __init__(
+        self,
+        experiment: ScaleExperiment,
+        out: Path,
+        *,
+        retry_failed: bool = False,
+        separate_processes: bool = False,
+        progress: Progress | None = None,
+    ) -> None:
+        self.experiment = experiment
+        self.out = out
+        self.retry_failed = retry_failed
+        self.separate_processes = separate_processes
+        self.python = trainer_python()
+        self.horovodrun = find_horovodrun(self.python)
+        self.cores = os.cpu_count() or 1
+        self.planned: dict[str, PlannedTrial] = {t.name: t for t in plan(experiment)}
+        self.results = self._initial_results()
+        self.progress = progress or make_progress(
+            self.results.trials, experiment.spec.training.max_epochs
+        )
+        self.process: subprocess.Popen[str] | None = None
+
+    # ------------------------------------------------------------------ results bookkeeping
+
+    def _initial_results(self) -> ResultsFile:
+        previous = store.load(self.out)
+        if previous is not None and previous.experiment != self.experiment.metadata.name:
+            raise store.ResultsReadError(
+                f"{self.out} holds results of experiment {previous.experiment!r}, not "
+                f"{self.experiment.metadata.name!r}; choose another --out"
+            )
+        kept = {t.name: t for t in previous.trials} if previous else {}
+        records = []
+        for trial in self.planned.values():
+            argv = trainer_command(trainer_flags(trial.spec, trial.name))
+            old = kept.get(trial.name)
+            reusable = (
+                old is not None
+                and old.argv == argv
+                and not trial.skipped
+                and (old.done or (old.phase is TrialPhase.FAILED and not self.retry_failed))
+            )
+            records.append(old if reusable and old is not None else planned_record(trial, argv))
+        scope = self.experiment.spec.sweep.batch_scope
+        return ResultsFile(
+            experiment=self.experiment.metadata.name,
+            spec=self.experiment.spec.model_dump(by_alias=True, mode="json"),
+            scaling_efficiency_kind="weak" if scope is BatchScope.PER_PROCESS else "strong",
+            host={
+                "cores": os.cpu_count(),
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+            },
+            trials=records,
+            groups=previous.groups if previous else [],
+        )
+
+    def _record(self, name: str) -> TrialRecord:
+        return next(t for t in self.results.trials if t.name == name)
+
+    def _set(self, record: TrialRecord) -> None:
+        self.results.trials = [record if t.name == record.name else t for t in self.results.trials]
+
+    def aggregate(self) -> None:
+        """Fill scaling efficiency, GPU-seconds and the recommendation from the records."""
+        weak = self.results.scaling_efficiency_kind == "weak"
+        rows = with_scaling([result_row(t) for t in self.results.trials], weak=weak)
+        kind = self.results.scaling_efficiency_kind
+        for row in rows:
+            record = self._record(row.trial)
+            self._set(
+                record.model_copy(
+                    update={
+                        "scaling_efficiency": row.scaling_efficiency,
+                        "scaling_efficiency_kind": kind
+                        if row.scaling_efficiency is not None
+                        else None,
+                        "gpu_seconds": row.gpu_seconds,
+                    }
+                )
+            )
+        spec = self.experiment.spec
+        self.results.recommendation = recommend(
+            rows,
+            max_gpus=spec.execution.max_gpus,
+            has_target=spec.training.target_loss is not None,
+            learning_rates={t.name: t.spec.learning_rate for t in self.planned.values()},
+        )
+
+    def save(self) -> None:
+        """Aggregate and write results.json and results.csv atomically."""
+        self.aggregate()
+        self.results.updated_at = time.time()
+        store.save(self.out, self.results)
+
+    # --------------------------------------------------------------------------- running
+
+    def pending_groups(self) -> list[tuple[int, list[PlannedTrial]]]:
+        """Trials still to run, grouped by process count (ascending)."""
+        groups: dict[int, list[PlannedTrial]] = {}
+        for record in self.results.trials:
+            if record.phase is TrialPhase.PENDING:
+                trial = self.planned[record.name]
+                groups.setdefault(trial.gpus, []).append(trial)
+        return sorted(groups.items())
+
+    def _extra_flags(self, trial: PlannedTrial) -> list[str]:
+        if trial.spec.workload.dataset is Dataset.LAB1_LINE:
+            return ["--export-data", str((self.out / "data" / f"{trial.name}.npz").resolve())]
+        return []
+
+    def _command(self, processes: int, trial_list: Path) -> list[str]:
+        program = [self.python, "-m", "scalelab_trainer", "--trial-list", str(trial_list)]
+        if processes == 1:
+            return program
+        assert self.horovodrun is not None
+        return [
+            self.horovodrun,
+            "-np",
+            str(processes),
+            "--gloo",
+            "-H",
+            f"localhost:{processes}",
+            *program,
+        ]
+
+    def _finish(
+        self,
+        trial: PlannedTrial,
+        events: _TrialEvents,
+        wall: float | None,
+        phase: TrialPhase | None = None,
+        reason: str = "",
+    ) -> None:
+        record = record_from_events(
+            self._record(trial.name), events.start, events.epochs, events.result
+        )
+        update: dict[str, Any] = {"wall_seconds": wall}
+        if record.finished_at is None:
+            update["finished_at"] = time.time()
+        if phase is not None:
+            update |= {"phase": phase, "reason": reason}
+        elif events.result is None:
+            update |= {"phase": TrialPhase.FAILED, "reason": reason or "no result from trainer"}
+        if trial.spec.workload.dataset is Dataset.LAB1_LINE:
+            data = self.out / "data" / f"{trial.name}.npz"
+            update["data_file"] = str(data.relative_to(self.out)) if data.exists() else None
+        warnings = list(record.warnings)
+        if trial.gpus > self.cores:
+            warnings.append(
+                f"oversubscribed: {trial.gpus} processes on {self.cores} cores; throughput "
+                "and scaling efficiency are not representative"
+            )
+        update["warnings"] = warnings
+        record = record.model_copy(update=update)
+        self._set(record)
+        self.progress.trial_finished(record)
+        self.save()
+
+    def run_group(self, processes: int, trials: list[PlannedTrial]) -> None:
+        """Run `trials` (all with `processes` processes) in as few trainer launches as possible."""
+        if processes > 1 and self.horovodrun is None:
+            for trial in trials:
+                self._finish(
+                    trial,
+                    _TrialEvents(),
+                    None,
+                    TrialPhase.FAILED,
+                    "horovodrun not found next to the trainer's Python nor on PATH "
+                    "(install horovod with Gloo support)",
+                )
+            return
+        if processes > self.cores:
+            self.progress.note(
+                f"warning: {processes} processes on {self.cores} cores: running anyway "
+                "(oversubscribed); throughput of these trials is not representative"
+            )
+        batches = [[t] for t in trials] if self.separate_processes else [trials]
+        for batch in batches:
+            remaining = list(batch)
+            attempt = 0
+            while remaining:
+                attempt += 1
+                remaining = self._launch(processes, remaining, attempt)
+
+    def _launch(
+        self, processes: int, trials: list[PlannedTrial], attempt: int
+    ) -> list[PlannedTrial]:
+        """One trainer process over `trials`; returns the trials it did not get to."""
+        work = self.out / ".work"
+        logs = self.out / "logs"
+        work.mkdir(parents=True, exist_ok=True)
+        logs.mkdir(parents=True, exist_ok=True)
+        (self.out / "data").mkdir(exist_ok=True)
+        stem = f"{trials[0].name}-n{len(trials)}-a{attempt}"
+        trial_list = work / f"{stem}.json"
+        flag_lists = [trainer_flags(t.spec, t.name) + self._extra_flags(t) for t in trials]
+        trial_list.write_text(json.dumps(flag_lists, indent=1))
+        log_path = logs / f"{stem}.log"
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        deadline = float(self.experiment.spec.execution.active_deadline_seconds)
+        by_name = {t.name: t for t in trials}
+        events = {t.name: _TrialEvents() for t in trials}
+        remaining = list(trials)
+        current: str | None = None
+        launched = clock = time.monotonic()
+        startup: float | None = None
+        timed_out: str | None = None
+
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.write(f"$ {' '.join(self._command(processes, trial_list))}\n")
+            log.flush()
+            self.process = subprocess.Popen(
+                self._command(processes, trial_list),
+                stdout=subprocess.PIPE,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                bufsize=1,
+                env=env,
+                start_new_session=True,  # Ctrl-C reaches scalelab only; it stops the tree itself
+            )
+            lines: queue.Queue[str | None] = queue.Queue()
+            stdout = self.process.stdout
+            assert stdout is not None
+
+            def pump() -> None:
+                for line in stdout:
+                    lines.put(line)
+                lines.put(None)
+
+            reader = threading.Thread(target=pump, daemon=True)
+            reader.start()
+            while True:
+                try:
+                    item: object = lines.get(timeout=POLL_SECONDS)
+                except queue.Empty:
+                    item = _IDLE
+                if item is None:
+                    break
+                if isinstance(item, str):
+                    event = parse_event(item)
+                    name = event.get("trial") if event else None
+                    if event is None or name not in events:
+                        log.write(item if item.endswith("\n") else item + "\n")
+                        log.flush()
+                        continue
+                    assert isinstance(name, str)
+                    kind = event["event"]
+                    if kind == "start":
+                        current = name
+                        events[name].start = event
+                        if startup is None:
+                            startup = time.monotonic() - launched
+                        self.progress.trial_started(self._record(name))
+                    elif kind == "epoch":
+                        events[name].epochs.append(event)
+                        self.progress.epoch(self._record(name), event)
+                    elif kind == "error":
+                        events[name].error = event
+                    elif kind == "result" and name in by_name and by_name[name] in remaining:
+                        events[name].result = event
+                        now = time.monotonic()
+                        self._finish(by_name[name], events[name], now - clock)
+                        remaining.remove(by_name[name])
+                        current, clock = None, now
+                if remaining and time.monotonic() - clock > deadline:
+                    timed_out = current or remaining[0].name
+                    stop(self.process)
+                    break
+            code = self.process.wait()
+            reader.join(timeout=5)
+            self.process = None
+
+        self.results.groups.append(
+            GroupTiming(
+                processes=processes,
+                trials=len(trials) - len(remaining),
+                startup_seconds=startup,
+                wall_seconds=time.monotonic() - launched,
+            )
+        )
+        if timed_out is not None:
+            trial = by_name[timed_out]
+            self._finish(
+                trial,
+                _TrialEvents(events[timed_out].start, events[timed_out].epochs),
+                time.monotonic() - clock,
+                TrialPhase.FAILED,
+                f"exceeded execution.activeDeadlineSeconds={int(deadline)}",
+            )
+            remaining.remove(trial)
+            return remaining
+        if current is not None and by_name[current] in remaining:
+            trial = by_name[current]
+            error = events[current].error
+            why = error.get("message") if error else _tail(log_path)
+            self._finish(
+                trial,
+                events[current],
+                time.monotonic() - clock,
+                TrialPhase.FAILED,
+                f"trainer exited with code {code}: {why}",
+            )
+            remaining.remove(trial)
+            return remaining
+        if remaining and startup is None:
+            # The trainer died before starting any trial: the same would happen to every one.
+            why = f"trainer exited with code {code} before starting: {_tail(log_path)}"
+            for trial in remaining:
+                self._finish(trial, _TrialEvents(), None, TrialPhase.FAILED, why)
+            return []
+        return remaining
+
+    def run(self) -> int:
+        """Run every pending group; 0 when no trial failed, 1 otherwise, 130 when interrupted."""
+        self.save()
+        try:
+            with _sigterm_as_interrupt(), self.progress:
+                for processes, trials in self.pending_groups():
+                    self.run_group(processes, trials)
+        except KeyboardInterrupt:
+            if self.process is not None:
+                stop(self.process)
+                self.process = None
+            self.save()
+            return EXIT_INTERRUPTED
+        self.save()
+        failed = any(t.phase is TrialPhase.FAILED for t in self.results.trials)
+        return EXIT_FAILED if failed else EXIT_OK
+
+
+def run_experiment_file(
+    file: Path,
+    out: Path | None = None,
+    *,
+    retry_failed: bool = False,
+    separate_processes: bool = False,
+    report: bool = True,
+) -> int:
+    """`scalelab run FILE`: validate, run, save, render; messages instead of tracebacks."""
+    try:
+        experiment = load_experiment(file)
+    except InvalidExperimentError as error:
+        for problem in error.problems:
+            print(problem.render(error.file), file=sys.stderr)
+        return EXIT_FAILED
+    out = out or Path("out") / experiment.metadata.name
+    try:
+        run = LocalRun(
+            experiment, out, retry_failed=retry_failed, separate_processes=separate_processes
+        )
+        kept = sum(t.finished_at is not None for t in run.results.trials)
+        if kept:
+            print(f"resuming in {out}: {kept} finished trial(s) kept", flush=True)
+        code = run.run()
+    except (store.ResultsReadError, store.ResultsWriteError) as error:
+        print(f"scalelab: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    if code == EXIT_INTERRUPTED:
+        done = sum(t.finished_at is not None for t in run.results.trials)
+        print(
+            f"scalelab: interrupted; {done} finished trial(s) kept in {out / store.RESULTS_JSON}. "
+            "Run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return code
+    if report:
+        from scalelab.report.render import render_report
+
+        try:
+            path = render_report(out, run.results)
+        except OSError as error:
+            print(f"scalelab: cannot write the report to {out}: {error}", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"report: {path}")
+    print(f"results: {out / store.RESULTS_JSON}")
+    return code

@@ -1,0 +1,123 @@
+"""Reading and atomically writing DIR/results.json and DIR/results.csv.
+
+Each write goes to a temporary file in DIR, is flushed to disk, then renamed over the old file,
+so a crash or a full disk never leaves a torn results file: the previous version survives.
+A full disk (or quota, or file-size limit) raises `ResultsWriteError` with a message to act on.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from scalelab.results import SCHEMA_VERSION, ResultsFile
+
+RESULTS_JSON = "results.json"
+RESULTS_CSV = "results.csv"
+CSV_COLUMNS = (
+    "name",
+    "batchSize",
+    "gpus",
+    "repeat",
+    "seed",
+    "learningRate",
+    "phase",
+    "reason",
+    "epochs",
+    "steps",
+    "finalLoss",
+    "samplesPerSecond",
+    "scalingEfficiency",
+    "scalingEfficiencyKind",
+    "stepsToTarget",
+    "epochsToTarget",
+    "timeToTargetSeconds",
+    "seconds",
+    "wallSeconds",
+    "gpuSeconds",
+    "gradientNoiseScale",
+    "criticalBatchSize",
+)
+_FULL = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file size limit exceeded",
+}
+
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+class ResultsWriteError(Exception):
+    """DIR cannot take the results (full disk, quota, permissions); finished results are kept."""
+
+
+class ResultsReadError(Exception):
+    """DIR/results.json exists but is not a results file this version can read."""
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` all at once (temp file in the same directory + rename)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are for everyone to read
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _csv(results: ResultsFile) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for trial in results.trials:
+        row = trial.model_dump(by_alias=True, mode="json")
+        writer.writerow(["" if row.get(c) is None else row[c] for c in CSV_COLUMNS])
+    return buffer.getvalue().encode()
+
+
+def save(directory: Path, results: ResultsFile) -> None:
+    """Write results.json then results.csv atomically; ResultsWriteError if DIR cannot take them."""
+    payload = json.dumps(results.model_dump(by_alias=True, mode="json"), indent=1).encode()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        write_atomic(directory / RESULTS_JSON, payload + b"\n")
+        write_atomic(directory / RESULTS_CSV, _csv(results))
+    except OSError as error:
+        what = _FULL.get(error.errno or 0, error.strerror or str(error))
+        raise ResultsWriteError(
+            f"cannot write results to {directory}: {what}. Results saved before this point are "
+            f"intact in {directory / RESULTS_JSON}; free space (or choose another --out) and "
+            "rerun the same command to resume."
+        ) from None
+
+
+def load(directory: Path) -> ResultsFile | None:
+    """The results saved in DIR, or None when there are none yet."""
+    path = directory / RESULTS_JSON
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("schemaVersion") != SCHEMA_VERSION:
+            raise ResultsReadError(
+                f"{path}: schemaVersion {data.get('schemaVersion')!r}, expected {SCHEMA_VERSION!r}"
+            )
+        return ResultsFile.model_validate(data)
+    except (OSError, ValueError, AttributeError, ValidationError) as error:
+        if isinstance(error, ResultsReadError):
+            raise
+        raise ResultsReadError(f"{path}: not a readable results file ({error})") from None

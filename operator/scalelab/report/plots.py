@@ -1,0 +1,406 @@
+"""The report's figures, each a pure function from results to PNG bytes (None when not applicable).
+
+The lab's plots as the lab drew them (loss vs epoch for GD, loss vs update for SGD, the 3D
+trajectory over the loss surface) and the scaling plots (loss per batch size, steps-/epochs-to-
+target with the S = S_min(1 + B_crit/B) fit, throughput and efficiency vs GPUs, the Pareto
+front). matplotlib with the Agg backend: no display needed. Called by render.py.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from statistics import mean, median
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+from scalelab.aggregate import MEASURED, CriticalBatchFit, fit_critical_batch
+from scalelab.report.surface import LineStats, load_line_data, surface
+from scalelab.results import ResultsFile, TrialRecord
+
+DPI = 90
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _floats(values: Sequence[Any]) -> list[float]:
+    return [float(v) if isinstance(v, int | float) else float("nan") for v in values]
+
+
+def _curve(record: TrialRecord, key: str) -> list[float]:
+    return _floats(record.curves.get(key) or [])
+
+
+def _measured(results: ResultsFile) -> list[TrialRecord]:
+    return [t for t in results.trials if t.phase in MEASURED and t.curves.get("epochLoss")]
+
+
+def _single_process(results: ResultsFile) -> list[TrialRecord]:
+    """Repeat-0 curves at the smallest process count of each batch size, by batch size."""
+    best: dict[int, TrialRecord] = {}
+    for t in _measured(results):
+        if t.repeat == 0 and (t.batch_size not in best or t.gpus < best[t.batch_size].gpus):
+            best[t.batch_size] = t
+    return [best[b] for b in sorted(best)]
+
+
+def _updates(record: TrialRecord) -> list[float]:
+    steps = _floats(record.curves.get("steps") or [])
+    if steps and len(steps) == len(_curve(record, "updateLoss")):
+        return steps
+    per_epoch = (record.steps or 0) / max(record.epochs or 1, 1)
+    return [per_epoch * (i + 1) for i in range(len(_curve(record, "updateLoss")))]
+
+
+def _from_zero(record: TrialRecord, key: str) -> tuple[list[float], list[float]]:
+    """(updates, loss) with the initial loss at update 0 prepended when the trainer gave it."""
+    x, y = _updates(record), _curve(record, key)
+    if record.initial_loss is not None:
+        return [0.0, *x], [record.initial_loss, *y]
+    return x, y
+
+
+def lab_gd_loss_vs_epoch(results: ResultsFile) -> bytes | None:
+    """The lab's GD plot: full-dataset loss vs epoch of the largest batch."""
+    trials = _single_process(results)
+    if not trials:
+        return None
+    gd = trials[-1]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    loss = _curve(gd, "epochLoss")
+    ax.plot(range(1, len(loss) + 1), loss, color="tab:blue")
+    ax.set(
+        xlabel="epoch",
+        ylabel="loss (MSE, full dataset)",
+        yscale="log",
+        title=f"Gradient descent, batch {gd.batch_size}: loss vs epoch",
+    )
+    _optimum_line(ax, gd)
+    return _png(fig)
+
+
+def lab_sgd_loss_vs_update(results: ResultsFile) -> bytes | None:
+    """The lab's SGD plot: loss vs update of the smallest batch."""
+    trials = _single_process(results)
+    if not trials:
+        return None
+    sgd = trials[0]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.plot(
+        _updates(sgd),
+        _curve(sgd, "updateLoss"),
+        color="tab:orange",
+        label="update loss (mean per epoch)",
+    )
+    ax.plot(_updates(sgd), _curve(sgd, "epochLoss"), color="tab:blue", lw=1, label="full loss")
+    ax.set(
+        xlabel="update (optimizer step)",
+        ylabel="loss (MSE)",
+        yscale="log",
+        title=f"SGD, batch {sgd.batch_size}: loss vs update",
+    )
+    _optimum_line(ax, sgd)
+    ax.legend()
+    return _png(fig)
+
+
+def _optimum_line(ax: Any, record: TrialRecord) -> None:
+    optimum = record.optimum or record.diagnostics.get("optimum") or {}
+    if isinstance(optimum.get("loss"), int | float):
+        ax.axhline(optimum["loss"], color="gray", ls="--", lw=1, label="optimum L*")
+
+
+#: Where the trainer starts the linear model when its result carries no initialParams
+#: (trainer/scalelab_trainer/models.py initialises w and b at zero).
+LINEAR_START = {"w": 0.0, "b": 0.0}
+
+
+def _param_path(record: TrialRecord) -> tuple[list[float], list[float]]:
+    points = [p for p in record.curves.get("params") or [] if isinstance(p, dict)]
+    if points:
+        points = [record.initial_params or LINEAR_START, *points]
+    return _floats([p.get("w") for p in points]), _floats([p.get("b") for p in points])
+
+
+def trajectory_3d(results: ResultsFile, directory: Path) -> bytes | None:
+    """The lab's 3D plot: parameter trajectories of GD and SGD over the loss surface (+ contour)."""
+    trials = [t for t in _single_process(results) if t.data_file and _param_path(t)[0]]
+    if not trials:
+        return None
+    data = load_line_data(directory / str(trials[0].data_file))
+    if data is None:
+        return None
+    stats = LineStats.of(*data)
+    W, B, L = surface(stats)
+    shown = trials if len(trials) <= 3 else [trials[0], trials[len(trials) // 2], trials[-1]]
+    fig = plt.figure(figsize=(12, 5))
+    ax3 = fig.add_subplot(1, 2, 1, projection="3d")
+    ax3.plot_surface(W, B, L, cmap="viridis", alpha=0.6, rcount=40, ccount=40, linewidth=0)
+    ax2 = fig.add_subplot(1, 2, 2)
+    levels = np.geomspace(max(float(L.min()), 1e-9), float(L.max()), 25)
+    ax2.contour(W, B, L, levels=levels, cmap="viridis", linewidths=0.7)
+    colors = plt.get_cmap("tab10")
+    for i, t in enumerate(shown):
+        w, b = _param_path(t)
+        z = stats.loss(np.array(w), np.array(b))
+        label = f"batch {t.batch_size}" + (" (GD)" if t is trials[-1] else "")
+        ax3.plot(w, b, z, color=colors(i), lw=2, label=label)
+        ax2.plot(w, b, color=colors(i), lw=1.5, marker=".", ms=2, label=label)
+    optimum = trials[0].optimum or trials[0].diagnostics.get("optimum") or {}
+    if isinstance(optimum.get("w"), int | float) and isinstance(optimum.get("b"), int | float):
+        ax2.plot([optimum["w"]], [optimum["b"]], "k*", ms=10, label="optimum θ*")
+    ax3.set(xlabel="w", ylabel="b", zlabel="loss", title="Trajectories over the loss surface")
+    ax2.set(
+        xlabel="w",
+        ylabel="b",
+        xlim=(0, 20),
+        ylim=(-18, 22),
+        title="Same, from above (log-spaced contours)",
+    )
+    ax2.legend(loc="upper left", fontsize=8)
+    return _png(fig)
+
+
+def loss_per_batch(results: ResultsFile) -> bytes | None:
+    """Loss curves of every batch size on one axis: per epoch and per update."""
+    trials = _single_process(results)
+    if not trials:
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for t in trials:
+        loss = _curve(t, "epochLoss")
+        left.plot(range(1, len(loss) + 1), loss, label=f"B={t.batch_size}")
+        right.plot(*_from_zero(t, "epochLoss"), label=f"B={t.batch_size}")
+    left.set(
+        xlabel="epoch",
+        ylabel="full-dataset loss",
+        yscale="log",
+        xscale="log",
+        title="Loss vs epoch, per batch size",
+    )
+    right.set(
+        xlabel="optimizer steps",
+        ylabel="full-dataset loss",
+        yscale="log",
+        xscale="log",
+        title="Loss vs update, per batch size",
+    )
+    target = results.spec.get("training", {}).get("targetLoss")
+    for ax in (left, right):
+        if isinstance(target, int | float):
+            ax.axhline(target, color="gray", ls=":", lw=1, label="target")
+        ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def steps_to_target_fit(results: ResultsFile) -> tuple[bytes | None, CriticalBatchFit | None]:
+    """Steps- and epochs-to-target vs batch with the fit S = S_min(1 + B_crit/B)."""
+    by_batch: dict[int, list[TrialRecord]] = defaultdict(list)
+    for t in results.trials:
+        if (
+            t.phase in MEASURED
+            and t.steps_to_target
+            and t.gpus == min(x.gpus for x in results.trials if x.batch_size == t.batch_size)
+        ):
+            by_batch[t.batch_size].append(t)
+    if len(by_batch) < 2:
+        return None, None
+    batches = sorted(by_batch)
+    steps = [mean(float(t.steps_to_target or 0) for t in by_batch[b]) for b in batches]
+    epochs = [mean(float(t.epochs_to_target or 0) for t in by_batch[b]) for b in batches]
+    fit = fit_critical_batch(batches, steps)
+    noise = [
+        t.gradient_noise_scale for ts in by_batch.values() for t in ts if t.gradient_noise_scale
+    ]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    left.plot(batches, steps, "o", label="measured")
+    if fit is not None:
+        grid = np.geomspace(min(batches), max(batches), 100)
+        left.plot(
+            grid,
+            [fit.steps(b) for b in grid],
+            "-",
+            label=f"S_min(1+B_crit/B): S_min={fit.s_min:.3g}, B_crit={fit.b_crit:.3g}, "
+            f"R²(log)={fit.r2:.2f}",
+        )
+        if min(batches) / 10 <= fit.b_crit <= max(batches) * 10:
+            left.axvline(fit.b_crit, color="tab:green", ls="--", lw=1, label="fitted B_crit")
+    if noise:
+        left.axvline(
+            median(noise),
+            color="tab:red",
+            ls=":",
+            lw=1,
+            label=f"measured B_simple (median) = {median(noise):.3g}",
+        )
+    left.set(
+        xscale="log",
+        yscale="log",
+        xlabel="global batch size B",
+        ylabel="steps to target",
+        title="Steps to target vs batch",
+    )
+    left.legend(fontsize=8)
+    right.plot(batches, epochs, "o-", color="tab:purple")
+    if fit is not None:
+        size = float(results.spec.get("workload", {}).get("datasetSize", 1))
+        grid = np.geomspace(min(batches), max(batches), 100)
+        right.plot(
+            grid,
+            [fit.steps(b) * b / size for b in grid],
+            "-",
+            color="tab:orange",
+            label="E = S·B/n from the fit",
+        )
+        right.legend(fontsize=8)
+    right.set(
+        xscale="log",
+        yscale="log",
+        xlabel="global batch size B",
+        ylabel="epochs to target",
+        title="Epochs to target vs batch",
+    )
+    return _png(fig), fit
+
+
+def throughput_and_efficiency(results: ResultsFile) -> bytes | None:
+    """Samples/s and scaling efficiency vs process count, one line per batch size."""
+    rows = [t for t in results.trials if t.phase in MEASURED and t.samples_per_second]
+    if not rows:
+        return None
+    groups: dict[int, dict[int, list[TrialRecord]]] = defaultdict(lambda: defaultdict(list))
+    for t in rows:
+        groups[t.batch_size][t.gpus].append(t)
+    several = len({t.gpus for t in rows}) > 1
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    if several:
+        for batch, by_gpus in sorted(groups.items()):
+            gpus = sorted(by_gpus)
+            left.plot(
+                gpus,
+                [mean(float(t.samples_per_second or 0) for t in by_gpus[g]) for g in gpus],
+                "o-",
+                label=f"B={batch}",
+            )
+            eff = [
+                (
+                    g,
+                    mean(
+                        float(t.scaling_efficiency)
+                        for t in by_gpus[g]
+                        if t.scaling_efficiency is not None
+                    ),
+                )
+                for g in gpus
+                if any(t.scaling_efficiency is not None for t in by_gpus[g])
+            ]
+            if eff:
+                right.plot([g for g, _ in eff], [e for _, e in eff], "o-", label=f"B={batch}")
+        right.axhline(1.0, color="gray", ls="--", lw=1, label="ideal")
+        left.set(xlabel="processes (GPUs)", ylabel="samples/s", title="Throughput vs GPUs")
+        right.set(
+            xlabel="processes (GPUs)",
+            ylabel=f"{results.scaling_efficiency_kind} scaling efficiency",
+            title="Scaling efficiency vs GPUs",
+            ylim=(0, 1.2),
+        )
+        right.legend(fontsize=8)
+    else:
+        batches = sorted(groups)
+        speed = [
+            mean(float(t.samples_per_second or 0) for ts in groups[b].values() for t in ts)
+            for b in batches
+        ]
+        left.plot(batches, speed, "o-")
+        left.set(
+            xscale="log",
+            xlabel="global batch size",
+            ylabel="samples/s",
+            title="Throughput vs batch size (1 configuration per batch)",
+        )
+        steps = [s / b for s, b in zip(speed, batches, strict=True)]
+        right.plot(batches, steps, "o-", color="tab:green")
+        right.set(
+            xscale="log",
+            yscale="log",
+            xlabel="global batch size",
+            ylabel="steps/s",
+            title="Optimizer steps per second vs batch size",
+        )
+    left.legend(fontsize=8) if several else None
+    return _png(fig)
+
+
+def pareto(results: ResultsFile) -> bytes | None:
+    """Time-to-target vs GPU-seconds of every configuration; the front and the recommendation."""
+    rec = results.recommendation
+    if rec is None or not rec.pareto:
+        return None
+    points = [
+        t for t in results.trials if t.gpu_seconds and (t.time_to_target_seconds or t.seconds)
+    ]
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    ax.scatter(
+        [float(t.time_to_target_seconds or t.seconds or 0) for t in points],
+        [float(t.gpu_seconds or 0) for t in points],
+        color="lightgray",
+        label="trials",
+    )
+    front = rec.pareto
+    ax.plot(
+        [p.time_to_target_seconds for p in front],
+        [p.gpu_seconds for p in front],
+        "o-",
+        color="tab:blue",
+        label="Pareto front",
+    )
+    for p in front:
+        ax.annotate(
+            f"B={p.batch_size}, N={p.gpus}",
+            (p.time_to_target_seconds, p.gpu_seconds),
+            fontsize=7,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
+    ax.plot(
+        [front[0].time_to_target_seconds],
+        [front[0].gpu_seconds],
+        "*",
+        ms=15,
+        color="tab:red",
+        label="recommended",
+    )
+    ax.set(
+        xlabel="time to target (s)",
+        ylabel="GPU-seconds",
+        xscale="log",
+        yscale="log",
+        title="Cost vs time to target",
+    )
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+#: Figure file name → (title, caption, function) for the figures that need only the results.
+SIMPLE_FIGURES: dict[str, tuple[str, Callable[[ResultsFile], bytes | None]]] = {
+    "lab-gd-loss-vs-epoch": ("Lab 1: gradient descent, loss vs epoch", lab_gd_loss_vs_epoch),
+    "lab-sgd-loss-vs-update": ("Lab 1: SGD, loss vs update", lab_sgd_loss_vs_update),
+    "loss-per-batch": ("Loss curves per batch size", loss_per_batch),
+    "throughput-efficiency": ("Throughput and scaling efficiency", throughput_and_efficiency),
+    "pareto": ("Recommendation: time to target vs GPU-seconds", pareto),
+}

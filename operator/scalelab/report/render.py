@@ -1,0 +1,250 @@
+"""DIR/report.html (self-contained: every plot embedded as base64 PNG) and DIR/plots/*.png.
+
+`scalelab run` renders it at the end; `scalelab report DIR` re-renders it from results.json.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scalelab.aggregate import trial_counts
+from scalelab.local import store
+from scalelab.report import plots
+from scalelab.results import ResultsFile, TrialRecord
+
+REPORT_HTML = "report.html"
+PLOTS_DIR = "plots"
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px;color:#222}
+table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;
+text-align:right}th{background:#f3f3f3}td.l{text-align:left}
+.Succeeded{color:#1a7f37}.Diverged{color:#9a6700}.Failed{color:#cf222e}.Skipped{color:#888}
+figure{margin:1.5em 0}img{max-width:100%;border:1px solid #eee}
+.rec{background:#eef6ff;border-left:4px solid #0969da;padding:.6em 1em}
+pre{background:#f6f8fa;padding:1em;font-size:12px;overflow:auto}
+"""
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return html.escape(str(value))
+
+
+def _params(value: dict[str, Any] | None) -> str:
+    if not value:
+        return "–"
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items() if k in ("w", "b", "norm"))
+
+
+def _table(trials: list[TrialRecord], kind: str) -> str:
+    head = (
+        "trial",
+        "batch",
+        "GPUs",
+        "rep",
+        "phase",
+        "reason",
+        "epochs",
+        "steps",
+        "final loss",
+        "samples/s",
+        f"{kind} eff.",
+        "steps→target",
+        "epochs→target",
+        "time→target s",
+        "GPU-s",
+        "B_simple",
+        "params",
+        "optimum",
+    )
+    rows = []
+    for t in trials:
+        cells = [
+            f'<td class="l">{_fmt(t.name)}</td>',
+            *(f"<td>{_fmt(v)}</td>" for v in (t.batch_size, t.gpus, t.repeat)),
+            f'<td class="l {t.phase.value}">{t.phase.value}</td>',
+            f'<td class="l">{_fmt(t.reason)}</td>',
+            *(
+                f"<td>{_fmt(v)}</td>"
+                for v in (
+                    t.epochs,
+                    t.steps,
+                    t.final_loss,
+                    t.samples_per_second,
+                    t.scaling_efficiency,
+                    t.steps_to_target,
+                    t.epochs_to_target,
+                    t.time_to_target_seconds,
+                    t.gpu_seconds,
+                    t.gradient_noise_scale,
+                )
+            ),
+            f'<td class="l">{_params(t.params)}</td>',
+            f'<td class="l">{_params(t.optimum)}</td>',
+        ]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    header = "".join(f"<th>{h}</th>" for h in head)
+    return f"<table><tr>{header}</tr>{''.join(rows)}</table>"
+
+
+def _figure(name: str, title: str, png: bytes, caption: str = "") -> str:
+    data = base64.b64encode(png).decode()
+    return (
+        f'<figure id="{name}"><h3>{html.escape(title)}</h3>'
+        f'<img src="data:image/png;base64,{data}" alt="{html.escape(title)}">'
+        + (f"<figcaption>{html.escape(caption)}</figcaption>" if caption else "")
+        + "</figure>"
+    )
+
+
+def _diagnostics(results: ResultsFile) -> str:
+    seen: dict[str, list[str]] = {}
+    for t in results.trials:
+        for warning in t.warnings:
+            seen.setdefault(warning, []).append(t.name)
+    items = [
+        f"<li>{html.escape(w)} <small>({len(names)} trial(s): "
+        f"{html.escape(', '.join(names[:4]))}{'…' if len(names) > 4 else ''})</small></li>"
+        for w, names in seen.items()
+    ] + [f"<li>{html.escape(w)}</li>" for w in results.warnings]
+    for t in results.trials:
+        d = t.diagnostics
+        if d.get("hessianEigenvalues") and t.repeat == 0:
+            items.append(
+                f"<li>{html.escape(t.name)}: Hessian eigenvalues {_fmt(d['hessianEigenvalues'])},"
+                f" max stable learning rate {_fmt(d.get('maxStableLearningRate'))}</li>"
+            )
+            break
+    return "<ul>" + "".join(items) + "</ul>" if items else "<p>No warnings.</p>"
+
+
+def _startup(results: ResultsFile) -> str:
+    groups = [g for g in results.groups if g.startup_seconds is not None]
+    if not groups:
+        return ""
+    rows = "".join(
+        f"<tr><td>{g.processes}</td><td>{g.trials}</td><td>{_fmt(g.startup_seconds)}</td>"
+        f"<td>{_fmt(g.wall_seconds)}</td></tr>"
+        for g in groups
+    )
+    return (
+        "<h2>Trainer processes</h2><p>Each launch pays interpreter, TensorFlow and Horovod "
+        "start-up once for all its trials (<code>--trial-list</code>).</p><table><tr>"
+        "<th>processes</th><th>trials</th><th>start-up s</th><th>wall s</th></tr>"
+        f"{rows}</table>"
+    )
+
+
+def build_html(results: ResultsFile, directory: Path) -> tuple[str, dict[str, bytes]]:
+    """The report's HTML and its PNGs by file stem."""
+    figures: dict[str, tuple[str, bytes, str]] = {}
+    for name, (title, make) in plots.SIMPLE_FIGURES.items():
+        png = make(results)
+        if png is not None:
+            figures[name] = (title, png, "")
+    surface = plots.trajectory_3d(results, directory)
+    if surface is not None:
+        figures["lab-trajectory-3d"] = (
+            "Lab 1: trajectories over the loss surface",
+            surface,
+            "Loss surface over w ∈ [0, 20], b ∈ [−18, 22] (200×200 grid) from the exported "
+            "dataset; parameters at each epoch end.",
+        )
+    fit_png, fit = plots.steps_to_target_fit(results)
+    if fit_png is not None:
+        caption = (
+            f"Fit: S_min = {fit.s_min:.4g} steps, B_crit = {fit.b_crit:.4g}, R²(log S) = "
+            f"{fit.r2:.3f}."
+            if fit is not None
+            else ""
+        )
+        figures["steps-to-target"] = ("Steps and epochs to target vs batch", fit_png, caption)
+    order = [
+        "lab-gd-loss-vs-epoch",
+        "lab-sgd-loss-vs-update",
+        "lab-trajectory-3d",
+        "loss-per-batch",
+        "steps-to-target",
+        "throughput-efficiency",
+        "pareto",
+    ]
+    counts = trial_counts(t.phase for t in results.trials)
+    rec = results.recommendation
+    rec_html = (
+        '<div class="rec"><b>Recommendation:</b> '
+        + (
+            f"batch {rec.batch_size} on {rec.gpus} GPU(s)"
+            + (f", learning rate {rec.learning_rate:.4g}" if rec.learning_rate else "")
+            + f". {html.escape(rec.reason)}"
+            if rec and rec.trial
+            else html.escape(rec.reason if rec else "none yet")
+        )
+        + "</div>"
+    )
+    title = f"scalelab report: {results.experiment}"
+    body = [
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>Trials: {counts.total} total, {counts.succeeded} succeeded, {counts.diverged} "
+        f"diverged, {counts.failed} failed, {counts.skipped} skipped, {counts.pending} pending. "
+        f"Scaling efficiency is <b>{results.scaling_efficiency_kind}</b> scaling. Updated "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(results.updated_at or 0))}.</p>",
+        rec_html,
+        "<h2>Results</h2>",
+        _table(results.trials, results.scaling_efficiency_kind),
+        "<h2>Plots</h2>",
+        *(_figure(n, *figures[n]) for n in order if n in figures),
+        "<h2>Diagnostics</h2>",
+        _diagnostics(results),
+        _startup(results),
+        "<h2>Resolved spec</h2>",
+        f"<pre>{html.escape(yaml.safe_dump(results.spec, sort_keys=False))}</pre>",
+    ]
+    page = (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>'
+        f"{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+        + "\n".join(body)
+        + "</body></html>\n"
+    )
+    return page, {name: png for name, (_, png, _) in figures.items()}
+
+
+def render_report(directory: Path, results: ResultsFile) -> Path:
+    """Write DIR/plots/*.png and DIR/report.html (atomically); return the report's path."""
+    page, pngs = build_html(results, directory)
+    plot_dir = directory / PLOTS_DIR
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    for name, png in pngs.items():
+        store.write_atomic(plot_dir / f"{name}.png", png)
+    path = directory / REPORT_HTML
+    store.write_atomic(path, page.encode())
+    return path
+
+
+def render_report_dir(directory: Path) -> int:
+    """`scalelab report DIR`: re-render from DIR/results.json; 1 with a message on failure."""
+    try:
+        results = store.load(directory)
+    except store.ResultsReadError as error:
+        print(f"scalelab: {error}", file=sys.stderr)
+        return 1
+    if results is None:
+        print(f"scalelab: {directory / store.RESULTS_JSON} not found", file=sys.stderr)
+        return 1
+    try:
+        path = render_report(directory, results)
+    except OSError as error:
+        print(f"scalelab: cannot write the report to {directory}: {error}", file=sys.stderr)
+        return 1
+    print(f"report: {path}")
+    return 0

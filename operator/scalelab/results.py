@@ -1,0 +1,199 @@
+"""The results file of a local run (DIR/results.json, schema `scalelab.results/v1`) and its rows.
+
+`TrialRecord` is one trial as the local executor saw it: the planned grid point, the trainer's
+`start`, `epoch` and `result` events folded together (`record_from_events`), and what the
+aggregation adds (scaling efficiency, GPU-seconds). `ResultsFile` is what `scalelab report`
+re-renders from. Pure data and pure functions; reading and writing live in local/store.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from scalelab.api import Recommendation, ResultRow, TrialPhase
+from scalelab.planner import PlannedTrial
+
+SCHEMA_VERSION = "scalelab.results/v1"
+
+#: Trial phases a rerun with the same --out does not run again (Failed only with --retry-failed).
+DONE_PHASES = frozenset({TrialPhase.SUCCEEDED, TrialPhase.DIVERGED, TrialPhase.SKIPPED})
+
+
+class ResultsModel(BaseModel):
+    """camelCase on disk; unknown keys from newer writers are ignored, not fatal."""
+
+    model_config = ConfigDict(extra="ignore", alias_generator=to_camel, populate_by_name=True)
+
+
+class TrialRecord(ResultsModel):
+    """One trial of a local run: grid point, outcome, measurements, curves."""
+
+    name: str
+    batch_size: int
+    gpus: int
+    repeat: int = 0
+    seed: int = 0
+    learning_rate: float | None = None  # resolved by the planner (the trainer reports its own)
+    phase: TrialPhase = TrialPhase.PENDING
+    reason: str = ""
+    epochs: int | None = None
+    steps: int | None = None
+    final_loss: float | None = None
+    samples_per_second: float | None = None
+    scaling_efficiency: float | None = None
+    scaling_efficiency_kind: str | None = None  # "strong" or "weak", see aggregate.py
+    steps_to_target: int | None = None
+    epochs_to_target: int | None = None
+    time_to_target_seconds: float | None = None
+    seconds: float | None = None  # training time reported by the trainer
+    wall_seconds: float | None = None  # this trial's share of wall time, start-up included
+    gpu_seconds: float | None = None
+    gradient_noise_scale: float | None = None
+    critical_batch_size: float | None = None
+    initial_loss: float | None = None
+    initial_params: dict[str, Any] | None = None
+    params: dict[str, Any] | None = None
+    optimum: dict[str, Any] | None = None
+    diagnostics: dict[str, Any] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+    curves: dict[str, list[Any]] = Field(default_factory=dict)
+    data_file: str | None = None  # the trainer's --export-data output, relative to DIR
+    argv: list[str] = Field(default_factory=list)  # the planner's trainer command
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def done(self) -> bool:
+        """True when a rerun keeps this trial instead of running it again."""
+        return self.phase in DONE_PHASES
+
+
+class GroupTiming(ResultsModel):
+    """One trainer process of the local executor: how long start-up took, how many trials ran."""
+
+    processes: int
+    trials: int
+    startup_seconds: float | None = None  # process launch → first `start` event
+    wall_seconds: float | None = None
+
+
+class ResultsFile(ResultsModel):
+    """DIR/results.json."""
+
+    schema_version: str = SCHEMA_VERSION
+    experiment: str
+    spec: dict[str, Any]
+    scaling_efficiency_kind: str = "strong"
+    host: dict[str, Any] = Field(default_factory=dict)
+    updated_at: float | None = None
+    trials: list[TrialRecord] = Field(default_factory=list)
+    recommendation: Recommendation | None = None
+    groups: list[GroupTiming] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+
+
+def planned_record(trial: PlannedTrial, argv: list[str]) -> TrialRecord:
+    """The record of a trial before it runs: Pending, or Skipped with the planner's reason."""
+    return TrialRecord(
+        name=trial.name,
+        batch_size=trial.batch_size,
+        gpus=trial.gpus,
+        repeat=trial.repeat,
+        seed=trial.spec.seed,
+        learning_rate=trial.spec.learning_rate,
+        phase=trial.phase,
+        reason=trial.reason,
+        argv=argv,
+    )
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def record_from_events(
+    planned: TrialRecord,
+    start: dict[str, Any] | None,
+    epochs: list[dict[str, Any]],
+    result: dict[str, Any] | None,
+) -> TrialRecord:
+    """Fold a trial's trainer events into its record (the result event wins over epoch events)."""
+    update: dict[str, Any] = {}
+    if start is not None:
+        update["diagnostics"] = dict(start.get("diagnostics") or {})
+        update["started_at"] = _num(start.get("time"))
+    curves: dict[str, list[Any]] = {
+        "epochLoss": [e.get("loss") for e in epochs],
+        "updateLoss": [e.get("updateLoss") for e in epochs],
+        "params": [e.get("params") for e in epochs],
+        "steps": [e.get("steps") for e in epochs],
+        "seconds": [e.get("seconds") for e in epochs],
+        "samplesPerSecond": [e.get("samplesPerSecond") for e in epochs],
+        "learningRate": [e.get("learningRate") for e in epochs],
+        "gradientNoiseScale": [e.get("gradientNoiseScale") for e in epochs],
+    }
+    if result is not None:
+        for key, value in (result.get("curves") or {}).items():
+            if isinstance(value, list):
+                curves[key] = value
+        phase = str(result.get("phase", "Failed"))
+        update |= {
+            "phase": TrialPhase(phase) if phase in TrialPhase.__members__.values() else "Failed",
+            "reason": str(result.get("reason") or ""),
+            "epochs": _int(result.get("epochs")),
+            "steps": _int(result.get("steps")),
+            "final_loss": _num(result.get("finalLoss")),
+            "samples_per_second": _num(result.get("samplesPerSecond")),
+            "steps_to_target": _int(result.get("stepsToTarget")),
+            "epochs_to_target": _int(result.get("epochsToTarget")),
+            "time_to_target_seconds": _num(result.get("timeToTargetSeconds")),
+            "seconds": _num(result.get("seconds")),
+            "gradient_noise_scale": _num(result.get("gradientNoiseScale")),
+            "critical_batch_size": _num(result.get("criticalBatchSize")),
+            "initial_loss": _num(result.get("initialLoss")),
+            "initial_params": result.get("initialParams"),
+            "params": result.get("params"),
+            "optimum": result.get("optimum"),
+            "warnings": [str(w) for w in result.get("warnings") or []],
+            "finished_at": _num(result.get("time")),
+        }
+    elif epochs:
+        last = epochs[-1]
+        update |= {
+            "epochs": _int(last.get("epoch")),
+            "steps": _int(last.get("steps")),
+            "final_loss": _num(last.get("loss")),
+            "samples_per_second": _num(last.get("samplesPerSecond")),
+        }
+    if start is not None and not update.get("warnings"):
+        update["warnings"] = [str(w) for w in update["diagnostics"].get("warnings") or []]
+    update["curves"] = curves
+    return planned.model_copy(update=update)
+
+
+def result_row(record: TrialRecord) -> ResultRow:
+    """The compact row of the experiment's results table (as in ScaleExperiment.status)."""
+    return ResultRow(
+        trial=record.name,
+        batch_size=record.batch_size,
+        gpus=record.gpus,
+        repeat=record.repeat,
+        phase=record.phase,
+        reason=record.reason,
+        epochs=record.epochs,
+        steps=record.steps,
+        final_loss=record.final_loss,
+        samples_per_second=record.samples_per_second,
+        scaling_efficiency=record.scaling_efficiency,
+        time_to_target_seconds=record.time_to_target_seconds,
+        seconds=record.seconds,
+        gpu_seconds=record.gpu_seconds,
+        gradient_noise_scale=record.gradient_noise_scale,
+    )
