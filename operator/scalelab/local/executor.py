@@ -8,8 +8,9 @@ and Horovod start-up are paid once per group rather than once per trial. Decisio
   trial carries a warning that its throughput is not representative.
 - A trial that fails, diverges or crashes does not stop the sweep: the trainer is relaunched
   with the trials it had not started.
-- A trial running past execution.activeDeadlineSeconds (counted from the end of the previous
-  trial in its process, or from the launch for the first) is killed and marked Failed.
+- A trial running past execution.activeDeadlineSeconds (counted from its `start` event, so the
+  shared start-up is not charged to the first trial) is killed and marked Failed; a trainer that
+  does not start its next trial within the deadline plus STARTUP_GRACE_SECONDS is treated alike.
 - Ctrl-C (or SIGTERM) stops the running trainer; finished trials are kept, the interrupted one
   stays Pending; the same command resumes. A trial is reused on resume when its name and
   trainer command are unchanged and it finished (Failed ones only without --retry-failed).
@@ -57,6 +58,9 @@ EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 _IDLE = object()  # no stdout line within the poll interval
 POLL_SECONDS = 0.2
 LOG_TAIL_LINES = 5
+#: A trainer that has not started its next trial this long after the previous one ended (or after
+#: launch, which includes TensorFlow and Horovod start-up) on top of the deadline is hung.
+STARTUP_GRACE_SECONDS = 300.0
 
 
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -309,7 +313,7 @@ class LocalRun:
         events = {t.name: _TrialEvents() for t in trials}
         remaining = list(trials)
         current: str | None = None
-        launched = clock = time.monotonic()
+        launched = clock = started = time.monotonic()
         startup: float | None = None
         timed_out: str | None = None
 
@@ -354,7 +358,7 @@ class LocalRun:
                     assert isinstance(name, str)
                     kind = event["event"]
                     if kind == "start":
-                        current = name
+                        current, started = name, time.monotonic()
                         events[name].start = event
                         if startup is None:
                             startup = time.monotonic() - launched
@@ -370,7 +374,11 @@ class LocalRun:
                         self._finish(by_name[name], events[name], now - clock)
                         remaining.remove(by_name[name])
                         current, clock = None, now
-                if remaining and time.monotonic() - clock > deadline:
+                now = time.monotonic()
+                if remaining and (
+                    (current is not None and now - started > deadline)
+                    or (current is None and now - clock > deadline + STARTUP_GRACE_SECONDS)
+                ):
                     timed_out = current or remaining[0].name
                     stop(self.process)
                     break
