@@ -1,0 +1,101 @@
+"""The trial command line keeps the contract: flags, one process for a trial list, failures as
+results, SIGTERM as a partial result with exit code 143."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from scalelab_trainer.config import TrialConfig, build_parser, parse_config
+from tests.harness.horovod import quiet_env
+from tests.trainer.trainer_run import MODULE, parse_events, run_trainer
+
+pytestmark = pytest.mark.horovod
+
+CONTRACT = Path(__file__).parents[2] / "docs" / "trial-contract.md"
+
+
+def test_every_config_field_is_a_documented_flag_in_the_contract() -> None:
+    help_text = build_parser().format_help()
+    contract = CONTRACT.read_text()
+    for name in TrialConfig.__dataclass_fields__:
+        flag = "--" + name.replace("_", "-")
+        assert flag in help_text
+        assert f"`{flag}" in contract, f"{flag} missing from docs/trial-contract.md"
+
+
+def test_defaults_are_the_labs_values() -> None:
+    cfg = parse_config([])
+    assert (cfg.dataset_size, cfg.data_w, cfg.data_b, cfg.data_noise) == (100, 10, 2, 1)
+    assert (cfg.learning_rate, cfg.relative_tolerance, cfg.max_epochs) == (0.001, 0.001, 1000)
+    assert (cfg.batch_size, cfg.shuffle, cfg.model, cfg.dataset) == (
+        100,
+        False,
+        "linear",
+        "lab1-line",
+    )
+
+
+def test_trial_list_runs_each_trial_in_one_process_and_invalid_ones_fail_as_results(
+    tmp_path: Path,
+) -> None:
+    trials = [
+        ["--trial", "a", "--max-epochs", "2"],
+        ["--trial", "bad", "--model", "cnn", "--dataset", "lab1-line"],
+        ["--trial", "c", "--max-epochs", "3", "--batch-size", "50"],
+    ]
+    path = tmp_path / "trials.json"
+    path.write_text(json.dumps(trials))
+    run = run_trainer(["--trial-list", str(path)])
+    assert run.code == 1  # one trial failed
+    results = {e["trial"]: e for e in run.of("result")}
+    assert results["a"]["phase"] == "Succeeded"
+    assert results["a"]["epochs"] == 2
+    assert results["c"]["phase"] == "Succeeded"
+    assert results["c"]["steps"] == 6
+    assert results["bad"]["phase"] == "Failed"
+    assert "needs dataset" in results["bad"]["reason"]
+    assert run.of("error", "bad")[0]["type"] == "ValueError"
+    assert {e["schema"] for e in run.events} == {"scalelab.trainer/v1"}
+    assert [e["trial"] for e in run.of("start")] == ["a", "c"]
+    assert results["c"]["config"]["batchSize"] == 50
+
+
+def test_sigterm_during_training_writes_a_partial_result_and_exits_143() -> None:
+    argv = [
+        *MODULE,
+        "--trial",
+        "long",
+        "--batch-size",
+        "1",
+        "--relative-tolerance",
+        "0",
+        "--max-epochs",
+        "100000",
+    ]
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=quiet_env()
+    )
+    assert proc.stdout is not None
+    lines = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if '"event":"epoch"' in line and '"epoch":3,' in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    result = parse_events("".join(lines) + rest)[-1]
+    assert result["event"] == "result"
+    assert result["interrupted"] is True
+    assert result["phase"] == "Failed"
+    assert "SIGTERM" in result["reason"]
+    assert 3 <= result["epochs"] < 100000
+    assert len(result["curves"]["epochLoss"]) == result["epochs"]
