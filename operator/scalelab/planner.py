@@ -89,7 +89,7 @@ def _skip_reason(experiment: ScaleExperiment, global_batch: int, processes: int)
 
 
 def plan(experiment: ScaleExperiment) -> list[PlannedTrial]:
-    """Every grid point, ordered by batch size, then process count, then repeat."""
+    """Every grid point, in the sweep's order: batch sizes as listed, then GPUs, then repeats."""
     spec = experiment.spec
     trials: list[PlannedTrial] = []
     for batch in spec.sweep.batch_sizes:
@@ -119,7 +119,7 @@ def plan(experiment: ScaleExperiment) -> list[PlannedTrial]:
                         reason=reason,
                     )
                 )
-    return sorted(trials, key=lambda t: (t.batch_size, t.gpus, t.repeat))
+    return trials
 
 
 def trainer_flags(

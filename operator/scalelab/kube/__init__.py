@@ -1,0 +1,1 @@
+"""scalelab on Kubernetes: CRD generation, MPIJob rendering and the kopf operator."""

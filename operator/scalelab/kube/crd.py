@@ -1,0 +1,438 @@
+"""CustomResourceDefinitions of ScaleExperiment and ScaleTrial, generated from the pydantic models.
+
+The models in scalelab.api are the one source of truth: this module turns their JSON Schema into
+structural OpenAPI v3 (refs inlined, `nullable` instead of `anyOf [.., null]`, closed enums,
+descriptions and defaults kept), adds the CEL rules for what the models check across fields, the
+spec-edit policy, printer columns and the status subresource. `scalelab crds` (or
+`python -m scalelab.kube.crd`) writes manifests/crds/*.yaml; a unit test fails when the committed
+files drift from the models.
+
+Spec-edit policy: a ScaleExperiment's spec is immutable after creation except
+`spec.execution.maxConcurrentTrials` (throttle or widen a running sweep); a changed grid is a new
+experiment. ScaleTrials are written by the operator only and their spec is immutable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from scalelab.api import (
+    DNS_LABEL_PATTERN,
+    EXPERIMENT_KIND,
+    GROUP,
+    MODEL_DATASETS,
+    TRIAL_KIND,
+    VERSION,
+    ScaleExperimentSpec,
+    ScaleExperimentStatus,
+    ScaleTrialSpec,
+    ScaleTrialStatus,
+)
+
+Schema = dict[str, Any]
+
+CATEGORY = "scalelab"
+DEFAULT_OUT = Path("manifests/crds")
+
+#: JSON-Schema keywords that carry over unchanged into a Kubernetes structural schema.
+_KEPT = (
+    "description", "type", "enum", "minimum", "maximum", "minLength", "maxLength",
+    "minItems", "maxItems", "pattern", "maxProperties",
+)  # fmt: skip
+
+#: Upper bounds Kubernetes needs that the models leave open: CEL cost estimation charges an
+#: unbounded string or list as if it filled a whole request, and rejects rules over such fields.
+STRING_MAX_LENGTH = 1024
+LIST_MAX_ITEMS = 256
+MAP_MAX_PROPERTIES = 64
+
+
+def _resolve(schema: Schema, defs: Schema) -> Schema:
+    """Inline a `$ref`, keeping use-site keywords (description, default) over the definition's."""
+    if "$ref" not in schema:
+        return schema
+    target = defs[schema["$ref"].rsplit("/", 1)[-1]]
+    return {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+
+
+def structural(schema: Schema, defs: Schema, *, defaults: bool, bounded: bool) -> Schema:
+    """One pydantic JSON Schema node → a Kubernetes structural schema node."""
+    schema = _resolve(schema, defs)
+    nullable = False
+    if "anyOf" in schema:
+        options = [o for o in schema["anyOf"] if o.get("type") != "null"]
+        nullable = len(options) < len(schema["anyOf"])
+        if len(options) != 1:
+            raise ValueError(f"not expressible as a structural schema: {schema}")
+        outer = {k: v for k, v in schema.items() if k != "anyOf"}
+        schema = {**_resolve(options[0], defs), **outer}
+    out: Schema = {k: schema[k] for k in _KEPT if k in schema}
+    if "exclusiveMinimum" in schema:
+        out["minimum"], out["exclusiveMinimum"] = schema["exclusiveMinimum"], True
+    if "exclusiveMaximum" in schema:
+        out["maximum"], out["exclusiveMaximum"] = schema["exclusiveMaximum"], True
+    if "enum" in schema:
+        out["type"] = "string"
+    if nullable:
+        out["nullable"] = True
+    kind = out.get("type")
+    if kind is None and "properties" in schema:
+        kind = out["type"] = "object"
+    if kind == "object" and "properties" in schema:
+        out["properties"] = {
+            name: structural(sub, defs, defaults=defaults, bounded=bounded)
+            for name, sub in schema["properties"].items()
+        }
+        if schema.get("required"):
+            out["required"] = list(schema["required"])
+    elif kind == "object" and isinstance(schema.get("additionalProperties"), dict):
+        out["additionalProperties"] = structural(
+            schema["additionalProperties"], defs, defaults=defaults, bounded=bounded
+        )
+        if bounded:
+            out.setdefault("maxProperties", MAP_MAX_PROPERTIES)
+    elif kind == "array":
+        out["items"] = structural(schema["items"], defs, defaults=defaults, bounded=bounded)
+        if bounded:
+            out.setdefault("maxItems", LIST_MAX_ITEMS)
+    elif kind == "string" and bounded and "enum" not in out:
+        out.setdefault("maxLength", STRING_MAX_LENGTH)
+    if defaults and schema.get("default") is not None:
+        out["default"] = schema["default"]
+    return _order(out)
+
+
+def _fill_container_defaults(node: Schema) -> None:
+    """Optional nested objects default to their children's defaults (lists to []), so a missing
+    section is filled in by the API server; the value is spelt out in full because the API server
+    validates a default against the CEL rules as written, without defaulting inside it."""
+    if isinstance(node.get("items"), dict):
+        _fill_container_defaults(node["items"])
+    required = set(node.get("required", ()))
+    for name, sub in node.get("properties", {}).items():
+        _fill_container_defaults(sub)
+        if name in required or "default" in sub or sub.get("nullable"):
+            continue
+        if sub.get("type") == "object" and "properties" in sub:
+            sub["default"] = {
+                k: v["default"] for k, v in sub["properties"].items() if "default" in v
+            }
+        elif sub.get("type") in ("object", "array"):
+            sub["default"] = {} if sub["type"] == "object" else []
+        if "default" in sub:
+            sub.update(_order(sub))
+
+
+_ORDER = (
+    "description", "type", "nullable", "enum", "default", "minimum", "exclusiveMinimum",
+    "maximum", "exclusiveMaximum", "minLength", "maxLength", "pattern", "minItems", "maxItems",
+    "maxProperties", "required", "properties", "additionalProperties", "items",
+)  # fmt: skip
+
+
+def _order(node: Schema) -> Schema:
+    return {k: node[k] for k in _ORDER if k in node} | {k: v for k, v in node.items() if k not in _ORDER}
+
+
+def model_schema(model: type[BaseModel], *, defaults: bool, bounded: bool) -> Schema:
+    """The structural schema of one pydantic model (camelCase wire names)."""
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    out = structural(raw, raw.get("$defs", {}), defaults=defaults, bounded=bounded)
+    if defaults:
+        _fill_container_defaults(out)
+    return out
+
+
+def _at(schema: Schema, *path: str) -> Schema:
+    node = schema
+    for name in path:
+        node = node["properties"][name]
+    return node
+
+
+def _rule(node: Schema, rule: str, message: str, **extra: str) -> None:
+    node.setdefault("x-kubernetes-validations", []).append(
+        {"rule": rule, "message": message, **extra}
+    )
+
+
+def _unique(field: str) -> str:
+    return f"self.{field}.all(x, self.{field}.exists_one(y, y == x))"
+
+
+def _dataset_rule() -> str:
+    pairs = [
+        f"(self.model == '{model.value}' && self.dataset in "
+        f"[{', '.join(repr(d.value) for d in datasets)}])"
+        for model, datasets in MODEL_DATASETS.items()
+    ]
+    return " || ".join(pairs)
+
+
+def _dataset_message() -> str:
+    pairs = "; ".join(
+        f"{m.value} trains on {', '.join(d.value for d in ds)}" for m, ds in MODEL_DATASETS.items()
+    )
+    return f"workload.dataset does not fit workload.model ({pairs})"
+
+
+#: At least one grid point can run (the planner's skip rules, negated): a typo is the likely
+#: cause of a grid where every point would be Skipped. Mirrors validation.semantic_problems.
+RUNNABLE_GRID_RULE = (
+    "self.sweep.gpus.exists(g, "
+    "(self.resources.gpusPerProcess == 0 ? g : g * self.resources.gpusPerProcess) "
+    "<= self.execution.maxGPUs && "
+    "self.sweep.batchSizes.exists(b, "
+    "(self.sweep.batchScope == 'perProcess' ? b * g : b) >= g && "
+    "(self.sweep.batchScope == 'perProcess' ? b * g : b) % g == 0 && "
+    "(self.sweep.batchScope == 'perProcess' ? b * g : b) <= self.workload.datasetSize))"
+)
+
+IMMUTABLE_MESSAGE = (
+    "is immutable once the experiment exists (only execution.maxConcurrentTrials may change); "
+    "create a new ScaleExperiment to sweep something else"
+)
+
+
+def experiment_spec_schema() -> Schema:
+    """spec of ScaleExperiment: the model's schema plus CEL rules and the edit policy."""
+    spec = model_schema(ScaleExperimentSpec, defaults=True, bounded=True)
+    sweep = _at(spec, "sweep")
+    for field in ("batchSizes", "gpus"):
+        _rule(sweep, _unique(field), f"sweep.{field} must not repeat values", fieldPath=f".{field}")
+    _rule(_at(spec, "workload"), _dataset_rule(), _dataset_message(), fieldPath=".dataset")
+    _rule(
+        spec,
+        RUNNABLE_GRID_RULE,
+        "no grid point can run: every (batch size, gpus) pair needs more GPUs than "
+        "execution.maxGPUs, is smaller than or not divisible by its process count, or exceeds "
+        "workload.datasetSize",
+        fieldPath=".sweep",
+    )
+    for field in ("workload", "sweep", "training", "resources"):
+        _rule(_at(spec, field), "self == oldSelf", f"spec.{field} {IMMUTABLE_MESSAGE}")
+    execution = _at(spec, "execution")
+    frozen = [f for f in execution["properties"] if f != "maxConcurrentTrials"]
+    _rule(
+        execution,
+        " && ".join(
+            f"(has(self.{f}) == has(oldSelf.{f})) && (!has(self.{f}) || self.{f} == oldSelf.{f})"
+            for f in frozen
+        ),
+        f"spec.execution fields other than maxConcurrentTrials are {IMMUTABLE_MESSAGE.split(' ', 1)[1]}",
+    )
+    return spec
+
+
+def trial_spec_schema() -> Schema:
+    """spec of ScaleTrial: written by the operator once, never edited."""
+    spec = model_schema(ScaleTrialSpec, defaults=True, bounded=True)
+    _rule(spec, "self == oldSelf", "ScaleTrial spec is immutable (the operator writes it once)")
+    return spec
+
+
+def status_schema(model: type[BaseModel]) -> Schema:
+    """A status: the model's schema, no defaults, unknown fields kept (kopf writes its own)."""
+    status = model_schema(model, defaults=False, bounded=False)
+    status["x-kubernetes-preserve-unknown-fields"] = True
+    return status
+
+
+def _root(
+    spec: Schema, status: Schema, rules: list[dict[str, str]], *, spec_required: bool
+) -> Schema:
+    if not spec_required:
+        spec["default"] = {k: v["default"] for k, v in spec["properties"].items() if "default" in v}
+    root: Schema = {
+        "type": "object",
+        **({"required": ["spec"]} if spec_required else {}),
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": status,
+        },
+    }
+    if rules:
+        root["x-kubernetes-validations"] = rules
+    return root
+
+
+_NAME_RULE = {
+    "rule": f"self.metadata.name.size() <= 63 && self.metadata.name.matches('{DNS_LABEL_PATTERN}')",
+    "message": "metadata.name must be a DNS label (lower-case letters, digits and '-', at most "
+    "63 characters): it becomes the scalelab.dev/experiment label of every trial and MPIJob",
+}
+
+
+def _column(name: str, kind: str, path: str, description: str, priority: int = 0) -> Schema:
+    column: Schema = {"name": name, "type": kind, "jsonPath": path, "description": description}
+    if priority:
+        column["priority"] = priority
+    return column
+
+
+EXPERIMENT_COLUMNS = [
+    _column("Phase", "string", ".status.phase", "Pending, Running, Succeeded or Failed"),
+    _column("Trials", "integer", ".status.trials.total", "planned trials"),
+    _column("Succeeded", "integer", ".status.trials.succeeded", "finished trials"),
+    _column("Running", "integer", ".status.trials.running", "running trials"),
+    _column("Failed", "integer", ".status.trials.failed", "failed trials"),
+    _column("Best-Batch", "integer", ".status.recommendation.batchSize", "recommended batch"),
+    _column("Best-GPUs", "integer", ".status.recommendation.gpus", "recommended GPU count"),
+    _column("Best", "string", ".status.recommendation.trial", "recommended trial", priority=1),
+    _column("Age", "date", ".metadata.creationTimestamp", "age"),
+]
+
+TRIAL_COLUMNS = [
+    _column("Phase", "string", ".status.phase", "Pending, Running, Succeeded, Diverged, ..."),
+    _column("Batch", "integer", ".spec.batchSize", "global batch per step"),
+    _column("GPUs", "integer", ".spec.gpus", "Horovod processes"),
+    _column("Epoch", "integer", ".status.progress.epoch", "epochs finished"),
+    _column("Loss", "number", ".status.progress.loss", "full-dataset loss, last report"),
+    _column("Final-Loss", "number", ".status.result.finalLoss", "full-dataset loss at the end"),
+    _column("Samples/s", "number", ".status.result.samplesPerSecond", "steady-state throughput"),
+    _column("Experiment", "string", ".spec.experiment", "owning experiment", priority=1),
+    _column("Reason", "string", ".status.reason", "why it is in this phase", priority=1),
+    _column("Age", "date", ".metadata.creationTimestamp", "age"),
+]
+
+
+def _crd(
+    kind: str, plural: str, short: str, schema: Schema, columns: list[Schema], doc: str
+) -> Schema:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{plural}.{GROUP}",
+            "labels": {"app.kubernetes.io/name": "scalelab", "app.kubernetes.io/part-of": "scalelab"},
+        },
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": [short],
+                "categories": [CATEGORY],
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": {"description": doc, **schema}},
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": columns,
+                }
+            ],
+        },
+    }
+
+
+def experiment_crd() -> Schema:
+    """The ScaleExperiment CRD."""
+    schema = _root(
+        experiment_spec_schema(),
+        status_schema(ScaleExperimentStatus),
+        [dict(_NAME_RULE)],
+        spec_required=False,
+    )
+    return _crd(
+        EXPERIMENT_KIND,
+        "scaleexperiments",
+        "sx",
+        schema,
+        EXPERIMENT_COLUMNS,
+        "A scaling sweep of a Horovod training job: every batch size × GPU count runs as a "
+        "ScaleTrial (one MPIJob); the status carries the results table and a recommendation.",
+    )
+
+
+def trial_crd() -> Schema:
+    """The ScaleTrial CRD."""
+    schema = _root(
+        trial_spec_schema(), status_schema(ScaleTrialStatus), [], spec_required=True
+    )
+    return _crd(
+        TRIAL_KIND,
+        "scaletrials",
+        "st",
+        schema,
+        TRIAL_COLUMNS,
+        "One grid point of a ScaleExperiment, run as one Kubeflow MPIJob; rank 0 of the trainer "
+        "patches its status.progress and status.result.",
+    )
+
+
+HEADER = (
+    "# Generated by `scalelab crds` from the pydantic models in operator/scalelab/api.py.\n"
+    "# Do not edit: change the models (or operator/scalelab/kube/crd.py) and regenerate.\n"
+)
+
+
+def render(crd: Schema) -> str:
+    """One CRD as a YAML document with the generated-file header."""
+    return HEADER + yaml.safe_dump(
+        copy.deepcopy(crd), sort_keys=False, width=100, allow_unicode=True
+    )
+
+
+def manifests() -> dict[str, str]:
+    """File name → YAML text of every generated CRD."""
+    return {
+        f"{GROUP}_scaleexperiments.yaml": render(experiment_crd()),
+        f"{GROUP}_scaletrials.yaml": render(trial_crd()),
+    }
+
+
+def write(out: Path) -> list[Path]:
+    """Write every CRD into `out`; returns the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, text in manifests().items():
+        path = out / name
+        path.write_text(text, encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def drift(out: Path) -> list[str]:
+    """Names of the files in `out` that differ from what the models generate."""
+    return [
+        name
+        for name, text in manifests().items()
+        if not (out / name).exists() or (out / name).read_text(encoding="utf-8") != text
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`scalelab crds [--out DIR] [--check]`."""
+    parser = argparse.ArgumentParser(prog="scalelab crds", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="default manifests/crds")
+    parser.add_argument("--check", action="store_true", help="fail if the files are stale")
+    args = parser.parse_args(argv)
+    if args.check:
+        stale = drift(args.out)
+        for name in stale:
+            print(f"{args.out / name}: stale, run `scalelab crds`", file=sys.stderr)
+        return 1 if stale else 0
+    for path in write(args.out):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
