@@ -56,7 +56,10 @@ def make_certificates(d: Path) -> None:
         cwd=d,
     )  # fmt: skip
     # Newer Python TLS rejects leaf certificates without an authority key identifier.
-    leaf = "basicConstraints=CA:FALSE\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
+    leaf = (
+        "basicConstraints=CA:FALSE\nsubjectKeyIdentifier=hash\n"
+        "authorityKeyIdentifier=keyid,issuer\n"
+    )
     (d / "server.ext").write_text(
         leaf + "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
         "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n"
@@ -71,7 +74,8 @@ def make_certificates(d: Path) -> None:
         _openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
                  "-out", f"{name}.csr", "-subj", subject, cwd=d)  # fmt: skip
         _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-days", "2", "-out", f"{name}.crt", "-extfile", ext, cwd=d)  # fmt: skip
+                 "-CAcreateserial", "-days", "2", "-out", f"{name}.crt", "-extfile", ext,
+                 cwd=d)  # fmt: skip
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=d)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=d)
 
@@ -81,7 +85,9 @@ def write_kubeconfig(path: Path, server: str, ca: Path, user: dict[str, str]) ->
     cfg = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "test", "cluster": {"server": server, "certificate-authority": str(ca)}}],
+        "clusters": [
+            {"name": "test", "cluster": {"server": server, "certificate-authority": str(ca)}}
+        ],
         "users": [{"name": "user", "user": user}],
         "contexts": [{"name": "test", "context": {"cluster": "test", "user": "user"}}],
         "current-context": "test",
@@ -113,7 +119,7 @@ class ControlPlane:
     def _spawn(self, name: str, args: list[str]) -> None:
         log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
         self.procs[name] = subprocess.Popen(
-            [str(self.bin / name.split("#")[0]), *args],
+            [str(self.bin / name.split("#", maxsplit=1)[0]), *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C of pytest must not leave orphans half-dead
@@ -194,7 +200,8 @@ class ControlPlane:
                 "--use-service-account-credentials=false",
                 # The controllers the tests rely on, and only those (each costs memory and CPU).
                 "--controllers=garbage-collector-controller,namespace-controller,"
-                "serviceaccount-controller,serviceaccount-token-controller,job-controller",
+                "serviceaccount-controller,serviceaccount-token-controller,job-controller,"
+                "clusterrole-aggregation-controller",  # fills the bootstrap view/edit/admin roles
             ])  # fmt: skip
             self._spawn("kube-scheduler", [
                 f"--kubeconfig={self.kubeconfig}",
@@ -210,16 +217,20 @@ class ControlPlane:
         """Run the same-version kubectl against this control plane."""
         r = subprocess.run(
             [str(self.kubectl_path), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args],
-            input=input, capture_output=True, text=True, timeout=120,
+            input=input, capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         if check and r.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)} failed ({r.returncode}):\n{r.stderr}")
         return r
 
-    def service_account_kubeconfig(self, namespace: str, name: str, path: Path | None = None) -> Path:
+    def service_account_kubeconfig(
+        self, namespace: str, name: str, path: Path | None = None
+    ) -> Path:
         """A kubeconfig that authenticates as a ServiceAccount (a real TokenRequest token), so
         the authorizer applies that account's RBAC. The account must exist."""
-        token = self.kubectl("create", "token", name, "-n", namespace, "--duration=2h").stdout.strip()
+        token = self.kubectl(
+            "create", "token", name, "-n", namespace, "--duration=2h"
+        ).stdout.strip()
         path = path or self.workdir / f"sa-{namespace}-{name}.kubeconfig"
         return write_kubeconfig(path, self.server, self.workdir / "ca.crt", {"token": token})
 

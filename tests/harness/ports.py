@@ -14,7 +14,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> float:
+def wait_until(
+    check: Callable[[], bool], timeout: float, what: str, interval: float = 0.2
+) -> float:
     """Poll `check` until it returns True; return the seconds it took or raise TimeoutError."""
     start = time.monotonic()
     last: BaseException | None = None
