@@ -1,0 +1,325 @@
+"""`scalelab run` end to end with the real trainer (TensorFlow + Horovod over Gloo on the CPU).
+
+Every test drives the `scalelab` command as a user would and reads what it leaves in --out:
+results.json, results.csv, report.html (opened in headless Chromium), and the trainer processes
+it must not leave behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.horovod
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+def scalelab(
+    *args: str, env: dict[str, str] | None = None, **kw: Any
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "scalelab", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env=env,
+        **kw,
+    )
+
+
+def results(out: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((out / "results.json").read_text())
+    return data
+
+
+def by_name(out: Path) -> dict[str, dict[str, Any]]:
+    return {t["name"]: t for t in results(out)["trials"]}
+
+
+def write_experiment(path: Path, name: str, **spec: Any) -> Path:
+    doc = {"apiVersion": "scalelab.dev/v1alpha1", "kind": "ScaleExperiment",
+           "metadata": {"name": name}, "spec": spec}  # fmt: skip
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def images_loaded_in_chromium(report: Path) -> tuple[int, int]:
+    """(images, images with naturalWidth > 0) after Chromium loaded a copy of the report."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "chromium is required (apt-get install -y chromium)"
+    probe = report.with_name("report-probe.html")
+    script = (
+        "<script>window.addEventListener('load', () => { const all = [...document.images];"
+        " document.body.setAttribute('data-images', all.length + ':' +"
+        " all.filter(i => i.complete && i.naturalWidth > 0).length); });</script>"
+    )
+    probe.write_text(report.read_text().replace("</body>", script + "</body>"))
+    with tempfile.TemporaryDirectory() as profile:
+        dom = subprocess.run(
+            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=10000",
+             "--dump-dom", probe.as_uri()],
+            capture_output=True, text=True, timeout=120, check=False,
+        ).stdout  # fmt: skip
+    probe.unlink()
+    marker = dom.split('data-images="', 1)[1].split('"', 1)[0]
+    total, loaded = marker.split(":")
+    return int(total), int(loaded)
+
+
+@pytest.fixture(scope="module")
+def lab1(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, subprocess.CompletedProcess[str], float]:
+    out = tmp_path_factory.mktemp("lab1") / "out"
+    began = time.monotonic()
+    done = scalelab("run", str(EXAMPLES / "lab1-gd-vs-sgd.yaml"), "--out", str(out))
+    return out, done, time.monotonic() - began
+
+
+def test_the_lab1_example_runs_both_trials_in_one_trainer_process(
+    lab1: tuple[Path, subprocess.CompletedProcess[str], float],
+) -> None:
+    out, done, _ = lab1
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"report: {out / 'report.html'}" in done.stdout
+    data = results(out)
+    assert data["schemaVersion"] == "scalelab.results/v1"
+    assert data["experiment"] == "lab1-gd-vs-sgd"
+    assert data["spec"]["sweep"]["batchSizes"] == [100, 1]
+    assert [g["trials"] for g in data["groups"]] == [2]  # one launch paid start-up for both
+    assert data["groups"][0]["startupSeconds"] > 0
+
+
+def test_lab1_results_carry_params_optimum_curves_and_the_slow_mode_warning(
+    lab1: tuple[Path, subprocess.CompletedProcess[str], float],
+) -> None:
+    out, _, _ = lab1
+    trials = by_name(out)
+    gd, sgd = trials["lab1-gd-vs-sgd-b100-g1"], trials["lab1-gd-vs-sgd-b1-g1"]
+    for trial in (gd, sgd):
+        assert trial["phase"] == "Succeeded"
+        assert trial["reason"].startswith("converged")
+        assert set(trial["params"]) >= {"w", "b"}
+        assert set(trial["optimum"]) >= {"w", "b", "loss"}
+        assert len(trial["curves"]["epochLoss"]) == trial["epochs"]
+        assert len(trial["curves"]["params"]) == trial["epochs"]
+        assert trial["finalLoss"] == pytest.approx(trial["curves"]["epochLoss"][-1])
+        assert trial["samplesPerSecond"] > 0
+        assert trial["scalingEfficiency"] == pytest.approx(1.0)
+        assert trial["scalingEfficiencyKind"] == "strong"
+        assert trial["dataFile"] == f"data/{trial['name']}.npz"
+    assert gd["steps"] == gd["epochs"]  # batch 100 of 100 examples: one step per epoch
+    assert sgd["steps"] == 100 * sgd["epochs"]
+    assert gd["finalLoss"] < 1.05 * gd["optimum"]["loss"]
+    assert any("slow mode" in w for w in gd["warnings"])
+    csv = (out / "results.csv").read_text().splitlines()
+    assert csv[0].startswith("name,batchSize,gpus,repeat,seed,learningRate,phase,reason,")
+    assert [line.split(",")[0] for line in csv[1:]] == [gd["name"], sgd["name"]]
+
+
+def test_the_lab1_report_is_self_contained_and_every_image_loads_in_chromium(
+    lab1: tuple[Path, subprocess.CompletedProcess[str], float],
+) -> None:
+    out, _, _ = lab1
+    report = out / "report.html"
+    page = report.read_text()
+    assert 'src="http' not in page
+    assert "src='http" not in page
+    for figure in ("lab-gd-loss-vs-epoch", "lab-sgd-loss-vs-update", "lab-trajectory-3d",
+                   "loss-per-batch", "throughput-efficiency"):  # fmt: skip
+        assert f'id="{figure}"' in page
+        assert (out / "plots" / f"{figure}.png").read_bytes().startswith(b"\x89PNG")
+    assert "Recommendation:" in page
+    assert "stopping rule blind to slow mode" in page
+    total, loaded = images_loaded_in_chromium(report)
+    assert total == page.count("data:image/png;base64,") >= 6
+    assert loaded == total
+
+
+def test_scalelab_report_re_renders_from_results_json(
+    lab1: tuple[Path, subprocess.CompletedProcess[str], float],
+) -> None:
+    out, _, _ = lab1
+    (out / "report.html").unlink()
+    shutil.rmtree(out / "plots")
+    done = scalelab("report", str(out))
+    assert done.returncode == 0, done.stderr
+    assert (out / "report.html").stat().st_size > 10_000
+    assert (out / "plots" / "lab-trajectory-3d.png").exists()
+
+
+def test_rerunning_with_the_same_out_skips_finished_trials(
+    lab1: tuple[Path, subprocess.CompletedProcess[str], float],
+) -> None:
+    out, _, _ = lab1
+    before = by_name(out)
+    groups = len(results(out)["groups"])
+    done = scalelab("run", str(EXAMPLES / "lab1-gd-vs-sgd.yaml"), "--out", str(out), "--no-report")
+    assert done.returncode == 0, done.stderr
+    assert "resuming" in done.stdout
+    assert "2 finished trial(s) kept" in done.stdout
+    after = by_name(out)
+    assert {n: t["finishedAt"] for n, t in after.items()} == {
+        n: t["finishedAt"] for n, t in before.items()
+    }
+    assert len(results(out)["groups"]) == groups  # no trainer was launched
+
+
+def test_the_horovod_example_splits_each_global_batch_over_two_processes(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = scalelab("run", str(EXAMPLES / "lab2-horovod.yaml"), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    trials = by_name(out)
+    assert {t["phase"] for t in trials.values()} == {"Succeeded"}
+    for batch in (32, 128):
+        one, two = trials[f"lab2-horovod-b{batch}-g1"], trials[f"lab2-horovod-b{batch}-g2"]
+        # N workers × B/N examples == 1 worker × B examples: the same optimisation.
+        assert two["finalLoss"] == pytest.approx(one["finalLoss"], rel=1e-5)
+        assert two["scalingEfficiency"] == pytest.approx(
+            two["samplesPerSecond"] / (2 * one["samplesPerSecond"])
+        )
+    assert sorted(g["processes"] for g in results(out)["groups"]) == [1, 2]
+
+
+def test_the_batch_size_example_shows_constant_steps_and_growing_epochs_to_target(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    done = scalelab("run", str(EXAMPLES / "lab1-batch-size.yaml"), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    reached = {t["batchSize"]: t for t in results(out)["trials"] if t["stepsToTarget"]}
+    assert len(reached) >= 5
+    steps = [reached[b]["stepsToTarget"] for b in sorted(reached)]
+    assert max(steps) <= 1.25 * min(steps)
+    epochs = [reached[b]["epochsToTarget"] for b in sorted(reached)]
+    assert epochs == sorted(epochs)
+    assert epochs[-1] >= 10 * epochs[0]
+    assert 'id="steps-to-target"' in (out / "report.html").read_text()
+
+
+def test_a_trainer_that_cannot_start_fails_every_trial_with_the_reason(tmp_path: Path) -> None:
+    file = write_experiment(tmp_path / "x.yaml", "no-trainer",
+                           sweep={"batchSizes": [100, 50]}, training={"maxEpochs": 2})  # fmt: skip
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    assert python is not None
+    assert Path(python).resolve() != Path(sys.executable).resolve()
+    env = dict(os.environ, SCALELAB_TRAINER_PYTHON=python)
+    done = scalelab("run", str(file), "--out", str(tmp_path / "out"), env=env)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stdout + done.stderr
+    for trial in by_name(tmp_path / "out").values():
+        assert trial["phase"] == "Failed"
+        assert "before starting" in trial["reason"]
+        assert "No module named scalelab_trainer" in trial["reason"]
+
+
+def test_a_diverging_learning_rate_gives_diverged_trials_and_the_sweep_goes_on(
+    tmp_path: Path,
+) -> None:
+    file = write_experiment(tmp_path / "x.yaml", "diverge", sweep={"batchSizes": [100, 50]},
+                            training={"learningRate": 0.05, "maxEpochs": 300})  # fmt: skip
+    done = scalelab("run", str(file), "--out", str(tmp_path / "out"), "--no-report")
+    assert done.returncode == 0, done.stderr
+    phases = [t["phase"] for t in results(tmp_path / "out")["trials"]]
+    assert phases == ["Diverged", "Diverged"]
+
+
+def _trainers_of(path: Path) -> list[int]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(path).encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_ctrl_c_keeps_finished_trials_and_a_rerun_resumes_under_a_deadline(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    spec: dict[str, Any] = {
+        # Batch 2 reaches the target in ~60 steps; batch 1 never does (SGD noise floor ~7% above
+        # L*), so it runs until stopped.
+        "sweep": {"batchSizes": [2, 1]},
+        "training": {"maxEpochs": 100000, "convergence": {"relativeTolerance": 0},
+                     "targetLoss": 104.2},
+        "execution": {"activeDeadlineSeconds": 3600},
+    }  # fmt: skip
+    file = write_experiment(tmp_path / "x.yaml", "interrupt", **spec)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "scalelab", "run", str(file), "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        if (out / "results.json").exists() and by_name(out)["interrupt-b2-g1"][
+            "phase"
+        ] != "Pending":
+            break
+    time.sleep(2)  # batch 1 is running now
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 130, stderr
+    assert "interrupted; 1 finished trial(s) kept" in stderr
+    assert "Traceback" not in stderr
+    trials = by_name(out)
+    assert trials["interrupt-b2-g1"]["phase"] == "Succeeded"
+    assert trials["interrupt-b1-g1"]["phase"] == "Pending"
+    assert _trainers_of(out) == []  # no trainer outlived Ctrl-C
+
+    finished_at = trials["interrupt-b2-g1"]["finishedAt"]
+    spec["execution"]["activeDeadlineSeconds"] = 3  # not a trainer flag: finished trials stay valid
+    write_experiment(file, "interrupt", **spec)
+    done = scalelab("run", str(file), "--out", str(out), "--no-report")
+    assert done.returncode == 1, done.stderr
+    assert "1 finished trial(s) kept" in done.stdout
+    trials = by_name(out)
+    assert trials["interrupt-b2-g1"]["finishedAt"] == finished_at
+    assert trials["interrupt-b1-g1"]["phase"] == "Failed"
+    assert trials["interrupt-b1-g1"]["reason"] == "exceeded execution.activeDeadlineSeconds=3"
+    assert trials["interrupt-b1-g1"]["epochs"] > 0  # the progress it made is kept
+    assert _trainers_of(out) == []
+
+    # A full disk (here: a file-size limit) stops the run with a message; nothing is lost.
+    saved = (out / "results.json").read_bytes()
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+
+    full = subprocess.run(
+        [sys.executable, "-m", "scalelab", "run", str(file), "--out", str(out), "--retry-failed"],
+        capture_output=True, text=True, timeout=120, preexec_fn=limit_file_size, check=False,
+    )  # fmt: skip
+    assert full.returncode == 1
+    assert f"cannot write results to {out}: file size limit exceeded" in full.stderr
+    assert "Traceback" not in full.stderr
+    assert (out / "results.json").read_bytes() == saved
+    assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
