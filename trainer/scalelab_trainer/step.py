@@ -24,7 +24,7 @@ from scalelab_trainer.optimizers import Optimizer
 from scalelab_trainer.schedule import Schedule
 
 # Indices into the vector a call returns.
-DONE, LOSS_SUM, LAST_LOSS, DIVERGED, G2_SUM, TR_SUM, NOISE_COUNT, TARGET_HIT = range(8)
+DONE, LOSS_SUM, LAST_LOSS, DIVERGED, G2_SUM, TR_SUM, NOISE_COUNT, TARGET_HIT, FULL_LOSS = range(9)
 
 
 @dataclass(frozen=True)
@@ -62,12 +62,14 @@ def build_step_loop(
     perm: tf.Variable,
     measure_noise: bool,
     quadratic_loss: Callable[[], tf.Tensor] | None,
+    track_target: bool,
     reduce: bool = True,
 ) -> Callable[..., tf.Tensor]:
     """A tf.function running `count` steps from global step `first`; stops early on divergence.
 
-    `quadratic_loss` (linear models) gives the exact full-dataset loss after every update, so
-    steps-to-target is counted per update; `reduce=False` builds the compute-only twin used to
+    `quadratic_loss` (linear models) gives the exact full-dataset loss cheaply: it is returned
+    with every call (no second call per epoch) and, with `track_target`, checked after every
+    update, so steps-to-target is counted per update; `reduce=False` builds the compute-only twin used to
     split step time into compute and allreduce.
     """
     dt = model.dtype
@@ -111,55 +113,77 @@ def build_step_loop(
         return grads, stats[0], stats[1] / tf.maximum(stats[2], 1), gf
 
     def loop(first: tf.Tensor, count: tf.Tensor, limit: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
-        loss_sum, last = tf.zeros([], tf.float64), tf.zeros([], tf.float64)
-        g2_sum, tr_sum, noise_n = (tf.zeros([], tf.float64) for _ in range(3))
-        done, diverged, hit = (
-            tf.constant(0, tf.int64),
-            tf.constant(False),
-            tf.constant(-1, tf.int64),
-        )
-        for i in tf.range(count):
+        def body(i: tf.Tensor, acc: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             step = first + i
             grads, loss, small_sq, gf = one_step(step)
-            loss64 = tf.cast(loss, tf.float64)
-            if tf.logical_or(tf.logical_not(tf.math.is_finite(loss64)), loss64 > limit):
-                diverged = tf.constant(True)
-                break
+            loss64, gf64 = tf.cast(loss, tf.float64), tf.cast(gf, tf.float64)
+            bad = tf.logical_or(tf.logical_not(tf.math.is_finite(loss64)), loss64 > limit)
+            # A diverging step is not applied (zero rate and gradient, no branch: a tf.cond per
+            # step costs a function call), and the loop ends; the parameters stay finite.
+            keep = 1.0 - tf.cast(bad, tf.float64)
+            grads = [tf.where(bad, tf.zeros_like(g), g) for g in grads]
+            g2 = tr = use = tf.zeros([], tf.float64)
             if measure_noise:
-                b_small = tf.cast(gf, tf.float64) / (N * M)
-                even = tf.equal(tf.math.floormod(tf.cast(gf, tf.int64), N * M), 0)
+                b_small = gf64 / (N * M)
+                ok = tf.logical_and(
+                    tf.equal(tf.math.floormod(tf.cast(gf, tf.int64), N * M), 0), b_small < gf64
+                )
                 g2, tr = two_batch_estimates(
                     tf.cast(small_sq, tf.float64),
                     tf.cast(sq_norm(grads), tf.float64),
                     b_small,
-                    tf.cast(gf, tf.float64),
+                    gf64,
                 )
-                use = tf.logical_and(even, b_small < tf.cast(gf, tf.float64))
-                zero = tf.zeros([], tf.float64)
-                g2_sum += tf.where(use, g2, zero)
-                tr_sum += tf.where(use, tr, zero)
-                noise_n += tf.cast(use, tf.float64)
+                use = tf.cast(ok, tf.float64) * keep
+                g2, tr = tf.where(use > 0, g2, 0.0), tf.where(use > 0, tr, 0.0)
             if reduce:
-                opt.apply(grads, variables, schedule.rate_tensor(tf.cast(step, tf.float64)))
-            loss_sum += loss64
-            last = loss64
-            done += 1
-            if quadratic_loss is not None:  # traced once: a Python-level switch
-                hit = tf.where(tf.logical_and(hit < 0, quadratic_loss() <= target), step + 1, hit)
-        return tf.stack(
-            [
-                tf.cast(done, tf.float64),
-                loss_sum,
-                last,
-                tf.cast(diverged, tf.float64),
-                g2_sum,
-                tr_sum,
-                noise_n,
-                tf.cast(hit, tf.float64),
-            ]
-        )
+                rate = schedule.rate_tensor(tf.cast(step, tf.float64)) * keep
+                opt.apply(grads, variables, rate)
+            hit = acc[TARGET_HIT]
+            if track_target and quadratic_loss is not None:  # exact full loss after the update
+                reached = tf.logical_and(hit < 0, quadratic_loss() <= target)
+                hit = tf.where(tf.logical_and(reached, ~bad), tf.cast(step + 1, tf.float64), hit)
+            new = tf.stack(
+                [
+                    acc[DONE] + keep,
+                    acc[LOSS_SUM] + loss64 * keep,
+                    tf.where(bad, acc[LAST_LOSS], loss64),
+                    1.0 - keep,
+                    acc[G2_SUM] + g2,
+                    acc[TR_SUM] + tr,
+                    acc[NOISE_COUNT] + use,
+                    hit,
+                    acc[FULL_LOSS],
+                ]
+            )
+            return i + 1, new
 
-    return cast(Callable[..., tf.Tensor], tf.function(loop))
+        def more(i: tf.Tensor, acc: tf.Tensor) -> tf.Tensor:
+            return tf.logical_and(i < count, acc[DIVERGED] == 0)
+
+        acc0 = tf.constant([0, 0, 0, 0, 0, 0, 0, -1, np.nan], tf.float64)
+        _, acc = tf.while_loop(more, body, (tf.zeros([], tf.int64), acc0))
+        if quadratic_loss is not None:  # the epoch-end loss in the same call (linear: O(d²))
+            acc = tf.tensor_scatter_nd_update(acc, [[FULL_LOSS]], quadratic_loss()[None])
+        return acc
+
+    # Written without AutoGraph: converting this code costs seconds on first use.
+    return cast(Callable[..., tf.Tensor], tf.function(loop, autograph=False))
+
+
+def _chunked_sum(
+    part: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], lo: int, hi: int, chunk: int
+) -> tf.Tensor:
+    """Σ part(s, e) over [lo, hi) in chunks, as a graph loop."""
+
+    def body(s: tf.Tensor, total: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        e = tf.minimum(s + chunk, hi)
+        return s + chunk, total + tf.cast(part(s, e), tf.float64)
+
+    _, total = tf.while_loop(
+        lambda s, _: s < hi, body, (tf.constant(lo, tf.int64), tf.zeros([], tf.float64))
+    )
+    return total
 
 
 def build_full_loss(
@@ -170,17 +194,18 @@ def build_full_loss(
     lo, hi = n * r // N, n * (r + 1) // N
 
     def full_loss() -> tf.Tensor:
-        total = tf.zeros([], tf.float64)
-        for s in tf.range(lo, hi, chunk):
-            e = tf.minimum(s + chunk, hi)
-            part = model.per_example_loss(x[s:e], y[s:e], training=False)
-            total += tf.cast(tf.reduce_sum(part), tf.float64)
+        total = _chunked_sum(
+            lambda s, e: tf.reduce_sum(model.per_example_loss(x[s:e], y[s:e], training=False)),
+            lo,
+            hi,
+            chunk,
+        )
         if N > 1:
             # Horovod: every rank must see the same loss, so all make the same stopping decision.
             total = hvd.allreduce(total, op=hvd.Sum)
         return total / n
 
-    return cast(Callable[..., tf.Tensor], tf.function(full_loss))
+    return cast(Callable[..., tf.Tensor], tf.function(full_loss, autograph=False))
 
 
 def build_accuracy(
@@ -191,13 +216,10 @@ def build_accuracy(
     lo, hi = n * r // N, n * (r + 1) // N
 
     def accuracy() -> tf.Tensor:
-        total = tf.zeros([], tf.float64)
-        for s in tf.range(lo, hi, chunk):
-            e = tf.minimum(s + chunk, hi)
-            total += tf.cast(model.correct(x[s:e], y[s:e]), tf.float64)
+        total = _chunked_sum(lambda s, e: model.correct(x[s:e], y[s:e]), lo, hi, chunk)
         if N > 1:
             # Horovod: each rank counted its shard of the test set; sum the counts.
             total = hvd.allreduce(total, op=hvd.Sum)
         return total / n
 
-    return cast(Callable[..., tf.Tensor], tf.function(accuracy))
+    return cast(Callable[..., tf.Tensor], tf.function(accuracy, autograph=False))

@@ -1,0 +1,161 @@
+"""Lab 1 the lab's way (TF1 graph, one Session.run per update and per surface point) vs scalelab.
+
+Both compute the same things on the same data (seed 0): gradient descent and SGD with the lab's
+stopping rule, and the 200×200 loss surface. Prints, per repeat and as medians: the compute time of
+each (TF1: the three computations after `import tensorflow`, graph building included; scalelab: the
+`seconds` of its two trials, which include data, model, the surface and graph tracing, and the same
+less `compileSeconds`, the one-time tracing of its compiled loops), the whole-process wall time, the
+speed ratios, and whether the answers agree (epochs exactly, w and b to 1e-8, surface to 1e-10).
+
+    .venv/bin/python bench/trainer_lab1_vs_tf1.py [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+TRIALS = [
+    [
+        "--trial",
+        "gd",
+        "--batch-size",
+        "100",
+        "--stopping-loss",
+        "update",
+        "--loss-surface-points",
+        "200",
+    ],
+    ["--trial", "sgd", "--batch-size", "1", "--stopping-loss", "update"],
+]
+
+
+def tf1_worker() -> None:
+    """Child process: the lab's way, printing one JSON line with its answers and compute time."""
+    sys.path.insert(0, str(ROOT))
+    import numpy as np
+    from tests.trainer.lab1_tf1 import lab_data, lab_gd, lab_sgd, lab_surface
+
+    x, y = lab_data(0)
+    t0 = time.perf_counter()
+    gd, sgd = lab_gd(x, y), lab_sgd(x, y)
+    surface = lab_surface(x, y, np.linspace(0, 20, 200), np.linspace(-18, 22, 200))
+    compute = time.perf_counter() - t0
+    print(
+        json.dumps(
+            {
+                "compute": compute,
+                "gd": [gd.epochs, gd.w, gd.b],
+                "sgd": [sgd.epochs, sgd.w, sgd.b],
+                "surface": surface.tolist(),
+            }
+        )
+    )
+
+
+def run_tf1() -> tuple[float, dict[str, object]]:
+    t0 = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        check=True,
+        cwd=ROOT,
+    ).stdout
+    return time.perf_counter() - t0, json.loads(out.strip().splitlines()[-1])
+
+
+def run_scalelab(trials: Path) -> tuple[float, dict[str, dict[str, object]]]:
+    t0 = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-m", "scalelab_trainer", "--trial-list", str(trials)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        check=True,
+        cwd=ROOT,
+    ).stdout
+    wall = time.perf_counter() - t0
+    results = {}
+    for line in out.splitlines():
+        e = json.loads(line)
+        if e["event"] == "result":
+            results[e["trial"]] = e
+    return wall, results
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--worker", action="store_true")
+    args = p.parse_args()
+    if args.worker:
+        tf1_worker()
+        return
+    import numpy as np
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        trials = Path(tmp) / "trials.json"
+        trials.write_text(json.dumps(TRIALS))
+        for i in range(args.repeats):
+            tf1_wall, tf1 = run_tf1()
+            sl_wall, sl = run_scalelab(trials)
+            sl_compute = sum(float(r["seconds"]) for r in sl.values())  # type: ignore[arg-type]
+            sl_traced = sl_compute - sum(float(r["compileSeconds"]) for r in sl.values())  # type: ignore[arg-type]
+            agree = all(
+                sl[k]["epochs"] == tf1[k][0]  # type: ignore[index]
+                and abs(sl[k]["params"]["w"] - tf1[k][1]) < 1e-8 * abs(tf1[k][1])  # type: ignore[index]
+                and abs(sl[k]["params"]["b"] - tf1[k][2]) < 1e-8 * abs(tf1[k][2])  # type: ignore[index]
+                for k in ("gd", "sgd")
+            )
+            surf = np.array(sl["gd"]["lossSurface"]["loss"])  # type: ignore[index]
+            agree = agree and bool(np.allclose(surf, np.array(tf1["surface"]), rtol=1e-10))
+            row = {
+                "tf1_compute": float(tf1["compute"]),
+                "scalelab_compute": sl_compute,  # type: ignore[arg-type]
+                "scalelab_compute_after_tracing": sl_traced,
+                "tf1_wall": tf1_wall,
+                "scalelab_wall": sl_wall,
+                "same_answers": agree,
+            }
+            rows.append(row)
+            print(
+                f"repeat {i}: "
+                + ", ".join(
+                    f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
+                ),
+                flush=True,
+            )
+    med = {k: statistics.median(float(r[k]) for r in rows) for k in rows[0] if k != "same_answers"}
+    print(
+        f"epochs: GD {tf1['gd'][0]}, SGD {tf1['sgd'][0]} (both, every repeat agreeing: "  # type: ignore[index]
+        f"{all(r['same_answers'] for r in rows)})"
+    )
+    print(
+        f"median compute  TF1 {med['tf1_compute']:.3f} s  scalelab {med['scalelab_compute']:.3f} s"
+        f"  ratio {med['tf1_compute'] / med['scalelab_compute']:.1f}x"
+    )
+    print(
+        f"median compute without one-time graph tracing: scalelab "
+        f"{med['scalelab_compute_after_tracing']:.3f} s  ratio "
+        f"{med['tf1_compute'] / med['scalelab_compute_after_tracing']:.1f}x"
+    )
+    print(
+        f"median process  TF1 {med['tf1_wall']:.3f} s  scalelab {med['scalelab_wall']:.3f} s"
+        f"  ratio {med['tf1_wall'] / med['scalelab_wall']:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
