@@ -69,8 +69,8 @@ def build_step_loop(
 
     `quadratic_loss` (linear models) gives the exact full-dataset loss cheaply: it is returned
     with every call (no second call per epoch) and, with `track_target`, checked after every
-    update, so steps-to-target is counted per update; `reduce=False` builds the compute-only twin used to
-    split step time into compute and allreduce.
+    update, so steps-to-target is counted per update. `reduce=False` builds the compute-only
+    twin used to split step time into compute and allreduce.
     """
     dt = model.dtype
     n, B, N, r, M = layout.n, layout.batch, layout.size, layout.rank, layout.micro
