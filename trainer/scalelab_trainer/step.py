@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, Protocol, cast
 
 import horovod.tensorflow as hvd
 import numpy as np
@@ -25,6 +25,14 @@ from scalelab_trainer.schedule import Schedule
 
 # Indices into the vector a call returns.
 DONE, LOSS_SUM, LAST_LOSS, DIVERGED, G2_SUM, TR_SUM, NOISE_COUNT, TARGET_HIT, FULL_LOSS = range(9)
+
+
+class Compiled(Protocol):
+    """A tf.function: callable, and traceable ahead of the first call."""
+
+    def __call__(self, *args: tf.Tensor) -> tf.Tensor: ...
+
+    def get_concrete_function(self, *specs: Any) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -64,7 +72,7 @@ def build_step_loop(
     quadratic_loss: Callable[[], tf.Tensor] | None,
     track_target: bool,
     reduce: bool = True,
-) -> Callable[..., tf.Tensor]:
+) -> Compiled:
     """A tf.function running `count` steps from global step `first`; stops early on divergence.
 
     `quadratic_loss` (linear models) gives the exact full-dataset loss cheaply: it is returned
@@ -168,7 +176,7 @@ def build_step_loop(
         return acc
 
     # Written without AutoGraph: converting this code costs seconds on first use.
-    return cast(Callable[..., tf.Tensor], tf.function(loop, autograph=False))
+    return cast(Compiled, tf.function(loop, autograph=False))
 
 
 def _chunked_sum(
@@ -188,7 +196,7 @@ def _chunked_sum(
 
 def build_full_loss(
     model: Model, layout: Layout, x: tf.Tensor, y: tf.Tensor, chunk: int = 1024
-) -> Callable[[], tf.Tensor]:
+) -> Compiled:
     """Mean loss over the whole dataset; each rank sums its contiguous shard, then SUM-allreduce."""
     n, N, r = layout.n, layout.size, layout.rank
     lo, hi = n * r // N, n * (r + 1) // N
@@ -205,12 +213,12 @@ def build_full_loss(
             total = hvd.allreduce(total, op=hvd.Sum)
         return total / n
 
-    return cast(Callable[..., tf.Tensor], tf.function(full_loss, autograph=False))
+    return cast(Compiled, tf.function(full_loss, autograph=False))
 
 
 def build_accuracy(
     model: Model, layout: Layout, x: tf.Tensor, y: tf.Tensor, chunk: int = 1024
-) -> Callable[[], tf.Tensor]:
+) -> Compiled:
     """Share of held-out examples classified correctly, sharded like `build_full_loss`."""
     n, N, r = int(x.shape[0]), layout.size, layout.rank
     lo, hi = n * r // N, n * (r + 1) // N
@@ -222,4 +230,4 @@ def build_accuracy(
             total = hvd.allreduce(total, op=hvd.Sum)
         return total / n
 
-    return cast(Callable[..., tf.Tensor], tf.function(accuracy, autograph=False))
+    return cast(Compiled, tf.function(accuracy, autograph=False))
