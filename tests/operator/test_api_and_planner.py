@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -240,3 +241,44 @@ def test_a_model_with_a_dataset_it_cannot_train_on_is_invalid() -> None:
     assert message == (
         "x.yaml: spec.workload.dataset: model cnn trains on synthetic-images, got 'lab1-line'"
     )
+
+
+def test_scalelab_validate_prints_one_line_per_problem_and_exits_non_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scalelab.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: scalelab.dev/v1alpha1\nkind: ScaleExperiment\nmetadata: {name: bad}\n"
+        "spec:\n  sweep: {batchSizes: [1, -4]}\n  trainig: {}\n"
+    )
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("metadata:\n  name: [\n")
+    good = EXAMPLES / "lab1-gd-vs-sgd.yaml"
+    assert main(["validate", str(good), str(bad), str(broken)]) == 1
+    out, err = capsys.readouterr()
+    assert f"{good}: ok (lab1-gd-vs-sgd: 2 trials, 0 skipped)" in out
+    lines = err.splitlines()
+    assert f"{bad}: spec.sweep.batchSizes[1]: must be a positive integer, got -4" in lines
+    assert any(line.startswith(f"{bad}: spec.trainig: unknown field") for line in lines)
+    assert any(line.startswith(f"{broken}: line ") and "invalid YAML" in line for line in lines)
+    assert "Traceback" not in err
+    assert main(["validate", str(good)]) == 0
+
+
+def test_scalelab_plan_prints_skips_and_the_trainer_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scalelab.cli import main
+
+    file = tmp_path / "x.yaml"
+    file.write_text("metadata: {name: grid}\nspec:\n  sweep: {batchSizes: [4, 6], gpus: [1, 4]}\n")
+    assert main(["plan", str(file)]) == 0
+    out = capsys.readouterr().out
+    assert "grid-b6-g4" in out
+    assert "Skipped (global batch 6 is not divisible by the 4 processes)" in out
+    assert "grid-b4-g4: horovodrun -np 4 --gloo python -m scalelab_trainer" in out
+    assert main(["plan", str(file), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["phase"] for r in rows] == ["Pending", "Pending", "Pending", "Skipped"]

@@ -323,3 +323,38 @@ def test_ctrl_c_keeps_finished_trials_and_a_rerun_resumes_under_a_deadline(
     assert "Traceback" not in full.stderr
     assert (out / "results.json").read_bytes() == saved
     assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_on_a_terminal_progress_is_a_live_table_with_epoch_loss_and_samples_per_second(
+    tmp_path: Path,
+) -> None:
+    import pty
+
+    file = write_experiment(tmp_path / "x.yaml", "tty", sweep={"batchSizes": [100, 50]},
+                            training={"maxEpochs": 5})  # fmt: skip
+    main, secondary = pty.openpty()
+    run = subprocess.Popen(
+        [sys.executable, "-m", "scalelab", "run", str(file), "--out", str(tmp_path / "out"),
+         "--no-report"],
+        stdout=secondary, stderr=secondary, stdin=subprocess.DEVNULL,
+        env=dict(os.environ, COLUMNS="160", TERM="xterm"),
+    )  # fmt: skip
+    os.close(secondary)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the terminal closed: the run is over
+            break
+        if not chunk:
+            break
+        screen += chunk
+    assert run.wait(timeout=300) == 0
+    os.close(main)
+    text = screen.decode(errors="replace")
+    assert "\x1b[" in text  # drawn with terminal control sequences, not plain lines
+    for column in ("trial", "epoch", "loss", "samples/s"):
+        assert column in text
+    assert "tty-b50-g1" in text
+    assert "Succeeded" in text
+    assert "5/5" in text
