@@ -1,4 +1,4 @@
-"""The `scalelab` command: validate, plan, run and report (the operator issue adds `operator`).
+"""The `scalelab` command: validate, plan, run, report, operator and crds.
 
 Thin: each subcommand parses its arguments and hands off to a module (validation, planner,
 local.executor, report). Exit codes: 0 success, 1 invalid input or failed trials, 2 usage,
@@ -104,6 +104,27 @@ def cmd_report(args: argparse.Namespace) -> int:
     return render_report_dir(Path(args.dir))
 
 
+def cmd_operator(args: argparse.Namespace) -> int:
+    """Run the kopf operator against the cluster in KUBECONFIG or in-cluster credentials."""
+    from scalelab.kube.main import run as run_operator
+    from scalelab.kube.settings import Config
+
+    return run_operator(
+        Config.from_env(),
+        namespaces=[] if args.all_namespaces else args.namespace,
+        standalone=args.standalone,
+        metrics_port=args.metrics_port,
+        liveness_port=args.liveness_port,
+    )
+
+
+def cmd_crds(args: argparse.Namespace) -> int:
+    """Write (or --check) the CRDs generated from the API models."""
+    from scalelab.kube.crd import main as crd_main
+
+    return crd_main(["--out", args.out, *(["--check"] if args.check else [])])
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -140,6 +161,31 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="re-render DIR/report.html from DIR/results.json")
     report.add_argument("dir", metavar="DIR")
     report.set_defaults(func=cmd_report)
+
+    operator = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
+    scope = operator.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--namespace", "-n", action="append", default=[], metavar="NS",
+        help="watch this namespace (repeatable); default: all namespaces",
+    )  # fmt: skip
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
+    operator.add_argument(
+        "--standalone", action=argparse.BooleanOptionalAction, default=True,
+        help="no kopf peering (one replica; the Deployment uses strategy Recreate)",
+    )  # fmt: skip
+    operator.add_argument(
+        "--metrics-port", type=int, default=None,
+        help="port of /metrics (default SCALELAB_METRICS_PORT or 8080; 0 = off)",
+    )  # fmt: skip
+    operator.add_argument(
+        "--liveness-port", type=int, default=8081, help="port of /healthz (0 = off)"
+    )
+    operator.set_defaults(func=cmd_operator)
+
+    crds = sub.add_parser("crds", help="write the CRDs generated from the API models")
+    crds.add_argument("--out", default="manifests/crds", metavar="DIR")
+    crds.add_argument("--check", action="store_true", help="fail if the files are stale")
+    crds.set_defaults(func=cmd_crds)
     return parser
 
 

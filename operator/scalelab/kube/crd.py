@@ -139,7 +139,9 @@ _ORDER = (
 
 
 def _order(node: Schema) -> Schema:
-    return {k: node[k] for k in _ORDER if k in node} | {k: v for k, v in node.items() if k not in _ORDER}
+    return {k: node[k] for k in _ORDER if k in node} | {
+        k: v for k, v in node.items() if k not in _ORDER
+    }
 
 
 def model_schema(model: type[BaseModel], *, defaults: bool, bounded: bool) -> Schema:
@@ -197,7 +199,7 @@ RUNNABLE_GRID_RULE = (
 )
 
 IMMUTABLE_MESSAGE = (
-    "is immutable once the experiment exists (only execution.maxConcurrentTrials may change); "
+    "immutable once the experiment exists (only spec.execution.maxConcurrentTrials may change); "
     "create a new ScaleExperiment to sweep something else"
 )
 
@@ -218,7 +220,7 @@ def experiment_spec_schema() -> Schema:
         fieldPath=".sweep",
     )
     for field in ("workload", "sweep", "training", "resources"):
-        _rule(_at(spec, field), "self == oldSelf", f"spec.{field} {IMMUTABLE_MESSAGE}")
+        _rule(_at(spec, field), "self == oldSelf", f"spec.{field} is {IMMUTABLE_MESSAGE}")
     execution = _at(spec, "execution")
     frozen = [f for f in execution["properties"] if f != "maxConcurrentTrials"]
     _rule(
@@ -227,7 +229,7 @@ def experiment_spec_schema() -> Schema:
             f"(has(self.{f}) == has(oldSelf.{f})) && (!has(self.{f}) || self.{f} == oldSelf.{f})"
             for f in frozen
         ),
-        f"spec.execution fields other than maxConcurrentTrials are {IMMUTABLE_MESSAGE.split(' ', 1)[1]}",
+        f"spec.execution fields other than maxConcurrentTrials are {IMMUTABLE_MESSAGE}",
     )
     return spec
 
@@ -307,7 +309,7 @@ TRIAL_COLUMNS = [
 ]
 
 
-def _crd(
+def _crd(  # noqa: PLR0917
     kind: str, plural: str, short: str, schema: Schema, columns: list[Schema], doc: str
 ) -> Schema:
     return {
@@ -315,7 +317,10 @@ def _crd(
         "kind": "CustomResourceDefinition",
         "metadata": {
             "name": f"{plural}.{GROUP}",
-            "labels": {"app.kubernetes.io/name": "scalelab", "app.kubernetes.io/part-of": "scalelab"},
+            "labels": {
+                "app.kubernetes.io/name": "scalelab",
+                "app.kubernetes.io/part-of": "scalelab",
+            },
         },
         "spec": {
             "group": GROUP,
@@ -363,9 +368,7 @@ def experiment_crd() -> Schema:
 
 def trial_crd() -> Schema:
     """The ScaleTrial CRD."""
-    schema = _root(
-        trial_spec_schema(), status_schema(ScaleTrialStatus), [], spec_required=True
-    )
+    schema = _root(trial_spec_schema(), status_schema(ScaleTrialStatus), [], spec_required=True)
     return _crd(
         TRIAL_KIND,
         "scaletrials",
@@ -390,11 +393,15 @@ def render(crd: Schema) -> str:
     )
 
 
+def manifests_objects() -> list[Schema]:
+    """Every generated CRD as an object, in file order."""
+    return [experiment_crd(), trial_crd()]
+
+
 def manifests() -> dict[str, str]:
     """File name → YAML text of every generated CRD."""
     return {
-        f"{GROUP}_scaleexperiments.yaml": render(experiment_crd()),
-        f"{GROUP}_scaletrials.yaml": render(trial_crd()),
+        f"{GROUP}_{obj['spec']['names']['plural']}.yaml": render(obj) for obj in manifests_objects()
     }
 
 

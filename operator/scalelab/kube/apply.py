@@ -1,0 +1,131 @@
+"""Carries out a reconciliation's `Actions` against the Kubernetes API (the only writer besides
+kopf itself and the trainer's status patches).
+
+Every create is idempotent: names are deterministic, and 409 AlreadyExists means an earlier pass
+(or an operator that was killed) already made the object, so a restart never duplicates a trial
+or an MPIJob. Status writes are JSON merge patches of the `status` subresource. Called from the
+kopf handlers in a worker thread (the kubernetes client is synchronous).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from scalelab.api import GROUP, VERSION
+from scalelab.kube import mpijob
+from scalelab.kube.reconcile import Actions, Memory, trial_body
+from scalelab.kube.settings import Config
+
+EXPERIMENTS, TRIALS = "scaleexperiments", "scaletrials"
+MERGE = "application/merge-patch+json"
+CONFLICT = 409
+
+
+@dataclass
+class Kube:
+    """The API clients the operator uses, built once from the loaded configuration."""
+
+    api: client.ApiClient
+    custom: client.CustomObjectsApi = field(init=False)
+    core: client.CoreV1Api = field(init=False)
+    rbac: client.RbacAuthorizationV1Api = field(init=False)
+    writes: int = 0  # API writes made by this process (the benchmark reads it)
+
+    def __post_init__(self) -> None:
+        self.custom = client.CustomObjectsApi(self.api)
+        self.core = client.CoreV1Api(self.api)
+        self.rbac = client.RbacAuthorizationV1Api(self.api)
+
+
+def _create(kube: Kube, fn: Any, *args: Any) -> Any:
+    """Call a create; AlreadyExists is success (returns None)."""
+    kube.writes += 1
+    try:
+        return fn(*args)
+    except ApiException as error:
+        if error.status == CONFLICT:
+            return None
+        raise
+
+
+def ensure_trainer_account(kube: Kube, namespace: str, config: Config) -> None:
+    """The trainer ServiceAccount and its RoleBinding to the trainer ClusterRole (which may only
+    patch scaletrials/status) in one namespace; shared by every experiment there."""
+    name = config.trainer_service_account
+    labels = {mpijob.LABEL_MANAGED_BY: mpijob.MANAGED_BY}
+    _create(
+        kube,
+        kube.core.create_namespaced_service_account,
+        namespace,
+        {"metadata": {"name": name, "labels": labels}},
+    )
+    _create(
+        kube,
+        kube.rbac.create_namespaced_role_binding,
+        namespace,
+        {
+            "metadata": {"name": name, "labels": labels},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": config.trainer_cluster_role,
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        },
+    )
+
+
+def patch_experiment_status(
+    kube: Kube, namespace: str, name: str, status: Mapping[str, Any]
+) -> None:
+    """Merge-patch a ScaleExperiment's status."""
+    kube.writes += 1
+    kube.custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, EXPERIMENTS, name, {"status": dict(status)},
+        _content_type=MERGE,
+    )  # fmt: skip
+
+
+def apply(  # noqa: PLR0917 - one pass's inputs
+    kube: Kube,
+    actions: Actions,
+    namespace: str,
+    owner: Mapping[str, Any],
+    memory: Memory,
+    config: Config,
+) -> None:
+    """Create trials, launch MPIJobs, patch trial and experiment status, in that order."""
+    for trial in actions.create_trials:
+        made = _create(
+            kube,
+            kube.custom.create_namespaced_custom_object,
+            GROUP, VERSION, namespace, TRIALS, trial_body(trial, namespace, owner),
+        )  # fmt: skip
+        if made is not None:
+            memory.created[trial.name] = str(made["metadata"]["uid"])
+    for trial, uid in actions.launch:
+        _create(
+            kube,
+            kube.custom.create_namespaced_custom_object,
+            mpijob.MPIJOB_GROUP, mpijob.MPIJOB_VERSION, namespace, mpijob.MPIJOB_PLURAL,
+            mpijob.render(trial, namespace, uid, config),
+        )  # fmt: skip
+    for name, patch in actions.trial_status.items():
+        kube.writes += 1
+        try:
+            kube.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, TRIALS, name, {"status": patch}, _content_type=MERGE
+            )
+        except ApiException as error:
+            if error.status != 404:  # deleted meanwhile: the next pass recreates it
+                raise
+            memory.written.pop(name, None)
+    if actions.experiment_status is not None:
+        patch_experiment_status(
+            kube, namespace, str(owner["metadata"]["name"]), actions.experiment_status
+        )

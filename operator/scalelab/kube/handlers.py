@@ -1,0 +1,94 @@
+"""kopf entry points, and nothing else: each validates or snapshots its input and hands off to
+kube/operations.py at once. Handler ids are constants: kopf stores progress under them, so
+renaming one loses state on running experiments.
+
+- PLAN (on create / on resume of a ScaleExperiment): validate, ensure the trainer account, first
+  reconciliation (creates the ScaleTrials); InvalidSpec → Ready=False + PermanentError.
+- RECONCILE (timer on planned, unfinished ScaleExperiments): admission, MPIJobs, phases, status.
+- TRIAL_INDEX / JOB_INDEX: in-memory views of scalelab's ScaleTrials and MPIJobs by experiment,
+  filled by kopf's watches before any handler runs, so a restarted operator sees what exists.
+- LOGIN: in-cluster ServiceAccount token, else KUBECONFIG (through the kubernetes client).
+- FORGET (event): drop a deleted experiment's metric series.
+No deletion handler: owner references and the garbage collector remove trials and MPIJobs, and
+no finalizer blocks a deletion while the operator is down (the timer's finalizer goes when the
+experiment finishes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from scalelab.kube import operations
+from scalelab.kube.mpijob import (
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    MPIJOB_GROUP,
+    MPIJOB_PLURAL,
+    MPIJOB_VERSION,
+)
+from scalelab.kube.reconcile import JobState, Key, TrialState, is_active, job_entry, trial_entry
+from scalelab.kube.settings import Config
+
+EXPERIMENTS = ("scalelab.dev", "v1alpha1", "scaleexperiments")
+TRIALS = ("scalelab.dev", "v1alpha1", "scaletrials")
+MPIJOBS = (MPIJOB_GROUP, MPIJOB_VERSION, MPIJOB_PLURAL)
+OURS = {LABEL_MANAGED_BY: MANAGED_BY}
+
+LOGIN = "login"
+PLAN = "plan"
+RESUME = "resume"
+RECONCILE = "reconcile"
+TRIAL_INDEX = "scalelab_trials"  # kopf passes each index as the kwarg of its id
+JOB_INDEX = "scalelab_mpijobs"
+FORGET = "forget"
+
+
+def _active(status: kopf.Status, **_: Any) -> bool:
+    return is_active(status)
+
+
+def register(registry: kopf.OperatorRegistry, config: Config) -> None:
+    """Register every handler in `registry` (intervals and timeouts come from `config`)."""
+    timeout = config.handler_timeout_seconds
+
+    @kopf.on.login(id=LOGIN, registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_via_client(**kwargs)
+
+    @kopf.index(*TRIALS, id=TRIAL_INDEX, labels=OURS, registry=registry)
+    def scalelab_trials(body: kopf.Body, **_: Any) -> dict[Key, TrialState]:
+        return trial_entry(body)
+
+    @kopf.index(*MPIJOBS, id=JOB_INDEX, labels=OURS, registry=registry)
+    def scalelab_mpijobs(body: kopf.Body, **_: Any) -> dict[Key, JobState]:
+        return job_entry(body)
+
+    @kopf.on.create(*EXPERIMENTS, id=PLAN, timeout=timeout, backoff=5, registry=registry)
+    async def plan(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+        await operations.plan(memo, body, kwargs[TRIAL_INDEX], kwargs[JOB_INDEX])
+
+    @kopf.on.resume(*EXPERIMENTS, id=RESUME, timeout=timeout, backoff=5, registry=registry)
+    async def resume(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+        await operations.plan(memo, body, kwargs[TRIAL_INDEX], kwargs[JOB_INDEX])
+
+    @kopf.timer(
+        *EXPERIMENTS,
+        id=RECONCILE,
+        interval=config.reconcile_interval_seconds,
+        when=_active,
+        timeout=timeout,
+        backoff=5,
+        registry=registry,
+    )
+    async def reconcile(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+        await operations.reconcile(memo, body, kwargs[TRIAL_INDEX], kwargs[JOB_INDEX])
+
+    @kopf.on.event(*EXPERIMENTS, id=FORGET, registry=registry)
+    def forget(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        if type == "DELETED":
+            operations.forget(memo, body)
+
+    # mypy: the decorated functions are referenced by the registry only.
+    del login, scalelab_trials, scalelab_mpijobs, plan, resume, reconcile, forget

@@ -1,0 +1,112 @@
+"""The operator's own /metrics: trials by phase, GPUs requested / running / queued, reconcile
+errors, and every finished trial's results, so scaling curves stay queryable after pods are gone.
+
+Per-experiment series come from a collector over the latest snapshot of each experiment (set by
+every reconciliation, dropped when the experiment is deleted), so no series outlives its object.
+Labels are bounded: namespace, experiment, phase, batch_size, gpus, repeat (never a uid).
+The registry is injected; the HTTP server is started by `scalelab operator`, never at import.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from scalelab.api import ResultRow, TrialPhase
+from scalelab.kube.reconcile import Usage
+
+EXP_LABELS = ["namespace", "experiment"]
+ROW_LABELS = [*EXP_LABELS, "batch_size", "gpus", "repeat"]
+
+#: result gauges: (metric suffix, ResultRow attribute, help)
+RESULT_GAUGES = (
+    (
+        "samples_per_second",
+        "samples_per_second",
+        "Steady-state global throughput. Unit: samples/s.",
+    ),
+    ("final_loss", "final_loss", "Full-dataset loss at the end of the trial."),
+    ("scaling_efficiency_ratio", "scaling_efficiency", "Scaling efficiency (strong or weak)."),
+    ("training_seconds", "seconds", "Training time reported by the trainer. Unit: seconds."),
+    ("gpu_seconds", "gpu_seconds", "Processes × time to target (or training time)."),
+    ("time_to_target_seconds", "time_to_target_seconds", "Time to the target loss. Unit: s."),
+)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One experiment as of its last reconciliation."""
+
+    phases: Mapping[str, TrialPhase]
+    usage: Usage
+    rows: Sequence[ResultRow]
+
+
+class OperatorMetrics(Collector):
+    """Metrics of one operator process, registered in `registry`."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._lock = threading.Lock()
+        self._snapshots: dict[tuple[str, str], Snapshot] = {}
+        self.reconcile_errors = Counter(
+            "scalelab_operator_reconcile_errors_total",
+            "Reconciliations that raised, by handler id.",
+            ["handler"],
+            registry=registry,
+        )
+        self.reconciles = Counter(
+            "scalelab_operator_reconciles_total",
+            "Reconciliations run, by handler id.",
+            ["handler"],
+            registry=registry,
+        )
+        registry.register(self)
+
+    def observe(self, namespace: str, experiment: str, snapshot: Snapshot) -> None:
+        """Replace an experiment's snapshot."""
+        with self._lock:
+            self._snapshots[(namespace, experiment)] = snapshot
+
+    def forget(self, namespace: str, experiment: str) -> None:
+        """Drop a deleted experiment's series."""
+        with self._lock:
+            self._snapshots.pop((namespace, experiment), None)
+
+    def collect(self) -> Iterator[Metric]:
+        """Called by the registry on every scrape."""
+        with self._lock:
+            snapshots = dict(self._snapshots)
+        trials = GaugeMetricFamily(
+            "scalelab_operator_trials", "Trials by phase.", labels=[*EXP_LABELS, "phase"]
+        )
+        gpus = GaugeMetricFamily(
+            "scalelab_operator_gpus",
+            "GPUs of trials: requested (MPIJob not finished), running (MPIJob Running), "
+            "queued (runnable, not admitted under maxConcurrentTrials/maxGPUs yet).",
+            labels=[*EXP_LABELS, "state"],
+        )
+        results = {
+            name: GaugeMetricFamily(f"scalelab_trial_result_{name}", doc, labels=ROW_LABELS)
+            for name, _, doc in RESULT_GAUGES
+        }
+        for (namespace, experiment), snap in sorted(snapshots.items()):
+            exp = [namespace, experiment]
+            for phase in TrialPhase:
+                count = sum(1 for p in snap.phases.values() if p is phase)
+                trials.add_metric([*exp, phase.value], count)
+            for state in ("requested", "running", "queued"):
+                gpus.add_metric([*exp, state], getattr(snap.usage, state))
+            for row in snap.rows:
+                labels = [*exp, str(row.batch_size), str(row.gpus), str(row.repeat)]
+                for name, attr, _ in RESULT_GAUGES:
+                    value = getattr(row, attr)
+                    if value is not None:
+                        results[name].add_metric(labels, float(value))
+        yield trials
+        yield gpus
+        yield from results.values()

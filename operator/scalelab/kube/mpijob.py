@@ -1,0 +1,208 @@
+"""One trial → one Kubeflow MPIJob (kubeflow.org/v2beta1). Pure: no API calls.
+
+Everything that depends on the trial's GPU count comes from one number N (= spec.gpus, the
+Horovod process count): `mpirun -np N`, worker replicas ceil(N / processesPerWorker),
+`slotsPerWorker`, and each worker's `nvidia.com/gpu` limit (slots × gpusPerProcess). The launcher
+runs the planner's trainer command unchanged (`planner.trainer_flags`, the one renderer of the
+trainer argv), so a trial runs the same way under `horovodrun` locally and `mpirun` here.
+Rank 0 runs in worker 0 and reports ScaleTrial status as the trainer ServiceAccount.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from scalelab.api import API_VERSION, TRIAL_KIND, Resources
+from scalelab.kube.settings import Config
+from scalelab.planner import PlannedTrial, trainer_command, trainer_flags
+
+MPIJOB_GROUP, MPIJOB_VERSION, MPIJOB_PLURAL = "kubeflow.org", "v2beta1", "mpijobs"
+MPIJOB_API_VERSION = f"{MPIJOB_GROUP}/{MPIJOB_VERSION}"
+
+LABEL_EXPERIMENT = "scalelab.dev/experiment"
+LABEL_TRIAL = "scalelab.dev/trial"
+LABEL_BATCH_SIZE = "scalelab.dev/batch-size"
+LABEL_GPUS = "scalelab.dev/gpus"
+LABEL_REPEAT = "scalelab.dev/repeat"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "scalelab-operator"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+GPU_RESOURCE = "nvidia.com/gpu"
+
+#: The image contract (images/sshd_config): workers serve sshd unprivileged on port 2222.
+WORKER_COMMAND = ["/usr/sbin/sshd", "-De", "-f", "/home/mpiuser/.sshd_config"]
+TRAINER_UID = 1000
+#: mpirun flags from the MPI operator's Horovod example: no core binding (Horovod threads), one
+#: rank per slot in hostfile order, and the environment every rank needs.
+MPIRUN_FLAGS = [
+    "-bind-to", "none", "-map-by", "slot",
+    "-x", "PATH", "-x", "LD_LIBRARY_PATH", "-x", "NCCL_DEBUG=WARN",
+    "-mca", "pml", "ob1", "-mca", "btl", "^openib",
+]  # fmt: skip
+#: The API default of spec.resources.image; a trial that keeps it gets the operator's image.
+API_DEFAULT_IMAGE = Resources.model_fields["image"].default
+
+
+def trial_labels(trial: PlannedTrial) -> dict[str, str]:
+    """Labels of a trial and of everything made for it (bounded values: names and numbers)."""
+    return {
+        LABEL_EXPERIMENT: trial.spec.experiment,
+        LABEL_TRIAL: trial.name,
+        LABEL_BATCH_SIZE: str(trial.batch_size),
+        LABEL_GPUS: str(trial.gpus),
+        LABEL_REPEAT: str(trial.repeat),
+        LABEL_MANAGED_BY: MANAGED_BY,
+    }
+
+
+def workers(processes: int, processes_per_worker: int) -> tuple[int, int]:
+    """(worker replicas, slots per worker) for N processes: ceil(N / ppw) pods of min(ppw, N)."""
+    slots = min(processes_per_worker, processes)
+    return math.ceil(processes / slots), slots
+
+
+def gpus_per_worker(trial: PlannedTrial) -> int:
+    """nvidia.com/gpu limit of one worker pod: its slots × gpusPerProcess."""
+    _, slots = workers(trial.gpus, trial.spec.resources.processes_per_worker)
+    return slots * trial.spec.resources.gpus_per_process
+
+
+def image(trial: PlannedTrial, config: Config) -> str:
+    """The trainer image: the spec's, or the operator's configured one when the spec kept the
+    API default."""
+    chosen = trial.spec.resources.image
+    return config.trainer_image if chosen == API_DEFAULT_IMAGE else chosen
+
+
+def launcher_command(trial: PlannedTrial, namespace: str, config: Config) -> list[str]:
+    """`mpirun -np N <flags> python -m scalelab_trainer <trainer flags>` of the launcher."""
+    flags = trainer_flags(
+        trial.spec,
+        trial.name,
+        namespace=namespace,
+        report_status=True,
+        metrics_port=config.trainer_metrics_port,
+    )
+    return ["mpirun", "-np", str(trial.gpus), *MPIRUN_FLAGS, *trainer_command(flags)]
+
+
+def _pod_spec(trial: PlannedTrial, container: dict[str, Any]) -> dict[str, Any]:
+    res = trial.spec.resources
+    spec: dict[str, Any] = {
+        "securityContext": {
+            "runAsUser": TRAINER_UID,
+            "runAsGroup": TRAINER_UID,
+            "runAsNonRoot": True,
+            "fsGroup": TRAINER_UID,
+        },
+        "containers": [container],
+    }
+    if res.node_selector:
+        spec["nodeSelector"] = dict(res.node_selector)
+    if res.tolerations:
+        spec["tolerations"] = [
+            t.model_dump(by_alias=True, mode="json", exclude_none=True) for t in res.tolerations
+        ]
+    if res.priority_class_name:
+        spec["priorityClassName"] = res.priority_class_name
+    return spec
+
+
+def _container_security() -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def render(trial: PlannedTrial, namespace: str, trial_uid: str, config: Config) -> dict[str, Any]:
+    """The MPIJob of one trial, owned by the ScaleTrial (garbage-collected with it)."""
+    res, execution = trial.spec.resources, trial.spec.execution
+    replicas, slots = workers(trial.gpus, res.processes_per_worker)
+    labels = trial_labels(trial)
+    queued = execution.queue_name is not None
+    job_labels = {**labels, **({KUEUE_QUEUE_LABEL: execution.queue_name} if queued else {})}
+    worker_resources: dict[str, dict[str, str]] = {
+        "requests": {"cpu": res.cpu, "memory": res.memory},
+        "limits": {"cpu": res.cpu, "memory": res.memory},
+    }
+    if gpus_per_worker(trial):
+        for part in worker_resources.values():
+            part[GPU_RESOURCE] = str(gpus_per_worker(trial))
+    trainer_image = image(trial, config)
+    metrics_port = config.trainer_metrics_port
+    worker_container: dict[str, Any] = {
+        "name": "worker",
+        "image": trainer_image,
+        "command": list(WORKER_COMMAND),
+        "resources": worker_resources,
+        "securityContext": _container_security(),
+        "ports": [{"name": "ssh", "containerPort": 2222}],
+    }
+    if metrics_port:
+        worker_container["ports"] += [
+            {"name": f"metrics-{i}", "containerPort": metrics_port + i} for i in range(slots)
+        ]
+    worker_pod = _pod_spec(trial, worker_container)
+    # Rank 0 runs in worker 0 and patches ScaleTrial status with this account's token.
+    worker_pod["serviceAccountName"] = config.trainer_service_account
+    launcher_container = {
+        "name": "launcher",
+        "image": trainer_image,
+        "command": launcher_command(trial, namespace, config),
+        "resources": {
+            "requests": {"cpu": config.launcher_cpu, "memory": config.launcher_memory},
+            "limits": {"memory": config.launcher_memory},
+        },
+        "securityContext": _container_security(),
+    }
+    launcher_pod = _pod_spec(trial, launcher_container)
+    launcher_pod["automountServiceAccountToken"] = False  # mpirun needs no API access
+    run_policy: dict[str, Any] = {
+        # Stop the sshd workers as soon as the launcher finishes; keep failed pods' logs.
+        "cleanPodPolicy": "Running",
+        "backoffLimit": execution.backoff_limit,
+        "activeDeadlineSeconds": execution.active_deadline_seconds,
+    }
+    if queued:
+        run_policy["suspend"] = True  # Kueue admits the job by unsuspending it
+    return {
+        "apiVersion": MPIJOB_API_VERSION,
+        "kind": "MPIJob",
+        "metadata": {
+            "name": trial.name,
+            "namespace": namespace,
+            "labels": job_labels,
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": TRIAL_KIND,
+                    "name": trial.name,
+                    "uid": trial_uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "slotsPerWorker": slots,
+            "runLauncherAsWorker": False,
+            "mpiImplementation": "OpenMPI",
+            "sshAuthMountPath": config.ssh_auth_mount_path,
+            # WaitForWorkersReady avoids the launcher's ssh racing worker DNS (mpi-operator
+            # #386/#443); under Kueue it is AtStartup because suspend + WaitForWorkersReady
+            # leaves the job stuck (#615).
+            "launcherCreationPolicy": "AtStartup" if queued else "WaitForWorkersReady",
+            "runPolicy": run_policy,
+            "mpiReplicaSpecs": {
+                "Launcher": {
+                    "replicas": 1,
+                    "restartPolicy": "Never",  # retries are the launcher Job's backoffLimit
+                    "template": {"metadata": {"labels": dict(labels)}, "spec": launcher_pod},
+                },
+                "Worker": {
+                    "replicas": replicas,
+                    "restartPolicy": "Never",
+                    "template": {"metadata": {"labels": dict(labels)}, "spec": worker_pod},
+                },
+            },
+        },
+    }

@@ -1,0 +1,164 @@
+"""What each kopf handler does: snapshot the indexes, decide (kube/reconcile.py, pure), carry the
+actions out in a worker thread (kube/apply.py), post Events, update metrics.
+
+Runs in kopf's event loop; the indexes are read there (kopf mutates them on the same loop), and
+the synchronous kubernetes client runs in a thread so one slow call never stalls the watches.
+Errors follow the house taxonomy: an invalid spec is a `kopf.PermanentError` plus a
+Ready=False/InvalidSpec condition; an API failure is a `kopf.TemporaryError` retried later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+
+from scalelab.api import ExperimentPhase, ScaleExperiment
+from scalelab.kube import apply
+from scalelab.kube.apply import Kube
+from scalelab.kube.metrics import OperatorMetrics, Snapshot
+from scalelab.kube.reconcile import (
+    InvalidSpecError,
+    JobState,
+    Key,
+    Memory,
+    TrialState,
+    decide,
+    invalid_status,
+    is_active,
+    now_rfc3339,
+    parse,
+)
+from scalelab.kube.settings import Config
+from scalelab.planner import PlannedTrial
+from scalelab.planner import plan as plan_trials
+
+RETRY_SECONDS = 5.0
+
+
+@dataclass
+class Context:
+    """What every handler needs, built once by `scalelab operator` and passed in kopf's memo."""
+
+    kube: Kube
+    config: Config
+    metrics: OperatorMetrics
+    accounts: set[str] = field(default_factory=set)  # namespaces with the trainer account
+
+
+@dataclass
+class PlanCache:
+    """The parsed spec and plan of one generation (parsing 1,000 points every tick is waste)."""
+
+    generation: int
+    experiment: ScaleExperiment
+    trials: list[PlannedTrial]
+
+
+def context(memo: kopf.Memo) -> Context:
+    """The operator context from a handler's memo."""
+    ctx = memo["ctx"]
+    assert isinstance(ctx, Context)
+    return ctx
+
+
+def _memory(memo: kopf.Memo) -> Memory:
+    if "memory" not in memo:
+        memo["memory"] = Memory()
+    memory = memo["memory"]
+    assert isinstance(memory, Memory)
+    return memory
+
+
+def _planned(memo: kopf.Memo, body: kopf.Body) -> PlanCache:
+    generation = int(body.get("metadata", {}).get("generation") or 1)
+    cached = memo.get("plan")
+    if isinstance(cached, PlanCache) and cached.generation == generation:
+        return cached
+    experiment = parse(body)
+    fresh = PlanCache(generation, experiment, plan_trials(experiment))
+    memo["plan"] = fresh
+    return fresh
+
+
+def _key(body: kopf.Body) -> Key:
+    return (str(body.metadata.namespace), str(body.metadata.name))
+
+
+async def _reject(ctx: Context, body: kopf.Body, error: InvalidSpecError) -> NoReturn:
+    namespace, name = _key(body)
+    generation = int(body.get("metadata", {}).get("generation") or 1)
+    status = invalid_status(str(error), body.get("status"), generation, now_rfc3339())
+    await asyncio.to_thread(apply.patch_experiment_status, ctx.kube, namespace, name, status)
+    kopf.warn(body, reason="InvalidSpec", message=str(error))
+    raise kopf.PermanentError(f"invalid spec: {error}")
+
+
+async def plan(memo: kopf.Memo, body: kopf.Body, trials: Any, jobs: Any) -> None:
+    """PLAN/RESUME: validate once, ensure the trainer account, first reconciliation."""
+    ctx = context(memo)
+    status = body.get("status") or {}
+    if status.get("phase") in (ExperimentPhase.SUCCEEDED, ExperimentPhase.FAILED):
+        return  # finished (or refused) before this operator started: nothing to resume
+    try:
+        cache = _planned(memo, body)
+    except InvalidSpecError as error:
+        await _reject(ctx, body, error)
+    namespace, _ = _key(body)
+    if namespace not in ctx.accounts:
+        await _call(ctx, apply.ensure_trainer_account, ctx.kube, namespace, ctx.config)
+        ctx.accounts.add(namespace)
+    if is_active(status):
+        return  # the RECONCILE timer is already on it
+    await _pass(ctx, memo, body, cache, trials, jobs)
+    kopf.info(body, reason="Planned", message=f"{len(cache.trials)} trials planned")
+
+
+async def reconcile(memo: kopf.Memo, body: kopf.Body, trials: Any, jobs: Any) -> None:
+    """RECONCILE: one pass of admission, phases and status."""
+    ctx = context(memo)
+    try:
+        cache = _planned(memo, body)
+    except InvalidSpecError as error:
+        await _reject(ctx, body, error)
+    await _pass(ctx, memo, body, cache, trials, jobs)
+
+
+async def _pass(  # noqa: PLR0917
+    ctx: Context, memo: kopf.Memo, body: kopf.Body, cache: PlanCache, trials: Any, jobs: Any
+) -> None:
+    key = _key(body)
+    seen_trials: list[TrialState] = list(trials.get(key, []))
+    seen_jobs: list[JobState] = list(jobs.get(key, []))
+    memory = _memory(memo)
+    ctx.metrics.reconciles.labels("reconcile").inc()
+    decision = decide(cache.experiment, body, seen_trials, seen_jobs, memory, planned=cache.trials)
+    try:
+        await _call(
+            ctx, apply.apply, ctx.kube, decision.actions, key[0], dict(body), memory, ctx.config
+        )
+    except BaseException:
+        memo["memory"] = Memory()  # forget what may not have been written; indexes decide
+        raise
+    for kind, reason, message in decision.actions.events:
+        kopf.event(body, type=kind, reason=reason, message=message)
+    ctx.metrics.observe(*key, Snapshot(decision.phases, decision.usage, decision.rows))
+
+
+async def _call(ctx: Context, fn: Any, *args: Any) -> None:
+    """Run a blocking API function in a thread; API errors become a retry later."""
+    try:
+        await asyncio.to_thread(fn, *args)
+    except ApiException as error:
+        ctx.metrics.reconcile_errors.labels(getattr(fn, "__name__", "api")).inc()
+        raise kopf.TemporaryError(
+            f"API error {error.status}: {error.reason}", delay=RETRY_SECONDS
+        ) from error
+
+
+def forget(memo: kopf.Memo, body: kopf.Body) -> None:
+    """FORGET: a deleted experiment's series go away."""
+    context(memo).metrics.forget(*_key(body))

@@ -1,0 +1,560 @@
+"""What the operator should do next for one ScaleExperiment, as pure functions of what it sees.
+
+The experiment is the scheduler: only it sees every trial, so it admits trials under
+`maxConcurrentTrials` and `maxGPUs`, turns MPIJob conditions into trial phases, and folds
+trial results into its status. Inputs are the experiment body, the snapshot of its trials and
+MPIJobs (kopf indexes) and what this process wrote recently; the output is an `Actions` value
+that kube/apply.py carries out. Nothing here talks to the API, so every rule is unit tested.
+
+Failure budget: each trial is retried by its MPIJob's launcher Job (`execution.backoffLimit`);
+a trial whose MPIJob fails is Failed for good and the others go on. The experiment is Succeeded
+when every trial has finished and at least one produced a measurement (Succeeded or Diverged),
+Failed when every runnable trial failed; a `TrialsFailed` condition names the failures either way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import ValidationError
+
+from scalelab import aggregate
+from scalelab.api import (
+    FINISHED_TRIAL_PHASES,
+    BatchScope,
+    Condition,
+    ConditionStatus,
+    ExperimentPhase,
+    ResultRow,
+    ScaleExperiment,
+    TrialPhase,
+)
+from scalelab.kube.mpijob import LABEL_EXPERIMENT, LABEL_TRIAL, trial_labels
+from scalelab.planner import PlannedTrial, devices_needed, plan
+from scalelab.validation import problems_from_error, semantic_problems
+
+#: A finished MPIJob whose trial has no result yet may be waiting on a slower watch; after this
+#: long the trial is Failed with reason NoResult. Unit: seconds.
+RESULT_GRACE_SECONDS = 30.0
+#: At most this many failed trials are named in the TrialsFailed condition message.
+FAILED_NAMED = 5
+
+Key = tuple[str, str]  # (namespace, experiment)
+
+
+class JobPhase(StrEnum):
+    """An MPIJob's state, from its conditions (mpi-operator pkg/controller/*status.go)."""
+
+    CREATED = "Created"
+    SUSPENDED = "Suspended"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class TrialState:
+    """What the trial index keeps of one ScaleTrial."""
+
+    name: str
+    uid: str
+    phase: TrialPhase | None
+    reason: str = ""
+    result: Mapping[str, Any] | None = None
+    start_time: str | None = None
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What the MPIJob index keeps of one MPIJob."""
+
+    trial: str
+    phase: JobPhase
+    reason: str = ""
+    message: str = ""
+    completion_time: str | None = None
+
+
+# ----------------------------------------------------------------------------------- indexes
+
+
+def _condition_true(conditions: Iterable[Mapping[str, Any]], kind: str) -> Mapping[str, Any] | None:
+    for c in conditions:
+        if c.get("type") == kind and c.get("status") == "True":
+            return c
+    return None
+
+
+def job_state(trial: str, status: Mapping[str, Any] | None) -> JobState:
+    """An MPIJob's phase from its conditions: terminal ones first, like the MPI operator."""
+    status = status or {}
+    conditions = list(status.get("conditions") or [])
+    for phase in (JobPhase.FAILED, JobPhase.SUCCEEDED, JobPhase.SUSPENDED, JobPhase.RUNNING):
+        c = _condition_true(conditions, phase.value)
+        if c is not None:
+            return JobState(
+                trial=trial,
+                phase=phase,
+                reason=str(c.get("reason") or ""),
+                message=str(c.get("message") or ""),
+                completion_time=status.get("completionTime"),
+            )
+    return JobState(trial=trial, phase=JobPhase.CREATED)
+
+
+def index_key(body: Mapping[str, Any]) -> Key | None:
+    """(namespace, experiment) of a trial or MPIJob made by scalelab, else None."""
+    meta = body.get("metadata") or {}
+    experiment = (meta.get("labels") or {}).get(LABEL_EXPERIMENT)
+    if not experiment:
+        return None
+    return (str(meta.get("namespace") or ""), str(experiment))
+
+
+def trial_entry(body: Mapping[str, Any]) -> dict[Key, TrialState]:
+    """The trial index's entry for one ScaleTrial body."""
+    key = index_key(body)
+    if key is None:
+        return {}
+    meta, status = body.get("metadata") or {}, body.get("status") or {}
+    raw_phase = str(status.get("phase") or "")
+    phase = TrialPhase(raw_phase) if raw_phase in set(TrialPhase) else None
+    result = status.get("result")
+    return {
+        key: TrialState(
+            name=str(meta.get("name")),
+            uid=str(meta.get("uid")),
+            phase=phase,
+            reason=str(status.get("reason") or ""),
+            result=result if isinstance(result, Mapping) else None,
+            start_time=status.get("startTime"),
+        )
+    }
+
+
+def job_entry(body: Mapping[str, Any]) -> dict[Key, JobState]:
+    """The MPIJob index's entry for one MPIJob body."""
+    key = index_key(body)
+    if key is None:
+        return {}
+    trial = ((body.get("metadata") or {}).get("labels") or {}).get(LABEL_TRIAL)
+    if not trial:
+        return {}
+    return {key: job_state(str(trial), body.get("status"))}
+
+
+# ---------------------------------------------------------------------------------- validity
+
+
+class InvalidSpecError(Exception):
+    """A ScaleExperiment the operator cannot run; the message says what to fix."""
+
+
+def parse(body: Mapping[str, Any]) -> ScaleExperiment:
+    """Validate a body once (schema and cross-field rules) or raise InvalidSpecError."""
+    meta = body.get("metadata") or {}
+    document = {
+        "apiVersion": body.get("apiVersion", "scalelab.dev/v1alpha1"),
+        "kind": body.get("kind", "ScaleExperiment"),
+        "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace")},
+        "spec": dict(body.get("spec") or {}),
+    }
+    try:
+        experiment = ScaleExperiment.model_validate(document)
+    except ValidationError as error:
+        problems = problems_from_error(error)
+    else:
+        problems = semantic_problems(experiment)
+        if not problems:
+            return experiment
+    raise InvalidSpecError(
+        "; ".join(f"{p.path}: {p.message}" if p.path else p.message for p in problems)
+    )
+
+
+# ------------------------------------------------------------------------------------ trials
+
+
+def trial_body(trial: PlannedTrial, namespace: str, owner: Mapping[str, Any]) -> dict[str, Any]:
+    """The ScaleTrial object of one planned grid point, owned by the experiment."""
+    meta = owner.get("metadata") or {}
+    return {
+        "apiVersion": owner.get("apiVersion", "scalelab.dev/v1alpha1"),
+        "kind": "ScaleTrial",
+        "metadata": {
+            "name": trial.name,
+            "namespace": namespace,
+            "labels": trial_labels(trial),
+            "ownerReferences": [
+                {
+                    "apiVersion": owner.get("apiVersion", "scalelab.dev/v1alpha1"),
+                    "kind": "ScaleExperiment",
+                    "name": meta.get("name"),
+                    "uid": meta.get("uid"),
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": trial.spec.model_dump(by_alias=True, mode="json", exclude_none=True),
+    }
+
+
+def _parse_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def now_rfc3339(now: float | None = None) -> str:
+    """RFC 3339 UTC time, second precision (metav1.Time's wire format)."""
+    return datetime.fromtimestamp(time.time() if now is None else now, UTC).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+
+
+def trial_phase(
+    planned: PlannedTrial, trial: TrialState | None, job: JobState | None, now: float
+) -> tuple[TrialPhase, str]:
+    """The phase and reason a trial should show, given its MPIJob and its reported result."""
+    if planned.skipped:
+        return TrialPhase.SKIPPED, planned.reason
+    if trial is not None and trial.phase in FINISHED_TRIAL_PHASES:
+        return trial.phase, trial.reason  # terminal: never revert a finished trial
+    if job is None:
+        return TrialPhase.PENDING, "waiting for a slot under maxConcurrentTrials and maxGPUs"
+    result = trial.result if trial is not None else None
+    reported = str((result or {}).get("phase") or "")
+    if job.phase is JobPhase.FAILED:
+        why = str((result or {}).get("reason") or "") if reported == "Failed" else ""
+        detail = f"{job.reason}: {job.message}" if job.message else job.reason or "MPIJob failed"
+        return TrialPhase.FAILED, f"{why} ({detail})" if why else detail
+    if job.phase is JobPhase.SUCCEEDED:
+        if reported in (TrialPhase.SUCCEEDED, TrialPhase.DIVERGED, TrialPhase.FAILED):
+            return TrialPhase(reported), str((result or {}).get("reason") or "")
+        finished = _parse_time(job.completion_time)
+        if finished is not None and now - finished > RESULT_GRACE_SECONDS:
+            return TrialPhase.FAILED, "NoResult: the trainer exited 0 but never reported a result"
+        return TrialPhase.RUNNING, "finished; waiting for the trainer's result"
+    if job.phase is JobPhase.SUSPENDED:
+        return TrialPhase.PENDING, f"MPIJob suspended ({job.reason or 'queued'})"
+    if job.phase is JobPhase.RUNNING:
+        return TrialPhase.RUNNING, ""
+    return TrialPhase.PENDING, "MPIJob created, waiting for its pods"
+
+
+def _row(
+    planned: PlannedTrial, phase: TrialPhase, reason: str, trial: TrialState | None
+) -> ResultRow:
+    result = (trial.result if trial is not None else None) or {}
+
+    def num(key: str) -> float | None:
+        value = result.get(key)
+        return (
+            float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+        )
+
+    def count(key: str) -> int | None:
+        value = num(key)
+        return int(value) if value is not None else None
+
+    return ResultRow(
+        trial=planned.name,
+        batch_size=planned.batch_size,
+        gpus=planned.gpus,
+        repeat=planned.repeat,
+        phase=phase,
+        reason=reason,
+        epochs=count("epochs"),
+        steps=count("steps"),
+        final_loss=num("finalLoss"),
+        samples_per_second=num("samplesPerSecond"),
+        time_to_target_seconds=num("timeToTargetSeconds"),
+        seconds=num("seconds"),
+        gradient_noise_scale=num("gradientNoiseScale"),
+    )
+
+
+# ---------------------------------------------------------------------------------- decisions
+
+
+@dataclass
+class Memory:
+    """What this process wrote recently, until the watches (indexes) show it (per experiment)."""
+
+    launched: set[str] = field(default_factory=set)
+    created: dict[str, str] = field(default_factory=dict)  # trial name → uid
+    written: dict[str, tuple[TrialPhase, str]] = field(default_factory=dict)
+
+
+@dataclass
+class Actions:
+    """Everything one reconciliation asks the API for, in order."""
+
+    create_trials: list[PlannedTrial] = field(default_factory=list)
+    launch: list[tuple[PlannedTrial, str]] = field(default_factory=list)  # (trial, trial uid)
+    trial_status: dict[str, dict[str, Any]] = field(default_factory=dict)  # name → status patch
+    experiment_status: dict[str, Any] | None = None
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """GPUs of one experiment's trials by state (for the operator's metrics)."""
+
+    requested: int = 0  # trials with an MPIJob that has not finished
+    running: int = 0  # of those, MPIJob Running
+    queued: int = 0  # runnable trials not admitted yet
+
+
+@dataclass
+class Decision:
+    """The result of one reconciliation: what to do, and what it saw."""
+
+    actions: Actions
+    phases: dict[str, TrialPhase]
+    usage: Usage
+    rows: list[ResultRow]
+    status: dict[str, Any]
+
+
+def _conditions(
+    previous: Sequence[Mapping[str, Any]], wanted: Sequence[Condition], generation: int, now: str
+) -> list[dict[str, Any]]:
+    """Kubernetes-style conditions; lastTransitionTime moves only when status flips."""
+    old = {c.get("type"): c for c in previous}
+    out = []
+    for c in wanted:
+        prior = old.get(c.type)
+        changed = prior is None or prior.get("status") != c.status.value
+        stamp = now if changed else prior.get("lastTransitionTime") or now  # type: ignore[union-attr]
+        out.append(
+            c.model_copy(
+                update={"last_transition_time": stamp, "observed_generation": generation}
+            ).model_dump(by_alias=True, mode="json", exclude_none=True)
+        )
+    return out
+
+
+def ready_condition(trials: Sequence[PlannedTrial]) -> Condition:
+    """Ready=True once the sweep is valid and planned."""
+    skipped = sum(t.skipped for t in trials)
+    return Condition(
+        type="Ready",
+        status=ConditionStatus.TRUE,
+        reason="Planned",
+        message=f"{len(trials)} trials planned, {skipped} skipped",
+    )
+
+
+def invalid_status(
+    message: str, previous: Mapping[str, Any] | None, generation: int, now: str
+) -> dict[str, Any]:
+    """The status of an experiment the operator refuses: Failed, Ready=False InvalidSpec."""
+    wanted = [
+        Condition(type="Ready", status=ConditionStatus.FALSE, reason="InvalidSpec", message=message)
+    ]
+    return {
+        "phase": ExperimentPhase.FAILED.value,
+        "observedGeneration": generation,
+        "conditions": _conditions(
+            (previous or {}).get("conditions") or [], wanted, generation, now
+        ),
+    }
+
+
+def is_active(status: Mapping[str, Any] | None) -> bool:
+    """True for a planned experiment that has not finished (its reconcile timer runs)."""
+    status = status or {}
+    if status.get("phase") in (ExperimentPhase.SUCCEEDED, ExperimentPhase.FAILED):
+        return False
+    ready = _condition_true(status.get("conditions") or [], "Ready")
+    return ready is not None
+
+
+def decide(  # noqa: PLR0917 - the inputs of one pass, all required
+    experiment: ScaleExperiment,
+    body: Mapping[str, Any],
+    trials: Iterable[TrialState],
+    jobs: Iterable[JobState],
+    memory: Memory,
+    now: float | None = None,
+    planned: Sequence[PlannedTrial] | None = None,
+) -> Decision:
+    """One reconciliation of a planned experiment: create, admit, update phases, aggregate."""
+    now = time.time() if now is None else now
+    stamp = now_rfc3339(now)
+    planned = list(planned if planned is not None else plan(experiment))
+    meta = body.get("metadata") or {}
+    generation = int(meta.get("generation") or 1)
+    execution = experiment.spec.execution
+    by_trial = {t.name: t for t in trials}
+    by_job = {j.trial: j for j in jobs}
+    actions = Actions()
+
+    # 1. Trials that should exist and don't (first pass, or someone deleted one).
+    uids: dict[str, str] = {}
+    for p in planned:
+        seen = by_trial.get(p.name)
+        if seen is not None:
+            uids[p.name] = seen.uid
+            memory.created.pop(p.name, None)
+        elif p.name in memory.created:
+            uids[p.name] = memory.created[p.name]
+        else:
+            actions.create_trials.append(p)
+
+    # 2. Phases from MPIJobs and results.
+    phases: dict[str, tuple[TrialPhase, str]] = {}
+    for p in planned:
+        job = by_job.get(p.name)
+        if job is not None:
+            memory.launched.discard(p.name)
+        phases[p.name] = trial_phase(p, by_trial.get(p.name), job, now)
+
+    # 3. Admission under maxConcurrentTrials and maxGPUs (capacity-aware: a smaller trial that
+    #    fits goes ahead of a bigger one that does not).
+    def holds_slot(name: str) -> bool:
+        job = by_job.get(name)
+        unfinished = phases[name][0] not in FINISHED_TRIAL_PHASES
+        return unfinished and (name in memory.launched or job is not None)
+
+    active = [p for p in planned if holds_slot(p.name)]
+    used = sum(devices_needed(experiment, p.gpus) for p in active)
+    queued = 0
+    for p in planned:
+        if p.skipped or holds_slot(p.name) or phases[p.name][0] in FINISHED_TRIAL_PHASES:
+            continue
+        need = devices_needed(experiment, p.gpus)
+        if (
+            p.name in uids
+            and len(active) < execution.max_concurrent_trials
+            and used + need <= execution.max_gpus
+        ):
+            actions.launch.append((p, uids[p.name]))
+            memory.launched.add(p.name)
+            active.append(p)
+            used += need
+            phases[p.name] = (TrialPhase.PENDING, "MPIJob created, waiting for its pods")
+        else:
+            queued += need
+
+    # 4. Trial status patches, only for changes (the index may lag behind our own writes).
+    for p in planned:
+        if p.name not in uids:
+            continue
+        phase, reason = phases[p.name]
+        seen = by_trial.get(p.name)
+        current = (seen.phase, seen.reason) if seen is not None else (None, "")
+        if current == (phase, reason):
+            memory.written.pop(p.name, None)
+            continue
+        if memory.written.get(p.name) == (phase, reason):
+            continue
+        patch: dict[str, Any] = {"phase": phase.value, "reason": reason}
+        if phase is TrialPhase.RUNNING and (seen is None or not seen.start_time):
+            patch["startTime"] = stamp
+        if phase in FINISHED_TRIAL_PHASES and phase is not TrialPhase.SKIPPED:
+            patch["completionTime"] = stamp
+            if phase is TrialPhase.FAILED:
+                actions.events.append(("Warning", "TrialFailed", f"{p.name}: {reason}"))
+        actions.trial_status[p.name] = patch
+        memory.written[p.name] = (phase, reason)
+
+    # 5. The experiment's status.
+    final = {name: phase for name, (phase, _) in phases.items()}
+    counts = aggregate.trial_counts(final.values())
+    rows = [
+        _row(p, *phases[p.name], by_trial.get(p.name))
+        for p in planned
+        if phases[p.name][0] in FINISHED_TRIAL_PHASES
+    ]
+    rows = aggregate.with_scaling(
+        rows, weak=experiment.spec.sweep.batch_scope is BatchScope.PER_PROCESS
+    )
+    measured = [r for r in rows if r.phase in aggregate.MEASURED]
+    done = counts.pending == 0 and counts.running == 0
+    failed = [r for r in rows if r.phase is TrialPhase.FAILED]
+    if done:
+        outcome = ExperimentPhase.SUCCEEDED if measured else ExperimentPhase.FAILED
+    else:
+        outcome = ExperimentPhase.RUNNING
+    wanted = [ready_condition(planned)]
+    finished = counts.total - counts.pending - counts.running
+    if done:
+        wanted.append(
+            Condition(
+                type="Complete",
+                status=ConditionStatus.TRUE,
+                reason=outcome.value,
+                message=f"{len(measured)} of {counts.total} trials measured"
+                if measured
+                else "no trial produced a measurement",
+            )
+        )
+    else:
+        wanted.append(
+            Condition(
+                type="Complete",
+                status=ConditionStatus.FALSE,
+                reason="TrialsRunning",
+                message=f"{finished}/{counts.total} trials finished, {counts.running} running",
+            )
+        )
+    if failed:
+        named = ", ".join(f"{r.trial} ({r.reason})" for r in failed[:FAILED_NAMED])
+        more = f" and {len(failed) - FAILED_NAMED} more" if len(failed) > FAILED_NAMED else ""
+        wanted.append(
+            Condition(
+                type="TrialsFailed",
+                status=ConditionStatus.TRUE,
+                reason="TrialFailed",
+                message=f"{len(failed)} failed: {named}{more}",
+            )
+        )
+    recommendation = None
+    if measured:
+        learning_rates = {p.name: p.spec.learning_rate for p in planned}
+        recommendation = aggregate.recommend(
+            rows,
+            execution.max_gpus,
+            experiment.spec.training.target_loss is not None,
+            learning_rates,
+        ).model_dump(by_alias=True, mode="json", exclude_defaults=True)
+    previous = body.get("status") or {}
+    conditions = _conditions(previous.get("conditions") or [], wanted, generation, stamp)
+    status = {
+        "phase": outcome.value,
+        "observedGeneration": generation,
+        "conditions": conditions,
+        "trials": counts.model_dump(by_alias=True, mode="json"),
+        "results": [r.model_dump(by_alias=True, mode="json", exclude_defaults=True) for r in rows],
+        "recommendation": recommendation,
+    }
+    if any(previous.get(k) != v for k, v in status.items()):
+        actions.experiment_status = status
+        if done and previous.get("phase") != outcome.value:
+            kind = "Normal" if outcome is ExperimentPhase.SUCCEEDED else "Warning"
+            actions.events.append((kind, f"Experiment{outcome.value}", conditions[1]["message"]))
+    running_gpus = sum(
+        devices_needed(experiment, p.gpus)
+        for p in planned
+        if (j := by_job.get(p.name)) is not None
+        and j.phase is JobPhase.RUNNING
+        and final[p.name] is TrialPhase.RUNNING
+    )
+    return Decision(
+        actions=actions,
+        phases=final,
+        usage=Usage(requested=used, running=running_gpus, queued=queued),
+        rows=rows,
+        status=status,
+    )
