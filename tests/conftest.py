@@ -13,6 +13,27 @@ from collections.abc import Iterator
 import pytest
 
 pytest_plugins = ["tests.harness.fixtures"]
+TIERS = ("unit", "horovod", "cluster", "prometheus")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test belongs to exactly one tier, so `-m <tier>` selections add up to the suite."""
+    for item in items:
+        tiers = [t for t in TIERS if item.get_closest_marker(t)]
+        if len(tiers) != 1:
+            item.add_marker(
+                pytest.mark.usefixtures("_tier_marker_missing" if not tiers else "_tier_ambiguous")
+            )
+
+
+@pytest.fixture
+def _tier_marker_missing() -> None:
+    pytest.fail(f"tests need exactly one tier marker of {TIERS} (set pytestmark in the module)")
+
+
+@pytest.fixture
+def _tier_ambiguous() -> None:
+    pytest.fail(f"tests need exactly one tier marker of {TIERS}, found several")
 
 
 @pytest.hookimpl(wrapper=True)
