@@ -75,8 +75,8 @@ class Optimizer:
                 m, s = self.slots[0][i], self.slots[1][i]
                 m.assign(self.mu * m + (1 - self.mu) * g)
                 s.assign(self.beta2 * s + (1 - self.beta2) * tf.square(g))
-                m_hat = m / (1 - tf.pow(tf.cast(self.mu, w.dtype), self.t))
-                s_hat = s / (1 - tf.pow(tf.cast(self.beta2, w.dtype), self.t))
+                m_hat = m / (1 - tf.pow(tf.constant(self.mu, w.dtype), self.t))
+                s_hat = s / (1 - tf.pow(tf.constant(self.beta2, w.dtype), self.t))
                 r = m_hat / (tf.sqrt(s_hat) + self.eps)
                 if self.kind == "adam":
                     w.assign_sub(lr_w * r)

@@ -340,6 +340,7 @@ def run_trial(
         "distanceToOptimum": distance(),
         "samplesPerSecond": clock.throughput(),
         "stepTimeSeconds": clock.step_time(),
+        "stepTimeSplit": None,
         **to_target,
         "gradientNoiseScale": last_noise,
         "criticalBatchSize": noise_at_target if noise_at_target is not None else last_noise,
@@ -354,6 +355,21 @@ def run_trial(
         "warnings": warnings,
         "interrupted": interrupted,
     }
+    if phase == "Succeeded" and not interrupted and clock.steps:
+        probe = step.build_step_loop(
+            model,
+            opt,
+            sched,
+            layout,
+            x=x,
+            y=y,
+            perm=perm,
+            measure_noise=False,
+            quadratic_loss=None,
+            track_target=False,
+            reduce=False,
+        )
+        result["stepTimeSplit"] = _split_step_time(probe, clock, min(S, K), steps)
     if lin is not None and cfg.loss_surface_points > 0 and ds.x.shape[1] == 1:
         wg, bg = linear.surface_grid(cfg.data_w, cfg.data_b, cfg.loss_surface_points)
         result["lossSurface"] = {
@@ -362,6 +378,33 @@ def run_trial(
             "loss": linear.loss_surface(ds.x, ds.y, wg, bg).tolist(),
         }
     return emitter.emit("result", **result)
+
+
+def _split_step_time(probe: step.Compiled, clock: Clock, k: int, at: int) -> dict[str, float]:
+    """Step time = compute (forward + backward, timed alone) + the rest (allreduce, update).
+
+    The compute-only twin of the step loop runs the same steps without the allreduce and the
+    update; its median time per step is subtracted from the training steps' median. It is
+    measured after training, so it never slows the run down; every rank runs it in step.
+    """
+    args = (
+        (tf.constant(0, tf.int64), tf.constant(k, tf.int64)),
+        (tf.constant(np.inf, tf.float64), tf.constant(0.0, tf.float64)),
+    )
+    probe(*args[0], *args[1])  # trace and warm up
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        probe(*args[0], *args[1]).numpy()
+        times.append((time.perf_counter() - t0) / k)
+    compute = float(np.median(times))
+    total = (clock.step_time() or {}).get("p50", compute)
+    return {
+        "computeSeconds": compute,
+        "communicationAndUpdateSeconds": max(total - compute, 0.0),
+        "stepSeconds": total,
+        "probeSteps": 5 * k,
+    }
 
 
 def _agreed_stop(requested: Callable[[], bool], size: int, calls: int) -> bool:
