@@ -21,6 +21,7 @@ and Horovod start-up are paid once per group rather than once per trial. Decisio
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import queue
@@ -255,6 +256,14 @@ class LocalRun:
             data = self.out / "data" / f"{trial.name}.npz"
             update["data_file"] = str(data.relative_to(self.out)) if data.exists() else None
         warnings = list(record.warnings)
+        resolved = (events.start or {}).get("learningRate")
+        if isinstance(resolved, int | float) and not math.isclose(
+            resolved, trial.spec.learning_rate, rel_tol=1e-9
+        ):
+            warnings.append(
+                f"the trainer resolved learning rate {resolved:g}, the planner "
+                f"{trial.spec.learning_rate:g}: the trial contract's scaling rules disagree"
+            )
         if trial.gpus > self.cores:
             warnings.append(
                 f"oversubscribed: {trial.gpus} processes on {self.cores} cores; throughput "
@@ -426,6 +435,11 @@ class LocalRun:
             return []
         return remaining
 
+    def _stop_trainer(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+            self.process = None
+
     def run(self) -> int:
         """Run every pending group; 0 when no trial failed, 1 otherwise, 130 when interrupted."""
         self.save()
@@ -434,11 +448,12 @@ class LocalRun:
                 for processes, trials in self.pending_groups():
                     self.run_group(processes, trials)
         except KeyboardInterrupt:
-            if self.process is not None:
-                stop(self.process)
-                self.process = None
+            self._stop_trainer()
             self.save()
             return EXIT_INTERRUPTED
+        finally:
+            # A write failure (full disk) or any other error must not orphan a running trainer.
+            self._stop_trainer()
         self.save()
         failed = any(t.phase is TrialPhase.FAILED for t in self.results.trials)
         return EXIT_FAILED if failed else EXIT_OK
@@ -470,6 +485,9 @@ def run_experiment_file(
         code = run.run()
     except (store.ResultsReadError, store.ResultsWriteError) as error:
         print(f"scalelab: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as error:
+        print(f"scalelab: cannot use {out}: {error}", file=sys.stderr)
         return EXIT_FAILED
     if code == EXIT_INTERRUPTED:
         done = sum(t.finished_at is not None for t in run.results.trials)

@@ -97,11 +97,14 @@ def save(directory: Path, results: ResultsFile) -> None:
         write_atomic(directory / RESULTS_JSON, payload + b"\n")
         write_atomic(directory / RESULTS_CSV, _csv(results))
     except OSError as error:
-        what = _FULL.get(error.errno or 0, error.strerror or str(error))
+        full = _FULL.get(error.errno or 0)
+        what = full or error.strerror or str(error)
+        fix = (
+            "free space (or choose another --out)" if full else "fix that (or choose another --out)"
+        )
         raise ResultsWriteError(
             f"cannot write results to {directory}: {what}. Results saved before this point are "
-            f"intact in {directory / RESULTS_JSON}; free space (or choose another --out) and "
-            "rerun the same command to resume."
+            f"intact in {directory / RESULTS_JSON}; {fix} and rerun the same command to resume."
         ) from None
 
 
