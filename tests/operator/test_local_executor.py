@@ -358,3 +358,21 @@ def test_on_a_terminal_progress_is_a_live_table_with_epoch_loss_and_samples_per_
     assert "tty-b50-g1" in text
     assert "Succeeded" in text
     assert "5/5" in text
+
+
+def test_the_large_batch_example_scales_perfectly_until_linear_scaling_diverges(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    done = scalelab("run", str(EXAMPLES / "lab3-large-batch.yaml"), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    trials = {t["batchSize"]: t for t in results(out)["trials"]}
+    reached = [b for b in sorted(trials) if trials[b]["epochsToTarget"]]
+    assert reached == [8, 32, 128, 512]
+    epochs = [trials[b]["epochsToTarget"] for b in reached]
+    assert max(epochs) <= 1.25 * min(epochs)  # linear scaling rule: epochs constant
+    steps = [trials[b]["stepsToTarget"] for b in reached]
+    assert steps[0] / steps[-1] == pytest.approx(512 / 8, rel=0.25)  # steps ∝ 1/B
+    assert trials[2048]["phase"] == "Diverged"  # η = 1.02 is past the curvature limit
+    assert trials[2048]["learningRate"] == pytest.approx(1.024)
+    assert all(trials[b]["gradientNoiseScale"] for b in (8, 32))

@@ -150,7 +150,7 @@ def trajectory_3d(results: ResultsFile, directory: Path) -> bytes | None:
     shown = trials if len(trials) <= 3 else [trials[0], trials[len(trials) // 2], trials[-1]]
     fig = plt.figure(figsize=(12, 5))
     ax3 = fig.add_subplot(1, 2, 1, projection="3d")
-    ax3.plot_surface(W, B, L, cmap="viridis", alpha=0.6, rcount=40, ccount=40, linewidth=0)
+    ax3.plot_surface(W, B, L, cmap="viridis", alpha=0.6, rcount=30, ccount=30, linewidth=0)
     ax2 = fig.add_subplot(1, 2, 2)
     levels = np.geomspace(max(float(L.min()), 1e-9), float(L.max()), 25)
     ax2.contour(W, B, L, levels=levels, cmap="viridis", linewidths=0.7)
@@ -312,6 +312,10 @@ def throughput_and_efficiency(results: ResultsFile) -> bytes | None:
             if eff:
                 right.plot([g for g, _ in eff], [e for _, e in eff], "o-", label=f"B={batch}")
         right.axhline(1.0, color="gray", ls="--", lw=1, label="ideal")
+        ticks = sorted({t.gpus for t in rows})
+        for ax in (left, right):
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(ticks, [str(g) for g in ticks])
         left.set(xlabel="processes (GPUs)", ylabel="samples/s", title="Throughput vs GPUs")
         right.set(
             xlabel="processes (GPUs)",
