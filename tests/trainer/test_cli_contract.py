@@ -99,3 +99,41 @@ def test_sigterm_during_training_writes_a_partial_result_and_exits_143() -> None
     assert "SIGTERM" in result["reason"]
     assert 3 <= result["epochs"] < 100000
     assert len(result["curves"]["epochLoss"]) == result["epochs"]
+
+
+def test_status_reporting_to_an_unreachable_cluster_never_stops_training(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "c",
+                "clusters": [{"name": "k", "cluster": {"server": "https://127.0.0.1:9"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+            }
+        )
+    )
+    r = subprocess.run(
+        [
+            *MODULE,
+            "--trial",
+            "st",
+            "--namespace",
+            "ns",
+            "--report-status",
+            "--max-epochs",
+            "3",
+            "--progress-interval-seconds",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=quiet_env({"KUBECONFIG": str(kubeconfig)}),
+    )
+    assert r.returncode == 0
+    assert parse_events(r.stdout)[-1]["phase"] == "Succeeded"
+    assert r.stderr.count("status patch failed") == 4  # 3 progress patches + the result

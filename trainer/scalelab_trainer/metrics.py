@@ -97,7 +97,8 @@ class TrialMetrics:
         self.epoch = m.epoch.labels(**labels)
         self.noise = m.noise.labels(**labels)
         self.lr = m.lr.labels(**labels)
-        m.info.labels(**labels).info({k: str(v) for k, v in cfg.as_dict().items()})
+        described = {k: str(v) for k, v in cfg.as_dict().items() if k not in labels}
+        m.info.labels(**labels).info(described)  # experiment and trial are labels already
         for c in (self.samples, self.steps):
             c.inc(0)
 

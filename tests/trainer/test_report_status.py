@@ -1,0 +1,97 @@
+"""ScaleTrial status reporting: payloads shaped as the contract says, progress rate-limited,
+failures never raised into training."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from scalelab_trainer.report_status import StatusReporter, progress_payload, result_payload
+
+pytestmark = pytest.mark.unit
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def epoch(n: int) -> dict[str, Any]:
+    return {
+        "schema": "scalelab.trainer/v1",
+        "event": "epoch",
+        "time": 1795000000.0 + n,
+        "experiment": "e",
+        "trial": "t",
+        "epoch": n,
+        "steps": 10 * n,
+        "loss": 1.0 / n,
+        "updateLoss": 2.0,
+        "samplesPerSecond": 500.0,
+        "params": {"w": 1.0, "b": 2.0},
+    }
+
+
+def test_progress_payload_is_a_merge_patch_of_status_progress() -> None:
+    assert progress_payload(epoch(3)) == {
+        "status": {
+            "progress": {
+                "epoch": 3,
+                "steps": 30,
+                "loss": 1.0 / 3,
+                "samplesPerSecond": 500.0,
+                "updatedAt": "2026-11-18T11:06:43Z",
+            }
+        }
+    }
+
+
+def test_result_payload_drops_config_curves_and_the_event_envelope() -> None:
+    event = {
+        "schema": "s",
+        "event": "result",
+        "time": 1.0,
+        "experiment": "e",
+        "trial": "t",
+        "phase": "Succeeded",
+        "epochs": 5,
+        "finalLoss": 0.5,
+        "config": {"a": 1},
+        "curves": {"epochLoss": [1.0]},
+        "lossSurface": {"w": []},
+        "warnings": ["x"],
+    }
+    assert result_payload(event) == {
+        "status": {
+            "result": {"phase": "Succeeded", "epochs": 5, "finalLoss": 0.5, "warnings": ["x"]}
+        }
+    }
+
+
+def test_progress_is_sent_at_most_once_per_interval_and_the_result_always() -> None:
+    sent: list[dict[str, Any]] = []
+    clock = FakeClock()
+    reporter = StatusReporter(sent.append, interval_seconds=2.0, clock=clock)
+    for n in range(1, 11):  # ten epochs, 0.5 s apart: progress at 0, 2, 4 s
+        reporter(epoch(n))
+        clock.now += 0.5
+    reporter({"event": "start"})
+    reporter({"event": "result", "phase": "Succeeded"})
+    epochs = [b["status"]["progress"]["epoch"] for b in sent if "progress" in b["status"]]
+    assert epochs == [1, 5, 9]
+    assert sent[-1] == {"status": {"result": {"phase": "Succeeded"}}}
+
+
+def test_a_failing_api_never_raises_into_training(capsys: pytest.CaptureFixture[str]) -> None:
+    def broken(body: dict[str, Any]) -> None:
+        raise ConnectionRefusedError("api server down")
+
+    reporter = StatusReporter(broken, interval_seconds=0.0)
+    reporter(epoch(1))
+    reporter({"event": "result", "phase": "Succeeded"})
+    assert (reporter.sent, reporter.failed) == (0, 2)
+    assert "status patch failed" in capsys.readouterr().err
