@@ -1,4 +1,4 @@
-"""Learning-rate scaling and gradual warmup are the papers' formulas, on the host and in the graph."""
+"""Learning-rate scaling and gradual warmup are the papers' formulas, on host and in graph."""
 
 from __future__ import annotations
 
