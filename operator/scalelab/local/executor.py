@@ -4,6 +4,8 @@ Trials are grouped by process count and each group runs as ONE trainer invocatio
 `--trial-list` (`horovodrun -np N --gloo -H localhost:N` for N > 1), so interpreter, TensorFlow
 and Horovod start-up are paid once per group rather than once per trial. Decisions:
 
+- Trials run one at a time: this machine's cores are the budget, so execution.maxConcurrentTrials
+  applies on clusters only (maxGPUs still skips grid points, as everywhere).
 - N larger than this machine's cores runs anyway (Gloo oversubscribes fine) and every such
   trial carries a warning that its throughput is not representative.
 - A trial that fails, diverges or crashes does not stop the sweep: the trainer is relaunched
