@@ -74,7 +74,7 @@ def test_render_report_writes_the_html_and_one_png_per_figure(tmp_path: Path) ->
 def test_the_loss_surface_from_sufficient_statistics_equals_the_direct_mean() -> None:
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 10, 100)
-    y = 10 * (x + rng.normal(size=100)) + 2
+    y = np.asarray(10 * (x + rng.normal(size=100)) + 2, dtype=np.float64)
     stats = LineStats.of(x, y)
     W, B, L = surface(stats)
     assert L.shape == (200, 200)
