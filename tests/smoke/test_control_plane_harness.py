@@ -40,10 +40,15 @@ def test_a_custom_resource_applies_and_reads_back(control_plane: ControlPlane) -
     control_plane.kubectl(
         "wait", "--for=condition=Established", "crd/widgets.smoke.scalelab.dev", "--timeout=60s"
     )
-    widget = "apiVersion: smoke.scalelab.dev/v1\nkind: Widget\nmetadata: {name: w1, namespace: default}\nspec: {size: 3}\n"
+    widget = (
+        "apiVersion: smoke.scalelab.dev/v1\nkind: Widget\n"
+        "metadata: {name: w1, namespace: default}\nspec: {size: 3}\n"
+    )
     # Discovery of a new CRD can lag Established by a moment.
     wait_until(
-        lambda: control_plane.kubectl("apply", "-f", "-", input=widget, check=False).returncode == 0,
+        lambda: (
+            control_plane.kubectl("apply", "-f", "-", input=widget, check=False).returncode == 0
+        ),
         30,
         "widget apply",
     )
@@ -61,19 +66,27 @@ def test_a_service_account_without_a_role_binding_is_refused_by_rbac(
     control_plane.kubectl("create", "namespace", "rbac-smoke")
     control_plane.kubectl("create", "serviceaccount", "nobody", "-n", "rbac-smoke")
     kubeconfig = control_plane.service_account_kubeconfig("rbac-smoke", "nobody")
-    r = control_plane.kubectl("get", "configmaps", "-n", "rbac-smoke", kubeconfig=kubeconfig, check=False)
+    r = control_plane.kubectl(
+        "get", "configmaps", "-n", "rbac-smoke", kubeconfig=kubeconfig, check=False
+    )
     assert r.returncode != 0
     assert "forbidden" in r.stderr.lower()
-    assert 'User "system:serviceaccount:rbac-smoke:nobody" cannot list resource "configmaps"' in r.stderr
-    # The same account is allowed once a RoleBinding grants it: the refusal was RBAC's, not a broken token.
+    assert (
+        'User "system:serviceaccount:rbac-smoke:nobody" cannot list resource "configmaps"'
+        in r.stderr
+    )
+    # Allowed once a RoleBinding grants it: the refusal was RBAC's, not a broken token.
     control_plane.kubectl(
         "create", "rolebinding", "nobody-view", "--clusterrole=view",
         "--serviceaccount=rbac-smoke:nobody", "-n", "rbac-smoke",
     )  # fmt: skip
     wait_until(
-        lambda: control_plane.kubectl(
-            "get", "configmaps", "-n", "rbac-smoke", kubeconfig=kubeconfig, check=False
-        ).returncode == 0,
+        lambda: (
+            control_plane.kubectl(
+                "get", "configmaps", "-n", "rbac-smoke", kubeconfig=kubeconfig, check=False
+            ).returncode
+            == 0
+        ),
         30,
         "rolebinding takes effect",
     )
@@ -93,14 +106,20 @@ def test_the_controller_manager_garbage_collects_an_object_whose_owner_is_delete
         "metadata": {
             "name": "owned",
             "namespace": "gc-smoke",
-            "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid}],
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid}
+            ],
         },
     }
     control_plane.kubectl("apply", "-f", "-", input=json.dumps(owned))
     control_plane.kubectl("delete", "configmap", "owner", "-n", "gc-smoke", "--wait=false")
     wait_until(
-        lambda: control_plane.kubectl("get", "configmap", "owned", "-n", "gc-smoke", check=False).returncode
-        != 0,
+        lambda: (
+            control_plane.kubectl(
+                "get", "configmap", "owned", "-n", "gc-smoke", check=False
+            ).returncode
+            != 0
+        ),
         60,
         "garbage collection of the owned ConfigMap",
     )

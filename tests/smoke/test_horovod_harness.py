@@ -14,7 +14,9 @@ PROGRAMS = Path(__file__).parent / "programs"
 
 
 def rank_lines(stdout: str) -> dict[int, dict[str, object]]:
-    rows = [json.loads(line[line.index("{") :]) for line in stdout.splitlines() if '{"rank"' in line]
+    rows = [
+        json.loads(line[line.index("{") :]) for line in stdout.splitlines() if '{"rank"' in line
+    ]
     return {int(r["rank"]): r for r in rows}  # type: ignore[call-overload]
 
 

@@ -18,7 +18,7 @@ def test_prometheus_scrapes_a_test_exporter_and_promql_returns_its_value(
     gauge = Gauge("scalelab_smoke_value", "A value set by the smoke test.", registry=registry)
     gauge.set(42.5)
     port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    server, _thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     try:
         prometheus.set_targets([f"127.0.0.1:{port}"], {"smoke": "yes"})
         result = prometheus.wait_for('scalelab_smoke_value{smoke="yes"}', timeout=30)

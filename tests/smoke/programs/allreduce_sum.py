@@ -1,4 +1,4 @@
-"""Each rank contributes (rank + 1) * [1, 2, 3]; prints the summed tensor as JSON, one line a rank."""
+"""Each rank contributes (rank + 1) * [1, 2, 3]; prints the summed tensor, one JSON line a rank."""
 
 import json
 

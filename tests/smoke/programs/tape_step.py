@@ -21,7 +21,7 @@ for step in range(3):
         loss = tf.reduce_mean((x @ w - y) ** 2)
     tape = hvd.DistributedGradientTape(tape)
     grads = tape.gradient(loss, [w])
-    opt.apply_gradients(zip(grads, [w]))
+    opt.apply_gradients(zip(grads, [w], strict=True))
     if step == 0:
         hvd.broadcast_variables([w], root_rank=0)
         hvd.broadcast_variables(opt.variables(), root_rank=0)
