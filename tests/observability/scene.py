@@ -1,0 +1,370 @@
+"""The observability tier's live scene: a real Prometheus (with the shipped alert rules rendered
+with short windows) scraping real trainer ranks, the operator's metrics module and a fake DCGM
+exporter, plus the results of a real local sweep.
+
+Built once per package by conftest.py. What a cluster would provide is stood in for, and said so:
+- target labels: the PodMonitor's relabeling (namespace, pod, container, endpoint and the
+  podTargetLabels) is written into the file_sd target groups, one group per rank (= worker pod);
+- the operator: `OperatorMetrics` in this process with an injected registry, fed the snapshot a
+  reconcile would produce from the local sweep's results (rows via `scalelab.results.result_row`);
+- DCGM: no GPU here, so a tiny exporter serves `DCGM_FI_DEV_GPU_UTIL` with dcgm-exporter's
+  Kubernetes labels for the trainer pods, scraped as a ServiceMonitor would (pod labels renamed
+  exported_pod / exported_namespace, since honorLabels is off there by default).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from scalelab.api import ResultRow, TrialPhase
+from scalelab.kube.metrics import OperatorMetrics, Snapshot
+from scalelab.kube.reconcile import Usage
+from scalelab.local import processes
+from scalelab.names import worker_pod_name
+from tests.harness.horovod import HOROVODRUN, quiet_env
+from tests.harness.ports import free_port, wait_until
+from tests.harness.prometheus import Prometheus
+
+ROOT = Path(__file__).resolve().parents[2]
+MONITORING = ROOT / "manifests" / "monitoring"
+BIN = Path(sys.executable).parent
+NAMESPACE = "lab"
+EXPERIMENT = "obs-sweep"
+#: Short windows for the test rendering of the rules (shipped defaults: generate.DEFAULT_WINDOWS).
+TEST_WINDOWS = {
+    "stall_window": "15s",
+    "diverged_window": "2m",
+    "errors_window": "10s",
+    "errors_for": "5s",
+    "pending_for": "5s",
+}
+
+#: The local sweep whose results feed the operator's result gauges (2 batch sizes × 1, 2 GPUs).
+SWEEP = f"""
+apiVersion: scalelab.dev/v1alpha1
+kind: ScaleExperiment
+metadata:
+  name: {EXPERIMENT}
+spec:
+  workload: {{model: linear, dataset: regression, datasetSize: 2048, seed: 0}}
+  sweep:
+    batchSizes: [32, 128]
+    gpus: [1, 2]
+  training:
+    optimizer: sgd
+    learningRate: 0.004
+    referenceBatchSize: 8
+    lrScaling: linear
+    warmupEpochs: 1
+    maxEpochs: 30
+    convergence: {{relativeTolerance: 0}}
+    targetLoss: 1.1
+    shuffle: true
+  resources: {{gpusPerProcess: 0, cpu: "1", memory: 2Gi}}
+  execution: {{maxGPUs: 2, activeDeadlineSeconds: 300}}
+"""
+
+
+def load_generator() -> Any:
+    """manifests/monitoring/generate.py as a module (manifests/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "scalelab_monitoring_generate", MONITORING / "generate.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def sanitize(label: str) -> str:
+    """How Prometheus (and the Prometheus operator) turn a Kubernetes label into a label name."""
+    return re.sub(r"[^a-zA-Z0-9_]", "_", label)
+
+
+def pod_target_labels() -> list[str]:
+    """The Kubernetes labels the shipped PodMonitor copies onto trainer series."""
+    monitor = yaml.safe_load((MONITORING / "podmonitor.yaml").read_text())
+    return list(monitor["spec"]["podTargetLabels"])
+
+
+@dataclass
+class LiveTrial:
+    """A trainer process (horovodrun + ranks) serving /metrics, one port per rank."""
+
+    name: str
+    batch_size: int
+    gpus: int
+    ports: list[int]
+    process: subprocess.Popen[str]
+    log: Path
+
+    def pod(self, rank: int) -> str:
+        """One rank per worker pod (processesPerWorker 1)."""
+        return worker_pod_name(self.name, rank)
+
+    def kube_labels(self) -> dict[str, str]:
+        """The labels the operator puts on the trial's pods (scalelab.kube.mpijob)."""
+        return {
+            "scalelab.dev/experiment": EXPERIMENT,
+            "scalelab.dev/trial": self.name,
+            "scalelab.dev/batch-size": str(self.batch_size),
+            "scalelab.dev/gpus": str(self.gpus),
+            "scalelab.dev/repeat": "0",
+            "app.kubernetes.io/managed-by": "scalelab-operator",
+        }
+
+    def target_groups(self) -> list[dict[str, Any]]:
+        """What the PodMonitor yields: one target per rank port, labelled like its pod."""
+        kube = self.kube_labels()
+        groups = []
+        for rank, port in enumerate(self.ports):
+            labels = {
+                "namespace": NAMESPACE,
+                "pod": self.pod(rank),
+                "container": "worker",
+                "endpoint": "metrics-0",
+            }
+            labels |= {sanitize(k): kube[k] for k in pod_target_labels() if k in kube}
+            groups.append({"targets": [f"127.0.0.1:{port}"], "labels": labels})
+        return groups
+
+    def rank_pid(self, rank: int) -> int:
+        """The pid of one rank (HOROVOD_RANK in its environment)."""
+        for pid in processes.descendants(self.process.pid):
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"scalelab_trainer" in cmd and f"HOROVOD_RANK={rank}".encode() in env:
+                return pid
+        raise LookupError(f"rank {rank} of {self.name} not found")
+
+
+def start_trainer(name: str, batch_size: int, gpus: int, workdir: Path) -> LiveTrial:
+    """A long linear-regression trial (no stopping rule) under horovodrun, niced below the test."""
+    port = free_port()
+    while any(not _port_free(port + i) for i in range(gpus)):
+        port = free_port()
+    argv = [
+        "nice", "-n", "5",
+        HOROVODRUN, "-np", str(gpus), "--gloo", "-H", f"localhost:{gpus}",
+        str(BIN / "python"), "-m", "scalelab_trainer",
+        "--experiment", EXPERIMENT, "--trial", name,
+        "--model", "linear", "--dataset", "regression", "--dataset-size", "2048",
+        "--batch-size", str(batch_size), "--learning-rate", "0.004",
+        "--reference-batch-size", "8", "--lr-scaling", "linear", "--warmup-epochs", "1",
+        "--shuffle", "--relative-tolerance", "0", "--max-epochs", "1000000",
+        "--intra-op-threads", "1", "--metrics-port", str(port),
+    ]  # fmt: skip
+    log = workdir / f"{name}.log"
+    process = subprocess.Popen(
+        argv,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=quiet_env(),
+        start_new_session=True,
+    )
+    return LiveTrial(name, batch_size, gpus, [port + i for i in range(gpus)], process, log)
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return str(r.read().decode())
+
+
+def wait_serving(trial: LiveTrial, timeout: float) -> None:
+    """Until every rank serves samples_total (the trainer has started its first trial)."""
+
+    def ready() -> bool:
+        if trial.process.poll() is not None:
+            raise RuntimeError(f"{trial.name} exited:\n{trial.log.read_text()[-3000:]}")
+        return all("scalelab_trainer_samples_total{" in scrape(p) for p in trial.ports)
+
+    wait_until(ready, timeout, f"trainer {trial.name} /metrics")
+
+
+class FakeDCGM(Collector):
+    """DCGM_FI_DEV_GPU_UTIL (percent) for one GPU per trainer pod, labelled as dcgm-exporter does
+    with Kubernetes pod mapping on. Not a GPU measurement: a deterministic wave."""
+
+    def __init__(self) -> None:
+        self.pods: list[str] = []
+        self.started = time.monotonic()
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["gpu", "UUID", "device", "modelName", "Hostname", "container", "namespace", "pod"]
+        util = GaugeMetricFamily("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", labels=labels)
+        t = time.monotonic() - self.started
+        for i, pod in enumerate(self.pods):
+            value = 80 + 15 * math.sin(t / 10 + i)
+            util.add_metric(
+                ["0", f"GPU-{i:08d}-fake", "nvidia0", "NVIDIA H100 80GB HBM3",
+                 f"gpu-node-{i}", "worker", NAMESPACE, pod],
+                round(value),
+            )  # fmt: skip
+        yield util
+
+
+@dataclass
+class OperatorEndpoint:
+    """The operator's metrics module served on a loopback port, as `scalelab operator` does."""
+
+    registry: CollectorRegistry
+    metrics: OperatorMetrics
+    port: int
+    server: Any
+    phases: dict[str, TrialPhase] = field(default_factory=dict)
+    usage: Usage = field(default_factory=Usage)
+    rows: list[ResultRow] = field(default_factory=list)
+
+    def publish(self) -> None:
+        """What every reconcile does: replace the experiment's snapshot."""
+        snap = Snapshot(dict(self.phases), self.usage, list(self.rows))
+        self.metrics.observe(NAMESPACE, EXPERIMENT, snap)
+
+
+def serve(registry: CollectorRegistry) -> tuple[int, Any]:
+    port = free_port()
+    server, _thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    return port, server
+
+
+@dataclass
+class Scene:
+    """Everything the observability tests query."""
+
+    prometheus: Prometheus
+    workdir: Path
+    live: list[LiveTrial]
+    operator: OperatorEndpoint
+    dcgm: FakeDCGM
+    dcgm_port: int
+    dcgm_server: Any
+    started: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def write_targets(self) -> None:
+        """Every target group (the harness's set_targets takes one label set; we need several)."""
+        groups = [g for t in self.live for g in t.target_groups()]
+        groups.append({"targets": [f"127.0.0.1:{self.operator.port}"], "labels": {}})
+        groups.append(
+            {
+                "targets": [f"127.0.0.1:{self.dcgm_port}"],
+                "labels": {
+                    "namespace": "gpu-operator",
+                    "pod": "nvidia-dcgm-exporter-x7k2p",
+                    "container": "nvidia-dcgm-exporter",
+                },
+            }
+        )
+        tmp = self.prometheus.workdir / "targets.json.tmp"
+        tmp.write_text(json.dumps(groups))
+        tmp.replace(self.prometheus.workdir / "targets.json")
+
+    def alerts(self, name: str) -> list[dict[str, Any]]:
+        """Active alerts (pending or firing) of one rule, from /api/v1/alerts."""
+        found = self.prometheus.api("alerts")["alerts"]
+        return [a for a in found if a["labels"].get("alertname") == name]
+
+    def firing(self, name: str, **labels: str) -> list[dict[str, Any]]:
+        return [
+            a
+            for a in self.alerts(name)
+            if a["state"] == "firing" and all(a["labels"].get(k) == v for k, v in labels.items())
+        ]
+
+    def wait_firing(self, name: str, timeout: float, **labels: str) -> tuple[float, dict[str, Any]]:
+        """Seconds until the alert fires with these labels, and the alert."""
+        found: list[dict[str, Any]] = []
+
+        def check() -> bool:
+            nonlocal found
+            found = self.firing(name, **labels)
+            return bool(found)
+
+        try:
+            seconds = wait_until(check, timeout, f"alert {name} {labels}", interval=0.25)
+        except TimeoutError:
+            raise AssertionError(
+                f"{name} {labels} did not fire within {timeout:.0f} s; active: {self.alerts(name)}"
+            ) from None
+        return seconds, found[0]
+
+    def stop(self) -> None:
+        for t in self.live:
+            for pid in [t.process.pid, *processes.descendants(t.process.pid)]:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGCONT)  # a stopped rank cannot handle SIGTERM
+            if t.process.poll() is None:
+                processes.stop(t.process, grace_seconds=5)
+        self.dcgm_server.shutdown()
+        self.operator.server.shutdown()
+
+
+def run_sweep(workdir: Path) -> subprocess.Popen[str]:
+    """`scalelab run` of the small sweep (the local executor; it serves no /metrics)."""
+    spec = workdir / "sweep.yaml"
+    spec.write_text(SWEEP)
+    out = workdir / "sweep"
+    return subprocess.Popen(
+        [
+            "nice",
+            "-n",
+            "5",
+            str(BIN / "scalelab"),
+            "run",
+            str(spec),
+            "--out",
+            str(out),
+            "--no-report",
+        ],
+        stdout=(workdir / "sweep.log").open("w"),
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=quiet_env(),
+        start_new_session=True,
+    )
+
+
+def sweep_rows(workdir: Path) -> list[ResultRow]:
+    """The local sweep's results as the operator's result rows."""
+    from scalelab.local import store
+    from scalelab.results import result_row
+
+    results = store.load(workdir / "sweep")
+    assert results is not None, (workdir / "sweep.log").read_text()[-3000:]
+    return [result_row(r) for r in results.trials]
