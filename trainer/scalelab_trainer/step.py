@@ -71,6 +71,7 @@ def build_step_loop(
     measure_noise: bool,
     quadratic_loss: Callable[[], tf.Tensor] | None,
     track_target: bool,
+    one_per_call: bool = False,
     reduce: bool = True,
 ) -> Compiled:
     """A tf.function running `count` steps from global step `first`; stops early on divergence.
@@ -78,7 +79,8 @@ def build_step_loop(
     `quadratic_loss` (linear models) gives the exact full-dataset loss cheaply: it is returned
     with every call (no second call per epoch) and, with `track_target`, checked after every
     update, so steps-to-target is counted per update. `reduce=False` builds the compute-only
-    twin used to split step time into compute and allreduce.
+    twin used to split step time into compute and allreduce. `one_per_call` builds the
+    loop-free variant for calls of exactly one step (`count` must then be 1).
     """
     dt = model.dtype
     n, B, N, r, M = layout.n, layout.batch, layout.size, layout.rank, layout.micro
@@ -170,7 +172,10 @@ def build_step_loop(
             return tf.logical_and(i < count, acc[DIVERGED] == 0)
 
         acc0 = tf.constant([0, 0, 0, 0, 0, 0, 0, -1, np.nan], tf.float64)
-        _, acc = tf.while_loop(more, body, (tf.zeros([], tf.int64), acc0))
+        if one_per_call:  # no graph loop around a single step: it costs as much as an MLP step
+            _, acc = body(tf.zeros([], tf.int64), acc0)
+        else:
+            _, acc = tf.while_loop(more, body, (tf.zeros([], tf.int64), acc0))
         if quadratic_loss is not None:  # the epoch-end loss in the same call (linear: O(d²))
             acc = tf.tensor_scatter_nd_update(acc, [[FULL_LOSS]], quadratic_loss()[None])
         return acc

@@ -1,0 +1,138 @@
+"""Trainer overhead: scalelab's throughput vs a bare Horovod DistributedGradientTape loop.
+
+Same model (the trainer's `mlp`: Keras Dense layers, seeded), same data (digits), same global batch,
+same plain SGD, same process count, measured the same way (global samples/s over the steps after
+the first 10). The bare loop is Horovod's TF2 example reduced to its core: a tf.function step with
+hvd.DistributedGradientTape and one call per step. Runs alternate, and the ratio is taken per pair.
+
+    .venv/bin/python bench/trainer_overhead.py [--np 1 2] [--repeats 5] [--batch 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+SKIP = 10
+
+
+def bare(batch: int, epochs: int, units: int, layers: int, threads: int) -> None:
+    """Child process (under horovodrun): the bare loop; rank 0 prints samples/s."""
+    import horovod.tensorflow as hvd
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    hvd.init()
+    sys.path.insert(0, str(ROOT / "trainer"))
+    from scalelab_trainer import datasets
+
+    ds = datasets.digits(2000, 0.2, seed=0)
+    tf.keras.utils.set_random_seed(0)
+    net = tf.keras.Sequential([tf.keras.Input((64,))])
+    for _ in range(layers):
+        net.add(tf.keras.layers.Dense(units, activation="relu"))
+    net.add(tf.keras.layers.Dense(10))
+    opt = tf.keras.optimizers.SGD(0.01)
+    x, y = tf.constant(ds.x), tf.constant(ds.y)
+    n, size, rank = len(ds.y), hvd.size(), hvd.rank()
+    local = batch // size
+
+    @tf.function
+    def train_step(xb: tf.Tensor, yb: tf.Tensor, first: bool) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(
+                tf.keras.losses.sparse_categorical_crossentropy(
+                    yb, net(xb, training=True), from_logits=True
+                )
+            )
+        tape = hvd.DistributedGradientTape(tape)
+        grads = tape.gradient(loss, net.trainable_variables)
+        opt.apply_gradients(zip(grads, net.trainable_variables, strict=True))
+        if first:
+            hvd.broadcast_variables(net.variables, root_rank=0)
+            hvd.broadcast_variables(opt.variables(), root_rank=0)
+        return loss
+
+    steps = n // batch
+    times, count = [], 0
+    for _ in range(epochs):
+        for s in range(steps):
+            lo = s * batch + rank * local
+            t0 = time.perf_counter()
+            train_step(x[lo : lo + local], y[lo : lo + local], count == 0).numpy()
+            times.append(time.perf_counter() - t0)
+            count += 1
+    steady = times[SKIP:]
+    if rank == 0:
+        print(json.dumps({"samplesPerSecond": batch * len(steady) / sum(steady)}))
+
+
+def launch(np: int, argv: list[str]) -> str:
+    cmd = (
+        [str(BIN / "horovodrun"), "-np", str(np), "--gloo", "-H", f"localhost:{np}"]
+        if np > 1
+        else []
+    )
+    r = subprocess.run([*cmd, *argv], capture_output=True, text=True, env=ENV, cwd=ROOT, check=True)
+    return r.stdout
+
+
+def last_json(stdout: str, key: str, marker: str = "") -> float:
+    """`key` of the last JSON line on stdout that contains `marker` (horovodrun prefixes lines)."""
+    for line in reversed(stdout.splitlines()):
+        if "{" in line and f'"{key}"' in line and marker in line:
+            return float(json.loads(line[line.index("{") :])[key])
+    raise RuntimeError(f"no {key} in output")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--np", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--units", type=int, default=512)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--worker", action="store_true")
+    a = p.parse_args()
+    if a.worker:
+        bare(a.batch, a.epochs, a.units, a.layers, a.threads)
+        return
+    sizes = ["--batch", str(a.batch), "--epochs", str(a.epochs), "--units", str(a.units),
+             "--layers", str(a.layers), "--threads", str(a.threads)]  # fmt: skip
+    bare_argv = [sys.executable, __file__, "--worker", *sizes]
+    ours_argv = (
+        f"{sys.executable} -m scalelab_trainer --model mlp --dataset digits --dataset-size 2000 "
+        f"--batch-size {a.batch} --hidden-units {a.units} --hidden-layers {a.layers} "
+        f"--learning-rate 0.01 --max-epochs {a.epochs} --relative-tolerance 0 "
+        f"--no-gradient-noise-scale --intra-op-threads {a.threads} --throughput-skip-steps {SKIP}"
+    ).split()
+    for np in a.np:
+        ratios, ours, theirs = [], [], []
+        for i in range(a.repeats):
+            b = last_json(launch(np, bare_argv), "samplesPerSecond")
+            s = last_json(launch(np, ours_argv), "samplesPerSecond", '"event":"result"')
+            ours.append(s)
+            theirs.append(b)
+            ratios.append(s / b)
+            print(f"np={np} repeat {i}: bare {b:.0f}/s  scalelab {s:.0f}/s  ratio {s / b:.3f}",
+                  flush=True)  # fmt: skip
+        print(
+            f"np={np} global batch {a.batch}: median bare {statistics.median(theirs):.0f} "
+            f"samples/s, scalelab {statistics.median(ours):.0f} samples/s, median ratio "
+            f"{statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})"
+        )
+
+
+if __name__ == "__main__":
+    main()
