@@ -1,6 +1,9 @@
 """A trainer rank stopped with SIGSTOP fires ScalelabTrialStalled for its trial, and only for it.
 
-Runs last in the package (file order): it stops a live trainer the other tests read.
+Both halves of the rule are provoked: a stopped rank of a 2-process trial leaves the other rank
+serving /metrics but blocked in the allreduce (no samples counted), and a stopped 1-process trial
+cannot be scraped at all (its target is down). Runs last in the package (file order): it stops the
+live trainers the other tests read.
 """
 
 from __future__ import annotations
@@ -11,34 +14,44 @@ import time
 
 import pytest
 
-from tests.observability.scene import EXPERIMENT, NAMESPACE, TEST_WINDOWS, Scene
+from tests.observability.scene import EXPERIMENT, NAMESPACE, TEST_WINDOWS, LiveTrial, Scene
 
 pytestmark = pytest.mark.prometheus
+
+
+def stop_rank_until_stalled(scene: Scene, trial: LiveTrial, rank: int) -> float:
+    """SIGSTOP one rank, wait for the alert on its trial; seconds from the signal to firing."""
+    pid = trial.rank_pid(rank)
+    os.kill(pid, signal.SIGSTOP)
+    provoked = time.monotonic()
+    try:
+        _, alert = scene.wait_firing(
+            "ScalelabTrialStalled", 90, namespace=NAMESPACE, experiment=EXPERIMENT, trial=trial.name
+        )
+        seconds = time.monotonic() - provoked
+        print(
+            f"[measure] ScalelabTrialStalled ({trial.name}, rank {rank} of {trial.gpus} stopped) "
+            f"fired {seconds:.1f} s after SIGSTOP (stall_window {TEST_WINDOWS['stall_window']})"
+        )
+        assert alert["labels"]["severity"] == "warning"
+        return seconds
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def test_running_trials_do_not_raise_the_stall_alert(scene: Scene) -> None:
     assert not scene.alerts("ScalelabTrialStalled")
 
 
-def test_a_rank_stopped_with_sigstop_fires_the_stall_alert_for_its_trial(scene: Scene) -> None:
-    stopped, running = (t for t in sorted(scene.live, key=lambda t: -t.gpus))
-    pid = stopped.rank_pid(1)
-    os.kill(pid, signal.SIGSTOP)
-    provoked = time.monotonic()
-    try:
-        seconds, alert = scene.wait_firing(
-            "ScalelabTrialStalled",
-            90,
-            namespace=NAMESPACE,
-            experiment=EXPERIMENT,
-            trial=stopped.name,
-        )
-        print(
-            f"[measure] ScalelabTrialStalled fired {seconds:.1f} s after SIGSTOP "
-            f"(stall_window {TEST_WINDOWS['stall_window']})"
-        )
-        assert time.monotonic() - provoked >= 10  # not before the window has passed
-        assert alert["labels"]["severity"] == "warning"
-        assert not scene.firing("ScalelabTrialStalled", trial=running.name)
-    finally:
-        os.kill(pid, signal.SIGCONT)
+def test_a_stopped_rank_stalls_its_trial_and_only_its_trial(scene: Scene) -> None:
+    two, one = sorted(scene.live, key=lambda t: -t.gpus)
+    seconds = stop_rank_until_stalled(scene, two, rank=1)
+    assert seconds >= 10  # not before the window has passed
+    assert not scene.firing("ScalelabTrialStalled", trial=one.name)
+
+
+def test_a_stopped_single_process_trial_stalls_through_its_down_target(scene: Scene) -> None:
+    one = min(scene.live, key=lambda t: t.gpus)
+    assert one.gpus == 1
+    seconds = stop_rank_until_stalled(scene, one, rank=0)
+    assert seconds >= 10
