@@ -101,12 +101,26 @@ async def plan(memo: kopf.Memo, body: kopf.Body, trials: Any, jobs: Any) -> None
     """PLAN/RESUME: validate once, ensure the trainer account, first reconciliation."""
     ctx = context(memo)
     status = body.get("status") or {}
-    if status.get("phase") in (ExperimentPhase.SUCCEEDED, ExperimentPhase.FAILED):
-        return  # finished (or refused) before this operator started: nothing to resume
+    finished = status.get("phase") in (ExperimentPhase.SUCCEEDED, ExperimentPhase.FAILED)
     try:
         cache = _planned(memo, body)
     except InvalidSpecError as error:
+        if finished:
+            return  # refused before this operator started; the condition says why
         await _reject(ctx, body, error)
+    if finished:
+        # Nothing to run, but the finished results go back into /metrics after a restart.
+        key = _key(body)
+        seen = decide(
+            cache.experiment,
+            body,
+            trials.get(key, []),
+            jobs.get(key, []),
+            Memory(),
+            planned=cache.trials,
+        )
+        ctx.metrics.observe(*key, Snapshot(seen.phases, seen.usage, seen.rows))
+        return
     namespace, _ = _key(body)
     if namespace not in ctx.accounts:
         await _call(ctx, apply.ensure_trainer_account, ctx.kube, namespace, ctx.config)

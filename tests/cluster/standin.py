@@ -1,0 +1,258 @@
+"""A test stand-in for the Kubeflow MPI operator and the kubelet: it runs MPIJobs on this machine.
+
+It watches MPIJobs (as the admin, like the MPI operator's own account), and for each new one
+runs the launcher container's exact trainer command — `mpirun -np N <flags> python -m
+scalelab_trainer <flags>` becomes `horovodrun -np N --gloo python -m scalelab_trainer <flags>`
+(plain `python` for N = 1) — with KUBECONFIG holding a token of the worker pods' ServiceAccount,
+so rank 0's status patches go through RBAC exactly as in a pod. It writes the MPIJob's status the
+way mpi-operator v0.8.0 does (pkg/controller/mpi_job_controller.go, updateMPIJobStatus):
+Created, then Running, then Succeeded (reason MPIJobSucceeded) or Failed (the launcher Job's
+reason, BackoffLimitExceeded or DeadlineExceeded, with the last failed pod's message); it retries
+the launcher `runPolicy.backoffLimit` times and kills it after `activeDeadlineSeconds`.
+
+`fail` names trials whose "container" exits 1 with a message instead of running the trainer (a
+crashing image), for the failure-budget tests. Suspended MPIJobs (Kueue) are left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+
+from tests.harness.horovod import HOROVODRUN, quiet_env
+
+GROUP, VERSION, PLURAL = "kubeflow.org", "v2beta1", "mpijobs"
+MERGE = "application/merge-patch+json"
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def local_command(launcher: list[str], python: str = sys.executable) -> tuple[int, list[str]]:
+    """(N, argv on this machine) for the launcher's `mpirun -np N ... python -m ...` command."""
+    assert launcher[0] == "mpirun", launcher
+    processes = int(launcher[launcher.index("-np") + 1])
+    program = launcher[launcher.index("python") :]
+    program[0] = python
+    if processes == 1:
+        return processes, program
+    hosts = ["-H", f"localhost:{processes}"]
+    return processes, [HOROVODRUN, "-np", str(processes), "--gloo", *hosts, *program]
+
+
+@dataclass
+class Run:
+    """One launcher attempt the stand-in made."""
+
+    job: str
+    namespace: str
+    argv: list[str]
+    returncode: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+
+
+@dataclass
+class StandIn:
+    """Runs every MPIJob it sees, until stopped."""
+
+    admin_kubeconfig: Path
+    token_kubeconfig: Callable[[str, str], Path]  # (namespace, service account) → kubeconfig
+    fail: dict[str, str] = field(default_factory=dict)  # trial/job name → failure message
+    runs: list[Run] = field(default_factory=list)
+    uids: dict[str, set[str]] = field(default_factory=dict)  # "ns/name" → uids seen
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _procs: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
+    _started: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> StandIn:
+        self.api = client.CustomObjectsApi(
+            config.new_client_from_config(config_file=str(self.admin_kubeconfig))
+        )
+        thread = threading.Thread(target=self._watch, name="standin-watch", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            procs = list(self._procs.values())
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+        for t in self._threads:
+            t.join(timeout=10)
+
+    def runs_of(self, job: str) -> list[Run]:
+        return [r for r in self.runs if r.job == job]
+
+    # ------------------------------------------------------------------------------ watching
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            try:
+                stream = watch.Watch().stream(
+                    self.api.list_cluster_custom_object, GROUP, VERSION, PLURAL, timeout_seconds=5
+                )
+                for event in stream:
+                    if self._stop.is_set():
+                        return
+                    self._on(event["type"], event["object"])
+            except Exception as e:  # the API server may be restarting between tests
+                print(f"standin: watch error {e!r}", file=sys.stderr)
+                time.sleep(0.5)
+
+    def _on(self, kind: str, job: dict[str, Any]) -> None:
+        meta = job["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        with self._lock:
+            self.uids.setdefault(key, set()).add(meta["uid"])
+        if kind not in ("ADDED", "MODIFIED"):
+            return
+        conditions = {
+            c["type"]: c["status"] for c in (job.get("status") or {}).get("conditions", [])
+        }
+        if conditions.get("Succeeded") == "True" or conditions.get("Failed") == "True":
+            return
+        if (job["spec"].get("runPolicy") or {}).get("suspend"):
+            return
+        with self._lock:
+            if key in self._started:
+                return
+            self._started.add(key)
+        thread = threading.Thread(
+            target=self._run_job, args=(job,), name=f"standin-{key}", daemon=True
+        )
+        thread.start()
+        self._threads.append(thread)
+
+    # ------------------------------------------------------------------------------- running
+
+    def _status(self, job: dict[str, Any], conditions: list[dict[str, str]], **extra: Any) -> None:
+        meta = job["metadata"]
+        body = {"status": {"conditions": conditions, **extra}}
+        for _ in range(10):
+            try:
+                self.api.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], body,
+                    _content_type=MERGE,
+                )  # fmt: skip
+                return
+            except ApiException as e:
+                if e.status == 404:
+                    return  # garbage-collected meanwhile
+                time.sleep(0.2)
+
+    def _run_job(self, job: dict[str, Any]) -> None:
+        meta, spec = job["metadata"], job["spec"]
+        name, namespace = meta["name"], meta["namespace"]
+        run_policy = spec.get("runPolicy") or {}
+        backoff = int(run_policy.get("backoffLimit", 6))
+        deadline = float(run_policy.get("activeDeadlineSeconds") or 3600)
+        launcher = spec["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0]
+        worker = spec["mpiReplicaSpecs"]["Worker"]["template"]["spec"]
+        account = worker.get("serviceAccountName", "default")
+        created = {
+            "type": "Created", "status": "True", "reason": "MPIJobCreated",
+            "message": f"MPIJob {namespace}/{name} is created.", "lastTransitionTime": _now(),
+        }  # fmt: skip
+        self._status(job, [created])
+        kubeconfig = self._token(namespace, account)
+        start = _now()
+        running = {
+            "type": "Running", "status": "True", "reason": "MPIJobRunning",
+            "message": f"MPIJob {namespace}/{name} is running.", "lastTransitionTime": start,
+        }  # fmt: skip
+        self._status(job, [created, running], startTime=start)
+        started = time.monotonic()
+        outcome, message = "BackoffLimitExceeded", ""
+        for _ in range(backoff + 1):
+            remaining = deadline - (time.monotonic() - started)
+            if remaining <= 0:
+                outcome = "DeadlineExceeded"
+                break
+            run = self._attempt(name, namespace, launcher["command"], kubeconfig, remaining)
+            if run.returncode == 0:
+                outcome = "Succeeded"
+                break
+            if self._stop.is_set():
+                return
+            if run.returncode is None:
+                outcome, message = (
+                    "DeadlineExceeded",
+                    "Job was active longer than specified deadline",
+                )
+                break
+            message = (run.stderr.strip().splitlines() or [f"exit code {run.returncode}"])[-1]
+        end = _now()
+        stopped = {**running, "status": "False", "lastTransitionTime": end}
+        if outcome == "Succeeded":
+            final = {
+                "type": "Succeeded", "status": "True", "reason": "MPIJobSucceeded",
+                "message": f"MPIJob {namespace}/{name} successfully completed.",
+                "lastTransitionTime": end,
+            }  # fmt: skip
+        else:
+            text = (
+                "Job has reached the specified backoff limit"
+                if outcome.startswith("Backoff")
+                else ""
+            )
+            final = {
+                "type": "Failed", "status": "True",
+                "reason": f"{outcome}/Error" if outcome.startswith("Backoff") else outcome,
+                "message": f"{text}: {message}" if text else message, "lastTransitionTime": end,
+            }  # fmt: skip
+        self._status(job, [created, stopped, final], completionTime=end)
+
+    def _token(self, namespace: str, account: str) -> Path:
+        for _ in range(100):
+            try:
+                return self.token_kubeconfig(namespace, account)
+            except RuntimeError:  # the operator creates the account; it may still be coming
+                time.sleep(0.2)
+        return self.token_kubeconfig(namespace, account)
+
+    def _attempt(
+        self, name: str, namespace: str, launcher: list[str], kubeconfig: Path, timeout: float
+    ) -> Run:
+        if name in self.fail:
+            argv = [sys.executable, "-c", f"import sys; sys.exit({self.fail[name]!r})"]
+        else:
+            _, argv = local_command(launcher)
+        run = Run(job=name, namespace=namespace, argv=argv)
+        self.runs.append(run)
+        proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=quiet_env({"KUBECONFIG": str(kubeconfig)}),
+            start_new_session=True,
+        )
+        with self._lock:
+            self._procs[f"{namespace}/{name}"] = proc
+        try:
+            run.stdout, run.stderr = proc.communicate(timeout=timeout)
+            run.returncode = proc.returncode
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            run.stdout, run.stderr = proc.communicate()
+            run.returncode = None
+        return run

@@ -1,0 +1,296 @@
+"""ScaleExperiments end to end on a real API server: kubectl apply → ScaleTrials → MPIJobs →
+the real trainer (run by the stand-in as the trainer ServiceAccount) → trial and experiment
+status; failure, restart of the operator, and deletion."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.cluster.conftest import REPO, Operator, get, items, phase_of, wait_for
+from tests.cluster.standin import StandIn, local_command
+from tests.harness.controlplane import ControlPlane
+
+pytestmark = pytest.mark.cluster
+
+EXAMPLE = REPO / "examples" / "lab1-gd-vs-sgd.yaml"
+FINISHED = ("Succeeded", "Failed")
+
+
+def _experiment(name: str, **spec: Any) -> str:
+    """A tiny lab1 experiment (each trial is seconds of CPU), with `spec` sections overriding."""
+    body: dict[str, Any] = {
+        "apiVersion": "scalelab.dev/v1alpha1",
+        "kind": "ScaleExperiment",
+        "metadata": {"name": name},
+        "spec": {
+            "workload": {"model": "linear", "dataset": "lab1-line", "datasetSize": 64},
+            "sweep": {"batchSizes": [64], "gpus": [1]},
+            "training": {
+                "learningRate": 0.01,
+                "maxEpochs": 5,
+                "convergence": {"relativeTolerance": 0},
+            },
+            "resources": {"gpusPerProcess": 0, "cpu": "1", "memory": "1Gi"},
+            "execution": {"maxConcurrentTrials": 2, "maxGPUs": 4, "backoffLimit": 0},
+        },
+    }
+    body["spec"].update(spec)
+    return yaml.safe_dump(body)
+
+
+def _wait_finished(cp: ControlPlane, name: str, namespace: str, timeout: float = 180) -> str:
+    phase: str = wait_for(
+        lambda: (p := phase_of(cp, name, namespace)) in FINISHED and p,
+        timeout,
+        f"experiment {namespace}/{name} to finish",
+    )
+    return phase
+
+
+def _local_results(tmp_path: Path, spec_file: Path) -> dict[str, dict[str, Any]]:
+    out = tmp_path / "local"
+    subprocess.run(
+        [sys.executable, "-m", "scalelab", "run", str(spec_file), "--out", str(out), "--no-report"],
+        check=True,
+        capture_output=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    data = json.loads((out / "results.json").read_text())
+    return {t["name"]: t for t in data["trials"]}
+
+
+def test_lab1_example_ends_succeeded_with_the_results_of_a_local_run(
+    cluster: ControlPlane, operator: Operator, standin: StandIn, namespace: str, tmp_path: Path
+) -> None:
+    cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE))
+    name = yaml.safe_load(EXAMPLE.read_text())["metadata"]["name"]
+
+    assert _wait_finished(cluster, name, namespace) == "Succeeded", operator.log_tail()
+
+    status = get(cluster, "scaleexperiment", name, namespace)["status"]
+    assert status["trials"]["total"] == 2
+    assert status["trials"]["succeeded"] == 2
+    assert status["observedGeneration"] == 1
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {
+        "Ready": "True",
+        "Complete": "True",
+    }
+    assert status["recommendation"]["trial"] in {r["trial"] for r in status["results"]}
+    jobs = items(cluster, "mpijobs", namespace)
+    assert len(jobs) == 2
+    local = _local_results(tmp_path, EXAMPLE)
+    rows = {r["trial"]: r for r in status["results"]}
+    assert rows.keys() == local.keys()
+    for trial_name, expected in local.items():
+        trial = get(cluster, "scaletrial", trial_name, namespace)
+        result = trial["status"]["result"]
+        assert trial["status"]["phase"] == expected["phase"] == "Succeeded"
+        assert result["epochs"] == expected["epochs"]
+        assert result["steps"] == expected["steps"]
+        assert result["finalLoss"] == pytest.approx(expected["finalLoss"], rel=1e-9)
+        assert result["params"]["w"] == pytest.approx(expected["params"]["w"], rel=1e-9)
+        assert result["params"]["b"] == pytest.approx(expected["params"]["b"], rel=1e-9)
+        assert rows[trial_name]["finalLoss"] == pytest.approx(expected["finalLoss"], rel=1e-9)
+    # The stand-in ran the launcher's own command, through the planner's renderer.
+    for job in jobs:
+        launcher = job["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0]
+        runs = standin.runs_of(job["metadata"]["name"])
+        assert [r.argv for r in runs] == [local_command(launcher["command"])[1]]
+        assert launcher["command"][-3:] == ["--namespace", namespace, "--report-status"]
+    table = cluster.kubectl("get", "sx", "-n", namespace).stdout
+    assert "Succeeded" in table
+    assert "BEST-BATCH" in table
+    trials_table = cluster.kubectl("get", "st", "-n", namespace).stdout
+    assert "FINAL-LOSS" in trials_table
+    assert "SAMPLES/S" in trials_table
+
+
+def test_a_two_process_trial_runs_under_horovodrun_and_reports_status(
+    cluster: ControlPlane, operator: Operator, standin: StandIn, namespace: str
+) -> None:
+    cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-",
+        input=_experiment("two", sweep={"batchSizes": [64, 3], "gpus": [2]}),
+    )  # fmt: skip
+    assert _wait_finished(cluster, "two", namespace) == "Succeeded", operator.log_tail()
+    status = get(cluster, "scaleexperiment", "two", namespace)["status"]
+    phases = {r["trial"]: r["phase"] for r in status["results"]}
+    assert phases == {"two-b3-g2": "Skipped", "two-b64-g2": "Succeeded"}
+    skipped = get(cluster, "scaletrial", "two-b3-g2", namespace)["status"]
+    assert "not divisible" in skipped["reason"]
+    assert items(cluster, "mpijobs", namespace)[0]["metadata"]["name"] == "two-b64-g2"
+    run = standin.runs_of("two-b64-g2")[0]
+    assert run.argv[1:3] == ["-np", "2"]
+    trial = get(cluster, "scaletrial", "two-b64-g2", namespace)["status"]
+    assert trial["result"]["epochs"] == 5
+    assert trial["progress"]["epoch"] >= 1
+
+
+def test_a_failing_trial_fails_with_its_reason_and_the_others_continue(
+    cluster: ControlPlane, operator: Operator, standin: StandIn, namespace: str
+) -> None:
+    standin.fail["flaky-b32-g1"] = "CUDA error: out of memory (injected)"
+    cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-",
+        input=_experiment("flaky", sweep={"batchSizes": [64, 32, 16], "gpus": [1]}),
+    )  # fmt: skip
+    assert _wait_finished(cluster, "flaky", namespace) == "Succeeded", operator.log_tail()
+    status = get(cluster, "scaleexperiment", "flaky", namespace)["status"]
+    assert status["trials"]["succeeded"] == 2
+    assert status["trials"]["failed"] == 1
+    failed = get(cluster, "scaletrial", "flaky-b32-g1", namespace)["status"]
+    assert failed["phase"] == "Failed"
+    assert "BackoffLimitExceeded" in failed["reason"]
+    assert "out of memory (injected)" in failed["reason"]
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["TrialsFailed"]["status"] == "True"
+    assert "flaky-b32-g1" in conditions["TrialsFailed"]["message"]
+    assert len(standin.runs_of("flaky-b32-g1")) == 1  # backoffLimit 0: no retry
+    events = cluster.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "reason=TrialFailed", "-o", "json"
+    ).stdout
+    assert "flaky-b32-g1" in events
+
+
+def test_an_experiment_whose_every_trial_fails_is_failed(
+    cluster: ControlPlane, operator: Operator, standin: StandIn, namespace: str
+) -> None:
+    standin.fail["doomed-b64-g1"] = "segfault (injected)"
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=_experiment("doomed"))
+    assert _wait_finished(cluster, "doomed", namespace) == "Failed"
+    status = get(cluster, "scaleexperiment", "doomed", namespace)["status"]
+    complete = next(c for c in status["conditions"] if c["type"] == "Complete")
+    assert complete["reason"] == "Failed"
+    assert complete["message"] == "no trial produced a measurement"
+
+
+def test_the_operator_killed_mid_experiment_resumes_without_duplicates_or_lost_trials(
+    cluster: ControlPlane, operator: Operator, standin: StandIn, namespace: str
+) -> None:
+    cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-",
+        input=_experiment(
+            "restart",
+            sweep={"batchSizes": [64, 32, 16], "gpus": [1]},
+            execution={"maxConcurrentTrials": 1, "maxGPUs": 1, "backoffLimit": 0},
+        ),
+    )  # fmt: skip
+    wait_for(lambda: items(cluster, "mpijobs", namespace), 60, "the first MPIJob")
+    operator.kill()
+    try:
+        # While it is down the stand-in keeps running the admitted trial to the end.
+        wait_for(
+            lambda: any(
+                c["type"] == "Succeeded"
+                for j in items(cluster, "mpijobs", namespace)
+                for c in (j.get("status") or {}).get("conditions", [])
+            ),
+            90,
+            "the admitted trial to finish while the operator is down",
+        )
+        assert len(items(cluster, "mpijobs", namespace)) == 1
+    finally:
+        operator.start()
+    assert _wait_finished(cluster, "restart", namespace) == "Succeeded", operator.log_tail()
+    status = get(cluster, "scaleexperiment", "restart", namespace)["status"]
+    assert status["trials"] == {
+        "total": 3, "pending": 0, "running": 0, "succeeded": 3,
+        "diverged": 0, "failed": 0, "skipped": 0,
+    }  # fmt: skip
+    jobs = items(cluster, "mpijobs", namespace)
+    assert sorted(j["metadata"]["name"] for j in jobs) == [
+        "restart-b16-g1", "restart-b32-g1", "restart-b64-g1",
+    ]  # fmt: skip
+    for job in jobs:
+        key = f"{namespace}/{job['metadata']['name']}"
+        assert len(standin.uids[key]) == 1, f"{key} was created more than once"
+        assert len(standin.runs_of(job["metadata"]["name"])) == 1
+
+
+def test_deleting_the_experiment_garbage_collects_its_trials_and_mpijobs(
+    cluster: ControlPlane, operator: Operator, standin: StandIn, namespace: str
+) -> None:
+    cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-",
+        input=_experiment(
+            "gone",
+            sweep={"batchSizes": [64, 32], "gpus": [1]},
+            # Suspended MPIJobs (as under Kueue): the stand-in leaves them, nothing runs.
+            execution={"maxConcurrentTrials": 2, "maxGPUs": 4, "queueName": "gpu-queue"},
+        ),
+    )  # fmt: skip
+    wait_for(lambda: len(items(cluster, "mpijobs", namespace)) == 2, 60, "both MPIJobs")
+    trial = get(cluster, "scaletrial", "gone-b64-g1", namespace)
+    owner = trial["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["controller"]) == ("ScaleExperiment", "gone", True)
+    job = get(cluster, "mpijob", "gone-b64-g1", namespace)
+    assert job["metadata"]["ownerReferences"][0]["uid"] == trial["metadata"]["uid"]
+    assert job["spec"]["runPolicy"]["suspend"] is True
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+
+    cluster.kubectl("delete", "scaleexperiment", "gone", "-n", namespace, "--wait=true")
+    wait_for(
+        lambda: (
+            not items(cluster, "scaletrials", namespace)
+            and not items(cluster, "mpijobs", namespace)
+        ),
+        60,
+        "the garbage collector to remove trials and MPIJobs",
+    )
+    wait_for(
+        lambda: f'namespace="{namespace}"' not in operator.metrics(),
+        10,
+        "the deleted experiment's series to go",
+    )
+
+
+def _samples(text: str, name: str, **labels: str) -> list[tuple[dict[str, str], float]]:
+    """Samples of one metric whose labels include `labels`."""
+    return [
+        (s.labels, s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name and labels.items() <= s.labels.items()
+    ]
+
+
+def test_operator_metrics_show_trials_gpus_and_finished_results(
+    cluster: ControlPlane, operator: Operator, standin: StandIn, namespace: str
+) -> None:
+    cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-",
+        input=_experiment("metered", sweep={"batchSizes": [64], "gpus": [1, 2]}),
+    )  # fmt: skip
+    assert _wait_finished(cluster, "metered", namespace) == "Succeeded", operator.log_tail()
+    ours = {"namespace": namespace, "experiment": "metered"}
+    text = wait_for(
+        lambda: (
+            (m := operator.metrics())
+            and _samples(m, "scalelab_operator_trials", phase="Succeeded", **ours)
+            == [({**ours, "phase": "Succeeded"}, 2.0)]
+            and m
+        ),
+        10,
+        "the final snapshot in /metrics",
+    )
+    assert _samples(text, "scalelab_operator_gpus", state="running", **ours)[0][1] == 0.0
+    assert _samples(text, "scalelab_operator_gpus", state="requested", **ours)[0][1] == 0.0
+    for gpus in ("1", "2"):
+        row = {**ours, "batch_size": "64", "gpus": gpus, "repeat": "0"}
+        [(_, throughput)] = _samples(text, "scalelab_trial_result_samples_per_second", **row)
+        assert throughput > 0
+        assert _samples(text, "scalelab_trial_result_final_loss", **row)
+    [(_, efficiency)] = _samples(
+        text, "scalelab_trial_result_scaling_efficiency_ratio", gpus="2", **ours
+    )
+    assert efficiency > 0
+    assert "scalelab_operator_reconcile_errors_total" in text
