@@ -5,7 +5,9 @@ creates, and the dashboard is portable (datasource variable, no hard-coded datas
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from scalelab.kube import mpijob
 from scalelab.kube.settings import Config
 from scalelab.planner import plan
 from scalelab.validation import load_experiment
+from tests.harness.controlplane import control_plane_bin
 from tests.harness.prometheus import PROMTOOL
 from tests.observability.scene import MONITORING, ROOT, TEST_WINDOWS, load_generator, sanitize
 
@@ -29,31 +32,39 @@ def gen() -> Any:
     return load_generator()
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+def kustomize(overlay: Path, **extra: Any) -> list[dict[str, Any]]:
     """`kubectl kustomize` of an overlay that adds the component to the base, as users do."""
-    overlay = tmp_path_factory.mktemp("overlay")
-    (overlay / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                "resources": [str(Path("..") / Path(*_rel(overlay, ROOT / "manifests")))],
-                "components": [str(Path(*_rel(overlay, MONITORING)))],
-            }
-        )
-    )
+    overlay.mkdir(parents=True, exist_ok=True)
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(ROOT / "manifests", overlay)],
+        "components": [os.path.relpath(MONITORING, overlay)],
+        **extra,
+    }
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    # The control plane's kubectl when none is installed (hack/build-control-plane.sh caches it).
+    kubectl = shutil.which("kubectl") or str(control_plane_bin() / "kubectl")
     out = subprocess.run(
-        ["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, check=False
+        [kubectl, "kustomize", str(overlay)], capture_output=True, text=True, check=False
     )
     assert out.returncode == 0, out.stderr
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
-def _rel(start: Path, target: Path) -> list[str]:
-    import os
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    return kustomize(tmp_path_factory.mktemp("overlay"))
 
-    return os.path.relpath(target, start).split(os.sep)
+
+def test_the_documented_window_patch_changes_the_alert(tmp_path: Path) -> None:
+    """The overlay patch in docs/monitoring.md applies and changes what it says it changes."""
+    doc = (ROOT / "docs" / "monitoring.md").read_text()
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", doc, re.S) if "patches:" in b)
+    docs = kustomize(tmp_path / "overlay", **yaml.safe_load(block))
+    rule = _one(docs, "PrometheusRule")["spec"]["groups"][1]["rules"][1]
+    assert rule["alert"] == "ScalelabGPUDemandPending"
+    assert rule["for"] == "1h"
 
 
 def _one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
