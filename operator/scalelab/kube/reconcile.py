@@ -45,6 +45,7 @@ RESULT_GRACE_SECONDS = 30.0
 FAILED_NAMED = 5
 
 Key = tuple[str, str]  # (namespace, experiment)
+LAUNCHED = "MPIJob created, waiting for its pods"
 
 
 class JobPhase(StrEnum):
@@ -248,7 +249,7 @@ def trial_phase(
         return TrialPhase.PENDING, f"MPIJob suspended ({job.reason or 'queued'})"
     if job.phase is JobPhase.RUNNING:
         return TrialPhase.RUNNING, ""
-    return TrialPhase.PENDING, "MPIJob created, waiting for its pods"
+    return TrialPhase.PENDING, LAUNCHED
 
 
 def _row(
@@ -419,6 +420,8 @@ def decide(  # noqa: PLR0917 - the inputs of one pass, all required
         if job is not None:
             memory.launched.discard(p.name)
         phases[p.name] = trial_phase(p, by_trial.get(p.name), job, now)
+        if job is None and p.name in memory.launched and phases[p.name][0] is TrialPhase.PENDING:
+            phases[p.name] = (TrialPhase.PENDING, LAUNCHED)
 
     # 3. Admission under maxConcurrentTrials and maxGPUs (capacity-aware: a smaller trial that
     #    fits goes ahead of a bigger one that does not).
@@ -443,7 +446,7 @@ def decide(  # noqa: PLR0917 - the inputs of one pass, all required
             memory.launched.add(p.name)
             active.append(p)
             used += need
-            phases[p.name] = (TrialPhase.PENDING, "MPIJob created, waiting for its pods")
+            phases[p.name] = (TrialPhase.PENDING, LAUNCHED)
         else:
             queued += need
 

@@ -1,0 +1,148 @@
+"""MPIJob rendering: one GPU count drives -np, replicas, slots and GPU limits; the launcher runs
+the planner's trainer command; names, labels, owner, Kueue and scheduling fields."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from scalelab.api import ScaleExperiment
+from scalelab.kube import mpijob
+from scalelab.kube.settings import Config
+from scalelab.planner import PlannedTrial, plan, trainer_command, trainer_flags
+
+pytestmark = pytest.mark.unit
+
+
+def _trial(gpus: int = 4, batch: int = 64, **resources: Any) -> PlannedTrial:
+    spec: dict[str, Any] = {
+        "sweep": {"batchSizes": [batch], "gpus": [gpus]},
+        "resources": {"processesPerWorker": 2, **resources},
+        "execution": {"maxGPUs": 64, "backoffLimit": 2, "activeDeadlineSeconds": 900},
+    }
+    experiment = ScaleExperiment.model_validate({"metadata": {"name": "exp"}, "spec": spec})
+    [trial] = plan(experiment)
+    return trial
+
+
+def _render(trial: PlannedTrial, config: Config | None = None) -> dict[str, Any]:
+    return mpijob.render(trial, "ns", "uid-1", config or Config())
+
+
+def test_one_gpu_count_derives_np_replicas_slots_and_gpu_limits() -> None:
+    job = _render(_trial(gpus=5, gpusPerProcess=2))
+    spec = job["spec"]
+    worker = spec["mpiReplicaSpecs"]["Worker"]
+    command = spec["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:3] == ["mpirun", "-np", "5"]
+    assert spec["slotsPerWorker"] == 2
+    assert worker["replicas"] == 3  # ceil(5 / 2)
+    limits = worker["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == "4"  # 2 slots × 2 GPUs per process
+
+
+def test_a_single_process_gets_one_slot_and_a_cpu_trial_no_gpu_limit() -> None:
+    job = _render(_trial(gpus=1, gpusPerProcess=0))
+    assert job["spec"]["slotsPerWorker"] == 1
+    worker = job["spec"]["mpiReplicaSpecs"]["Worker"]
+    assert worker["replicas"] == 1
+    resources = worker["template"]["spec"]["containers"][0]["resources"]
+    assert "nvidia.com/gpu" not in resources["limits"]
+    assert resources["requests"] == {"cpu": "2", "memory": "4Gi"}
+
+
+def test_the_launcher_runs_the_planners_trainer_command_with_status_reporting() -> None:
+    trial = _trial()
+    command = _render(trial)["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]
+    argv = command["containers"][0]["command"]
+    expected = trainer_command(
+        trainer_flags(trial.spec, trial.name, namespace="ns", report_status=True, metrics_port=9400)
+    )
+    assert argv[-len(expected) :] == expected
+    assert argv[: -len(expected)] == ["mpirun", "-np", "4", *mpijob.MPIRUN_FLAGS]
+    assert command["automountServiceAccountToken"] is False
+
+
+def test_workers_run_unprivileged_sshd_as_the_trainer_account() -> None:
+    pod = _render(_trial())["spec"]["mpiReplicaSpecs"]["Worker"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "scalelab-trainer"
+    assert pod["containers"][0]["command"] == mpijob.WORKER_COMMAND
+    assert pod["securityContext"]["runAsUser"] == 1000
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    ports = {p["name"]: p["containerPort"] for p in pod["containers"][0]["ports"]}
+    assert ports == {"ssh": 2222, "metrics-0": 9400, "metrics-1": 9401}
+
+
+def test_labels_owner_name_and_run_policy() -> None:
+    trial = _trial()
+    job = _render(trial)
+    meta = job["metadata"]
+    assert meta["name"] == trial.name == "exp-b64-g4"
+    assert meta["labels"][mpijob.LABEL_EXPERIMENT] == "exp"
+    assert meta["labels"][mpijob.LABEL_BATCH_SIZE] == "64"
+    assert meta["labels"][mpijob.LABEL_GPUS] == "4"
+    assert meta["ownerReferences"] == [
+        {
+            "apiVersion": "scalelab.dev/v1alpha1",
+            "kind": "ScaleTrial",
+            "name": trial.name,
+            "uid": "uid-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    assert job["spec"]["runPolicy"] == {
+        "cleanPodPolicy": "Running",
+        "backoffLimit": 2,
+        "activeDeadlineSeconds": 900,
+    }
+    assert job["spec"]["sshAuthMountPath"] == "/home/mpiuser/.ssh"
+    assert job["spec"]["launcherCreationPolicy"] == "WaitForWorkersReady"
+
+
+def test_a_queue_name_creates_a_suspended_job_with_the_kueue_label() -> None:
+    experiment = ScaleExperiment.model_validate(
+        {"metadata": {"name": "q"}, "spec": {"execution": {"queueName": "gpus"}}}
+    )
+    job = _render(plan(experiment)[0])
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpus"
+    assert job["spec"]["runPolicy"]["suspend"] is True
+    assert job["spec"]["launcherCreationPolicy"] == "AtStartup"
+
+
+def test_scheduling_fields_are_copied_to_every_pod() -> None:
+    trial = _trial(
+        nodeSelector={"gpu": "a100"},
+        tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        priorityClassName="research",
+    )
+    for role in ("Launcher", "Worker"):
+        pod = _render(trial)["spec"]["mpiReplicaSpecs"][role]["template"]["spec"]
+        assert pod["nodeSelector"] == {"gpu": "a100"}
+        assert pod["tolerations"] == [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        ]
+        assert pod["priorityClassName"] == "research"
+
+
+def test_the_api_default_image_means_the_operators_trainer_image() -> None:
+    assert mpijob.image(_trial(), Config(trainer_image="reg/t:1")) == "reg/t:1"
+    assert mpijob.image(_trial(image="mine:2"), Config(trainer_image="reg/t:1")) == "mine:2"
+
+
+def test_worker_pod_names_stay_dns_labels_for_long_experiment_names() -> None:
+    experiment = ScaleExperiment.model_validate(
+        {
+            "metadata": {"name": "a" * 63},
+            "spec": {
+                "sweep": {"batchSizes": [65536], "gpus": [64]},
+                "workload": {"datasetSize": 65536},
+                "execution": {"maxGPUs": 64},
+            },
+        }
+    )
+    job = _render(plan(experiment)[0])
+    replicas = job["spec"]["mpiReplicaSpecs"]["Worker"]["replicas"]
+    assert len(f"{job['metadata']['name']}-worker-{replicas - 1}") <= 63
+    assert len(f"{job['metadata']['name']}-launcher-abcde") <= 63

@@ -1,0 +1,208 @@
+"""The operator's decisions without a cluster: MPIJob conditions → trial phase, admission under
+maxConcurrentTrials and maxGPUs, idempotence with lagging indexes, aggregation, InvalidSpec."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from scalelab.api import TrialPhase
+from scalelab.kube.reconcile import (
+    InvalidSpecError,
+    JobPhase,
+    JobState,
+    Memory,
+    TrialState,
+    decide,
+    invalid_status,
+    is_active,
+    job_state,
+    parse,
+    trial_phase,
+)
+from scalelab.planner import plan
+
+pytestmark = pytest.mark.unit
+
+NOW = 1_800_000_000.0
+
+
+def _body(spec: dict[str, Any], status: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "scalelab.dev/v1alpha1",
+        "kind": "ScaleExperiment",
+        "metadata": {"name": "exp", "namespace": "ns", "uid": "u", "generation": 1},
+        "spec": spec,
+        "status": status or {},
+    }
+
+
+SPEC = {
+    "sweep": {"batchSizes": [8, 16, 32], "gpus": [1, 2]},
+    "resources": {"gpusPerProcess": 1},
+    "execution": {"maxConcurrentTrials": 3, "maxGPUs": 3},
+}
+
+
+def _trials(body: dict[str, Any], phase: TrialPhase | None = None) -> list[TrialState]:
+    return [TrialState(t.name, f"uid-{t.name}", phase) for t in plan(parse(body))]
+
+
+def _cond(kind: str, reason: str = "", message: str = "") -> dict[str, str]:
+    return {"type": kind, "status": "True", "reason": reason, "message": message}
+
+
+def test_job_conditions_map_to_a_phase_terminal_first() -> None:
+    status = {"conditions": [_cond("Created"), _cond("Running"), _cond("Failed", "Evicted")]}
+    assert job_state("t", status).phase is JobPhase.FAILED
+    assert job_state("t", {"conditions": [_cond("Created")]}).phase is JobPhase.CREATED
+    assert job_state("t", None).phase is JobPhase.CREATED
+    assert job_state("t", {"conditions": [_cond("Suspended")]}).phase is JobPhase.SUSPENDED
+
+
+def test_trial_phase_follows_the_job_and_the_reported_result() -> None:
+    [p] = plan(parse(_body({"sweep": {"batchSizes": [8]}})))
+    trial = TrialState(
+        p.name, "u", TrialPhase.RUNNING, result={"phase": "Diverged", "reason": "nan"}
+    )
+    done = JobState(p.name, JobPhase.SUCCEEDED, completion_time="2027-01-15T08:00:00Z")
+    assert trial_phase(p, trial, done, NOW) == (TrialPhase.DIVERGED, "nan")
+    running = JobState(p.name, JobPhase.RUNNING)
+    assert trial_phase(p, None, running, NOW)[0] is TrialPhase.RUNNING
+    assert trial_phase(p, None, None, NOW)[0] is TrialPhase.PENDING
+    failed = JobState(p.name, JobPhase.FAILED, "BackoffLimitExceeded/Error", "boom")
+    assert trial_phase(p, None, failed, NOW) == (
+        TrialPhase.FAILED,
+        "BackoffLimitExceeded/Error: boom",
+    )
+
+
+def test_a_succeeded_job_without_a_result_waits_then_fails_with_no_result() -> None:
+    [p] = plan(parse(_body({"sweep": {"batchSizes": [8]}})))
+    # NOW is 2027-01-15T08:00:00Z.
+    late = JobState(p.name, JobPhase.SUCCEEDED, completion_time="2027-01-15T07:59:00Z")
+    assert trial_phase(p, None, late, NOW)[0] is TrialPhase.FAILED
+    assert "NoResult" in trial_phase(p, None, late, NOW)[1]
+    recent = JobState(p.name, JobPhase.SUCCEEDED, completion_time="2027-01-15T07:59:50Z")
+    assert trial_phase(p, None, recent, NOW)[0] is TrialPhase.RUNNING
+
+
+def test_a_finished_trial_never_goes_back() -> None:
+    [p] = plan(parse(_body({"sweep": {"batchSizes": [8]}})))
+    trial = TrialState(p.name, "u", TrialPhase.FAILED, "deadline")
+    assert trial_phase(p, trial, JobState(p.name, JobPhase.RUNNING), NOW) == (
+        TrialPhase.FAILED,
+        "deadline",
+    )
+
+
+def test_first_pass_creates_every_trial_and_launches_nothing() -> None:
+    body = _body(SPEC)
+    d = decide(parse(body), body, [], [], Memory(), NOW)
+    assert len(d.actions.create_trials) == 6
+    assert d.actions.launch == []
+    assert d.status["phase"] == "Running"
+    assert d.status["trials"]["total"] == 6
+
+
+def test_admission_respects_max_concurrent_trials_and_max_gpus_with_backfill() -> None:
+    body = _body(SPEC)
+    d = decide(parse(body), body, _trials(body), [], Memory(), NOW)
+    launched = [(t.batch_size, t.gpus) for t, _ in d.actions.launch]
+    # Plan order b8g1, b8g2 (3 GPUs used), b16g1 would be a 4th GPU: only 2 jobs fit.
+    assert launched == [(8, 1), (8, 2)]
+    assert d.usage.requested == 3
+    assert d.usage.queued == 1 + 2 + 1 + 2
+
+
+def test_a_second_pass_before_the_index_catches_up_launches_nothing_new() -> None:
+    body = _body(SPEC)
+    experiment, trials, memory = parse(body), _trials(body), Memory()
+    first = decide(experiment, body, trials, [], memory, NOW)
+    second = decide(experiment, body, trials, [], memory, NOW)
+    assert len(first.actions.launch) == 2
+    assert second.actions.launch == []
+    assert second.actions.trial_status == {}  # same phases already written
+
+
+def test_a_finished_trial_frees_its_slot() -> None:
+    body = _body(SPEC)
+    experiment = parse(body)
+    trials = _trials(body)
+    jobs = [JobState("exp-b8-g1", JobPhase.SUCCEEDED), JobState("exp-b8-g2", JobPhase.RUNNING)]
+    trials[0] = TrialState("exp-b8-g1", "uid", TrialPhase.SUCCEEDED, result={"phase": "Succeeded"})
+    d = decide(experiment, body, trials, jobs, Memory(), NOW)
+    assert [t.name for t, _ in d.actions.launch] == ["exp-b16-g1"]
+
+
+def test_all_trials_finished_makes_the_experiment_succeeded_with_a_recommendation() -> None:
+    body = _body({"sweep": {"batchSizes": [8, 16]}, "resources": {"gpusPerProcess": 0}})
+    experiment = parse(body)
+    result = {"phase": "Succeeded", "finalLoss": 1.0, "samplesPerSecond": 100.0, "seconds": 2.0}
+    trials = [
+        TrialState(p.name, "u", TrialPhase.SUCCEEDED, result=result) for p in plan(experiment)
+    ]
+    jobs = [JobState(p.name, JobPhase.SUCCEEDED) for p in plan(experiment)]
+    d = decide(experiment, body, trials, jobs, Memory(), NOW)
+    assert d.status["phase"] == "Succeeded"
+    assert d.status["recommendation"]["trial"] in {"exp-b8-g1", "exp-b16-g1"}
+    assert [r["finalLoss"] for r in d.status["results"]] == [1.0, 1.0]
+    assert ("Normal", "ExperimentSucceeded") in [e[:2] for e in d.actions.events]
+    assert not is_active(d.status)
+
+
+def test_unchanged_status_is_not_written_again() -> None:
+    body = _body(SPEC)
+    experiment, trials = parse(body), _trials(body)
+    first = decide(experiment, body, trials, [], Memory(), NOW)
+    assert first.actions.experiment_status is not None
+    body["status"] = first.status
+    again = decide(experiment, body, trials, [], Memory(), NOW + 5)
+    launched = [JobState(t.name, JobPhase.CREATED) for t, _ in first.actions.launch]
+    again = decide(experiment, body, trials, launched, Memory(), NOW + 5)
+    assert again.actions.experiment_status is None
+
+
+def test_skipped_points_are_trials_with_the_planners_reason() -> None:
+    body = _body({"sweep": {"batchSizes": [3, 4], "gpus": [2]}, "resources": {"gpusPerProcess": 0}})
+    experiment = parse(body)
+    d = decide(experiment, body, _trials(body), [], Memory(), NOW)
+    assert d.actions.trial_status["exp-b3-g2"]["phase"] == "Skipped"
+    assert "not divisible" in d.actions.trial_status["exp-b3-g2"]["reason"]
+
+
+def test_an_invalid_spec_raises_with_every_problem_and_becomes_a_condition() -> None:
+    body = _body({"sweep": {"batchSizes": [8, 8], "gpus": [0]}})
+    with pytest.raises(InvalidSpecError, match=r"spec.sweep.gpus\[0\]: must be a positive"):
+        parse(body)
+    status = invalid_status("spec.sweep: bad", None, 3, "2027-01-01T00:00:00Z")
+    assert status["phase"] == "Failed"
+    [ready] = status["conditions"]
+    assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False", "InvalidSpec")
+    assert ready["observedGeneration"] == 3
+    assert not is_active(status)
+
+
+def test_the_status_of_a_thousand_points_stays_far_below_the_etcd_limit() -> None:
+    import json
+
+    spec = {
+        "sweep": {"batchSizes": [2**i for i in range(10)] + [3 * 2**i for i in range(10)],
+                  "gpus": [1, 2, 4, 8, 16], "repeats": 10},
+        "workload": {"datasetSize": 100000},
+        "resources": {"gpusPerProcess": 1},
+        "execution": {"maxGPUs": 16},
+    }  # fmt: skip
+    body = _body(spec)
+    experiment = parse(body)
+    planned = plan(experiment)
+    assert len(planned) == 1000
+    result = {
+        "phase": "Succeeded", "epochs": 123, "steps": 45678, "finalLoss": 0.123456789012,
+        "samplesPerSecond": 12345.6789012, "seconds": 12.3456789, "gradientNoiseScale": 98.7654321,
+    }  # fmt: skip
+    trials = [TrialState(p.name, "u", TrialPhase.SUCCEEDED, result=result) for p in planned]
+    d = decide(experiment, body, trials, [], Memory(), NOW, planned=planned)
+    size = len(json.dumps(d.status, separators=(",", ":")))
+    assert size < 400_000, size  # etcd's limit is ~1.5 MiB per object
