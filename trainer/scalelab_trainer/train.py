@@ -108,8 +108,12 @@ def run_trial(
         hvd.broadcast_variables([*model.state, *opt.variables], root_rank=0)
 
     classify = ds.classes > 0
-    x = tf.constant(ds.x, model.dtype)
-    y = tf.constant(ds.y, tf.int64 if classify else model.dtype)
+    # The data lives on the device that computes (a GPU when one is visible), so no call
+    # copies the dataset from host memory.
+    device = "/GPU:0" if tf.config.list_logical_devices("GPU") else "/CPU:0"
+    with tf.device(device):
+        x = tf.identity(tf.constant(ds.x, model.dtype))
+        y = tf.identity(tf.constant(ds.y, tf.int64 if classify else model.dtype))
     n = ds.size
     measure_noise = cfg.gradient_noise_scale and (size > 1 or cfg.batch_size // size >= 2)
     layout = step.Layout(n, cfg.batch_size, size, rank, 2 if measure_noise and size == 1 else 1)
@@ -139,7 +143,8 @@ def run_trial(
         track_target=cfg.target_loss is not None,
         one_per_call=K == 1,
     )
-    full_loss = step.build_full_loss(model, layout, x, y)
+    chunk = 256 if cfg.model == "cnn" else 1024  # evaluation batch: bounded activation memory
+    full_loss = step.build_full_loss(model, layout, x, y, chunk)
     accuracy = (
         step.build_accuracy(
             model, layout, tf.constant(ds.x_test, tf.float32), tf.constant(ds.y_test, tf.int64)
