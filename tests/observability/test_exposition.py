@@ -29,6 +29,10 @@ def trainer_problems(scene: Scene) -> dict[str, list[str]]:
         for port in trial.ports:
             text = scrape(port)
             assert "scalelab_trainer_samples_total{" in text
+            samples = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+            print(
+                f"[measure] {trial.name}:{port} /metrics {len(text)} bytes, {len(samples)} samples"
+            )
             if found := promtool_check_metrics(text):
                 problems[f"{trial.name}:{port}"] = sorted(set(found.splitlines()))
     return problems
