@@ -43,20 +43,20 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sc.Scene]:
     operator.usage = Usage(requested=live_gpus, running=live_gpus, queued=2)
     operator.publish()
 
-    dcgm = sc.FakeDCGM()
-    dcgm_registry = CollectorRegistry()
-    dcgm_registry.register(dcgm)
-    dcgm_port, dcgm_server = sc.serve(dcgm_registry)
+    # One GPU node per live trial: the first exporter's scrape renames the pod labels, the
+    # second's keeps them (honorLabels), so the dashboard's join is checked both ways.
+    dcgm = [sc.start_dcgm(node, honor_labels=node == 1) for node in range(len(LIVE))]
 
     live = [sc.start_trainer(n, b, g, workdir) for n, (b, g) in zip(live_names, LIVE, strict=True)]
     sweep = sc.run_sweep(workdir)
-    s = sc.Scene(prom, workdir, live, operator, dcgm, dcgm_port, dcgm_server, started)
+    s = sc.Scene(prom, workdir, live, operator, dcgm, started)
     s.timings["prometheus_start_s"] = prom.start_seconds
     try:
         for t in live:
             sc.wait_serving(t, timeout=240)
         s.timings["trainers_serving_s"] = time.monotonic() - started
-        dcgm.pods = [t.pod(r) for t in live for r in range(t.gpus)]
+        for exporter, t in zip(dcgm, live, strict=True):
+            exporter.collector.pods = [t.pod(r) for r in range(t.gpus)]
         s.write_targets()
         sweep.wait(timeout=300)
         s.timings["sweep_done_s"] = time.monotonic() - started

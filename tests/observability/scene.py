@@ -7,9 +7,10 @@ Built once per package by conftest.py. What a cluster would provide is stood in 
   podTargetLabels) is written into the file_sd target groups, one group per rank (= worker pod);
 - the operator: `OperatorMetrics` in this process with an injected registry, fed the snapshot a
   reconcile would produce from the local sweep's results (rows via `scalelab.results.result_row`);
-- DCGM: no GPU here, so a tiny exporter serves `DCGM_FI_DEV_GPU_UTIL` with dcgm-exporter's
-  Kubernetes labels for the trainer pods, scraped as a ServiceMonitor would (pod labels renamed
-  exported_pod / exported_namespace, since honorLabels is off there by default).
+- DCGM: no GPU here, so tiny exporters serve `DCGM_FI_DEV_GPU_UTIL` with dcgm-exporter's
+  Kubernetes labels for the trainer pods: one scraped as a ServiceMonitor without honorLabels
+  would (its pod/namespace labels renamed exported_pod / exported_namespace), one as with
+  honorLabels (kept), so the dashboard's join is exercised both ways.
 """
 
 from __future__ import annotations
@@ -221,8 +222,9 @@ class FakeDCGM(Collector):
     """DCGM_FI_DEV_GPU_UTIL (percent) for one GPU per trainer pod, labelled as dcgm-exporter does
     with Kubernetes pod mapping on. Not a GPU measurement: a deterministic wave."""
 
-    def __init__(self) -> None:
+    def __init__(self, node: int) -> None:
         self.pods: list[str] = []
+        self.node = node
         self.started = time.monotonic()
 
     def collect(self) -> Iterator[Metric]:
@@ -230,13 +232,44 @@ class FakeDCGM(Collector):
         util = GaugeMetricFamily("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", labels=labels)
         t = time.monotonic() - self.started
         for i, pod in enumerate(self.pods):
-            value = 80 + 15 * math.sin(t / 10 + i)
+            value = 80 + 15 * math.sin(t / 10 + i + self.node)
             util.add_metric(
-                ["0", f"GPU-{i:08d}-fake", "nvidia0", "NVIDIA H100 80GB HBM3",
-                 f"gpu-node-{i}", "worker", NAMESPACE, pod],
+                [str(i), f"GPU-{self.node:04d}{i:04d}-fake", f"nvidia{i}", "NVIDIA H100 80GB HBM3",
+                 f"gpu-node-{self.node}", "worker", NAMESPACE, pod],
                 round(value),
             )  # fmt: skip
         yield util
+
+
+@dataclass
+class DCGMExporter:
+    """One fake dcgm-exporter pod (one node's GPUs) and how its scrape treats its pod labels."""
+
+    collector: FakeDCGM
+    port: int
+    server: Any
+    honor_labels: bool
+
+    def target_group(self) -> dict[str, Any]:
+        # honorLabels on: no target label collides, the series keep pod/namespace. Off: the
+        # exporter pod's own labels win and the series' become exported_pod/exported_namespace.
+        labels = {
+            "namespace": "gpu-operator",
+            "pod": f"nvidia-dcgm-exporter-node{self.collector.node}",
+            "container": "nvidia-dcgm-exporter",
+        }
+        return {
+            "targets": [f"127.0.0.1:{self.port}"],
+            "labels": {} if self.honor_labels else labels,
+        }
+
+
+def start_dcgm(node: int, honor_labels: bool) -> DCGMExporter:
+    registry = CollectorRegistry()
+    collector = FakeDCGM(node)
+    registry.register(collector)
+    port, server = serve(registry)
+    return DCGMExporter(collector, port, server, honor_labels)
 
 
 @dataclass
@@ -271,9 +304,7 @@ class Scene:
     workdir: Path
     live: list[LiveTrial]
     operator: OperatorEndpoint
-    dcgm: FakeDCGM
-    dcgm_port: int
-    dcgm_server: Any
+    dcgm: list[DCGMExporter]
     started: float
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -281,16 +312,7 @@ class Scene:
         """Every target group (the harness's set_targets takes one label set; we need several)."""
         groups = [g for t in self.live for g in t.target_groups()]
         groups.append({"targets": [f"127.0.0.1:{self.operator.port}"], "labels": {}})
-        groups.append(
-            {
-                "targets": [f"127.0.0.1:{self.dcgm_port}"],
-                "labels": {
-                    "namespace": "gpu-operator",
-                    "pod": "nvidia-dcgm-exporter-x7k2p",
-                    "container": "nvidia-dcgm-exporter",
-                },
-            }
-        )
+        groups += [d.target_group() for d in self.dcgm]
         tmp = self.prometheus.workdir / "targets.json.tmp"
         tmp.write_text(json.dumps(groups))
         tmp.replace(self.prometheus.workdir / "targets.json")
@@ -331,7 +353,8 @@ class Scene:
                     os.kill(pid, signal.SIGCONT)  # a stopped rank cannot handle SIGTERM
             if t.process.poll() is None:
                 processes.stop(t.process, grace_seconds=5)
-        self.dcgm_server.shutdown()
+        for d in self.dcgm:
+            d.server.shutdown()
         self.operator.server.shutdown()
 
 

@@ -87,6 +87,9 @@ def test_the_dcgm_panel_joins_gpu_utilization_to_trainer_pods(
         wait_until(joined, 15, "DCGM join")
     except TimeoutError:
         assert pods == expected
+    # Both ways a DCGM scrape may label its series were joined: renamed and kept pod labels.
+    assert scene.prometheus.query('DCGM_FI_DEV_GPU_UTIL{exported_pod!=""}')
+    assert scene.prometheus.query('DCGM_FI_DEV_GPU_UTIL{exported_pod="", pod=~".+-worker-.+"}')
 
 
 def test_scaling_efficiency_panel_shows_the_sweep_results(

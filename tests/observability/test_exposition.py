@@ -63,7 +63,7 @@ def test_the_operator_endpoint_passes_promtool_check_metrics(scene: Scene) -> No
 def test_prometheus_scrapes_every_target_healthy(scene: Scene) -> None:
     targets = scene.prometheus.active_targets()
     unhealthy = [(t["scrapeUrl"], t["lastError"]) for t in targets if t["health"] != "up"]
-    assert len(targets) == sum(t.gpus for t in scene.live) + 2
+    assert len(targets) == sum(t.gpus for t in scene.live) + 1 + len(scene.dcgm)
     assert not unhealthy
     slowest = max(t["lastScrapeDuration"] for t in targets)
     print(f"[measure] {len(targets)} targets, slowest scrape {slowest * 1000:.1f} ms")
