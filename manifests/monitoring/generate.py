@@ -157,8 +157,8 @@ def rule_groups(**windows: str) -> dict[str, Any]:
 # --- dashboard ---------------------------------------------------------------------------------
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
-TRAINER = 'namespace=~"$namespace", experiment="$experiment"'
-OPERATOR = 'namespace=~"$namespace", experiment="$experiment"'
+#: The series of the chosen experiment (trainer and operator series both carry these labels).
+SELECT = 'namespace=~"$namespace", experiment="$experiment"'
 CONFIG = "B={{batch_size}} N={{gpus}}"
 
 
@@ -183,8 +183,10 @@ def _panel(
     *,
     pos: tuple[int, int, int, int],
     unit: str = "short",
+    axis: str = "",
     **extra: Any,
 ) -> dict[str, Any]:
+    """A panel; `unit` is a Grafana unit id, `axis` an axis label for units Grafana lacks."""
     x, y, w, h = pos
     panel: dict[str, Any] = {
         "title": title,
@@ -193,9 +195,11 @@ def _panel(
         "datasource": DS,
         "gridPos": {"x": x, "y": y, "w": w, "h": h},
         "targets": targets,
-        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "fieldConfig": {"defaults": {"unit": unit, "custom": {}}, "overrides": []},
         "options": {},
     }
+    if axis:
+        panel["fieldConfig"]["defaults"]["custom"]["axisLabel"] = axis
     panel.update(extra)
     return panel
 
@@ -240,12 +244,12 @@ def panels() -> list[dict[str, Any]]:
             [
                 _target(
                     "sum by (batch_size, gpus, trial) (rate(scalelab_trainer_samples_total"
-                    f"{{{TRAINER}}}[$__rate_interval]))",
+                    f"{{{SELECT}}}[$__rate_interval]))",
                     CONFIG,
                 )
             ],
             pos=(0, 1, 12, 8),
-            unit="samples/s",
+            axis="samples/s",
         )
     )
     out.append(
@@ -257,7 +261,7 @@ def panels() -> list[dict[str, Any]]:
             [
                 _target(
                     "histogram_quantile(0.9, sum by (le, batch_size, gpus, trial) (rate("
-                    f"scalelab_trainer_step_duration_seconds_bucket{{{TRAINER}, {live}}}"
+                    f"scalelab_trainer_step_duration_seconds_bucket{{{SELECT}, {live}}}"
                     "[$__rate_interval])))",
                     CONFIG,
                 )
@@ -287,13 +291,13 @@ def panels() -> list[dict[str, Any]]:
             [
                 _target(
                     "max by (batch_size, gpus, trial) (scalelab_trainer_loss"
-                    f'{{{TRAINER}, {live}, kind="{kind}"}})',
+                    f'{{{SELECT}, {live}, kind="{kind}"}})',
                     CONFIG,
                 )
             ],
             pos=(12 * i, 9, 12, 8),
         )
-        panel["fieldConfig"]["defaults"]["custom"] = _timeseries(log=True)
+        panel["fieldConfig"]["defaults"]["custom"] |= _timeseries(log=True)
         out.append(panel)
     out.append(
         _panel(
@@ -304,7 +308,7 @@ def panels() -> list[dict[str, Any]]:
             [
                 _target(
                     "max by (batch_size, gpus, trial) (scalelab_trainer_gradient_noise_scale"
-                    f"{{{TRAINER}, {live}}})",
+                    f"{{{SELECT}, {live}}})",
                     CONFIG,
                 )
             ],
@@ -312,7 +316,7 @@ def panels() -> list[dict[str, Any]]:
             unit="short",
         )
     )
-    out[-1]["fieldConfig"]["defaults"]["custom"] = _timeseries(log=True)
+    out[-1]["fieldConfig"]["defaults"]["custom"] |= _timeseries(log=True)
     out.append(
         _panel(
             "GPU utilization of the experiment's pods (DCGM)",
@@ -328,7 +332,7 @@ def panels() -> list[dict[str, Any]]:
                     '    "namespace", "$1", "exported_namespace", "(.+)")\n'
                     "  * on (namespace, pod) group_left (batch_size, gpus)\n"
                     "  group by (namespace, pod, batch_size, gpus) (\n"
-                    f"    scalelab_trainer_samples_total{{{TRAINER}}})\n"
+                    f"    scalelab_trainer_samples_total{{{SELECT}}})\n"
                     ")",
                     "{{pod}} GPU {{gpu}} (" + CONFIG + ")",
                 )
@@ -348,7 +352,7 @@ def panels() -> list[dict[str, Any]]:
             [
                 _target(
                     "avg by (batch_size, gpus) (scalelab_trial_result_scaling_efficiency_ratio"
-                    f"{{{OPERATOR}}})",
+                    f"{{{SELECT}}})",
                     instant=True,
                     table=True,
                 )
@@ -367,13 +371,13 @@ def panels() -> list[dict[str, Any]]:
             [
                 _target(
                     "avg by (batch_size, gpus) (scalelab_trial_result_samples_per_second"
-                    f"{{{OPERATOR}}})",
+                    f"{{{SELECT}}})",
                     instant=True,
                     table=True,
                 )
             ],
             pos=(12, 26, 12, 9),
-            unit="samples/s",
+            axis="samples/s",
             transformations=_matrix("gpus", "batch_size"),
             options={"xField": "gpus\\batch_size", "showValue": "auto"},
         )
@@ -387,7 +391,7 @@ def panels() -> list[dict[str, Any]]:
             [
                 _target(
                     "avg by (batch_size, gpus) (scalelab_trial_result_time_to_target_seconds"
-                    f"{{{OPERATOR}}})",
+                    f"{{{SELECT}}})",
                     instant=True,
                     table=True,
                 )
@@ -405,7 +409,7 @@ def panels() -> list[dict[str, Any]]:
             "How far the sweep is: trials Pending, Running, Succeeded, Diverged, Failed, Skipped.",
             [
                 _target(
-                    f"sum by (phase) (scalelab_operator_trials{{{OPERATOR}}})",
+                    f"sum by (phase) (scalelab_operator_trials{{{SELECT}}})",
                     "{{phase}}",
                     instant=True,
                 )

@@ -21,7 +21,7 @@ from matplotlib.axes import Axes
 from tests.harness.prometheus import Prometheus
 from tests.observability import grafana
 
-UNITS = {"samples/s": "samples/s", "s": "s", "percent": "%", "percentunit": "", "short": ""}
+UNITS = {"s": "s", "percent": "%", "percentunit": "", "short": ""}
 
 
 def legend(fmt: str, labels: dict[str, str]) -> str:
@@ -109,7 +109,8 @@ def render(
         ax = fig.add_subplot(
             grid[g["y"] + 1 : g["y"] + g["h"] - 1, g["x"] + 1 : g["x"] + g["w"] - 1]
         )
-        unit = UNITS.get(panel["fieldConfig"]["defaults"]["unit"], "")
+        defaults = panel["fieldConfig"]["defaults"]
+        unit = defaults["custom"].get("axisLabel") or UNITS.get(defaults["unit"], "")
         ax.set_title(panel["title"], fontsize=9, loc="left")
         ax.tick_params(labelsize=7)
         if unit:
