@@ -137,3 +137,25 @@ def test_status_reporting_to_an_unreachable_cluster_never_stops_training(tmp_pat
     assert r.returncode == 0
     assert parse_events(r.stdout)[-1]["phase"] == "Succeeded"
     assert r.stderr.count("status patch failed") == 4  # 3 progress patches + the result
+
+
+def test_the_same_command_line_runs_under_mpirun_as_under_horovodrun() -> None:
+    args = ["--trial", "mpi", "--batch-size", "10", "--max-epochs", "2"]
+    # No core binding and no busy polling: on a shared 2-core machine either costs ~4x.
+    mpirun = ["mpirun", "--allow-run-as-root", "-np", "2", "--bind-to", "none", "--mca",
+              "mpi_yield_when_idle", "1", "-x", "TF_CPP_MIN_LOG_LEVEL"]  # fmt: skip
+    r = subprocess.run(
+        [*mpirun, *MODULE, *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+        env=quiet_env(),
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    under_mpi = parse_events(r.stdout)[-1]
+    alone = run_trainer(args).result
+    assert under_mpi["processes"] == 2
+    assert alone["processes"] == 1
+    assert under_mpi["params"]["w"] == pytest.approx(alone["params"]["w"], rel=1e-6)
+    assert under_mpi["params"]["b"] == pytest.approx(alone["params"]["b"], rel=1e-6)

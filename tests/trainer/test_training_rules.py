@@ -24,41 +24,15 @@ OPTIMIZERS = {
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    warmup = "--trial warmup --batch-size 20 --reference-batch-size 10 --lr-scaling linear "
+    warmup += "--learning-rate 0.001 --warmup-epochs 2 --max-epochs 4 --relative-tolerance 0"
+    cnn = "--trial cnn --model cnn --dataset synthetic-images --image-size 16 --dataset-size 64 "
+    cnn += "--batch-size 16 --max-epochs 2 --learning-rate 0.01 --relative-tolerance 0"
+    each = ["--batch-size", "10", "--max-epochs", "20", "--relative-tolerance", "0"]
     trials = [
-        [
-            "--trial",
-            "warmup",
-            "--batch-size",
-            "20",
-            "--reference-batch-size",
-            "10",
-            "--lr-scaling",
-            "linear",
-            "--learning-rate",
-            "0.001",
-            "--warmup-epochs",
-            "2",
-            "--max-epochs",
-            "4",
-            "--relative-tolerance",
-            "0",
-        ],
-        *[
-            [
-                "--trial",
-                k,
-                "--optimizer",
-                k,
-                "--batch-size",
-                "10",
-                "--max-epochs",
-                "20",
-                "--relative-tolerance",
-                "0",
-                *v,
-            ]
-            for k, v in OPTIMIZERS.items()
-        ],
+        warmup.split(),
+        *[["--trial", k, "--optimizer", k, *each, *v] for k, v in OPTIMIZERS.items()],
+        cnn.split(),
     ]
     path = Path(tmp_path_factory.mktemp("rules")) / "trials.json"
     path.write_text(json.dumps(trials))
@@ -94,3 +68,12 @@ def test_every_optimizer_trains_the_line_on_two_processes(run: Run, optimizer: s
     assert res["config"]["optimizer"] == optimizer
     assert res["finalLoss"] < 0.2 * res["initialLoss"]
     assert res["processes"] == 2
+
+
+def test_cnn_on_synthetic_images_trains_and_reports_throughput_on_two_processes(run: Run) -> None:
+    res = run.of("result", "cnn")[0]
+    assert res["phase"] == "Succeeded"
+    assert res["steps"] == 8
+    assert res["samplesPerSecond"] > 0
+    assert res["stepTimeSplit"]["computeSeconds"] > 0
+    assert res["params"]["count"] > 10000  # a residual network, not a toy layer
