@@ -59,6 +59,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sc.Scene]:
             exporter.collector.pods = [t.pod(r) for r in range(t.gpus)]
         s.write_targets()
         sweep.wait(timeout=300)
+        assert sweep.returncode == 0, (workdir / "sweep.log").read_text()[-3000:]
         s.timings["sweep_done_s"] = time.monotonic() - started
         operator.rows = sc.sweep_rows(workdir)
         operator.phases |= {r.trial: r.phase for r in operator.rows}

@@ -125,7 +125,7 @@ def render(
     fig.suptitle(
         f"{dashboard['title']} — experiment {values.get('experiment')}, namespace "
         f"{values.get('namespace')}. Drawn with matplotlib from a real Prometheus's query results "
-        "in tests/observability (no Grafana); DCGM values come from a fake exporter.",
+        "in tests/observability (no Grafana); DCGM values come from fake exporters.",
         fontsize=9,
         y=0.993,
     )

@@ -208,14 +208,17 @@ def scrape(port: int) -> str:
 
 
 def wait_serving(trial: LiveTrial, timeout: float) -> None:
-    """Until every rank serves samples_total (the trainer has started its first trial)."""
-
-    def ready() -> bool:
+    """Until every rank serves samples_total (the trainer has started its first trial); fails at
+    once, with the trainer's log, when it exits instead."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         if trial.process.poll() is not None:
             raise RuntimeError(f"{trial.name} exited:\n{trial.log.read_text()[-3000:]}")
-        return all("scalelab_trainer_samples_total{" in scrape(p) for p in trial.ports)
-
-    wait_until(ready, timeout, f"trainer {trial.name} /metrics")
+        with contextlib.suppress(OSError):
+            if all("scalelab_trainer_samples_total{" in scrape(p) for p in trial.ports):
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"{trial.name} serves no samples after {timeout:.0f} s")
 
 
 class FakeDCGM(Collector):
