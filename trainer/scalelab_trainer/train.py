@@ -144,7 +144,9 @@ def run_trial(
         one_per_call=K == 1,
     )
     chunk = 256 if cfg.model == "cnn" else 1024  # evaluation batch: bounded activation memory
-    full_loss = step.build_full_loss(model, layout, x, y, chunk)
+    # Linear models: the exact quadratic form, eagerly (nothing to trace); others: compiled.
+    compiled_loss = None if quad else step.build_full_loss(model, layout, x, y, chunk)
+    full_loss: Callable[[], tf.Tensor] = quad or compiled_loss  # type: ignore[assignment]
     accuracy = (
         step.build_accuracy(
             model, layout, tf.constant(ds.x_test, tf.float32), tf.constant(ds.y_test, tf.int64)
@@ -188,7 +190,8 @@ def run_trial(
     loop.get_concrete_function(
         *scalar, tf.TensorSpec([], tf.float64), tf.TensorSpec([], tf.float64)
     )
-    full_loss.get_concrete_function()
+    if compiled_loss is not None:
+        compiled_loss.get_concrete_function()
     compile_seconds = time.perf_counter() - t_compile
     loss0 = float(full_loss())
     limit = cfg.divergence_factor * max(loss0, 1e-12)
