@@ -364,7 +364,9 @@ def run_trial(
         "warnings": warnings,
         "interrupted": interrupted,
     }
-    if phase == "Succeeded" and not interrupted and clock.steps:
+    # The compute/communication split costs one more trace; it matters for throughput
+    # workloads, not for the line (whose steps take microseconds).
+    if phase == "Succeeded" and not interrupted and clock.steps and lin is None:
         probe = step.build_step_loop(
             model,
             opt,
