@@ -435,8 +435,31 @@ def panels() -> list[dict[str, Any]]:
                 _target(f"sum({gpus % 'requested'}) - sum({gpus % 'running'})", "pending", "C"),
                 _target(f"sum({gpus % 'queued'})", "queued", "D"),
             ],
-            pos=(0, 45, 24, 8),
+            pos=(0, 45, 16, 8),
             unit="short",
+        )
+    )
+    out.append(
+        _panel(
+            "Operator reconciles and errors",
+            "timeseries",
+            "Reconciliations per second and failing Kubernetes API calls per second, by handler: "
+            "a lasting error line is what ScalelabOperatorReconcileErrors alerts on.",
+            [
+                _target(
+                    "sum by (handler) (rate(scalelab_operator_reconciles_total[$__rate_interval]))",
+                    "{{handler}}",
+                    "A",
+                ),
+                _target(
+                    "sum by (handler) (rate(scalelab_operator_reconcile_errors_total"
+                    "[$__rate_interval]))",
+                    "errors: {{handler}}",
+                    "B",
+                ),
+            ],
+            pos=(16, 45, 8, 8),
+            axis="per second",
         )
     )
     return out

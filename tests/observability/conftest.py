@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 
@@ -36,12 +37,25 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sc.Scene]:
     metrics = OperatorMetrics(registry)
     port, server = sc.serve(registry)
     operator = sc.OperatorEndpoint(registry, metrics, port, server)
+    # The errors series exists before the first error, as it should in the operator (reported:
+    # a labelled counter without children exports nothing, so rate() misses the first error).
+    metrics.reconcile_errors.labels("apply")
     live_names = [trial_name(sc.EXPERIMENT, b, g) for b, g in LIVE]
     operator.phases = {trial_name(sc.EXPERIMENT, b, g): TrialPhase.PENDING for b, g in SWEEP_GRID}
     operator.phases |= dict.fromkeys(live_names, TrialPhase.RUNNING)
     live_gpus = sum(g for _, g in LIVE)
     operator.usage = Usage(requested=live_gpus, running=live_gpus, queued=2)
     operator.publish()
+    # The reconcile timer (every 2 s in the shipped Deployment) counts a pass even when the
+    # snapshot does not change; tests that change it call publish() themselves.
+    ticking = threading.Event()
+
+    def tick() -> None:
+        while not ticking.wait(2):
+            metrics.reconciles.labels("reconcile").inc()
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
 
     # One GPU node per live trial: the first exporter's scrape renames the pod labels, the
     # second's keeps them (honorLabels), so the dashboard's join is checked both ways.
@@ -70,6 +84,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sc.Scene]:
         s.timings["scene_ready_s"] = time.monotonic() - started
         yield s
     finally:
+        ticking.set()
         if sweep.poll() is None:
             sc.processes.stop(sweep, grace_seconds=5)
         s.stop()

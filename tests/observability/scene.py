@@ -288,8 +288,9 @@ class OperatorEndpoint:
     rows: list[ResultRow] = field(default_factory=list)
 
     def publish(self) -> None:
-        """What every reconcile does: replace the experiment's snapshot."""
+        """What every reconcile does (scalelab.kube.operations): count it, replace the snapshot."""
         snap = Snapshot(dict(self.phases), self.usage, list(self.rows))
+        self.metrics.reconciles.labels("reconcile").inc()
         self.metrics.observe(NAMESPACE, EXPERIMENT, snap)
 
 
