@@ -9,9 +9,10 @@ kopf handlers in a worker thread (the kubernetes client is synchronous).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -20,10 +21,12 @@ from scalelab.api import GROUP, VERSION
 from scalelab.kube import mpijob
 from scalelab.kube.reconcile import Actions, Memory, trial_body
 from scalelab.kube.settings import Config
+from scalelab.planner import PlannedTrial
 
 EXPERIMENTS, TRIALS = "scaleexperiments", "scaletrials"
 MERGE = "application/merge-patch+json"
-CONFLICT = 409
+CONFLICT, NOT_FOUND = 409, 404
+T = TypeVar("T")
 
 
 @dataclass
@@ -31,12 +34,15 @@ class Kube:
     """The API clients the operator uses, built once from the loaded configuration."""
 
     api: client.ApiClient
+    parallelism: int = 8  # concurrent API calls within one step of a pass
     custom: client.CustomObjectsApi = field(init=False)
     core: client.CoreV1Api = field(init=False)
     rbac: client.RbacAuthorizationV1Api = field(init=False)
     writes: int = 0  # API writes made by this process (the benchmark reads it)
 
     def __post_init__(self) -> None:
+        # One pooled connection per concurrent call (urllib3 warns and discards beyond it).
+        self.api.rest_client.pool_manager.connection_pool_kw["maxsize"] = self.parallelism
         self.custom = client.CustomObjectsApi(self.api)
         self.core = client.CoreV1Api(self.api)
         self.rbac = client.RbacAuthorizationV1Api(self.api)
@@ -99,8 +105,10 @@ def apply(  # noqa: PLR0917 - one pass's inputs
     memory: Memory,
     config: Config,
 ) -> None:
-    """Create trials, launch MPIJobs, patch trial and experiment status, in that order."""
-    for trial in actions.create_trials:
+    """Create trials, launch MPIJobs, patch trial and experiment status, in that order; the calls
+    of each step run `kube.parallelism` at a time (a pass over a big grid is API latency bound)."""
+
+    def create_trial(trial: PlannedTrial) -> None:
         made = _create(
             kube,
             kube.custom.create_namespaced_custom_object,
@@ -108,24 +116,45 @@ def apply(  # noqa: PLR0917 - one pass's inputs
         )  # fmt: skip
         if made is not None:
             memory.created[trial.name] = str(made["metadata"]["uid"])
-    for trial, uid in actions.launch:
+
+    def launch(item: tuple[PlannedTrial, str]) -> None:
+        trial, uid = item
         _create(
             kube,
             kube.custom.create_namespaced_custom_object,
             mpijob.MPIJOB_GROUP, mpijob.MPIJOB_VERSION, namespace, mpijob.MPIJOB_PLURAL,
             mpijob.render(trial, namespace, uid, config),
         )  # fmt: skip
-    for name, patch in actions.trial_status.items():
+
+    def patch_trial(item: tuple[str, dict[str, Any]]) -> None:
+        name, patch = item
         kube.writes += 1
         try:
             kube.custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, namespace, TRIALS, name, {"status": patch}, _content_type=MERGE
             )
         except ApiException as error:
-            if error.status != 404:  # deleted meanwhile: the next pass recreates it
+            if error.status != NOT_FOUND:  # deleted meanwhile: the next pass recreates it
                 raise
             memory.written.pop(name, None)
+
+    _each(kube, create_trial, actions.create_trials)
+    _each(kube, launch, actions.launch)
+    _each(kube, patch_trial, list(actions.trial_status.items()))
     if actions.experiment_status is not None:
         patch_experiment_status(
             kube, namespace, str(owner["metadata"]["name"]), actions.experiment_status
         )
+
+
+def _each(kube: Kube, fn: Callable[[T], None], items: Sequence[T]) -> None:
+    """fn over items, `kube.parallelism` at a time; the first error is raised after all ran."""
+    if len(items) <= 1:
+        for item in items:
+            fn(item)
+        return
+    with ThreadPoolExecutor(max_workers=min(kube.parallelism, len(items))) as pool:
+        futures = [pool.submit(fn, item) for item in items]
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]  # type: ignore[misc]

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -63,6 +63,18 @@ class OperatorMetrics(Collector):
             "scalelab_operator_reconciles_total",
             "Reconciliations run, by handler id.",
             ["handler"],
+            registry=registry,
+        )
+        self.reconcile_seconds = Histogram(
+            "scalelab_operator_reconcile_duration_seconds",
+            "Wall time of one reconciliation pass (decide and API writes), by handler id.",
+            ["handler"],
+            buckets=(0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30),
+            registry=registry,
+        )
+        self.api_writes = Counter(
+            "scalelab_operator_api_writes_total",
+            "API writes made by the operator's reconciliations (kopf's own not included).",
             registry=registry,
         )
         registry.register(self)

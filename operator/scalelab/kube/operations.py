@@ -10,6 +10,7 @@ Ready=False/InvalidSpec condition; an API failure is a `kopf.TemporaryError` ret
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -149,6 +150,7 @@ async def _pass(  # noqa: PLR0917
     seen_jobs: list[JobState] = list(jobs.get(key, []))
     memory = _memory(memo)
     ctx.metrics.reconciles.labels("reconcile").inc()
+    started, writes = time.monotonic(), ctx.kube.writes
     decision = decide(cache.experiment, body, seen_trials, seen_jobs, memory, planned=cache.trials)
     try:
         await _call(
@@ -160,6 +162,8 @@ async def _pass(  # noqa: PLR0917
     for kind, reason, message in decision.actions.events:
         kopf.event(body, type=kind, reason=reason, message=message)
     ctx.metrics.observe(*key, Snapshot(decision.phases, decision.usage, decision.rows))
+    ctx.metrics.api_writes.inc(ctx.kube.writes - writes)
+    ctx.metrics.reconcile_seconds.labels("reconcile").observe(time.monotonic() - started)
 
 
 async def _call(ctx: Context, fn: Any, *args: Any) -> None:

@@ -456,11 +456,11 @@ def decide(  # noqa: PLR0917 - the inputs of one pass, all required
             continue
         phase, reason = phases[p.name]
         seen = by_trial.get(p.name)
-        current = (seen.phase, seen.reason) if seen is not None else (None, "")
-        if current == (phase, reason):
+        # Written on a change of phase only (a reason rides along): one write per transition.
+        if seen is not None and seen.phase is phase:
             memory.written.pop(p.name, None)
             continue
-        if memory.written.get(p.name) == (phase, reason):
+        if p.name in memory.written and memory.written[p.name][0] is phase:
             continue
         patch: dict[str, Any] = {"phase": phase.value, "reason": reason}
         if phase is TrialPhase.RUNNING and (seen is None or not seen.start_time):

@@ -1,0 +1,232 @@
+"""Benchmark: a 1,000-point ScaleExperiment against the real control plane and the real operator.
+
+Run: .venv/bin/python bench/operator_1000_points.py [--concurrent 50] [--interval 1]
+
+Starts etcd + kube-apiserver + controller manager (tests/harness), `kubectl apply -k manifests/`,
+the real MPIJob CRD, and `scalelab operator` as its ServiceAccount. Applies a sweep of
+20 batch sizes × 5 GPU counts × 10 repeats and measures:
+  - seconds from apply until all 1,000 ScaleTrials exist, and until the first wave of MPIJobs
+    (maxConcurrentTrials of them) exists;
+  - with an instant stand-in (each MPIJob "runs" at once: the trial's result is patched as rank 0
+    would, then the MPIJob is marked Succeeded), seconds until the experiment is Succeeded;
+  - the experiment's status size in bytes (compact JSON, as etcd stores it) with 1,000 rows;
+  - the operator's resident memory (now and peak);
+  - API writes per trial, from the API server's own apiserver_request_total counters, minus the
+    stand-in's writes (2 per trial).
+Not a test: figures depend on this machine's load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import yaml
+from kubernetes import client, config, watch
+from prometheus_client.parser import text_string_to_metric_families
+from tests.cluster.processes import Operator, install
+from tests.harness.controlplane import ControlPlane, start_control_plane
+
+NS = "bench"
+NAME = "thousand"
+MERGE = "application/merge-patch+json"
+WRITE_VERBS = {"POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE"}
+
+
+def experiment(concurrent: int) -> dict[str, Any]:
+    """20 batch sizes × 5 GPU counts × 10 repeats = 1,000 trials, all runnable."""
+    return {
+        "apiVersion": "scalelab.dev/v1alpha1",
+        "kind": "ScaleExperiment",
+        "metadata": {"name": NAME},
+        "spec": {
+            "workload": {"model": "linear", "dataset": "lab1-line", "datasetSize": 1_000_000},
+            "sweep": {
+                "batchSizes": [2**i * 16 for i in range(10)] + [3 * 2**i * 16 for i in range(10)],
+                "gpus": [1, 2, 4, 8, 16],
+                "repeats": 10,
+            },
+            "training": {"maxEpochs": 10},
+            "resources": {"gpusPerProcess": 1},
+            "execution": {"maxConcurrentTrials": concurrent, "maxGPUs": 4096},
+        },
+    }
+
+
+class InstantStandIn:
+    """Each new MPIJob: patch the trial's result (as rank 0), then mark the MPIJob Succeeded."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        self.api = client.CustomObjectsApi(
+            config.new_client_from_config(config_file=str(kubeconfig))
+        )
+        self.pool = ThreadPoolExecutor(max_workers=8)
+        self.done: set[str] = set()
+        self.writes = 0
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        while not self.stop.is_set():
+            try:
+                for event in watch.Watch().stream(
+                    self.api.list_namespaced_custom_object,
+                    "kubeflow.org", "v2beta1", NS, "mpijobs", timeout_seconds=5,
+                ):  # fmt: skip
+                    name = event["object"]["metadata"]["name"]
+                    with self.lock:
+                        if name in self.done:
+                            continue
+                        self.done.add(name)
+                    self.pool.submit(self._finish, name)
+            except Exception as e:  # the watch times out or the server hiccups: re-list
+                print(f"standin: {e!r}", file=sys.stderr)
+
+    def _finish(self, name: str) -> None:
+        result = {
+            "phase": "Succeeded", "reason": "converged", "epochs": 10, "steps": 1234,
+            "finalLoss": 0.5 + hash(name) % 1000 / 1e4, "samplesPerSecond": 1e4 + hash(name) % 5000,
+            "seconds": 3.21, "params": {"w": 10.01, "b": 1.99},
+        }  # fmt: skip
+        self.api.patch_namespaced_custom_object_status(
+            "scalelab.dev", "v1alpha1", NS, "scaletrials", name, {"status": {"result": result}},
+            _content_type=MERGE,
+        )  # fmt: skip
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        conditions = [
+            {"type": kind, "status": "True", "reason": f"MPIJob{kind}", "lastTransitionTime": now}
+            for kind in ("Created", "Succeeded")
+        ]
+        self.api.patch_namespaced_custom_object_status(
+            "kubeflow.org", "v2beta1", NS, "mpijobs", name,
+            {"status": {"conditions": conditions, "completionTime": now}}, _content_type=MERGE,
+        )  # fmt: skip
+        with self.lock:
+            self.writes += 2
+
+
+def count(api: client.CustomObjectsApi, group: str, plural: str) -> int:
+    """Objects of a kind in the bench namespace, from a one-item page (cheap at any size)."""
+    version = "v1alpha1" if group == "scalelab.dev" else "v2beta1"
+    page = api.list_namespaced_custom_object(group, version, NS, plural, limit=1)
+    return len(page["items"]) + int(page["metadata"].get("remainingItemCount") or 0)
+
+
+def api_writes(cp: ControlPlane) -> Counter[str]:
+    """apiserver_request_total of write verbs, by resource[/subresource]."""
+    code, body = cp.get("/metrics")
+    assert code == 200
+    out: Counter[str] = Counter()
+    for family in text_string_to_metric_families(body.decode()):
+        if family.name != "apiserver_request":
+            continue
+        for s in family.samples:
+            if s.name.endswith("_total") and s.labels.get("verb") in WRITE_VERBS:
+                res = s.labels.get("resource", "")
+                sub = s.labels.get("subresource", "")
+                out[f"{s.labels['verb']} {res}{'/' + sub if sub else ''}"] += int(s.value)
+    return out
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of a process, MiB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--concurrent", type=int, default=50, help="maxConcurrentTrials (first wave)")
+    ap.add_argument("--interval", type=float, default=1.0, help="operator reconcile interval, s")
+    ap.add_argument("--timeout", type=float, default=900.0)
+    args = ap.parse_args()
+
+    cp = start_control_plane()
+    op: Operator | None = None
+    try:
+        install(cp)
+        cp.kubectl("create", "namespace", NS)
+        op = Operator(
+            cp,
+            cp.workdir,
+            env={"SCALELAB_RECONCILE_INTERVAL_SECONDS": str(args.interval)},
+        ).start()
+        api = client.CustomObjectsApi(config.new_client_from_config(config_file=str(cp.kubeconfig)))
+        assert op.proc is not None
+        time.sleep(2)
+        rss_idle, _ = rss_mib(op.proc.pid)
+        before = api_writes(cp)
+        standin = InstantStandIn(cp.kubeconfig)
+
+        t0 = time.monotonic()
+        cp.kubectl("apply", "-n", NS, "-f", "-", input=yaml.safe_dump(experiment(args.concurrent)))
+        t_trials = t_wave = t_done = None
+        while time.monotonic() - t0 < args.timeout:
+            elapsed = time.monotonic() - t0
+            if t_trials is None and count(api, "scalelab.dev", "scaletrials") >= 1000:
+                t_trials = elapsed
+                print(f"all 1000 ScaleTrials exist after {t_trials:.1f} s", flush=True)
+            if t_wave is None and count(api, "kubeflow.org", "mpijobs") >= args.concurrent:
+                t_wave = elapsed
+                print(f"first wave of {args.concurrent} MPIJobs after {t_wave:.1f} s", flush=True)
+            if t_wave is not None:
+                # Reading the 250 kB experiment is itself load: every 2 s, after the first wave.
+                body = api.get_namespaced_custom_object(
+                    "scalelab.dev", "v1alpha1", NS, "scaleexperiments", NAME
+                )
+                if (body.get("status") or {}).get("phase") == "Succeeded":
+                    t_done = elapsed
+                    break
+                time.sleep(1.5)
+            time.sleep(0.5)
+        rss_now, rss_peak = rss_mib(op.proc.pid)
+        standin.stop.set()
+        status = body.get("status") or {}
+        status_bytes = len(json.dumps(status, separators=(",", ":")))
+        object_bytes = len(json.dumps(body, separators=(",", ":")))
+        after = api_writes(cp)
+        delta = after - before
+        operator_writes = sum(delta.values()) - standin.writes
+        print(f"experiment Succeeded after {t_done if t_done is None else round(t_done, 1)} s")
+        print(f"status: {status_bytes} bytes ({len(status.get('results', []))} result rows); "
+              f"whole object {object_bytes} bytes")  # fmt: skip
+        print(
+            f"operator RSS: idle {rss_idle:.0f} MiB, now {rss_now:.0f} MiB, peak {rss_peak:.0f} MiB"
+        )
+        per_trial = operator_writes / 1000
+        print(
+            f"API writes: {sum(delta.values())} total, stand-in {standin.writes}, "
+            f"operator+kopf+controllers {operator_writes} = {per_trial:.2f} per trial"
+        )
+        for family in text_string_to_metric_families(op.metrics()):
+            for sample in family.samples:
+                if sample.name.startswith(
+                    ("scalelab_operator_reconcile_duration_seconds_", "scalelab_operator_api_")
+                ) and not sample.name.endswith("_created"):
+                    print(f"  operator {sample.name} {sample.labels} {sample.value:g}")
+        for key, value in sorted(delta.items(), key=lambda kv: -kv[1]):
+            print(f"  {value:6d}  {key}")
+        print(f"control plane RSS MiB: { {k: round(v) for k, v in cp.memory_rss_mib().items()} }")
+    finally:
+        if op is not None:
+            op.stop()
+        cp.stop()
+        shutil.rmtree(cp.workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

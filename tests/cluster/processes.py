@@ -1,0 +1,98 @@
+"""The scalelab install and the operator process, shared by the cluster tests and the benchmarks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from tests.harness.controlplane import ControlPlane
+from tests.harness.ports import free_port, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+OPERATOR_NS, OPERATOR_SA = "scalelab-system", "scalelab-operator"
+CRDS = ("scaleexperiments.scalelab.dev", "scaletrials.scalelab.dev", "mpijobs.kubeflow.org")
+ESTABLISHED = "jsonpath={.status.conditions[?(@.type=='Established')].status}"
+
+
+def install(cp: ControlPlane) -> ControlPlane:
+    """`kubectl apply -k manifests/` and the real MPIJob CRD; waits until the CRDs serve."""
+    cp.kubectl("apply", "-k", str(REPO / "manifests"))
+    # The MPIJob CRD is too large for client-side apply's last-applied annotation.
+    cp.kubectl("apply", "--server-side", "-f", str(cp.bin / "mpijobs-crd.yaml"))
+    for crd in CRDS:
+        wait_until(
+            lambda crd=crd: "True" in cp.kubectl("get", "crd", crd, "-o", ESTABLISHED).stdout,
+            60,
+            f"CRD {crd} established",
+        )
+    return cp
+
+
+class Operator:
+    """`python -m scalelab operator -A` as a subprocess with the operator ServiceAccount's token."""
+
+    def __init__(self, cp: ControlPlane, workdir: Path, env: dict[str, str] | None = None) -> None:
+        self.cp, self.workdir, self.extra_env = cp, workdir, env or {}
+        self.metrics_port = free_port()
+        self.liveness_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> Operator:
+        kubeconfig = self.cp.service_account_kubeconfig(
+            OPERATOR_NS, OPERATOR_SA, self.workdir / "operator.kubeconfig"
+        )
+        env = dict(os.environ)
+        env.update(
+            KUBECONFIG=str(kubeconfig),
+            SCALELAB_RECONCILE_INTERVAL_SECONDS="0.5",
+            # Trials run side by side on one machine here: no fixed per-rank metrics ports.
+            SCALELAB_TRAINER_METRICS_PORT="0",
+        )
+        env.update(self.extra_env)
+        self.starts += 1
+        log = open(self.workdir / f"operator-{self.starts}.log", "wb")  # noqa: SIM115 - process lifetime
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "scalelab", "operator", "--all-namespaces",
+                f"--metrics-port={self.metrics_port}", f"--liveness-port={self.liveness_port}",
+            ],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True,
+        )  # fmt: skip
+        wait_until(self.healthy, 60, "scalelab operator /healthz")
+        return self
+
+    def healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"operator exited {self.proc.returncode}:\n{self.log_tail()}")
+        url = f"http://127.0.0.1:{self.liveness_port}/healthz"
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return bool(r.status == 200)
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, like a node dying under the operator."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return str(r.read().decode())
+
+    def log_tail(self, lines: int = 60) -> str:
+        path = self.workdir / f"operator-{self.starts}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
