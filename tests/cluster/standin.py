@@ -72,6 +72,7 @@ class StandIn:
     admin_kubeconfig: Path
     token_kubeconfig: Callable[[str, str], Path]  # (namespace, service account) → kubeconfig
     fail: dict[str, str] = field(default_factory=dict)  # trial/job name → failure message
+    ignore: set[str] = field(default_factory=set)  # namespaces left to another controller
     runs: list[Run] = field(default_factory=list)
     uids: dict[str, set[str]] = field(default_factory=dict)  # "ns/name" → uids seen
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -121,6 +122,8 @@ class StandIn:
     def _on(self, kind: str, job: dict[str, Any]) -> None:
         meta = job["metadata"]
         key = f"{meta['namespace']}/{meta['name']}"
+        if meta["namespace"] in self.ignore:
+            return
         with self._lock:
             self.uids.setdefault(key, set()).add(meta["uid"])
         if kind not in ("ADDED", "MODIFIED"):
