@@ -8,7 +8,7 @@ numpy's global legacy RandomState. Used by tests/trainer and bench/trainer_lab1_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
@@ -32,6 +32,7 @@ class LabRun:
     w: float
     b: float
     losses: list[float]  # the lab's recorded loss per epoch (GD: before the update; SGD: mean)
+    updates: list[float] = field(default_factory=list)  # SGD: every update's loss
 
 
 class LabGraph:
@@ -85,17 +86,19 @@ def lab_sgd(
     """SGD: one update per point in data order; the rule on epoch-averaged losses."""
     g = LabGraph(lr)
     losses: list[float] = []
+    updates: list[float] = []
     for epoch in range(max_epochs):
-        per_update = []
+        per_update: list[float] = []
         for xi, yi in zip(x, y, strict=True):
             loss, _ = g.sess.run([g.loss, g.train], {g.x: [xi], g.y: [yi]})
             per_update.append(float(loss))
         losses.append(float(np.mean(per_update)))
+        updates += per_update
         if epoch > 0 and abs(losses[-1] - losses[-2]) / losses[-2] < tol:
             break
     w, b = g.params()
     g.close()
-    return LabRun(len(losses), w, b, losses)
+    return LabRun(len(losses), w, b, losses, updates)
 
 
 def lab_surface(x: np.ndarray, y: np.ndarray, w_grid: np.ndarray, b_grid: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.horovod
 
 TRIALS = {
     "gd-lab": ["--batch-size", "100", "--stopping-loss", "update"],
-    "sgd-lab": ["--batch-size", "1", "--stopping-loss", "update"],
+    "sgd-lab": ["--batch-size", "1", "--stopping-loss", "update", "--record-update-losses"],
     "sgd-lab-seed3": ["--batch-size", "1", "--stopping-loss", "update", "--seed", "3"],
     "gd-full": ["--batch-size", "100", "--loss-surface-points", "200"],
 }
@@ -58,6 +58,8 @@ def test_stochastic_gradient_descent_gives_the_labs_epochs_w_and_b(
 ) -> None:
     ref = lab_sgd(*lab_data(seed))
     r = result(lab_runs, trial)
+    if "updateLosses" in r["curves"]:  # the lab's loss-vs-update curve, update by update
+        assert r["curves"]["updateLosses"] == pytest.approx(ref.updates, rel=1e-8)
     assert r["epochs"] == ref.epochs
     assert r["steps"] == 100 * ref.epochs
     assert r["params"]["w"] == pytest.approx(ref.w, rel=1e-8)

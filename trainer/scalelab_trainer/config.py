@@ -76,6 +76,7 @@ class TrialConfig:
     progress_interval_seconds: float = 2.0  # rate limit of ScaleTrial status patches
     export_data: str | None = None  # write the exact dataset used (.npz)
     loss_surface_points: int = 0  # linear 1-D: loss on a K×K (w, b) grid in the result; 0 = off
+    record_update_losses: bool = False  # every update's loss in result curves (lab's plot)
 
     def as_dict(self) -> dict[str, Any]:
         """Every field, camelCase, as written into events and results."""
@@ -130,6 +131,7 @@ _HELP: dict[str, str] = {
     "progress_interval_seconds": "rate limit of status patches",
     "export_data": "write the exact dataset used (.npz)",
     "loss_surface_points": "linear 1-D: K×K loss surface over (w, b) in the result; 0 = off",
+    "record_update_losses": "every update's loss (before the update) in curves.updateLosses",
 }
 
 

@@ -72,6 +72,7 @@ def build_step_loop(
     quadratic_loss: Callable[[], tf.Tensor] | None,
     track_target: bool,
     one_per_call: bool = False,
+    record_updates: bool = False,
     reduce: bool = True,
 ) -> Compiled:
     """A tf.function running `count` steps from global step `first`; stops early on divergence.
@@ -81,6 +82,7 @@ def build_step_loop(
     update, so steps-to-target is counted per update. `reduce=False` builds the compute-only
     twin used to split step time into compute and allreduce. `one_per_call` builds the
     loop-free variant for calls of exactly one step (`count` must then be 1).
+    `record_updates` appends every step's loss to the returned vector.
     """
     dt = model.dtype
     n, B, N, r, M = layout.n, layout.batch, layout.size, layout.rank, layout.micro
@@ -123,7 +125,7 @@ def build_step_loop(
         return grads, stats[0], stats[1] / tf.maximum(stats[2], 1), gf
 
     def loop(first: tf.Tensor, count: tf.Tensor, limit: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
-        def body(i: tf.Tensor, acc: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        def body(i: tf.Tensor, acc: tf.Tensor, *rec: tf.TensorArray) -> tuple[Any, ...]:
             step = first + i
             grads, loss, small_sq, gf = one_step(step)
             loss64, gf64 = tf.cast(loss, tf.float64), tf.cast(gf, tf.float64)
@@ -166,18 +168,25 @@ def build_step_loop(
                     acc[FULL_LOSS],
                 ]
             )
-            return i + 1, new
+            if record_updates:
+                rec = (rec[0].write(tf.cast(i, tf.int32), loss64),)
+            return (i + 1, new, *rec)
 
-        def more(i: tf.Tensor, acc: tf.Tensor) -> tf.Tensor:
+        def more(i: tf.Tensor, acc: tf.Tensor, *rec: tf.TensorArray) -> tf.Tensor:
             return tf.logical_and(i < count, acc[DIVERGED] == 0)
 
         acc0 = tf.constant([0, 0, 0, 0, 0, 0, 0, -1, np.nan], tf.float64)
-        if one_per_call:  # no graph loop around a single step: it costs as much as an MLP step
-            _, acc = body(tf.zeros([], tf.int64), acc0)
-        else:
-            _, acc = tf.while_loop(more, body, (tf.zeros([], tf.int64), acc0))
+        init: tuple[Any, ...] = (tf.zeros([], tf.int64), acc0)
+        if record_updates:
+            size = tf.cast(count, tf.int32)
+            init += (tf.TensorArray(tf.float64, size=size, element_shape=[]),)
+        # One step per call: no graph loop around it (a loop costs as much as an MLP step).
+        out = body(*init) if one_per_call else tf.while_loop(more, body, init)
+        acc = out[1]
         if quadratic_loss is not None:  # the epoch-end loss in the same call (linear: O(d²))
             acc = tf.tensor_scatter_nd_update(acc, [[FULL_LOSS]], quadratic_loss()[None])
+        if record_updates:  # every step's loss after the fixed fields (the host keeps `done`)
+            acc = tf.concat([acc, out[2].stack()], 0)
         return acc
 
     # Written without AutoGraph: converting this code costs seconds on first use.

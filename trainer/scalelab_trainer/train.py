@@ -142,6 +142,7 @@ def run_trial(
         quadratic_loss=quad,
         track_target=cfg.target_loss is not None,
         one_per_call=K == 1,
+        record_updates=cfg.record_update_losses,
     )
     chunk = 256 if cfg.model == "cnn" else 1024  # evaluation batch: bounded activation memory
     # Linear models: the exact quadratic form, eagerly (nothing to trace); others: compiled.
@@ -208,6 +209,8 @@ def run_trial(
     }
     if accuracy is not None:
         curves["testAccuracy"] = []
+    if cfg.record_update_losses:
+        curves["updateLosses"] = []  # every update's loss: the lab's loss-vs-update plot
     steps = calls = 0
     phase, reason, interrupted = "Succeeded", f"reached max epochs {cfg.max_epochs}", False
     to_target: dict[str, Any] = {
@@ -247,6 +250,8 @@ def run_trial(
             pos += k
             calls += 1
             upd_sum += out[step.LOSS_SUM]
+            if cfg.record_update_losses:
+                curves["updateLosses"].extend(float(v) for v in out[step.FULL_LOSS + 1 :][:done])
             upd_n += done
             epoch_noise.add(out[step.G2_SUM], out[step.TR_SUM], int(out[step.NOISE_COUNT]))
             if out[step.TARGET_HIT] >= 0 and hit < 0:
