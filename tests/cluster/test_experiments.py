@@ -106,6 +106,12 @@ def test_lab1_example_ends_succeeded_with_the_results_of_a_local_run(
         runs = standin.runs_of(job["metadata"]["name"])
         assert [r.argv for r in runs] == [local_command(launcher["command"])[1]]
         assert launcher["command"][-3:] == ["--namespace", namespace, "--report-status"]
+    # The reconcile timer's finalizer goes with the timer: deletion never waits on the operator.
+    wait_for(
+        lambda: not get(cluster, "sx", name, namespace)["metadata"].get("finalizers"),
+        10,
+        "kopf to drop its finalizer from the finished experiment",
+    )
     table = cluster.kubectl("get", "sx", "-n", namespace).stdout
     assert "Succeeded" in table
     assert "BEST-BATCH" in table

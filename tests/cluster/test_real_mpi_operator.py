@@ -1,9 +1,9 @@
 """The real Kubeflow MPI operator (v0.8.0, built by hack/build-control-plane.sh) consumes the
-MPIJob our code renders: it makes the `<job>-ssh` Secret, the hostfile ConfigMap, the headless
+MPIJob our operator creates: it makes the `<job>-ssh` Secret, the hostfile ConfigMap, the headless
 Service and the worker Pods with our command and GPU limits, then — once the workers report
 Ready (this test plays the kubelet for their status) — the launcher Job running `mpirun -np N`
 with the planner's trainer flags; the launcher pod's success becomes MPIJob Succeeded, which
-our reconcile turns into the trial's phase."""
+our operator turns into the trial's and the experiment's phase."""
 
 from __future__ import annotations
 
@@ -13,14 +13,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client, config
 
 from scalelab.api import ScaleExperiment
 from scalelab.kube import mpijob
-from scalelab.kube.reconcile import JobPhase, job_state, trial_body
+from scalelab.kube.reconcile import JobPhase, job_state
 from scalelab.kube.settings import Config
 from scalelab.planner import plan
-from tests.cluster.conftest import get, items, wait_for
+from tests.cluster.conftest import Operator, get, items, phase_of, wait_for
 from tests.cluster.standin import StandIn
 from tests.harness.controlplane import ControlPlane
 
@@ -67,35 +68,25 @@ def _ready(core: client.CoreV1Api, pod: dict[str, Any], phase: str = "Running") 
     core.patch_namespaced_pod_status(pod["metadata"]["name"], pod["metadata"]["namespace"], body)
 
 
-def test_the_real_mpi_operator_turns_our_mpijob_into_launcher_workers_and_ssh_secret(
+def test_the_real_mpi_operator_runs_the_mpijobs_our_operator_creates(
     cluster: ControlPlane,
+    operator: Operator,
     standin: StandIn,
     namespace: str,
     mpi_operator: subprocess.Popen[bytes],
 ) -> None:
     standin.ignore.add(namespace)  # this namespace belongs to the real controller
-    experiment = ScaleExperiment.model_validate(
-        {
-            "metadata": {"name": "real", "namespace": namespace},
-            "spec": {
-                "sweep": {"batchSizes": [64], "gpus": [4]},
-                "resources": {"gpusPerProcess": 1, "processesPerWorker": 2},
-            },
-        }
-    )
-    [trial] = plan(experiment)
-    uid = "00000000-0000-0000-0000-000000000001"
-    owner = {"apiVersion": "scalelab.dev/v1alpha1", "metadata": {"name": "real", "uid": uid}}
-    api = client.CustomObjectsApi(
-        config.new_client_from_config(config_file=str(cluster.kubeconfig))
-    )
+    spec = {
+        "sweep": {"batchSizes": [64], "gpus": [4]},
+        "resources": {"gpusPerProcess": 1, "processesPerWorker": 2},
+    }
+    document = {"apiVersion": "scalelab.dev/v1alpha1", "kind": "ScaleExperiment",
+                "metadata": {"name": "real"}, "spec": spec}  # fmt: skip
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(document))
+    [trial] = plan(ScaleExperiment.model_validate({**document, "metadata": {"name": "real"}}))
     core = client.CoreV1Api(config.new_client_from_config(config_file=str(cluster.kubeconfig)))
-    made = api.create_namespaced_custom_object(
-        "scalelab.dev", "v1alpha1", namespace, "scaletrials", trial_body(trial, namespace, owner)
-    )
-    job = mpijob.render(trial, namespace, made["metadata"]["uid"], Config())
-    api.create_namespaced_custom_object("kubeflow.org", "v2beta1", namespace, "mpijobs", job)
     name = trial.name
+    wait_for(lambda: items(cluster, "mpijobs", namespace), 60, "the operator's MPIJob")
 
     secret = wait_for(
         lambda: cluster.kubectl("get", "secret", f"{name}-ssh", "-n", namespace, check=False)
@@ -134,7 +125,11 @@ def test_the_real_mpi_operator_turns_our_mpijob_into_launcher_workers_and_ssh_se
         lambda: items(cluster, "jobs", namespace), 60, "the launcher Job"
     )[0]  # fmt: skip
     container = launcher["spec"]["template"]["spec"]["containers"][0]
-    assert container["command"] == mpijob.launcher_command(trial, namespace, Config())
+    assert container["command"] == mpijob.launcher_command(
+        trial,
+        namespace,
+        Config(trainer_metrics_port=0),  # as the test operator runs
+    )
     assert container["command"][:3] == ["mpirun", "-np", "4"]
     env = {e["name"] for e in container.get("env", [])}
     assert "OMPI_MCA_orte_default_hostfile" in env
@@ -152,6 +147,16 @@ def test_the_real_mpi_operator_turns_our_mpijob_into_launcher_workers_and_ssh_se
         "MPIJob Running from the real controller",
     )  # fmt: skip
     assert running
+    # Rank 0 reports its result as the trainer account, then the launcher exits 0.
+    trainer = cluster.service_account_kubeconfig(namespace, "scalelab-trainer")
+    as_trainer = client.CustomObjectsApi(config.new_client_from_config(config_file=str(trainer)))
+    as_trainer.patch_namespaced_custom_object_status(
+        "scalelab.dev", "v1alpha1", namespace, "scaletrials", name,
+        {"status": {"result": {"phase": "Succeeded", "reason": "converged", "epochs": 3,
+                               "steps": 3, "finalLoss": 1.5, "samplesPerSecond": 99.0,
+                               "seconds": 1.0}}},
+        _content_type="application/merge-patch+json",
+    )  # fmt: skip
     core.patch_namespaced_pod_status(
         pod["metadata"]["name"], namespace,
         {"status": {"phase": "Succeeded", "containerStatuses": [{
@@ -167,3 +172,10 @@ def test_the_real_mpi_operator_turns_our_mpijob_into_launcher_workers_and_ssh_se
         "MPIJob Succeeded from the real controller",
     )  # fmt: skip
     assert state.reason == "MPIJobSucceeded"
+    assert wait_for(
+        lambda: phase_of(cluster, "real", namespace) in ("Succeeded", "Failed") and True,
+        30,
+        "the experiment",
+    )
+    assert phase_of(cluster, "real", namespace) == "Succeeded", operator.log_tail()
+    assert get(cluster, "scaletrial", name, namespace)["status"]["phase"] == "Succeeded"
