@@ -1,0 +1,105 @@
+"""The error taxonomy of the handlers: an invalid spec becomes Ready=False/InvalidSpec on the
+status plus a kopf.PermanentError (never a crash loop); an API failure becomes a TemporaryError.
+The API is a recording stub here; tests/cluster exercises the real one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import kopf
+import pytest
+from kubernetes.client.exceptions import ApiException
+from prometheus_client import CollectorRegistry
+
+from scalelab.kube import operations
+from scalelab.kube.apply import Kube
+from scalelab.kube.metrics import OperatorMetrics
+from scalelab.kube.operations import Context
+from scalelab.kube.settings import Config
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True)
+def events() -> Iterator[asyncio.Queue[Any]]:
+    """kopf.event() posts through the operator's queue; here a queue nobody drains."""
+    from kopf._core.engines import posting
+
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    loop = asyncio.new_event_loop()
+    posting.settings_var.set(kopf.OperatorSettings())
+    posting.event_queue_var.set(queue)  # type: ignore[arg-type]
+    posting.event_queue_loop_var.set(loop)
+    yield queue
+    loop.close()
+
+
+class RecordingCustomApi:
+    """Records status patches; fails every call with `fail` when set."""
+
+    def __init__(self, fail: int | None = None) -> None:
+        self.patches: list[tuple[str, dict[str, Any]]] = []
+        self.fail = fail
+
+    def patch_namespaced_custom_object_status(self, *args: Any, **_: Any) -> None:
+        if self.fail:
+            raise ApiException(status=self.fail, reason="Service Unavailable")
+        self.patches.append((args[4], args[5]))
+
+    def create_namespaced_custom_object(self, *args: Any, **_: Any) -> None:
+        if self.fail:
+            raise ApiException(status=self.fail, reason="Service Unavailable")
+
+
+def _context(custom: RecordingCustomApi) -> Context:
+    kube = Kube.__new__(Kube)
+    kube.custom, kube.writes, kube.parallelism = custom, 0, 1  # type: ignore[assignment]
+    return Context(kube=kube, config=Config(), metrics=OperatorMetrics(CollectorRegistry()))
+
+
+def _body(spec: dict[str, Any]) -> kopf.Body:
+    raw = {
+        "apiVersion": "scalelab.dev/v1alpha1",
+        "kind": "ScaleExperiment",
+        "metadata": {"name": "exp", "namespace": "ns", "uid": "u", "generation": 2},
+        "spec": spec,
+    }
+    return kopf.Body(raw)
+
+
+def test_an_invalid_spec_sets_ready_false_invalid_spec_and_raises_a_permanent_error() -> None:
+    custom = RecordingCustomApi()
+    memo = kopf.Memo(ctx=_context(custom))
+    body = _body({"sweep": {"batchSizes": [8, 8]}, "workload": {"model": "cnn"}})
+    with pytest.raises(kopf.PermanentError, match="invalid spec"):
+        asyncio.run(operations.plan(memo, body, {}, {}))
+    [(name, patch)] = custom.patches
+    assert name == "exp"
+    status = patch["status"]
+    assert status["phase"] == "Failed"
+    assert status["observedGeneration"] == 2
+    [ready] = status["conditions"]
+    assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False", "InvalidSpec")
+    assert "spec.sweep.batchSizes: must not repeat values" in ready["message"]
+    assert "model cnn trains on synthetic-images" in ready["message"]
+
+
+def test_a_refused_experiment_is_left_alone_after_a_restart() -> None:
+    custom = RecordingCustomApi()
+    memo = kopf.Memo(ctx=_context(custom))
+    body = _body({"sweep": {"batchSizes": [8, 8]}})
+    body_dict = dict(body)
+    body_dict["status"] = {"phase": "Failed"}
+    asyncio.run(operations.plan(memo, kopf.Body(body_dict), {}, {}))
+    assert custom.patches == []
+
+
+def test_an_api_failure_is_a_temporary_error_and_counted() -> None:
+    ctx = _context(RecordingCustomApi(fail=503))
+    memo = kopf.Memo(ctx=ctx)
+    body = _body({"sweep": {"batchSizes": [8]}, "resources": {"gpusPerProcess": 0}})
+    with pytest.raises(kopf.TemporaryError, match="API error 503"):
+        asyncio.run(operations.reconcile(memo, body, {}, {}))
+    assert ctx.metrics.reconcile_errors.labels("apply")._value.get() == 1
