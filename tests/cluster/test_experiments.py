@@ -112,6 +112,9 @@ def test_lab1_example_ends_succeeded_with_the_results_of_a_local_run(
         10,
         "kopf to drop its finalizer from the finished experiment",
     )
+    events = json.loads(cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout)
+    reasons = {e["reason"] for e in events["items"] if e["involvedObject"]["name"] == name}
+    assert {"Planned", "ExperimentSucceeded"} <= reasons
     table = cluster.kubectl("get", "sx", "-n", namespace).stdout
     assert "Succeeded" in table
     assert "BEST-BATCH" in table

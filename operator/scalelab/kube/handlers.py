@@ -2,8 +2,9 @@
 kube/operations.py at once. Handler ids are constants: kopf stores progress under them, so
 renaming one loses state on running experiments.
 
-- PLAN (on create / on resume of a ScaleExperiment): validate, ensure the trainer account, first
-  reconciliation (creates the ScaleTrials); InvalidSpec → Ready=False + PermanentError.
+- PLAN (on create) / RESUME (on operator start) of a ScaleExperiment: validate, ensure the
+  trainer account, first reconciliation (creates the ScaleTrials); InvalidSpec → Ready=False +
+  PermanentError. RESUME of a finished experiment only puts its results back into /metrics.
 - RECONCILE (timer on planned, unfinished ScaleExperiments): admission, MPIJobs, phases, status.
 - TRIAL_INDEX / JOB_INDEX: in-memory views of scalelab's ScaleTrials and MPIJobs by experiment,
   filled by kopf's watches before any handler runs, so a restarted operator sees what exists.
@@ -89,6 +90,3 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     def forget(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         if type == "DELETED":
             operations.forget(memo, body)
-
-    # mypy: the decorated functions are referenced by the registry only.
-    del login, scalelab_trials, scalelab_mpijobs, plan, resume, reconcile, forget

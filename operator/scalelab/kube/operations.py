@@ -129,7 +129,7 @@ async def plan(memo: kopf.Memo, body: kopf.Body, trials: Any, jobs: Any) -> None
     if is_active(status):
         return  # the RECONCILE timer is already on it
     await _pass(ctx, memo, body, cache, trials, jobs)
-    kopf.info(body, reason="Planned", message=f"{len(cache.trials)} trials planned")
+    kopf.event(body, type="Normal", reason="Planned", message=f"{len(cache.trials)} trials planned")
 
 
 async def reconcile(memo: kopf.Memo, body: kopf.Body, trials: Any, jobs: Any) -> None:
