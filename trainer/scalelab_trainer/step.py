@@ -125,7 +125,10 @@ def build_step_loop(
         return grads, stats[0], stats[1] / tf.maximum(stats[2], 1), gf
 
     def loop(first: tf.Tensor, count: tf.Tensor, limit: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
-        def body(i: tf.Tensor, acc: tf.Tensor, *rec: tf.TensorArray) -> tuple[Any, ...]:
+        # Loop state, one scalar each (slicing and re-stacking one vector per step costs ops):
+        # step index, then the fields DONE .. TARGET_HIT, then the optional per-step losses.
+        def body(i: tf.Tensor, *state: Any) -> tuple[Any, ...]:
+            done, loss_sum, last, _, g2_sum, tr_sum, noise_n, hit, *rec = state
             step = first + i
             grads, loss, small_sq, gf = one_step(step)
             loss64, gf64 = tf.cast(loss, tf.float64), tf.cast(gf, tf.float64)
@@ -134,7 +137,6 @@ def build_step_loop(
             # step costs a function call), and the loop ends; the parameters stay finite.
             keep = 1.0 - tf.cast(bad, tf.float64)
             grads = [tf.where(bad, tf.zeros_like(g), g) for g in grads]
-            g2 = tr = use = tf.zeros([], tf.float64)
             if measure_noise:
                 b_small = gf64 / (N * M)
                 ok = tf.logical_and(
@@ -147,46 +149,36 @@ def build_step_loop(
                     gf64,
                 )
                 use = tf.cast(ok, tf.float64) * keep
-                g2, tr = tf.where(use > 0, g2, 0.0), tf.where(use > 0, tr, 0.0)
+                g2_sum += tf.where(use > 0, g2, 0.0)
+                tr_sum += tf.where(use > 0, tr, 0.0)
+                noise_n += use
             if reduce:
-                rate = schedule.rate_tensor(tf.cast(step, tf.float64)) * keep
-                opt.apply(grads, variables, rate)
-            hit = acc[TARGET_HIT]
+                rate = schedule.rate_tensor(tf.cast(step, tf.float64))
+                opt.apply(grads, variables, rate * keep)
             if track_target and quadratic_loss is not None:  # exact full loss after the update
                 reached = tf.logical_and(hit < 0, quadratic_loss() <= target)
                 hit = tf.where(tf.logical_and(reached, ~bad), tf.cast(step + 1, tf.float64), hit)
-            new = tf.stack(
-                [
-                    acc[DONE] + keep,
-                    acc[LOSS_SUM] + loss64 * keep,
-                    tf.where(bad, acc[LAST_LOSS], loss64),
-                    1.0 - keep,
-                    acc[G2_SUM] + g2,
-                    acc[TR_SUM] + tr,
-                    acc[NOISE_COUNT] + use,
-                    hit,
-                    acc[FULL_LOSS],
-                ]
-            )
             if record_updates:
-                rec = (rec[0].write(tf.cast(i, tf.int32), loss64),)
-            return (i + 1, new, *rec)
+                rec = [rec[0].write(tf.cast(i, tf.int32), loss64)]
+            last = tf.where(bad, last, loss64)
+            return (i + 1, done + keep, loss_sum + loss64 * keep, last, 1.0 - keep, g2_sum,
+                    tr_sum, noise_n, hit, *rec)  # fmt: skip
 
-        def more(i: tf.Tensor, acc: tf.Tensor, *rec: tf.TensorArray) -> tf.Tensor:
-            return tf.logical_and(i < count, acc[DIVERGED] == 0)
+        def more(i: tf.Tensor, *state: Any) -> tf.Tensor:
+            return tf.logical_and(i < count, state[DIVERGED] == 0)
 
-        acc0 = tf.constant([0, 0, 0, 0, 0, 0, 0, -1, np.nan], tf.float64)
-        init: tuple[Any, ...] = (tf.zeros([], tf.int64), acc0)
+        zero = tf.zeros([], tf.float64)
+        init: tuple[Any, ...] = (tf.zeros([], tf.int64), *([zero] * 7), -tf.ones([], tf.float64))
         if record_updates:
             size = tf.cast(count, tf.int32)
             init += (tf.TensorArray(tf.float64, size=size, element_shape=[]),)
         # One step per call: no graph loop around it (a loop costs as much as an MLP step).
         out = body(*init) if one_per_call else tf.while_loop(more, body, init)
-        acc = out[1]
-        if quadratic_loss is not None:  # the epoch-end loss in the same call (linear: O(d²))
-            acc = tf.tensor_scatter_nd_update(acc, [[FULL_LOSS]], quadratic_loss()[None])
+        full = quadratic_loss() if quadratic_loss is not None else tf.constant(np.nan, tf.float64)
+        # ... and with linear models the epoch-end loss in the same call (O(d²)).
+        acc = tf.stack([*out[1 : TARGET_HIT + 2], full])
         if record_updates:  # every step's loss after the fixed fields (the host keeps `done`)
-            acc = tf.concat([acc, out[2].stack()], 0)
+            acc = tf.concat([acc, out[-1].stack()], 0)
         return acc
 
     # Written without AutoGraph: converting this code costs seconds on first use.
