@@ -303,3 +303,49 @@ def test_operator_metrics_show_trials_gpus_and_finished_results(
     )
     assert efficiency > 0
     assert "scalelab_operator_reconcile_errors_total" in text
+
+
+def test_admission_holds_max_gpus_and_follows_a_raised_max_concurrent_trials(
+    cluster: ControlPlane, operator: Operator, standin: StandIn, namespace: str
+) -> None:
+    # Suspended MPIJobs (Kueue) never finish here, so admission is all that moves.
+    cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-",
+        input=_experiment(
+            "budget",
+            sweep={"batchSizes": [32, 64], "gpus": [1, 2]},
+            resources={"gpusPerProcess": 1, "cpu": "1", "memory": "1Gi"},
+            execution={"maxConcurrentTrials": 1, "maxGPUs": 3, "queueName": "gpus"},
+        ),
+    )  # fmt: skip
+
+    def jobs() -> list[str]:
+        return sorted(j["metadata"]["name"] for j in items(cluster, "mpijobs", namespace))
+
+    wait_for(lambda: jobs() == ["budget-b32-g1"], 60, "one MPIJob under maxConcurrentTrials=1")
+    cluster.kubectl(
+        "patch", "sx", "budget", "-n", namespace, "--type=merge",
+        "-p", json.dumps({"spec": {"execution": {"maxConcurrentTrials": 4}}}),
+    )  # fmt: skip
+    # Plan order b32g1 (1 GPU), b32g2 (2 more: 3 of 3), b64g1 and b64g2 would exceed maxGPUs=3.
+    wait_for(lambda: jobs() == ["budget-b32-g1", "budget-b32-g2"], 60, "admission up to maxGPUs")
+    ours = {"namespace": namespace, "experiment": "budget"}
+    gpus = wait_for(
+        lambda: (
+            {
+                labels["state"]: value
+                for labels, value in _samples(operator.metrics(), "scalelab_operator_gpus", **ours)
+            }.get("requested")
+            == 3.0
+            and {
+                labels["state"]: value
+                for labels, value in _samples(operator.metrics(), "scalelab_operator_gpus", **ours)
+            }
+        ),
+        10,
+        "GPU gauges",
+    )
+    assert gpus == {"requested": 3.0, "running": 0.0, "queued": 3.0}
+    status = get(cluster, "scaleexperiment", "budget", namespace)["status"]
+    assert status["trials"]["pending"] == 4
+    assert status["observedGeneration"] == 2
