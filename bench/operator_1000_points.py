@@ -13,7 +13,12 @@ the real MPIJob CRD, and `scalelab operator` as its ServiceAccount. Applies a sw
   - the operator's resident memory (now and peak);
   - API writes per trial, from the API server's own apiserver_request_total counters, minus the
     stand-in's writes (2 per trial).
-Not a test: figures depend on this machine's load.
+Not a test: figures depend on this machine's load. On the 2-core shared development box
+(2026-11-26, load average ~3, defaults --concurrent 50 --interval 1): all trials after 4.9 s,
+first wave after 5.6 s, 1,000 trials Succeeded after 72 s (22 passes, mean 2.3 s each),
+status 252 kB with 1,000 rows (object 257 kB), operator RSS 101 → 136 MiB, 4.04 API writes per
+trial (create trial, create MPIJob, 2 trial-status phase changes; the experiment's status 21 times
+in all). Under load average ~8 the same run took 15 s / 16 s / 160 s.
 """
 
 from __future__ import annotations
