@@ -206,3 +206,34 @@ def test_the_status_of_a_thousand_points_stays_far_below_the_etcd_limit() -> Non
     d = decide(experiment, body, trials, [], Memory(), NOW, planned=planned)
     size = len(json.dumps(d.status, separators=(",", ":")))
     assert size < 400_000, size  # etcd's limit is ~1.5 MiB per object
+
+
+def test_leftovers_of_a_deleted_experiment_with_the_same_name_are_ignored() -> None:
+    body = _body({"sweep": {"batchSizes": [8]}, "resources": {"gpusPerProcess": 0}})
+    experiment = parse(body)
+    [p] = plan(experiment)
+    old_trial = TrialState(p.name, "old-trial", TrialPhase.SUCCEEDED, owner="old-experiment")
+    old_job = JobState(p.name, JobPhase.SUCCEEDED, owner="old-trial")
+    d = decide(experiment, body, [old_trial], [old_job], Memory(), NOW)
+    assert [t.name for t in d.actions.create_trials] == [p.name]  # 409 until GC removes it
+    assert d.status["phase"] == "Running"
+    mine = TrialState(p.name, "new-trial", TrialPhase.PENDING, owner="u")
+    d = decide(experiment, body, [mine], [old_job], Memory(), NOW)
+    assert [t.name for t, _ in d.actions.launch] == [p.name]
+
+
+def test_index_entries_carry_the_controller_owner() -> None:
+    from scalelab.kube.reconcile import job_entry, trial_entry
+
+    meta = {
+        "name": "exp-b8-g1",
+        "namespace": "ns",
+        "uid": "t1",
+        "labels": {"scalelab.dev/experiment": "exp", "scalelab.dev/trial": "exp-b8-g1"},
+        "ownerReferences": [{"uid": "e1", "controller": True}],
+    }
+    [trial] = trial_entry({"metadata": meta}).values()
+    assert (trial.uid, trial.owner, trial.phase) == ("t1", "e1", None)
+    [job] = job_entry({"metadata": meta, "status": {}}).values()
+    assert (job.trial, job.owner, job.phase) == ("exp-b8-g1", "e1", JobPhase.CREATED)
+    assert trial_entry({"metadata": {"name": "x"}}) == {}

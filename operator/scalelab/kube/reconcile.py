@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -68,6 +68,7 @@ class TrialState:
     reason: str = ""
     result: Mapping[str, Any] | None = None
     start_time: str | None = None
+    owner: str | None = None  # uid of the owning experiment; None: not checked
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,14 @@ class JobState:
     reason: str = ""
     message: str = ""
     completion_time: str | None = None
+    owner: str | None = None  # uid of the owning trial; None: not checked
+
+
+def _controller_uid(meta: Mapping[str, Any]) -> str | None:
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("controller"):
+            return str(ref.get("uid"))
+    return None
 
 
 # ----------------------------------------------------------------------------------- indexes
@@ -134,6 +143,7 @@ def trial_entry(body: Mapping[str, Any]) -> dict[Key, TrialState]:
             reason=str(status.get("reason") or ""),
             result=result if isinstance(result, Mapping) else None,
             start_time=status.get("startTime"),
+            owner=_controller_uid(meta),
         )
     }
 
@@ -146,7 +156,8 @@ def job_entry(body: Mapping[str, Any]) -> dict[Key, JobState]:
     trial = ((body.get("metadata") or {}).get("labels") or {}).get(LABEL_TRIAL)
     if not trial:
         return {}
-    return {key: job_state(str(trial), body.get("status"))}
+    state = job_state(str(trial), body.get("status"))
+    return {key: replace(state, owner=_controller_uid(body.get("metadata") or {}))}
 
 
 # ---------------------------------------------------------------------------------- validity
@@ -397,8 +408,15 @@ def decide(  # noqa: PLR0917 - the inputs of one pass, all required
     meta = body.get("metadata") or {}
     generation = int(meta.get("generation") or 1)
     execution = experiment.spec.execution
-    by_trial = {t.name: t for t in trials}
-    by_job = {j.trial: j for j in jobs}
+    # Objects left by an earlier experiment of the same name (deleted, not yet garbage-collected)
+    # belong to another owner: invisible here until they are gone (creates get 409 meanwhile).
+    uid = str(meta.get("uid") or "")
+    by_trial = {t.name: t for t in trials if t.owner in (None, uid)}
+    by_job = {
+        j.trial: j
+        for j in jobs
+        if j.owner is None or (j.trial in by_trial and by_trial[j.trial].uid == j.owner)
+    }
     actions = Actions()
 
     # 1. Trials that should exist and don't (first pass, or someone deleted one).
