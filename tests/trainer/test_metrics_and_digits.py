@@ -120,6 +120,8 @@ def test_every_rank_serves_the_documented_series_during_training(observed: Obser
         info = got["scalelab_trainer_info"][0]
         assert info["optimizer"] == "adam"
         assert info["model"] == "mlp"
+        assert info["hidden_units"] == "128"  # snake_case label names, as Prometheus wants
+        assert all(k == k.lower() for k in info)
 
 
 def test_step_histogram_and_counters_agree(observed: Observed) -> None:

@@ -7,6 +7,8 @@ the HTTP server is started by __main__.py, never at import. Updated by train.py.
 
 from __future__ import annotations
 
+import dataclasses
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from scalelab_trainer.config import TrialConfig
@@ -97,8 +99,14 @@ class TrialMetrics:
         self.epoch = m.epoch.labels(**labels)
         self.noise = m.noise.labels(**labels)
         self.lr = m.lr.labels(**labels)
-        described = {k: str(v) for k, v in cfg.as_dict().items() if k not in labels}
-        m.info.labels(**labels).info(described)  # experiment and trial are labels already
+        # Prometheus label names are snake_case: the config's field names, not its camelCase
+        # event keys; experiment, trial and batch_size are labels already.
+        described = {
+            f.name: str(getattr(cfg, f.name))
+            for f in dataclasses.fields(cfg)
+            if f.name not in labels
+        }
+        m.info.labels(**labels).info(described)
         for c in (self.samples, self.steps):
             c.inc(0)
 
