@@ -52,6 +52,8 @@ class Operator:
             SCALELAB_RECONCILE_INTERVAL_SECONDS="0.5",
             # Trials run side by side on one machine here: no fixed per-rank metrics ports.
             SCALELAB_TRAINER_METRICS_PORT="0",
+            # Trials here report progress within seconds of starting; flag silence quickly.
+            SCALELAB_STALL_SECONDS="15",
         )
         env.update(self.extra_env)
         self.starts += 1

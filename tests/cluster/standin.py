@@ -11,7 +11,8 @@ reason, BackoffLimitExceeded or DeadlineExceeded, with the last failed pod's mes
 the launcher `runPolicy.backoffLimit` times and kills it after `activeDeadlineSeconds`.
 
 `fail` names trials whose "container" exits 1 with a message instead of running the trainer (a
-crashing image), for the failure-budget tests. Suspended MPIJobs (Kueue) are left alone.
+crashing image), `hang` trials that sleep silently (a hung allreduce), for the failure tests.
+Suspended MPIJobs (Kueue) are left alone.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class StandIn:
     token_kubeconfig: Callable[[str, str], Path]  # (namespace, service account) → kubeconfig
     fail: dict[str, str] = field(default_factory=dict)  # trial/job name → failure message
     ignore: set[str] = field(default_factory=set)  # namespaces left to another controller
+    hang: set[str] = field(default_factory=set)  # trial/job names whose "container" hangs
     runs: list[Run] = field(default_factory=list)
     uids: dict[str, set[str]] = field(default_factory=dict)  # "ns/name" → uids seen
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -237,6 +239,8 @@ class StandIn:
     ) -> Run:
         if name in self.fail:
             argv = [sys.executable, "-c", f"import sys; sys.exit({self.fail[name]!r})"]
+        elif name in self.hang:  # a hung collective: alive, silent, never finishing
+            argv = [sys.executable, "-c", "import time; time.sleep(3600)"]
         else:
             _, argv = local_command(launcher)
         run = Run(job=name, namespace=namespace, argv=argv)

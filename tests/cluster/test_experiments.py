@@ -349,3 +349,36 @@ def test_admission_holds_max_gpus_and_follows_a_raised_max_concurrent_trials(
     status = get(cluster, "scaleexperiment", "budget", namespace)["status"]
     assert status["trials"]["pending"] == 4
     assert status["observedGeneration"] == 2
+
+
+def test_a_hung_trial_is_flagged_stalled_then_failed_at_its_deadline(
+    cluster: ControlPlane, operator: Operator, standin: StandIn, namespace: str
+) -> None:
+    standin.hang.add("hung-b64-g1")
+    cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-",
+        input=_experiment(
+            "hung",
+            execution={"maxConcurrentTrials": 1, "maxGPUs": 1, "activeDeadlineSeconds": 35},
+        ),
+    )  # fmt: skip
+    ours = {"namespace": namespace, "experiment": "hung"}
+    wait_for(
+        lambda: (
+            _samples(operator.metrics(), "scalelab_operator_stalled_trials", **ours)
+            == [(ours, 1.0)]
+        ),
+        45,
+        "the stalled-trials gauge",
+    )
+    conditions = get(cluster, "scaleexperiment", "hung", namespace)["status"]["conditions"]
+    stalled = next(c for c in conditions if c["type"] == "TrialsStalled")
+    assert "hung-b64-g1" in stalled["message"]
+    assert _wait_finished(cluster, "hung", namespace, timeout=90) == "Failed"
+    trial = get(cluster, "scaletrial", "hung-b64-g1", namespace)["status"]
+    assert trial["phase"] == "Failed"
+    assert trial["reason"].startswith("DeadlineExceeded")
+    events = cluster.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "reason=TrialStalled", "-o", "name"
+    ).stdout
+    assert events.strip()

@@ -237,3 +237,24 @@ def test_index_entries_carry_the_controller_owner() -> None:
     [job] = job_entry({"metadata": meta, "status": {}}).values()
     assert (job.trial, job.owner, job.phase) == ("exp-b8-g1", "e1", JobPhase.CREATED)
     assert trial_entry({"metadata": {"name": "x"}}) == {}
+
+
+def test_a_running_trial_without_progress_is_flagged_stalled_once() -> None:
+    body = _body({"sweep": {"batchSizes": [8, 16]}, "resources": {"gpusPerProcess": 0}})
+    experiment = parse(body)
+    b8, b16 = plan(experiment)
+    trials = [
+        TrialState(b8.name, "1", TrialPhase.RUNNING, updated_at="2027-01-15T07:00:00Z"),
+        TrialState(b16.name, "2", TrialPhase.RUNNING, updated_at="2027-01-15T07:59:30Z"),
+    ]
+    jobs = [JobState(b8.name, JobPhase.RUNNING), JobState(b16.name, JobPhase.RUNNING)]
+    memory = Memory()
+    d = decide(experiment, body, trials, jobs, memory, NOW, stall_seconds=900)
+    assert d.stalled == [b8.name]
+    assert [e[1] for e in d.actions.events] == ["TrialStalled"]
+    stalled = next(c for c in d.status["conditions"] if c["type"] == "TrialsStalled")
+    assert b8.name in stalled["message"]
+    again = decide(experiment, body, trials, jobs, memory, NOW + 1, stall_seconds=900)
+    assert again.stalled == [b8.name]
+    assert again.actions.events == []  # reported once
+    assert decide(experiment, body, trials, jobs, Memory(), NOW).stalled == []  # 0 = off

@@ -45,6 +45,7 @@ class Snapshot:
     phases: Mapping[str, TrialPhase]
     usage: Usage
     rows: Sequence[ResultRow]
+    stalled: int = 0
 
 
 class OperatorMetrics(Collector):
@@ -102,6 +103,11 @@ class OperatorMetrics(Collector):
             "queued (runnable, not admitted under maxConcurrentTrials/maxGPUs yet).",
             labels=[*EXP_LABELS, "state"],
         )
+        stalled = GaugeMetricFamily(
+            "scalelab_operator_stalled_trials",
+            "Running trials without a progress report for over SCALELAB_STALL_SECONDS.",
+            labels=EXP_LABELS,
+        )
         results = {
             name: GaugeMetricFamily(f"scalelab_trial_result_{name}", doc, labels=ROW_LABELS)
             for name, _, doc in RESULT_GAUGES
@@ -111,6 +117,7 @@ class OperatorMetrics(Collector):
             for phase in TrialPhase:
                 count = sum(1 for p in snap.phases.values() if p is phase)
                 trials.add_metric([*exp, phase.value], count)
+            stalled.add_metric(exp, snap.stalled)
             for state in ("requested", "running", "queued"):
                 gpus.add_metric([*exp, state], getattr(snap.usage, state))
             for row in snap.rows:
@@ -121,4 +128,5 @@ class OperatorMetrics(Collector):
                         results[name].add_metric(labels, float(value))
         yield trials
         yield gpus
+        yield stalled
         yield from results.values()

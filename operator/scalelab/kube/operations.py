@@ -151,7 +151,15 @@ async def _pass(  # noqa: PLR0917
     memory = _memory(memo)
     ctx.metrics.reconciles.labels("reconcile").inc()
     started, writes = time.monotonic(), ctx.kube.writes
-    decision = decide(cache.experiment, body, seen_trials, seen_jobs, memory, planned=cache.trials)
+    decision = decide(
+        cache.experiment,
+        body,
+        seen_trials,
+        seen_jobs,
+        memory,
+        planned=cache.trials,
+        stall_seconds=ctx.config.stall_seconds,
+    )
     try:
         await _call(
             ctx, apply.apply, ctx.kube, decision.actions, key[0], dict(body), memory, ctx.config
@@ -161,7 +169,9 @@ async def _pass(  # noqa: PLR0917
         raise
     for kind, reason, message in decision.actions.events:
         kopf.event(body, type=kind, reason=reason, message=message)
-    ctx.metrics.observe(*key, Snapshot(decision.phases, decision.usage, decision.rows))
+    ctx.metrics.observe(
+        *key, Snapshot(decision.phases, decision.usage, decision.rows, len(decision.stalled))
+    )
     ctx.metrics.api_writes.inc(ctx.kube.writes - writes)
     ctx.metrics.reconcile_seconds.labels("reconcile").observe(time.monotonic() - started)
 

@@ -69,6 +69,7 @@ class TrialState:
     result: Mapping[str, Any] | None = None
     start_time: str | None = None
     owner: str | None = None  # uid of the owning experiment; None: not checked
+    updated_at: str | None = None  # status.progress.updatedAt: rank 0's last heartbeat
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ def trial_entry(body: Mapping[str, Any]) -> dict[Key, TrialState]:
             result=result if isinstance(result, Mapping) else None,
             start_time=status.get("startTime"),
             owner=_controller_uid(meta),
+            updated_at=(status.get("progress") or {}).get("updatedAt"),
         )
     }
 
@@ -305,6 +307,7 @@ class Memory:
     launched: set[str] = field(default_factory=set)
     created: dict[str, str] = field(default_factory=dict)  # trial name → uid
     written: dict[str, tuple[TrialPhase, str]] = field(default_factory=dict)
+    stalled: set[str] = field(default_factory=set)  # trials already reported as stalled
 
 
 @dataclass
@@ -336,6 +339,7 @@ class Decision:
     usage: Usage
     rows: list[ResultRow]
     status: dict[str, Any]
+    stalled: list[str] = field(default_factory=list)
 
 
 def _conditions(
@@ -400,8 +404,14 @@ def decide(  # noqa: PLR0917 - the inputs of one pass, all required
     memory: Memory,
     now: float | None = None,
     planned: Sequence[PlannedTrial] | None = None,
+    stall_seconds: float = 0.0,
 ) -> Decision:
-    """One reconciliation of a planned experiment: create, admit, update phases, aggregate."""
+    """One reconciliation of a planned experiment: create, admit, update phases, aggregate.
+
+    A Running trial whose rank 0 has not reported progress (or, before its first report, that
+    started) more than `stall_seconds` ago is flagged stalled: an Event once, a TrialsStalled
+    condition while it lasts, a metric. Hung collectives leave MPIJobs Running forever otherwise.
+    """
     now = time.time() if now is None else now
     stamp = now_rfc3339(now)
     planned = list(planned if planned is not None else plan(experiment))
@@ -530,6 +540,27 @@ def decide(  # noqa: PLR0917 - the inputs of one pass, all required
                 message=f"{finished}/{counts.total} trials finished, {counts.running} running",
             )
         )
+    stalled = _stalled(planned, final, by_trial, now, stall_seconds)
+    for name in sorted(set(stalled) - memory.stalled):
+        actions.events.append(
+            ("Warning", "TrialStalled", f"{name}: no progress for over {stall_seconds:.0f} s")
+        )
+    memory.stalled = set(stalled)
+    if stalled:
+        wanted.append(
+            Condition(
+                type="TrialsStalled",
+                status=ConditionStatus.TRUE,
+                reason="NoProgress",
+                message=f"no progress for over {stall_seconds:.0f} s: "
+                + ", ".join(stalled[:FAILED_NAMED])
+                + (
+                    f" and {len(stalled) - FAILED_NAMED} more"
+                    if len(stalled) > FAILED_NAMED
+                    else ""
+                ),
+            )
+        )
     if failed:
         named = ", ".join(f"{r.trial} ({r.reason})" for r in failed[:FAILED_NAMED])
         more = f" and {len(failed) - FAILED_NAMED} more" if len(failed) > FAILED_NAMED else ""
@@ -578,4 +609,25 @@ def decide(  # noqa: PLR0917 - the inputs of one pass, all required
         usage=Usage(requested=used, running=running_gpus, queued=queued),
         rows=rows,
         status=status,
+        stalled=stalled,
     )
+
+
+def _stalled(
+    planned: Sequence[PlannedTrial],
+    phases: Mapping[str, TrialPhase],
+    trials: Mapping[str, TrialState],
+    now: float,
+    stall_seconds: float,
+) -> list[str]:
+    if stall_seconds <= 0:
+        return []
+    out = []
+    for p in planned:
+        seen = trials.get(p.name)
+        if phases[p.name] is not TrialPhase.RUNNING or seen is None:
+            continue
+        last = _parse_time(seen.updated_at) or _parse_time(seen.start_time)
+        if last is not None and now - last > stall_seconds:
+            out.append(p.name)
+    return out

@@ -32,6 +32,9 @@ class Config:
     trainer_metrics_port: int = 9400
     #: Seconds between reconciliations of a running experiment (admission, phases, status).
     reconcile_interval_seconds: float = 2.0
+    #: A Running trial without a progress report for this long is flagged stalled (Event,
+    #: TrialsStalled condition, metric); longer than the slowest epoch. 0 turns it off. Unit: s.
+    stall_seconds: float = 900.0
     #: Port of the operator's own /metrics. 0 turns it off.
     metrics_port: int = 8080
     #: CPU request of the MPIJob launcher pod (it only runs mpirun). Unit: Kubernetes quantity.
