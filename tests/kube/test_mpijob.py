@@ -70,6 +70,8 @@ def test_workers_run_unprivileged_sshd_as_the_trainer_account() -> None:
     assert pod["containers"][0]["command"] == mpijob.WORKER_COMMAND
     assert pod["securityContext"]["runAsUser"] == 1000
     assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     ports = {p["name"]: p["containerPort"] for p in pod["containers"][0]["ports"]}
     assert ports == {"ssh": 2222, "metrics-0": 9400, "metrics-1": 9401}
 

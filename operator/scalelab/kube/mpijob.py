@@ -95,6 +95,8 @@ def _pod_spec(trial: PlannedTrial, container: dict[str, Any]) -> dict[str, Any]:
             "runAsGroup": TRAINER_UID,
             "runAsNonRoot": True,
             "fsGroup": TRAINER_UID,
+            # With the containers' settings: Pod Security "restricted" compliant.
+            "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [container],
     }
