@@ -156,6 +156,17 @@ def main() -> None:
         f"  ratio {med['tf1_wall'] / med['scalelab_wall']:.2f}x"
     )
 
+    def paired(num: str, den: str) -> float:
+        """Median over repeats of the ratio within a repeat (both ran back to back)."""
+        return statistics.median(float(r[num]) / float(r[den]) for r in rows)
+
+    print(
+        "paired ratios (median of per-repeat ratios, robust to load drifting between repeats): "
+        f"compute {paired('tf1_compute', 'scalelab_compute'):.1f}x, without tracing "
+        f"{paired('tf1_compute', 'scalelab_compute_after_tracing'):.1f}x, process "
+        f"{paired('tf1_wall', 'scalelab_wall'):.2f}x"
+    )
+
 
 if __name__ == "__main__":
     main()
