@@ -11,7 +11,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from tests.cluster.conftest import REPO, Operator, get, wait_for
+from tests.cluster.conftest import Operator, get, wait_for
 from tests.harness.controlplane import ControlPlane
 
 pytestmark = pytest.mark.cluster
@@ -210,17 +210,3 @@ def test_the_trainer_account_may_patch_trial_status_in_its_namespace_and_nothing
     core = client.CoreV1Api(config.new_client_from_config(config_file=str(trainer)))
     assert forbidden(core.list_namespaced_secret, namespace)
     assert forbidden(core.read_namespaced_secret, "anything", namespace)
-
-
-def test_the_optional_monitoring_overlay_renders_and_selects_trainer_pods(
-    cluster: ControlPlane,
-) -> None:
-    from scalelab.kube.mpijob import LABEL_MANAGED_BY, MANAGED_BY
-
-    rendered = cluster.kubectl("kustomize", str(REPO / "manifests" / "monitoring")).stdout
-    docs = {d["kind"]: d for d in yaml.safe_load_all(rendered)}
-    assert docs.keys() == {"PodMonitor", "ServiceMonitor"}
-    selector = docs["PodMonitor"]["spec"]["selector"]["matchLabels"]
-    assert selector == {LABEL_MANAGED_BY: MANAGED_BY}
-    ports = [e["port"] for e in docs["PodMonitor"]["spec"]["podMetricsEndpoints"]]
-    assert ports[0] == "metrics-0"

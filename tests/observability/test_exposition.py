@@ -19,10 +19,6 @@ def promtool_check_metrics(text: str) -> str:
     return "" if done.returncode == 0 else (done.stdout + done.stderr).strip() or "rc != 0"
 
 
-#: Reported to the trainer's owner: the info metric's label names are the config's camelCase keys.
-INFO_CAMEL_CASE = "scalelab_trainer_info label names should be written in 'snake_case'"
-
-
 def trainer_problems(scene: Scene) -> dict[str, list[str]]:
     problems = {}
     for trial in scene.live:
@@ -38,15 +34,6 @@ def trainer_problems(scene: Scene) -> dict[str, list[str]]:
     return problems
 
 
-def test_trainer_ranks_pass_promtool_check_metrics_but_for_the_info_label_names(
-    scene: Scene,
-) -> None:
-    problems = trainer_problems(scene)
-    other = {k: [p for p in v if not p.startswith(INFO_CAMEL_CASE)] for k, v in problems.items()}
-    assert not any(other.values()), other
-
-
-@pytest.mark.xfail(strict=True, reason="trainer: scalelab_trainer_info labels are camelCase")
 def test_every_trainer_rank_passes_promtool_check_metrics(scene: Scene) -> None:
     assert not trainer_problems(scene)
 
