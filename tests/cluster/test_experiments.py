@@ -322,13 +322,13 @@ def test_admission_holds_max_gpus_and_follows_a_raised_max_concurrent_trials(
     def jobs() -> list[str]:
         return sorted(j["metadata"]["name"] for j in items(cluster, "mpijobs", namespace))
 
-    wait_for(lambda: jobs() == ["budget-b32-g1"], 60, "one MPIJob under maxConcurrentTrials=1")
+    wait_for(lambda: jobs() == ["budget-b32-g1"], 120, "one MPIJob under maxConcurrentTrials=1")
     cluster.kubectl(
         "patch", "sx", "budget", "-n", namespace, "--type=merge",
         "-p", json.dumps({"spec": {"execution": {"maxConcurrentTrials": 4}}}),
     )  # fmt: skip
     # Plan order b32g1 (1 GPU), b32g2 (2 more: 3 of 3), b64g1 and b64g2 would exceed maxGPUs=3.
-    wait_for(lambda: jobs() == ["budget-b32-g1", "budget-b32-g2"], 60, "admission up to maxGPUs")
+    wait_for(lambda: jobs() == ["budget-b32-g1", "budget-b32-g2"], 120, "admission up to maxGPUs")
     ours = {"namespace": namespace, "experiment": "budget"}
     gpus = wait_for(
         lambda: (
