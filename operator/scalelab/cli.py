@@ -94,6 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         separate_processes=args.separate_processes,
         report=not args.no_report,
+        metrics_port=args.metrics_port,
     )
 
 
@@ -123,6 +124,17 @@ def cmd_crds(args: argparse.Namespace) -> int:
     from scalelab.kube.crd import main as crd_main
 
     return crd_main(["--out", args.out, *(["--check"] if args.check else [])])
+
+
+def _port(text: str) -> int:
+    """A TCP port number or 0 (off), for argparse."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0-65535)")
+    return port
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
         "start-up cost that --trial-list saves)",
     )
     run.add_argument("--no-report", action="store_true", help="skip report.html and the plots")
+    run.add_argument(
+        "--metrics-port", type=_port, default=0, metavar="P",
+        help="every trainer rank serves Prometheus /metrics on P + its rank while its trial "
+        "runs (default 0: off)",
+    )  # fmt: skip
     run.set_defaults(func=cmd_run)
 
     report = sub.add_parser("report", help="re-render DIR/report.html from DIR/results.json")

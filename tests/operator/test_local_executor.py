@@ -12,15 +12,18 @@ import os
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.horovod
 
@@ -376,3 +379,113 @@ def test_the_large_batch_example_scales_perfectly_until_linear_scaling_diverges(
     assert trials[2048]["phase"] == "Diverged"  # η = 1.02 is past the curvature limit
     assert trials[2048]["learningRate"] == pytest.approx(1.024)
     assert all(trials[b]["gradientNoiseScale"] for b in (8, 32))
+
+
+def _listenable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port_run(count: int) -> int:
+    """The first of `count` consecutive ports nothing listens on."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("", 0))
+            first = int(s.getsockname()[1])
+        if first + count <= 65536 and all(_listenable(first + i) for i in range(count)):
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+def _samples_total(port: int, trial: str, rank: int) -> float | None:
+    """scalelab_trainer_samples_total of (trial, rank) scraped from port; None if unreachable."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if (
+                sample.name == "scalelab_trainer_samples_total"
+                and sample.labels.get("trial") == trial
+                and sample.labels.get("rank") == str(rank)
+            ):
+                return float(sample.value)
+    return None
+
+
+def test_metrics_port_makes_every_rank_of_a_running_trial_serve_metrics_over_http(
+    tmp_path: Path,
+) -> None:
+    port = _free_port_run(2)
+    out = tmp_path / "out"
+    # A 2-process trial that runs until stopped (no tolerance, no target).
+    file = write_experiment(tmp_path / "x.yaml", "scrape", sweep={"batchSizes": [2], "gpus": [2]},
+                            training={"maxEpochs": 100000,
+                                      "convergence": {"relativeTolerance": 0}})  # fmt: skip
+    log = tmp_path / "stdout.txt"
+    with open(log, "w") as stdout:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "scalelab", "run", str(file), "--out", str(out),
+             "--metrics-port", str(port), "--no-report"],
+            stdout=stdout, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+    try:
+        trial = "scrape-b2-g2"
+        first: dict[int, float] = {}
+        deadline = time.monotonic() + 300
+        while len(first) < 2 and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.5)
+            for rank in (0, 1):
+                value = _samples_total(port + rank, trial, rank)
+                if value:
+                    first.setdefault(rank, value)
+        assert sorted(first) == [0, 1], f"ranks answering on {port}, {port + 1}: {first}"
+        time.sleep(2)
+        later = _samples_total(port, trial, 0)
+        assert later is not None
+        assert later > first[0]  # scraped while the trial runs
+    finally:
+        run.send_signal(signal.SIGINT)
+        _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 130, stderr
+    printed = log.read_text()
+    addresses = f"http://localhost:{port}/metrics, http://localhost:{port + 1}/metrics"
+    assert "metrics: each rank serves /metrics" in printed, printed
+    assert addresses in printed, printed
+    # The trainer got the port through the planner's flags, like the MPIJob launcher does.
+    (trial_list,) = (out / ".work").glob("*.json")
+    (argv,) = json.loads(trial_list.read_text())
+    assert argv[argv.index("--metrics-port") + 1] == str(port)
+    assert _trainers_of(out) == []
+    assert _listenable(port)  # the servers went with the trainers
+    assert _listenable(port + 1)
+    # The port is not part of a trial's identity: the record's command has no metrics port.
+    (record,) = results(out)["trials"]
+    assert "--metrics-port" not in record["argv"]
+
+
+def test_a_busy_or_invalid_metrics_port_stops_scalelab_run_before_any_trainer_starts(
+    tmp_path: Path,
+) -> None:
+    file = write_experiment(tmp_path / "x.yaml", "busy", sweep={"batchSizes": [2], "gpus": [1, 2]})
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        port = int(taken.getsockname()[1])
+        # Rank 1 of the 2-process trial would listen on port + 1; rank 0 of either on port.
+        done = scalelab("run", str(file), "--out", str(tmp_path / "out"),
+                        "--metrics-port", str(port - 1))  # fmt: skip
+    assert done.returncode == 1
+    assert f"port(s) {port} in use or out of range" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out" / "logs").exists()  # no trainer was launched
+    usage = scalelab("run", str(file), "--metrics-port", "70000")
+    assert usage.returncode == 2
+    assert "70000 is not a port number" in usage.stderr

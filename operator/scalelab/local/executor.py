@@ -18,6 +18,9 @@ and Horovod start-up are paid once per group rather than once per trial. Decisio
   trainer command are unchanged and it finished (Failed ones only without --retry-failed).
 - results.json/results.csv are rewritten atomically after every trial; a full disk stops the run
   with a message and the last good files intact.
+- `--metrics-port P` reaches every trial through `planner.trainer_flags` (the MPIJob launcher's
+  path): each rank serves /metrics on P + local rank while its trainer runs. The port is not
+  part of a trial's identity: a rerun with another port (or none) still reuses finished trials.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import platform
 import queue
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -116,12 +120,14 @@ class LocalRun:
         *,
         retry_failed: bool = False,
         separate_processes: bool = False,
+        metrics_port: int = 0,
         progress: Progress | None = None,
     ) -> None:
         self.experiment = experiment
         self.out = out
         self.retry_failed = retry_failed
         self.separate_processes = separate_processes
+        self.metrics_port = metrics_port
         self.python = trainer_python()
         self.horovodrun = find_horovodrun(self.python)
         self.cores = os.cpu_count() or 1
@@ -314,7 +320,10 @@ class LocalRun:
         (self.out / "data").mkdir(exist_ok=True)
         stem = f"{trials[0].name}-n{len(trials)}-a{attempt}"
         trial_list = work / f"{stem}.json"
-        flag_lists = [trainer_flags(t.spec, t.name) + self._extra_flags(t) for t in trials]
+        flag_lists = [
+            trainer_flags(t.spec, t.name, metrics_port=self.metrics_port) + self._extra_flags(t)
+            for t in trials
+        ]
         trial_list.write_text(json.dumps(flag_lists, indent=1))
         log_path = logs / f"{stem}.log"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -437,6 +446,17 @@ class LocalRun:
             return []
         return remaining
 
+    def max_processes(self) -> int:
+        """The most processes any pending trial runs with (0 when nothing is left to run)."""
+        return max((processes for processes, _ in self.pending_groups()), default=0)
+
+    def metrics_addresses(self) -> list[str]:
+        """Where the ranks of the pending trials serve /metrics (rank r of a trial: port + r)."""
+        if not self.metrics_port:
+            return []
+        ports = range(self.metrics_port, self.metrics_port + self.max_processes())
+        return [f"http://localhost:{port}/metrics" for port in ports]
+
     def _stop_trainer(self) -> None:
         if self.process is not None:
             stop(self.process)
@@ -447,6 +467,12 @@ class LocalRun:
         self.save()
         try:
             with _sigterm_as_interrupt(), self.progress:
+                addresses = self.metrics_addresses()
+                if addresses:
+                    self.progress.note(
+                        "metrics: each rank serves /metrics while its trial runs (rank r on port "
+                        f"{self.metrics_port} + r): {', '.join(addresses)}"
+                    )
                 for processes, trials in self.pending_groups():
                     self.run_group(processes, trials)
         except KeyboardInterrupt:
@@ -461,6 +487,23 @@ class LocalRun:
         return EXIT_FAILED if failed else EXIT_OK
 
 
+def busy_ports(first: int, count: int) -> list[int]:
+    """The ports of first .. first + count - 1 that a trainer rank could not listen on now."""
+    busy = []
+    for port in range(first, first + count):
+        if port > 65535:
+            busy.append(port)
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            # As the trainer's HTTP server does, so a port in TIME_WAIT counts as free.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("", port))
+            except OSError:
+                busy.append(port)
+    return busy
+
+
 def run_experiment_file(
     file: Path,
     out: Path | None = None,
@@ -468,6 +511,7 @@ def run_experiment_file(
     retry_failed: bool = False,
     separate_processes: bool = False,
     report: bool = True,
+    metrics_port: int = 0,
 ) -> int:
     """`scalelab run FILE`: validate, run, save, render; messages instead of tracebacks."""
     try:
@@ -479,8 +523,23 @@ def run_experiment_file(
     out = out or Path("out") / experiment.metadata.name
     try:
         run = LocalRun(
-            experiment, out, retry_failed=retry_failed, separate_processes=separate_processes
+            experiment,
+            out,
+            retry_failed=retry_failed,
+            separate_processes=separate_processes,
+            metrics_port=metrics_port,
         )
+        if metrics_port:
+            # Checked once up front: a busy port would fail every trial of the sweep.
+            busy = busy_ports(metrics_port, run.max_processes())
+            if busy:
+                print(
+                    f"scalelab: --metrics-port {metrics_port}: port(s) "
+                    f"{', '.join(map(str, busy))} in use or out of range (rank r of a trial "
+                    f"listens on {metrics_port} + r); choose another port",
+                    file=sys.stderr,
+                )
+                return EXIT_FAILED
         kept = sum(t.finished_at is not None for t in run.results.trials)
         if kept:
             print(f"resuming in {out}: {kept} finished trial(s) kept", flush=True)
