@@ -95,15 +95,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cfg.report_status and rank == 0:
             listeners.append(_status_listener(cfg))
         em = Emitter(cfg.experiment, cfg.trial, rank, listeners=listeners)
+        series = metrics.for_trial(cfg, size, rank) if metrics else None
         try:
-            result = run_trial(
-                cfg, em, stop, metrics.for_trial(cfg, size, rank) if metrics else None
-            )
+            result = run_trial(cfg, em, stop, series)
             if result.get("phase") == "Failed":
                 code = max(code, 1)
         except Exception as e:  # one failed trial is a result, not a crash of the trial list
             _fail(em, e, cfg)
             code = 1
+        finally:
+            if series is not None:
+                # A finished trial's flat counters would look like a stalled trial to the
+                # alert: its series go after a grace period (one last scrape sees the end).
+                series.finish()
         if stop.set:
             return SIGTERM_EXIT
     return code

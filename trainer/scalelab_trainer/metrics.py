@@ -8,12 +8,16 @@ the HTTP server is started by __main__.py, never at import. Updated by train.py.
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from scalelab_trainer.config import TrialConfig
 
 LABELS = ("experiment", "trial", "batch_size", "gpus", "rank")
+# How long a finished trial's series stay exported (with --trial-list): two scrape intervals of
+# 15 s, so its final values are scraped once, but its flat counters never look like a stalled trial.
+FINISHED_SERIES_GRACE_SECONDS = 30.0
 # Step times from a tiny linear step on a CPU (~100 µs) to a large CNN step (~10 s).
 STEP_BUCKETS = (
     1e-4,
@@ -73,10 +77,38 @@ class Metrics:
             p + "learning_rate", "Learning rate of the last step.", LABELS, registry=registry
         )
         self.info = Info(p[:-1], "Configuration of the trial.", LABELS, registry=registry)
+        self._lock = threading.Lock()
+        # Trials started per label-value tuple: a removal scheduled for a finished trial is
+        # skipped when a later trial with the same labels has started meanwhile.
+        self._generation: dict[tuple[str, ...], int] = {}
 
     def for_trial(self, cfg: TrialConfig, processes: int, rank: int) -> TrialMetrics:
         """The series of one trial on this rank (call once per trial)."""
         return TrialMetrics(self, cfg, processes, rank)
+
+    def _started(self, values: tuple[str, ...]) -> int:
+        with self._lock:
+            self._generation[values] = self._generation.get(values, 0) + 1
+            return self._generation[values]
+
+    def _remove(self, values: tuple[str, ...], generation: int) -> None:
+        """Drop every series of one trial, unless a newer trial has taken its labels."""
+        with self._lock:
+            if self._generation.get(values) != generation:
+                return
+            families: tuple[Counter | Gauge | Histogram | Info, ...] = (
+                self.samples,
+                self.steps,
+                self.step_seconds,
+                self.epoch,
+                self.noise,
+                self.lr,
+                self.info,
+            )
+            for family in families:
+                family.remove(*values)
+            for kind in ("full", "update"):
+                self.loss.remove(*values, kind)
 
 
 class TrialMetrics:
@@ -84,6 +116,7 @@ class TrialMetrics:
 
     def __init__(self, m: Metrics, cfg: TrialConfig, processes: int, rank: int) -> None:
         self.processes = processes
+        self._metrics = m
         labels = {
             "experiment": cfg.experiment,
             "trial": cfg.trial,
@@ -91,6 +124,8 @@ class TrialMetrics:
             "gpus": str(processes),
             "rank": str(rank),
         }
+        self._values = tuple(labels[k] for k in LABELS)
+        self._generation = m._started(self._values)
         self.samples = m.samples.labels(**labels)
         self.steps = m.steps.labels(**labels)
         self.step_seconds = m.step_seconds.labels(**labels)
@@ -109,6 +144,17 @@ class TrialMetrics:
         m.info.labels(**labels).info(described)
         for c in (self.samples, self.steps):
             c.inc(0)
+
+    def finish(self, grace_seconds: float = FINISHED_SERIES_GRACE_SECONDS) -> None:
+        """The trial ended: remove its series after `grace_seconds` (0: now), on a daemon timer."""
+        if grace_seconds <= 0:
+            self._metrics._remove(self._values, self._generation)
+            return
+        timer = threading.Timer(
+            grace_seconds, self._metrics._remove, (self._values, self._generation)
+        )
+        timer.daemon = True  # never keeps the process alive after its last trial
+        timer.start()
 
     def on_steps(self, steps: int, samples: int, seconds: float) -> None:
         """After one call of `steps` steps covering `samples` global examples."""
