@@ -8,8 +8,9 @@ the epoch cap. Called by __main__.py once per trial (several times with --trial-
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +88,25 @@ def _quadratic(model: models.Linear, x: linear.F64, y: linear.F64) -> Callable[[
     return loss
 
 
+@contextlib.contextmanager
+def graph_rewrites(enabled: bool) -> Iterator[None]:
+    """Grappler on or off for the functions first called inside (restored on exit).
+
+    The linear model's graphs are tens of scalar ops: Grappler's passes on the first call of each
+    function cost more than they could save, and an unrewritten graph computes exactly the ops
+    as written. Keras models keep it (fusion, layout, constant folding pay off there).
+    """
+    if enabled:
+        yield
+        return
+    before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
+
+
 def run_trial(
     cfg: TrialConfig,
     emitter: Emitter,
@@ -94,6 +114,16 @@ def run_trial(
     metrics: TrialMetrics | None = None,
 ) -> dict[str, Any]:
     """Train one trial; write `start`, `epoch`s and `result`; return the result event."""
+    with graph_rewrites(cfg.model != "linear"):
+        return _run_trial(cfg, emitter, stop_requested, metrics)
+
+
+def _run_trial(
+    cfg: TrialConfig,
+    emitter: Emitter,
+    stop_requested: Callable[[], bool],
+    metrics: TrialMetrics | None,
+) -> dict[str, Any]:
     rank, size = hvd.rank(), hvd.size()
     t_start = time.perf_counter()
     ds = datasets.build(cfg)
