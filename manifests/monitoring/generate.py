@@ -125,8 +125,8 @@ def rule_groups(**windows: str) -> dict[str, Any]:
                         "for": w["errors_for"],
                         "labels": {"severity": "warning"},
                         "annotations": {
-                            "summary": "The scalelab operator's {{ $labels.handler }} calls "
-                            f"have kept failing for {w['errors_for']}.",
+                            "summary": "The scalelab operator's {{ $labels.handler }} handler "
+                            f"has kept failing on API calls for {w['errors_for']}.",
                             "description": "Kubernetes API calls of the operator keep raising "
                             "(about {{ $value | humanize }}/s). Experiments are not admitted "
                             "or their status is stale. Check the operator's log, its RBAC and "

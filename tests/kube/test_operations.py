@@ -12,8 +12,10 @@ import kopf
 import pytest
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
-from scalelab.kube import operations
+from scalelab.kube import handlers, operations
 from scalelab.kube.apply import Kube
 from scalelab.kube.metrics import OperatorMetrics
 from scalelab.kube.operations import Context
@@ -53,10 +55,11 @@ class RecordingCustomApi:
             raise ApiException(status=self.fail, reason="Service Unavailable")
 
 
-def _context(custom: RecordingCustomApi) -> Context:
+def _context(custom: RecordingCustomApi, registry: CollectorRegistry | None = None) -> Context:
     kube = Kube.__new__(Kube)
     kube.custom, kube.writes, kube.parallelism = custom, 0, 1  # type: ignore[assignment]
-    return Context(kube=kube, config=Config(), metrics=OperatorMetrics(CollectorRegistry()))
+    metrics = OperatorMetrics(registry or CollectorRegistry(), handlers.RECONCILING)
+    return Context(kube=kube, config=Config(), metrics=metrics)
 
 
 def _body(spec: dict[str, Any]) -> kopf.Body:
@@ -74,7 +77,7 @@ def test_an_invalid_spec_sets_ready_false_invalid_spec_and_raises_a_permanent_er
     memo = kopf.Memo(ctx=_context(custom))
     body = _body({"sweep": {"batchSizes": [8, 8]}, "workload": {"model": "cnn"}})
     with pytest.raises(kopf.PermanentError, match="invalid spec"):
-        asyncio.run(operations.plan(memo, body, {}, {}))
+        asyncio.run(operations.plan(memo, body, {}, {}, handlers.PLAN))
     [(name, patch)] = custom.patches
     assert name == "exp"
     status = patch["status"]
@@ -92,14 +95,61 @@ def test_a_refused_experiment_is_left_alone_after_a_restart() -> None:
     body = _body({"sweep": {"batchSizes": [8, 8]}})
     body_dict = dict(body)
     body_dict["status"] = {"phase": "Failed"}
-    asyncio.run(operations.plan(memo, kopf.Body(body_dict), {}, {}))
+    asyncio.run(operations.plan(memo, kopf.Body(body_dict), {}, {}, handlers.RESUME))
     assert custom.patches == []
 
 
-def test_an_api_failure_is_a_temporary_error_and_counted() -> None:
-    ctx = _context(RecordingCustomApi(fail=503))
+def test_an_api_failure_is_a_temporary_error_counted_under_its_handler_id() -> None:
+    registry = CollectorRegistry()
+    ctx = _context(RecordingCustomApi(fail=503), registry)
     memo = kopf.Memo(ctx=ctx)
     body = _body({"sweep": {"batchSizes": [8]}, "resources": {"gpusPerProcess": 0}})
     with pytest.raises(kopf.TemporaryError, match="API error 503"):
-        asyncio.run(operations.reconcile(memo, body, {}, {}))
-    assert ctx.metrics.reconcile_errors.labels("apply")._value.get() == 1
+        asyncio.run(operations.reconcile(memo, body, {}, {}, handlers.RECONCILE))
+    assert _samples(registry)[("scalelab_operator_reconcile_errors_total", "reconcile")] == 1
+    assert _samples(registry)[("scalelab_operator_reconciles_total", "reconcile")] == 1
+    ctx.accounts.add("ns")  # the trainer account exists: PLAN goes straight to its first pass
+    with pytest.raises(kopf.TemporaryError, match="API error 503"):
+        asyncio.run(operations.plan(memo, body, {}, {}, handlers.PLAN))
+    errors = {h: v for (n, h), v in _samples(registry).items() if n.endswith("errors_total")}
+    assert errors == {"plan": 1, "resume": 0, "reconcile": 1}  # by the handler that failed
+
+
+def _samples(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
+    """(sample name, handler label) → value, as a scrape of the operator's registry sees them."""
+    text = generate_latest(registry).decode()
+    return {
+        (s.name, s.labels["handler"]): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if "handler" in s.labels and not s.name.endswith(("_bucket", "_created"))
+    }
+
+
+def test_every_handler_series_is_exported_at_zero_before_the_first_error() -> None:
+    registry = CollectorRegistry()
+    _context(RecordingCustomApi(), registry)
+    samples = _samples(registry)
+    for name in ("scalelab_operator_reconcile_errors_total", "scalelab_operator_reconciles_total",
+                 "scalelab_operator_reconcile_duration_seconds_count"):  # fmt: skip
+        assert {h: v for (n, h), v in samples.items() if n == name} == {
+            handlers.PLAN: 0,
+            handlers.RESUME: 0,
+            handlers.RECONCILE: 0,
+        }
+
+
+def test_every_operator_metric_states_its_unit_as_its_name_does() -> None:
+    registry = CollectorRegistry()
+    OperatorMetrics(registry, handlers.RECONCILING)
+    families = {f.name: f.documentation for f in registry.collect()}
+    assert "scalelab_trial_result_gpu_seconds" in families
+    for name, help_text in families.items():
+        if name.endswith("_seconds") and not name.endswith("gpu_seconds"):
+            assert help_text.endswith("Unit: seconds."), name
+        if name.endswith("gpu_seconds"):
+            assert "Unit: GPU-seconds" in help_text, name
+        if name.endswith("_ratio"):
+            assert help_text.endswith("Unit: ratio."), name
+        if name.endswith("per_second"):
+            assert help_text.endswith("Unit: samples per second."), name

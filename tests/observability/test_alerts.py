@@ -9,6 +9,7 @@ import time
 import pytest
 
 from scalelab.api import TrialPhase
+from scalelab.kube.handlers import RECONCILE
 from scalelab.kube.reconcile import Usage
 from tests.observability.scene import EXPERIMENT, NAMESPACE, Scene
 
@@ -37,7 +38,7 @@ def test_a_trial_that_diverges_fires_the_divergence_alert(scene: Scene) -> None:
 
 def test_reconcile_errors_that_keep_coming_fire_the_operator_alert(scene: Scene) -> None:
     assert not scene.firing("ScalelabOperatorReconcileErrors")
-    errors = scene.operator.metrics.reconcile_errors.labels("apply")
+    errors = scene.operator.metrics.reconcile_errors.labels(RECONCILE)
     done = threading.Event()
 
     def fail_every_half_second() -> None:
@@ -48,7 +49,7 @@ def test_reconcile_errors_that_keep_coming_fire_the_operator_alert(scene: Scene)
     provoked = time.monotonic()
     thread.start()
     try:
-        seconds, alert = scene.wait_firing("ScalelabOperatorReconcileErrors", 60, handler="apply")
+        seconds, alert = scene.wait_firing("ScalelabOperatorReconcileErrors", 60, handler=RECONCILE)
         print(f"[measure] ScalelabOperatorReconcileErrors fired {seconds:.1f} s after errors began")
         # errors_window 10s + errors_for 5s: not before the `for` has passed
         assert time.monotonic() - provoked >= 5

@@ -159,11 +159,12 @@ def test_the_service_monitor_selects_the_operator_metrics_service(
 def test_rules_and_panels_name_only_metrics_that_exist(gen: Any) -> None:
     from prometheus_client import CollectorRegistry
 
+    from scalelab.kube.handlers import RECONCILING
     from scalelab.kube.metrics import OperatorMetrics
     from scalelab_trainer.metrics import Metrics
 
     registry = CollectorRegistry()
-    OperatorMetrics(registry)
+    OperatorMetrics(registry, RECONCILING)
     Metrics(registry)
     exported = set()
     for family in registry.collect():

@@ -44,6 +44,9 @@ RECONCILE = "reconcile"
 TRIAL_INDEX = "scalelab_trials"  # kopf passes each index as the kwarg of its id
 JOB_INDEX = "scalelab_mpijobs"
 FORGET = "forget"
+#: The handlers that run reconciliation passes: the `handler` label values of the operator's
+#: reconcile metrics (kube/metrics.py), all exported at 0 from the start.
+RECONCILING = (PLAN, RESUME, RECONCILE)
 
 
 def _active(status: kopf.Status, **_: Any) -> bool:
@@ -68,11 +71,11 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
 
     @kopf.on.create(*EXPERIMENTS, id=PLAN, timeout=timeout, backoff=5, registry=registry)
     async def plan(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-        await operations.plan(memo, body, kwargs[TRIAL_INDEX], kwargs[JOB_INDEX])
+        await operations.plan(memo, body, kwargs[TRIAL_INDEX], kwargs[JOB_INDEX], PLAN)
 
     @kopf.on.resume(*EXPERIMENTS, id=RESUME, timeout=timeout, backoff=5, registry=registry)
     async def resume(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-        await operations.plan(memo, body, kwargs[TRIAL_INDEX], kwargs[JOB_INDEX])
+        await operations.plan(memo, body, kwargs[TRIAL_INDEX], kwargs[JOB_INDEX], RESUME)
 
     @kopf.timer(
         *EXPERIMENTS,
@@ -84,7 +87,7 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         registry=registry,
     )
     async def reconcile(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-        await operations.reconcile(memo, body, kwargs[TRIAL_INDEX], kwargs[JOB_INDEX])
+        await operations.reconcile(memo, body, kwargs[TRIAL_INDEX], kwargs[JOB_INDEX], RECONCILE)
 
     @kopf.on.event(*EXPERIMENTS, id=FORGET, registry=registry)
     def forget(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:

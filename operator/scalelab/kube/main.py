@@ -56,7 +56,7 @@ def run(
     """Run the operator until SIGTERM/SIGINT; watches `namespaces`, or all when empty."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     registry = CollectorRegistry()
-    metrics = OperatorMetrics(registry)
+    metrics = OperatorMetrics(registry, handlers.RECONCILING)
     port = cfg.metrics_port if metrics_port is None else metrics_port
     if port:
         start_http_server(port, registry=registry)

@@ -3,8 +3,11 @@ errors, and every finished trial's results, so scaling curves stay queryable aft
 
 Per-experiment series come from a collector over the latest snapshot of each experiment (set by
 every reconciliation, dropped when the experiment is deleted), so no series outlives its object.
-Labels are bounded: namespace, experiment, phase, batch_size, gpus, repeat (never a uid).
-The registry is injected; the HTTP server is started by `scalelab operator`, never at import.
+Labels are bounded: namespace, experiment, phase, batch_size, gpus, repeat (never a uid), and
+`handler`, the id of the kopf handler that ran a reconciliation pass (kube/handlers.py:
+plan, resume, reconcile); every handler's series exist at 0 from the start, so `rate()` sees the
+first error. The registry is injected; the HTTP server is started by `scalelab operator`, never
+at import.
 """
 
 from __future__ import annotations
@@ -28,13 +31,29 @@ RESULT_GAUGES = (
     (
         "samples_per_second",
         "samples_per_second",
-        "Steady-state global throughput. Unit: samples/s.",
+        "Steady-state global throughput. Unit: samples per second.",
     ),
-    ("final_loss", "final_loss", "Full-dataset loss at the end of the trial."),
-    ("scaling_efficiency_ratio", "scaling_efficiency", "Scaling efficiency (strong or weak)."),
+    (
+        "final_loss",
+        "final_loss",
+        "Full-dataset loss at the end of the trial. Unit: the model's loss (no physical unit).",
+    ),
+    (
+        "scaling_efficiency_ratio",
+        "scaling_efficiency",
+        "Scaling efficiency, strong or weak (1 = linear scaling). Unit: ratio.",
+    ),
     ("training_seconds", "seconds", "Training time reported by the trainer. Unit: seconds."),
-    ("gpu_seconds", "gpu_seconds", "Processes × time to target (or training time)."),
-    ("time_to_target_seconds", "time_to_target_seconds", "Time to the target loss. Unit: s."),
+    (
+        "gpu_seconds",
+        "gpu_seconds",
+        "Processes × time to target (or training time). Unit: GPU-seconds (one process each).",
+    ),
+    (
+        "time_to_target_seconds",
+        "time_to_target_seconds",
+        "Time from the first step to the target loss. Unit: seconds.",
+    ),
 )
 
 
@@ -51,24 +70,27 @@ class Snapshot:
 class OperatorMetrics(Collector):
     """Metrics of one operator process, registered in `registry`."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, handlers: Sequence[str]) -> None:
+        """`handlers`: the kopf handler ids that run reconciliation passes (their label values)."""
         self._lock = threading.Lock()
         self._snapshots: dict[tuple[str, str], Snapshot] = {}
         self.reconcile_errors = Counter(
             "scalelab_operator_reconcile_errors_total",
-            "Reconciliations that raised, by handler id.",
+            "Reconciliation passes that failed on a Kubernetes API call (retried later), by kopf "
+            "handler id.",
             ["handler"],
             registry=registry,
         )
         self.reconciles = Counter(
             "scalelab_operator_reconciles_total",
-            "Reconciliations run, by handler id.",
+            "Reconciliation passes run, by kopf handler id.",
             ["handler"],
             registry=registry,
         )
         self.reconcile_seconds = Histogram(
             "scalelab_operator_reconcile_duration_seconds",
-            "Wall time of one reconciliation pass (decide and API writes), by handler id.",
+            "Wall time of one reconciliation pass (decide and API writes), by kopf handler id. "
+            "Unit: seconds.",
             ["handler"],
             buckets=(0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30),
             registry=registry,
@@ -78,6 +100,11 @@ class OperatorMetrics(Collector):
             "API writes made by the operator's reconciliations (kopf's own not included).",
             registry=registry,
         )
+        for handler in handlers:
+            # A labelled series exports nothing until its child exists: create every one now.
+            self.reconcile_errors.labels(handler)
+            self.reconciles.labels(handler)
+            self.reconcile_seconds.labels(handler)
         registry.register(self)
 
     def observe(self, namespace: str, experiment: str, snapshot: Snapshot) -> None:
@@ -105,7 +132,7 @@ class OperatorMetrics(Collector):
         )
         stalled = GaugeMetricFamily(
             "scalelab_operator_stalled_trials",
-            "Running trials without a progress report for over SCALELAB_STALL_SECONDS.",
+            "Running trials without a progress report for over SCALELAB_STALL_SECONDS seconds.",
             labels=EXP_LABELS,
         )
         results = {

@@ -1,5 +1,7 @@
 """What each kopf handler does: snapshot the indexes, decide (kube/reconcile.py, pure), carry the
 actions out in a worker thread (kube/apply.py), post Events, update metrics.
+Each entry point takes the id of the kopf handler that called it (kube/handlers.py): the
+`handler` label of the reconcile metrics.
 
 Runs in kopf's event loop; the indexes are read there (kopf mutates them on the same loop), and
 the synchronous kubernetes client runs in a thread so one slow call never stalls the watches.
@@ -89,16 +91,16 @@ def _key(body: kopf.Body) -> Key:
     return (str(body.metadata.namespace), str(body.metadata.name))
 
 
-async def _reject(ctx: Context, body: kopf.Body, error: InvalidSpecError) -> NoReturn:
+async def _reject(ctx: Context, handler: str, body: kopf.Body, error: InvalidSpecError) -> NoReturn:
     namespace, name = _key(body)
     generation = int(body.get("metadata", {}).get("generation") or 1)
     status = invalid_status(str(error), body.get("status"), generation, now_rfc3339())
-    await asyncio.to_thread(apply.patch_experiment_status, ctx.kube, namespace, name, status)
+    await _call(ctx, handler, apply.patch_experiment_status, ctx.kube, namespace, name, status)
     kopf.warn(body, reason="InvalidSpec", message=str(error))
     raise kopf.PermanentError(f"invalid spec: {error}")
 
 
-async def plan(memo: kopf.Memo, body: kopf.Body, trials: Any, jobs: Any) -> None:
+async def plan(memo: kopf.Memo, body: kopf.Body, trials: Any, jobs: Any, handler: str) -> None:
     """PLAN/RESUME: validate once, ensure the trainer account, first reconciliation."""
     ctx = context(memo)
     status = body.get("status") or {}
@@ -108,7 +110,7 @@ async def plan(memo: kopf.Memo, body: kopf.Body, trials: Any, jobs: Any) -> None
     except InvalidSpecError as error:
         if finished:
             return  # refused before this operator started; the condition says why
-        await _reject(ctx, body, error)
+        await _reject(ctx, handler, body, error)
     if finished:
         # Nothing to run, but the finished results go back into /metrics after a restart.
         key = _key(body)
@@ -124,32 +126,38 @@ async def plan(memo: kopf.Memo, body: kopf.Body, trials: Any, jobs: Any) -> None
         return
     namespace, _ = _key(body)
     if namespace not in ctx.accounts:
-        await _call(ctx, apply.ensure_trainer_account, ctx.kube, namespace, ctx.config)
+        await _call(ctx, handler, apply.ensure_trainer_account, ctx.kube, namespace, ctx.config)
         ctx.accounts.add(namespace)
     if is_active(status):
         return  # the RECONCILE timer is already on it
-    await _pass(ctx, memo, body, cache, trials, jobs)
+    await _pass(ctx, handler, memo, body, cache, trials, jobs)
     kopf.event(body, type="Normal", reason="Planned", message=f"{len(cache.trials)} trials planned")
 
 
-async def reconcile(memo: kopf.Memo, body: kopf.Body, trials: Any, jobs: Any) -> None:
+async def reconcile(memo: kopf.Memo, body: kopf.Body, trials: Any, jobs: Any, handler: str) -> None:
     """RECONCILE: one pass of admission, phases and status."""
     ctx = context(memo)
     try:
         cache = _planned(memo, body)
     except InvalidSpecError as error:
-        await _reject(ctx, body, error)
-    await _pass(ctx, memo, body, cache, trials, jobs)
+        await _reject(ctx, handler, body, error)
+    await _pass(ctx, handler, memo, body, cache, trials, jobs)
 
 
 async def _pass(  # noqa: PLR0917
-    ctx: Context, memo: kopf.Memo, body: kopf.Body, cache: PlanCache, trials: Any, jobs: Any
+    ctx: Context,
+    handler: str,
+    memo: kopf.Memo,
+    body: kopf.Body,
+    cache: PlanCache,
+    trials: Any,
+    jobs: Any,
 ) -> None:
     key = _key(body)
     seen_trials: list[TrialState] = list(trials.get(key, []))
     seen_jobs: list[JobState] = list(jobs.get(key, []))
     memory = _memory(memo)
-    ctx.metrics.reconciles.labels("reconcile").inc()
+    ctx.metrics.reconciles.labels(handler).inc()
     started, writes = time.monotonic(), ctx.kube.writes
     decision = decide(
         cache.experiment,
@@ -162,7 +170,15 @@ async def _pass(  # noqa: PLR0917
     )
     try:
         await _call(
-            ctx, apply.apply, ctx.kube, decision.actions, key[0], dict(body), memory, ctx.config
+            ctx,
+            handler,
+            apply.apply,
+            ctx.kube,
+            decision.actions,
+            key[0],
+            dict(body),
+            memory,
+            ctx.config,
         )
     except BaseException:
         memo["memory"] = Memory()  # forget what may not have been written; indexes decide
@@ -173,18 +189,22 @@ async def _pass(  # noqa: PLR0917
         *key, Snapshot(decision.phases, decision.usage, decision.rows, len(decision.stalled))
     )
     ctx.metrics.api_writes.inc(ctx.kube.writes - writes)
-    ctx.metrics.reconcile_seconds.labels("reconcile").observe(time.monotonic() - started)
+    ctx.metrics.reconcile_seconds.labels(handler).observe(time.monotonic() - started)
 
 
-async def _call(ctx: Context, fn: Any, *args: Any) -> None:
-    """Run a blocking API function in a thread; API errors become a retry later."""
+async def _call(ctx: Context, handler: str, fn: Any, *args: Any) -> None:
+    """Run a blocking API function in a thread; API errors become a retry later. Every failure
+    (an API error or no connection at all) counts against the calling handler's id."""
     try:
         await asyncio.to_thread(fn, *args)
     except ApiException as error:
-        ctx.metrics.reconcile_errors.labels(getattr(fn, "__name__", "api")).inc()
+        ctx.metrics.reconcile_errors.labels(handler).inc()
         raise kopf.TemporaryError(
             f"API error {error.status}: {error.reason}", delay=RETRY_SECONDS
         ) from error
+    except Exception:
+        ctx.metrics.reconcile_errors.labels(handler).inc()
+        raise  # kopf retries it with the handler's backoff
 
 
 def forget(memo: kopf.Memo, body: kopf.Body) -> None:
