@@ -3,9 +3,12 @@
 Both compute the same things on the same data (seed 0): gradient descent and SGD with the lab's
 stopping rule, and the 200×200 loss surface. Prints, per repeat and as medians: the compute time of
 each (TF1: the three computations after `import tensorflow`, graph building included; scalelab: the
-`seconds` of its two trials, which include data, model, the surface and graph tracing, and the same
-less `compileSeconds`, the one-time tracing of its compiled loops), the whole-process wall time, the
-speed ratios, and whether the answers agree (epochs exactly, w and b to 1e-8, surface to 1e-10).
+`seconds` of its two trials, which include data, model, diagnostics, the surface and graph tracing,
+and the same less `compileSeconds`, the one-time tracing of its compiled loops), the whole-process
+wall time, the speed ratios, and whether the answers agree (epochs exactly, w and b to 1e-8,
+surface to 1e-10). Neither side's compute includes interpreter, TensorFlow or Horovod start-up;
+the process time does. The machine's load average is printed before and after: on shared cores
+only ratios from the same run compare.
 
     .venv/bin/python bench/trainer_lab1_vs_tf1.py [--repeats 5]
 """
@@ -105,6 +108,7 @@ def main() -> None:
     import numpy as np
 
     rows = []
+    print("load average before: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         trials = Path(tmp) / "trials.json"
         trials.write_text(json.dumps(TRIALS))
@@ -137,6 +141,7 @@ def main() -> None:
                 ),
                 flush=True,
             )
+    print("load average after: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
     med = {k: statistics.median(float(r[k]) for r in rows) for k in rows[0] if k != "same_answers"}
     print(
         f"epochs: GD {tf1['gd'][0]}, SGD {tf1['sgd'][0]} (both, every repeat agreeing: "  # type: ignore[index]

@@ -92,37 +92,47 @@ def build_step_loop(
     def one_step(step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         start = (step % S) * B
         g = tf.minimum(tf.constant(B, tf.int64), n - start)  # this global batch's size
-        lo, hi = start + g * r // N, start + g * (r + 1) // N  # this rank's contiguous slice
+        # This rank's contiguous slice (one process: the whole batch, without the arithmetic;
+        # every op left out of the step is saved at tracing, first call and each step).
+        lo, hi = (start, start + g) if N == 1 else (start + g * r // N, start + g * (r + 1) // N)
         gf = tf.cast(g, dt)
         grads: list[tf.Tensor] | None = None
-        loss = tf.zeros([], dt)
-        small_sq, small_n = tf.zeros([], dt), tf.zeros([], dt)
+        loss: tf.Tensor | None = None
+        small_sq: tf.Tensor | None = None
+        small_n: tf.Tensor | None = None
         for m in range(M):  # micro-batches: the small batches of the noise estimator on 1 process
-            mlo, mhi = lo + (hi - lo) * m // M, lo + (hi - lo) * (m + 1) // M
+            mlo = lo if m == 0 else lo + (hi - lo) * m // M
+            mhi = hi if m == M - 1 else lo + (hi - lo) * (m + 1) // M
             idx = perm[mlo:mhi]
             xb, yb = tf.gather(x, idx), tf.gather(y, idx)
             with tf.GradientTape() as tape:
                 part = tf.reduce_sum(model.per_example_loss(xb, yb, training=True)) / gf
             gm = tape.gradient(part, variables)
-            loss += part
+            # (sums start from the first term, not from 0.0: the same value, one op less)
+            loss = part if loss is None else loss + part
             grads = gm if grads is None else [a + b for a, b in zip(grads, gm, strict=True)]
             if measure_noise:
                 k = tf.cast(mhi - mlo, dt)
                 # Gradient of the micro-batch's own mean loss is gm·g/k; its squared norm.
                 has = tf.cast(k > 0, dt)
-                small_sq += has * sq_norm(gm) * tf.square(gf / tf.maximum(k, 1))
-                small_n += has
+                sq = has * sq_norm(gm) * tf.square(gf / tf.maximum(k, 1))
+                small_sq = sq if small_sq is None else small_sq + sq
+                small_n = has if small_n is None else small_n + has
         assert grads is not None
-        stats = tf.stack([loss, small_sq, small_n])
+        assert loss is not None
+        if small_sq is None or small_n is None:  # not measuring noise: nothing to carry
+            small_sq, small_n = tf.zeros([], dt), tf.ones([], dt)
         if reduce and N > 1:
             # Horovod: one fused allreduce (SUM) of every gradient plus the step's statistics,
             # what DistributedGradientTape does, written out because the noise estimator needs
             # each rank's local gradient norm before the reduction (computed above).
-            out = hvd.grouped_allreduce([*grads, stats], op=hvd.Sum)
+            out = hvd.grouped_allreduce([*grads, tf.stack([loss, small_sq, small_n])], op=hvd.Sum)
             grads, stats = out[:-1], out[-1]
+            loss, small_sq, small_n = stats[0], stats[1], stats[2]
         # (one process: nothing to reduce, and skipping avoids a trip through Horovod's
         # background thread on every step)
-        return grads, stats[0], stats[1] / tf.maximum(stats[2], 1), gf
+        small = small_sq / tf.maximum(small_n, 1) if measure_noise else small_sq
+        return grads, loss, small, gf
 
     def loop(first: tf.Tensor, count: tf.Tensor, limit: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
         # Loop state, one scalar each (slicing and re-stacking one vector per step costs ops):

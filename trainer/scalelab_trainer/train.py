@@ -372,6 +372,15 @@ def _run_trial(
     # B_simple grows as the loss falls (McCandlish et al. §3); the last epoch's value is the one
     # that applies to further training, the value at the target the one for time-to-target.
     last_noise = epoch_noise.value() if epoch_noise.count else noise_total.value()
+    # The loss surface is part of the trial's work: computed before `seconds` is read.
+    surface: dict[str, Any] | None = None
+    if lin is not None and cfg.loss_surface_points > 0 and ds.x.shape[1] == 1:
+        wg, bg = linear.surface_grid(cfg.data_w, cfg.data_b, cfg.loss_surface_points)
+        surface = {
+            "w": wg.tolist(),
+            "b": bg.tolist(),
+            "loss": linear.loss_surface(ds.x, ds.y, wg, bg).tolist(),
+        }
     result: dict[str, Any] = {
         "phase": phase,
         "reason": reason,
@@ -417,13 +426,8 @@ def _run_trial(
             reduce=False,
         )
         result["stepTimeSplit"] = _split_step_time(probe, clock, min(S, K), steps)
-    if lin is not None and cfg.loss_surface_points > 0 and ds.x.shape[1] == 1:
-        wg, bg = linear.surface_grid(cfg.data_w, cfg.data_b, cfg.loss_surface_points)
-        result["lossSurface"] = {
-            "w": wg.tolist(),
-            "b": bg.tolist(),
-            "loss": linear.loss_surface(ds.x, ds.y, wg, bg).tolist(),
-        }
+    if surface is not None:
+        result["lossSurface"] = surface
     return emitter.emit("result", **result)
 
 
