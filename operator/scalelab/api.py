@@ -281,10 +281,12 @@ class Toleration(ApiModel):
 class Resources(ApiModel):
     """What every trial pod gets on a cluster (ignored by the local executor except where said)."""
 
-    image: str = Field(
-        default="scalelab-trainer:latest",
+    image: str | None = Field(
+        default=None,
         min_length=1,
-        description="Trainer container image. Default: scalelab-trainer:latest.",
+        description="Trainer container image of the MPIJob's pods; the local executor runs this "
+        "machine's trainer instead. Default: null (the operator's configured trainer image, "
+        "SCALELAB_TRAINER_IMAGE).",
     )
     gpus_per_process: int = Field(
         default=1,

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from scalelab.kube.settings import Config
 from tests.cluster.conftest import REPO, Operator, get, items, phase_of, wait_for
 from tests.cluster.standin import StandIn, local_command
 from tests.harness.controlplane import ControlPlane
@@ -245,6 +246,13 @@ def test_deleting_the_experiment_garbage_collects_its_trials_and_mpijobs(
     assert job["metadata"]["ownerReferences"][0]["uid"] == trial["metadata"]["uid"]
     assert job["spec"]["runPolicy"]["suspend"] is True
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+    # No image in the spec: the API server stores none, and the pods get the operator's own.
+    stored = get(cluster, "scaleexperiment", "gone", namespace)["spec"]["resources"]
+    assert stored.get("image") is None
+    assert trial["spec"]["resources"].get("image") is None
+    for role in ("Launcher", "Worker"):
+        pod = job["spec"]["mpiReplicaSpecs"][role]["template"]["spec"]
+        assert pod["containers"][0]["image"] == Config().trainer_image
 
     cluster.kubectl("delete", "scaleexperiment", "gone", "-n", namespace, "--wait=true")
     wait_for(

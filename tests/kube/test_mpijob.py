@@ -128,9 +128,17 @@ def test_scheduling_fields_are_copied_to_every_pod() -> None:
         assert pod["priorityClassName"] == "research"
 
 
-def test_the_api_default_image_means_the_operators_trainer_image() -> None:
+def test_no_image_in_the_spec_means_the_operators_trainer_image() -> None:
+    assert _trial().spec.resources.image is None
     assert mpijob.image(_trial(), Config(trainer_image="reg/t:1")) == "reg/t:1"
+    assert mpijob.image(_trial(image=None), Config(trainer_image="reg/t:1")) == "reg/t:1"
     assert mpijob.image(_trial(image="mine:2"), Config(trainer_image="reg/t:1")) == "mine:2"
+    # The former API default is an image name like any other now, not a magic "unset".
+    latest = _trial(image="scalelab-trainer:latest")
+    assert mpijob.image(latest, Config(trainer_image="reg/t:1")) == "scalelab-trainer:latest"
+    for role in ("Launcher", "Worker"):
+        pod = _render(_trial(), Config(trainer_image="reg/t:1"))["spec"]["mpiReplicaSpecs"][role]
+        assert pod["template"]["spec"]["containers"][0]["image"] == "reg/t:1"
 
 
 def test_worker_pod_names_stay_dns_labels_for_long_experiment_names() -> None:

@@ -222,6 +222,26 @@ def test_the_trainer_command_carries_every_trial_field() -> None:
     assert "--no-shuffle" not in argv
 
 
+def test_the_image_defaults_to_null_and_never_reaches_the_trainer_or_the_local_executor(
+    tmp_path: Path,
+) -> None:
+    from scalelab.local.executor import LocalRun
+
+    plain = parse_experiment(experiment(sweep={"batchSizes": [50]}))
+    pinned = parse_experiment(
+        experiment(sweep={"batchSizes": [50]}, resources={"image": "reg/elsewhere:9"})
+    )
+    assert plain.spec.resources.image is None
+    assert plain.spec.model_dump(by_alias=True, mode="json")["resources"]["image"] is None
+    ((a,), (b,)) = plan(plain), plan(pinned)
+    assert trainer_flags(a.spec, a.name) == trainer_flags(b.spec, b.name)
+    # The local executor runs this machine's trainer: an image changes no trial's command, so
+    # results of a run without one are reused by a run with one.
+    runs = [LocalRun(x, tmp_path / str(i)) for i, x in enumerate((plain, pinned))]
+    assert runs[0].results.trials[0].argv == runs[1].results.trials[0].argv
+    assert "reg/elsewhere:9" not in " ".join(runs[1].results.trials[0].argv)
+
+
 def test_every_example_is_a_valid_experiment() -> None:
     files = sorted(EXAMPLES.glob("*.yaml"))
     assert {f.name for f in files} >= {

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from scalelab.api import API_VERSION, TRIAL_KIND, Resources
+from scalelab.api import API_VERSION, TRIAL_KIND
 from scalelab.kube.settings import Config
 from scalelab.planner import PlannedTrial, trainer_command, trainer_flags
 
@@ -40,8 +40,6 @@ MPIRUN_FLAGS = [
     "-x", "PATH", "-x", "LD_LIBRARY_PATH", "-x", "NCCL_DEBUG=WARN",
     "-mca", "pml", "ob1", "-mca", "btl", "^openib",
 ]  # fmt: skip
-#: The API default of spec.resources.image; a trial that keeps it gets the operator's image.
-API_DEFAULT_IMAGE = Resources.model_fields["image"].default
 
 
 def trial_labels(trial: PlannedTrial) -> dict[str, str]:
@@ -69,10 +67,9 @@ def gpus_per_worker(trial: PlannedTrial) -> int:
 
 
 def image(trial: PlannedTrial, config: Config) -> str:
-    """The trainer image: the spec's, or the operator's configured one when the spec kept the
-    API default."""
+    """The trainer image: the spec's, or the operator's configured one when the spec has none."""
     chosen = trial.spec.resources.image
-    return config.trainer_image if chosen == API_DEFAULT_IMAGE else chosen
+    return config.trainer_image if chosen is None else chosen
 
 
 def launcher_command(trial: PlannedTrial, namespace: str, config: Config) -> list[str]:

@@ -17,7 +17,7 @@ PREFIX = "SCALELAB_"
 class Config:
     """Operator settings; each field is read from SCALELAB_<FIELD_NAME_UPPER>."""
 
-    #: Trainer image of trials whose spec.resources.image is the API default (unset by the user).
+    #: Trainer image of trials whose spec.resources.image is null (the API default).
     trainer_image: str = "ghcr.io/scalelab/trainer:0.1.0"
     #: Image of the operator itself (documentation and the Deployment; not used at runtime).
     operator_image: str = "ghcr.io/scalelab/operator:0.1.0"
