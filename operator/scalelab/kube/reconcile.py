@@ -41,7 +41,7 @@ from scalelab.validation import problems_from_error, semantic_problems
 #: A finished MPIJob whose trial has no result yet may be waiting on a slower watch; after this
 #: long the trial is Failed with reason NoResult. Unit: seconds.
 RESULT_GRACE_SECONDS = 30.0
-#: At most this many failed trials are named in the TrialsFailed condition message.
+#: At most this many trials are named in the TrialsFailed and TrialsStalled condition messages.
 FAILED_NAMED = 5
 
 Key = tuple[str, str]  # (namespace, experiment)
@@ -360,6 +360,12 @@ def _conditions(
     return out
 
 
+def _first_named(names: Sequence[str]) -> str:
+    """The first FAILED_NAMED names, comma-separated, then how many more there are."""
+    more = f" and {len(names) - FAILED_NAMED} more" if len(names) > FAILED_NAMED else ""
+    return ", ".join(names[:FAILED_NAMED]) + more
+
+
 def ready_condition(trials: Sequence[PlannedTrial]) -> Condition:
     """Ready=True once the sweep is valid and planned."""
     skipped = sum(t.skipped for t in trials)
@@ -552,24 +558,17 @@ def decide(  # noqa: PLR0917 - the inputs of one pass, all required
                 type="TrialsStalled",
                 status=ConditionStatus.TRUE,
                 reason="NoProgress",
-                message=f"no progress for over {stall_seconds:.0f} s: "
-                + ", ".join(stalled[:FAILED_NAMED])
-                + (
-                    f" and {len(stalled) - FAILED_NAMED} more"
-                    if len(stalled) > FAILED_NAMED
-                    else ""
-                ),
+                message=f"no progress for over {stall_seconds:.0f} s: {_first_named(stalled)}",
             )
         )
     if failed:
-        named = ", ".join(f"{r.trial} ({r.reason})" for r in failed[:FAILED_NAMED])
-        more = f" and {len(failed) - FAILED_NAMED} more" if len(failed) > FAILED_NAMED else ""
+        named = _first_named([f"{r.trial} ({r.reason})" for r in failed])
         wanted.append(
             Condition(
                 type="TrialsFailed",
                 status=ConditionStatus.TRUE,
                 reason="TrialFailed",
-                message=f"{len(failed)} failed: {named}{more}",
+                message=f"{len(failed)} failed: {named}",
             )
         )
     recommendation = None
