@@ -210,40 +210,38 @@ def _chunked_sum(
     return total
 
 
-def build_full_loss(
-    model: Model, layout: Layout, x: tf.Tensor, y: tf.Tensor, chunk: int = 1024
+def _sharded_mean(
+    part: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], n: int, layout: Layout, chunk: int
 ) -> Compiled:
-    """Mean loss over the whole dataset; each rank sums its contiguous shard, then SUM-allreduce."""
-    n, N, r = layout.n, layout.size, layout.rank
+    """Σ part over [0, n) / n: each rank sums its contiguous shard in chunks, then SUM-allreduce."""
+    N, r = layout.size, layout.rank
     lo, hi = n * r // N, n * (r + 1) // N
 
-    def full_loss() -> tf.Tensor:
-        total = _chunked_sum(
-            lambda s, e: tf.reduce_sum(model.per_example_loss(x[s:e], y[s:e], training=False)),
-            lo,
-            hi,
-            chunk,
-        )
+    def mean() -> tf.Tensor:
+        total = _chunked_sum(part, lo, hi, chunk)
         if N > 1:
-            # Horovod: every rank must see the same loss, so all make the same stopping decision.
+            # Horovod: each rank summed its shard; every rank must see the same value, so all
+            # make the same stopping decision.
             total = hvd.allreduce(total, op=hvd.Sum)
         return total / n
 
-    return cast(Compiled, tf.function(full_loss, autograph=False))
+    return cast(Compiled, tf.function(mean, autograph=False))
+
+
+def build_full_loss(
+    model: Model, layout: Layout, x: tf.Tensor, y: tf.Tensor, chunk: int = 1024
+) -> Compiled:
+    """Mean loss over the whole dataset, sharded over the ranks."""
+    return _sharded_mean(
+        lambda s, e: tf.reduce_sum(model.per_example_loss(x[s:e], y[s:e], training=False)),
+        layout.n,
+        layout,
+        chunk,
+    )
 
 
 def build_accuracy(
     model: Model, layout: Layout, x: tf.Tensor, y: tf.Tensor, chunk: int = 1024
 ) -> Compiled:
     """Share of held-out examples classified correctly, sharded like `build_full_loss`."""
-    n, N, r = int(x.shape[0]), layout.size, layout.rank
-    lo, hi = n * r // N, n * (r + 1) // N
-
-    def accuracy() -> tf.Tensor:
-        total = _chunked_sum(lambda s, e: model.correct(x[s:e], y[s:e]), lo, hi, chunk)
-        if N > 1:
-            # Horovod: each rank counted its shard of the test set; sum the counts.
-            total = hvd.allreduce(total, op=hvd.Sum)
-        return total / n
-
-    return cast(Compiled, tf.function(accuracy, autograph=False))
+    return _sharded_mean(lambda s, e: model.correct(x[s:e], y[s:e]), int(x.shape[0]), layout, chunk)
