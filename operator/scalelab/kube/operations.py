@@ -30,6 +30,7 @@ from scalelab.kube.reconcile import (
     Memory,
     TrialState,
     decide,
+    generation_of,
     invalid_status,
     is_active,
     now_rfc3339,
@@ -77,7 +78,7 @@ def _memory(memo: kopf.Memo) -> Memory:
 
 
 def _planned(memo: kopf.Memo, body: kopf.Body) -> PlanCache:
-    generation = int(body.get("metadata", {}).get("generation") or 1)
+    generation = generation_of(body)
     cached = memo.get("plan")
     if isinstance(cached, PlanCache) and cached.generation == generation:
         return cached
@@ -93,7 +94,7 @@ def _key(body: kopf.Body) -> Key:
 
 async def _reject(ctx: Context, handler: str, body: kopf.Body, error: InvalidSpecError) -> NoReturn:
     namespace, name = _key(body)
-    generation = int(body.get("metadata", {}).get("generation") or 1)
+    generation = generation_of(body)
     status = invalid_status(str(error), body.get("status"), generation, now_rfc3339())
     await _call(ctx, handler, apply.patch_experiment_status, ctx.kube, namespace, name, status)
     kopf.warn(body, reason="InvalidSpec", message=str(error))

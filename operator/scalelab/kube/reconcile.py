@@ -228,6 +228,11 @@ def _parse_time(value: str | None) -> float | None:
         return None
 
 
+def generation_of(body: Mapping[str, Any]) -> int:
+    """An object's metadata.generation (1 where the API server has not set one)."""
+    return int((body.get("metadata") or {}).get("generation") or 1)
+
+
 def now_rfc3339(now: float | None = None) -> str:
     """RFC 3339 UTC time, second precision (metav1.Time's wire format)."""
     return datetime.fromtimestamp(time.time() if now is None else now, UTC).strftime(
@@ -422,7 +427,7 @@ def decide(  # noqa: PLR0917 - the inputs of one pass, all required
     stamp = now_rfc3339(now)
     planned = list(planned if planned is not None else plan(experiment))
     meta = body.get("metadata") or {}
-    generation = int(meta.get("generation") or 1)
+    generation = generation_of(body)
     execution = experiment.spec.execution
     # Objects left by an earlier experiment of the same name (deleted, not yet garbage-collected)
     # belong to another owner: invisible here until they are gone (creates get 409 meanwhile).
