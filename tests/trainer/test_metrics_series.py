@@ -63,7 +63,8 @@ def test_finished_trial_series_are_removed_and_the_next_trials_stay() -> None:
 def test_removal_waits_for_the_grace_period() -> None:
     reg = CollectorRegistry()
     m = Metrics(reg)
-    started(m, "a").finish(grace_seconds=0.2)
+    # A grace long enough that a loaded machine cannot let it pass before the next line.
+    started(m, "a").finish(grace_seconds=1.0)
     assert exported(reg, "a")["scalelab_trainer_steps_total"] == 5
     deadline = time.monotonic() + 5
     while exported(reg, "a")["scalelab_trainer_steps_total"] is not None:
@@ -75,9 +76,11 @@ def test_removal_waits_for_the_grace_period() -> None:
 def test_a_late_removal_spares_a_newer_trial_with_the_same_labels() -> None:
     reg = CollectorRegistry()
     m = Metrics(reg)
-    started(m, "a").finish(grace_seconds=0.1)
+    # The grace must not pass before `again` has started (else there is nothing to spare);
+    # the sleep outlasts it, so the late removal has run when the series are checked.
+    started(m, "a").finish(grace_seconds=0.5)
     again = started(m, "a")  # same labels (e.g. a rerun within one --trial-list)
-    time.sleep(0.4)
+    time.sleep(0.8)
     assert exported(reg, "a")["scalelab_trainer_steps_total"] == 10
     again.finish(grace_seconds=0)
     assert exported(reg, "a")["scalelab_trainer_steps_total"] is None
