@@ -121,6 +121,4 @@ def load(directory: Path) -> ResultsFile | None:
             )
         return ResultsFile.model_validate(data)
     except (OSError, ValueError, AttributeError, ValidationError) as error:
-        if isinstance(error, ResultsReadError):
-            raise
         raise ResultsReadError(f"{path}: not a readable results file ({error})") from None
