@@ -1,8 +1,11 @@
 """The `scalelab` command: validate, plan, run, report, operator and crds.
 
-Thin: each subcommand parses its arguments and hands off to a module (validation, planner,
-local.executor, report). Exit codes: 0 success, 1 invalid input or failed trials, 2 usage,
-130 interrupted. Bad input never produces a traceback.
+The top layer: each subcommand parses its arguments, hands off to a module (validation, planner,
+local.executor, report, kube) and turns what comes back into output and an exit code. Every
+print and every exit code of the package lives here. Exit codes: 0 success, 1 invalid input or
+failed trials, 2 usage, 130 interrupted. Bad input never produces a traceback. The report and the
+local executor (matplotlib, rich) are imported only by the subcommands that use them, so
+`scalelab operator` runs in an image without them.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from scalelab.planner import plan, trainer_command, trainer_flags
+from scalelab.results import store
+from scalelab.results.model import ResultsFile
 from scalelab.validation import InvalidExperimentError, load_experiment
 
 EXIT_OK = 0
-EXIT_INVALID = 1
-EXIT_INTERRUPTED = 130
+EXIT_INVALID = 1  # invalid input, a failed trial, or a directory that cannot take the results
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
 def _print_problems(error: InvalidExperimentError) -> None:
@@ -84,25 +89,80 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _error(message: str) -> int:
+    print(f"scalelab: {message}", file=sys.stderr)
+    return EXIT_INVALID
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the experiment on this machine and write results and the report."""
-    from scalelab.local.executor import run_experiment_file
+    from scalelab.local.executor import LocalRun, Outcome, busy_ports
 
-    return run_experiment_file(
-        Path(args.file),
-        out=Path(args.out) if args.out else None,
-        retry_failed=args.retry_failed,
-        separate_processes=args.separate_processes,
-        report=not args.no_report,
-        metrics_port=args.metrics_port,
-    )
+    try:
+        experiment = load_experiment(args.file)
+    except InvalidExperimentError as error:
+        _print_problems(error)
+        return EXIT_INVALID
+    out = Path(args.out) if args.out else Path("out") / experiment.metadata.name
+    try:
+        run = LocalRun(
+            experiment,
+            out,
+            retry_failed=args.retry_failed,
+            separate_processes=args.separate_processes,
+            metrics_port=args.metrics_port,
+        )
+        if args.metrics_port:
+            # Checked once up front: a busy port would fail every trial of the sweep.
+            busy = busy_ports(args.metrics_port, run.max_processes())
+            if busy:
+                return _error(
+                    f"--metrics-port {args.metrics_port}: port(s) {', '.join(map(str, busy))} in "
+                    f"use or out of range (rank r of a trial listens on {args.metrics_port} + r); "
+                    "choose another port"
+                )
+        if kept := run.finished():
+            print(f"resuming in {out}: {kept} finished trial(s) kept", flush=True)
+        outcome = run.run()
+    except (store.ResultsReadError, store.ResultsWriteError) as error:
+        return _error(str(error))
+    except OSError as error:
+        return _error(f"cannot use {out}: {error}")
+    if outcome is Outcome.INTERRUPTED:
+        print(
+            f"scalelab: interrupted; {run.finished()} finished trial(s) kept in "
+            f"{out / store.RESULTS_JSON}. Run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    if not args.no_report and _render(out, run.results) != EXIT_OK:
+        return EXIT_INVALID
+    print(f"results: {out / store.RESULTS_JSON}")
+    return EXIT_INVALID if outcome is Outcome.FAILED else EXIT_OK
+
+
+def _render(directory: Path, results: ResultsFile) -> int:
+    """Write DIR/report.html and the plots; print where, or why not."""
+    from scalelab.report.render import render_report
+
+    try:
+        path = render_report(directory, results)
+    except OSError as error:
+        return _error(f"cannot write the report to {directory}: {error}")
+    print(f"report: {path}")
+    return EXIT_OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Re-render DIR/report.html and the plots from DIR/results.json."""
-    from scalelab.report.render import render_report_dir
-
-    return render_report_dir(Path(args.dir))
+    directory = Path(args.dir)
+    try:
+        results = store.load(directory)
+    except store.ResultsReadError as error:
+        return _error(str(error))
+    if results is None:
+        return _error(f"{directory / store.RESULTS_JSON} not found")
+    return _render(directory, results)
 
 
 def cmd_operator(args: argparse.Namespace) -> int:
@@ -121,9 +181,17 @@ def cmd_operator(args: argparse.Namespace) -> int:
 
 def cmd_crds(args: argparse.Namespace) -> int:
     """Write (or --check) the CRDs generated from the API models."""
-    from scalelab.kube.crd import main as crd_main
+    from scalelab.kube import crd
 
-    return crd_main(["--out", args.out, *(["--check"] if args.check else [])])
+    out = Path(args.out)
+    if args.check:
+        stale = crd.drift(out)
+        for name in stale:
+            print(f"{out / name}: stale, run `scalelab crds`", file=sys.stderr)
+        return EXIT_INVALID if stale else EXIT_OK
+    for path in crd.write(out):
+        print(path)
+    return EXIT_OK
 
 
 def _port(text: str) -> int:
@@ -200,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     operator.set_defaults(func=cmd_operator)
 
     crds = sub.add_parser("crds", help="write the CRDs generated from the API models")
-    crds.add_argument("--out", default="manifests/crds", metavar="DIR")
+    crds.add_argument("--out", default="manifests/crds", metavar="DIR", help="default %(default)s")
     crds.add_argument("--check", action="store_true", help="fail if the files are stale")
     crds.set_defaults(func=cmd_crds)
     return parser

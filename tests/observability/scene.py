@@ -6,7 +6,8 @@ Built once per package by conftest.py. What a cluster would provide is stood in 
 - target labels: the PodMonitor's relabeling (namespace, pod, container, endpoint and the
   podTargetLabels) is written into the file_sd target groups, one group per rank (= worker pod);
 - the operator: `OperatorMetrics` in this process with an injected registry, fed the snapshot a
-  reconcile would produce from the local sweep's results (rows via `scalelab.results.result_row`);
+  reconcile would produce from the local sweep's results (rows via
+  `scalelab.results.model.result_row`);
 - DCGM: no GPU here, so tiny exporters serve `DCGM_FI_DEV_GPU_UTIL` with dcgm-exporter's
   Kubernetes labels for the trainer pods: one scraped as a ServiceMonitor without honorLabels
   would (its pod/namespace labels renamed exported_pod / exported_namespace), one as with
@@ -389,8 +390,8 @@ def run_sweep(workdir: Path) -> subprocess.Popen[str]:
 
 def sweep_rows(workdir: Path) -> list[ResultRow]:
     """The local sweep's results as the operator's result rows."""
-    from scalelab.local import store
-    from scalelab.results import result_row
+    from scalelab.results import store
+    from scalelab.results.model import result_row
 
     results = store.load(workdir / "sweep")
     assert results is not None, (workdir / "sweep.log").read_text()[-3000:]

@@ -11,9 +11,10 @@ import pytest
 
 from scalelab.aggregate import fit_critical_batch, recommend, trial_counts, with_scaling
 from scalelab.api import ResultRow, TrialPhase
-from scalelab.local import store
 from scalelab.local.events import parse_event
-from scalelab.results import ResultsFile, TrialRecord, record_from_events
+from scalelab.results import store
+from scalelab.results.columns import COLUMNS
+from scalelab.results.model import ResultsFile, TrialRecord, record_from_events
 
 pytestmark = pytest.mark.unit
 
@@ -146,6 +147,21 @@ def test_results_are_written_atomically_and_read_back(tmp_path: Path) -> None:
     assert (tmp_path / "results.csv").read_text().splitlines()[1].startswith("t,1,1,")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv", "results.json"]
     assert oct((tmp_path / "results.json").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def test_the_csv_header_is_the_column_spec_and_every_column_names_a_record_field(
+    tmp_path: Path,
+) -> None:
+    store.save(tmp_path, ResultsFile(experiment="e", spec={}))
+    header = (tmp_path / "results.csv").read_text().splitlines()[0]
+    assert header == (
+        "name,batchSize,gpus,repeat,seed,learningRate,phase,reason,epochs,steps,finalLoss,"
+        "samplesPerSecond,scalingEfficiency,scalingEfficiencyKind,stepsToTarget,epochsToTarget,"
+        "timeToTargetSeconds,seconds,wallSeconds,gpuSeconds,gradientNoiseScale,criticalBatchSize"
+    )
+    for column in COLUMNS:
+        assert column.field in TrialRecord.model_fields, column
+        assert TrialRecord.model_fields[column.field].alias == column.key
 
 
 def _umask() -> int:

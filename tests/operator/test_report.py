@@ -12,7 +12,7 @@ from scalelab.aggregate import recommend, with_scaling
 from scalelab.api import TrialPhase
 from scalelab.report.render import build_html, render_report
 from scalelab.report.surface import LineStats, surface
-from scalelab.results import ResultsFile, TrialRecord, result_row
+from scalelab.results.model import ResultsFile, TrialRecord, result_row
 
 pytestmark = pytest.mark.unit
 

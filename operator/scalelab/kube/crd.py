@@ -3,9 +3,9 @@
 The models in scalelab.api are the one source of truth: this module turns their JSON Schema into
 structural OpenAPI v3 (refs inlined, `nullable` instead of `anyOf [.., null]`, closed enums,
 descriptions and defaults kept), adds the CEL rules for what the models check across fields, the
-spec-edit policy, printer columns and the status subresource. `scalelab crds` (or
-`python -m scalelab.kube.crd`) writes manifests/crds/*.yaml; a unit test fails when the committed
-files drift from the models.
+spec-edit policy, printer columns and the status subresource. `scalelab crds` writes
+manifests/crds/*.yaml (`--check` reports drift); a unit test fails when the committed files drift
+from the models.
 
 Spec-edit policy: a ScaleExperiment's spec is immutable after creation except
 `spec.execution.maxConcurrentTrials` (throttle or widen a running sweep); a changed grid is a new
@@ -14,10 +14,7 @@ experiment. ScaleTrials are written by the operator only and their spec is immut
 
 from __future__ import annotations
 
-import argparse
 import copy
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +37,6 @@ from scalelab.api import (
 Schema = dict[str, Any]
 
 CATEGORY = "scalelab"
-DEFAULT_OUT = Path("manifests/crds")
 
 #: JSON-Schema keywords that carry over unchanged into a Kubernetes structural schema.
 _KEPT = (
@@ -423,23 +419,3 @@ def drift(out: Path) -> list[str]:
         for name, text in manifests().items()
         if not (out / name).exists() or (out / name).read_text(encoding="utf-8") != text
     ]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`scalelab crds [--out DIR] [--check]`."""
-    parser = argparse.ArgumentParser(prog="scalelab crds", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="default manifests/crds")
-    parser.add_argument("--check", action="store_true", help="fail if the files are stale")
-    args = parser.parse_args(argv)
-    if args.check:
-        stale = drift(args.out)
-        for name in stale:
-            print(f"{args.out / name}: stale, run `scalelab crds`", file=sys.stderr)
-        return 1 if stale else 0
-    for path in write(args.out):
-        print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -40,18 +40,19 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from scalelab.aggregate import recommend, with_scaling
 from scalelab.api import BatchScope, Dataset, ScaleExperiment, TrialPhase
-from scalelab.local import store
 from scalelab.local.events import parse_event
 from scalelab.local.processes import stop
 from scalelab.local.progress import Progress, make_progress
 from scalelab.planner import PlannedTrial, plan, trainer_command, trainer_flags
-from scalelab.results import (
+from scalelab.results import store
+from scalelab.results.model import (
     GroupTiming,
     ResultsFile,
     TrialRecord,
@@ -59,15 +60,21 @@ from scalelab.results import (
     record_from_events,
     result_row,
 )
-from scalelab.validation import InvalidExperimentError, load_experiment
 
-EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 _IDLE = object()  # no stdout line within the poll interval
 POLL_SECONDS = 0.2
 LOG_TAIL_LINES = 5
 #: A trainer that has not started its next trial this long after the previous one ended (or after
 #: launch, which includes TensorFlow and Horovod start-up) on top of the deadline is hung.
 STARTUP_GRACE_SECONDS = 300.0
+
+
+class Outcome(StrEnum):
+    """How a local run ended (the CLI turns it into an exit code)."""
+
+    SUCCEEDED = "succeeded"  # every trial ran; none Failed
+    FAILED = "failed"  # every trial ran; at least one Failed
+    INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM; finished trials are kept
 
 
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -462,8 +469,12 @@ class LocalRun:
             stop(self.process)
             self.process = None
 
-    def run(self) -> int:
-        """Run every pending group; 0 when no trial failed, 1 otherwise, 130 when interrupted."""
+    def finished(self) -> int:
+        """How many trials have finished (kept from an earlier run or run now)."""
+        return sum(t.finished_at is not None for t in self.results.trials)
+
+    def run(self) -> Outcome:
+        """Run every pending group and save after each trial."""
         self.save()
         try:
             with _sigterm_as_interrupt(), self.progress:
@@ -478,13 +489,13 @@ class LocalRun:
         except KeyboardInterrupt:
             self._stop_trainer()
             self.save()
-            return EXIT_INTERRUPTED
+            return Outcome.INTERRUPTED
         finally:
             # A write failure (full disk) or any other error must not orphan a running trainer.
             self._stop_trainer()
         self.save()
         failed = any(t.phase is TrialPhase.FAILED for t in self.results.trials)
-        return EXIT_FAILED if failed else EXIT_OK
+        return Outcome.FAILED if failed else Outcome.SUCCEEDED
 
 
 def busy_ports(first: int, count: int) -> list[int]:
@@ -502,70 +513,3 @@ def busy_ports(first: int, count: int) -> list[int]:
             except OSError:
                 busy.append(port)
     return busy
-
-
-def run_experiment_file(
-    file: Path,
-    out: Path | None = None,
-    *,
-    retry_failed: bool = False,
-    separate_processes: bool = False,
-    report: bool = True,
-    metrics_port: int = 0,
-) -> int:
-    """`scalelab run FILE`: validate, run, save, render; messages instead of tracebacks."""
-    try:
-        experiment = load_experiment(file)
-    except InvalidExperimentError as error:
-        for problem in error.problems:
-            print(problem.render(error.file), file=sys.stderr)
-        return EXIT_FAILED
-    out = out or Path("out") / experiment.metadata.name
-    try:
-        run = LocalRun(
-            experiment,
-            out,
-            retry_failed=retry_failed,
-            separate_processes=separate_processes,
-            metrics_port=metrics_port,
-        )
-        if metrics_port:
-            # Checked once up front: a busy port would fail every trial of the sweep.
-            busy = busy_ports(metrics_port, run.max_processes())
-            if busy:
-                print(
-                    f"scalelab: --metrics-port {metrics_port}: port(s) "
-                    f"{', '.join(map(str, busy))} in use or out of range (rank r of a trial "
-                    f"listens on {metrics_port} + r); choose another port",
-                    file=sys.stderr,
-                )
-                return EXIT_FAILED
-        kept = sum(t.finished_at is not None for t in run.results.trials)
-        if kept:
-            print(f"resuming in {out}: {kept} finished trial(s) kept", flush=True)
-        code = run.run()
-    except (store.ResultsReadError, store.ResultsWriteError) as error:
-        print(f"scalelab: {error}", file=sys.stderr)
-        return EXIT_FAILED
-    except OSError as error:
-        print(f"scalelab: cannot use {out}: {error}", file=sys.stderr)
-        return EXIT_FAILED
-    if code == EXIT_INTERRUPTED:
-        done = sum(t.finished_at is not None for t in run.results.trials)
-        print(
-            f"scalelab: interrupted; {done} finished trial(s) kept in {out / store.RESULTS_JSON}. "
-            "Run the same command again to resume.",
-            file=sys.stderr,
-        )
-        return code
-    if report:
-        from scalelab.report.render import render_report
-
-        try:
-            path = render_report(out, run.results)
-        except OSError as error:
-            print(f"scalelab: cannot write the report to {out}: {error}", file=sys.stderr)
-            return EXIT_FAILED
-        print(f"report: {path}")
-    print(f"results: {out / store.RESULTS_JSON}")
-    return code

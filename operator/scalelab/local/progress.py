@@ -16,7 +16,8 @@ from rich.live import Live
 from rich.table import Table
 
 from scalelab.api import TrialPhase
-from scalelab.results import TrialRecord
+from scalelab.results.columns import LIVE_COLUMNS
+from scalelab.results.model import TrialRecord
 
 
 def _fmt(value: Any, spec: str = ".4g") -> str:
@@ -84,29 +85,31 @@ class RichProgress:
 
     def __init__(self, records: list[TrialRecord], max_epochs: int) -> None:
         self.max_epochs = max_epochs
-        self.rows: dict[str, dict[str, str]] = {
+        self.rows: dict[str, list[str]] = {
             r.name: self._row(r, r.epochs, r.final_loss, r.samples_per_second) for r in records
         }
         self.console = Console()
         self.live = Live(self._table(), console=self.console, refresh_per_second=4)
 
-    def _row(self, r: TrialRecord, epoch: Any, loss: Any, speed: Any) -> dict[str, str]:
-        return {
-            "batch": str(r.batch_size),
-            "gpus": str(r.gpus),
-            "phase": r.phase.value,
-            "epoch": f"{_fmt(epoch, 'd') if isinstance(epoch, int) else '-'}/{self.max_epochs}",
-            "loss": _fmt(loss),
-            "samples/s": _fmt(speed, ".4g"),
+    def _row(self, r: TrialRecord, epoch: Any, loss: Any, speed: Any) -> list[str]:
+        """The live cells of one trial: the record, with the running epoch, loss and speed."""
+        live: dict[str, str] = {
+            "epochs": f"{_fmt(epoch, 'd') if isinstance(epoch, int) else '-'}/{self.max_epochs}",
+            "final_loss": _fmt(loss),
+            "samples_per_second": _fmt(speed, ".4g"),
             "reason": r.reason[:60],
+            "phase": r.phase.value,
         }
+        return [
+            live[c.field] if c.field in live else str(getattr(r, c.field)) for c in LIVE_COLUMNS
+        ]
 
     def _table(self) -> Table:
         table = Table(title="scalelab run", expand=False)
-        for column in ("trial", "batch", "gpus", "phase", "epoch", "loss", "samples/s", "reason"):
-            table.add_column(column, justify="right" if column in ("batch", "gpus") else "left")
-        for name, row in self.rows.items():
-            table.add_row(name, *row.values())
+        for column in LIVE_COLUMNS:
+            table.add_column(column.label, justify="left" if column.text else "right")
+        for row in self.rows.values():
+            table.add_row(*row)
         return table
 
     def __enter__(self) -> RichProgress:

@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 
 from scalelab.aggregate import MEASURED, CriticalBatchFit, fit_critical_batch
 from scalelab.report.surface import LineStats, load_line_data, surface
-from scalelab.results import ResultsFile, TrialRecord
+from scalelab.results.model import ResultsFile, TrialRecord
 
 DPI = 90
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import html
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,10 @@ from typing import Any
 import yaml
 
 from scalelab.aggregate import trial_counts
-from scalelab.local import store
 from scalelab.report import plots
-from scalelab.results import ResultsFile, TrialRecord
+from scalelab.results import store
+from scalelab.results.columns import HTML_COLUMNS, Column
+from scalelab.results.model import ResultsFile, TrialRecord
 
 REPORT_HTML = "report.html"
 PLOTS_DIR = "plots"
@@ -47,54 +47,18 @@ def _params(value: dict[str, Any] | None) -> str:
     return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items() if k in ("w", "b", "norm"))
 
 
+def _cell(column: Column, trial: TrialRecord) -> str:
+    value = getattr(trial, column.field)
+    if column.field == "phase":
+        return f'<td class="l {trial.phase.value}">{trial.phase.value}</td>'
+    if column.field in ("params", "optimum"):
+        return f'<td class="l">{_params(value)}</td>'
+    return f'<td class="l">{_fmt(value)}</td>' if column.text else f"<td>{_fmt(value)}</td>"
+
+
 def _table(trials: list[TrialRecord], kind: str) -> str:
-    head = (
-        "trial",
-        "batch",
-        "GPUs",
-        "rep",
-        "phase",
-        "reason",
-        "epochs",
-        "steps",
-        "final loss",
-        "samples/s",
-        f"{kind} eff.",
-        "steps→target",
-        "epochs→target",
-        "time→target s",
-        "GPU-s",
-        "B_simple",
-        "params",
-        "optimum",
-    )
-    rows = []
-    for t in trials:
-        cells = [
-            f'<td class="l">{_fmt(t.name)}</td>',
-            *(f"<td>{_fmt(v)}</td>" for v in (t.batch_size, t.gpus, t.repeat)),
-            f'<td class="l {t.phase.value}">{t.phase.value}</td>',
-            f'<td class="l">{_fmt(t.reason)}</td>',
-            *(
-                f"<td>{_fmt(v)}</td>"
-                for v in (
-                    t.epochs,
-                    t.steps,
-                    t.final_loss,
-                    t.samples_per_second,
-                    t.scaling_efficiency,
-                    t.steps_to_target,
-                    t.epochs_to_target,
-                    t.time_to_target_seconds,
-                    t.gpu_seconds,
-                    t.gradient_noise_scale,
-                )
-            ),
-            f'<td class="l">{_params(t.params)}</td>',
-            f'<td class="l">{_params(t.optimum)}</td>',
-        ]
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    header = "".join(f"<th>{h}</th>" for h in head)
+    header = "".join(f"<th>{c.label.format(kind=kind)}</th>" for c in HTML_COLUMNS)
+    rows = ["<tr>" + "".join(_cell(c, t) for c in HTML_COLUMNS) + "</tr>" for t in trials]
     return f"<table><tr>{header}</tr>{''.join(rows)}</table>"
 
 
@@ -229,22 +193,3 @@ def render_report(directory: Path, results: ResultsFile) -> Path:
     path = directory / REPORT_HTML
     store.write_atomic(path, page.encode())
     return path
-
-
-def render_report_dir(directory: Path) -> int:
-    """`scalelab report DIR`: re-render from DIR/results.json; 1 with a message on failure."""
-    try:
-        results = store.load(directory)
-    except store.ResultsReadError as error:
-        print(f"scalelab: {error}", file=sys.stderr)
-        return 1
-    if results is None:
-        print(f"scalelab: {directory / store.RESULTS_JSON} not found", file=sys.stderr)
-        return 1
-    try:
-        path = render_report(directory, results)
-    except OSError as error:
-        print(f"scalelab: cannot write the report to {directory}: {error}", file=sys.stderr)
-        return 1
-    print(f"report: {path}")
-    return 0

@@ -3,7 +3,8 @@
 `TrialRecord` is one trial as the local executor saw it: the planned grid point, the trainer's
 `start`, `epoch` and `result` events folded together (`record_from_events`), and what the
 aggregation adds (scaling efficiency, GPU-seconds). `ResultsFile` is what `scalelab report`
-re-renders from. Pure data and pure functions; reading and writing live in local/store.py.
+re-renders from. Pure data and pure functions; reading and writing live in
+results/store.py.
 """
 
 from __future__ import annotations

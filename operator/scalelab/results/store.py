@@ -1,4 +1,4 @@
-"""Reading and atomically writing DIR/results.json and DIR/results.csv.
+"""Reading and atomically writing DIR/results.json and DIR/results.csv (and the report's files).
 
 Each write goes to a temporary file in DIR, is flushed to disk, then renamed over the old file,
 so a crash or a full disk never leaves a torn results file: the previous version survives.
@@ -17,34 +17,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from scalelab.results import SCHEMA_VERSION, ResultsFile
+from scalelab.results.columns import CSV_COLUMNS
+from scalelab.results.model import SCHEMA_VERSION, ResultsFile
 
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
-CSV_COLUMNS = (
-    "name",
-    "batchSize",
-    "gpus",
-    "repeat",
-    "seed",
-    "learningRate",
-    "phase",
-    "reason",
-    "epochs",
-    "steps",
-    "finalLoss",
-    "samplesPerSecond",
-    "scalingEfficiency",
-    "scalingEfficiencyKind",
-    "stepsToTarget",
-    "epochsToTarget",
-    "timeToTargetSeconds",
-    "seconds",
-    "wallSeconds",
-    "gpuSeconds",
-    "gradientNoiseScale",
-    "criticalBatchSize",
-)
 _FULL = {
     errno.ENOSPC: "no space left on device",
     errno.EDQUOT: "disk quota exceeded",
@@ -82,10 +59,11 @@ def write_atomic(path: Path, data: bytes) -> None:
 def _csv(results: ResultsFile) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    keys = [c.key for c in CSV_COLUMNS]
+    writer.writerow(keys)
     for trial in results.trials:
         row = trial.model_dump(by_alias=True, mode="json")
-        writer.writerow(["" if row.get(c) is None else row[c] for c in CSV_COLUMNS])
+        writer.writerow(["" if row.get(k) is None else row[k] for k in keys])
     return buffer.getvalue().encode()
 
 

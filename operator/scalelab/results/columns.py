@@ -1,0 +1,61 @@
+"""The one column spec of a results table: results.csv, report.html's table and the live table.
+
+Each column names a `TrialRecord` field once; every table takes the columns it shows in this
+order, so a new measurement is added here and appears in all three. The CSV header is the field's
+camelCase name (the results.json key); the report and the live table show `label`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic.alias_generators import to_camel
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: the record field it shows, its label, and which tables show it."""
+
+    field: str  # TrialRecord attribute
+    label: str  # header in report.html and the live table; {kind} = strong | weak
+    csv: bool = True  # in results.csv
+    html: bool = True  # in report.html's results table
+    live: bool = False  # in `scalelab run`'s live table
+    text: bool = False  # left-aligned text rather than a number
+
+    @property
+    def key(self) -> str:
+        """The camelCase name: results.json key and results.csv header."""
+        return to_camel(self.field)
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("name", "trial", live=True, text=True),
+    Column("batch_size", "batch", live=True),
+    Column("gpus", "GPUs", live=True),
+    Column("repeat", "rep"),
+    Column("seed", "seed", html=False),
+    Column("learning_rate", "learning rate", html=False),
+    Column("phase", "phase", live=True, text=True),
+    Column("reason", "reason", live=True, text=True),
+    Column("epochs", "epochs", live=True),
+    Column("steps", "steps"),
+    Column("final_loss", "final loss", live=True),
+    Column("samples_per_second", "samples/s", live=True),
+    Column("scaling_efficiency", "{kind} eff."),
+    Column("scaling_efficiency_kind", "efficiency kind", html=False, text=True),
+    Column("steps_to_target", "steps→target"),
+    Column("epochs_to_target", "epochs→target"),
+    Column("time_to_target_seconds", "time→target s"),
+    Column("seconds", "training s", html=False),
+    Column("wall_seconds", "wall s", html=False),
+    Column("gpu_seconds", "GPU-s"),
+    Column("gradient_noise_scale", "B_simple"),
+    Column("critical_batch_size", "B_crit", html=False),
+    Column("params", "params", csv=False, text=True),
+    Column("optimum", "optimum", csv=False, text=True),
+)
+
+CSV_COLUMNS = tuple(c for c in COLUMNS if c.csv)
+HTML_COLUMNS = tuple(c for c in COLUMNS if c.html)
+LIVE_COLUMNS = tuple(c for c in COLUMNS if c.live)
