@@ -10,10 +10,11 @@ default and unit; names are camelCase on the wire (snake_case in Python).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 GROUP = "scalelab.dev"
@@ -578,6 +579,27 @@ class TrialResult(ApiModel):
     seconds: float | None = Field(default=None, description="Training time. Unit: seconds.")
     warnings: list[str] = Field(default_factory=list, description="Diagnostics. Default: [].")
     interrupted: bool = Field(default=False, description="Stopped by SIGTERM. Default: false.")
+
+
+def read_trial_result(raw: Mapping[str, Any] | None) -> TrialResult | None:
+    """The typed view of a trainer's result (its `result` event, or a ScaleTrial's status.result).
+
+    The one parse of a result, for the local executor and the operator alike. Keys the model does
+    not know (config, curves, initialLoss, ...) are left out, a value of the wrong type reads as
+    missing, and a result without a valid phase is no result (None).
+    """
+    if raw is None:
+        return None
+    fields = {f.alias or name: f for name, f in TrialResult.model_fields.items()}
+    data = {key: value for key, value in raw.items() if key in fields}
+    while True:
+        try:
+            return TrialResult.model_validate(data)
+        except ValidationError as error:
+            bad = {str(e["loc"][0]) for e in error.errors() if e["loc"]}
+            if "phase" in bad or not bad & data.keys():
+                return None
+            data = {key: value for key, value in data.items() if key not in bad}
 
 
 class ScaleTrialSpec(ApiModel):

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from scalelab.planner import plan, trainer_command, trainer_flags
+from scalelab.planner import local_command, plan, trainer_command, trainer_flags
 from scalelab.results import store
 from scalelab.results.model import ResultsFile
 from scalelab.validation import InvalidExperimentError, load_experiment
@@ -84,8 +84,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print()
     for t in trials:
         if not t.skipped:
-            prefix = f"horovodrun -np {t.gpus} --gloo " if t.gpus > 1 else ""
-            print(f"{t.name}: {prefix}{shlex.join(trainer_command(trainer_flags(t.spec, t.name)))}")
+            command = local_command(t.gpus, trainer_command(trainer_flags(t.spec, t.name)))
+            print(f"{t.name}: {shlex.join(command)}")
     return EXIT_OK
 
 

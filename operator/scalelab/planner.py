@@ -164,3 +164,11 @@ def trainer_flags(
 def trainer_command(flags: list[str], python: str = "python") -> list[str]:
     """`python -m scalelab_trainer <flags>`: what one process of a trial runs."""
     return [python, "-m", TRAINER_MODULE, *flags]
+
+
+def local_command(processes: int, program: list[str], horovodrun: str = "horovodrun") -> list[str]:
+    """What runs `program` on N processes of this machine: itself for one, else Horovod over
+    Gloo with N slots on localhost (the MPIJob launcher's counterpart is kube/mpijob.py)."""
+    if processes == 1:
+        return list(program)
+    return [horovodrun, "-np", str(processes), "--gloo", "-H", f"localhost:{processes}", *program]

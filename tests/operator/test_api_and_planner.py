@@ -298,7 +298,25 @@ def test_scalelab_plan_prints_skips_and_the_trainer_command(
     out = capsys.readouterr().out
     assert "grid-b6-g4" in out
     assert "Skipped (global batch 6 is not divisible by the 4 processes)" in out
-    assert "grid-b4-g4: horovodrun -np 4 --gloo python -m scalelab_trainer" in out
+    assert "grid-b4-g4: horovodrun -np 4 --gloo -H localhost:4 python -m scalelab_trainer" in out
     assert main(["plan", str(file), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["phase"] for r in rows] == ["Pending", "Pending", "Pending", "Skipped"]
+
+
+def test_a_trainer_result_is_read_once_through_the_typed_model_leniently() -> None:
+    raw = {
+        "phase": "Succeeded",
+        "epochs": 3,
+        "finalLoss": "not a number",
+        "config": {"seed": 0},
+        "curves": {"epochLoss": [1.0]},
+        "warnings": ["slow mode"],
+    }
+    result = api.read_trial_result(raw)
+    assert result is not None
+    assert (result.phase, result.epochs, result.final_loss) == (api.TrialPhase.SUCCEEDED, 3, None)
+    assert result.warnings == ["slow mode"]
+    assert api.read_trial_result({"phase": "Exploded", "epochs": 3}) is None
+    assert api.read_trial_result({"epochs": 3}) is None
+    assert api.read_trial_result(None) is None

@@ -21,10 +21,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import ValidationError
-
 from scalelab import aggregate
 from scalelab.api import (
+    API_VERSION,
+    EXPERIMENT_KIND,
     FINISHED_TRIAL_PHASES,
     BatchScope,
     Condition,
@@ -33,10 +33,11 @@ from scalelab.api import (
     ResultRow,
     ScaleExperiment,
     TrialPhase,
+    read_trial_result,
 )
 from scalelab.kube.mpijob import LABEL_EXPERIMENT, LABEL_TRIAL, trial_labels
 from scalelab.planner import PlannedTrial, devices_needed, plan
-from scalelab.validation import problems_from_error, semantic_problems
+from scalelab.validation import InvalidExperimentError, parse_experiment
 
 #: A finished MPIJob whose trial has no result yet may be waiting on a slower watch; after this
 #: long the trial is Failed with reason NoResult. Unit: seconds.
@@ -45,6 +46,8 @@ RESULT_GRACE_SECONDS = 30.0
 FAILED_NAMED = 5
 
 Key = tuple[str, str]  # (namespace, experiment)
+#: The phases a trainer's result may report (docs/trial-contract.md).
+REPORTED_PHASES = frozenset({TrialPhase.SUCCEEDED, TrialPhase.DIVERGED, TrialPhase.FAILED})
 LAUNCHED = "MPIJob created, waiting for its pods"
 
 
@@ -173,22 +176,17 @@ def parse(body: Mapping[str, Any]) -> ScaleExperiment:
     """Validate a body once (schema and cross-field rules) or raise InvalidSpecError."""
     meta = body.get("metadata") or {}
     document = {
-        "apiVersion": body.get("apiVersion", "scalelab.dev/v1alpha1"),
-        "kind": body.get("kind", "ScaleExperiment"),
+        "apiVersion": body.get("apiVersion", API_VERSION),
+        "kind": body.get("kind", EXPERIMENT_KIND),
         "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace")},
         "spec": dict(body.get("spec") or {}),
     }
     try:
-        experiment = ScaleExperiment.model_validate(document)
-    except ValidationError as error:
-        problems = problems_from_error(error)
-    else:
-        problems = semantic_problems(experiment)
-        if not problems:
-            return experiment
-    raise InvalidSpecError(
-        "; ".join(f"{p.path}: {p.message}" if p.path else p.message for p in problems)
-    )
+        return parse_experiment(document)
+    except InvalidExperimentError as error:
+        raise InvalidSpecError(
+            "; ".join(f"{p.path}: {p.message}" if p.path else p.message for p in error.problems)
+        ) from None
 
 
 # ------------------------------------------------------------------------------------ trials
@@ -250,15 +248,14 @@ def trial_phase(
         return trial.phase, trial.reason  # terminal: never revert a finished trial
     if job is None:
         return TrialPhase.PENDING, "waiting for a slot under maxConcurrentTrials and maxGPUs"
-    result = trial.result if trial is not None else None
-    reported = str((result or {}).get("phase") or "")
+    result = read_trial_result(trial.result if trial is not None else None)
     if job.phase is JobPhase.FAILED:
-        why = str((result or {}).get("reason") or "") if reported == "Failed" else ""
+        why = result.reason if result is not None and result.phase is TrialPhase.FAILED else ""
         detail = f"{job.reason}: {job.message}" if job.message else job.reason or "MPIJob failed"
         return TrialPhase.FAILED, f"{why} ({detail})" if why else detail
     if job.phase is JobPhase.SUCCEEDED:
-        if reported in (TrialPhase.SUCCEEDED, TrialPhase.DIVERGED, TrialPhase.FAILED):
-            return TrialPhase(reported), str((result or {}).get("reason") or "")
+        if result is not None and result.phase in REPORTED_PHASES:
+            return result.phase, result.reason
         finished = _parse_time(job.completion_time)
         if finished is not None and now - finished > RESULT_GRACE_SECONDS:
             return TrialPhase.FAILED, "NoResult: the trainer exited 0 but never reported a result"
@@ -273,18 +270,20 @@ def trial_phase(
 def _row(
     planned: PlannedTrial, phase: TrialPhase, reason: str, trial: TrialState | None
 ) -> ResultRow:
-    result = (trial.result if trial is not None else None) or {}
-
-    def num(key: str) -> float | None:
-        value = result.get(key)
-        return (
-            float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    result = read_trial_result(trial.result if trial is not None else None)
+    measured: dict[str, Any] = {}
+    if result is not None:
+        measured = result.model_dump(
+            include={
+                "epochs",
+                "steps",
+                "final_loss",
+                "samples_per_second",
+                "time_to_target_seconds",
+                "seconds",
+                "gradient_noise_scale",
+            }
         )
-
-    def count(key: str) -> int | None:
-        value = num(key)
-        return int(value) if value is not None else None
-
     return ResultRow(
         trial=planned.name,
         batch_size=planned.batch_size,
@@ -292,13 +291,7 @@ def _row(
         repeat=planned.repeat,
         phase=phase,
         reason=reason,
-        epochs=count("epochs"),
-        steps=count("steps"),
-        final_loss=num("finalLoss"),
-        samples_per_second=num("samplesPerSecond"),
-        time_to_target_seconds=num("timeToTargetSeconds"),
-        seconds=num("seconds"),
-        gradient_noise_scale=num("gradientNoiseScale"),
+        **measured,
     )
 
 

@@ -50,7 +50,7 @@ from scalelab.api import BatchScope, Dataset, ScaleExperiment, TrialPhase
 from scalelab.local.events import parse_event
 from scalelab.local.processes import stop
 from scalelab.local.progress import Progress, make_progress
-from scalelab.planner import PlannedTrial, plan, trainer_command, trainer_flags
+from scalelab.planner import PlannedTrial, local_command, plan, trainer_command, trainer_flags
 from scalelab.results import store
 from scalelab.results.model import (
     GroupTiming,
@@ -235,19 +235,8 @@ class LocalRun:
         return []
 
     def _command(self, processes: int, trial_list: Path) -> list[str]:
-        program = [self.python, "-m", "scalelab_trainer", "--trial-list", str(trial_list)]
-        if processes == 1:
-            return program
-        assert self.horovodrun is not None
-        return [
-            self.horovodrun,
-            "-np",
-            str(processes),
-            "--gloo",
-            "-H",
-            f"localhost:{processes}",
-            *program,
-        ]
+        program = trainer_command(["--trial-list", str(trial_list)], python=self.python)
+        return local_command(processes, program, self.horovodrun or "horovodrun")
 
     def _finish(
         self,

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from scalelab.api import Recommendation, ResultRow, TrialPhase
+from scalelab.api import Recommendation, ResultRow, TrialPhase, read_trial_result
 from scalelab.planner import PlannedTrial
 
 SCHEMA_VERSION = "scalelab.results/v1"
@@ -144,27 +144,7 @@ def record_from_events(
         for key, value in (result.get("curves") or {}).items():
             if isinstance(value, list):
                 curves[key] = value
-        phase = str(result.get("phase", "Failed"))
-        update |= {
-            "phase": TrialPhase(phase) if phase in TrialPhase.__members__.values() else "Failed",
-            "reason": str(result.get("reason") or ""),
-            "epochs": _int(result.get("epochs")),
-            "steps": _int(result.get("steps")),
-            "final_loss": _num(result.get("finalLoss")),
-            "samples_per_second": _num(result.get("samplesPerSecond")),
-            "steps_to_target": _int(result.get("stepsToTarget")),
-            "epochs_to_target": _int(result.get("epochsToTarget")),
-            "time_to_target_seconds": _num(result.get("timeToTargetSeconds")),
-            "seconds": _num(result.get("seconds")),
-            "gradient_noise_scale": _num(result.get("gradientNoiseScale")),
-            "critical_batch_size": _num(result.get("criticalBatchSize")),
-            "initial_loss": _num(result.get("initialLoss")),
-            "initial_params": result.get("initialParams"),
-            "params": result.get("params"),
-            "optimum": result.get("optimum"),
-            "warnings": [str(w) for w in result.get("warnings") or []],
-            "finished_at": _num(result.get("time")),
-        }
+        update |= _from_result(result)
     elif epochs:
         last = epochs[-1]
         update |= {
@@ -177,6 +157,37 @@ def record_from_events(
         update["warnings"] = [str(w) for w in update["diagnostics"].get("warnings") or []]
     update["curves"] = curves
     return planned.model_copy(update=update)
+
+
+def _from_result(result: dict[str, Any]) -> dict[str, Any]:
+    """The record's fields from a `result` event: the typed ones through api.TrialResult, plus
+    what only the results file keeps (initial loss and parameters, the trainer's own params)."""
+    typed = read_trial_result(result)
+    if typed is None:
+        return {"phase": TrialPhase.FAILED, "reason": "", "finished_at": _num(result.get("time"))}
+    return typed.model_dump(
+        include={
+            "phase",
+            "reason",
+            "epochs",
+            "steps",
+            "final_loss",
+            "samples_per_second",
+            "steps_to_target",
+            "epochs_to_target",
+            "time_to_target_seconds",
+            "seconds",
+            "gradient_noise_scale",
+            "critical_batch_size",
+            "warnings",
+        }
+    ) | {
+        "initial_loss": _num(result.get("initialLoss")),
+        "initial_params": result.get("initialParams"),
+        "params": result.get("params"),
+        "optimum": result.get("optimum"),
+        "finished_at": _num(result.get("time")),
+    }
 
 
 def result_row(record: TrialRecord) -> ResultRow:
