@@ -32,6 +32,7 @@ from scalelab.api import (
     ExperimentPhase,
     ResultRow,
     ScaleExperiment,
+    TrialCounts,
     TrialPhase,
     read_trial_result,
 )
@@ -400,6 +401,30 @@ def is_active(status: Mapping[str, Any] | None) -> bool:
     return ready is not None
 
 
+@dataclass(frozen=True)
+class _Seen:
+    """The trials and MPIJobs one pass sees, by trial name, that belong to this experiment."""
+
+    trials: dict[str, TrialState]
+    jobs: dict[str, JobState]
+
+    @classmethod
+    def owned(cls, uid: str, trials: Iterable[TrialState], jobs: Iterable[JobState]) -> _Seen:
+        """Objects left by an earlier experiment of the same name (deleted, not yet garbage
+        collected) belong to another owner: invisible here until they are gone (creates get 409
+        meanwhile)."""
+        by_trial = {t.name: t for t in trials if t.owner in (None, uid)}
+        by_job = {
+            j.trial: j
+            for j in jobs
+            if j.owner is None or (j.trial in by_trial and by_trial[j.trial].uid == j.owner)
+        }
+        return cls(by_trial, by_job)
+
+
+Phases = dict[str, tuple[TrialPhase, str]]
+
+
 def decide(  # noqa: PLR0917 - the inputs of one pass, all required
     experiment: ScaleExperiment,
     body: Mapping[str, Any],
@@ -410,57 +435,94 @@ def decide(  # noqa: PLR0917 - the inputs of one pass, all required
     planned: Sequence[PlannedTrial] | None = None,
     stall_seconds: float = 0.0,
 ) -> Decision:
-    """One reconciliation of a planned experiment: create, admit, update phases, aggregate.
+    """One reconciliation of a planned experiment, in five steps: create the missing trials,
+    read each trial's phase, admit trials into free capacity, patch changed trial statuses, and
+    write the experiment's status.
 
     A Running trial whose rank 0 has not reported progress (or, before its first report, that
     started) more than `stall_seconds` ago is flagged stalled: an Event once, a TrialsStalled
     condition while it lasts, a metric. Hung collectives leave MPIJobs Running forever otherwise.
     """
     now = time.time() if now is None else now
-    stamp = now_rfc3339(now)
     planned = list(planned if planned is not None else plan(experiment))
-    meta = body.get("metadata") or {}
-    generation = generation_of(body)
-    execution = experiment.spec.execution
-    # Objects left by an earlier experiment of the same name (deleted, not yet garbage-collected)
-    # belong to another owner: invisible here until they are gone (creates get 409 meanwhile).
-    uid = str(meta.get("uid") or "")
-    by_trial = {t.name: t for t in trials if t.owner in (None, uid)}
-    by_job = {
-        j.trial: j
-        for j in jobs
-        if j.owner is None or (j.trial in by_trial and by_trial[j.trial].uid == j.owner)
-    }
+    seen = _Seen.owned(str((body.get("metadata") or {}).get("uid") or ""), trials, jobs)
     actions = Actions()
+    uids = create_missing_trials(planned, seen, memory, actions)
+    phases = observe_phases(planned, seen, memory, now)
+    admission = admit(experiment, planned, seen, memory, uids, phases, actions)
+    patch_trial_statuses(planned, seen, memory, uids, phases, now_rfc3339(now), actions)
+    final = {name: phase for name, (phase, _) in phases.items()}
+    rows = result_rows(experiment, planned, seen, phases)
+    stalled = _stalled(planned, final, seen.trials, now, stall_seconds)
+    status = experiment_status(
+        experiment, body, planned, final, rows, stalled, stall_seconds, memory, now, actions
+    )
+    running_gpus = sum(
+        devices_needed(experiment, p.gpus)
+        for p in planned
+        if (j := seen.jobs.get(p.name)) is not None
+        and j.phase is JobPhase.RUNNING
+        and final[p.name] is TrialPhase.RUNNING
+    )
+    return Decision(
+        actions=actions,
+        phases=final,
+        usage=replace(admission, running=running_gpus),
+        rows=rows,
+        status=status,
+        stalled=stalled,
+    )
 
-    # 1. Trials that should exist and don't (first pass, or someone deleted one).
+
+def create_missing_trials(
+    planned: Sequence[PlannedTrial], seen: _Seen, memory: Memory, actions: Actions
+) -> dict[str, str]:
+    """Step 1: ask for the trials that should exist and don't (first pass, or someone deleted
+    one); return the uid of every trial that exists (seen, or created by this process)."""
     uids: dict[str, str] = {}
     for p in planned:
-        seen = by_trial.get(p.name)
-        if seen is not None:
-            uids[p.name] = seen.uid
+        trial = seen.trials.get(p.name)
+        if trial is not None:
+            uids[p.name] = trial.uid
             memory.created.pop(p.name, None)
         elif p.name in memory.created:
             uids[p.name] = memory.created[p.name]
         else:
             actions.create_trials.append(p)
+    return uids
 
-    # 2. Phases from MPIJobs and results.
-    phases: dict[str, tuple[TrialPhase, str]] = {}
+
+def observe_phases(
+    planned: Sequence[PlannedTrial], seen: _Seen, memory: Memory, now: float
+) -> Phases:
+    """Step 2: every trial's phase and reason from its MPIJob and its reported result."""
+    phases: Phases = {}
     for p in planned:
-        job = by_job.get(p.name)
+        job = seen.jobs.get(p.name)
         if job is not None:
             memory.launched.discard(p.name)
-        phases[p.name] = trial_phase(p, by_trial.get(p.name), job, now)
+        phases[p.name] = trial_phase(p, seen.trials.get(p.name), job, now)
         if job is None and p.name in memory.launched and phases[p.name][0] is TrialPhase.PENDING:
             phases[p.name] = (TrialPhase.PENDING, LAUNCHED)
+    return phases
 
-    # 3. Admission under maxConcurrentTrials and maxGPUs (capacity-aware: a smaller trial that
-    #    fits goes ahead of a bigger one that does not).
+
+def admit(  # noqa: PLR0917 - one step of decide, its state passed explicitly
+    experiment: ScaleExperiment,
+    planned: Sequence[PlannedTrial],
+    seen: _Seen,
+    memory: Memory,
+    uids: Mapping[str, str],
+    phases: Phases,
+    actions: Actions,
+) -> Usage:
+    """Step 3: launch trials under maxConcurrentTrials and maxGPUs (capacity-aware: a smaller
+    trial that fits goes ahead of a bigger one that does not); GPUs requested and queued."""
+    execution = experiment.spec.execution
+
     def holds_slot(name: str) -> bool:
-        job = by_job.get(name)
         unfinished = phases[name][0] not in FINISHED_TRIAL_PHASES
-        return unfinished and (name in memory.launched or job is not None)
+        return unfinished and (name in memory.launched or seen.jobs.get(name) is not None)
 
     active = [p for p in planned if holds_slot(p.name)]
     used = sum(devices_needed(experiment, p.gpus) for p in active)
@@ -481,21 +543,32 @@ def decide(  # noqa: PLR0917 - the inputs of one pass, all required
             phases[p.name] = (TrialPhase.PENDING, LAUNCHED)
         else:
             queued += need
+    return Usage(requested=used, queued=queued)
 
-    # 4. Trial status patches, only for changes (the index may lag behind our own writes).
+
+def patch_trial_statuses(  # noqa: PLR0917 - one step of decide, its state passed explicitly
+    planned: Sequence[PlannedTrial],
+    seen: _Seen,
+    memory: Memory,
+    uids: Mapping[str, str],
+    phases: Phases,
+    stamp: str,
+    actions: Actions,
+) -> None:
+    """Step 4: a status patch per trial whose phase changed, once per transition (the index may
+    lag behind our own writes; a reason rides along with its phase)."""
     for p in planned:
         if p.name not in uids:
             continue
         phase, reason = phases[p.name]
-        seen = by_trial.get(p.name)
-        # Written on a change of phase only (a reason rides along): one write per transition.
-        if seen is not None and seen.phase is phase:
+        trial = seen.trials.get(p.name)
+        if trial is not None and trial.phase is phase:
             memory.written.pop(p.name, None)
             continue
         if p.name in memory.written and memory.written[p.name][0] is phase:
             continue
         patch: dict[str, Any] = {"phase": phase.value, "reason": reason}
-        if phase is TrialPhase.RUNNING and (seen is None or not seen.start_time):
+        if phase is TrialPhase.RUNNING and (trial is None or not trial.start_time):
             patch["startTime"] = stamp
         if phase in FINISHED_TRIAL_PHASES and phase is not TrialPhase.SKIPPED:
             patch["completionTime"] = stamp
@@ -504,81 +577,113 @@ def decide(  # noqa: PLR0917 - the inputs of one pass, all required
         actions.trial_status[p.name] = patch
         memory.written[p.name] = (phase, reason)
 
-    # 5. The experiment's status.
-    final = {name: phase for name, (phase, _) in phases.items()}
-    counts = aggregate.trial_counts(final.values())
+
+def result_rows(
+    experiment: ScaleExperiment, planned: Sequence[PlannedTrial], seen: _Seen, phases: Phases
+) -> list[ResultRow]:
+    """The results table: one row per finished trial, with scaling efficiency."""
     rows = [
-        _row(p, *phases[p.name], by_trial.get(p.name))
+        _row(p, *phases[p.name], seen.trials.get(p.name))
         for p in planned
         if phases[p.name][0] in FINISHED_TRIAL_PHASES
     ]
-    rows = aggregate.with_scaling(
-        rows, weak=experiment.spec.sweep.batch_scope is BatchScope.PER_PROCESS
-    )
+    weak = experiment.spec.sweep.batch_scope is BatchScope.PER_PROCESS
+    return aggregate.with_scaling(rows, weak=weak)
+
+
+def _progress_conditions(
+    counts: TrialCounts, measured: int, stalled: Sequence[str], stall_seconds: float
+) -> list[Condition]:
+    """Complete (True once no trial is pending or running) and, while any, TrialsStalled."""
+    finished = counts.total - counts.pending - counts.running
+    if counts.pending == 0 and counts.running == 0:
+        outcome = ExperimentPhase.SUCCEEDED if measured else ExperimentPhase.FAILED
+        complete = Condition(
+            type="Complete",
+            status=ConditionStatus.TRUE,
+            reason=outcome.value,
+            message=f"{measured} of {counts.total} trials measured"
+            if measured
+            else "no trial produced a measurement",
+        )
+    else:
+        complete = Condition(
+            type="Complete",
+            status=ConditionStatus.FALSE,
+            reason="TrialsRunning",
+            message=f"{finished}/{counts.total} trials finished, {counts.running} running",
+        )
+    if not stalled:
+        return [complete]
+    return [
+        complete,
+        Condition(
+            type="TrialsStalled",
+            status=ConditionStatus.TRUE,
+            reason="NoProgress",
+            message=f"no progress for over {stall_seconds:.0f} s: {_first_named(stalled)}",
+        ),
+    ]
+
+
+def _failed_conditions(rows: Sequence[ResultRow]) -> list[Condition]:
+    """TrialsFailed naming the first failures, while any trial failed."""
+    failed = [r for r in rows if r.phase is TrialPhase.FAILED]
+    if not failed:
+        return []
+    named = _first_named([f"{r.trial} ({r.reason})" for r in failed])
+    return [
+        Condition(
+            type="TrialsFailed",
+            status=ConditionStatus.TRUE,
+            reason="TrialFailed",
+            message=f"{len(failed)} failed: {named}",
+        )
+    ]
+
+
+def experiment_status(  # noqa: PLR0917 - the last step of decide, its state passed explicitly
+    experiment: ScaleExperiment,
+    body: Mapping[str, Any],
+    planned: Sequence[PlannedTrial],
+    phases: Mapping[str, TrialPhase],
+    rows: Sequence[ResultRow],
+    stalled: Sequence[str],
+    stall_seconds: float,
+    memory: Memory,
+    now: float,
+    actions: Actions,
+) -> dict[str, Any]:
+    """Step 5: the experiment's status (phase, conditions, counts, rows, recommendation); a
+    patch and Events only when it changed."""
+    counts = aggregate.trial_counts(phases.values())
     measured = [r for r in rows if r.phase in aggregate.MEASURED]
     done = counts.pending == 0 and counts.running == 0
-    failed = [r for r in rows if r.phase is TrialPhase.FAILED]
     if done:
         outcome = ExperimentPhase.SUCCEEDED if measured else ExperimentPhase.FAILED
     else:
         outcome = ExperimentPhase.RUNNING
-    wanted = [ready_condition(planned)]
-    finished = counts.total - counts.pending - counts.running
-    if done:
-        wanted.append(
-            Condition(
-                type="Complete",
-                status=ConditionStatus.TRUE,
-                reason=outcome.value,
-                message=f"{len(measured)} of {counts.total} trials measured"
-                if measured
-                else "no trial produced a measurement",
-            )
-        )
-    else:
-        wanted.append(
-            Condition(
-                type="Complete",
-                status=ConditionStatus.FALSE,
-                reason="TrialsRunning",
-                message=f"{finished}/{counts.total} trials finished, {counts.running} running",
-            )
-        )
-    stalled = _stalled(planned, final, by_trial, now, stall_seconds)
     for name in sorted(set(stalled) - memory.stalled):
         actions.events.append(
             ("Warning", "TrialStalled", f"{name}: no progress for over {stall_seconds:.0f} s")
         )
     memory.stalled = set(stalled)
-    if stalled:
-        wanted.append(
-            Condition(
-                type="TrialsStalled",
-                status=ConditionStatus.TRUE,
-                reason="NoProgress",
-                message=f"no progress for over {stall_seconds:.0f} s: {_first_named(stalled)}",
-            )
-        )
-    if failed:
-        named = _first_named([f"{r.trial} ({r.reason})" for r in failed])
-        wanted.append(
-            Condition(
-                type="TrialsFailed",
-                status=ConditionStatus.TRUE,
-                reason="TrialFailed",
-                message=f"{len(failed)} failed: {named}",
-            )
-        )
+    wanted = [
+        ready_condition(planned),
+        *_progress_conditions(counts, len(measured), stalled, stall_seconds),
+        *_failed_conditions(rows),
+    ]
     recommendation = None
     if measured:
-        learning_rates = {p.name: p.spec.learning_rate for p in planned}
         recommendation = aggregate.recommend(
             rows,
-            execution.max_gpus,
+            experiment.spec.execution.max_gpus,
             experiment.spec.training.target_loss is not None,
-            learning_rates,
+            {p.name: p.spec.learning_rate for p in planned},
         ).model_dump(by_alias=True, mode="json", exclude_defaults=True)
     previous = body.get("status") or {}
+    generation = generation_of(body)
+    stamp = now_rfc3339(now)
     conditions = _conditions(previous.get("conditions") or [], wanted, generation, stamp)
     status = {
         "phase": outcome.value,
@@ -593,21 +698,7 @@ def decide(  # noqa: PLR0917 - the inputs of one pass, all required
         if done and previous.get("phase") != outcome.value:
             kind = "Normal" if outcome is ExperimentPhase.SUCCEEDED else "Warning"
             actions.events.append((kind, f"Experiment{outcome.value}", conditions[1]["message"]))
-    running_gpus = sum(
-        devices_needed(experiment, p.gpus)
-        for p in planned
-        if (j := by_job.get(p.name)) is not None
-        and j.phase is JobPhase.RUNNING
-        and final[p.name] is TrialPhase.RUNNING
-    )
-    return Decision(
-        actions=actions,
-        phases=final,
-        usage=Usage(requested=used, running=running_gpus, queued=queued),
-        rows=rows,
-        status=status,
-        stalled=stalled,
-    )
+    return status
 
 
 def _stalled(
