@@ -29,13 +29,10 @@ import json
 import math
 import os
 import platform
-import queue
 import shutil
 import signal
 import socket
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,7 +45,7 @@ from typing import Any
 from scalelab.aggregate import recommend, with_scaling
 from scalelab.api import BatchScope, Dataset, ScaleExperiment, TrialPhase
 from scalelab.local.events import parse_event
-from scalelab.local.processes import stop
+from scalelab.local.processes import Supervisor
 from scalelab.local.progress import Progress, make_progress
 from scalelab.planner import PlannedTrial, local_command, plan, trainer_command, trainer_flags
 from scalelab.results import store
@@ -61,7 +58,6 @@ from scalelab.results.model import (
     result_row,
 )
 
-_IDLE = object()  # no stdout line within the poll interval
 POLL_SECONDS = 0.2
 LOG_TAIL_LINES = 5
 #: A trainer that has not started its next trial this long after the previous one ended (or after
@@ -105,6 +101,46 @@ class _TrialEvents:
     error: dict[str, Any] | None = None
 
 
+class _Launch:
+    """What one trainer launch has seen so far: each trial's events, the trial it is on, and the
+    clocks its deadlines are counted from."""
+
+    def __init__(self, trials: list[PlannedTrial], deadline: float) -> None:
+        self.deadline = deadline
+        self.by_name = {t.name: t for t in trials}
+        self.events = {t.name: _TrialEvents() for t in trials}
+        self.remaining = list(trials)
+        self.current: str | None = None  # the trial between its start and result events
+        self.launched = self.clock = self.started = time.monotonic()
+        self.startup: float | None = None  # launch → first start event
+        self.timed_out: str | None = None
+
+    def started_trial(self, name: str, event: dict[str, Any]) -> None:
+        """A `start` event: the trial's deadline counts from now."""
+        self.current, self.started = name, time.monotonic()
+        self.events[name].start = event
+        if self.startup is None:
+            self.startup = self.started - self.launched
+
+    def overdue(self, now: float) -> str | None:
+        """The trial to fail now: the running one past its deadline, or, when the trainer has
+        not started the next one within the deadline plus STARTUP_GRACE_SECONDS, that one."""
+        if not self.remaining:
+            return None
+        if self.current is not None and now - self.started > self.deadline:
+            return self.current
+        if self.current is None and now - self.clock > self.deadline + STARTUP_GRACE_SECONDS:
+            return self.remaining[0].name
+        return None
+
+
+def _trainer_env() -> dict[str, str]:
+    """The trainer's environment: ours, unbuffered, TensorFlow's C++ logs quiet unless asked."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -143,7 +179,7 @@ class LocalRun:
         self.progress = progress or make_progress(
             self.results.trials, experiment.spec.training.max_epochs
         )
-        self.process: subprocess.Popen[str] | None = None
+        self.process: Supervisor | None = None
 
     # ------------------------------------------------------------------ results bookkeeping
 
@@ -309,8 +345,33 @@ class LocalRun:
         self, processes: int, trials: list[PlannedTrial], attempt: int
     ) -> list[PlannedTrial]:
         """One trainer process over `trials`; returns the trials it did not get to."""
-        work = self.out / ".work"
-        logs = self.out / "logs"
+        command, log_path = self._prepare(processes, trials, attempt)
+        launch = _Launch(trials, float(self.experiment.spec.execution.active_deadline_seconds))
+        with Supervisor(command, log_path, _trainer_env()) as trainer:
+            self.process = trainer
+            for line in trainer.lines(POLL_SECONDS):
+                if line is not None:
+                    self._on_line(launch, trainer, line)
+                launch.timed_out = launch.overdue(time.monotonic())
+                if launch.timed_out is not None:
+                    trainer.stop()
+                    break
+        self.process = None
+        self.results.groups.append(
+            GroupTiming(
+                processes=processes,
+                trials=len(trials) - len(launch.remaining),
+                startup_seconds=launch.startup,
+                wall_seconds=time.monotonic() - launch.launched,
+            )
+        )
+        return self._settle(launch, trainer.returncode, log_path)
+
+    def _prepare(
+        self, processes: int, trials: list[PlannedTrial], attempt: int
+    ) -> tuple[list[str], Path]:
+        """Write the trial list of one launch; its command and its log file."""
+        work, logs = self.out / ".work", self.out / "logs"
         work.mkdir(parents=True, exist_ok=True)
         logs.mkdir(parents=True, exist_ok=True)
         (self.out / "data").mkdir(exist_ok=True)
@@ -321,120 +382,61 @@ class LocalRun:
             for t in trials
         ]
         trial_list.write_text(json.dumps(flag_lists, indent=1))
-        log_path = logs / f"{stem}.log"
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        deadline = float(self.experiment.spec.execution.active_deadline_seconds)
-        by_name = {t.name: t for t in trials}
-        events = {t.name: _TrialEvents() for t in trials}
-        remaining = list(trials)
-        current: str | None = None
-        launched = clock = started = time.monotonic()
-        startup: float | None = None
-        timed_out: str | None = None
+        return self._command(processes, trial_list), logs / f"{stem}.log"
 
-        with open(log_path, "a", encoding="utf-8") as log:
-            log.write(f"$ {' '.join(self._command(processes, trial_list))}\n")
-            log.flush()
-            self.process = subprocess.Popen(
-                self._command(processes, trial_list),
-                stdout=subprocess.PIPE,
-                stderr=log,
-                stdin=subprocess.DEVNULL,
-                text=True,
-                bufsize=1,
-                env=env,
-                start_new_session=True,  # Ctrl-C reaches scalelab only; it stops the tree itself
-            )
-            lines: queue.Queue[str | None] = queue.Queue()
-            stdout = self.process.stdout
-            assert stdout is not None
+    def _on_line(self, launch: _Launch, trainer: Supervisor, line: str) -> None:
+        """Fold one stdout line into the launch: progress on start and epoch, save on result."""
+        event = parse_event(line)
+        name = event.get("trial") if event else None
+        if event is None or not isinstance(name, str) or name not in launch.events:
+            trainer.log(line)
+            return
+        kind = event["event"]
+        if kind == "start":
+            launch.started_trial(name, event)
+            self.progress.trial_started(self._record(name))
+        elif kind == "epoch":
+            launch.events[name].epochs.append(event)
+            self.progress.epoch(self._record(name), event)
+        elif kind == "error":
+            launch.events[name].error = event
+        elif kind == "result" and launch.by_name[name] in launch.remaining:
+            launch.events[name].result = event
+            now = time.monotonic()
+            self._finish(launch.by_name[name], launch.events[name], now - launch.clock)
+            launch.remaining.remove(launch.by_name[name])
+            launch.current, launch.clock = None, now
 
-            def pump() -> None:
-                for line in stdout:
-                    lines.put(line)
-                lines.put(None)
-
-            reader = threading.Thread(target=pump, daemon=True)
-            reader.start()
-            while True:
-                try:
-                    item: object = lines.get(timeout=POLL_SECONDS)
-                except queue.Empty:
-                    item = _IDLE
-                if item is None:
-                    break
-                if isinstance(item, str):
-                    event = parse_event(item)
-                    name = event.get("trial") if event else None
-                    if event is None or name not in events:
-                        log.write(item if item.endswith("\n") else item + "\n")
-                        log.flush()
-                        continue
-                    assert isinstance(name, str)
-                    kind = event["event"]
-                    if kind == "start":
-                        current, started = name, time.monotonic()
-                        events[name].start = event
-                        if startup is None:
-                            startup = time.monotonic() - launched
-                        self.progress.trial_started(self._record(name))
-                    elif kind == "epoch":
-                        events[name].epochs.append(event)
-                        self.progress.epoch(self._record(name), event)
-                    elif kind == "error":
-                        events[name].error = event
-                    elif kind == "result" and name in by_name and by_name[name] in remaining:
-                        events[name].result = event
-                        now = time.monotonic()
-                        self._finish(by_name[name], events[name], now - clock)
-                        remaining.remove(by_name[name])
-                        current, clock = None, now
-                now = time.monotonic()
-                if remaining and (
-                    (current is not None and now - started > deadline)
-                    or (current is None and now - clock > deadline + STARTUP_GRACE_SECONDS)
-                ):
-                    timed_out = current or remaining[0].name
-                    stop(self.process)
-                    break
-            code = self.process.wait()
-            reader.join(timeout=5)
-            self.process = None
-
-        self.results.groups.append(
-            GroupTiming(
-                processes=processes,
-                trials=len(trials) - len(remaining),
-                startup_seconds=startup,
-                wall_seconds=time.monotonic() - launched,
-            )
-        )
-        if timed_out is not None:
-            trial = by_name[timed_out]
+    def _settle(self, launch: _Launch, code: int | None, log_path: Path) -> list[PlannedTrial]:
+        """After the trainer exited: fail the trial it was on (deadline or crash), or every
+        trial when it never started one; return the trials to run in another launch."""
+        remaining = launch.remaining
+        if launch.timed_out is not None:
+            trial = launch.by_name[launch.timed_out]
+            events = launch.events[launch.timed_out]
             self._finish(
                 trial,
-                _TrialEvents(events[timed_out].start, events[timed_out].epochs),
-                time.monotonic() - clock,
+                _TrialEvents(events.start, events.epochs),
+                time.monotonic() - launch.clock,
                 TrialPhase.FAILED,
-                f"exceeded execution.activeDeadlineSeconds={int(deadline)}",
+                f"exceeded execution.activeDeadlineSeconds={int(launch.deadline)}",
             )
             remaining.remove(trial)
             return remaining
-        if current is not None and by_name[current] in remaining:
-            trial = by_name[current]
-            error = events[current].error
+        if launch.current is not None and launch.by_name[launch.current] in remaining:
+            trial = launch.by_name[launch.current]
+            error = launch.events[launch.current].error
             why = error.get("message") if error else _tail(log_path)
             self._finish(
                 trial,
-                events[current],
-                time.monotonic() - clock,
+                launch.events[launch.current],
+                time.monotonic() - launch.clock,
                 TrialPhase.FAILED,
                 f"trainer exited with code {code}: {why}",
             )
             remaining.remove(trial)
             return remaining
-        if remaining and startup is None:
+        if remaining and launch.startup is None:
             # The trainer died before starting any trial: the same would happen to every one.
             why = f"trainer exited with code {code} before starting: {_tail(log_path)}"
             for trial in remaining:
@@ -455,7 +457,7 @@ class LocalRun:
 
     def _stop_trainer(self) -> None:
         if self.process is not None:
-            stop(self.process)
+            self.process.stop()
             self.process = None
 
     def finished(self) -> int:
