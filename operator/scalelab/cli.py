@@ -167,11 +167,20 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_operator(args: argparse.Namespace) -> int:
     """Run the kopf operator against the cluster in KUBECONFIG or in-cluster credentials."""
-    from scalelab.kube.main import run as run_operator
-    from scalelab.kube.settings import Config
+    from pydantic import ValidationError
 
+    from scalelab.kube.main import run as run_operator
+    from scalelab.kube.settings import PREFIX, Config
+
+    try:
+        config = Config.from_env()
+    except ValidationError as error:
+        for e in error.errors():
+            variable = PREFIX + "_".join(str(part) for part in e["loc"]).upper()
+            print(f"scalelab: {variable}={e['input']!r}: {e['msg']}", file=sys.stderr)
+        return EXIT_INVALID
     return run_operator(
-        Config.from_env(),
+        config,
         namespaces=[] if args.all_namespaces else args.namespace,
         standalone=args.standalone,
         metrics_port=args.metrics_port,
