@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Builds what a real test node needs besides the control plane, once, into a cache outside the
+# repository keyed by version: kubelet and kube-proxy at the control plane's Kubernetes version
+# (same wrapper-module technique as hack/build-control-plane.sh, sharing its Go build cache),
+# CoreDNS with only the plugins the cluster's DNS needs (hack/node/coredns), and the fake GPU
+# device plugin (hack/node/fake-gpu-plugin). Installs the Debian packages of the node runtime
+# (containerd, runc, CNI plugins, iptables, conntrack) when missing.
+# Called by hack/test.sh and by tests/harness/cluster.py. Prints the bin directory last.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+K8S_VERSION="${K8S_VERSION:-1.36.3}"
+COREDNS_VERSION=$(sed -n 's/^require github.com\/coredns\/coredns \(v[^ ]*\)$/\1/p' hack/node/coredns/go.mod)
+CACHE="${SCALELAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/scalelab}"
+plugin_hash=$(cat hack/node/fake-gpu-plugin/* hack/node/coredns/* | sha256sum | cut -c1-12)
+BIN="$CACHE/node/k8s-v${K8S_VERSION}-coredns-${COREDNS_VERSION}-${plugin_hash}"
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
+
+log() { echo "build-node: $*" >&2; }
+
+PACKAGES=(containerd runc containernetworking-plugins iptables conntrack iproute2 ethtool socat)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "apt-get install ${missing[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  # Debian starts containerd as a service on install; the test node runs its own instance.
+  if command -v systemctl >/dev/null && systemctl is-active -q containerd 2>/dev/null; then
+    $SUDO systemctl disable --now containerd >&2 || true
+  fi
+fi
+
+have_all() {
+  for b in kubelet kube-proxy coredns fake-gpu-plugin; do [ -x "$BIN/$b" ] || return 1; done
+}
+if have_all; then
+  log "cached in $BIN"
+  echo "$BIN"
+  exit 0
+fi
+
+mkdir -p "$BIN"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+start=$(date +%s)
+
+# --- kubelet and kube-proxy (see hack/build-control-plane.sh for why a wrapper module) ------
+staging="v0.${K8S_VERSION#1.}"
+mkdir -p "$work/k8s" && cd "$work/k8s"
+go mod init local/k8snode >/dev/null 2>&1
+gomod=$(go mod download -json "k8s.io/kubernetes@v${K8S_VERSION}" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+for m in $(sed -n 's|^[[:space:]]*\(k8s\.io/[^ ]*\) => \./staging/src/.*|\1|p' "$gomod"); do
+  go mod edit "-replace=$m=$m@$staging"
+done
+go get "k8s.io/kubernetes/cmd/kubelet@v${K8S_VERSION}" "k8s.io/kubernetes/cmd/kube-proxy@v${K8S_VERSION}" >&2
+minor="${K8S_VERSION#1.}"; minor="${minor%%.*}"
+ldflags="-s -w \
+ -X k8s.io/component-base/version.gitVersion=v${K8S_VERSION} \
+ -X k8s.io/component-base/version.gitMajor=1 \
+ -X k8s.io/component-base/version.gitMinor=${minor} \
+ -X k8s.io/component-base/version.gitTreeState=clean"
+log "building kubelet and kube-proxy v${K8S_VERSION}"
+go build -trimpath -ldflags "$ldflags" -o "$BIN/" \
+  k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy >&2
+
+# --- CoreDNS (a minimal plugin set) and the fake GPU device plugin: modules in this repo ------
+log "building coredns ${COREDNS_VERSION}"
+(cd "$REPO/hack/node/coredns" && go build -trimpath -ldflags "-s -w" -o "$BIN/coredns" . >&2)
+log "building fake-gpu-plugin"
+(cd "$REPO/hack/node/fake-gpu-plugin" && go build -trimpath -ldflags "-s -w" -o "$BIN/fake-gpu-plugin" . >&2)
+
+log "built in $(( $(date +%s) - start )) s into $BIN"
+echo "$BIN"
