@@ -1,7 +1,7 @@
 """Running a trainer under supervision and stopping it with everything it started (horovodrun
 spawns ranks in their own groups).
 
-Linux /proc is read to find descendants, so no rank outlives a killed trial. `Supervisor` is
+psutil finds every descendant, so no rank outlives a killed trial. `Supervisor` is
 used by the executor for each trainer launch; it stops the tree on a deadline, on Ctrl-C and on
 a results-write failure.
 """
@@ -18,23 +18,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
+
 
 def descendants(pid: int) -> list[int]:
-    """Every live descendant of `pid` (children first), from /proc; [] where /proc is absent."""
-    parents: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found: list[int] = []
-    queue = [pid]
-    while queue:
-        children = parents.get(queue.pop(0), [])
-        found += children
-        queue += children
-    return found
+    """Every live descendant of `pid` (children first, breadth-first); [] once it is gone."""
+    try:
+        parent = psutil.Process(pid)
+        tree = parent.children(recursive=True)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
+    return [child.pid for child in tree]
 
 
 def _signal_all(pids: list[int], sig: signal.Signals) -> None:
