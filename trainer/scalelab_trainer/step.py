@@ -16,6 +16,7 @@ from typing import Any, Protocol, cast
 
 import horovod.tensorflow as hvd
 import numpy as np
+import numpy.typing as npt
 import tensorflow as tf
 
 from scalelab_trainer.models import Model
@@ -23,8 +24,40 @@ from scalelab_trainer.noise import two_batch_estimates
 from scalelab_trainer.optimizers import Optimizer
 from scalelab_trainer.schedule import Schedule
 
-# Indices into the vector a call returns.
-DONE, LOSS_SUM, LAST_LOSS, DIVERGED, G2_SUM, TR_SUM, NOISE_COUNT, TARGET_HIT, FULL_LOSS = range(9)
+# Positions in the vector a call returns (one host sync per call); read it through `CallOutput`.
+DONE, LOSS_SUM, DIVERGED, G2_SUM, TR_SUM, NOISE_COUNT, TARGET_HIT, FULL_LOSS = range(8)
+
+
+@dataclass(frozen=True)
+class CallOutput:
+    """One call of the step loop, decoded by name from the vector it returns."""
+
+    done: int  # steps applied (a diverging step is not)
+    loss_sum: float  # sum of the applied steps' losses (before each update)
+    diverged: bool  # the call stopped on a non-finite or too-large loss
+    g2_sum: float  # noise estimator: sum of the |G|² estimates
+    tr_sum: float  # noise estimator: sum of the tr(Σ) estimates
+    noise_count: int  # steps that contributed to the noise sums
+    target_hit: int | None  # global step after which the exact loss first reached the target
+    full_loss: float  # linear models: exact full-dataset loss after the call; others NaN
+    update_losses: npt.NDArray[np.float64]  # record_updates: each applied step's loss
+
+    @classmethod
+    def decode(cls, vector: npt.NDArray[np.float64]) -> CallOutput:
+        """Name the fields of one call's vector (the host keeps only the `done` step losses)."""
+        done = int(vector[DONE])
+        hit = int(vector[TARGET_HIT])
+        return cls(
+            done=done,
+            loss_sum=float(vector[LOSS_SUM]),
+            diverged=bool(vector[DIVERGED]),
+            g2_sum=float(vector[G2_SUM]),
+            tr_sum=float(vector[TR_SUM]),
+            noise_count=int(vector[NOISE_COUNT]),
+            target_hit=hit if hit >= 0 else None,
+            full_loss=float(vector[FULL_LOSS]),
+            update_losses=vector[FULL_LOSS + 1 :][:done],
+        )
 
 
 class Compiled(Protocol):
@@ -82,7 +115,12 @@ def build_step_loop(
     update, so steps-to-target is counted per update. `reduce=False` builds the compute-only
     twin used to split step time into compute and allreduce. `one_per_call` builds the
     loop-free variant for calls of exactly one step (`count` must then be 1).
-    `record_updates` appends every step's loss to the returned vector.
+    `record_updates` appends every step's loss to the returned vector; read the vector with
+    `CallOutput.decode`.
+
+    Long by design (~130 lines): `one_step` and the loop body are closures over the layout, the
+    data and the flags, so that tracing sees Python constants and emits no op for a branch not
+    taken; split into module functions they would need all of these passed through a trace.
     """
     dt = model.dtype
     n, B, N, r, M = layout.n, layout.batch, layout.size, layout.rank, layout.micro
@@ -138,7 +176,7 @@ def build_step_loop(
         # Loop state, one scalar each (slicing and re-stacking one vector per step costs ops):
         # step index, then the fields DONE .. TARGET_HIT, then the optional per-step losses.
         def body(i: tf.Tensor, *state: Any) -> tuple[Any, ...]:
-            done, loss_sum, last, _, g2_sum, tr_sum, noise_n, hit, *rec = state
+            done, loss_sum, _, g2_sum, tr_sum, noise_n, hit, *rec = state
             step = first + i
             grads, loss, small_sq, gf = one_step(step)
             loss64, gf64 = tf.cast(loss, tf.float64), tf.cast(gf, tf.float64)
@@ -170,15 +208,14 @@ def build_step_loop(
                 hit = tf.where(tf.logical_and(reached, ~bad), tf.cast(step + 1, tf.float64), hit)
             if record_updates:
                 rec = [rec[0].write(tf.cast(i, tf.int32), loss64)]
-            last = tf.where(bad, last, loss64)
-            return (i + 1, done + keep, loss_sum + loss64 * keep, last, 1.0 - keep, g2_sum,
-                    tr_sum, noise_n, hit, *rec)  # fmt: skip
+            return (i + 1, done + keep, loss_sum + loss64 * keep, 1.0 - keep, g2_sum, tr_sum,
+                    noise_n, hit, *rec)  # fmt: skip
 
         def more(i: tf.Tensor, *state: Any) -> tf.Tensor:
             return tf.logical_and(i < count, state[DIVERGED] == 0)
 
         zero = tf.zeros([], tf.float64)
-        init: tuple[Any, ...] = (tf.zeros([], tf.int64), *([zero] * 7), -tf.ones([], tf.float64))
+        init: tuple[Any, ...] = (tf.zeros([], tf.int64), *([zero] * 6), -tf.ones([], tf.float64))
         if record_updates:
             size = tf.cast(count, tf.int32)
             init += (tf.TensorArray(tf.float64, size=size, element_shape=[]),)

@@ -18,7 +18,7 @@ import horovod.tensorflow as hvd
 import numpy as np
 import tensorflow as tf
 
-from scalelab_trainer import datasets, linear, models, schedule, step
+from scalelab_trainer import datasets, linear, models, schedule, step, stopping
 from scalelab_trainer.config import TrialConfig
 from scalelab_trainer.events import Emitter
 from scalelab_trainer.metrics import TrialMetrics
@@ -118,14 +118,116 @@ def run_trial(
         return _run_trial(cfg, emitter, stop_requested, metrics)
 
 
+@dataclass
+class _Built:
+    """Everything one trial builds before its first step: data, model, schedule, compiled calls."""
+
+    ds: datasets.Dataset
+    model: models.Model
+    opt: Optimizer
+    layout: step.Layout
+    sched: schedule.Schedule
+    perm: tf.Variable  # the epoch's example order (identity unless shuffling)
+    x: tf.Tensor
+    y: tf.Tensor
+    steps_per_call: int  # K: optimizer steps per call of the step loop
+    loop: step.Compiled
+    compiled_loss: step.Compiled | None  # models other than linear: the full loss, compiled
+    full_loss: Callable[[], tf.Tensor]
+    accuracy: step.Compiled | None
+    lin: models.Linear | None = None
+    diag: linear.Diagnostics | None = None
+
+    def distance(self) -> float | None:
+        """|θ − θ*| of the linear model, where the optimum is known."""
+        if self.lin is None or self.diag is None:
+            return None
+        return float(np.linalg.norm(self.lin.theta() - self.diag.optimum))
+
+
+@dataclass
+class _Run:
+    """What a trial has done so far, across epochs."""
+
+    loss0: float  # full-dataset loss before the first step
+    clock: Clock
+    curves: dict[str, list[Any]]
+    t_train: float  # perf_counter at the first step
+    steps: int = 0
+    calls: int = 0
+    epoch: int = 0
+    loss: float = 0.0
+    interrupted: bool = False
+    stop: stopping.Stop | None = None
+    to_target: dict[str, Any] = field(
+        default_factory=lambda: dict.fromkeys(
+            ("stepsToTarget", "epochsToTarget", "timeToTargetSeconds")
+        )
+    )
+    noise_at_target: float | None = None
+    noise_total: NoiseAccumulator = field(default_factory=NoiseAccumulator)
+    epoch_noise: NoiseAccumulator = field(default_factory=NoiseAccumulator)
+
+
+@dataclass
+class _Epoch:
+    """What one epoch's calls of the step loop added up to."""
+
+    update_loss_sum: float = 0.0
+    updates: int = 0
+    diverged: bool = False
+    target_hit: int | None = None  # global step at which the target was first reached
+    last: step.CallOutput | None = None
+
+
 def _run_trial(
     cfg: TrialConfig,
     emitter: Emitter,
     stop_requested: Callable[[], bool],
     metrics: TrialMetrics | None,
 ) -> dict[str, Any]:
-    rank, size = hvd.rank(), hvd.size()
     t_start = time.perf_counter()
+    b = _build(cfg)
+    warnings = list(b.diag.warnings) if b.diag else []
+    emitter.emit(
+        "start",
+        config=cfg.as_dict(),
+        processes=b.layout.size,
+        learningRate=b.sched.target,
+        baseLearningRate=b.sched.base,
+        warmupSteps=b.sched.warmup_steps,
+        stepsPerEpoch=b.layout.steps_per_epoch,
+        datasetSize=b.ds.size,
+        diagnostics=b.diag.as_event() if b.diag else None,
+    )
+    compile_seconds = _trace(b)
+    run = _train(cfg, b, emitter, stop_requested, metrics)
+    if b.lin is not None and b.diag is not None and _stop(run).reason.startswith("converged"):
+        gap = run.loss - b.diag.optimal_loss
+        dist = b.distance() or 0.0
+        if b.diag.warnings and dist > 1e-2:
+            warnings.append(
+                f"stopped by the relative rule at |θ−θ*| = {dist:.3g} with loss gap "
+                f"L−L* = {gap:.3g} ({gap / b.diag.optimal_loss:.2%} of L*)"
+            )
+    # The loss surface is part of the trial's work: computed before `seconds` is read.
+    surface = _loss_surface(cfg, b)
+    result = _result(cfg, b, run, warnings)
+    result["seconds"] = time.perf_counter() - t_start
+    result["compileSeconds"] = compile_seconds
+    result["trainingSeconds"] = time.perf_counter() - run.t_train
+    # The compute/communication split costs one more trace; it matters for throughput
+    # workloads, not for the line (whose steps take microseconds).
+    if result["phase"] == "Succeeded" and not run.interrupted and run.clock.steps and not b.lin:
+        result["stepTimeSplit"] = _measure_split(b, run.clock)
+    if surface is not None:
+        result["lossSurface"] = surface
+    return emitter.emit("result", **result)
+
+
+def _build(cfg: TrialConfig) -> _Built:
+    """Data on the computing device, the model, its optimizer and the compiled calls."""
+    rank, size = hvd.rank(), hvd.size()
     ds = datasets.build(cfg)
     if cfg.export_data and rank == 0:
         datasets.export(ds, cfg.export_data)
@@ -136,7 +238,6 @@ def _run_trial(
         # examples broadcast after the first step only because Keras creates optimizer slots
         # lazily; ours exist already, so the first step is already identical everywhere.
         hvd.broadcast_variables([*model.state, *opt.variables], root_rank=0)
-
     classify = ds.classes > 0
     # The data lives on the device that computes (a GPU when one is visible), so no call
     # copies the dataset from host memory.
@@ -185,7 +286,6 @@ def _run_trial(
         if classify and ds.x_test is not None and ds.y_test is not None
         else None
     )
-
     diag = (
         linear.diagnose(
             ds.x,
@@ -198,38 +298,34 @@ def _run_trial(
         if lin is not None
         else None
     )
-    warnings = list(diag.warnings) if diag else []
-    emitter.emit(
-        "start",
-        config=cfg.as_dict(),
-        processes=size,
-        learningRate=sched.target,
-        baseLearningRate=sched.base,
-        warmupSteps=sched.warmup_steps,
-        stepsPerEpoch=S,
-        datasetSize=n,
-        diagnostics=diag.as_event() if diag else None,
-    )
+    return _Built(
+        ds, model, opt, layout, sched, perm, x, y, K, loop, compiled_loss, full_loss, accuracy,
+        lin, diag,
+    )  # fmt: skip
 
-    def distance() -> float | None:
-        return float(np.linalg.norm(lin.theta() - diag.optimum)) if lin and diag else None
 
-    # Trace the compiled functions now, so that graph building is reported as compileSeconds
-    # and not mixed into the first epoch's training time.
+def _trace(b: _Built) -> float:
+    """Trace the compiled functions now, so that graph building is reported as compileSeconds
+    and not mixed into the first epoch's training time; returns those seconds."""
     t_compile = time.perf_counter()
     scalar = tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)
-    loop.get_concrete_function(
+    b.loop.get_concrete_function(
         *scalar, tf.TensorSpec([], tf.float64), tf.TensorSpec([], tf.float64)
     )
-    if compiled_loss is not None:
-        compiled_loss.get_concrete_function()
-    compile_seconds = time.perf_counter() - t_compile
-    loss0 = float(full_loss())
-    limit = cfg.divergence_factor * max(loss0, 1e-12)
-    clock = Clock(cfg.throughput_skip_steps)
-    # Per-call host work stays small: these never change during a trial.
-    bounds = (tf.constant(limit, tf.float64), tf.constant(cfg.target_loss or 0.0, tf.float64))
-    samples_per_call = K * cfg.batch_size
+    if b.compiled_loss is not None:
+        b.compiled_loss.get_concrete_function()
+    return time.perf_counter() - t_compile
+
+
+def _train(
+    cfg: TrialConfig,
+    b: _Built,
+    emitter: Emitter,
+    stop_requested: Callable[[], bool],
+    metrics: TrialMetrics | None,
+) -> _Run:
+    """Epochs until a stopping rule applies; an `epoch` event at each epoch end."""
+    loss0 = float(b.full_loss())
     curves: dict[str, list[Any]] = {
         "epochLoss": [],
         "updateLoss": [],
@@ -237,201 +333,216 @@ def _run_trial(
         "gradientNoiseScale": [],
         "learningRate": [],
     }
-    if accuracy is not None:
+    if b.accuracy is not None:
         curves["testAccuracy"] = []
     if cfg.record_update_losses:
         curves["updateLosses"] = []  # every update's loss: the lab's loss-vs-update plot
-    steps = calls = 0
-    phase, reason, interrupted = "Succeeded", f"reached max epochs {cfg.max_epochs}", False
-    to_target: dict[str, Any] = {
-        "stepsToTarget": None,
-        "epochsToTarget": None,
-        "timeToTargetSeconds": None,
-    }
-    noise_at_target: float | None = None
-    noise_total, epoch_noise = NoiseAccumulator(), NoiseAccumulator()
-    prev = loss0 if cfg.stopping_loss == "full" else None
-    epoch = 0
-    t_train = time.perf_counter()
-    loss = loss0
-    while epoch < cfg.max_epochs:
-        epoch += 1
+    run = _Run(loss0, Clock(cfg.throughput_skip_steps), curves, t_train=0.0, loss=loss0)
+    # Per-call host work stays small: these never change during a trial.
+    bounds = (
+        tf.constant(stopping.divergence_limit(cfg, loss0), tf.float64),
+        tf.constant(cfg.target_loss or 0.0, tf.float64),
+    )
+    previous = loss0 if cfg.stopping_loss == "full" else None
+    run.t_train = time.perf_counter()
+    while run.stop is None:
+        run.epoch += 1
         t_epoch = time.perf_counter()
         if cfg.shuffle:
             # Same permutation on every rank: drawn from the trial seed and the epoch number.
-            perm.assign(np.random.default_rng([cfg.seed, epoch]).permutation(n))
-        epoch_noise = NoiseAccumulator()
-        upd_sum = upd_n = 0.0
-        diverged = False
-        hit = -1
-        pos = 0
-        while pos < S:
-            k = min(K, S - pos)
-            t0 = time.perf_counter()
-            out = loop(tf.constant(steps, tf.int64), tf.constant(k, tf.int64), *bounds).numpy()
-            dt = time.perf_counter() - t0
-            done = int(out[step.DONE])
-            whole = done == K and (pos + K < S or n % cfg.batch_size == 0)  # no short last batch
-            samples = samples_per_call if whole else layout.batch_sizes(steps, done)
-            clock.add(dt, done, samples)
-            if metrics:
-                metrics.on_steps(done, samples, dt)
-            steps += done
-            pos += k
-            calls += 1
-            upd_sum += out[step.LOSS_SUM]
-            if cfg.record_update_losses:
-                curves["updateLosses"].extend(float(v) for v in out[step.FULL_LOSS + 1 :][:done])
-            upd_n += done
-            epoch_noise.add(out[step.G2_SUM], out[step.TR_SUM], int(out[step.NOISE_COUNT]))
-            if out[step.TARGET_HIT] >= 0 and hit < 0:
-                hit = int(out[step.TARGET_HIT])
-            if out[step.DIVERGED]:
-                diverged = True
-                break
-            if _agreed_stop(stop_requested, size, calls):
-                interrupted = True
-                break
-        noise_total.add(epoch_noise.g2, epoch_noise.tr, epoch_noise.count)
-        loss = float(out[step.FULL_LOSS])
-        if np.isnan(loss):  # not computed inside the step loop (models other than linear)
-            loss = float(full_loss())
-        diverged = diverged or not np.isfinite(loss) or loss > limit
-        update_loss = upd_sum / upd_n if upd_n else float("nan")
-        secs = time.perf_counter() - t_epoch
-        params = model.summary()
-        acc = float(accuracy()) if accuracy is not None else None
-        lr_now = sched.rate_at(max(steps - 1, 0))
-        gns = epoch_noise.value()
-        for key, val in (
-            ("epochLoss", loss),
-            ("updateLoss", update_loss),
-            ("params", params),
-            ("gradientNoiseScale", gns),
-            ("learningRate", lr_now),
-        ):
-            curves[key].append(val)
-        if acc is not None:
-            curves["testAccuracy"].append(acc)
-        emitter.emit(
-            "epoch",
-            epoch=epoch,
-            steps=steps,
-            loss=loss,
-            updateLoss=update_loss,
-            params=params,
-            distanceToOptimum=distance(),
-            seconds=secs,
-            samplesPerSecond=layout.batch_sizes(steps - int(upd_n), int(upd_n)) / secs,
-            learningRate=lr_now,
-            gradientNoiseScale=gns,
-            testAccuracy=acc,
+            b.perm.assign(np.random.default_rng([cfg.seed, run.epoch]).permutation(b.ds.size))
+        epoch = _run_epoch(cfg, b, run, bounds, stop_requested, metrics)
+        update_loss = _end_epoch(b, run, epoch, time.perf_counter() - t_epoch, emitter, metrics)
+        end = stopping.EpochEnd(
+            epoch=run.epoch,
+            loss=run.loss,
+            update_loss=update_loss,
+            previous=previous,
+            initial_loss=loss0,
+            step_diverged=epoch.diverged,
+            interrupted=run.interrupted,
         )
-        if metrics:
-            metrics.on_epoch(epoch, loss, update_loss, gns, lr_now)
-        if diverged:
-            phase, reason = (
-                "Diverged",
-                (
-                    f"loss {loss:.4g} is not finite or above "
-                    f"{cfg.divergence_factor:g}× the initial loss {loss0:.4g}"
-                ),
-            )
-            break
-        if interrupted:
-            phase, reason = "Failed", "interrupted by SIGTERM"
-            break
-        if cfg.target_loss is not None and loss <= cfg.target_loss:
-            to_target = {
-                "stepsToTarget": hit if hit >= 0 else steps,
-                "epochsToTarget": epoch,
-                "timeToTargetSeconds": time.perf_counter() - t_train,
+        run.stop = stopping.decide(cfg, end)
+        if run.stop is not None and run.stop.target_reached:
+            run.to_target = {
+                "stepsToTarget": epoch.target_hit if epoch.target_hit is not None else run.steps,
+                "epochsToTarget": run.epoch,
+                "timeToTargetSeconds": time.perf_counter() - run.t_train,
             }
-            noise_at_target = noise_total.value()
-            reason = f"reached target loss {cfg.target_loss:g}"
-            break
-        current = loss if cfg.stopping_loss == "full" else update_loss
-        if cfg.relative_tolerance > 0 and prev is not None and prev != 0:
-            change = abs(current - prev) / abs(prev)
-            if change < cfg.relative_tolerance:
-                reason = (
-                    f"converged: relative change of the {cfg.stopping_loss} loss "
-                    f"{change:.3g} < {cfg.relative_tolerance:g}"
-                )
-                break
-        prev = current
+            run.noise_at_target = run.noise_total.value()
+        previous = stopping.rule_loss(cfg, run.loss, update_loss)
+    return run
 
-    if lin is not None and diag is not None and reason.startswith("converged"):
-        gap = loss - diag.optimal_loss
-        dist = distance() or 0.0
-        if diag.warnings and dist > 1e-2:
-            warnings.append(
-                f"stopped by the relative rule at |θ−θ*| = {dist:.3g} with loss gap "
-                f"L−L* = {gap:.3g} ({gap / diag.optimal_loss:.2%} of L*)"
-            )
+
+def _run_epoch(  # noqa: PLR0917 - one epoch of _train, its state passed explicitly
+    cfg: TrialConfig,
+    b: _Built,
+    run: _Run,
+    bounds: tuple[tf.Tensor, tf.Tensor],
+    stop_requested: Callable[[], bool],
+    metrics: TrialMetrics | None,
+) -> _Epoch:
+    """The epoch's steps, K per call, until the epoch ends, a step diverges or SIGTERM."""
+    S, K = b.layout.steps_per_epoch, b.steps_per_call
+    samples_per_call = K * cfg.batch_size
+    run.epoch_noise = NoiseAccumulator()
+    epoch = _Epoch()
+    pos = 0
+    while pos < S:
+        k = min(K, S - pos)
+        t0 = time.perf_counter()
+        vector = b.loop(tf.constant(run.steps, tf.int64), tf.constant(k, tf.int64), *bounds)
+        out = step.CallOutput.decode(vector.numpy())
+        dt = time.perf_counter() - t0
+        done = out.done
+        whole = done == K and (pos + K < S or b.ds.size % cfg.batch_size == 0)  # no short batch
+        samples = samples_per_call if whole else b.layout.batch_sizes(run.steps, done)
+        run.clock.add(dt, done, samples)
+        if metrics:
+            metrics.on_steps(done, samples, dt)
+        run.steps += done
+        pos += k
+        run.calls += 1
+        epoch.update_loss_sum += out.loss_sum
+        if cfg.record_update_losses:
+            run.curves["updateLosses"].extend(float(v) for v in out.update_losses)
+        epoch.updates += done
+        run.epoch_noise.add(out.g2_sum, out.tr_sum, out.noise_count)
+        if out.target_hit is not None and epoch.target_hit is None:
+            epoch.target_hit = out.target_hit
+        epoch.last = out
+        if out.diverged:
+            epoch.diverged = True
+            break
+        if _agreed_stop(stop_requested, b.layout.size, run.calls):
+            run.interrupted = True
+            break
+    return epoch
+
+
+def _end_epoch(  # noqa: PLR0917 - the end of one epoch of _train, its state passed explicitly
+    b: _Built,
+    run: _Run,
+    epoch: _Epoch,
+    seconds: float,
+    emitter: Emitter,
+    metrics: TrialMetrics | None,
+) -> float:
+    """Full loss, curves, the `epoch` event and metrics at an epoch end; the mean update loss."""
+    run.noise_total.add(run.epoch_noise.g2, run.epoch_noise.tr, run.epoch_noise.count)
+    assert epoch.last is not None  # every epoch has at least one step
+    run.loss = epoch.last.full_loss
+    if np.isnan(run.loss):  # not computed inside the step loop (models other than linear)
+        run.loss = float(b.full_loss())
+    updates = epoch.updates
+    update_loss = epoch.update_loss_sum / updates if updates else float("nan")
+    params = b.model.summary()
+    acc = float(b.accuracy()) if b.accuracy is not None else None
+    lr_now = b.sched.rate_at(max(run.steps - 1, 0))
+    gns = run.epoch_noise.value()
+    for key, val in (
+        ("epochLoss", run.loss),
+        ("updateLoss", update_loss),
+        ("params", params),
+        ("gradientNoiseScale", gns),
+        ("learningRate", lr_now),
+    ):
+        run.curves[key].append(val)
+    if acc is not None:
+        run.curves["testAccuracy"].append(acc)
+    emitter.emit(
+        "epoch",
+        epoch=run.epoch,
+        steps=run.steps,
+        loss=run.loss,
+        updateLoss=update_loss,
+        params=params,
+        distanceToOptimum=b.distance(),
+        seconds=seconds,
+        samplesPerSecond=b.layout.batch_sizes(run.steps - updates, updates) / seconds,
+        learningRate=lr_now,
+        gradientNoiseScale=gns,
+        testAccuracy=acc,
+    )
+    if metrics:
+        metrics.on_epoch(run.epoch, run.loss, update_loss, gns, lr_now)
+    return update_loss
+
+
+def _stop(run: _Run) -> stopping.Stop:
+    assert run.stop is not None  # _train returns only once a rule applied
+    return run.stop
+
+
+def _loss_surface(cfg: TrialConfig, b: _Built) -> dict[str, Any] | None:
+    """Linear model on 1-D data with --loss-surface-points K: the loss on a K×K (w, b) grid."""
+    if b.lin is None or cfg.loss_surface_points <= 0 or b.ds.x.shape[1] != 1:
+        return None
+    wg, bg = linear.surface_grid(cfg.data_w, cfg.data_b, cfg.loss_surface_points)
+    return {
+        "w": wg.tolist(),
+        "b": bg.tolist(),
+        "loss": linear.loss_surface(b.ds.x, b.ds.y, wg, bg).tolist(),
+    }
+
+
+def _result(cfg: TrialConfig, b: _Built, run: _Run, warnings: list[str]) -> dict[str, Any]:
+    """The `result` event's fields but the timings (the trial contract's result)."""
     # B_simple grows as the loss falls (McCandlish et al. §3); the last epoch's value is the one
     # that applies to further training, the value at the target the one for time-to-target.
-    last_noise = epoch_noise.value() if epoch_noise.count else noise_total.value()
-    # The loss surface is part of the trial's work: computed before `seconds` is read.
-    surface: dict[str, Any] | None = None
-    if lin is not None and cfg.loss_surface_points > 0 and ds.x.shape[1] == 1:
-        wg, bg = linear.surface_grid(cfg.data_w, cfg.data_b, cfg.loss_surface_points)
-        surface = {
-            "w": wg.tolist(),
-            "b": bg.tolist(),
-            "loss": linear.loss_surface(ds.x, ds.y, wg, bg).tolist(),
-        }
-    result: dict[str, Any] = {
-        "phase": phase,
-        "reason": reason,
-        "epochs": epoch,
-        "steps": steps,
-        "finalLoss": loss,
-        "initialLoss": loss0,
-        "params": model.summary(),
-        "optimum": diag.as_event()["optimum"] if diag else None,
-        "distanceToOptimum": distance(),
-        "samplesPerSecond": clock.throughput(),
-        "stepTimeSeconds": clock.step_time(),
+    noise = run.epoch_noise.value() if run.epoch_noise.count else run.noise_total.value()
+    curves = run.curves
+    stop = _stop(run)
+    return {
+        "phase": stop.phase,
+        "reason": stop.reason,
+        "epochs": run.epoch,
+        "steps": run.steps,
+        "finalLoss": run.loss,
+        "initialLoss": run.loss0,
+        "params": b.model.summary(),
+        "optimum": b.diag.as_event()["optimum"] if b.diag else None,
+        "distanceToOptimum": b.distance(),
+        "samplesPerSecond": run.clock.throughput(),
+        "stepTimeSeconds": run.clock.step_time(),
         "stepTimeSplit": None,
-        **to_target,
-        "gradientNoiseScale": last_noise,
-        "criticalBatchSize": noise_at_target if noise_at_target is not None else last_noise,
+        **run.to_target,
+        "gradientNoiseScale": noise,
+        "criticalBatchSize": run.noise_at_target if run.noise_at_target is not None else noise,
         "testAccuracy": curves["testAccuracy"][-1] if curves.get("testAccuracy") else None,
-        "learningRate": sched.target,
-        "processes": size,
-        "seconds": time.perf_counter() - t_start,
-        "compileSeconds": compile_seconds,
-        "trainingSeconds": time.perf_counter() - t_train,
+        "learningRate": b.sched.target,
+        "processes": b.layout.size,
+        "seconds": None,
+        "compileSeconds": None,
+        "trainingSeconds": None,
         "config": cfg.as_dict(),
         "curves": curves,
         "warnings": warnings,
-        "interrupted": interrupted,
+        "interrupted": run.interrupted,
     }
-    # The compute/communication split costs one more trace; it matters for throughput
-    # workloads, not for the line (whose steps take microseconds).
-    if phase == "Succeeded" and not interrupted and clock.steps and lin is None:
-        probe = step.build_step_loop(
-            model,
-            opt,
-            sched,
-            layout,
-            x=x,
-            y=y,
-            perm=perm,
-            measure_noise=False,
-            quadratic_loss=None,
-            track_target=False,
-            one_per_call=min(S, K) == 1,
-            reduce=False,
-        )
-        result["stepTimeSplit"] = _split_step_time(probe, clock, min(S, K), steps)
-    if surface is not None:
-        result["lossSurface"] = surface
-    return emitter.emit("result", **result)
 
 
-def _split_step_time(probe: step.Compiled, clock: Clock, k: int, at: int) -> dict[str, float]:
+def _measure_split(b: _Built, clock: Clock) -> dict[str, float]:
+    """Build the compute-only twin of the step loop and split the step time with it."""
+    S, K = b.layout.steps_per_epoch, b.steps_per_call
+    probe = step.build_step_loop(
+        b.model,
+        b.opt,
+        b.sched,
+        b.layout,
+        x=b.x,
+        y=b.y,
+        perm=b.perm,
+        measure_noise=False,
+        quadratic_loss=None,
+        track_target=False,
+        one_per_call=min(S, K) == 1,
+        reduce=False,
+    )
+    return _split_step_time(probe, clock, min(S, K))
+
+
+def _split_step_time(probe: step.Compiled, clock: Clock, k: int) -> dict[str, float]:
     """Step time = compute (forward + backward, timed alone) + the rest (allreduce, update).
 
     The compute-only twin of the step loop runs the same steps without the allreduce and the
