@@ -1,4 +1,5 @@
-"""The one trial configuration: every default with a comment, filled from the command line.
+"""The one trial configuration: every default with its one description (its --help text), filled
+from the command line.
 
 `TrialConfig` is what `python -m scalelab_trainer` runs and what every `start` and `result` event
 carries back (`as_dict`). The flag names are the trial contract (docs/trial-contract.md) that the
@@ -23,60 +24,109 @@ STOPPING_LOSSES = ("full", "update")
 CNN_ARCHS = ("resnet-small", "resnet50")
 
 
+def _flag_field(default: Any, help_: str) -> Any:
+    """A TrialConfig field: its default and the one text that documents it (its --help)."""
+    return dataclasses.field(default=default, metadata={"help": help_})
+
+
 @dataclass(frozen=True)
 class TrialConfig:
     """One trial: model, data, global batch, learning-rate rule, stopping rule, identity."""
 
     # --- identity (metric labels, status target) ---
-    experiment: str = "local"  # ScaleExperiment name
-    trial: str = "trial"  # ScaleTrial name
-    namespace: str | None = None  # namespace of the ScaleTrial (status patches need it)
-    report_status: bool = False  # rank 0 merge-patches ScaleTrial.status through the API
-    repeat: int = 0  # repeat index; the seed offset is the caller's business
+    experiment: str = _flag_field("local", "experiment name (metric label, status target)")
+    trial: str = _flag_field("trial", "trial name (metric label, ScaleTrial name in a cluster)")
+    namespace: str | None = _flag_field(
+        None, "namespace of the ScaleTrial; with --report-status enables status patches"
+    )
+    report_status: bool = _flag_field(
+        False, "rank 0 merge-patches ScaleTrial.status (in-cluster config or KUBECONFIG)"
+    )
+    repeat: int = _flag_field(0, "repeat index (metric label)")
     # --- workload ---
-    model: str = "linear"  # linear | mlp | cnn
-    dataset: str = "lab1-line"  # lab1-line | regression | digits | synthetic-images
-    dataset_size: int = 100  # examples (lab1-line: the lab's n = 100)
-    seed: int = 0  # data + init seed; lab1-line: the lab's np.random.seed(S)
-    data_w: float = 10.0  # lab1-line generator slope w_gen (lab: 10)
-    data_b: float = 2.0  # lab1-line generator intercept b_gen (lab: 2)
-    data_noise: float = 1.0  # lab1-line std of the noise added to x; regression: std of y noise
-    features: int = 100  # regression: dimension d
-    image_size: int = 32  # synthetic-images: height = width, 3 channels
-    num_classes: int = 10  # synthetic-images: classes
-    hidden_units: int = 128  # mlp: units per hidden layer
-    hidden_layers: int = 2  # mlp: hidden layers
-    cnn_arch: str = "resnet-small"  # cnn: resnet-small (3 residual stages) | resnet50 (Keras)
-    test_fraction: float = 0.2  # digits: held-out share for test accuracy
+    model: str = _flag_field("linear", "linear | mlp | cnn")
+    dataset: str = _flag_field("lab1-line", "lab1-line | regression | digits | synthetic-images")
+    dataset_size: int = _flag_field(100, "examples (lab1-line: the lab's n = 100)")
+    seed: int = _flag_field(
+        0, "data and initialisation seed (lab1-line: equals the lab's np.random.seed(S))"
+    )
+    data_w: float = _flag_field(10.0, "lab1-line generator slope w_gen")
+    data_b: float = _flag_field(2.0, "lab1-line generator intercept b_gen")
+    data_noise: float = _flag_field(
+        1.0, "lab1-line: std of the noise added to x; regression: std of the noise on y"
+    )
+    features: int = _flag_field(100, "regression: dimension d")
+    image_size: int = _flag_field(32, "synthetic-images: height = width, 3 channels")
+    num_classes: int = _flag_field(10, "synthetic-images: classes")
+    hidden_units: int = _flag_field(128, "mlp: units per hidden layer")
+    hidden_layers: int = _flag_field(2, "mlp: hidden layers")
+    cnn_arch: str = _flag_field(
+        "resnet-small", "cnn: resnet-small (3 residual stages) | resnet50 (Keras)"
+    )
+    test_fraction: float = _flag_field(0.2, "digits: held-out share for test accuracy")
     # --- optimisation ---
-    batch_size: int = 100  # GLOBAL batch per optimizer step; each of N processes takes B/N
-    optimizer: str = "sgd"  # sgd | momentum | adam | lars | lamb
-    learning_rate: float = 0.001  # base rate η, tuned at reference_batch_size (lab: 0.001)
-    reference_batch_size: int = 100  # B0, the batch η was tuned at
-    lr_scaling: str = "none"  # none: η; linear: η·B/B0 (Goyal 2017); sqrt: η·√(B/B0) (Hoffer 2017)
-    warmup_epochs: float = 0.0  # gradual linear warmup from η to the scaled rate (Goyal 2017)
-    momentum: float = 0.9  # momentum, lars: heavy-ball coefficient; adam, lamb: β1
-    beta2: float = 0.999  # adam, lamb: second-moment decay
-    epsilon: float = 1e-6  # adam, lamb: denominator guard (LAMB paper: 1e-6)
-    weight_decay: float = 0.0  # lars, lamb: decoupled weight decay λ inside the trust ratio
-    trust_coefficient: float = 0.001  # lars: η_LARS in the local-lr formula (You et al. 2017)
+    batch_size: int = _flag_field(
+        100, "GLOBAL batch per optimizer step; each of N processes takes B/N of it"
+    )
+    optimizer: str = _flag_field("sgd", "sgd | momentum | adam | lars | lamb")
+    learning_rate: float = _flag_field(
+        0.001, "base rate η, tuned at --reference-batch-size (lab: 0.001)"
+    )
+    reference_batch_size: int = _flag_field(100, "batch the base rate was tuned at")
+    lr_scaling: str = _flag_field(
+        "none", "rate at B: none η, linear η·B/B0 (Goyal 2017), sqrt η·√(B/B0) (Hoffer 2017)"
+    )
+    warmup_epochs: float = _flag_field(
+        0.0, "gradual linear warmup from η to the scaled rate (Goyal et al. 2017)"
+    )
+    momentum: float = _flag_field(0.9, "momentum, lars: heavy-ball coefficient; adam, lamb: β1")
+    beta2: float = _flag_field(0.999, "adam, lamb: second-moment decay")
+    epsilon: float = _flag_field(1e-6, "adam, lamb: denominator guard (LAMB paper: 1e-6)")
+    weight_decay: float = _flag_field(
+        0.0, "lars, lamb: decoupled weight decay λ inside the trust ratio"
+    )
+    trust_coefficient: float = _flag_field(
+        0.001, "lars: η_LARS in the local-lr formula (You et al. 2017)"
+    )
     # --- stopping ---
-    max_epochs: int = 1000  # epoch cap (lab: 1000)
-    relative_tolerance: float = 0.001  # stop when |L_i-L_{i-1}|/L_{i-1} < T (lab: 1e-3); 0 = off
-    stopping_loss: str = "full"  # which L the rule reads: full-dataset at epoch end | update mean
-    target_loss: float | None = None  # steps-/epochs-/seconds-to-target on the full-dataset loss
-    divergence_factor: float = 1e4  # diverged when a loss exceeds this × the initial loss
-    shuffle: bool = False  # reshuffle every epoch, same permutation on every rank (lab: off)
+    max_epochs: int = _flag_field(1000, "epoch cap (lab: 1000)")
+    relative_tolerance: float = _flag_field(
+        0.001, "stop when |L_i-L_{i-1}|/L_{i-1} < T (i >= 1; lab: 1e-3); 0 = off"
+    )
+    stopping_loss: str = _flag_field(
+        "full",
+        "loss the relative rule reads: full (dataset loss at epoch end) or update (mean of "
+        "the epoch's per-update losses, the lab's rule)",
+    )
+    target_loss: float | None = _flag_field(
+        None, "steps-/epochs-/seconds-to-target on the full-dataset loss"
+    )
+    divergence_factor: float = _flag_field(
+        1e4, "a loss above this times the initial loss ends the trial as Diverged"
+    )
+    shuffle: bool = _flag_field(
+        False, "reshuffle each epoch, same permutation on every rank (lab: off)"
+    )
     # --- measurement ---
-    gradient_noise_scale: bool = True  # two-batch B_simple estimate (McCandlish 2018, App. A)
-    steps_per_call: int = 0  # steps run inside one tf.function call; 0 = auto (see train.py)
-    throughput_skip_steps: int = 10  # steady state: steps excluded from throughput (Horovod: 10)
-    intra_op_threads: int = 0  # TensorFlow intra-op threads per process; 0 = TF's default
-    metrics_port: int = 0  # each rank serves /metrics on port + local rank; 0 = off
-    progress_interval_seconds: float = 2.0  # rate limit of ScaleTrial status patches
-    export_data: str | None = None  # write the exact dataset used (.npz)
-    loss_surface_points: int = 0  # linear 1-D: loss on a K×K (w, b) grid in the result; 0 = off
-    record_update_losses: bool = False  # every update's loss in result curves (lab's plot)
+    gradient_noise_scale: bool = _flag_field(True, "estimate B_simple with the two-batch estimator")
+    steps_per_call: int = _flag_field(
+        0, "optimizer steps per tf.function call; 0 = auto (linear: a whole epoch)"
+    )
+    throughput_skip_steps: int = _flag_field(
+        10, "first steps excluded from throughput (steady state)"
+    )
+    intra_op_threads: int = _flag_field(
+        0, "TensorFlow intra-op threads per process; 0 = TF's default"
+    )
+    metrics_port: int = _flag_field(0, "each rank serves /metrics on P + local rank; 0 = off")
+    progress_interval_seconds: float = _flag_field(2.0, "rate limit of status patches")
+    export_data: str | None = _flag_field(None, "write the exact dataset used (.npz)")
+    loss_surface_points: int = _flag_field(
+        0, "linear 1-D: K×K loss surface over (w, b) in the result; 0 = off"
+    )
+    record_update_losses: bool = _flag_field(
+        False, "every update's loss (before the update) in curves.updateLosses"
+    )
 
     def as_dict(self) -> dict[str, Any]:
         """Every field, camelCase, as written into events and results."""
@@ -101,39 +151,6 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "cnn_arch": CNN_ARCHS,
 }
 
-_HELP: dict[str, str] = {
-    "experiment": "experiment name (metric label, status target)",
-    "trial": "trial name (metric label, ScaleTrial name in a cluster)",
-    "namespace": "namespace of the ScaleTrial; with --report-status enables status patches",
-    "report_status": "rank 0 merge-patches ScaleTrial.status (in-cluster config or KUBECONFIG)",
-    "repeat": "repeat index (metric label)",
-    "dataset_size": "examples (lab1-line: the lab's n)",
-    "seed": "data and initialisation seed (lab1-line: equals the lab's np.random.seed(S))",
-    "data_w": "lab1-line generator slope w_gen",
-    "data_b": "lab1-line generator intercept b_gen",
-    "data_noise": "lab1-line: std of the noise added to x; regression: std of the noise on y",
-    "features": "regression: dimension d",
-    "batch_size": "GLOBAL batch per optimizer step; each of N processes takes B/N of it",
-    "learning_rate": "base rate, tuned at --reference-batch-size",
-    "reference_batch_size": "batch the base rate was tuned at",
-    "lr_scaling": "rate at B: none η, linear η·B/B0, sqrt η·√(B/B0)",
-    "warmup_epochs": "gradual linear warmup from η to the scaled rate (Goyal et al. 2017)",
-    "relative_tolerance": "stop when |L_i-L_{i-1}|/L_{i-1} < T (i >= 1); 0 = off",
-    "stopping_loss": "loss the relative rule reads: full (dataset loss at epoch end) or update "
-    "(mean of the epoch's per-update losses, the lab's rule)",
-    "target_loss": "steps-/epochs-/seconds-to-target on the full-dataset loss",
-    "divergence_factor": "a loss above this times the initial loss ends the trial as Diverged",
-    "shuffle": "reshuffle each epoch (same permutation on every rank)",
-    "gradient_noise_scale": "estimate B_simple with the two-batch estimator",
-    "steps_per_call": "optimizer steps per tf.function call; 0 = auto (linear: a whole epoch)",
-    "throughput_skip_steps": "first steps excluded from throughput (steady state)",
-    "metrics_port": "each rank serves /metrics on P + local rank; 0 = off",
-    "progress_interval_seconds": "rate limit of status patches",
-    "export_data": "write the exact dataset used (.npz)",
-    "loss_surface_points": "linear 1-D: K×K loss surface over (w, b) in the result; 0 = off",
-    "record_update_losses": "every update's loss (before the update) in curves.updateLosses",
-}
-
 
 def build_parser() -> argparse.ArgumentParser:
     """The trial command line: one flag per `TrialConfig` field, defaults from the dataclass."""
@@ -144,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for f in dataclasses.fields(TrialConfig):
         flag, default = _flag(f.name), f.default
-        help_ = _HELP.get(f.name, f.name.replace("_", " "))
+        help_ = f.metadata["help"]
         if f.type == "bool":
             p.add_argument(
                 flag,
