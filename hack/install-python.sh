@@ -11,7 +11,7 @@ log() { echo "install-python: $*" >&2; }
 
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 PY="$VENV/bin/python"
-"$PY" -m pip install -q -r "$REQ/trainer.txt" -r "$REQ/operator.txt" -r "$REQ/local.txt" \
+"$PY" -m pip install -q -r "$REQ/trainer.txt" -r "$REQ/operator.txt" -r "$REQ/report.txt" \
   -r "$REQ/dev.txt" >&2
 
 hvd=$(sed -n 's/^horovod==\([^ ]*\).*/\1/p' "$REQ/horovod.txt")

@@ -1,7 +1,7 @@
 """The operator image installs images/requirements/operator.txt only: `scalelab operator`, `crds`,
-`validate` and `plan` must import and run without matplotlib, rich and psutil (the `local`
-extra), let alone TensorFlow and Horovod. Proven in a fresh interpreter where importing any of
-them fails, as it would in the image."""
+`validate` and `plan` must import and run without matplotlib, rich and psutil (the `report` extra,
+images/requirements/report.txt), let alone TensorFlow and Horovod. Proven in a fresh interpreter
+where importing any of them fails, as it would in the image."""
 
 from __future__ import annotations
 
