@@ -633,15 +633,3 @@ class ScaleTrialStatus(ApiModel):
     result: TrialResult | None = Field(default=None, description="Final result. Default: null.")
     start_time: str | None = Field(default=None, description="RFC 3339 start. Default: null.")
     completion_time: str | None = Field(default=None, description="RFC 3339 end. Default: null.")
-
-
-class ScaleTrial(ApiModel):
-    """One grid point of a ScaleExperiment, run as one MPIJob."""
-
-    api_version: Literal["scalelab.dev/v1alpha1"] = Field(
-        default="scalelab.dev/v1alpha1", description="API version: scalelab.dev/v1alpha1."
-    )
-    kind: Literal["ScaleTrial"] = Field(default="ScaleTrial", description="ScaleTrial.")
-    metadata: ObjectMeta = Field(..., description="Object metadata.")
-    spec: ScaleTrialSpec = Field(..., description="The grid point.")
-    status: ScaleTrialStatus | None = Field(default=None, description="Observed state.")
