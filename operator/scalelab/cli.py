@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from scalelab.api import ScaleExperiment
 from scalelab.planner import local_command, plan, trainer_command, trainer_flags
 from scalelab.results import store
 from scalelab.results.model import ResultsFile
@@ -27,19 +28,22 @@ EXIT_INVALID = 1  # invalid input, a failed trial, or a directory that cannot ta
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
-def _print_problems(error: InvalidExperimentError) -> None:
-    for problem in error.problems:
-        print(problem.render(error.file), file=sys.stderr)
+def _load(file: str) -> ScaleExperiment | None:
+    """The experiment in FILE, or None after printing every problem with it."""
+    try:
+        return load_experiment(file)
+    except InvalidExperimentError as error:
+        for problem in error.problems:
+            print(problem.render(error.file), file=sys.stderr)
+        return None
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate every file; print each problem; non-zero if any file is invalid."""
     invalid = 0
     for file in args.files:
-        try:
-            experiment = load_experiment(file)
-        except InvalidExperimentError as error:
-            _print_problems(error)
+        experiment = _load(file)
+        if experiment is None:
             invalid += 1
             continue
         trials = plan(experiment)
@@ -50,10 +54,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """Print the trials of one experiment: grid point, seed, learning rate, phase, command."""
-    try:
-        experiment = load_experiment(args.file)
-    except InvalidExperimentError as error:
-        _print_problems(error)
+    experiment = _load(args.file)
+    if experiment is None:
         return EXIT_INVALID
     trials = plan(experiment)
     if args.json:
@@ -98,10 +100,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run the experiment on this machine and write results and the report."""
     from scalelab.local.executor import LocalRun, Outcome, busy_ports
 
-    try:
-        experiment = load_experiment(args.file)
-    except InvalidExperimentError as error:
-        _print_problems(error)
+    experiment = _load(args.file)
+    if experiment is None:
         return EXIT_INVALID
     out = Path(args.out) if args.out else Path("out") / experiment.metadata.name
     try:
