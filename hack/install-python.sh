@@ -12,7 +12,7 @@ log() { echo "install-python: $*" >&2; }
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 PY="$VENV/bin/python"
 "$PY" -m pip install -q -r "$REQ/trainer.txt" -r "$REQ/operator.txt" -r "$REQ/report.txt" \
-  -r "$REQ/dev.txt" >&2
+  -r "$REQ/dev.txt" -r manifests/monitoring/requirements.txt >&2
 
 hvd=$(sed -n 's/^horovod==\([^ ]*\).*/\1/p' "$REQ/horovod.txt")
 tf=$("$PY" -c 'import importlib.metadata as m; print(m.version("tensorflow-cpu"))')

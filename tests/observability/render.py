@@ -110,7 +110,7 @@ def render(
             grid[g["y"] + 1 : g["y"] + g["h"] - 1, g["x"] + 1 : g["x"] + g["w"] - 1]
         )
         defaults = panel["fieldConfig"]["defaults"]
-        unit = defaults["custom"].get("axisLabel") or UNITS.get(defaults["unit"], "")
+        unit = defaults.get("custom", {}).get("axisLabel") or UNITS.get(defaults["unit"], "")
         ax.set_title(panel["title"], fontsize=9, loc="left")
         ax.tick_params(labelsize=7)
         if unit:

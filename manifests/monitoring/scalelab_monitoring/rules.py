@@ -1,0 +1,141 @@
+"""scalelab's Prometheus alert rules, as a rules file's {"groups": [...]} with adjustable windows.
+
+Plain Prometheus rules (not Grafana alerting): `files.py` writes them as rules/scalelab.rules.yaml
+and as the PrometheusRule of the monitoring Component; tests/observability renders them with short
+windows and runs them in a real Prometheus.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Defaults of the rules' time windows (Prometheus durations). Override by re-running `rule_groups`
+#: with other values, or patch the PrometheusRule in an overlay (docs/monitoring.md).
+DEFAULT_WINDOWS = {
+    # No training samples from a trial (or a rank that cannot be scraped) for this long.
+    "stall_window": "10m",
+    # A trial that diverged within this window raises the alert once, then it resolves.
+    "diverged_window": "30m",
+    # Reconcile errors are counted over this window ...
+    "errors_window": "5m",
+    # ... and must keep occurring for this long.
+    "errors_for": "10m",
+    # GPUs admitted (MPIJob created) but not running for this long.
+    "pending_for": "15m",
+}
+
+
+def rule_groups(**windows: str) -> dict[str, Any]:
+    """The alert rules as a Prometheus rules file ({"groups": [...]}); windows override defaults."""
+    unknown = set(windows) - set(DEFAULT_WINDOWS)
+    if unknown:
+        raise ValueError(f"unknown windows {sorted(unknown)}; known: {sorted(DEFAULT_WINDOWS)}")
+    w = DEFAULT_WINDOWS | windows
+    return {
+        "groups": [
+            {"name": "scalelab.trials", "rules": _trial_rules(w)},
+            {"name": "scalelab.operator", "rules": _operator_rules(w)},
+        ]
+    }
+
+
+def _trial_rules(w: dict[str, str]) -> list[dict[str, Any]]:
+    """A trial that stopped making progress; trials that diverged."""
+    stalled = (
+        "(\n"
+        "  sum by (namespace, experiment, trial) (\n"
+        f"    increase(scalelab_trainer_samples_total[{w['stall_window']}])\n"
+        "  ) == 0\n"
+        ")\n"
+        "or on (namespace, experiment, trial)\n"
+        "(\n"
+        "  min by (namespace, experiment, trial) (\n"
+        "    label_replace(label_replace(\n"
+        f'      max_over_time(up{{scalelab_dev_trial!=""}}[{w["stall_window"]}]),\n'
+        '      "experiment", "$1", "scalelab_dev_experiment", "(.+)"),\n'
+        '      "trial", "$1", "scalelab_dev_trial", "(.+)")\n'
+        "  ) == 0\n"
+        ")\n"
+    )
+    diverged = (
+        'scalelab_operator_trials{phase="Diverged"}\n'
+        f'  - min_over_time(scalelab_operator_trials{{phase="Diverged"}}[{w["diverged_window"]}])\n'
+        "> 0\n"
+    )
+    return [
+        {
+            "alert": "ScalelabTrialStalled",
+            "expr": stalled,
+            "labels": {"severity": "warning"},
+            "annotations": {
+                "summary": "Trial {{ $labels.namespace }}/{{ $labels.trial }} "
+                f"made no training progress for {w['stall_window']}.",
+                "description": "No training samples counted by any rank of trial "
+                "{{ $labels.trial }} (experiment {{ $labels.experiment }}), or one "
+                f"of its ranks could not be scraped, for {w['stall_window']}. One "
+                "stopped or hung rank blocks every other rank in the allreduce. "
+                "Look at the worker pods' logs and events; the trial's "
+                "activeDeadlineSeconds ends it eventually.",
+            },
+        },
+        {
+            "alert": "ScalelabTrialDiverged",
+            "expr": diverged,
+            "labels": {"severity": "info"},
+            "annotations": {
+                "summary": "{{ $value }} trial(s) of {{ $labels.namespace }}/"
+                "{{ $labels.experiment }} diverged in the last "
+                f"{w['diverged_window']}.",
+                "description": "The loss became non-finite or grew past the "
+                "divergence factor. A diverged trial is a measured outcome (the "
+                "learning rate is above the stability limit at that batch size), "
+                "not a failure; check the learning-rate scaling rule and warmup.",
+            },
+        },
+    ]
+
+
+def _operator_rules(w: dict[str, str]) -> list[dict[str, Any]]:
+    """The operator failing on API calls; GPUs admitted but not running."""
+    errors = (
+        "sum by (namespace, handler) (\n"
+        f"  rate(scalelab_operator_reconcile_errors_total[{w['errors_window']}])\n"
+        ") > 0\n"
+    )
+    pending = (
+        "(\n"
+        '  sum by (namespace, experiment) (scalelab_operator_gpus{state="requested"})\n'
+        '  - sum by (namespace, experiment) (scalelab_operator_gpus{state="running"})\n'
+        ") > 0\n"
+    )
+    return [
+        {
+            "alert": "ScalelabOperatorReconcileErrors",
+            "expr": errors,
+            "for": w["errors_for"],
+            "labels": {"severity": "warning"},
+            "annotations": {
+                "summary": "The scalelab operator's {{ $labels.handler }} handler "
+                f"has kept failing on API calls for {w['errors_for']}.",
+                "description": "Kubernetes API calls of the operator keep raising "
+                "(about {{ $value | humanize }}/s). Experiments are not admitted "
+                "or their status is stale. Check the operator's log, its RBAC and "
+                "whether the MPIJob CRD (kubeflow.org/v2beta1) is installed.",
+            },
+        },
+        {
+            "alert": "ScalelabGPUDemandPending",
+            "expr": pending,
+            "for": w["pending_for"],
+            "labels": {"severity": "info"},
+            "annotations": {
+                "summary": "{{ $value }} GPU(s) of {{ $labels.namespace }}/"
+                "{{ $labels.experiment }} admitted but not running for "
+                f"{w['pending_for']}.",
+                "description": "MPIJobs were created for these GPUs but are not "
+                "running: the cluster lacks free nvidia.com/gpu, a queue (Kueue) "
+                "has not admitted them, or images are still pulling. Size the GPU "
+                "pool or lower spec.execution.maxGPUs.",
+            },
+        },
+    ]
