@@ -131,37 +131,7 @@ def live_panels() -> list[timeseries.Panel]:
             (12, 1, 12, 8),
             unit="s",
         ),
-        *(
-            _place(
-                _log_lines(timeseries.Panel()),
-                title,
-                what,
-                [
-                    _target(
-                        f"max {by_config} (scalelab_trainer_loss"
-                        f'{{{SELECT}, {LIVE}, kind="{kind}"}})',
-                        CONFIG,
-                    )
-                ],
-                (12 * i, 9, 12, 8),
-            )
-            for i, (kind, title, what) in enumerate(
-                (
-                    (
-                        "full",
-                        "Full-dataset loss per configuration",
-                        "Loss on the whole dataset at each epoch end: comparable across batch "
-                        "sizes.",
-                    ),
-                    (
-                        "update",
-                        "Per-update loss per configuration",
-                        "Mean of the epoch's per-update (mini-batch) losses: what the optimizer "
-                        "saw.",
-                    ),
-                )
-            )
-        ),
+        *_loss_panels(by_config),
         _place(
             _log_lines(timeseries.Panel()),
             "Gradient noise scale per configuration",
@@ -175,29 +145,66 @@ def live_panels() -> list[timeseries.Panel]:
             ],
             (0, 17, 12, 8),
         ),
+        _dcgm_panel(),
+    ]
+
+
+def _loss_panels(by_config: str) -> list[timeseries.Panel]:
+    """The full-dataset and the per-update loss, on log axes, side by side."""
+    return [
         _place(
-            timeseries.Panel(),
-            "GPU utilization of the experiment's pods (DCGM)",
-            "DCGM_FI_DEV_GPU_UTIL of each GPU, joined to the trainer pods by (namespace, pod). "
-            "Empty without NVIDIA's dcgm-exporter (with Kubernetes pod mapping). Works whether "
-            "its scrape keeps the pod labels (honorLabels) or renames them exported_pod.",
+            _log_lines(timeseries.Panel()),
+            title,
+            what,
             [
                 _target(
-                    "avg by (batch_size, gpus, pod, gpu) (\n"
-                    "  label_replace(label_replace(DCGM_FI_DEV_GPU_UTIL,\n"
-                    '    "pod", "$1", "exported_pod", "(.+)"),\n'
-                    '    "namespace", "$1", "exported_namespace", "(.+)")\n'
-                    "  * on (namespace, pod) group_left (batch_size, gpus)\n"
-                    "  group by (namespace, pod, batch_size, gpus) (\n"
-                    f"    scalelab_trainer_samples_total{{{SELECT}}})\n"
-                    ")",
-                    "{{pod}} GPU {{gpu}} (" + CONFIG + ")",
+                    f'max {by_config} (scalelab_trainer_loss{{{SELECT}, {LIVE}, kind="{kind}"}})',
+                    CONFIG,
                 )
             ],
-            (12, 17, 12, 8),
-            unit="percent",
-        ),
+            (12 * i, 9, 12, 8),
+        )
+        for i, (kind, title, what) in enumerate(
+            (
+                (
+                    "full",
+                    "Full-dataset loss per configuration",
+                    "Loss on the whole dataset at each epoch end: comparable across batch sizes.",
+                ),
+                (
+                    "update",
+                    "Per-update loss per configuration",
+                    "Mean of the epoch's per-update (mini-batch) losses: what the optimizer saw.",
+                ),
+            )
+        )
     ]
+
+
+def _dcgm_panel() -> timeseries.Panel:
+    """GPU utilisation from NVIDIA's dcgm-exporter, joined to the experiment's trainer pods."""
+    return _place(
+        timeseries.Panel(),
+        "GPU utilization of the experiment's pods (DCGM)",
+        "DCGM_FI_DEV_GPU_UTIL of each GPU, joined to the trainer pods by (namespace, pod). "
+        "Empty without NVIDIA's dcgm-exporter (with Kubernetes pod mapping). Works whether "
+        "its scrape keeps the pod labels (honorLabels) or renames them exported_pod.",
+        [
+            _target(
+                "avg by (batch_size, gpus, pod, gpu) (\n"
+                "  label_replace(label_replace(DCGM_FI_DEV_GPU_UTIL,\n"
+                '    "pod", "$1", "exported_pod", "(.+)"),\n'
+                '    "namespace", "$1", "exported_namespace", "(.+)")\n'
+                "  * on (namespace, pod) group_left (batch_size, gpus)\n"
+                "  group by (namespace, pod, batch_size, gpus) (\n"
+                f"    scalelab_trainer_samples_total{{{SELECT}}})\n"
+                ")",
+                "{{pod}} GPU {{gpu}} (" + CONFIG + ")",
+            )
+        ],
+        (12, 17, 12, 8),
+        unit="percent",
+    )
 
 
 def _result(metric: str) -> prometheus.Dataquery:

@@ -112,13 +112,9 @@ def _container_security() -> dict[str, Any]:
     return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
-def render(trial: PlannedTrial, namespace: str, trial_uid: str, config: Config) -> dict[str, Any]:
-    """The MPIJob of one trial, owned by the ScaleTrial (garbage-collected with it)."""
-    res, execution = trial.spec.resources, trial.spec.execution
-    replicas, slots = workers(trial.gpus, res.processes_per_worker)
-    labels = trial_labels(trial)
-    queued = execution.queue_name is not None
-    job_labels = {**labels, **({KUEUE_QUEUE_LABEL: execution.queue_name} if queued else {})}
+def _worker_pod(trial: PlannedTrial, config: Config, slots: int) -> dict[str, Any]:
+    """A worker: sshd for mpirun, `slots` ranks, their GPUs and metrics ports; rank 0 reports."""
+    res = trial.spec.resources
     worker_resources: dict[str, dict[str, str]] = {
         "requests": {"cpu": res.cpu, "memory": res.memory},
         "limits": {"cpu": res.cpu, "memory": res.memory},
@@ -126,26 +122,30 @@ def render(trial: PlannedTrial, namespace: str, trial_uid: str, config: Config) 
     if gpus_per_worker(trial):
         for part in worker_resources.values():
             part[GPU_RESOURCE] = str(gpus_per_worker(trial))
-    trainer_image = image(trial, config)
     metrics_port = config.trainer_metrics_port
-    worker_container: dict[str, Any] = {
+    container: dict[str, Any] = {
         "name": "worker",
-        "image": trainer_image,
+        "image": image(trial, config),
         "command": list(WORKER_COMMAND),
         "resources": worker_resources,
         "securityContext": _container_security(),
         "ports": [{"name": "ssh", "containerPort": 2222}],
     }
     if metrics_port:
-        worker_container["ports"] += [
+        container["ports"] += [
             {"name": f"metrics-{i}", "containerPort": metrics_port + i} for i in range(slots)
         ]
-    worker_pod = _pod_spec(trial, worker_container)
+    pod = _pod_spec(trial, container)
     # Rank 0 runs in worker 0 and patches ScaleTrial status with this account's token.
-    worker_pod["serviceAccountName"] = config.trainer_service_account
-    launcher_container = {
+    pod["serviceAccountName"] = config.trainer_service_account
+    return pod
+
+
+def _launcher_pod(trial: PlannedTrial, namespace: str, config: Config) -> dict[str, Any]:
+    """The launcher: mpirun only, small, without an API token."""
+    container = {
         "name": "launcher",
-        "image": trainer_image,
+        "image": image(trial, config),
         "command": launcher_command(trial, namespace, config),
         "resources": {
             "requests": {"cpu": config.launcher_cpu, "memory": config.launcher_memory},
@@ -153,8 +153,20 @@ def render(trial: PlannedTrial, namespace: str, trial_uid: str, config: Config) 
         },
         "securityContext": _container_security(),
     }
-    launcher_pod = _pod_spec(trial, launcher_container)
-    launcher_pod["automountServiceAccountToken"] = False  # mpirun needs no API access
+    pod = _pod_spec(trial, container)
+    pod["automountServiceAccountToken"] = False  # mpirun needs no API access
+    return pod
+
+
+def render(trial: PlannedTrial, namespace: str, trial_uid: str, config: Config) -> dict[str, Any]:
+    """The MPIJob of one trial, owned by the ScaleTrial (garbage-collected with it)."""
+    res, execution = trial.spec.resources, trial.spec.execution
+    replicas, slots = workers(trial.gpus, res.processes_per_worker)
+    labels = trial_labels(trial)
+    queued = execution.queue_name is not None
+    job_labels = {**labels, **({KUEUE_QUEUE_LABEL: execution.queue_name} if queued else {})}
+    worker_pod = _worker_pod(trial, config, slots)
+    launcher_pod = _launcher_pod(trial, namespace, config)
     run_policy: dict[str, Any] = {
         # Stop the sshd workers as soon as the launcher finishes; keep failed pods' logs.
         "cleanPodPolicy": "Running",
