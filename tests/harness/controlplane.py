@@ -9,6 +9,7 @@ The start-up follows controller-runtime's envtest (pkg/internal/testing/controlp
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -33,6 +34,41 @@ BUILD_SCRIPT = REPO / "hack" / "build-control-plane.sh"
 ADVERTISE_ADDRESS = "192.0.2.1"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
+#: The controllers the API-only tests rely on, and only those (each costs memory and CPU);
+#: clusterrole-aggregation fills the bootstrap view/edit/admin roles.
+CONTROLLERS = [
+    "garbage-collector-controller", "namespace-controller", "serviceaccount-controller",
+    "serviceaccount-token-controller", "job-controller", "clusterrole-aggregation-controller",
+]  # fmt: skip
+#: What pods on a real node need besides: the kube-root-ca.crt ConfigMap every projected token
+#: volume mounts, Deployments, Services' endpoints (CoreDNS and kube-proxy read EndpointSlices),
+#: the collection of deleted pods, and the node lifecycle (taints).
+NODE_CONTROLLERS = [
+    "root-ca-certificate-publisher-controller", "deployment-controller",
+    "replicaset-controller", "endpointslice-controller", "pod-garbage-collector-controller",
+    "node-lifecycle-controller",  # lifts the not-ready taint the kubelet registers with
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class NodeNetwork:
+    """Addresses of the real-node test cluster (tests/harness/cluster.py), all from the RFC 2544
+    benchmarking range 198.18.0.0/15 so nothing can be confused with a real network. Not the
+    node address 192.0.2.x the first plan named: this VM's own eth0 is 192.0.2.2/24 (gateway
+    192.0.2.1), where a node address would shadow a neighbour and be answered by ARP."""
+
+    ip: str = "198.19.255.10"
+    pod_cidr: str = "198.18.0.0/20"
+    service_cidr: str = "198.19.0.0/20"
+
+    #: What pods route through their gateway: the service range and the node address.
+    reachable_from_pods: str = "198.19.0.0/16"
+
+    @property
+    def api_service_ip(self) -> str:
+        """The `kubernetes` Service's ClusterIP: the first address of the service range."""
+        return str(ipaddress.ip_network(self.service_cidr)[1])
+
 
 def control_plane_bin() -> Path:
     """The directory holding the built binaries (builds them on first use, minutes)."""
@@ -46,8 +82,9 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
-def make_certificates(d: Path) -> None:
-    """CA, apiserver serving cert, admin client cert (system:masters), service-account key pair."""
+def make_certificates(d: Path, extra_sans: tuple[str, ...] = ()) -> None:
+    """CA, apiserver serving cert, admin client cert (system:masters), service-account key pair.
+    `extra_sans` (e.g. "IP:192.0.2.10") are added to the serving cert's subject alt names."""
     _openssl(
         "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
         "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=scalelab-test-ca",
@@ -62,7 +99,17 @@ def make_certificates(d: Path) -> None:
     )
     (d / "server.ext").write_text(
         leaf + "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
-        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n"
+        "subjectAltName="
+        + ",".join(
+            [
+                "IP:127.0.0.1",
+                "DNS:localhost",
+                "DNS:kubernetes.default.svc",
+                "DNS:kubernetes.default.svc.cluster.local",
+                *extra_sans,
+            ]
+        )
+        + "\n"
     )
     (d / "client.ext").write_text(
         leaf + "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
@@ -103,6 +150,10 @@ class ControlPlane:
     workdir: Path
     bin: Path
     with_controllers: bool = True
+    #: Set by the real-node harness (tests/harness/cluster.py): the API server binds and
+    #: advertises this address (pods reach it through the `kubernetes` Service), admits
+    #: ServiceAccount tokens into pods, and runs the controllers that pods on a node need.
+    node: NodeNetwork | None = None
     port: int = 0
     kubeconfig: Path = field(default=Path())
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -110,7 +161,7 @@ class ControlPlane:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.node.ip if self.node else '127.0.0.1'}:{self.port}"
 
     @property
     def kubectl_path(self) -> Path:
@@ -145,7 +196,8 @@ class ControlPlane:
     def start(self) -> ControlPlane:
         t0 = time.monotonic()
         d = self.workdir
-        make_certificates(d)
+        node = self.node
+        make_certificates(d, (f"IP:{node.ip}", f"IP:{node.api_service_ip}") if node else ())
         self.timings["certificates_seconds"] = time.monotonic() - t0
 
         etcd_port, etcd_peer = free_port(), free_port()
@@ -164,20 +216,21 @@ class ControlPlane:
         self.port = free_port()
         self._spawn("kube-apiserver", [
             f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-            "--bind-address=127.0.0.1", f"--secure-port={self.port}",
-            f"--advertise-address={ADVERTISE_ADDRESS}",
+            f"--bind-address={node.ip if node else '127.0.0.1'}", f"--secure-port={self.port}",
+            f"--advertise-address={node.ip if node else ADVERTISE_ADDRESS}",
             f"--cert-dir={d / 'apiserver-certs'}",
             f"--tls-cert-file={d / 'server.crt'}", f"--tls-private-key-file={d / 'server.key'}",
             f"--client-ca-file={d / 'ca.crt'}",
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
             f"--service-account-key-file={d / 'sa.pub'}",
             f"--service-account-signing-key-file={d / 'sa.key'}",
-            "--service-cluster-ip-range=10.0.0.0/24",
+            f"--service-cluster-ip-range={node.service_cidr if node else '10.0.0.0/24'}",
             "--authorization-mode=RBAC",
-            # No kubelets here; envtest disables the ServiceAccount admission plugin likewise.
-            "--disable-admission-plugins=ServiceAccount",
             "--allow-privileged=true",
             "--profiling=false",
+            *(self._node_apiserver_flags() if node else
+              # No kubelets here; envtest disables the ServiceAccount admission plugin likewise.
+              ["--disable-admission-plugins=ServiceAccount"]),
         ])  # fmt: skip
         admin = {"client-certificate": str(d / "admin.crt"), "client-key": str(d / "admin.key")}
         self.kubeconfig = write_kubeconfig(d / "admin.kubeconfig", self.server, d / "ca.crt", admin)
@@ -199,9 +252,7 @@ class ControlPlane:
                 f"--root-ca-file={d / 'ca.crt'}",
                 "--use-service-account-credentials=false",
                 # The controllers the tests rely on, and only those (each costs memory and CPU).
-                "--controllers=garbage-collector-controller,namespace-controller,"
-                "serviceaccount-controller,serviceaccount-token-controller,job-controller,"
-                "clusterrole-aggregation-controller",  # fills the bootstrap view/edit/admin roles
+                "--controllers=" + ",".join(CONTROLLERS + (NODE_CONTROLLERS if node else [])),
             ])  # fmt: skip
             self._spawn("kube-scheduler", [
                 f"--kubeconfig={self.kubeconfig}",
@@ -211,6 +262,16 @@ class ControlPlane:
             ])  # fmt: skip
         self.timings["total_start_seconds"] = time.monotonic() - t0
         return self
+
+    def _node_apiserver_flags(self) -> list[str]:
+        d = self.workdir
+        return [
+            # logs/exec/port-forward dial the kubelet at its InternalIP with the admin identity;
+            # by name they would go through the host's resolver, which does not know the node.
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={d / 'admin.crt'}",
+            f"--kubelet-client-key={d / 'admin.key'}",
+        ]
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True,
                 kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
@@ -247,10 +308,11 @@ class ControlPlane:
         return out
 
     def stop(self) -> None:
+        """Stop the components in reverse start order, each before the next: the API server
+        before etcd (with etcd gone first it ignores SIGTERM for ~25 s)."""
         for p in reversed(list(self.procs.values())):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        for p in self.procs.values():
             try:
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
@@ -258,10 +320,14 @@ class ControlPlane:
                 p.wait()
 
 
-def start_control_plane(workdir: Path | None = None, with_controllers: bool = True) -> ControlPlane:
+def start_control_plane(
+    workdir: Path | None = None, with_controllers: bool = True, node: NodeNetwork | None = None
+) -> ControlPlane:
     """Build (once) and start a control plane in `workdir` (a new temporary folder by default)."""
     d = workdir or Path(tempfile.mkdtemp(prefix="scalelab-cp-"))
-    cp = ControlPlane(workdir=d, bin=control_plane_bin(), with_controllers=with_controllers)
+    cp = ControlPlane(
+        workdir=d, bin=control_plane_bin(), with_controllers=with_controllers, node=node
+    )
     try:
         return cp.start()
     except BaseException:
@@ -269,8 +335,14 @@ def start_control_plane(workdir: Path | None = None, with_controllers: bool = Tr
         raise
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM tears down like Ctrl-C."""
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Start a control plane for development and keep it up until Ctrl-C."""
+    signal.signal(signal.SIGTERM, _interrupt)  # `timeout` and CI runners stop with SIGTERM
     cp = start_control_plane()
     print(f"export KUBECONFIG={cp.kubeconfig}", flush=True)
     print(f"# kubectl: {cp.kubectl_path}; timings: {cp.timings}", file=sys.stderr, flush=True)

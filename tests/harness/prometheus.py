@@ -34,6 +34,8 @@ class Prometheus:
     scrape_interval_seconds: float = 1.0
     evaluation_interval_seconds: float = 1.0
     rule_files: list[Path] = field(default_factory=list)
+    #: Scrape configs besides the file_sd job (e.g. kubernetes_sd against a test cluster).
+    scrape_configs: list[dict[str, Any]] = field(default_factory=list)
     port: int = 0
     start_seconds: float = 0.0
     proc: subprocess.Popen[bytes] | None = None
@@ -59,7 +61,8 @@ class Prometheus:
                     "file_sd_configs": [
                         {"files": [str(self.workdir / "targets.json")], "refresh_interval": "1s"}
                     ],
-                }
+                },
+                *self.scrape_configs,
             ],
         }
         (self.workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -141,7 +144,15 @@ class Prometheus:
                 self.proc.wait()
 
 
-def start_prometheus(workdir: Path, rule_files: list[Path] | None = None) -> Prometheus:
+def start_prometheus(
+    workdir: Path,
+    rule_files: list[Path] | None = None,
+    scrape_configs: list[dict[str, Any]] | None = None,
+) -> Prometheus:
     """Start Prometheus in `workdir` with fast scrape and rule evaluation (1 s)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    return Prometheus(workdir=workdir, rule_files=list(rule_files or [])).start()
+    return Prometheus(
+        workdir=workdir,
+        rule_files=list(rule_files or []),
+        scrape_configs=list(scrape_configs or []),
+    ).start()
