@@ -46,7 +46,7 @@ from scalelab.aggregate import recommend, with_scaling
 from scalelab.api import BatchScope, Dataset, ScaleExperiment, TrialPhase
 from scalelab.local.events import parse_event
 from scalelab.local.processes import Supervisor
-from scalelab.local.progress import Progress, make_progress
+from scalelab.local.progress import Progress, Quiet
 from scalelab.planner import PlannedTrial, local_command, plan, trainer_command, trainer_flags
 from scalelab.results import store
 from scalelab.results.model import (
@@ -176,9 +176,7 @@ class LocalRun:
         self.cores = os.cpu_count() or 1
         self.planned: dict[str, PlannedTrial] = {t.name: t for t in plan(experiment)}
         self.results = self._initial_results()
-        self.progress = progress or make_progress(
-            self.results.trials, experiment.spec.training.max_epochs
-        )
+        self.progress: Progress = progress or Quiet()
         self.process: Supervisor | None = None
 
     # ------------------------------------------------------------------ results bookkeeping

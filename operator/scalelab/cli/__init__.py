@@ -98,6 +98,7 @@ def _error(message: str) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the experiment on this machine and write results and the report."""
+    from scalelab.cli.progress import make_progress
     from scalelab.local.executor import LocalRun, Outcome, busy_ports
 
     experiment = _load(args.file)
@@ -121,6 +122,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     f"use or out of range (rank r of a trial listens on {args.metrics_port} + r); "
                     "choose another port"
                 )
+        run.progress = make_progress(run.results.trials, experiment.spec.training.max_epochs)
         if kept := run.finished():
             print(f"resuming in {out}: {kept} finished trial(s) kept", flush=True)
         outcome = run.run()
