@@ -1,35 +1,56 @@
 # syntax=docker/dockerfile:1.7
 # Two images from one file, built from the same pinned requirement files CI installs
-# (images/requirements/*.txt; tests/operator/test_images.py fails when they drift):
+# (images/requirements/*.txt; tests/images/test_images.py fails when they drift):
 #   docker build --target operator -t ghcr.io/scalelab/operator:0.1.0 .
 #   docker build --target trainer  -t ghcr.io/scalelab/trainer:0.1.0 .
 # The trainer needs a CUDA devel base (Horovod compiles its NCCL ops with nvcc); the operator is
 # slim Python with no TensorFlow.
-
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-# TensorFlow 2.15 is built against CUDA 12.2 and cuDNN 8.9 (tensorflow.org/install/source#gpu).
-ARG CUDA_IMAGE=nvidia/cuda:12.2.2-cudnn8-devel-ubuntu22.04
+#
+# Build arguments (the defaults are the published GPU images):
+#   BASE_IMAGE   one base for both targets; unset, the operator uses python:3.11-slim-bookworm
+#                and the trainer the CUDA devel image named in its FROM. The test suite passes a
+#                local Debian bookworm image (hack/build-images.sh: debootstrap, no registry),
+#                which must hold python3 and python3-venv for the operator target.
+#   ACCELERATOR  trainer only: `cuda` (default) installs tensorflow[and-cuda] and compiles Horovod
+#                with NCCL; `cpu` installs tensorflow-cpu exactly as CI does, Horovod without GPU
+#                operations, and takes a prebuilt Horovod wheel from images/wheels/ when one is
+#                there (hack/build-images.sh puts CI's cached wheel there; empty, pip compiles it).
+# Package index: pip uses its default index unless the build gets the optional secrets `pip.conf`
+# (mounted as /etc/pip.conf) and `pip-ca.crt` (/run/secrets/pip-ca.crt, for a `cert =` line);
+# hack/build-images.sh makes both from the host's pip configuration. Secrets stay out of the image.
+ARG BASE_IMAGE
 
 # ---------------------------------------------------------------------------------------------
-FROM ${PYTHON_IMAGE} AS operator
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+FROM ${BASE_IMAGE:-python:3.11-slim-bookworm} AS operator
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
 WORKDIR /src
+# Only operator.txt: no TensorFlow and none of the report's plotting stack (report.txt).
 COPY images/requirements/operator.txt images/requirements/operator.txt
-RUN pip install --no-cache-dir -r images/requirements/operator.txt
+RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
+    --mount=type=secret,id=pip-ca.crt,target=/run/secrets/pip-ca.crt \
+    python3 -m venv /opt/venv \
+    && pip install --no-cache-dir -r images/requirements/operator.txt
 COPY operator/ operator/
-RUN pip install --no-cache-dir --no-deps ./operator \
+RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
+    --mount=type=secret,id=pip-ca.crt,target=/run/secrets/pip-ca.crt \
+    pip install --no-cache-dir --no-deps ./operator \
+    && rm -rf /src/operator \
     && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin scalelab
 USER 10001
 EXPOSE 8080
 ENTRYPOINT ["scalelab", "operator"]
 
 # ---------------------------------------------------------------------------------------------
-FROM ${CUDA_IMAGE} AS trainer
+# TensorFlow 2.15 is built against CUDA 12.2 and cuDNN 8.9 (tensorflow.org/install/source#gpu).
+FROM ${BASE_IMAGE:-nvidia/cuda:12.2.2-cudnn8-devel-ubuntu22.04} AS trainer
+ARG ACCELERATOR=cuda
 ENV DEBIAN_FRONTEND=noninteractive PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH TF_CPP_MIN_LOG_LEVEL=2
-# DL3008: Ubuntu's point releases of these packages rotate out of the archive; the Python stack,
-# which decides results, is pinned exactly instead.
+# The same package names exist on Ubuntu 22.04 (the CUDA base) and Debian bookworm (tests).
+# DL3008: the distributions' point releases of these packages rotate out of the archive; the
+# Python stack, which decides results, is pinned exactly instead.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
@@ -38,18 +59,33 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && python3.11 -m venv /opt/venv
 WORKDIR /src
-COPY images/requirements/ images/requirements/
-# The CPU pin CI uses becomes the CUDA build of the same TensorFlow version, from the same file.
-RUN sed 's/^tensorflow-cpu==/tensorflow[and-cuda]==/' images/requirements/trainer.txt \
-      > /tmp/trainer-gpu.txt \
-    && pip install --no-cache-dir -r /tmp/trainer-gpu.txt
-# Horovod: compiled against the installed TensorFlow, with NCCL for GPU allreduce and both Gloo
-# and MPI controllers (the MPIJob launcher uses mpirun).
-RUN HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 \
-    HOROVOD_WITH_GLOO=1 HOROVOD_WITH_MPI=1 HOROVOD_GPU_OPERATIONS=NCCL \
-    pip install --no-cache-dir --no-build-isolation -r images/requirements/horovod.txt
+COPY images/requirements/trainer.txt images/requirements/horovod.txt images/requirements/
+# CI pins the CPU build; the CUDA image gets the CUDA build of the same version, from the same file.
+RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
+    --mount=type=secret,id=pip-ca.crt,target=/run/secrets/pip-ca.crt \
+    case "$ACCELERATOR" in \
+      cuda) sed 's/^tensorflow-cpu==/tensorflow[and-cuda]==/' images/requirements/trainer.txt \
+              > /tmp/trainer.txt ;; \
+      cpu) cp images/requirements/trainer.txt /tmp/trainer.txt ;; \
+      *) echo "ACCELERATOR must be cuda or cpu, not '$ACCELERATOR'" >&2; exit 1 ;; \
+    esac \
+    && pip install --no-cache-dir -r /tmp/trainer.txt \
+    && rm /tmp/trainer.txt
+# Horovod: compiled against the installed TensorFlow, with both Gloo and MPI controllers (the
+# MPIJob launcher uses mpirun) and, for CUDA, NCCL for GPU allreduce. The CPU build may take a
+# wheel compiled the same way by CI (hack/install-python.sh) from images/wheels/.
+RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
+    --mount=type=secret,id=pip-ca.crt,target=/run/secrets/pip-ca.crt \
+    --mount=type=bind,source=images/wheels,target=/tmp/wheels \
+    if [ "$ACCELERATOR" = cuda ]; then export HOROVOD_GPU_OPERATIONS=NCCL; \
+    else export PIP_FIND_LINKS=/tmp/wheels; fi \
+    && HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 \
+       HOROVOD_WITH_GLOO=1 HOROVOD_WITH_MPI=1 \
+       pip install --no-cache-dir --no-build-isolation -r images/requirements/horovod.txt
 COPY trainer/ trainer/
-RUN pip install --no-cache-dir --no-deps ./trainer
+RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
+    --mount=type=secret,id=pip-ca.crt,target=/run/secrets/pip-ca.crt \
+    pip install --no-cache-dir --no-deps ./trainer
 # sshd as the unprivileged user mpiuser, the way MPIJob v2beta1 expects: keys from the Secret
 # mounted at sshAuthMountPath=/home/mpiuser/.ssh, workers run `sshd -De -f ~/.sshd_config`.
 RUN useradd --create-home --uid 1000 --shell /bin/bash mpiuser \

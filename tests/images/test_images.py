@@ -57,7 +57,7 @@ def test_the_dockerfile_installs_python_packages_only_from_the_shared_requiremen
         for a in args:
             if a.startswith("-") or a in {"./operator", "./trainer"}:
                 continue
-            assert a.startswith("images/requirements/") or a == "/tmp/trainer-gpu.txt", (
+            assert a.startswith("images/requirements/") or a == "/tmp/trainer.txt", (
                 f"Dockerfile installs {a!r} outside images/requirements/"
             )
 
@@ -112,3 +112,74 @@ def test_hadolint_passes_on_the_dockerfile() -> None:
         [str(hadolint), str(REPO / "Dockerfile")], capture_output=True, text=True, check=False
     )
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def stages(dockerfile: str) -> dict[str, str]:
+    """Each `FROM … AS name` stage's text, by name."""
+    parts = re.split(r"^FROM ", dockerfile, flags=re.M)[1:]
+    return {p.split("\n", 1)[0].split(" AS ")[1].strip(): "FROM " + p for p in parts}
+
+
+def test_the_operator_image_installs_only_the_operator_requirements() -> None:
+    """No TensorFlow, no report stack: the operator stage reads operator.txt and nothing else."""
+    operator = stages(DOCKERFILE)["operator"]
+    files = {a for args in pip_installs(operator) for a in args if a.startswith("images/")}
+    assert files == {"images/requirements/operator.txt"}, files
+    assert re.findall(r"^COPY (\S+)", operator, re.M) == [
+        "images/requirements/operator.txt",
+        "operator/",
+    ]
+
+
+def test_both_targets_build_from_one_base_image_argument_defaulting_to_the_public_bases() -> None:
+    froms = dict(
+        (name, re.search(r"^FROM (\S+)", text).group(1))  # type: ignore[union-attr]
+        for name, text in stages(DOCKERFILE).items()
+    )
+    assert froms == {
+        "operator": "${BASE_IMAGE:-python:3.11-slim-bookworm}",
+        "trainer": "${BASE_IMAGE:-nvidia/cuda:12.2.2-cudnn8-devel-ubuntu22.04}",
+    }
+    assert re.search(r"^ARG BASE_IMAGE$", DOCKERFILE, re.M)
+
+
+def test_the_trainer_defaults_to_the_gpu_build_and_its_cpu_build_is_ci_exactly() -> None:
+    trainer = stages(DOCKERFILE)["trainer"]
+    assert re.search(r"^ARG ACCELERATOR=cuda$", trainer, re.M)
+    assert "cpu) cp images/requirements/trainer.txt /tmp/trainer.txt" in trainer
+    # Only the CPU build may take a prebuilt Horovod wheel; the CUDA build compiles with NCCL.
+    assert re.search(
+        r'if \[ "\$ACCELERATOR" = cuda \]; then export HOROVOD_GPU_OPERATIONS=NCCL; \\\n'
+        r"\s+else export PIP_FIND_LINKS=/tmp/wheels; fi",
+        trainer,
+    )
+
+
+def test_build_images_passes_pip_settings_as_secrets_and_builds_the_cpu_trainer() -> None:
+    script = (REPO / "hack" / "build-images.sh").read_text()
+    assert "--build-arg ACCELERATOR=cpu" in script
+    assert '"BASE_IMAGE=${NAME[base]}"' in script
+    for secret in ("pip.conf", "pip-ca.crt"):
+        assert f"id={secret}," in script
+    # Every pip install of the Dockerfile sees both (optional) secrets.
+    for run in run_instructions(DOCKERFILE):
+        if re.search(r"\bpip install\b", run):
+            assert "--mount=type=secret,id=pip.conf,target=/etc/pip.conf" in run, run
+            assert "--mount=type=secret,id=pip-ca.crt,target=/run/secrets/pip-ca.crt" in run, run
+
+
+def test_build_images_stages_exactly_the_files_each_target_reads() -> None:
+    """hack/build-images.sh builds from a staged context keyed by its hash: a file the Dockerfile
+    reads but the script does not stage would fail the build; one staged but unread would make
+    needless rebuilds."""
+    script = (REPO / "hack" / "build-images.sh").read_text()
+    joined = re.sub(r"\\\n\s*", " ", script)
+    for name, text in stages(DOCKERFILE).items():
+        m = re.search(rf"^\s*{name}\) set -- {name} ([^;]+);;", joined, re.M)
+        assert m, f"no staged file list for {name}"
+        staged = set(m.group(1).split())
+        read = set(re.findall(r"--mount=type=bind,source=(\S+),", text))
+        for line in re.findall(r"^COPY (.+)$", text, re.M):
+            read |= {w for w in line.split()[:-1] if not w.startswith("--")}
+        read = {r.rstrip("/") for r in read} - {"images/wheels"}  # filled by the script
+        assert staged == read, (name, staged ^ read)
