@@ -58,17 +58,22 @@ fi
 
 mkdir -p "$OUT" "$STORE"
 exec 9>"$OUT/.lock"
-flock 9 # one build at a time per cache (the harness and tests/images may both ask)
+# One build at a time per cache (the harness and tests/images may both ask).
+flock -n 9 || { log "waiting for another build-images.sh to finish"; flock 9; }
 B=(buildah --root "$STORE/root" --runroot "$STORE/run" --storage-driver vfs)
-work="$(mktemp -d "$OUT/.work.XXXXXX")"
-cleanup() {
+remove_tree() {
   # debootstrap mounts proc/sys inside its target; never let rm cross into them.
-  { grep -o " $work/[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do
+  { grep -o " $1/[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do
     umount -l "$m" || true
   done
-  rm -rf --one-file-system "$work"
+  rm -rf --one-file-system "$1"
 }
-trap cleanup EXIT
+for stale in "$OUT"/.work.*; do # left by a killed run (we hold the lock: no other run is live)
+  [ -d "$stale" ] && remove_tree "$stale"
+done
+rm -f "$OUT"/*.tar.part
+work="$(mktemp -d "$OUT/.work.XXXXXX")"
+trap 'remove_tree "$work"' EXIT
 
 sha() { sha256sum | cut -c1-16; }
 # Hash of a directory tree: every file's path, mode and content.
@@ -131,6 +136,16 @@ build_base() {
     >"$work/debootstrap.log" 2>&1 || { tail -20 "$work/debootstrap.log" >&2; die "debootstrap failed"; }
   rm -rf "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb \
     "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/log/* "$rootfs"/tmp/*
+  # Like the official Debian images the Dockerfile's defaults derive from: apt keeps no .debs in
+  # image layers, and the host's resolver and name stay out (runtimes provide both).
+  cat >"$rootfs/etc/apt/apt.conf.d/docker-clean" <<'EOF'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+EOF
+  : >"$rootfs/etc/resolv.conf"
+  : >"$rootfs/etc/hostname"
   # The runtime provides /dev, /proc and /sys.
   tar --numeric-owner --xattrs -C "$rootfs" --exclude='./dev/*' --exclude='./proc/*' \
     --exclude='./sys/*' -cf "$work/rootfs.tar" .

@@ -75,10 +75,12 @@ def archives() -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
-    """A buildah command line with its own vfs store, removed afterwards (vfs copies are big)."""
+    """A buildah command line with its own store, removed afterwards. overlay where the kernel
+    has it: the trainer unpacks in ~40 s, against ~100 s for vfs, which copies every layer."""
     root = tmp_path_factory.mktemp("buildah")
     cmd = ["buildah", "--root", str(root / "root"), "--runroot", str(root / "run")]
-    cmd += ["--storage-driver", "vfs"]
+    overlay = "overlay" in Path("/proc/filesystems").read_text().split()
+    cmd += ["--storage-driver", "overlay" if overlay else "vfs"]
     yield cmd
     subprocess.run([*cmd, "rm", "--all"], capture_output=True, check=False)
     subprocess.run([*cmd, "rmi", "--all", "--force"], capture_output=True, check=False)
