@@ -82,7 +82,16 @@ def test_progress_is_sent_at_most_once_per_interval_and_the_result_always() -> N
     reporter({"event": "start"})
     reporter({"event": "result", "phase": "Succeeded"})
     epochs = [b["status"]["progress"]["epoch"] for b in sent if "progress" in b["status"]]
-    assert epochs == [1, 5, 9]
+    assert epochs == [1, 5, 9, 10]  # the last epoch rides with the result
+    assert sent[-1]["status"]["result"] == {"phase": "Succeeded"}
+    assert len(sent) == 4
+
+
+def test_the_result_alone_when_the_last_epoch_was_already_sent() -> None:
+    sent: list[dict[str, Any]] = []
+    reporter = StatusReporter(sent.append, interval_seconds=0.0)
+    reporter(epoch(1))
+    reporter({"event": "result", "phase": "Succeeded"})
     assert sent[-1] == {"status": {"result": {"phase": "Succeeded"}}}
 
 

@@ -45,13 +45,16 @@ def result_payload(event: dict[str, Any]) -> dict[str, Any]:
 
 
 class StatusReporter:
-    """Event listener that turns events into status patches, at most one progress per interval."""
+    """Event listener that turns events into status patches, at most one progress per interval.
+    The result patch carries the last epoch's progress when the interval held it back, so a
+    finished trial's progress (the EPOCH and LOSS columns) is its last epoch, in the same write."""
 
     def __init__(
         self, patch: Patch, interval_seconds: float, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.patch, self.interval, self.clock = patch, interval_seconds, clock
         self.last: float | None = None
+        self.held: dict[str, Any] | None = None  # the newest epoch event not yet sent
         self.sent = self.failed = 0
 
     def __call__(self, event: dict[str, Any]) -> None:
@@ -59,11 +62,15 @@ class StatusReporter:
         if kind == "epoch":
             now = self.clock()
             if self.last is not None and now - self.last < self.interval:
+                self.held = event
                 return
-            self.last = now
+            self.last, self.held = now, None
             self._send(progress_payload(event))
         elif kind == "result":
-            self._send(result_payload(event))
+            body = result_payload(event)
+            if self.held is not None:
+                body["status"].update(progress_payload(self.held)["status"])
+            self._send(body)
 
     def _send(self, body: dict[str, Any]) -> None:
         try:

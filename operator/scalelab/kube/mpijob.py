@@ -34,10 +34,13 @@ GPU_RESOURCE = "nvidia.com/gpu"
 WORKER_COMMAND = ["/usr/sbin/sshd", "-De", "-f", "/home/mpiuser/.sshd_config"]
 TRAINER_UID = 1000
 #: mpirun flags from the MPI operator's Horovod example: no core binding (Horovod threads), one
-#: rank per slot in hostfile order, and the environment every rank needs.
+#: rank per slot in hostfile order, and the environment every rank needs. Ranks start in ssh
+#: sessions, which do not inherit the worker container's environment: rank 0 finds the API server
+#: (in-cluster config) only through the launcher's KUBERNETES_SERVICE_* (the same Service).
 MPIRUN_FLAGS = [
     "-bind-to", "none", "-map-by", "slot",
     "-x", "PATH", "-x", "LD_LIBRARY_PATH", "-x", "NCCL_DEBUG=WARN",
+    "-x", "KUBERNETES_SERVICE_HOST", "-x", "KUBERNETES_SERVICE_PORT",
     "-mca", "pml", "ob1", "-mca", "btl", "^openib",
 ]  # fmt: skip
 
