@@ -1,8 +1,8 @@
 """Suite-wide pytest policy: tiers are markers, the real-component fixtures are plugins, and no
 test may be skipped silently.
 
-Every tier (unit, horovod, cluster, prometheus) runs in CI; a skip means a harness is missing, so
-it fails the run unless SCALELAB_ALLOW_SKIPS=1 is set by hand.
+Every tier (unit, horovod, cluster, prometheus, node) runs in CI; a skip means a harness is
+missing, so it fails the run unless SCALELAB_ALLOW_SKIPS=1 is set by hand.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 pytest_plugins = ["tests.harness.fixtures"]
-TIERS = ("unit", "horovod", "cluster", "prometheus")
+TIERS = ("unit", "horovod", "cluster", "prometheus", "node")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
