@@ -279,6 +279,7 @@ if [ "$need_base" = 1 ]; then
     export_archive "${NAME[base]}" "${ARCHIVE[base]}"
     prune base "${ARCHIVE[base]}"
     report base "${ARCHIVE[base]}" $(($(date +%s) - start))
+    "${B[@]}" rmi --prune >/dev/null 2>&1 || true # the base this one replaced
   fi
 fi
 
