@@ -3,14 +3,10 @@
 # kube-scheduler, and a kubectl of the same version), etcd and the Kubeflow MPI operator from
 # the Go module proxy, once, into a cache outside the repository keyed by version. Called by
 # hack/test.sh and by the cluster test fixture.
-# Prints the bin directory on the last line of stdout.
-#
-# Why a wrapper module: `go install k8s.io/kubernetes/cmd/...` fails because
-# k8s.io/kubernetes's go.mod replaces every staging module with ./staging/src/...
-# (golang/go#44840). The wrapper requires k8s.io/kubernetes v1.Y.Z and replaces each
-# staging module by k8s.io/<m> v0.Y.Z, which upstream publishes from the same tree
-# (kubernetes/kubernetes#79384).
+# Prints the bin directory on the last line of stdout. The Kubernetes build: hack/lib-k8s-build.sh.
 set -euo pipefail
+# shellcheck source=hack/lib-k8s-build.sh
+source "$(dirname "$0")/lib-k8s-build.sh"
 
 K8S_VERSION="${K8S_VERSION:-1.36.3}"
 ETCD_VERSION="${ETCD_VERSION:-3.6.16}"
@@ -39,30 +35,8 @@ trap 'rm -rf "$work"' EXIT
 start=$(date +%s)
 
 # --- Kubernetes -------------------------------------------------------------
-staging="v0.${K8S_VERSION#1.}"
-mkdir -p "$work/k8s" && cd "$work/k8s"
-go mod init local/k8sbins >/dev/null 2>&1
-gomod=$(go mod download -json "k8s.io/kubernetes@v${K8S_VERSION}" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
-for m in $(sed -n 's|^[[:space:]]*\(k8s\.io/[^ ]*\) => \./staging/src/.*|\1|p' "$gomod"); do
-  go mod edit "-replace=$m=$m@$staging"
-done
-# go get on the command packages (not just the module) records go.sum for everything they import.
-go get "k8s.io/kubernetes/cmd/kube-apiserver@v${K8S_VERSION}" \
-  "k8s.io/kubernetes/cmd/kube-controller-manager@v${K8S_VERSION}" \
-  "k8s.io/kubernetes/cmd/kube-scheduler@v${K8S_VERSION}" \
-  "k8s.io/kubernetes/cmd/kubectl@v${K8S_VERSION}" >&2
-minor="${K8S_VERSION#1.}"; minor="${minor%%.*}"
-ldflags="-s -w \
- -X k8s.io/component-base/version.gitVersion=v${K8S_VERSION} \
- -X k8s.io/component-base/version.gitMajor=1 \
- -X k8s.io/component-base/version.gitMinor=${minor} \
- -X k8s.io/component-base/version.gitTreeState=clean"
-log "building kubernetes v${K8S_VERSION} (staging ${staging})"
-go build -trimpath -ldflags "$ldflags" -o "$BIN/" \
-  k8s.io/kubernetes/cmd/kube-apiserver \
-  k8s.io/kubernetes/cmd/kube-controller-manager \
-  k8s.io/kubernetes/cmd/kube-scheduler \
-  k8s.io/kubernetes/cmd/kubectl >&2
+log "building kubernetes v${K8S_VERSION}"
+k8s_build "$K8S_VERSION" "$work/k8s" "$BIN" kube-apiserver kube-controller-manager kube-scheduler kubectl
 
 # --- etcd -------------------------------------------------------------------
 mkdir -p "$work/etcd" && cd "$work/etcd"

@@ -8,6 +8,8 @@
 # Called by hack/test.sh and by tests/harness/cluster.py. Prints the bin directory last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=hack/lib-k8s-build.sh
+source hack/lib-k8s-build.sh
 REPO=$PWD
 K8S_VERSION="${K8S_VERSION:-1.36.3}"
 COREDNS_VERSION=$(sed -n 's/^require github.com\/coredns\/coredns \(v[^ ]*\)$/\1/p' hack/node/coredns/go.mod)
@@ -48,24 +50,9 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 start=$(date +%s)
 
-# --- kubelet and kube-proxy (see hack/build-control-plane.sh for why a wrapper module) ------
-staging="v0.${K8S_VERSION#1.}"
-mkdir -p "$work/k8s" && cd "$work/k8s"
-go mod init local/k8snode >/dev/null 2>&1
-gomod=$(go mod download -json "k8s.io/kubernetes@v${K8S_VERSION}" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
-for m in $(sed -n 's|^[[:space:]]*\(k8s\.io/[^ ]*\) => \./staging/src/.*|\1|p' "$gomod"); do
-  go mod edit "-replace=$m=$m@$staging"
-done
-go get "k8s.io/kubernetes/cmd/kubelet@v${K8S_VERSION}" "k8s.io/kubernetes/cmd/kube-proxy@v${K8S_VERSION}" >&2
-minor="${K8S_VERSION#1.}"; minor="${minor%%.*}"
-ldflags="-s -w \
- -X k8s.io/component-base/version.gitVersion=v${K8S_VERSION} \
- -X k8s.io/component-base/version.gitMajor=1 \
- -X k8s.io/component-base/version.gitMinor=${minor} \
- -X k8s.io/component-base/version.gitTreeState=clean"
+# --- kubelet and kube-proxy (hack/lib-k8s-build.sh; shares the control plane's Go cache) ------
 log "building kubelet and kube-proxy v${K8S_VERSION}"
-go build -trimpath -ldflags "$ldflags" -o "$BIN/" \
-  k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy >&2
+k8s_build "$K8S_VERSION" "$work/k8s" "$BIN" kubelet kube-proxy
 
 # --- CoreDNS (a minimal plugin set) and the fake GPU device plugin: modules in this repo ------
 log "building coredns ${COREDNS_VERSION}"

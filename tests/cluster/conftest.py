@@ -5,17 +5,15 @@ token (RBAC enforced), and the MPI operator + kubelet stand-in (standin.py)."""
 from __future__ import annotations
 
 import itertools
-import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.cluster.processes import REPO, Operator, install
 from tests.cluster.standin import StandIn
 from tests.harness.controlplane import ControlPlane
+from tests.harness.objects import get, items, wait_for
 
 __all__ = ["REPO", "Operator", "get", "items", "phase_of", "wait_for"]
 _names = itertools.count()
@@ -61,32 +59,6 @@ def namespace(cluster: ControlPlane, request: pytest.FixtureRequest) -> str:
     name = "".join(c for c in name if c.isalnum() or c == "-").strip("-")
     cluster.kubectl("create", "namespace", name)
     return name
-
-
-def get(cp: ControlPlane, kind: str, name: str, namespace: str) -> dict[str, Any]:
-    """One object as JSON (admin)."""
-    out = cp.kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout
-    obj: dict[str, Any] = json.loads(out)
-    return obj
-
-
-def items(cp: ControlPlane, kind: str, namespace: str) -> list[dict[str, Any]]:
-    """Every object of a kind in a namespace (admin)."""
-    out = cp.kubectl("get", kind, "-n", namespace, "-o", "json").stdout
-    found: list[dict[str, Any]] = json.loads(out)["items"]
-    return found
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
-    """Poll until `check()` returns something truthy; return it (or fail with `what`)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
 def phase_of(cp: ControlPlane, name: str, namespace: str) -> str | None:

@@ -37,7 +37,7 @@ from tests.harness.controlplane import (
     NodeNetwork,
     start_control_plane,
 )
-from tests.harness.ports import free_port, wait_until
+from tests.harness.ports import free_port, serve_until_interrupted, wait_until
 
 NODE_NAME = "scalelab-node"
 BRIDGE = "scalelab-br0"
@@ -65,27 +65,22 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_NAMES = ("kubepods", "k8s.io")
 
 
+def _script_output(script: str) -> str:
+    """stdout of one of the hack/ build scripts (each builds once, then answers from its cache)."""
+    return subprocess.run(
+        ["bash", str(REPO / "hack" / script)], check=True, stdout=subprocess.PIPE, text=True
+    ).stdout
+
+
 def node_bin() -> Path:
     """The directory holding kubelet, kube-proxy, coredns and fake-gpu-plugin (built once)."""
-    out = subprocess.run(
-        ["bash", str(REPO / "hack" / "build-node.sh")],
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-    ).stdout
-    return Path(out.strip().splitlines()[-1])
+    return Path(_script_output("build-node.sh").strip().splitlines()[-1])
 
 
 def built_images() -> dict[str, Path]:
     """name → image archive from hack/build-images.sh (built once, cached as archives)."""
-    out = subprocess.run(
-        ["bash", str(REPO / "hack" / "build-images.sh")],
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-    ).stdout
-    pairs = (line.split("=", 1) for line in out.splitlines() if "=" in line)
-    return {k.strip(): Path(v.strip()) for k, v in pairs}
+    pairs = (line.split("=", 1) for line in _script_output("build-images.sh").splitlines())
+    return {p[0].strip(): Path(p[1].strip()) for p in pairs if len(p) == 2}
 
 
 def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -571,13 +566,9 @@ def start_cluster(workdir: Path | None = None, gpus: int = 4) -> Cluster:
     return Cluster(cp=cp, node=node, images=archives)
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main() -> None:
     """Start a cluster for development and keep it up until Ctrl-C or SIGTERM."""
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM during start-up too
     c = start_cluster()
     print(f"export KUBECONFIG={c.kubeconfig}", flush=True)
     print(
@@ -586,10 +577,7 @@ def main() -> None:
         flush=True,
     )
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+        serve_until_interrupted()
     finally:
         left = c.stop()
         if left:

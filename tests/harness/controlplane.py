@@ -23,7 +23,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.harness.ports import free_port, wait_until
+from tests.harness.ports import free_port, serve_until_interrupted, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "hack" / "build-control-plane.sh"
@@ -335,22 +335,14 @@ def start_control_plane(
         raise
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    """SIGTERM tears down like Ctrl-C."""
-    raise KeyboardInterrupt
-
-
 def main() -> None:
-    """Start a control plane for development and keep it up until Ctrl-C."""
-    signal.signal(signal.SIGTERM, _interrupt)  # `timeout` and CI runners stop with SIGTERM
+    """Start a control plane for development and keep it up until Ctrl-C or SIGTERM."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM during start-up too
     cp = start_control_plane()
     print(f"export KUBECONFIG={cp.kubeconfig}", flush=True)
     print(f"# kubectl: {cp.kubectl_path}; timings: {cp.timings}", file=sys.stderr, flush=True)
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+        serve_until_interrupted()
     finally:
         cp.stop()
         if os.environ.get("KEEP") != "1":

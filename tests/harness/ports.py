@@ -1,7 +1,9 @@
-"""Free loopback ports and readiness polling shared by the harnesses."""
+"""Free loopback ports, readiness polling and the wait of a harness started by hand, shared by
+the harnesses."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import time
 from collections.abc import Callable
@@ -28,3 +30,18 @@ def wait_until(
             last = e
         time.sleep(interval)
     raise TimeoutError(f"{what} not ready after {timeout:.0f} s (last error: {last!r})")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def serve_until_interrupted() -> None:
+    """Block until Ctrl-C or SIGTERM (`timeout` and CI runners stop with SIGTERM), so that a
+    harness started by hand tears down the same way either way."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass

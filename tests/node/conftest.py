@@ -15,8 +15,7 @@ import itertools
 import json
 import subprocess
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import yaml
 
 from tests.harness.cluster import Cluster, start_cluster
 from tests.harness.controlplane import ControlPlane
+from tests.harness.objects import get, wait_for
 from tests.harness.ports import wait_until
 from tests.harness.prometheus import Prometheus, start_prometheus
 
@@ -212,33 +212,6 @@ def namespace(installed: ControlPlane, request: pytest.FixtureRequest) -> Iterat
     installed.kubectl("create", "namespace", name)
     yield name
     installed.kubectl("delete", "namespace", name, "--wait=true", "--timeout=180s", check=False)
-
-
-def get(cp: ControlPlane, kind: str, name: str, namespace: str) -> dict[str, Any]:
-    """One object as JSON."""
-    obj: dict[str, Any] = json.loads(
-        cp.kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout
-    )
-    return obj
-
-
-def items(cp: ControlPlane, kind: str, namespace: str, *selector: str) -> list[dict[str, Any]]:
-    """Every object of a kind in a namespace."""
-    out = cp.kubectl("get", kind, "-n", namespace, *selector, "-o", "json").stdout
-    found: list[dict[str, Any]] = json.loads(out)["items"]
-    return found
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 1.0) -> Any:
-    """Poll until `check()` returns something truthy; return it (or fail naming `what`)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
 def finished(cp: ControlPlane, name: str, namespace: str, timeout: float = 600) -> str:

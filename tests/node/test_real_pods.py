@@ -20,18 +20,9 @@ import yaml
 
 from tests.harness.cluster import Cluster
 from tests.harness.controlplane import ControlPlane
+from tests.harness.objects import get, items, wait_for
 from tests.harness.prometheus import Prometheus
-from tests.node.conftest import (
-    FAKE_GPUS,
-    OPERATOR_NS,
-    REPO,
-    apply,
-    finished,
-    get,
-    items,
-    operator_diagnostics,
-    wait_for,
-)
+from tests.node.conftest import FAKE_GPUS, OPERATOR_NS, REPO, apply, finished, operator_diagnostics
 
 pytestmark = pytest.mark.node
 

@@ -4,10 +4,15 @@ manager garbage-collects."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
+import psutil
 import pytest
 
-from tests.harness.controlplane import ControlPlane
+from tests.harness.controlplane import REPO, ControlPlane
 from tests.harness.ports import wait_until
 
 pytestmark = pytest.mark.cluster
@@ -123,3 +128,22 @@ def test_the_controller_manager_garbage_collects_an_object_whose_owner_is_delete
         60,
         "garbage collection of the owned ConfigMap",
     )
+
+
+def test_the_harness_started_by_hand_tears_down_on_sigterm_as_on_ctrl_c() -> None:
+    """`timeout` and CI runners stop with SIGTERM: no etcd or API server may outlive it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.harness.controlplane"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    assert first.startswith("export KUBECONFIG="), first
+    workdir = Path(first.split("=", 1)[1].strip()).parent
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert {c.name() for c in children} >= {"etcd", "kube-apiserver"}
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    _gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, [c.name() for c in alive]
+    assert not workdir.exists()

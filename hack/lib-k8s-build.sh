@@ -1,0 +1,34 @@
+# Sourced by hack/build-control-plane.sh and hack/build-node.sh: builds Kubernetes commands at
+# one release from the Go module proxy.
+#
+# Why a wrapper module: `go install k8s.io/kubernetes/cmd/...` fails because
+# k8s.io/kubernetes's go.mod replaces every staging module with ./staging/src/...
+# (golang/go#44840). The wrapper requires k8s.io/kubernetes v1.Y.Z and replaces each
+# staging module by k8s.io/<m> v0.Y.Z, which upstream publishes from the same tree
+# (kubernetes/kubernetes#79384). Both scripts share the Go build cache, so packages compiled for
+# the control plane are reused for the kubelet.
+
+# k8s_build VERSION DIR OUT CMD...: build k8s.io/kubernetes/cmd/CMD... at vVERSION into OUT,
+# in a wrapper module made in DIR, with the version stamped as a release build stamps it.
+k8s_build() {
+  local version=$1 dir=$2 out=$3; shift 3
+  local staging="v0.${version#1.}" minor="${version#1.}" gomod m c
+  minor="${minor%%.*}"
+  mkdir -p "$dir" && (
+    cd "$dir"
+    go mod init local/k8sbuild >/dev/null 2>&1
+    gomod=$(go mod download -json "k8s.io/kubernetes@v${version}" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+    for m in $(sed -n 's|^[[:space:]]*\(k8s\.io/[^ ]*\) => \./staging/src/.*|\1|p' "$gomod"); do
+      go mod edit "-replace=$m=$m@$staging"
+    done
+    # go get on the command packages (not just the module) records go.sum for all they import.
+    local pkgs=()
+    for c in "$@"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+    go get "${pkgs[@]/%/@v${version}}" >&2
+    go build -trimpath -o "$out/" -ldflags "-s -w \
+      -X k8s.io/component-base/version.gitVersion=v${version} \
+      -X k8s.io/component-base/version.gitMajor=1 \
+      -X k8s.io/component-base/version.gitMinor=${minor} \
+      -X k8s.io/component-base/version.gitTreeState=clean" "${pkgs[@]}" >&2
+  )
+}
