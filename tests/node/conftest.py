@@ -7,6 +7,10 @@ relabelling of our PodMonitor.
 The MPI operator runs as a host process with the admin kubeconfig: it is one static Go binary,
 no registry can serve its image here, and wrapping the binary in an image of our own would test
 nothing of ours. Our two images are what this tier proves.
+Its health-check port is fixed at :8080 on the host (v0.8.0 has no flag for it), so the cluster
+tier's own mpi-operator test and this tier cannot run at the same time; in one pytest session
+they run one after the other (tests/cluster before tests/node). Two suites at once on one
+machine would also collide on the node address.
 """
 
 from __future__ import annotations
