@@ -96,6 +96,7 @@ class HostSnapshot:
     sysctls: dict[str, str] = field(default_factory=dict)
     existing: set[Path] = field(default_factory=set)
     netns: set[str] = field(default_factory=set)
+    netns_dir_existed: bool = True
 
     @classmethod
     def take(cls, node_ip: str) -> HostSnapshot:
@@ -107,7 +108,8 @@ class HostSnapshot:
             with contextlib.suppress(OSError):
                 snap.sysctls[key] = (Path("/proc/sys") / key).read_text().strip()
         snap.existing = {p for p in HOST_PATHS if p.exists()}
-        snap.netns = set(os.listdir(NETNS_DIR)) if NETNS_DIR.exists() else set()
+        snap.netns_dir_existed = NETNS_DIR.exists()
+        snap.netns = set(os.listdir(NETNS_DIR)) if snap.netns_dir_existed else set()
         return snap
 
     def restore(self) -> list[str]:
@@ -127,6 +129,10 @@ class HostSnapshot:
         if NETNS_DIR.exists():
             for ns in set(os.listdir(NETNS_DIR)) - self.netns:
                 _run("ip", "netns", "delete", ns, check=False)
+            if not self.netns_dir_existed:
+                _unmount_below(NETNS_DIR)
+                with contextlib.suppress(OSError):
+                    NETNS_DIR.rmdir()
         for p in HOST_PATHS:
             if p in self.existing:
                 _clean_inside(p)
@@ -569,7 +575,12 @@ def start_cluster(workdir: Path | None = None, gpus: int = 4) -> Cluster:
 def main() -> None:
     """Start a cluster for development and keep it up until Ctrl-C or SIGTERM."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM during start-up too
-    c = start_cluster()
+    workdir = Path(tempfile.mkdtemp(prefix="scalelab-cluster-"))
+    try:
+        c = start_cluster(workdir)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
     print(f"export KUBECONFIG={c.kubeconfig}", flush=True)
     print(
         f"# kubectl: {c.cp.kubectl_path}; node timings: {c.node.timings}",
@@ -583,7 +594,7 @@ def main() -> None:
         if left:
             print(f"# teardown left: {left}", file=sys.stderr)
         if os.environ.get("KEEP") != "1":
-            shutil.rmtree(c.cp.workdir.parent, ignore_errors=True)
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
