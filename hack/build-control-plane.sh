@@ -3,12 +3,11 @@
 # kube-scheduler, and a kubectl of the same version), etcd and the Kubeflow MPI operator from
 # the Go module proxy, once, into a cache outside the repository keyed by version. Called by
 # hack/test.sh and by the cluster test fixture.
-# Prints the bin directory on the last line of stdout. The Kubernetes build: hack/lib-k8s-build.sh.
+# Prints the bin directory on the last line of stdout. The Kubernetes build: hack/lib.sh.
 set -euo pipefail
-# shellcheck source=hack/lib-k8s-build.sh
-source "$(dirname "$0")/lib-k8s-build.sh"
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/lib.sh"
 
-K8S_VERSION="${K8S_VERSION:-1.36.3}"
 ETCD_VERSION="${ETCD_VERSION:-3.6.16}"
 MPI_OPERATOR_VERSION="${MPI_OPERATOR_VERSION:-0.8.0}"
 CACHE="${SCALELAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/scalelab}"

@@ -46,15 +46,9 @@ die() { log "error: $*"; exit 1; }
 
 # --- tools (Debian packages; idempotent) ------------------------------------------------------
 [ "$(id -u)" = 0 ] || die "needs root (debootstrap and buildah's chroot isolation)"
-missing=()
-for p in buildah debootstrap gcc libc6-dev; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  log "apt-get install ${missing[*]}"
-  apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-fi
+# shellcheck source=hack/lib.sh
+source hack/lib.sh
+apt_ensure buildah debootstrap gcc libc6-dev
 
 mkdir -p "$OUT" "$STORE"
 exec 9>"$OUT/.lock"

@@ -8,10 +8,9 @@
 # Called by hack/test.sh and by tests/harness/cluster.py. Prints the bin directory last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# shellcheck source=hack/lib-k8s-build.sh
-source hack/lib-k8s-build.sh
+# shellcheck source=hack/lib.sh
+source hack/lib.sh
 REPO=$PWD
-K8S_VERSION="${K8S_VERSION:-1.36.3}"
 COREDNS_VERSION=$(sed -n 's/^require github.com\/coredns\/coredns \(v[^ ]*\)$/\1/p' hack/node/coredns/go.mod)
 CACHE="${SCALELAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/scalelab}"
 plugin_hash=$(cat hack/node/fake-gpu-plugin/* hack/node/coredns/* | sha256sum | cut -c1-12)
@@ -20,20 +19,11 @@ export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 
 log() { echo "build-node: $*" >&2; }
 
-PACKAGES=(containerd runc containernetworking-plugins iptables conntrack iproute2 ethtool socat)
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  log "apt-get install ${missing[*]}"
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-  $SUDO apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-  # Debian starts containerd as a service on install; the test node runs its own instance.
-  if command -v systemctl >/dev/null && systemctl is-active -q containerd 2>/dev/null; then
-    $SUDO systemctl disable --now containerd >&2 || true
-  fi
+apt_ensure containerd runc containernetworking-plugins iptables conntrack iproute2 ethtool socat
+# Debian starts containerd as a service on install; the test node runs its own instance.
+if [[ " ${APT_INSTALLED[*]} " == *" containerd "* ]] && command -v systemctl >/dev/null \
+   && systemctl is-active -q containerd 2>/dev/null; then
+  systemctl disable --now containerd >&2 || true
 fi
 
 have_all() {
@@ -50,7 +40,7 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 start=$(date +%s)
 
-# --- kubelet and kube-proxy (hack/lib-k8s-build.sh; shares the control plane's Go cache) ------
+# --- kubelet and kube-proxy (hack/lib.sh; shares the control plane's Go cache) --------------
 log "building kubelet and kube-proxy v${K8S_VERSION}"
 k8s_build "$K8S_VERSION" "$work/k8s" "$BIN" kubelet kube-proxy
 

@@ -43,6 +43,7 @@ NODE_NAME = "scalelab-node"
 BRIDGE = "scalelab-br0"
 CNI_NETWORK = "scalelab"
 CNI_BIN = Path("/usr/lib/cni")
+NETNS_DIR = Path("/run/netns")  # containerd's network namespaces (deleted one by one first)
 #: Paths the kubelet and the CNI plugins write whatever --root-dir says; cleaned at teardown.
 HOST_PATHS = [
     Path("/var/lib/kubelet"),  # device-plugins/ is a constant of the device-plugin API
@@ -50,8 +51,8 @@ HOST_PATHS = [
     Path("/var/log/containers"),
     Path("/var/lib/cni"),  # libcni's result cache
     Path("/run/containerd"),  # shim sockets of the CRI runtime
+    NETNS_DIR,
 ]
-NETNS_DIR = Path("/run/netns")
 #: Kernel settings the node may change: the bridge plugin turns on forwarding, the kubelet sets
 #: its "kernel defaults" (protectKernelDefaults is off), kube-proxy tunes conntrack.
 SYSCTLS = [
@@ -96,7 +97,6 @@ class HostSnapshot:
     sysctls: dict[str, str] = field(default_factory=dict)
     existing: set[Path] = field(default_factory=set)
     netns: set[str] = field(default_factory=set)
-    netns_dir_existed: bool = True
 
     @classmethod
     def take(cls, node_ip: str) -> HostSnapshot:
@@ -108,8 +108,7 @@ class HostSnapshot:
             with contextlib.suppress(OSError):
                 snap.sysctls[key] = (Path("/proc/sys") / key).read_text().strip()
         snap.existing = {p for p in HOST_PATHS if p.exists()}
-        snap.netns_dir_existed = NETNS_DIR.exists()
-        snap.netns = set(os.listdir(NETNS_DIR)) if snap.netns_dir_existed else set()
+        snap.netns = set(os.listdir(NETNS_DIR)) if NETNS_DIR.exists() else set()
         return snap
 
     def restore(self) -> list[str]:
@@ -129,10 +128,6 @@ class HostSnapshot:
         if NETNS_DIR.exists():
             for ns in set(os.listdir(NETNS_DIR)) - self.netns:
                 _run("ip", "netns", "delete", ns, check=False)
-            if not self.netns_dir_existed:
-                _unmount_below(NETNS_DIR)
-                with contextlib.suppress(OSError):
-                    NETNS_DIR.rmdir()
         for p in HOST_PATHS:
             if p in self.existing:
                 _clean_inside(p)

@@ -1,5 +1,26 @@
-# Sourced by hack/build-control-plane.sh and hack/build-node.sh: builds Kubernetes commands at
-# one release from the Go module proxy.
+# Sourced by the hack/ scripts: the Debian packages a script needs, and the Kubernetes build
+# the control plane and the node share (one release for both).
+
+# The Kubernetes release of the control plane and of the node; the two must match.
+K8S_VERSION="${K8S_VERSION:-1.36.3}"
+
+# apt_ensure PKG...: install the Debian packages not installed yet (quietly; sudo when not root).
+# Sets APT_INSTALLED to the packages it installed.
+apt_ensure() {
+  local p sudo=""
+  APT_INSTALLED=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || APT_INSTALLED+=("$p")
+  done
+  [ ${#APT_INSTALLED[@]} -gt 0 ] || return 0
+  echo "$(basename "$0"): apt-get install ${APT_INSTALLED[*]}" >&2
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    "${APT_INSTALLED[@]}" >&2
+}
+
+# k8s_build: Kubernetes commands at one release from the Go module proxy.
 #
 # Why a wrapper module: `go install k8s.io/kubernetes/cmd/...` fails because
 # k8s.io/kubernetes's go.mod replaces every staging module with ./staging/src/...
