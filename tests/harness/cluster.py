@@ -37,7 +37,7 @@ from tests.harness.controlplane import (
     NodeNetwork,
     start_control_plane,
 )
-from tests.harness.ports import free_port, serve_until_interrupted, wait_until
+from tests.harness.ports import free_port, rss_mib, serve_until_interrupted, wait_until
 
 NODE_NAME = "scalelab-node"
 BRIDGE = "scalelab-br0"
@@ -493,13 +493,7 @@ state = "{d / "state"}"
 
     def memory_rss_mib(self) -> dict[str, float]:
         """Resident memory of each node process, MiB."""
-        import psutil
-
-        out: dict[str, float] = {}
-        for name, p in self.procs.items():
-            with contextlib.suppress(psutil.Error):
-                out[name] = psutil.Process(p.pid).memory_info().rss / 2**20
-        return out
+        return rss_mib(self.procs)
 
 
 def _http_ok(url: str) -> bool:

@@ -23,7 +23,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.harness.ports import free_port, serve_until_interrupted, wait_until
+from tests.harness.ports import free_port, rss_mib, serve_until_interrupted, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "hack" / "build-control-plane.sh"
@@ -84,7 +84,7 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 def make_certificates(d: Path, extra_sans: tuple[str, ...] = ()) -> None:
     """CA, apiserver serving cert, admin client cert (system:masters), service-account key pair.
-    `extra_sans` (e.g. "IP:192.0.2.10") are added to the serving cert's subject alt names."""
+    `extra_sans` (e.g. "IP:198.19.255.10") are added to the serving cert's subject alt names."""
     _openssl(
         "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
         "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=scalelab-test-ca",
@@ -296,16 +296,8 @@ class ControlPlane:
         return write_kubeconfig(path, self.server, self.workdir / "ca.crt", {"token": token})
 
     def memory_rss_mib(self) -> dict[str, float]:
-        """Resident memory of each component, MiB (from /proc)."""
-        out: dict[str, float] = {}
-        for name, p in self.procs.items():
-            try:
-                for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        out[name] = int(line.split()[1]) / 1024
-            except FileNotFoundError:
-                pass
-        return out
+        """Resident memory of each component, MiB."""
+        return rss_mib(self.procs)
 
     def stop(self) -> None:
         """Stop the components in reverse start order, each before the next: the API server

@@ -1,12 +1,16 @@
-"""Free loopback ports, readiness polling and the wait of a harness started by hand, shared by
-the harnesses."""
+"""Free loopback ports, readiness polling, resident memory of started processes and the wait of a
+harness started by hand, shared by the harnesses."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable
+
+import psutil
 
 
 def free_port() -> int:
@@ -45,3 +49,12 @@ def serve_until_interrupted() -> None:
             time.sleep(3600)
     except KeyboardInterrupt:
         pass
+
+
+def rss_mib(procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, float]:
+    """Resident memory of each still-running process, MiB."""
+    out: dict[str, float] = {}
+    for name, p in procs.items():
+        with contextlib.suppress(psutil.Error):
+            out[name] = psutil.Process(p.pid).memory_info().rss / 2**20
+    return out
