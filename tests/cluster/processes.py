@@ -18,9 +18,10 @@ CRDS = ("scaleexperiments.scalelab.dev", "scaletrials.scalelab.dev", "mpijobs.ku
 ESTABLISHED = "jsonpath={.status.conditions[?(@.type=='Established')].status}"
 
 
-def install(cp: ControlPlane) -> ControlPlane:
-    """`kubectl apply -k manifests/` and the real MPIJob CRD; waits until the CRDs serve."""
-    cp.kubectl("apply", "-k", str(REPO / "manifests"))
+def install(cp: ControlPlane, kustomization: Path = REPO / "manifests") -> ControlPlane:
+    """`kubectl apply -k manifests/` (or an overlay of it) and the real MPIJob CRD; waits until
+    the CRDs serve."""
+    cp.kubectl("apply", "-k", str(kustomization))
     # The MPIJob CRD is too large for client-side apply's last-applied annotation.
     cp.kubectl("apply", "--server-side", "-f", str(cp.bin / "mpijobs-crd.yaml"))
     for crd in CRDS:

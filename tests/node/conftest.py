@@ -26,10 +26,10 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.cluster.processes import install
 from tests.harness.cluster import Cluster, start_cluster
 from tests.harness.controlplane import ControlPlane
 from tests.harness.objects import get, wait_for
-from tests.harness.ports import wait_until
 from tests.harness.prometheus import Prometheus, start_prometheus
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,7 +37,6 @@ OVERLAY = REPO / "tests" / "node" / "local-images"
 PODMONITOR = REPO / "manifests" / "monitoring" / "podmonitor.yaml"
 OPERATOR_NS = "scalelab-system"
 FAKE_GPUS = 4
-ESTABLISHED = "jsonpath={.status.conditions[?(@.type=='Established')].status}"
 _names = itertools.count()
 
 
@@ -57,18 +56,7 @@ def installed(node_cluster: Cluster) -> Iterator[ControlPlane]:
     """scalelab installed from the local-images overlay, the operator pod Available, and the
     real MPI operator running."""
     cp = node_cluster.cp
-    cp.kubectl("apply", "--server-side", "-f", str(cp.bin / "mpijobs-crd.yaml"))
-    cp.kubectl("apply", "-k", str(OVERLAY))
-    for crd in (
-        "scaleexperiments.scalelab.dev",
-        "scaletrials.scalelab.dev",
-        "mpijobs.kubeflow.org",
-    ):
-        wait_until(
-            lambda crd=crd: "True" in cp.kubectl("get", "crd", crd, "-o", ESTABLISHED).stdout,
-            60,
-            f"CRD {crd} established",
-        )
+    install(cp, OVERLAY)
     cp.kubectl("create", "namespace", "mpi-operator")  # its leader-election lock lives there
     log = open(cp.workdir / "mpi-operator.log", "wb")  # noqa: SIM115 - process lifetime
     mpi = subprocess.Popen(
