@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from tests.harness.controlplane import ControlPlane
 from tests.harness.ports import free_port, wait_until
@@ -99,3 +101,16 @@ class Operator:
     def log_tail(self, lines: int = 60) -> str:
         path = self.workdir / f"operator-{self.starts}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def local_results(
+    tmp_path: Path, spec_file: Path, timeout: float = 300
+) -> dict[str, dict[str, Any]]:
+    """`scalelab run` of the same file on this machine: trial name → result row of results.json."""
+    out = tmp_path / "local"
+    subprocess.run(
+        [sys.executable, "-m", "scalelab", "run", str(spec_file), "--out", str(out), "--no-report"],
+        check=True, capture_output=True, cwd=REPO, timeout=timeout,
+    )  # fmt: skip
+    data = json.loads((out / "results.json").read_text())
+    return {t["name"]: t for t in data["trials"]}

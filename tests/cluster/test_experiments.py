@@ -5,8 +5,6 @@ status; failure, restart of the operator, and deletion."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scalelab.kube.settings import Config
 from tests.cluster.conftest import REPO, Operator, get, items, phase_of, wait_for
+from tests.cluster.processes import local_results
 from tests.cluster.standin import StandIn, local_command
 from tests.harness.controlplane import ControlPlane
 
@@ -56,19 +55,6 @@ def _wait_finished(cp: ControlPlane, name: str, namespace: str, timeout: float =
     return phase
 
 
-def _local_results(tmp_path: Path, spec_file: Path) -> dict[str, dict[str, Any]]:
-    out = tmp_path / "local"
-    subprocess.run(
-        [sys.executable, "-m", "scalelab", "run", str(spec_file), "--out", str(out), "--no-report"],
-        check=True,
-        capture_output=True,
-        cwd=REPO,
-        timeout=300,
-    )
-    data = json.loads((out / "results.json").read_text())
-    return {t["name"]: t for t in data["trials"]}
-
-
 def test_lab1_example_ends_succeeded_with_the_results_of_a_local_run(
     cluster: ControlPlane, operator: Operator, standin: StandIn, namespace: str, tmp_path: Path
 ) -> None:
@@ -88,7 +74,7 @@ def test_lab1_example_ends_succeeded_with_the_results_of_a_local_run(
     assert status["recommendation"]["trial"] in {r["trial"] for r in status["results"]}
     jobs = items(cluster, "mpijobs", namespace)
     assert len(jobs) == 2
-    local = _local_results(tmp_path, EXAMPLE)
+    local = local_results(tmp_path, EXAMPLE)
     rows = {r["trial"]: r for r in status["results"]}
     assert rows.keys() == local.keys()
     for trial_name, expected in local.items():

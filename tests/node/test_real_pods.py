@@ -8,8 +8,6 @@ Faults are real too: deleted worker pods, a deleted operator pod, GPU requests t
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import urllib.request
 from pathlib import Path
@@ -17,7 +15,9 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
+from tests.cluster.processes import local_results
 from tests.harness.cluster import Cluster
 from tests.harness.controlplane import ControlPlane
 from tests.harness.objects import get, items, wait_for
@@ -65,17 +65,6 @@ def trial_diagnostics(cp: ControlPlane, namespace: str) -> str:
     return "\n".join([pods, *logs, trials[-3000:], operator_diagnostics(cp)])
 
 
-def local_results(tmp_path: Path, spec_file: Path) -> dict[str, dict[str, Any]]:
-    """`scalelab run` of the same file on this machine: trial name → result row."""
-    out = tmp_path / "local"
-    subprocess.run(
-        [sys.executable, "-m", "scalelab", "run", str(spec_file), "--out", str(out), "--no-report"],
-        check=True, capture_output=True, cwd=REPO, timeout=600,
-    )  # fmt: skip
-    data = json.loads((out / "results.json").read_text())
-    return {t["name"]: t for t in data["trials"]}
-
-
 def operator_metrics(cp: ControlPlane) -> str:
     """The operator pod's /metrics, fetched from the host at the pod's IP."""
     pod = items(cp, "pods", OPERATOR_NS, "-l", "app.kubernetes.io/name=scalelab-operator")[0]
@@ -86,11 +75,10 @@ def operator_metrics(cp: ControlPlane) -> str:
 
 def gauge(text: str, name: str, **labels: str) -> float | None:
     """The value of one series in a Prometheus text exposition."""
-    for line in text.splitlines():
-        if not line.startswith(name + "{"):
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                return float(sample.value)
     return None
 
 
@@ -100,7 +88,7 @@ def test_lab1_example_applied_with_kubectl_on_real_pods_matches_a_local_run(
     cp = installed
     cp.kubectl("apply", "-n", namespace, "-f", str(LAB1))
     name = yaml.safe_load(LAB1.read_text())["metadata"]["name"]
-    local = local_results(tmp_path, LAB1)  # runs while the pods do
+    local = local_results(tmp_path, LAB1, timeout=600)  # runs while the pods do
 
     assert finished(cp, name, namespace) == "Succeeded", trial_diagnostics(cp, namespace)
 
