@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from scalelab.api import (
     BatchScope,
+    Dataset,
     LrScaling,
     ScaleExperiment,
     ScaleTrialSpec,
@@ -128,6 +129,7 @@ def trainer_flags(
     *,
     namespace: str | None = None,
     report_status: bool = False,
+    store_results: bool = False,
     metrics_port: int = 0,
 ) -> list[str]:
     """The trainer's flags for one trial (docs/trial-contract.md), without the program itself."""
@@ -158,7 +160,15 @@ def trainer_flags(
         flags += ["--namespace", namespace]
     if report_status:
         flags += ["--report-status"]
+    if store_results:
+        flags += ["--store-results"]
     return flags
+
+
+def exports_data(spec: ScaleTrialSpec) -> bool:
+    """Whether a trial's dataset goes with its results (`--export-data`): lab1-line, whose loss
+    surface the report draws from it (a few kB); other datasets are regenerated from the seed."""
+    return spec.workload.dataset is Dataset.LAB1_LINE
 
 
 def trainer_command(flags: list[str], python: str = "python") -> list[str]:

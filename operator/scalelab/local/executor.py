@@ -26,7 +26,6 @@ and Horovod start-up are paid once per group rather than once per trial. Decisio
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import shutil
@@ -42,20 +41,28 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from scalelab.aggregate import recommend, with_scaling
-from scalelab.api import BatchScope, Dataset, ScaleExperiment, TrialPhase
+from scalelab.api import ScaleExperiment, TrialPhase
 from scalelab.local.events import parse_event
 from scalelab.local.processes import Supervisor
 from scalelab.local.progress import Progress, Quiet
-from scalelab.planner import PlannedTrial, local_command, plan, trainer_command, trainer_flags
+from scalelab.planner import (
+    PlannedTrial,
+    exports_data,
+    local_command,
+    plan,
+    trainer_command,
+    trainer_flags,
+)
 from scalelab.results import store
 from scalelab.results.model import (
     GroupTiming,
     ResultsFile,
     TrialRecord,
+    aggregate_results,
+    data_file,
+    new_results,
     planned_record,
     record_from_events,
-    result_row,
 )
 
 POLL_SECONDS = 0.2
@@ -182,12 +189,7 @@ class LocalRun:
     # ------------------------------------------------------------------ results bookkeeping
 
     def _initial_results(self) -> ResultsFile:
-        previous = store.load(self.out)
-        if previous is not None and previous.experiment != self.experiment.metadata.name:
-            raise store.ResultsReadError(
-                f"{self.out} holds results of experiment {previous.experiment!r}, not "
-                f"{self.experiment.metadata.name!r}; choose another --out"
-            )
+        previous = store.load(self.out, experiment=self.experiment.metadata.name)
         kept = {t.name: t for t in previous.trials} if previous else {}
         records = []
         for trial in self.planned.values():
@@ -200,17 +202,14 @@ class LocalRun:
                 and (old.done or (old.phase is TrialPhase.FAILED and not self.retry_failed))
             )
             records.append(old if reusable and old is not None else planned_record(trial, argv))
-        scope = self.experiment.spec.sweep.batch_scope
-        return ResultsFile(
-            experiment=self.experiment.metadata.name,
-            spec=self.experiment.spec.model_dump(by_alias=True, mode="json"),
-            scaling_efficiency_kind="weak" if scope is BatchScope.PER_PROCESS else "strong",
+        return new_results(
+            self.experiment,
+            records,
             host={
                 "cores": os.cpu_count(),
                 "platform": platform.platform(),
                 "python": platform.python_version(),
             },
-            trials=records,
             groups=previous.groups if previous else [],
         )
 
@@ -222,29 +221,7 @@ class LocalRun:
 
     def aggregate(self) -> None:
         """Fill scaling efficiency, GPU-seconds and the recommendation from the records."""
-        weak = self.results.scaling_efficiency_kind == "weak"
-        rows = with_scaling([result_row(t) for t in self.results.trials], weak=weak)
-        kind = self.results.scaling_efficiency_kind
-        for row in rows:
-            record = self._record(row.trial)
-            self._set(
-                record.model_copy(
-                    update={
-                        "scaling_efficiency": row.scaling_efficiency,
-                        "scaling_efficiency_kind": kind
-                        if row.scaling_efficiency is not None
-                        else None,
-                        "gpu_seconds": row.gpu_seconds,
-                    }
-                )
-            )
-        spec = self.experiment.spec
-        self.results.recommendation = recommend(
-            rows,
-            max_gpus=spec.execution.max_gpus,
-            has_target=spec.training.target_loss is not None,
-            learning_rates={t.name: t.spec.learning_rate for t in self.planned.values()},
-        )
+        aggregate_results(self.results, self.experiment)
 
     def save(self) -> None:
         """Aggregate and write results.json and results.csv atomically."""
@@ -264,8 +241,8 @@ class LocalRun:
         return sorted(groups.items())
 
     def _extra_flags(self, trial: PlannedTrial) -> list[str]:
-        if trial.spec.workload.dataset is Dataset.LAB1_LINE:
-            return ["--export-data", str((self.out / "data" / f"{trial.name}.npz").resolve())]
+        if exports_data(trial.spec):
+            return ["--export-data", str((self.out / data_file(trial.name)).resolve())]
         return []
 
     def _command(self, processes: int, trial_list: Path) -> list[str]:
@@ -290,18 +267,10 @@ class LocalRun:
             update |= {"phase": phase, "reason": reason}
         elif events.result is None:
             update |= {"phase": TrialPhase.FAILED, "reason": reason or "no result from trainer"}
-        if trial.spec.workload.dataset is Dataset.LAB1_LINE:
-            data = self.out / "data" / f"{trial.name}.npz"
+        if exports_data(trial.spec):
+            data = self.out / data_file(trial.name)
             update["data_file"] = str(data.relative_to(self.out)) if data.exists() else None
         warnings = list(record.warnings)
-        resolved = (events.start or {}).get("learningRate")
-        if isinstance(resolved, int | float) and not math.isclose(
-            resolved, trial.spec.learning_rate, rel_tol=1e-9
-        ):
-            warnings.append(
-                f"the trainer resolved learning rate {resolved:g}, the planner "
-                f"{trial.spec.learning_rate:g}: the trial contract's scaling rules disagree"
-            )
         if trial.gpus > self.cores:
             warnings.append(
                 f"oversubscribed: {trial.gpus} processes on {self.cores} cores; throughput "

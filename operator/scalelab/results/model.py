@@ -9,12 +9,22 @@ results/store.py.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from scalelab.api import Recommendation, ResultRow, TrialPhase, read_trial_result
+from scalelab.aggregate import recommend, with_scaling
+from scalelab.api import (
+    BatchScope,
+    Recommendation,
+    ResultRow,
+    ScaleExperiment,
+    TrialPhase,
+    read_trial_result,
+)
 from scalelab.planner import PlannedTrial
 
 SCHEMA_VERSION = "scalelab.results/v1"
@@ -96,6 +106,29 @@ class ResultsFile(ResultsModel):
     warnings: list[str] = Field(default_factory=list)
 
 
+def new_results(
+    experiment: ScaleExperiment,
+    trials: list[TrialRecord],
+    host: dict[str, Any],
+    groups: list[GroupTiming] | None = None,
+) -> ResultsFile:
+    """The results file of `experiment` (a local run's or a cluster experiment's) over `trials`."""
+    scope = experiment.spec.sweep.batch_scope
+    return ResultsFile(
+        experiment=experiment.metadata.name,
+        spec=experiment.spec.model_dump(by_alias=True, mode="json"),
+        scaling_efficiency_kind="weak" if scope is BatchScope.PER_PROCESS else "strong",
+        host=host,
+        trials=trials,
+        groups=groups or [],
+    )
+
+
+def data_file(trial: str) -> str:
+    """Where a trial's exported dataset lives, relative to the results directory."""
+    return f"data/{trial}.npz"
+
+
 def planned_record(trial: PlannedTrial, argv: list[str]) -> TrialRecord:
     """The record of a trial before it runs: Pending, or Skipped with the planner's reason."""
     return TrialRecord(
@@ -155,8 +188,26 @@ def record_from_events(
         }
     if start is not None and not update.get("warnings"):
         update["warnings"] = [str(w) for w in update["diagnostics"].get("warnings") or []]
+    disagreement = _learning_rate_disagreement(planned, start)
+    if disagreement:
+        update["warnings"] = [*update.get("warnings", planned.warnings), disagreement]
     update["curves"] = curves
     return planned.model_copy(update=update)
+
+
+def _learning_rate_disagreement(planned: TrialRecord, start: Mapping[str, Any] | None) -> str:
+    """A warning when the trainer resolved another learning rate than the planner."""
+    resolved = (start or {}).get("learningRate")
+    if (
+        planned.learning_rate is None
+        or not isinstance(resolved, int | float)
+        or math.isclose(resolved, planned.learning_rate, rel_tol=1e-9)
+    ):
+        return ""
+    return (
+        f"the trainer resolved learning rate {resolved:g}, the planner "
+        f"{planned.learning_rate:g}: the trial contract's scaling rules disagree"
+    )
 
 
 def _from_result(result: dict[str, Any]) -> dict[str, Any]:
@@ -208,4 +259,33 @@ def result_row(record: TrialRecord) -> ResultRow:
         seconds=record.seconds,
         gpu_seconds=record.gpu_seconds,
         gradient_noise_scale=record.gradient_noise_scale,
+    )
+
+
+def aggregate_results(results: ResultsFile, experiment: ScaleExperiment) -> None:
+    """Fill scaling efficiency, GPU-seconds and the recommendation from the records (in place)."""
+    weak = results.scaling_efficiency_kind == "weak"
+    rows = {r.trial: r for r in with_scaling([result_row(t) for t in results.trials], weak=weak)}
+    kind = results.scaling_efficiency_kind
+    trials = []
+    for record in results.trials:
+        row = rows[record.name]
+        trials.append(
+            record.model_copy(
+                update={
+                    "scaling_efficiency": row.scaling_efficiency,
+                    "scaling_efficiency_kind": kind if row.scaling_efficiency is not None else None,
+                    "gpu_seconds": row.gpu_seconds,
+                }
+            )
+        )
+    results.trials = trials
+    spec = experiment.spec
+    results.recommendation = recommend(
+        list(rows.values()),
+        max_gpus=spec.execution.max_gpus,
+        has_target=spec.training.target_loss is not None,
+        learning_rates={
+            t.name: t.learning_rate for t in results.trials if t.learning_rate is not None
+        },
     )

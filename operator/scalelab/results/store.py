@@ -86,8 +86,9 @@ def save(directory: Path, results: ResultsFile) -> None:
         ) from None
 
 
-def load(directory: Path) -> ResultsFile | None:
-    """The results saved in DIR, or None when there are none yet."""
+def load(directory: Path, experiment: str | None = None) -> ResultsFile | None:
+    """The results saved in DIR, or None when there are none yet; with `experiment`, results of
+    another experiment are an error (a run or a cluster report never mixes two experiments)."""
     path = directory / RESULTS_JSON
     if not path.exists():
         return None
@@ -97,6 +98,20 @@ def load(directory: Path) -> ResultsFile | None:
             raise ResultsReadError(
                 f"{path}: schemaVersion {data.get('schemaVersion')!r}, expected {SCHEMA_VERSION!r}"
             )
-        return ResultsFile.model_validate(data)
+        results = ResultsFile.model_validate(data)
     except (OSError, ValueError, AttributeError, ValidationError) as error:
         raise ResultsReadError(f"{path}: not a readable results file ({error})") from None
+    if experiment is not None and results.experiment != experiment:
+        raise ResultsReadError(
+            f"{directory} holds results of experiment {results.experiment!r}, not "
+            f"{experiment!r}; choose another --out"
+        )
+    return results
+
+
+def save_files(directory: Path, files: dict[str, bytes]) -> None:
+    """Write files beside the results (paths relative to DIR, e.g. data/<trial>.npz) atomically."""
+    for relative, data in files.items():
+        path = directory / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, data)
