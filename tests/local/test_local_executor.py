@@ -328,6 +328,54 @@ def test_ctrl_c_keeps_finished_trials_and_a_rerun_resumes_under_a_deadline(
     assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
 
 
+def test_sigkill_mid_run_loses_no_finished_trial_and_the_rerun_redoes_none(tmp_path: Path) -> None:
+    """`kill -9` of `scalelab run` (the OOM killer, a lost terminal): results.json is whole at
+    every moment, the trainer it orphaned goes away, and the same command finishes the sweep
+    without running a finished trial again."""
+    out = tmp_path / "out"
+    spec: dict[str, Any] = {
+        "sweep": {"batchSizes": [2, 1]},  # as above: batch 2 finishes, batch 1 runs until stopped
+        "training": {"maxEpochs": 100000, "convergence": {"relativeTolerance": 0},
+                     "targetLoss": 104.2},
+        "execution": {"activeDeadlineSeconds": 3600},
+    }  # fmt: skip
+    file = write_experiment(tmp_path / "x.yaml", "killed", **spec)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "scalelab", "run", str(file), "--out", str(out), "--no-report"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    reads, deadline = 0, time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if (out / "results.json").exists():
+            reads += 1  # parses at every moment: written atomically
+            if by_name(out)["killed-b2-g1"]["phase"] != "Pending":
+                break
+        time.sleep(0.05)
+    time.sleep(2)  # batch 1 is running now
+    run.kill()
+    run.wait(timeout=30)
+    trials = by_name(out)
+    assert reads > 10
+    assert trials["killed-b2-g1"]["phase"] == "Succeeded"
+    assert trials["killed-b1-g1"]["finishedAt"] is None
+    finished_at = trials["killed-b2-g1"]["finishedAt"]
+    # The orphaned trainer stops at its next write to the dead pipe.
+    wait_for_gone = time.monotonic() + 60
+    while _trainers_of(out) and time.monotonic() < wait_for_gone:
+        time.sleep(0.5)
+    assert _trainers_of(out) == []
+
+    spec["execution"]["activeDeadlineSeconds"] = 3  # not a trainer flag: finished trials stay valid
+    write_experiment(file, "killed", **spec)
+    done = scalelab("run", str(file), "--out", str(out), "--no-report")
+    assert "1 finished trial(s) kept" in done.stdout, done.stdout + done.stderr
+    trials = by_name(out)
+    assert trials["killed-b2-g1"]["finishedAt"] == finished_at  # not run again
+    assert trials["killed-b1-g1"]["phase"] == "Failed"
+    assert trials["killed-b1-g1"]["reason"] == "exceeded execution.activeDeadlineSeconds=3"
+    assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
+
+
 def test_on_a_terminal_progress_is_a_live_table_with_epoch_loss_and_samples_per_second(
     tmp_path: Path,
 ) -> None:

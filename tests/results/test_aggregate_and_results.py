@@ -177,3 +177,17 @@ def test_a_foreign_or_corrupt_results_file_is_refused_with_its_path(tmp_path: Pa
     (tmp_path / "results.json").write_text('{"schemaVersion": "v0"}')
     with pytest.raises(store.ResultsReadError, match="schemaVersion 'v0'"):
         store.load(tmp_path)
+
+
+def test_a_save_removes_the_temporaries_a_killed_writer_left(tmp_path: Path) -> None:
+    """SIGKILL between writing the temporary file and renaming it leaves the old results whole
+    and a stray temporary; the next save (a resumed run) removes it."""
+    store.save(tmp_path, ResultsFile(experiment="e", spec={}))
+    stray = tmp_path / f".{store.RESULTS_JSON}.k1ll3d.tmp"
+    stray.write_bytes(b'{"half": ')
+    other = tmp_path / ".report.html.k1ll3d.tmp"  # not the results': left alone
+    other.write_bytes(b"")
+    store.save(tmp_path, ResultsFile(experiment="e", spec={}))
+    assert not stray.exists()
+    assert other.exists()
+    assert store.load(tmp_path) is not None

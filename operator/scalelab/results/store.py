@@ -67,11 +67,20 @@ def _csv(results: ResultsFile) -> bytes:
     return buffer.getvalue().encode()
 
 
+def _drop_torn_temporaries(directory: Path) -> None:
+    """Temporary files a killed writer (SIGKILL between write and rename) left behind; the
+    results files themselves were never torn."""
+    for name in (RESULTS_JSON, RESULTS_CSV):
+        for stale in directory.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+
+
 def save(directory: Path, results: ResultsFile) -> None:
     """Write results.json then results.csv atomically; ResultsWriteError if DIR cannot take them."""
     payload = json.dumps(results.model_dump(by_alias=True, mode="json"), indent=1).encode()
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        _drop_torn_temporaries(directory)
         write_atomic(directory / RESULTS_JSON, payload + b"\n")
         write_atomic(directory / RESULTS_CSV, _csv(results))
     except OSError as error:
