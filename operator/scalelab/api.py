@@ -299,7 +299,9 @@ class Resources(ApiModel):
         default=1,
         ge=1,
         le=64,
-        description="Horovod processes (MPI slots) per worker pod. Unit: processes. Default: 1.",
+        description="Most Horovod processes (MPI slots) per worker pod. A trial of N processes "
+        "runs N / s workers of s slots, s the largest divisor of N up to this value, so its "
+        "workers request exactly N × gpusPerProcess GPUs. Unit: processes. Default: 1.",
     )
     cpu: str = Field(
         default="2",

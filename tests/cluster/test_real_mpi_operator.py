@@ -179,3 +179,45 @@ def test_the_real_mpi_operator_runs_the_mpijobs_our_operator_creates(
     )
     assert phase_of(cluster, "real", namespace) == "Succeeded", operator.log_tail()
     assert get(cluster, "scaletrial", name, namespace)["status"]["phase"] == "Succeeded"
+
+
+def test_the_real_mpi_operator_gets_workers_that_request_only_the_gpus_ranks_use(
+    cluster: ControlPlane,
+    operator: Operator,
+    standin: StandIn,
+    namespace: str,
+    mpi_operator: subprocess.Popen[bytes],
+) -> None:
+    """3 processes at most 2 per worker: 3 workers of 1 slot (3 GPUs), not 2 of 2 (4 GPUs)."""
+    standin.ignore.add(namespace)
+    spec = {
+        "sweep": {"batchSizes": [48], "gpus": [3]},
+        "resources": {"gpusPerProcess": 1, "processesPerWorker": 2},
+    }
+    document = {"apiVersion": "scalelab.dev/v1alpha1", "kind": "ScaleExperiment",
+                "metadata": {"name": "uneven"}, "spec": spec}  # fmt: skip
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(document))
+    [trial] = plan(ScaleExperiment.model_validate(document))
+    name = trial.name
+
+    def hostfile_text() -> str:
+        jsonpath = "jsonpath={.data.hostfile}"
+        config_map = ("configmap", f"{name}-config", "-n", namespace)
+        return cluster.kubectl("get", *config_map, "-o", jsonpath, check=False).stdout.strip()
+
+    hostfile = wait_for(hostfile_text, 60, "the MPI operator's hostfile")
+    assert hostfile.splitlines() == [
+        f"{name}-worker-{i}.{name}.{namespace}.svc slots=1" for i in range(3)
+    ]
+    workers = wait_for(
+        lambda: len(w := [p for p in items(cluster, "pods", namespace)
+                          if "-worker-" in p["metadata"]["name"]]) == 3 and w,
+        60,
+        "three worker pods",
+    )  # fmt: skip
+    requested = sum(
+        int(p["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]) for p in workers
+    )
+    assert requested == 3
+    for pod in workers:
+        assert pod["metadata"]["annotations"]["karpenter.sh/do-not-disrupt"] == "true"

@@ -31,15 +31,39 @@ def _render(trial: PlannedTrial, config: Config | None = None) -> dict[str, Any]
 
 
 def test_one_gpu_count_derives_np_replicas_slots_and_gpu_limits() -> None:
-    job = _render(_trial(gpus=5, gpusPerProcess=2))
+    job = _render(_trial(gpus=6, gpusPerProcess=2, processesPerWorker=4))
     spec = job["spec"]
     worker = spec["mpiReplicaSpecs"]["Worker"]
     command = spec["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0]["command"]
-    assert command[:3] == ["mpirun", "-np", "5"]
-    assert spec["slotsPerWorker"] == 2
-    assert worker["replicas"] == 3  # ceil(5 / 2)
+    assert command[:3] == ["mpirun", "-np", "6"]
+    assert spec["slotsPerWorker"] == 3  # the largest divisor of 6 that is at most 4
+    assert worker["replicas"] == 2
     limits = worker["template"]["spec"]["containers"][0]["resources"]["limits"]
-    assert limits["nvidia.com/gpu"] == "4"  # 2 slots × 2 GPUs per process
+    assert limits["nvidia.com/gpu"] == "6"  # 3 slots × 2 GPUs per process
+
+
+@pytest.mark.parametrize("ppw", range(1, 17))
+def test_workers_request_exactly_the_gpus_the_ranks_use(ppw: int) -> None:
+    for processes in range(1, 65):
+        replicas, slots = mpijob.workers(processes, ppw)
+        assert replicas * slots == processes  # no GPU requested that no rank uses
+        assert slots <= ppw
+        # and no layout with fewer, fuller workers exists
+        assert not [d for d in range(slots + 1, ppw + 1) if processes % d == 0]
+
+
+def test_a_prime_count_above_processes_per_worker_runs_one_process_per_worker() -> None:
+    spec = _render(_trial(gpus=5))["spec"]  # processesPerWorker 2
+    assert (spec["slotsPerWorker"], spec["mpiReplicaSpecs"]["Worker"]["replicas"]) == (1, 5)
+
+
+def test_training_pods_are_not_disrupted_by_node_consolidation() -> None:
+    for role in ("Launcher", "Worker"):
+        template = _render(_trial())["spec"]["mpiReplicaSpecs"][role]["template"]
+        assert template["metadata"]["annotations"] == {
+            "karpenter.sh/do-not-disrupt": "true",
+            "cluster-autoscaler.kubernetes.io/safe-to-evict": "false",
+        }
 
 
 def test_a_single_process_gets_one_slot_and_a_cpu_trial_no_gpu_limit() -> None:

@@ -1,16 +1,17 @@
 """One trial → one Kubeflow MPIJob (kubeflow.org/v2beta1). Pure: no API calls.
 
 Everything that depends on the trial's GPU count comes from one number N (= spec.gpus, the
-Horovod process count): `mpirun -np N`, worker replicas ceil(N / processesPerWorker),
-`slotsPerWorker`, and each worker's `nvidia.com/gpu` limit (slots × gpusPerProcess). The launcher
-runs the planner's trainer command unchanged (`planner.trainer_flags`, the one renderer of the
-trainer argv), so a trial runs the same way under `horovodrun` locally and `mpirun` here.
+Horovod process count): `mpirun -np N`, `slotsPerWorker` (the largest divisor of N that is at most
+processesPerWorker), worker replicas N / slots, and each worker's `nvidia.com/gpu` limit
+(slots × gpusPerProcess) — so the workers together request exactly N × gpusPerProcess GPUs.
+The launcher runs the planner's trainer command unchanged (`planner.trainer_flags`, the one
+renderer of the trainer argv), so a trial runs the same way under `horovodrun` locally and
+`mpirun` here.
 Rank 0 runs in worker 0 and reports ScaleTrial status as the trainer ServiceAccount.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from scalelab.api import API_VERSION, TRIAL_KIND
@@ -29,6 +30,13 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "scalelab-operator"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 GPU_RESOURCE = "nvidia.com/gpu"
+#: A measurement cut short by node consolidation is lost: Karpenter does not voluntarily disrupt a
+#: node running a pod with do-not-disrupt (karpenter.sh docs, "Disruption"), and the cluster
+#: autoscaler does not scale down a node with a pod that is not safe to evict (its FAQ).
+POD_ANNOTATIONS = {
+    "karpenter.sh/do-not-disrupt": "true",
+    "cluster-autoscaler.kubernetes.io/safe-to-evict": "false",
+}
 
 #: The image contract (images/sshd_config): workers serve sshd unprivileged on port 2222.
 WORKER_COMMAND = ["/usr/sbin/sshd", "-De", "-f", "/home/mpiuser/.sshd_config"]
@@ -58,9 +66,16 @@ def trial_labels(trial: PlannedTrial) -> dict[str, str]:
 
 
 def workers(processes: int, processes_per_worker: int) -> tuple[int, int]:
-    """(worker replicas, slots per worker) for N processes: ceil(N / ppw) pods of min(ppw, N)."""
-    slots = min(processes_per_worker, processes)
-    return math.ceil(processes / slots), slots
+    """(worker replicas, slots per worker) for N processes, replicas × slots = N exactly.
+
+    An MPIJob has one worker template, so every worker gets the same slots and GPUs. With
+    ceil(N / ppw) workers of ppw slots, N = 6 and ppw = 4 would request 8 GPUs and use 6; the
+    slots are instead the largest divisor of N that is at most ppw (6 → 2 workers of 3), so no
+    GPU is requested that no rank uses. processesPerWorker is therefore an upper bound; a prime
+    N above it runs one process per worker (docs/design-changes.md).
+    """
+    slots = max(d for d in range(1, min(processes_per_worker, processes) + 1) if processes % d == 0)
+    return processes // slots, slots
 
 
 def gpus_per_worker(trial: PlannedTrial) -> int:
@@ -161,6 +176,10 @@ def _launcher_pod(trial: PlannedTrial, namespace: str, config: Config) -> dict[s
     return pod
 
 
+def _pod_metadata(labels: dict[str, str]) -> dict[str, Any]:
+    return {"labels": dict(labels), "annotations": dict(POD_ANNOTATIONS)}
+
+
 def render(trial: PlannedTrial, namespace: str, trial_uid: str, config: Config) -> dict[str, Any]:
     """The MPIJob of one trial, owned by the ScaleTrial (garbage-collected with it)."""
     res, execution = trial.spec.resources, trial.spec.execution
@@ -210,12 +229,12 @@ def render(trial: PlannedTrial, namespace: str, trial_uid: str, config: Config) 
                 "Launcher": {
                     "replicas": 1,
                     "restartPolicy": "Never",  # retries are the launcher Job's backoffLimit
-                    "template": {"metadata": {"labels": dict(labels)}, "spec": launcher_pod},
+                    "template": {"metadata": _pod_metadata(labels), "spec": launcher_pod},
                 },
                 "Worker": {
                     "replicas": replicas,
                     "restartPolicy": "Never",
-                    "template": {"metadata": {"labels": dict(labels)}, "spec": worker_pod},
+                    "template": {"metadata": _pod_metadata(labels), "spec": worker_pod},
                 },
             },
         },
