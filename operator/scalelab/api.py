@@ -500,6 +500,28 @@ class Recommendation(ApiModel):
     )
 
 
+class GpuUsage(ApiModel):
+    """GPUs of an experiment's unfinished trials by state, as of the last reconciliation (GPUs =
+    processes × gpusPerProcess; processes on CPU count one each, as under maxGPUs)."""
+
+    requested: int = Field(
+        default=0, ge=0, description="Trials with an MPIJob not finished yet. Default: 0."
+    )
+    running: int = Field(default=0, ge=0, description="Of those, MPIJob Running. Default: 0.")
+    suspended: int = Field(
+        default=0,
+        ge=0,
+        description="Of those, MPIJob suspended: held by Kueue until its quota admits them. "
+        "Default: 0.",
+    )
+    queued: int = Field(
+        default=0,
+        ge=0,
+        description="Runnable trials the operator holds back under maxConcurrentTrials and "
+        "maxGPUs. Default: 0.",
+    )
+
+
 class ScaleExperimentStatus(ApiModel):
     """Observed state of a ScaleExperiment."""
 
@@ -511,6 +533,13 @@ class ScaleExperimentStatus(ApiModel):
         default_factory=list, description="Kubernetes-style conditions. Default: []."
     )
     trials: TrialCounts = Field(default_factory=TrialCounts, description="Trials by phase.")
+    gpus: GpuUsage = Field(default_factory=GpuUsage, description="GPUs of unfinished trials.")
+    gpu_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="GPU time the finished trials used: Σ GPUs × training seconds. Unit: "
+        "GPU-seconds. Default: 0.",
+    )
     results: list[ResultRow] = Field(
         default_factory=list, description="One row per finished trial. Default: []."
     )

@@ -12,7 +12,8 @@ the launcher `runPolicy.backoffLimit` times and kills it after `activeDeadlineSe
 
 `fail` names trials whose "container" exits 1 with a message instead of running the trainer (a
 crashing image), `hang` trials that sleep silently (a hung allreduce), for the failure tests.
-Suspended MPIJobs (Kueue) are left alone.
+Suspended MPIJobs (Kueue) only get the Suspended condition, as mpi-operator v0.8.0 writes it;
+once unsuspended (Kueue admitted them) they run.
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ MERGE = "application/merge-patch+json"
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _condition(kind: str, reason: str, message: str) -> dict[str, str]:
+    return {"type": kind, "status": "True", "reason": reason, "message": message,
+            "lastTransitionTime": _now()}  # fmt: skip
 
 
 def local_command(launcher: list[str], python: str = sys.executable) -> tuple[int, list[str]]:
@@ -136,6 +142,8 @@ class StandIn:
         if conditions.get("Succeeded") == "True" or conditions.get("Failed") == "True":
             return
         if (job["spec"].get("runPolicy") or {}).get("suspend"):
+            if conditions.get("Suspended") != "True":  # as mpi-operator marks a suspended job
+                self._status(job, [_condition("Suspended", "MPIJobSuspended", "suspended")])
             return
         with self._lock:
             if key in self._started:

@@ -339,7 +339,8 @@ def test_admission_holds_max_gpus_and_follows_a_raised_max_concurrent_trials(
         10,
         "GPU gauges",
     )
-    assert gpus == {"requested": 3.0, "running": 0.0, "queued": 3.0}
+    # Both MPIJobs wait suspended for a queue that never admits them (Kueue's "suspended").
+    assert gpus == {"requested": 3.0, "running": 0.0, "suspended": 3.0, "queued": 3.0}
     status = get(cluster, "scaleexperiment", "budget", namespace)["status"]
     assert status["trials"]["pending"] == 4
     assert status["observedGeneration"] == 2

@@ -93,15 +93,16 @@ def test_the_operator_role_grants_no_secrets(cluster: ControlPlane) -> None:
     for verb in ("get", "list", "watch"):
         allowed = cluster.kubectl("auth", "can-i", verb, "secrets", "-A", "--as", sa, check=False)
         assert allowed.stdout.strip() == "no"
-    for verb, what in (
-        ("create", "mpijobs.kubeflow.org"),
-        ("patch", "scaletrials.scalelab.dev/status"),
+    for verb, what, answer in (
+        ("create", "mpijobs.kubeflow.org", "yes"),
+        ("delete", "mpijobs.kubeflow.org", "yes"),  # of a trial Kueue can never admit
+        ("patch", "scaletrials.scalelab.dev/status", "yes"),
     ):
         whole = what.split("/")
         args = ["auth", "can-i", verb, whole[0], "-A", "--as", sa]
         if len(whole) > 1:
             args += ["--subresource", whole[1]]
-        assert cluster.kubectl(*args, check=False).stdout.strip() == "yes"
+        assert cluster.kubectl(*args, check=False).stdout.strip() == answer, (verb, what)
 
 
 @pytest.mark.parametrize(("case", "spec", "message"), INVALID, ids=[c[0] for c in INVALID])

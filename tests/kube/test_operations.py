@@ -21,6 +21,8 @@ from scalelab.kube.metrics import OperatorMetrics
 from scalelab.kube.operations import Context
 from scalelab.kube.settings import Config
 
+NO_INDEXES = operations.Indexes(trials={}, jobs={}, workloads={})
+
 pytestmark = pytest.mark.unit
 
 
@@ -77,7 +79,7 @@ def test_an_invalid_spec_sets_ready_false_invalid_spec_and_raises_a_permanent_er
     memo = kopf.Memo(ctx=_context(custom))
     body = _body({"sweep": {"batchSizes": [8, 8]}, "workload": {"model": "cnn"}})
     with pytest.raises(kopf.PermanentError, match="invalid spec"):
-        asyncio.run(operations.plan(memo, body, {}, {}, handlers.PLAN))
+        asyncio.run(operations.plan(memo, body, NO_INDEXES, handlers.PLAN))
     [(name, patch)] = custom.patches
     assert name == "exp"
     status = patch["status"]
@@ -95,7 +97,7 @@ def test_a_refused_experiment_is_left_alone_after_a_restart() -> None:
     body = _body({"sweep": {"batchSizes": [8, 8]}})
     body_dict = dict(body)
     body_dict["status"] = {"phase": "Failed"}
-    asyncio.run(operations.plan(memo, kopf.Body(body_dict), {}, {}, handlers.RESUME))
+    asyncio.run(operations.plan(memo, kopf.Body(body_dict), NO_INDEXES, handlers.RESUME))
     assert custom.patches == []
 
 
@@ -105,12 +107,12 @@ def test_an_api_failure_is_a_temporary_error_counted_under_its_handler_id() -> N
     memo = kopf.Memo(ctx=ctx)
     body = _body({"sweep": {"batchSizes": [8]}, "resources": {"gpusPerProcess": 0}})
     with pytest.raises(kopf.TemporaryError, match="API error 503"):
-        asyncio.run(operations.reconcile(memo, body, {}, {}, handlers.RECONCILE))
+        asyncio.run(operations.reconcile(memo, body, NO_INDEXES, handlers.RECONCILE))
     assert _samples(registry)[("scalelab_operator_reconcile_errors_total", "reconcile")] == 1
     assert _samples(registry)[("scalelab_operator_reconciles_total", "reconcile")] == 1
     ctx.accounts.add("ns")  # the trainer account exists: PLAN goes straight to its first pass
     with pytest.raises(kopf.TemporaryError, match="API error 503"):
-        asyncio.run(operations.plan(memo, body, {}, {}, handlers.PLAN))
+        asyncio.run(operations.plan(memo, body, NO_INDEXES, handlers.PLAN))
     errors = {h: v for (n, h), v in _samples(registry).items() if n.endswith("errors_total")}
     assert errors == {"plan": 1, "resume": 0, "reconcile": 1}  # by the handler that failed
 

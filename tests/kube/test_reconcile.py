@@ -20,6 +20,8 @@ from scalelab.kube.reconcile import (
     job_state,
     parse,
     trial_phase,
+    with_queue,
+    workload_entry,
 )
 from scalelab.planner import plan
 
@@ -258,3 +260,64 @@ def test_a_running_trial_without_progress_is_flagged_stalled_once() -> None:
     assert again.stalled == [b8.name]
     assert again.actions.events == []  # reported once
     assert decide(experiment, body, trials, jobs, Memory(), NOW).stalled == []  # 0 = off
+
+
+def _workload(trial: str, *conditions: dict[str, str], queue: str = "") -> dict[str, Any]:
+    """A Kueue Workload (v1beta2) as Kueue writes it for an MPIJob."""
+    owner = {"apiVersion": "kubeflow.org/v2beta1", "kind": "MPIJob", "name": trial,
+             "uid": "j", "controller": True}  # fmt: skip
+    status: dict[str, Any] = {"conditions": list(conditions)}
+    if queue:
+        status["admission"] = {"clusterQueue": queue}
+    return {"metadata": {"name": f"mpijob-{trial}-1", "namespace": "ns",
+                         "ownerReferences": [owner]}, "status": status}  # fmt: skip
+
+
+WAITING = "couldn't assign flavors to pod set worker: insufficient unused quota for nvidia.com/gpu"
+NEVER = (
+    "couldn't assign flavors to pod set worker: insufficient quota for nvidia.com/gpu in flavor "
+    "gpu, previously considered podsets requests (0) + current podset request (4) > maximum "
+    "capacity (2)"
+)
+
+
+def test_kueue_says_why_a_suspended_trial_waits_and_when_it_never_will() -> None:
+    pending = {"type": "QuotaReserved", "status": "False", "reason": "Pending"}
+    [(ns, waiting)] = workload_entry(_workload("a", {**pending, "message": WAITING})).items()
+    [(_, never)] = workload_entry(_workload("b", {**pending, "message": NEVER})).items()
+    [(_, admitted)] = workload_entry(
+        _workload("c", _cond("QuotaReserved"), _cond("Admitted"), queue="gpus")
+    ).items()
+    assert (ns, waiting.admitted, admitted.admitted, admitted.cluster_queue) == (
+        "ns", False, True, "gpus",
+    )  # fmt: skip
+    assert workload_entry({"metadata": {"namespace": "ns", "ownerReferences": []}}) == {}
+    suspended = [JobState(t, JobPhase.SUSPENDED, "MPIJobSuspended") for t in "abc"]
+    a, b, c = with_queue(suspended, [waiting, never, admitted])
+    [p] = plan(parse(_body({"sweep": {"batchSizes": [8]}})))
+    assert trial_phase(p, None, a, NOW) == (
+        TrialPhase.PENDING, f"waiting for Kueue quota: {WAITING}"
+    )  # fmt: skip
+    assert trial_phase(p, None, b, NOW) == (
+        TrialPhase.SKIPPED, f"Kueue can never admit it: {NEVER}"
+    )  # fmt: skip
+    assert trial_phase(p, None, c, NOW)[1] == "MPIJob suspended (MPIJobSuspended)"
+    running = JobState("a", JobPhase.RUNNING)
+    assert with_queue([running], [waiting]) == [running]  # admitted since: Kueue's word is stale
+
+
+def test_a_trial_kueue_can_never_admit_is_skipped_and_its_mpijob_deleted() -> None:
+    spec = {"sweep": {"batchSizes": [8], "gpus": [1, 4]}, "execution": {"maxGPUs": 8}}
+    body = _body({**spec, "resources": {"gpusPerProcess": 1}})
+    experiment, trials = parse(body), _trials(body)
+    small, big = (t.name for t in trials)
+    jobs = [
+        JobState(small, JobPhase.SUCCEEDED),
+        JobState(big, JobPhase.SUSPENDED, "KueueCannotAdmit", NEVER),
+    ]
+    trials[0] = TrialState(small, "uid", TrialPhase.SUCCEEDED, result={"phase": "Succeeded"})
+    d = decide(experiment, body, trials, jobs, Memory(), NOW)
+    assert d.actions.delete_jobs == [big]
+    assert d.phases[big] is TrialPhase.SKIPPED
+    assert d.actions.trial_status[big]["reason"].startswith("Kueue can never admit it")
+    assert d.status["phase"] == "Succeeded"  # the admissible point was measured

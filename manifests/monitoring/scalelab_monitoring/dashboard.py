@@ -1,10 +1,10 @@
 """scalelab's Grafana dashboard, built with Grafana's typed builders (grafana-foundation-sdk).
 
-Three rows: live trainer series while pods run, results the operator keeps as gauges after the pods
-are gone, and the cluster's GPU demand for admins. Every panel reads the `$datasource` variable
-(no hard-coded uid) and the chosen `$namespace` and `$experiment`. `dashboard()` is the JSON
-model as a plain dict: files.py writes it, tests/observability runs every query against a real
-Prometheus.
+Four rows: live trainer series while pods run, results the operator keeps as gauges after the pods
+are gone, the cluster's GPU demand, and GPU pools (by Kueue queue) for admins. Every panel reads
+the `$datasource` variable (no hard-coded uid) and the chosen `$namespace` and `$experiment`.
+`dashboard()` is the JSON model as a plain dict: files.py writes it, tests/observability runs every
+query against a real Prometheus.
 """
 
 from __future__ import annotations
@@ -302,6 +302,67 @@ def demand_panels() -> list[timeseries.Panel]:
     ]
 
 
+#: GPU-seconds a finished trial used beyond what perfect scaling would have needed:
+#: gpu_seconds × (1 − efficiency) where efficiency < 1 (both gauges carry the same labels).
+EXCESS = (
+    "scalelab_trial_result_gpu_seconds{%s} * clamp_min(1 - "
+    "scalelab_trial_result_scaling_efficiency_ratio{%s}, 0)"
+)
+
+
+def pool_panels() -> list[timeseries.Panel | barchart.Panel]:
+    """GPU pools for admins: demand vs Kueue-admitted vs running by queue, scaling efficiency
+    by experiment and GPU count, and the GPU-seconds spent past the knee of each sweep."""
+    gpus = 'scalelab_operator_gpus{namespace=~"$namespace", state=~"%s"}'
+    ns = 'namespace=~"$namespace"'
+    return [
+        _place(
+            timeseries.Panel(),
+            "GPU pools: demand vs admitted vs running, by queue",
+            "demand: GPUs every unfinished trial asks for (MPIJobs not finished, plus trials the "
+            "operator holds under maxGPUs / maxConcurrentTrials); admitted: MPIJobs Kueue let "
+            "run (not suspended); running: MPIJob Running. queue is execution.queueName (empty "
+            "without Kueue). Demand above admitted is what the queue's quota refuses; admitted "
+            "above running is what the nodes cannot place.",
+            [
+                _target(f"sum by (queue) ({gpus % 'requested|queued'})", "demand {{queue}}", "A"),
+                _target(
+                    f"sum by (queue) ({gpus % 'requested'}) - sum by (queue) "
+                    f"({gpus % 'suspended'})",
+                    "admitted {{queue}}",
+                    "B",
+                ),
+                _target(f"sum by (queue) ({gpus % 'running'})", "running {{queue}}", "C"),
+            ],
+            (0, 54, 12, 9),
+        ),
+        _place(
+            _matrix(barchart.Panel(), "experiment", "gpus"),
+            "Scaling efficiency by experiment and GPU count",
+            "Mean over batch sizes of thr(N)/(N·thr(1)) of each experiment's finished trials: "
+            "where each team's model stops using added GPUs well.",
+            [
+                _target(
+                    "avg by (experiment, gpus) "
+                    f"(scalelab_trial_result_scaling_efficiency_ratio{{{ns}}})",
+                    instant=True,
+                    table=True,
+                )
+            ],
+            (12, 54, 12, 9),
+            unit="percentunit",
+        ),
+        _place(
+            _matrix(barchart.Panel().axis_label("GPU-seconds"), "experiment", "gpus"),
+            "GPU-seconds past the knee, by experiment and GPU count",
+            "GPU-seconds each experiment's trials used beyond what perfect scaling would have "
+            "needed (GPU-seconds × (1 − efficiency)): the price of the points past the knee.",
+            [_target(f"sum by (experiment, gpus) ({EXCESS % (ns, ns)})", instant=True, table=True)],
+            (0, 63, 24, 9),
+        ),
+    ]
+
+
 def variables() -> list[builders.DatasourceVariable | builders.QueryVariable]:
     """$datasource (any Prometheus), then $namespace and $experiment from the series present."""
     experiments = (
@@ -355,6 +416,7 @@ def build() -> builders.Dashboard:
         ("Live training (trainer ranks, while pods run)", 0, live_panels()),
         ("Results (operator gauges, kept after the pods are gone)", 25, result_panels()),
         ("Cluster GPU demand (all experiments, for admins)", 44, demand_panels()),
+        ("GPU pools (queues, efficiency, waste; for admins)", 53, pool_panels()),
     ]
     number = 0
     for title, y, panels in sections:

@@ -105,7 +105,8 @@ def apply(  # noqa: PLR0917 - one pass's inputs
     memory: Memory,
     config: Config,
 ) -> None:
-    """Create trials, launch MPIJobs, patch trial and experiment status, in that order; the calls
+    """Create trials, delete the MPIJobs of trials Skipped late, launch MPIJobs, patch trial and
+    experiment status, in that order; the calls
     of each step run `kube.parallelism` at a time (a pass over a big grid is API latency bound)."""
 
     def create_trial(trial: PlannedTrial) -> None:
@@ -138,7 +139,19 @@ def apply(  # noqa: PLR0917 - one pass's inputs
                 raise
             memory.written.pop(name, None)
 
+    def delete_job(name: str) -> None:
+        kube.writes += 1
+        try:
+            kube.custom.delete_namespaced_custom_object(
+                mpijob.MPIJOB_GROUP, mpijob.MPIJOB_VERSION, namespace, mpijob.MPIJOB_PLURAL, name,
+                propagation_policy="Background",
+            )  # fmt: skip
+        except ApiException as error:
+            if error.status != NOT_FOUND:  # already gone: what this call wanted
+                raise
+
     _each(kube, create_trial, actions.create_trials)
+    _each(kube, delete_job, actions.delete_jobs)
     _each(kube, launch, actions.launch)
     _each(kube, patch_trial, list(actions.trial_status.items()))
     if actions.experiment_status is not None:

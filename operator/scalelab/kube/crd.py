@@ -285,6 +285,8 @@ EXPERIMENT_COLUMNS = [
     _column("Succeeded", "integer", ".status.trials.succeeded", "finished trials"),
     _column("Running", "integer", ".status.trials.running", "running trials"),
     _column("Failed", "integer", ".status.trials.failed", "failed trials"),
+    _column("GPUs", "integer", ".status.gpus.running", "GPUs of running trials"),
+    _column("GPU-s", "number", ".status.gpuSeconds", "GPU-seconds used so far", priority=1),
     _column("Best-Batch", "integer", ".status.recommendation.batchSize", "recommended batch"),
     _column("Best-GPUs", "integer", ".status.recommendation.gpus", "recommended GPU count"),
     _column("Best", "string", ".status.recommendation.trial", "recommended trial", priority=1),

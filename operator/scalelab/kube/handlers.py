@@ -8,6 +8,8 @@ renaming one loses state on running experiments.
 - RECONCILE (timer on planned, unfinished ScaleExperiments): admission, MPIJobs, phases, status.
 - TRIAL_INDEX / JOB_INDEX: in-memory views of scalelab's ScaleTrials and MPIJobs by experiment,
   filled by kopf's watches before any handler runs, so a restarted operator sees what exists.
+- QUEUE_INDEX: Kueue Workloads of MPIJobs by namespace (why Kueue holds a trial back); empty,
+  and its watch idle, where Kueue is not installed.
 - LOGIN: in-cluster ServiceAccount token, else KUBECONFIG (through the kubernetes client).
 - FORGET (event): drop a deleted experiment's metric series.
 No deletion handler: owner references and the garbage collector remove trials and MPIJobs, and
@@ -29,12 +31,25 @@ from scalelab.kube.mpijob import (
     MPIJOB_PLURAL,
     MPIJOB_VERSION,
 )
-from scalelab.kube.reconcile import JobState, Key, TrialState, is_active, job_entry, trial_entry
+from scalelab.kube.reconcile import (
+    KUEUE_GROUP,
+    KUEUE_VERSION,
+    KUEUE_WORKLOADS,
+    JobState,
+    Key,
+    QueueState,
+    TrialState,
+    is_active,
+    job_entry,
+    trial_entry,
+    workload_entry,
+)
 from scalelab.kube.settings import Config
 
 EXPERIMENTS = ("scalelab.dev", "v1alpha1", "scaleexperiments")
 TRIALS = ("scalelab.dev", "v1alpha1", "scaletrials")
 MPIJOBS = (MPIJOB_GROUP, MPIJOB_VERSION, MPIJOB_PLURAL)
+WORKLOADS = (KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS)
 OURS = {LABEL_MANAGED_BY: MANAGED_BY}
 
 LOGIN = "login"
@@ -43,6 +58,7 @@ RESUME = "resume"
 RECONCILE = "reconcile"
 TRIAL_INDEX = "scalelab_trials"  # kopf passes each index as the kwarg of its id
 JOB_INDEX = "scalelab_mpijobs"
+QUEUE_INDEX = "scalelab_workloads"
 FORGET = "forget"
 #: The handlers that run reconciliation passes: the `handler` label values of the operator's
 #: reconcile metrics (kube/metrics.py), all exported at 0 from the start.
@@ -51,6 +67,10 @@ RECONCILING = (PLAN, RESUME, RECONCILE)
 
 def _active(status: kopf.Status, **_: Any) -> bool:
     return is_active(status)
+
+
+def _indexes(kwargs: dict[str, Any]) -> operations.Indexes:
+    return operations.Indexes(kwargs[TRIAL_INDEX], kwargs[JOB_INDEX], kwargs[QUEUE_INDEX])
 
 
 def register(registry: kopf.OperatorRegistry, config: Config) -> None:
@@ -69,13 +89,17 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     def scalelab_mpijobs(body: kopf.Body, **_: Any) -> dict[Key, JobState]:
         return job_entry(body)
 
+    @kopf.index(*WORKLOADS, id=QUEUE_INDEX, registry=registry)
+    def scalelab_workloads(body: kopf.Body, **_: Any) -> dict[str, QueueState]:
+        return workload_entry(body)
+
     @kopf.on.create(*EXPERIMENTS, id=PLAN, timeout=timeout, backoff=5, registry=registry)
     async def plan(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-        await operations.plan(memo, body, kwargs[TRIAL_INDEX], kwargs[JOB_INDEX], PLAN)
+        await operations.plan(memo, body, _indexes(kwargs), PLAN)
 
     @kopf.on.resume(*EXPERIMENTS, id=RESUME, timeout=timeout, backoff=5, registry=registry)
     async def resume(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-        await operations.plan(memo, body, kwargs[TRIAL_INDEX], kwargs[JOB_INDEX], RESUME)
+        await operations.plan(memo, body, _indexes(kwargs), RESUME)
 
     @kopf.timer(
         *EXPERIMENTS,
@@ -87,7 +111,7 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         registry=registry,
     )
     async def reconcile(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-        await operations.reconcile(memo, body, kwargs[TRIAL_INDEX], kwargs[JOB_INDEX], RECONCILE)
+        await operations.reconcile(memo, body, _indexes(kwargs), RECONCILE)
 
     @kopf.on.event(*EXPERIMENTS, id=FORGET, registry=registry)
     def forget(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:

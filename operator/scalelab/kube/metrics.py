@@ -24,6 +24,7 @@ from scalelab.api import ResultRow, TrialPhase
 from scalelab.kube.reconcile import Usage
 
 EXP_LABELS = ["namespace", "experiment"]
+GPU_STATES = ("requested", "running", "suspended", "queued")
 ROW_LABELS = [*EXP_LABELS, "batch_size", "gpus", "repeat"]
 
 #: result gauges: (metric suffix, ResultRow attribute, help)
@@ -65,6 +66,7 @@ class Snapshot:
     usage: Usage
     rows: Sequence[ResultRow]
     stalled: int = 0
+    queue: str = ""  # execution.queueName (Kueue LocalQueue), "" without one
 
 
 class OperatorMetrics(Collector):
@@ -127,8 +129,9 @@ class OperatorMetrics(Collector):
         gpus = GaugeMetricFamily(
             "scalelab_operator_gpus",
             "GPUs of trials: requested (MPIJob not finished), running (MPIJob Running), "
-            "queued (runnable, not admitted under maxConcurrentTrials/maxGPUs yet).",
-            labels=[*EXP_LABELS, "state"],
+            "suspended (of the requested, MPIJob held by Kueue), queued (runnable, not admitted "
+            "under maxConcurrentTrials/maxGPUs yet). queue: the Kueue LocalQueue, or empty.",
+            labels=[*EXP_LABELS, "queue", "state"],
         )
         stalled = GaugeMetricFamily(
             "scalelab_operator_stalled_trials",
@@ -145,8 +148,8 @@ class OperatorMetrics(Collector):
                 count = sum(1 for p in snap.phases.values() if p is phase)
                 trials.add_metric([*exp, phase.value], count)
             stalled.add_metric(exp, snap.stalled)
-            for state in ("requested", "running", "queued"):
-                gpus.add_metric([*exp, state], getattr(snap.usage, state))
+            for state in GPU_STATES:
+                gpus.add_metric([*exp, snap.queue, state], getattr(snap.usage, state))
             for row in snap.rows:
                 labels = [*exp, str(row.batch_size), str(row.gpus), str(row.repeat)]
                 for name, attr, _ in RESULT_GAUGES:

@@ -35,6 +35,7 @@ from scalelab.kube.reconcile import (
     is_active,
     now_rfc3339,
     parse,
+    with_queue,
 )
 from scalelab.kube.settings import Config
 from scalelab.planner import PlannedTrial
@@ -51,6 +52,21 @@ class Context:
     config: Config
     metrics: OperatorMetrics
     accounts: set[str] = field(default_factory=set)  # namespaces with the trainer account
+
+
+@dataclass(frozen=True)
+class Indexes:
+    """kopf's in-memory indexes a pass reads: trials and MPIJobs by (namespace, experiment),
+    Kueue Workloads by namespace."""
+
+    trials: Any
+    jobs: Any
+    workloads: Any
+
+    def seen(self, key: Key) -> tuple[list[TrialState], list[JobState]]:
+        """This experiment's trials and MPIJobs, suspended ones with Kueue's reason."""
+        jobs = with_queue(self.jobs.get(key, []), self.workloads.get(key[0], []))
+        return list(self.trials.get(key, [])), jobs
 
 
 @dataclass
@@ -101,7 +117,7 @@ async def _reject(ctx: Context, handler: str, body: kopf.Body, error: InvalidSpe
     raise kopf.PermanentError(f"invalid spec: {error}")
 
 
-async def plan(memo: kopf.Memo, body: kopf.Body, trials: Any, jobs: Any, handler: str) -> None:
+async def plan(memo: kopf.Memo, body: kopf.Body, indexes: Indexes, handler: str) -> None:
     """PLAN/RESUME: validate once, ensure the trainer account, first reconciliation."""
     ctx = context(memo)
     status = body.get("status") or {}
@@ -115,15 +131,9 @@ async def plan(memo: kopf.Memo, body: kopf.Body, trials: Any, jobs: Any, handler
     if finished:
         # Nothing to run, but the finished results go back into /metrics after a restart.
         key = _key(body)
-        seen = decide(
-            cache.experiment,
-            body,
-            trials.get(key, []),
-            jobs.get(key, []),
-            Memory(),
-            planned=cache.trials,
-        )
-        ctx.metrics.observe(*key, Snapshot(seen.phases, seen.usage, seen.rows))
+        seen = decide(cache.experiment, body, *indexes.seen(key), Memory(), planned=cache.trials)
+        queue = cache.experiment.spec.execution.queue_name or ""
+        ctx.metrics.observe(*key, Snapshot(seen.phases, seen.usage, seen.rows, queue=queue))
         return
     namespace, _ = _key(body)
     if namespace not in ctx.accounts:
@@ -131,18 +141,18 @@ async def plan(memo: kopf.Memo, body: kopf.Body, trials: Any, jobs: Any, handler
         ctx.accounts.add(namespace)
     if is_active(status):
         return  # the RECONCILE timer is already on it
-    await _pass(ctx, handler, memo, body, cache, trials, jobs)
+    await _pass(ctx, handler, memo, body, cache, indexes)
     kopf.event(body, type="Normal", reason="Planned", message=f"{len(cache.trials)} trials planned")
 
 
-async def reconcile(memo: kopf.Memo, body: kopf.Body, trials: Any, jobs: Any, handler: str) -> None:
+async def reconcile(memo: kopf.Memo, body: kopf.Body, indexes: Indexes, handler: str) -> None:
     """RECONCILE: one pass of admission, phases and status."""
     ctx = context(memo)
     try:
         cache = _planned(memo, body)
     except InvalidSpecError as error:
         await _reject(ctx, handler, body, error)
-    await _pass(ctx, handler, memo, body, cache, trials, jobs)
+    await _pass(ctx, handler, memo, body, cache, indexes)
 
 
 async def _pass(  # noqa: PLR0917
@@ -151,12 +161,10 @@ async def _pass(  # noqa: PLR0917
     memo: kopf.Memo,
     body: kopf.Body,
     cache: PlanCache,
-    trials: Any,
-    jobs: Any,
+    indexes: Indexes,
 ) -> None:
     key = _key(body)
-    seen_trials: list[TrialState] = list(trials.get(key, []))
-    seen_jobs: list[JobState] = list(jobs.get(key, []))
+    seen_trials, seen_jobs = indexes.seen(key)
     memory = _memory(memo)
     ctx.metrics.reconciles.labels(handler).inc()
     started, writes = time.monotonic(), ctx.kube.writes
@@ -187,7 +195,14 @@ async def _pass(  # noqa: PLR0917
     for kind, reason, message in decision.actions.events:
         kopf.event(body, type=kind, reason=reason, message=message)
     ctx.metrics.observe(
-        *key, Snapshot(decision.phases, decision.usage, decision.rows, len(decision.stalled))
+        *key,
+        Snapshot(
+            decision.phases,
+            decision.usage,
+            decision.rows,
+            len(decision.stalled),
+            cache.experiment.spec.execution.queue_name or "",
+        ),
     )
     ctx.metrics.api_writes.inc(ctx.kube.writes - writes)
     ctx.metrics.reconcile_seconds.labels(handler).observe(time.monotonic() - started)

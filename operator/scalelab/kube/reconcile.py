@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -36,7 +36,7 @@ from scalelab.api import (
     TrialPhase,
     read_trial_result,
 )
-from scalelab.kube.mpijob import LABEL_EXPERIMENT, LABEL_TRIAL, trial_labels
+from scalelab.kube.mpijob import LABEL_EXPERIMENT, LABEL_TRIAL, MPIJOB_GROUP, trial_labels
 from scalelab.planner import PlannedTrial, devices_needed, plan
 from scalelab.validation import InvalidExperimentError, parse_experiment
 
@@ -86,6 +86,26 @@ class JobState:
     message: str = ""
     completion_time: str | None = None
     owner: str | None = None  # uid of the owning trial; None: not checked
+
+
+#: Kueue's Workload API (kueue.x-k8s.io/v1beta2, served since Kueue 0.15, stored since 0.16).
+KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS = "kueue.x-k8s.io", "v1beta2", "workloads"
+#: A suspended MPIJob's JobState.reason once Kueue says why it holds the job.
+QUEUED, NEVER_ADMITTED = "KueuePending", "KueueCannotAdmit"
+#: Kueue's flavor assigner says this when a request exceeds all that the ClusterQueue (with what
+#: its cohort could lend) has (pkg/scheduler/flavorassigner, fitsResourceQuota: "No Fit"); less
+#: than that waits for quota to free ("insufficient unused quota").
+NEVER_FITS = "> maximum capacity"
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """What the Workload index keeps of one Kueue Workload of one of our MPIJobs."""
+
+    trial: str  # the MPIJob's (= the trial's) name
+    admitted: bool
+    message: str = ""  # why quota is not reserved yet (QuotaReserved=False)
+    cluster_queue: str = ""
 
 
 def _controller_uid(meta: Mapping[str, Any]) -> str | None:
@@ -164,6 +184,48 @@ def job_entry(body: Mapping[str, Any]) -> dict[Key, JobState]:
         return {}
     state = job_state(str(trial), body.get("status"))
     return {key: replace(state, owner=_controller_uid(body.get("metadata") or {}))}
+
+
+def workload_entry(body: Mapping[str, Any]) -> dict[str, QueueState]:
+    """The Workload index's entry (keyed by namespace) for a Kueue Workload owned by an MPIJob."""
+    meta, status = body.get("metadata") or {}, body.get("status") or {}
+    owner = next(
+        (
+            ref
+            for ref in meta.get("ownerReferences") or []
+            if ref.get("kind") == "MPIJob"
+            and str(ref.get("apiVersion", "")).startswith(f"{MPIJOB_GROUP}/")
+        ),
+        None,
+    )
+    if owner is None:
+        return {}
+    conditions = list(status.get("conditions") or [])
+    reserved = next((c for c in conditions if c.get("type") == "QuotaReserved"), None)
+    waiting = reserved is not None and reserved.get("status") == "False"
+    return {
+        str(meta.get("namespace") or ""): QueueState(
+            trial=str(owner.get("name")),
+            admitted=_condition_true(conditions, "Admitted") is not None,
+            message=str(reserved.get("message") or "") if waiting and reserved else "",
+            cluster_queue=str((status.get("admission") or {}).get("clusterQueue") or ""),
+        )
+    }
+
+
+def with_queue(jobs: Iterable[JobState], queue: Iterable[QueueState]) -> list[JobState]:
+    """The MPIJobs, each suspended one that Kueue holds back carrying Kueue's reason: QUEUED
+    (waits for quota to free) or NEVER_ADMITTED (asks for more than the queue can ever give)."""
+    held = {q.trial: q for q in queue if not q.admitted and q.message}
+    out = []
+    for job in jobs:
+        q = held.get(job.trial)
+        if job.phase is JobPhase.SUSPENDED and q is not None:
+            reason = NEVER_ADMITTED if NEVER_FITS in q.message else QUEUED
+            out.append(replace(job, reason=reason, message=q.message))
+        else:
+            out.append(job)
+    return out
 
 
 # ---------------------------------------------------------------------------------- validity
@@ -262,6 +324,10 @@ def trial_phase(
             return TrialPhase.FAILED, "NoResult: the trainer exited 0 but never reported a result"
         return TrialPhase.RUNNING, "finished; waiting for the trainer's result"
     if job.phase is JobPhase.SUSPENDED:
+        if job.reason == NEVER_ADMITTED:
+            return TrialPhase.SKIPPED, f"Kueue can never admit it: {job.message}"
+        if job.reason == QUEUED:
+            return TrialPhase.PENDING, f"waiting for Kueue quota: {job.message}"
         return TrialPhase.PENDING, f"MPIJob suspended ({job.reason or 'queued'})"
     if job.phase is JobPhase.RUNNING:
         return TrialPhase.RUNNING, ""
@@ -315,6 +381,7 @@ class Actions:
 
     create_trials: list[PlannedTrial] = field(default_factory=list)
     launch: list[tuple[PlannedTrial, str]] = field(default_factory=list)  # (trial, trial uid)
+    delete_jobs: list[str] = field(default_factory=list)  # MPIJobs of trials Skipped late
     trial_status: dict[str, dict[str, Any]] = field(default_factory=dict)  # name → status patch
     experiment_status: dict[str, Any] | None = None
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
@@ -327,6 +394,7 @@ class Usage:
     requested: int = 0  # trials with an MPIJob that has not finished
     running: int = 0  # of those, MPIJob Running
     queued: int = 0  # runnable trials not admitted yet
+    suspended: int = 0  # of the requested, MPIJob suspended (held by Kueue)
 
 
 @dataclass
@@ -437,7 +505,8 @@ def decide(  # noqa: PLR0917 - the inputs of one pass, all required
 ) -> Decision:
     """One reconciliation of a planned experiment, in five steps: create the missing trials,
     read each trial's phase, admit trials into free capacity, patch changed trial statuses, and
-    write the experiment's status.
+    write the experiment's status. A trial that Kueue can never admit is Skipped and its
+    suspended MPIJob deleted (it would run, unobserved, if the queue's quota grew later).
 
     A Running trial whose rank 0 has not reported progress (or, before its first report, that
     started) more than `stall_seconds` ago is flagged stalled: an Event once, a TrialsStalled
@@ -449,28 +518,50 @@ def decide(  # noqa: PLR0917 - the inputs of one pass, all required
     actions = Actions()
     uids = create_missing_trials(planned, seen, memory, actions)
     phases = observe_phases(planned, seen, memory, now)
+    actions.delete_jobs = [
+        p.name for p in planned if p.name in seen.jobs and phases[p.name][0] is TrialPhase.SKIPPED
+    ]
     admission = admit(experiment, planned, seen, memory, uids, phases, actions)
     patch_trial_statuses(planned, seen, memory, uids, phases, now_rfc3339(now), actions)
     final = {name: phase for name, (phase, _) in phases.items()}
     rows = result_rows(experiment, planned, seen, phases)
     stalled = _stalled(planned, final, seen.trials, now, stall_seconds)
+    usage = replace(
+        admission,
+        running=_gpus_in(experiment, planned, seen, final, JobPhase.RUNNING),
+        suspended=_gpus_in(experiment, planned, seen, final, JobPhase.SUSPENDED),
+    )
     status = experiment_status(
         experiment, body, planned, final, rows, stalled, stall_seconds, memory, now, actions
     )
-    running_gpus = sum(
-        devices_needed(experiment, p.gpus)
-        for p in planned
-        if (j := seen.jobs.get(p.name)) is not None
-        and j.phase is JobPhase.RUNNING
-        and final[p.name] is TrialPhase.RUNNING
-    )
+    status["gpus"] = asdict(usage)
+    status["gpuSeconds"] = sum(devices_needed(experiment, r.gpus) * (r.seconds or 0) for r in rows)
+    if any((body.get("status") or {}).get(k) != status[k] for k in ("gpus", "gpuSeconds")):
+        actions.experiment_status = status
     return Decision(
         actions=actions,
         phases=final,
-        usage=replace(admission, running=running_gpus),
+        usage=usage,
         rows=rows,
         status=status,
         stalled=stalled,
+    )
+
+
+def _gpus_in(
+    experiment: ScaleExperiment,
+    planned: Sequence[PlannedTrial],
+    seen: _Seen,
+    phases: Mapping[str, TrialPhase],
+    state: JobPhase,
+) -> int:
+    """GPUs of the unfinished trials whose MPIJob is in `state`."""
+    return sum(
+        devices_needed(experiment, p.gpus)
+        for p in planned
+        if (j := seen.jobs.get(p.name)) is not None
+        and j.phase is state
+        and phases[p.name] not in FINISHED_TRIAL_PHASES
     )
 
 
