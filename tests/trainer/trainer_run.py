@@ -42,8 +42,10 @@ def parse_events(stdout: str) -> list[dict[str, Any]]:
     return events
 
 
-def run_trainer(args: Sequence[str], np: int = 1, timeout: float = 240) -> Run:
-    """Run the trainer to completion on `np` processes."""
+def run_trainer(
+    args: Sequence[str], np: int = 1, timeout: float = 240, env: dict[str, str] | None = None
+) -> Run:
+    """Run the trainer to completion on `np` processes (`env`: extra variables)."""
     if np == 1:
         r = subprocess.run(
             [*MODULE, *args],
@@ -51,8 +53,8 @@ def run_trainer(args: Sequence[str], np: int = 1, timeout: float = 240) -> Run:
             capture_output=True,
             text=True,
             timeout=timeout,
-            env=quiet_env(),
+            env=quiet_env(env),
         )
     else:
-        r = horovodrun(np, [*MODULE, *args], timeout=timeout)
+        r = horovodrun(np, [*MODULE, *args], timeout=timeout, env=env)
     return Run(r.returncode, parse_events(r.stdout), r.stderr)

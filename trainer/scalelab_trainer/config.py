@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 SCHEMA = "scalelab.trainer/v1"
 
-MODELS = ("linear", "mlp", "cnn")
-DATASETS = ("lab1-line", "regression", "digits", "synthetic-images")
+MODELS = ("linear", "mlp", "cnn", "custom")
+DATASETS = ("lab1-line", "regression", "digits", "synthetic-images", "custom")
 OPTIMIZERS = ("sgd", "momentum", "adam", "lars", "lamb")
 LR_SCALINGS = ("none", "linear", "sqrt")
 STOPPING_LOSSES = ("full", "update")
@@ -44,8 +45,18 @@ class TrialConfig:
     )
     repeat: int = _flag_field(0, "repeat index (metric label)")
     # --- workload ---
-    model: str = _flag_field("linear", "linear | mlp | cnn")
-    dataset: str = _flag_field("lab1-line", "lab1-line | regression | digits | synthetic-images")
+    model: str = _flag_field(
+        "linear", "linear | mlp | cnn | custom (a user workload, --entry-point; plugin.py)"
+    )
+    dataset: str = _flag_field(
+        "lab1-line", "lab1-line | regression | digits | synthetic-images | custom (the plugin's)"
+    )
+    entry_point: str | None = _flag_field(
+        None, "custom: module:function returning a scalelab_trainer.plugin.Workload"
+    )
+    workload_parameters: str = _flag_field(
+        "{}", "custom: JSON object handed to the entry point as ctx.parameters"
+    )
     dataset_size: int = _flag_field(100, "examples (lab1-line: the lab's n = 100)")
     seed: int = _flag_field(
         0, "data and initialisation seed (lab1-line: equals the lab's np.random.seed(S))"
@@ -199,11 +210,13 @@ def validate(cfg: TrialConfig) -> TrialConfig:
         "linear": ("lab1-line", "regression"),
         "mlp": ("digits", "regression"),
         "cnn": ("synthetic-images",),
+        "custom": ("custom",),
     }
     if cfg.dataset not in pairs[cfg.model]:
         raise ValueError(
             f"model {cfg.model} needs dataset in {pairs[cfg.model]}, not {cfg.dataset}"
         )
+    _validate_custom(cfg)
     for name in ("dataset_size", "batch_size", "reference_batch_size", "max_epochs"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
@@ -212,3 +225,14 @@ def validate(cfg: TrialConfig) -> TrialConfig:
     if cfg.warmup_epochs < 0 or cfg.relative_tolerance < 0:
         raise ValueError("--warmup-epochs and --relative-tolerance must be >= 0")
     return cfg
+
+
+def _validate_custom(cfg: TrialConfig) -> None:
+    if (cfg.model == "custom") != (cfg.entry_point is not None):
+        raise ValueError("--entry-point module:function goes with --model custom, and only with it")
+    try:
+        params = json.loads(cfg.workload_parameters)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--workload-parameters is not JSON: {e}") from None
+    if not isinstance(params, dict):
+        raise ValueError("--workload-parameters must be a JSON object")

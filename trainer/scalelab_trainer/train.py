@@ -18,7 +18,7 @@ import horovod.tensorflow as hvd
 import numpy as np
 import tensorflow as tf
 
-from scalelab_trainer import datasets, linear, models, schedule, step, stopping
+from scalelab_trainer import custom, datasets, linear, models, schedule, step, stopping
 from scalelab_trainer.config import TrialConfig
 from scalelab_trainer.events import Emitter
 from scalelab_trainer.metrics import TrialMetrics
@@ -225,26 +225,32 @@ def _run_trial(
     return emitter.emit("result", **result)
 
 
+def _data_and_model(cfg: TrialConfig) -> tuple[datasets.Dataset, models.Model]:
+    if cfg.model == "custom":  # a user workload: its data and model, checked on every rank
+        return custom.build(cfg)
+    ds = datasets.build(cfg)
+    return ds, models.build(cfg, ds)
+
+
 def _build(cfg: TrialConfig) -> _Built:
     """Data on the computing device, the model, its optimizer and the compiled calls."""
     rank, size = hvd.rank(), hvd.size()
-    ds = datasets.build(cfg)
+    ds, model = _data_and_model(cfg)
     if cfg.export_data and rank == 0:
         datasets.export(ds, cfg.export_data)
-    model = models.build(cfg, ds)
     opt = Optimizer(cfg, model.trainable)
     if size > 1:
         # Horovod: every rank starts from rank 0's weights and optimizer state. Horovod's
         # examples broadcast after the first step only because Keras creates optimizer slots
         # lazily; ours exist already, so the first step is already identical everywhere.
         hvd.broadcast_variables([*model.state, *opt.variables], root_rank=0)
-    classify = ds.classes > 0
+    labels = tf.int64 if np.issubdtype(ds.y.dtype, np.integer) else model.dtype  # class labels
     # The data lives on the device that computes (a GPU when one is visible), so no call
     # copies the dataset from host memory.
     device = "/GPU:0" if tf.config.list_logical_devices("GPU") else "/CPU:0"
     with tf.device(device):
         x = tf.identity(tf.constant(ds.x, model.dtype))
-        y = tf.identity(tf.constant(ds.y, tf.int64 if classify else model.dtype))
+        y = tf.identity(tf.constant(ds.y, labels))
     n = ds.size
     measure_noise = cfg.gradient_noise_scale and (size > 1 or cfg.batch_size // size >= 2)
     layout = step.Layout(n, cfg.batch_size, size, rank, 2 if measure_noise and size == 1 else 1)
@@ -275,15 +281,16 @@ def _build(cfg: TrialConfig) -> _Built:
         one_per_call=K == 1,
         record_updates=cfg.record_update_losses,
     )
-    chunk = 256 if cfg.model == "cnn" else 1024  # evaluation batch: bounded activation memory
+    # evaluation batch: bounded activation memory
+    chunk = 256 if cfg.model in ("cnn", "custom") else 1024
     # Linear models: the exact quadratic form, eagerly (nothing to trace); others: compiled.
     compiled_loss = None if quad else step.build_full_loss(model, layout, x, y, chunk)
     full_loss: Callable[[], tf.Tensor] = quad or compiled_loss  # type: ignore[assignment]
     accuracy = (
         step.build_accuracy(
-            model, layout, tf.constant(ds.x_test, tf.float32), tf.constant(ds.y_test, tf.int64)
+            model, layout, tf.constant(ds.x_test, tf.float32), tf.constant(ds.y_test, labels)
         )
-        if classify and ds.x_test is not None and ds.y_test is not None
+        if ds.x_test is not None and ds.y_test is not None
         else None
     )
     diag = (

@@ -1,0 +1,92 @@
+"""The user workload plugin, API version 1: bring your own Keras model and data.
+
+A ScaleExperiment with `workload.model: custom` names an entry point `module:function`; every
+rank of every trial imports it and calls it with a `Context` (the experiment's
+`workload.parameters`, the trial seed, the examples asked for). It returns a `Workload`:
+
+    from scalelab_trainer.plugin import Context, Workload
+
+    def workload(ctx: Context) -> Workload:
+        rng = np.random.default_rng(ctx.seed)  # the same data on every rank
+        x = rng.normal(size=(ctx.dataset_size, 8)).astype("float32")
+        y = (x.sum(axis=1) > 0).astype("int64")
+        units = int(ctx.parameters.get("units", 32))
+        return Workload(
+            model=lambda: keras.Sequential([keras.Input((8,)), keras.layers.Dense(units),
+                                            keras.layers.Dense(2)]),
+            x=x, y=y, loss="sparse_categorical_crossentropy", accuracy="sparse_categorical",
+        )
+
+The trainer does everything else exactly as for its built-in workloads: the first
+`dataset_size` examples are the dataset; global batch s is examples [s·B, (s+1)·B) of the epoch's
+order and rank r of N takes its r-th contiguous share, so a global batch is the same examples for
+any N; rank 0's initial weights are broadcast; the learning-rate rule and warmup, every optimizer,
+the gradient noise scale, divergence, stopping rules, events, metrics and status apply unchanged.
+
+Rules the trainer checks before the first step (a broken plugin ends the trial Failed with a
+`PluginError` naming the cause, on every rank together, never a hang):
+- `x` and `y` are numeric arrays with the same number of examples (first axis), at least
+  `dataset_size` of them, all finite; `x` is given to the model as float32 (Keras' Embedding
+  casts it back to integers); `y` is int64 when integer (class labels), else float32.
+- The data is the same on every rank (a checksum is compared): draw it from `ctx.seed`, never
+  from the rank or the clock.
+- `model()` builds a fresh `keras.Model` (called once per trial, after the trainer seeded Keras'
+  random generators with the trial seed); its output on a batch must fit `loss`.
+- `loss`: "mean_squared_error" (output shaped like y, or y's shape + (1,)),
+  "sparse_categorical_crossentropy" (logits of shape (batch, classes), integer labels in
+  [0, classes)), "binary_crossentropy" (one logit per example, labels 0/1), or a callable
+  `loss(y_true, y_pred) -> per-example losses, shape (batch,)`.
+- `accuracy` (optional, needs `x_test` and `y_test`): "sparse_categorical" (argmax = label),
+  "binary" (logit > 0 = label), or a callable `accuracy(y_true, y_pred) -> per-example 1/0`;
+  reported as `testAccuracy`.
+
+Versioning: `API_VERSION` is 1. Fields may be added to `Context` and `Workload` with defaults
+(a version-1 plugin keeps working); anything else raises the version, and a trainer refuses a
+`Workload` whose `api_version` it does not speak.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy.typing as npt
+import tensorflow as tf
+
+API_VERSION = 1
+
+#: Losses the trainer knows by name (any other is a callable returning per-example losses).
+LOSSES = ("mean_squared_error", "sparse_categorical_crossentropy", "binary_crossentropy")
+#: Accuracies the trainer knows by name.
+ACCURACIES = ("sparse_categorical", "binary")
+
+PerExample = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+
+
+class PluginError(Exception):
+    """A user workload that cannot run; the message names the cause (the trial's reason)."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the trainer tells the entry point about the trial."""
+
+    parameters: Mapping[str, Any]  # workload.parameters of the experiment (read-only)
+    seed: int  # the trial's seed (workload.seed + repeat): draw data and anything random from it
+    dataset_size: int  # workload.datasetSize: return at least this many training examples
+    api_version: int = API_VERSION
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A model builder, its data, its loss and optionally an accuracy."""
+
+    model: Callable[[], tf.keras.Model]
+    x: npt.ArrayLike
+    y: npt.ArrayLike
+    loss: str | PerExample
+    accuracy: str | PerExample | None = None
+    x_test: npt.ArrayLike | None = None
+    y_test: npt.ArrayLike | None = None
+    api_version: int = API_VERSION
