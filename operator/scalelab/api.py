@@ -4,8 +4,10 @@ One source of truth for the custom resources. The local executor validates YAML 
 these models, the kopf operator validates every body with them, and the CRD OpenAPI schemas in
 `manifests/` are generated from (or tested against) them. Every model is therefore expressible
 as a structural OpenAPI schema: closed enums, no unions of objects, and no free-form maps except
-`resources.nodeSelector` (string → string). Every field carries a description that states its
-default and unit; names are camelCase on the wire (snake_case in Python).
+`resources.nodeSelector` (string → string) and `workload.parameters` (a user workload's own
+parameters: names checked here, values kept by Kubernetes as written). Every field carries a
+description that states its default and unit; names are camelCase on the wire (snake_case in
+Python).
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 GROUP = "scalelab.dev"
 VERSION = "v1alpha1"
@@ -48,15 +51,32 @@ class Model(StrEnum):
     LINEAR = "linear"
     MLP = "mlp"
     CNN = "cnn"
+    CUSTOM = "custom"
+
+
+class CnnArch(StrEnum):
+    """Architecture of the cnn model."""
+
+    RESNET_SMALL = "resnet-small"
+    RESNET50 = "resnet50"
+
+
+class StoppingLoss(StrEnum):
+    """The loss the relative-change rule reads."""
+
+    FULL = "full"
+    UPDATE = "update"
 
 
 class Dataset(StrEnum):
-    """Dataset the trainer generates (all are synthetic or bundled; no download)."""
+    """Dataset the trainer generates (all are synthetic or bundled; no download), or custom: the
+    user workload's own data."""
 
     LAB1_LINE = "lab1-line"
     REGRESSION = "regression"
     DIGITS = "digits"
     SYNTHETIC_IMAGES = "synthetic-images"
+    CUSTOM = "custom"
 
 
 class Optimizer(StrEnum):
@@ -137,7 +157,38 @@ MODEL_DATASETS: dict[Model, tuple[Dataset, ...]] = {
     Model.LINEAR: (Dataset.LAB1_LINE, Dataset.REGRESSION),
     Model.MLP: (Dataset.DIGITS, Dataset.REGRESSION),
     Model.CNN: (Dataset.SYNTHETIC_IMAGES,),
+    Model.CUSTOM: (Dataset.CUSTOM,),
 }
+
+#: A Python entry point `package.module:function` (the user workload plugin).
+ENTRY_POINT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+#: A workload parameter's name: a Python identifier.
+PARAMETER_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+MAX_PARAMETERS = 64
+#: The CRD marks a field whose values Kubernetes keeps as they are (`workload.parameters`).
+FREE_FORM_VALUES = "x-scalelab-free-form-values"
+
+
+def _parameter_value(value: Any) -> Any:
+    """A workload parameter: a string, number or boolean, or a list of them (one error, not one
+    per member of a union)."""
+
+    def scalar(v: Any) -> bool:
+        return isinstance(v, bool | int | float) or (isinstance(v, str) and len(v) <= 1024)
+
+    if scalar(value) or (
+        isinstance(value, list) and len(value) <= 256 and all(scalar(v) for v in value)
+    ):
+        return value
+    raise PydanticCustomError(
+        "parameter_value",
+        "must be a string (at most 1024 characters), a number, true/false or a list of at most "
+        "256 of them",
+    )
+
+
+ParameterValue = Annotated[Any, AfterValidator(_parameter_value)]
+ParameterName = Annotated[str, Field(pattern=PARAMETER_NAME_PATTERN, max_length=63)]
 
 # ------------------------------------------------------------------------------------ spec
 
@@ -150,10 +201,31 @@ class Workload(ApiModel):
     model: Model = Field(
         default=Model.LINEAR,
         description="Model to train: linear (datasets lab1-line, regression), mlp (digits, "
-        "regression) or cnn (synthetic-images). Default: linear.",
+        "regression), cnn (synthetic-images) or custom (dataset custom: a user workload, see "
+        "entryPoint). Default: linear.",
     )
     dataset: Dataset = Field(
-        default=Dataset.LAB1_LINE, description="Dataset the trainer generates. Default: lab1-line."
+        default=Dataset.LAB1_LINE,
+        description="Dataset the trainer generates; custom: the user workload's own. "
+        "Default: lab1-line.",
+    )
+    entry_point: str | None = Field(
+        default=None,
+        max_length=256,
+        pattern=ENTRY_POINT_PATTERN,
+        description="model custom only, and required there: the user workload plugin, "
+        "package.module:function returning a scalelab_trainer.plugin.Workload (API version 1, "
+        "docs/plugins.md); its package must be installed in the trainer image (locally: in the "
+        "trainer's Python). Default: null.",
+    )
+    parameters: dict[ParameterName, ParameterValue] = Field(
+        default_factory=dict,
+        max_length=MAX_PARAMETERS,
+        json_schema_extra={FREE_FORM_VALUES: True},
+        description="model custom: free-form parameters handed to the entry point as "
+        "ctx.parameters; names are identifiers, values strings, numbers, booleans or lists of "
+        "them (at most 64). The plugin checks their meaning; a value it refuses fails the "
+        "trial with its message. Default: {}.",
     )
     dataset_size: int = Field(
         default=100,
@@ -165,6 +237,53 @@ class Workload(ApiModel):
         default=0,
         ge=0,
         description="Data and initialisation seed of repeat 0; repeat r uses seed + r. Default: 0.",
+    )
+    line_slope: float = Field(
+        default=10.0,
+        description="lab1-line: slope w_gen of y = w_gen·(x + noise) + b_gen. Default: 10.",
+    )
+    line_intercept: float = Field(
+        default=2.0, description="lab1-line: intercept b_gen. Default: 2."
+    )
+    noise: float = Field(
+        default=1.0,
+        ge=0,
+        description="lab1-line: standard deviation of the noise added to x; regression: of the "
+        "noise on y. Unit: data units. Default: 1.",
+    )
+    features: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="regression: dimension d of x. Unit: features. Default: 100.",
+    )
+    image_size: int = Field(
+        default=32,
+        ge=32,
+        le=512,
+        description="synthetic-images: height = width of the 3-channel images (224 for the "
+        "usual ResNet-50 benchmark). Unit: pixels. Default: 32.",
+    )
+    num_classes: int = Field(
+        default=10, ge=2, le=10_000, description="synthetic-images: classes. Default: 10."
+    )
+    test_fraction: float = Field(
+        default=0.2,
+        gt=0,
+        lt=1,
+        description="digits: share of the 1797 images held out for test accuracy. Unit: ratio. "
+        "Default: 0.2.",
+    )
+    hidden_units: int = Field(
+        default=128, ge=1, le=65_536, description="mlp: units per hidden layer. Default: 128."
+    )
+    hidden_layers: int = Field(
+        default=2, ge=0, le=64, description="mlp: hidden layers. Unit: layers. Default: 2."
+    )
+    cnn_arch: CnnArch = Field(
+        default=CnnArch.RESNET_SMALL,
+        description="cnn: resnet-small (3 residual stages of 16/32/64 filters) or resnet50 "
+        "(Keras' ResNet-50, random weights). Default: resnet-small.",
     )
 
 
@@ -209,6 +328,12 @@ class Convergence(ApiModel):
         description="Stop when |L_i − L_{i−1}|/L_{i−1} < relativeTolerance between epochs; "
         "0 turns the rule off. Unit: dimensionless ratio. Default: 0.001.",
     )
+    stopping_loss: StoppingLoss = Field(
+        default=StoppingLoss.FULL,
+        description="The L the rule reads: full (the full-dataset loss at each epoch end, L_0 "
+        "the loss before training) or update (the mean of the epoch's per-update losses, the "
+        "lab's exact rule). Default: full.",
+    )
 
 
 class Training(ApiModel):
@@ -238,8 +363,41 @@ class Training(ApiModel):
         description="Gradual linear warmup from the base to the scaled rate (Goyal et al. "
         "2017). Unit: epochs. Default: 0 (no warmup).",
     )
+    momentum: float = Field(
+        default=0.9,
+        ge=0,
+        lt=1,
+        description="momentum and lars: heavy-ball coefficient; adam and lamb: β1. Default: 0.9.",
+    )
+    beta2: float = Field(
+        default=0.999,
+        ge=0,
+        lt=1,
+        description="adam and lamb: second-moment decay β2. Default: 0.999.",
+    )
+    epsilon: float = Field(
+        default=1e-6, gt=0, description="adam and lamb: denominator guard ε. Default: 1e-6."
+    )
+    weight_decay: float = Field(
+        default=0.0,
+        ge=0,
+        description="lars and lamb: decoupled weight decay λ inside the trust ratio. Unit: per "
+        "step, relative to the rate. Default: 0.",
+    )
+    trust_coefficient: float = Field(
+        default=0.001,
+        gt=0,
+        description="lars: trust coefficient τ of the local rate τ·‖w‖/(‖g‖ + λ‖w‖) "
+        "(You et al. 2017). Default: 0.001.",
+    )
     max_epochs: int = Field(
         default=1000, gt=0, description="Epoch cap of every trial. Unit: epochs. Default: 1000."
+    )
+    divergence_factor: float = Field(
+        default=1e4,
+        gt=1,
+        description="A trial is Diverged as soon as a loss is non-finite or above this times "
+        "its initial loss. Unit: ratio. Default: 10000.",
     )
     convergence: Convergence = Field(
         default_factory=Convergence,
@@ -255,6 +413,46 @@ class Training(ApiModel):
         default=False,
         description="Reshuffle the data every epoch (same permutation on every rank). "
         "Default: false (the lab does not shuffle).",
+    )
+
+
+class Measurement(ApiModel):
+    """What every trial measures and records beyond loss and throughput."""
+
+    gradient_noise_scale: bool = Field(
+        default=True,
+        description="Estimate the gradient noise scale B_simple (two-batch estimator, "
+        "McCandlish et al. 2018). Default: true.",
+    )
+    record_update_losses: bool = Field(
+        default=False,
+        description="Record every update's loss (the lab's loss-vs-update plot). Default: false.",
+    )
+    loss_surface_points: int = Field(
+        default=0,
+        ge=0,
+        le=400,
+        description="linear model on lab1-line: the loss on a K×K (w, b) grid in the result; "
+        "0 = off. Unit: points per axis. Default: 0.",
+    )
+    steps_per_call: int = Field(
+        default=0,
+        ge=0,
+        le=100_000,
+        description="Optimizer steps per compiled call; 0 = auto (a whole epoch for linear "
+        "models, 1 otherwise, which times every step). Unit: steps. Default: 0.",
+    )
+    throughput_skip_steps: int = Field(
+        default=10,
+        ge=0,
+        description="First steps left out of throughput (warm-up). Unit: steps. Default: 10.",
+    )
+    intra_op_threads: int = Field(
+        default=0,
+        ge=0,
+        le=1024,
+        description="TensorFlow intra-op threads per process; 0 = TensorFlow's default. Unit: "
+        "threads. Default: 0.",
     )
 
 
@@ -368,6 +566,9 @@ class ScaleExperimentSpec(ApiModel):
     )
     sweep: Sweep = Field(default_factory=Sweep, description="The grid of batch sizes × GPUs.")
     training: Training = Field(default_factory=Training, description="Training settings.")
+    measurement: Measurement = Field(
+        default_factory=Measurement, description="What every trial measures and records."
+    )
     resources: Resources = Field(default_factory=Resources, description="Pod resources.")
     execution: Execution = Field(
         default_factory=Execution, description="Scheduling, budget and deadlines."
@@ -646,6 +847,9 @@ class ScaleTrialSpec(ApiModel):
     )
     workload: Workload = Field(default_factory=Workload, description="Copied from experiment.")
     training: Training = Field(default_factory=Training, description="Copied from experiment.")
+    measurement: Measurement = Field(
+        default_factory=Measurement, description="Copied from experiment."
+    )
     resources: Resources = Field(default_factory=Resources, description="Copied from experiment.")
     execution: Execution = Field(default_factory=Execution, description="Copied from experiment.")
 

@@ -9,6 +9,7 @@ launcher both call it, so a trial runs the same way everywhere. Pure functions, 
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from scalelab.api import (
     BatchScope,
     Dataset,
     LrScaling,
+    Model,
     ScaleExperiment,
     ScaleTrialSpec,
     Training,
@@ -109,6 +111,7 @@ def plan(experiment: ScaleExperiment) -> list[PlannedTrial]:
                     learning_rate=resolved_learning_rate(spec.training, global_batch),
                     workload=spec.workload,
                     training=spec.training,
+                    measurement=spec.measurement,
                     resources=spec.resources,
                     execution=spec.execution,
                 )
@@ -138,9 +141,7 @@ def trainer_flags(
         "--experiment", spec.experiment,
         "--trial", trial,
         "--repeat", str(spec.repeat),
-        "--model", spec.workload.model.value,
-        "--dataset", spec.workload.dataset.value,
-        "--dataset-size", str(spec.workload.dataset_size),
+        *_workload_flags(spec),
         "--seed", str(spec.seed),
         "--batch-size", str(spec.batch_size),
         "--optimizer", training.optimizer.value,
@@ -148,9 +149,17 @@ def trainer_flags(
         "--reference-batch-size", str(training.reference_batch_size),
         "--lr-scaling", training.lr_scaling.value,
         "--warmup-epochs", str(training.warmup_epochs),
+        "--momentum", repr(training.momentum),
+        "--beta2", repr(training.beta2),
+        "--epsilon", repr(training.epsilon),
+        "--weight-decay", repr(training.weight_decay),
+        "--trust-coefficient", repr(training.trust_coefficient),
         "--max-epochs", str(training.max_epochs),
         "--relative-tolerance", repr(training.convergence.relative_tolerance),
+        "--stopping-loss", training.convergence.stopping_loss.value,
+        "--divergence-factor", repr(training.divergence_factor),
         "--shuffle" if training.shuffle else "--no-shuffle",
+        *_measurement_flags(spec),
     ]  # fmt: skip
     if training.target_loss is not None:
         flags += ["--target-loss", repr(training.target_loss)]
@@ -169,6 +178,48 @@ def exports_data(spec: ScaleTrialSpec) -> bool:
     """Whether a trial's dataset goes with its results (`--export-data`): lab1-line, whose loss
     surface the report draws from it (a few kB); other datasets are regenerated from the seed."""
     return spec.workload.dataset is Dataset.LAB1_LINE
+
+
+def _workload_flags(spec: ScaleTrialSpec) -> list[str]:
+    """Model and data: only the flags of the chosen model and dataset (the rest keep the
+    trainer's defaults), so a trial's command says what it trains."""
+    w = spec.workload
+    flags = ["--model", w.model.value, "--dataset", w.dataset.value]
+    flags += ["--dataset-size", str(w.dataset_size)]
+    by_model = {
+        Model.MLP: ["--hidden-units", str(w.hidden_units), "--hidden-layers", str(w.hidden_layers)],
+        Model.CNN: ["--cnn-arch", w.cnn_arch.value],
+        Model.CUSTOM: [
+            "--entry-point",
+            w.entry_point or "",
+            "--workload-parameters",
+            json.dumps(w.parameters, sort_keys=True),
+        ],
+    }
+    by_dataset = {  # (two tables: model and dataset values share strings, e.g. custom)
+        Dataset.LAB1_LINE: [
+            "--data-w", repr(w.line_slope), "--data-b", repr(w.line_intercept),
+            "--data-noise", repr(w.noise),
+        ],
+        Dataset.REGRESSION: ["--features", str(w.features), "--data-noise", repr(w.noise)],
+        Dataset.DIGITS: ["--test-fraction", repr(w.test_fraction)],
+        Dataset.SYNTHETIC_IMAGES: [
+            "--image-size", str(w.image_size), "--num-classes", str(w.num_classes)
+        ],
+    }  # fmt: skip
+    return flags + by_model.get(w.model, []) + by_dataset.get(w.dataset, [])
+
+
+def _measurement_flags(spec: ScaleTrialSpec) -> list[str]:
+    m = spec.measurement
+    return [
+        "--gradient-noise-scale" if m.gradient_noise_scale else "--no-gradient-noise-scale",
+        "--record-update-losses" if m.record_update_losses else "--no-record-update-losses",
+        "--loss-surface-points", str(m.loss_surface_points),
+        "--steps-per-call", str(m.steps_per_call),
+        "--throughput-skip-steps", str(m.throughput_skip_steps),
+        "--intra-op-threads", str(m.intra_op_threads),
+    ]  # fmt: skip
 
 
 def trainer_command(flags: list[str], python: str = "python") -> list[str]:

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from scalelab.api import MODEL_DATASETS, ScaleExperiment
+from scalelab.api import MODEL_DATASETS, Model, ScaleExperiment
 from scalelab.planner import plan
 
 
@@ -160,6 +160,14 @@ def semantic_problems(experiment: ScaleExperiment) -> list[Problem]:
                 "spec.workload.dataset",
                 f"model {spec.workload.model.value} trains on "
                 f"{', '.join(d.value for d in allowed)}, got {spec.workload.dataset.value!r}",
+            )
+        )
+    workload = spec.workload
+    if (workload.model is Model.CUSTOM) != (workload.entry_point is not None):
+        problems.append(
+            Problem(
+                "spec.workload.entryPoint",
+                "required with model custom (package.module:function) and allowed only there",
             )
         )
     # An impossible grid is an error, not a sweep of Skipped trials (a typo is the likely cause).

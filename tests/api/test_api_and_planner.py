@@ -85,17 +85,21 @@ def test_the_json_schema_is_structural_no_unions_of_objects_and_no_free_form_map
                 objects = [o for o in node.get(key, []) if "$ref" in o or o.get("type") == "object"]
                 assert len(objects) <= 1, f"union of objects at {path}"
             extra = node.get("additionalProperties")
-            if isinstance(extra, dict):
+            if isinstance(extra, dict) and not node.get(api.FREE_FORM_VALUES):
                 assert extra == {"type": "string"}, f"free-form map at {path}"
                 maps.append(path)
+            if node.get(api.FREE_FORM_VALUES):  # declared: values kept as written
+                free.append(path)
             for key, value in node.items():
                 walk(value, f"{path}/{key}")
         elif isinstance(node, list):
             for i, value in enumerate(node):
                 walk(value, f"{path}[{i}]")
 
+    free: list[str] = []
     walk(schema, "")
     assert any("Resources/properties/nodeSelector" in m for m in maps)
+    assert [p.rsplit("/", 1)[-1] for p in free] == ["parameters"]
 
 
 def test_a_negative_batch_size_names_the_file_the_field_and_the_value() -> None:
@@ -320,3 +324,35 @@ def test_a_trainer_result_is_read_once_through_the_typed_model_leniently() -> No
     assert api.read_trial_result({"phase": "Exploded", "epochs": 3}) is None
     assert api.read_trial_result({"epochs": 3}) is None
     assert api.read_trial_result(None) is None
+
+
+def test_a_custom_workload_needs_an_entry_point_and_only_it_may_have_one() -> None:
+    custom = {"model": "custom", "dataset": "custom"}
+    (message,) = problems(experiment(workload=custom))
+    assert "spec.workload.entryPoint: required with model custom" in message
+    (message,) = problems(experiment(workload={"entryPoint": "team.models:build"}))
+    assert "allowed only there" in message
+    ok = parse_experiment(experiment(workload={**custom, "entryPoint": "team.models:build"}))
+    assert ok.spec.workload.entry_point == "team.models:build"
+
+
+def test_entry_points_and_parameters_are_checked_with_the_field_named() -> None:
+    custom = {"model": "custom", "dataset": "custom", "entryPoint": "team.models:build"}
+    found = problems(
+        experiment(
+            workload={
+                **custom,
+                "entryPoint": "team/models.py",
+                "parameters": {"depth": 3, "bad-name": 1, "nested": {"a": 1}},
+            }
+        )
+    )
+    text = "\n".join(found)
+    assert "spec.workload.entryPoint: must match" in text
+    assert "spec.workload.parameters.bad-name" in text
+    assert "spec.workload.parameters.nested" in text
+    values = {"i": 3, "f": 0.5, "s": "gelu", "b": True, "l": [1, 2.5, "x"]}
+    ok = parse_experiment(experiment(workload={**custom, "parameters": values}))
+    assert ok.spec.workload.parameters == values
+    assert type(ok.spec.workload.parameters["b"]) is bool
+    assert type(ok.spec.workload.parameters["i"]) is int

@@ -60,6 +60,22 @@ INVALID = [
     ("too many repeats", {"sweep": {"repeats": 101}}, "should be less than or equal to 100"),
     ("typo in a field name", {"sweep": {"batchSize": [8]}}, 'unknown field "spec.sweep.batchSize"'),
     (
+        "custom model without an entry point",
+        {"workload": {"model": "custom", "dataset": "custom"}},
+        "workload.entryPoint (package.module:function) is required with model custom",
+    ),
+    (
+        "entry point that is a path",
+        {"workload": {"model": "custom", "dataset": "custom", "entryPoint": "team/model.py"}},
+        "spec.workload.entryPoint: Invalid value",
+    ),
+    ("momentum of one", {"training": {"momentum": 1}}, "should be less than 1"),
+    (
+        "unknown cnn architecture",
+        {"workload": {"cnnArch": "vgg"}},
+        'supported values: "resnet-small"',
+    ),
+    (
         "negative backoff",
         {"execution": {"backoffLimit": -1}},
         "should be greater than or equal to 0",
@@ -151,13 +167,39 @@ def test_the_sweep_is_immutable_and_max_concurrent_trials_may_change(
     assert get(cluster, "sx", "frozen", namespace)["spec"]["execution"]["maxConcurrentTrials"] == 3
 
 
+def test_a_custom_workload_keeps_its_free_form_parameters_and_they_are_immutable(
+    cluster: ControlPlane, namespace: str
+) -> None:
+    parameters = {"depth": 3, "act": "gelu", "wide": True, "sizes": [1, 2.5, "x"]}
+    workload = {"model": "custom", "dataset": "custom", "entryPoint": "team.models:build",
+                "parameters": parameters}  # fmt: skip
+    spec = {"workload": workload, "sweep": {"batchSizes": [8]}, "resources": {"gpusPerProcess": 0}}
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=_doc("custom", spec))
+    stored = get(cluster, "sx", "custom", namespace)["spec"]["workload"]
+    assert stored["parameters"] == parameters
+    out = cluster.kubectl(
+        "patch", "sx", "custom", "-n", namespace, "--type=merge",
+        "-p", json.dumps({"spec": {"workload": {"parameters": {"depth": 4}}}}), check=False,
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert "spec.workload is immutable" in out.stderr
+    many = {"workload": {**workload, "parameters": {f"p{i}": i for i in range(65)}}}
+    result = cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=_doc("many", {**spec, **many}), check=False
+    )
+    assert result.returncode != 0
+    assert "must have at most 64 items" in result.stderr
+
+
 def test_defaults_from_the_models_are_applied_by_the_api_server(
     cluster: ControlPlane, namespace: str
 ) -> None:
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=_doc("defaults", {}))
     spec = get(cluster, "sx", "defaults", namespace)["spec"]
     assert spec["sweep"] == {"batchSizes": [100], "gpus": [1], "repeats": 1, "batchScope": "global"}
-    assert spec["training"]["convergence"] == {"relativeTolerance": 0.001}
+    assert spec["training"]["convergence"] == {"relativeTolerance": 0.001, "stoppingLoss": "full"}
+    assert spec["measurement"]["gradientNoiseScale"] is True
+    assert spec["workload"]["parameters"] == {}
     assert spec["execution"]["maxGPUs"] == 16
 
 

@@ -537,3 +537,41 @@ def test_a_busy_or_invalid_metrics_port_stops_scalelab_run_before_any_trainer_st
     usage = scalelab("run", str(file), "--metrics-port", "70000")
     assert usage.returncode == 2
     assert "70000 is not a port number" in usage.stderr
+
+
+def test_a_user_workload_package_runs_through_scalelab_run_like_a_built_in_one(
+    tmp_path: Path,
+) -> None:
+    """examples/custom-spirals.yaml with the example package on the trainer's path; without it,
+    every trial fails with the reason, not a traceback."""
+    example = EXAMPLES / "custom-spirals.yaml"
+    env = dict(os.environ, PYTHONPATH=str(EXAMPLES / "spirals-plugin" / "src"))
+    out = tmp_path / "out"
+    done = scalelab("run", str(example), "--out", str(out), env=env)
+    assert done.returncode == 0, done.stderr
+    trials = by_name(out)
+    assert len(trials) == 6
+    assert {t["phase"] for t in trials.values()} == {"Succeeded"}
+    for batch in (32, 128, 512):
+        one, two = trials[f"custom-spirals-b{batch}-g1"], trials[f"custom-spirals-b{batch}-g2"]
+        # The same examples per global batch on 1 and 2 processes: the same training.
+        assert two["finalLoss"] == pytest.approx(one["finalLoss"], rel=1e-4)
+        assert one["finalLoss"] < one["initialLoss"]
+        assert two["scalingEfficiency"] is not None
+    small = trials["custom-spirals-b32-g1"]
+    assert small["finalLoss"] < 0.5 * small["initialLoss"]  # it learns the spirals
+    assert small["curves"]["testAccuracy"][-1] > 0.8
+    assert small["gradientNoiseScale"] is not None
+    report = (out / "report.html").read_text()
+    assert "custom-spirals" in report
+    assert images_loaded_in_chromium(out / "report.html")[1] >= 3
+
+    doc = yaml.safe_load(example.read_text())
+    doc["spec"]["sweep"] = {"batchSizes": [128], "gpus": [1]}
+    missing = write_experiment(tmp_path / "missing.yaml", "no-package", **doc["spec"])
+    done = scalelab("run", str(missing), "--out", str(tmp_path / "missing"))
+    assert done.returncode == 1
+    assert "Traceback" not in done.stdout + done.stderr
+    (trial,) = by_name(tmp_path / "missing").values()
+    assert trial["phase"] == "Failed"
+    assert "PluginError: entry point spirals:workload: cannot import 'spirals'" in trial["reason"]

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from scalelab.api import (
     DNS_LABEL_PATTERN,
     EXPERIMENT_KIND,
+    FREE_FORM_VALUES,
     GROUP,
     MODEL_DATASETS,
     TRIAL_KIND,
@@ -62,6 +63,8 @@ def _resolve(schema: Schema, defs: Schema) -> Schema:
 def structural(schema: Schema, defs: Schema, *, defaults: bool, bounded: bool) -> Schema:
     """One pydantic JSON Schema node → a Kubernetes structural schema node."""
     schema = _resolve(schema, defs)
+    if schema.get(FREE_FORM_VALUES):
+        return _free_form_values(schema, defaults=defaults)
     nullable = False
     if "anyOf" in schema:
         options = [o for o in schema["anyOf"] if o.get("type") != "null"]
@@ -101,6 +104,20 @@ def structural(schema: Schema, defs: Schema, *, defaults: bool, bounded: bool) -
             out.setdefault("maxItems", LIST_MAX_ITEMS)
     elif kind == "string" and bounded and "enum" not in out:
         out.setdefault("maxLength", STRING_MAX_LENGTH)
+    if defaults and schema.get("default") is not None:
+        out["default"] = schema["default"]
+    return _order(out)
+
+
+def _free_form_values(schema: Schema, *, defaults: bool) -> Schema:
+    """A map whose values Kubernetes keeps as written (`workload.parameters`): its size is bounded
+    here, its names and value types are checked by the models (the operator's condition)."""
+    out: Schema = {
+        "description": schema["description"],
+        "type": "object",
+        "maxProperties": schema.get("maxProperties", MAP_MAX_PROPERTIES),
+        "additionalProperties": {"x-kubernetes-preserve-unknown-fields": True},
+    }
     if defaults and schema.get("default") is not None:
         out["default"] = schema["default"]
     return _order(out)
@@ -208,6 +225,13 @@ def experiment_spec_schema() -> Schema:
         _rule(sweep, _unique(field), f"sweep.{field} must not repeat values", fieldPath=f".{field}")
     _rule(_at(spec, "workload"), _dataset_rule(), _dataset_message(), fieldPath=".dataset")
     _rule(
+        _at(spec, "workload"),
+        "(self.model == 'custom') == has(self.entryPoint)",
+        "workload.entryPoint (package.module:function) is required with model custom and "
+        "allowed only there",
+        fieldPath=".entryPoint",
+    )
+    _rule(
         spec,
         RUNNABLE_GRID_RULE,
         "no grid point can run: every (batch size, gpus) pair needs more GPUs than "
@@ -215,7 +239,7 @@ def experiment_spec_schema() -> Schema:
         "workload.datasetSize",
         fieldPath=".sweep",
     )
-    for field in ("workload", "sweep", "training", "resources"):
+    for field in ("workload", "sweep", "training", "measurement", "resources"):
         _rule(_at(spec, field), "self == oldSelf", f"spec.{field} is {IMMUTABLE_MESSAGE}")
     execution = _at(spec, "execution")
     frozen = [f for f in execution["properties"] if f != "maxConcurrentTrials"]
