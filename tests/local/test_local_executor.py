@@ -137,6 +137,12 @@ def test_lab1_results_carry_params_optimum_curves_and_the_slow_mode_warning(
         assert trial["dataFile"] == f"data/{trial['name']}.npz"
     assert gd["steps"] == gd["epochs"]  # batch 100 of 100 examples: one step per epoch
     assert sgd["steps"] == 100 * sgd["epochs"]
+    for trial in (gd, sgd):  # measurement.recordUpdateLosses: every update, from the real start
+        assert trial["initialParams"] == {"w": 0.0, "b": 0.0}
+        assert len(trial["curves"]["updateLosses"]) == trial["steps"]
+        assert len(trial["curves"]["updateParams"]) == trial["steps"]
+        last = trial["curves"]["params"][-1]
+        assert trial["curves"]["updateParams"][-1] == [last["w"], last["b"]]
     assert gd["finalLoss"] < 1.05 * gd["optimum"]["loss"]
     assert any("slow mode" in w for w in gd["warnings"])
     csv = (out / "results.csv").read_text().splitlines()

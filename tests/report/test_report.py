@@ -51,10 +51,8 @@ def test_a_scaling_sweep_gets_the_fit_the_throughput_and_the_pareto_figures(
     tmp_path: Path,
 ) -> None:
     page, pngs = build_html(sweep(), tmp_path)
-    assert set(pngs) == {
-        "lab-gd-loss-vs-epoch", "lab-sgd-loss-vs-update", "loss-per-batch", "steps-to-target",
-        "throughput-efficiency", "pareto",
-    }  # fmt: skip
+    # Not lab 1's linear model on lab1-line: no lab 1 section.
+    assert set(pngs) == {"loss-per-batch", "steps-to-target", "throughput-efficiency", "pareto"}
     for png in pngs.values():
         assert png.startswith(b"\x89PNG")
         assert base64.b64encode(png).decode() in page
@@ -68,7 +66,7 @@ def test_a_scaling_sweep_gets_the_fit_the_throughput_and_the_pareto_figures(
 def test_render_report_writes_the_html_and_one_png_per_figure(tmp_path: Path) -> None:
     path = render_report(tmp_path, sweep())
     assert path == tmp_path / "report.html"
-    assert len(list((tmp_path / "plots").glob("*.png"))) == 6
+    assert len(list((tmp_path / "plots").glob("*.png"))) == 4
 
 
 def test_the_loss_surface_from_sufficient_statistics_equals_the_direct_mean() -> None:
@@ -82,3 +80,49 @@ def test_the_loss_surface_from_sufficient_statistics_equals_the_direct_mean() ->
     i, j = 37, 151
     direct = np.mean((W[i, j] * x + B[i, j] - y) ** 2)
     assert L[i, j] == pytest.approx(direct, rel=1e-10)
+
+
+def _lab1_results(tmp_path: Path, dataset: str = "lab1-line") -> ResultsFile:
+    """GD (batch 100 of 100) and SGD (batch 1) on a line, SGD with every update recorded."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 10, 100)
+    np.savez(tmp_path / "line.npz", x=x[:, None], y=10 * x + 2 + rng.normal(0, 1, 100))
+    sgd_path = [[10 * (1 - 0.9**k) + 0.3 * (-1) ** k, 2 * (1 - 0.95**k)] for k in range(1, 301)]
+    common = {"gpus": 1, "phase": TrialPhase.SUCCEEDED, "epochs": 3, "initial_loss": 500.0,
+              "initial_params": {"w": 0.0, "b": 0.0}, "data_file": "line.npz"}  # fmt: skip
+    trials = [
+        TrialRecord(name="gd", batch_size=100, steps=3, **common,
+                    curves={"epochLoss": [90.0, 40.0, 20.0], "updateLoss": [95.0, 45, 25],
+                            "params": [{"w": 3.0, "b": 0.5}, {"w": 6.0, "b": 1.0},
+                                       {"w": 9.0, "b": 1.5}]}),
+        TrialRecord(name="sgd", batch_size=1, steps=300, **common,
+                    curves={"epochLoss": [30.0, 5.0, 1.5], "updateLoss": [60.0, 9, 2],
+                            "params": [{"w": p[0], "b": p[1]} for p in sgd_path[99::100]],
+                            "updateLosses": list(np.geomspace(400, 1, 300)),
+                            "updateParams": sgd_path}),
+    ]  # fmt: skip
+    workload = {"model": "linear", "dataset": dataset, "datasetSize": 100}
+    return ResultsFile(experiment="lab", spec={"workload": workload}, trials=trials)
+
+
+def test_lab1_sections_draw_every_update_and_appear_only_for_lab1(tmp_path: Path) -> None:
+    from scalelab.report import plots
+
+    lab = _lab1_results(tmp_path)
+    _, pngs = build_html(lab, tmp_path)
+    assert {"lab-gd-loss-vs-epoch", "lab-sgd-loss-vs-update", "lab-trajectory-3d"} <= set(pngs)
+    w, b = plots._param_path(lab.trials[1])
+    assert len(w) == len(b) == 301  # the start, then every update: the zig-zag path
+    assert (w[0], b[0]) == (0.0, 0.0)
+    assert w[1:] == [p[0] for p in lab.trials[1].curves["updateParams"]]
+    assert len(plots._param_path(lab.trials[0])[0]) == 4  # GD: start + 3 epoch ends
+    other = _lab1_results(tmp_path, dataset="regression")
+    _, pngs = build_html(other, tmp_path)
+    assert not {p for p in pngs if p.startswith("lab-")}
+
+
+def test_the_params_column_shows_the_weight_norm_of_a_many_dimensional_line() -> None:
+    from scalelab.report.render import _params
+
+    assert _params({"wNorm": 3.5, "b": 0.5}) == "|w|=3.5, b=0.5"
+    assert _params({"w": 9.9, "b": 2.0}) == "w=9.9, b=2"

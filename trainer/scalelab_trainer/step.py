@@ -41,12 +41,16 @@ class CallOutput:
     target_hit: int | None  # global step after which the exact loss first reached the target
     full_loss: float  # linear models: exact full-dataset loss after the call; others NaN
     update_losses: npt.NDArray[np.float64]  # record_updates: each applied step's loss
+    update_params: npt.NDArray[np.float64]  # record_params: (done, P) parameters after each step
 
     @classmethod
-    def decode(cls, vector: npt.NDArray[np.float64]) -> CallOutput:
-        """Name the fields of one call's vector (the host keeps only the `done` step losses)."""
+    def decode(cls, vector: npt.NDArray[np.float64], params: int = 0) -> CallOutput:
+        """Name the fields of one call's vector (the host keeps only the `done` steps'
+        records); `params`: P when the loop records the parameters after every step."""
         done = int(vector[DONE])
         hit = int(vector[TARGET_HIT])
+        rest = vector[FULL_LOSS + 1 :]
+        count = len(rest) // (1 + params)  # the call's step budget, when recording
         return cls(
             done=done,
             loss_sum=float(vector[LOSS_SUM]),
@@ -56,7 +60,8 @@ class CallOutput:
             noise_count=int(vector[NOISE_COUNT]),
             target_hit=hit if hit >= 0 else None,
             full_loss=float(vector[FULL_LOSS]),
-            update_losses=vector[FULL_LOSS + 1 :][:done],
+            update_losses=rest[:count][:done],
+            update_params=rest[count:].reshape(-1, params)[:done] if params else rest[:0],
         )
 
 
@@ -106,6 +111,7 @@ def build_step_loop(
     track_target: bool,
     one_per_call: bool = False,
     record_updates: bool = False,
+    record_params: bool = False,
     reduce: bool = True,
 ) -> Compiled:
     """A tf.function running `count` steps from global step `first`; stops early on divergence.
@@ -115,8 +121,9 @@ def build_step_loop(
     update, so steps-to-target is counted per update. `reduce=False` builds the compute-only
     twin used to split step time into compute and allreduce. `one_per_call` builds the
     loop-free variant for calls of exactly one step (`count` must then be 1).
-    `record_updates` appends every step's loss to the returned vector; read the vector with
-    `CallOutput.decode`.
+    `record_updates` appends every step's loss to the returned vector, and `record_params` then
+    the trainable parameters after every step (flattened, in variable order); read the vector
+    with `CallOutput.decode`.
 
     Long by design (~130 lines): `one_step` and the loop body are closures over the layout, the
     data and the flags, so that tracing sees Python constants and emits no op for a branch not
@@ -207,7 +214,10 @@ def build_step_loop(
                 reached = tf.logical_and(hit < 0, quadratic_loss() <= target)
                 hit = tf.where(tf.logical_and(reached, ~bad), tf.cast(step + 1, tf.float64), hit)
             if record_updates:
-                rec = [rec[0].write(tf.cast(i, tf.int32), loss64)]
+                rec[0] = rec[0].write(tf.cast(i, tf.int32), loss64)
+            if record_params:
+                flat = tf.concat([tf.reshape(tf.cast(v, tf.float64), [-1]) for v in variables], 0)
+                rec[1] = rec[1].write(tf.cast(i, tf.int32), flat)
             return (i + 1, done + keep, loss_sum + loss64 * keep, 1.0 - keep, g2_sum, tr_sum,
                     noise_n, hit, *rec)  # fmt: skip
 
@@ -216,16 +226,22 @@ def build_step_loop(
 
         zero = tf.zeros([], tf.float64)
         init: tuple[Any, ...] = (tf.zeros([], tf.int64), *([zero] * 6), -tf.ones([], tf.float64))
+        size = tf.cast(count, tf.int32)
         if record_updates:
-            size = tf.cast(count, tf.int32)
             init += (tf.TensorArray(tf.float64, size=size, element_shape=[]),)
+        if record_params:
+            P = sum(int(np.prod(v.shape)) for v in variables)
+            init += (tf.TensorArray(tf.float64, size=size, element_shape=[P]),)
         # One step per call: no graph loop around it (a loop costs as much as an MLP step).
         out = body(*init) if one_per_call else tf.while_loop(more, body, init)
         full = quadratic_loss() if quadratic_loss is not None else tf.constant(np.nan, tf.float64)
         # ... and with linear models the epoch-end loss in the same call (O(d²)).
         acc = tf.stack([*out[1 : TARGET_HIT + 2], full])
+        records = out[TARGET_HIT + 2 :]  # the TensorArrays, after i and the fixed fields
         if record_updates:  # every step's loss after the fixed fields (the host keeps `done`)
-            acc = tf.concat([acc, out[-1].stack()], 0)
+            acc = tf.concat([acc, records[0].stack()], 0)
+        if record_params:  # then every step's parameters, row by row
+            acc = tf.concat([acc, tf.reshape(records[1].stack(), [-1])], 0)
         return acc
 
     # Written without AutoGraph: converting this code costs seconds on first use.

@@ -26,6 +26,9 @@ from scalelab_trainer.noise import NoiseAccumulator
 from scalelab_trainer.optimizers import Optimizer
 
 STOP_CHECK_CALLS = 50  # with N > 1, ranks agree on a stop request every this many calls
+#: Per-update parameters are recorded (--record-update-losses, linear models) while
+#: parameters × steps per epoch × max epochs stays within this many numbers.
+UPDATE_PARAMS_LIMIT = 200_000
 
 
 @dataclass
@@ -137,6 +140,7 @@ class _Built:
     accuracy: step.Compiled | None
     lin: models.Linear | None = None
     diag: linear.Diagnostics | None = None
+    recorded_params: int = 0  # P when every update's parameters are recorded, else 0
 
     def distance(self) -> float | None:
         """|θ − θ*| of the linear model, where the optimum is known."""
@@ -188,7 +192,13 @@ def _run_trial(
 ) -> dict[str, Any]:
     t_start = time.perf_counter()
     b = _build(cfg)
+    initial_params = b.model.summary()  # after the broadcast: what every rank starts from
     warnings = list(b.diag.warnings) if b.diag else []
+    if cfg.record_update_losses and b.lin is not None and not b.recorded_params:
+        warnings.append(
+            f"per-update parameters not recorded: parameters × updates could exceed "
+            f"{UPDATE_PARAMS_LIMIT}"
+        )
     emitter.emit(
         "start",
         config=cfg.as_dict(),
@@ -215,6 +225,7 @@ def _run_trial(
     result = _result(cfg, b, run, warnings)
     result["seconds"] = time.perf_counter() - t_start
     result["compileSeconds"] = compile_seconds
+    result["initialParams"] = initial_params
     result["trainingSeconds"] = time.perf_counter() - run.t_train
     # The compute/communication split costs one more trace; it matters for throughput
     # workloads, not for the line (whose steps take microseconds).
@@ -267,6 +278,12 @@ def _build(cfg: TrialConfig) -> _Built:
     lin = model if isinstance(model, models.Linear) else None
     quad = _quadratic(lin, ds.x, ds.y) if lin is not None else None
     K = cfg.steps_per_call or (S if lin is not None else 1)
+    P = sum(int(np.prod(v.shape)) for v in model.trainable)
+    record_params = (
+        cfg.record_update_losses
+        and lin is not None
+        and P * S * cfg.max_epochs <= UPDATE_PARAMS_LIMIT
+    )
     loop = step.build_step_loop(
         model,
         opt,
@@ -280,6 +297,7 @@ def _build(cfg: TrialConfig) -> _Built:
         track_target=cfg.target_loss is not None,
         one_per_call=K == 1,
         record_updates=cfg.record_update_losses,
+        record_params=record_params,
     )
     # evaluation batch: bounded activation memory
     chunk = 256 if cfg.model in ("cnn", "custom") else 1024
@@ -293,22 +311,25 @@ def _build(cfg: TrialConfig) -> _Built:
         if ds.x_test is not None and ds.y_test is not None
         else None
     )
-    diag = (
-        linear.diagnose(
-            ds.x,
-            ds.y,
-            rate=sched.target,
-            steps_per_epoch=S,
-            tolerance=cfg.relative_tolerance,
-            plain_gradient_descent=cfg.optimizer == "sgd" and cfg.warmup_epochs == 0,
-        )
-        if lin is not None
-        else None
-    )
+    diag = _diagnose(cfg, ds, sched, S) if lin is not None else None
     return _Built(
         ds, model, opt, layout, sched, perm, x, y, K, loop, compiled_loss, full_loss, accuracy,
-        lin, diag,
+        lin, diag, P if record_params else 0,
     )  # fmt: skip
+
+
+def _diagnose(
+    cfg: TrialConfig, ds: datasets.Dataset, sched: schedule.Schedule, steps_per_epoch: int
+) -> linear.Diagnostics:
+    """The linear model's closed forms: optimum, Hessian spectrum, stability, warnings."""
+    return linear.diagnose(
+        ds.x,
+        ds.y,
+        rate=sched.target,
+        steps_per_epoch=steps_per_epoch,
+        tolerance=cfg.relative_tolerance,
+        plain_gradient_descent=cfg.optimizer == "sgd" and cfg.warmup_epochs == 0,
+    )
 
 
 def _trace(b: _Built) -> float:
@@ -344,6 +365,8 @@ def _train(
         curves["testAccuracy"] = []
     if cfg.record_update_losses:
         curves["updateLosses"] = []  # every update's loss: the lab's loss-vs-update plot
+    if b.recorded_params:
+        curves["updateParams"] = []  # every update's parameters: the lab's SGD path
     run = _Run(loss0, Clock(cfg.throughput_skip_steps), curves, t_train=0.0, loss=loss0)
     # Per-call host work stays small: these never change during a trial.
     bounds = (
@@ -399,7 +422,7 @@ def _run_epoch(  # noqa: PLR0917 - one epoch of _train, its state passed explici
         k = min(K, S - pos)
         t0 = time.perf_counter()
         vector = b.loop(tf.constant(run.steps, tf.int64), tf.constant(k, tf.int64), *bounds)
-        out = step.CallOutput.decode(vector.numpy())
+        out = step.CallOutput.decode(vector.numpy(), b.recorded_params)
         dt = time.perf_counter() - t0
         done = out.done
         whole = done == K and (pos + K < S or b.ds.size % cfg.batch_size == 0)  # no short batch
@@ -413,6 +436,8 @@ def _run_epoch(  # noqa: PLR0917 - one epoch of _train, its state passed explici
         epoch.update_loss_sum += out.loss_sum
         if cfg.record_update_losses:
             run.curves["updateLosses"].extend(float(v) for v in out.update_losses)
+        if b.recorded_params:
+            run.curves["updateParams"].extend(row.tolist() for row in out.update_params)
         epoch.updates += done
         run.epoch_noise.add(out.g2_sum, out.tr_sum, out.noise_count)
         if out.target_hit is not None and epoch.target_hit is None:

@@ -75,12 +75,22 @@ def _from_zero(record: TrialRecord, key: str) -> tuple[list[float], list[float]]
     return x, y
 
 
+def _lab1(results: ResultsFile) -> list[TrialRecord]:
+    """Lab 1's trials (the linear model on lab1-line), by batch size; [] for other experiments,
+    whose report has no lab 1 section."""
+    workload = results.spec.get("workload") or {}
+    if workload.get("model") != "linear" or workload.get("dataset") != "lab1-line":
+        return []
+    return _single_process(results)
+
+
 def lab_gd_loss_vs_epoch(results: ResultsFile) -> bytes | None:
-    """The lab's GD plot: full-dataset loss vs epoch of the largest batch."""
-    trials = _single_process(results)
-    if not trials:
+    """The lab's GD plot: full-dataset loss vs epoch of the full-batch trial (batch = dataset)."""
+    size = (results.spec.get("workload") or {}).get("datasetSize")
+    full = [t for t in _lab1(results) if isinstance(size, int) and t.batch_size >= size]
+    if not full:
         return None
-    gd = trials[-1]
+    gd = full[-1]
     fig, ax = plt.subplots(figsize=(6.5, 4))
     loss = _curve(gd, "epochLoss")
     ax.plot(range(1, len(loss) + 1), loss, color="tab:blue")
@@ -95,16 +105,21 @@ def lab_gd_loss_vs_epoch(results: ResultsFile) -> bytes | None:
 
 
 def lab_sgd_loss_vs_update(results: ResultsFile) -> bytes | None:
-    """The lab's SGD plot: loss vs update of the smallest batch."""
-    trials = _single_process(results)
+    """The lab's SGD plot: every update's loss of the smallest batch (the zig-zag), with the
+    epoch means and the full loss; epoch means only when updates were not recorded."""
+    trials = _lab1(results)
     if not trials:
         return None
     sgd = trials[0]
     fig, ax = plt.subplots(figsize=(6.5, 4))
+    every = _curve(sgd, "updateLosses")
+    if every:
+        ax.plot(range(1, len(every) + 1), every, color="tab:orange", lw=0.5, alpha=0.7,
+                label="loss of each update (its batch, before the update)")  # fmt: skip
     ax.plot(
         _updates(sgd),
         _curve(sgd, "updateLoss"),
-        color="tab:orange",
+        color="tab:red" if every else "tab:orange",
         label="update loss (mean per epoch)",
     )
     ax.plot(_updates(sgd), _curve(sgd, "epochLoss"), color="tab:blue", lw=1, label="full loss")
@@ -131,15 +146,23 @@ LINEAR_START = {"w": 0.0, "b": 0.0}
 
 
 def _param_path(record: TrialRecord) -> tuple[list[float], list[float]]:
+    """(w, b) from the trial's real start through every update when the trainer recorded them
+    (`updateParams`, [w, b] per update), else through every epoch end."""
+    start = record.initial_params or LINEAR_START
+    rows = [r for r in record.curves.get("updateParams") or [] if isinstance(r, list)]
+    if rows and all(len(r) == 2 for r in rows):
+        return _floats([start.get("w"), *(r[0] for r in rows)]), _floats(
+            [start.get("b"), *(r[1] for r in rows)]
+        )
     points = [p for p in record.curves.get("params") or [] if isinstance(p, dict)]
     if points:
-        points = [record.initial_params or LINEAR_START, *points]
+        points = [start, *points]
     return _floats([p.get("w") for p in points]), _floats([p.get("b") for p in points])
 
 
 def trajectory_3d(results: ResultsFile, directory: Path) -> bytes | None:
     """The lab's 3D plot: parameter trajectories of GD and SGD over the loss surface (+ contour)."""
-    trials = [t for t in _single_process(results) if t.data_file and _param_path(t)[0]]
+    trials = [t for t in _lab1(results) if t.data_file and _param_path(t)[0]]
     if not trials:
         return None
     data = load_line_data(directory / str(trials[0].data_file))
@@ -159,8 +182,8 @@ def trajectory_3d(results: ResultsFile, directory: Path) -> bytes | None:
         w, b = _param_path(t)
         z = stats.loss(np.array(w), np.array(b))
         label = f"batch {t.batch_size}" + (" (GD)" if t is trials[-1] else "")
-        ax3.plot(w, b, z, color=colors(i), lw=2, label=label)
-        ax2.plot(w, b, color=colors(i), lw=1.5, marker=".", ms=2, label=label)
+        ax3.plot(w, b, z, color=colors(i), lw=1 if len(w) > 200 else 2, label=label)
+        ax2.plot(w, b, color=colors(i), lw=0.8, marker=".", ms=1.5, label=label)
     optimum = trials[0].optimum or trials[0].diagnostics.get("optimum") or {}
     if isinstance(optimum.get("w"), int | float) and isinstance(optimum.get("b"), int | float):
         ax2.plot([optimum["w"]], [optimum["b"]], "k*", ms=10, label="optimum θ*")

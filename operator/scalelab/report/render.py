@@ -44,7 +44,9 @@ def _fmt(value: Any) -> str:
 def _params(value: dict[str, Any] | None) -> str:
     if not value:
         return "–"
-    return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items() if k in ("w", "b", "norm"))
+    shown = ("w", "wNorm", "b", "norm")  # 1-D line: w, b; d > 1: |w|, b; networks: |θ|
+    return ", ".join(f"{'|w|' if k == 'wNorm' else k}={_fmt(v)}" for k, v in value.items()
+                     if k in shown)  # fmt: skip
 
 
 def _cell(column: Column, trial: TrialRecord) -> str:
@@ -123,7 +125,8 @@ def build_html(results: ResultsFile, directory: Path) -> tuple[str, dict[str, by
             "Lab 1: trajectories over the loss surface",
             surface,
             "Loss surface over w ∈ [0, 20], b ∈ [−18, 22] (200×200 grid) from the exported "
-            "dataset; parameters at each epoch end.",
+            "dataset; from the trial's initial parameters through every update when the "
+            "trainer recorded them (measurement.recordUpdateLosses), else every epoch end.",
         )
     fit_png, fit = plots.steps_to_target_fit(results)
     if fit_png is not None:
