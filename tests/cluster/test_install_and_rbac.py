@@ -191,6 +191,16 @@ def test_a_custom_workload_keeps_its_free_form_parameters_and_they_are_immutable
     assert "must have at most 64 items" in result.stderr
 
 
+def test_an_explicit_null_entry_point_is_no_entry_point_for_the_api_server_too(
+    cluster: ControlPlane, namespace: str
+) -> None:
+    spec = {"workload": {"entryPoint": None}, "resources": {"gpusPerProcess": 0}}
+    result = cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=_doc("null-entry", spec), check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def test_defaults_from_the_models_are_applied_by_the_api_server(
     cluster: ControlPlane, namespace: str
 ) -> None:
