@@ -10,27 +10,37 @@ executor and the kopf operator compute the same table and the same recommendatio
 - recommendation: the fastest configuration to the target within maxGPUs, and the Pareto front
   of time-to-target vs GPU-seconds. Without a target loss, "target" is convergence to within 1%
   of the best final loss of the sweep, and time is the training time.
-- fit of steps-to-target S(B) = S_min(1 + B_crit/B) (McCandlish et al. 2018).
+- uncertainty over repeats: scaling efficiency with a 95% interval per configuration, and the
+  recommendation's confidence (share of bootstrap resamples that pick the same configuration).
+- the critical batch size (predicted, fitted, 20% rule): critical.py; `analysis` joins both.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from statistics import mean
+from statistics import mean, stdev
 
 from scalelab.api import (
+    CriticalBatch,
+    EfficiencyInterval,
     ParetoPoint,
     Recommendation,
     ResultRow,
     TrialCounts,
     TrialPhase,
 )
+from scalelab.critical import critical_batch
 
 MEASURED = frozenset({TrialPhase.SUCCEEDED, TrialPhase.DIVERGED})
 NO_TARGET_SLACK = 1.01  # without a targetLoss: within 1% of the best final loss counts as there
+CONFIDENCE_RESAMPLES = 1000
+#: Student's t, two-sided 95%, by degrees of freedom (the nearest smaller df is used).
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 8: 2.306, 10: 2.228,
+       15: 2.131, 20: 2.086, 30: 2.042, 60: 2.000, 120: 1.980}  # fmt: skip
 
 
 def trial_counts(phases: Iterable[TrialPhase]) -> TrialCounts:
@@ -70,10 +80,20 @@ class _Config:
     trial: str
     time: float
     gpu_seconds: float
+    times: tuple[float, ...] = ()  # each repeat's time (the bootstrap resamples these)
 
 
 def _candidates(rows: Sequence[ResultRow], max_gpus: int, has_target: bool) -> list[_Config]:
-    usable = [r for r in rows if r.phase is TrialPhase.SUCCEEDED and r.gpus <= max_gpus]
+    # A configuration with a repeat the adaptive sweep stopped is out: the mean of its other
+    # repeats would be biased towards the fast ones.
+    stopped = {(r.batch_size, r.gpus) for r in rows if r.phase is TrialPhase.PRUNED}
+    usable = [
+        r
+        for r in rows
+        if r.phase is TrialPhase.SUCCEEDED
+        and r.gpus <= max_gpus
+        and (r.batch_size, r.gpus) not in stopped
+    ]
     if has_target:
         timed = [(r, r.time_to_target_seconds) for r in usable]
     else:
@@ -89,7 +109,8 @@ def _candidates(rows: Sequence[ResultRow], max_gpus: int, has_target: bool) -> l
     configs = []
     for (batch, gpus), runs in sorted(grouped.items()):
         time = mean(t for _, t in runs)
-        configs.append(_Config(batch, gpus, runs[0][0].trial, time, gpus * time))
+        times = tuple(t for _, t in runs)
+        configs.append(_Config(batch, gpus, runs[0][0].trial, time, gpus * time, times))
     return configs
 
 
@@ -137,7 +158,16 @@ def recommend(
             f"; batch {cheapest.batch_size} on {cheapest.gpus} GPU(s) is cheapest "
             f"({cheapest.gpu_seconds:.3g} GPU-s, {cheapest.time:.3g} s)"
         )
+    confidence = recommendation_confidence(configs, best)
+    if confidence is None:
+        reason += "; one run per configuration, so no confidence figure (repeats ≥ 3 give one)"
+    else:
+        reason += (
+            f"; {confidence:.0%} of {CONFIDENCE_RESAMPLES} bootstrap resamples over repeats pick "
+            "it too"
+        )
     return Recommendation(
+        confidence=confidence,
         trial=best.trial,
         batch_size=best.batch_size,
         gpus=best.gpus,
@@ -156,53 +186,56 @@ def recommend(
     )
 
 
-@dataclass(frozen=True)
-class CriticalBatchFit:
-    """S(B) = S_min(1 + B_crit/B), fitted to steps-to-target; r2 of log S."""
-
-    s_min: float
-    b_crit: float
-    r2: float
-
-    def steps(self, batch: float) -> float:
-        """Predicted steps-to-target at `batch`."""
-        return self.s_min * (1 + self.b_crit / batch)
-
-
-def fit_critical_batch(batches: Sequence[float], steps: Sequence[float]) -> CriticalBatchFit | None:
-    """Least squares of S = a + c/B with relative residuals; None below 2 distinct batches.
-
-    S_min = a and B_crit = c/a. Relative residuals weight small and large step counts alike,
-    which matters because S spans orders of magnitude across a batch sweep.
-    """
-    points = [(float(b), float(s)) for b, s in zip(batches, steps, strict=True) if b > 0 and s > 0]
-    if len({b for b, _ in points}) < 2:
+def recommendation_confidence(configs: Sequence[_Config], best: _Config) -> float | None:
+    """Share of bootstrap resamples (each configuration's repeats drawn with replacement) in
+    which `best` is still the fastest; None when no configuration has two runs."""
+    if max(len(c.times) for c in configs) < 2:
         return None
-    # Weighted normal equations of [1, 1/B]·[a, c] ≈ S with weights 1/S².
-    s11 = s12 = s22 = t1 = t2 = 0.0
-    for b, s in points:
-        w = 1.0 / (s * s)
-        x = 1.0 / b
-        s11 += w
-        s12 += w * x
-        s22 += w * x * x
-        t1 += w * s
-        t2 += w * x * s
-    det = s11 * s22 - s12 * s12
-    if det == 0:
-        return None
-    a = (t1 * s22 - t2 * s12) / det
-    c = (s11 * t2 - s12 * t1) / det
-    if a <= 0:
-        # No plateau within the sweep (steps still fall ∝ 1/B): B_crit lies beyond it.
-        a = min(s for _, s in points) * 1e-3
-        c = mean(s * b for b, s in points)
-    c = max(c, 0.0)
-    fit = CriticalBatchFit(s_min=a, b_crit=c / a, r2=0.0)
-    logs = [math.log(s) for _, s in points]
-    predicted = [math.log(fit.steps(b)) for b, _ in points]
-    centre = mean(logs)
-    total = sum((v - centre) ** 2 for v in logs)
-    residual = sum((v - p) ** 2 for v, p in zip(logs, predicted, strict=True))
-    r2 = 1 - residual / total if total > 0 else 1.0
-    return CriticalBatchFit(s_min=fit.s_min, b_crit=fit.b_crit, r2=r2)
+    # A resample's mean lies between a configuration's fastest and slowest run, so only those
+    # whose fastest run beats best's slowest can ever win (keeps 1000-point sweeps cheap).
+    rivals = [c for c in configs if c is best or min(c.times or (c.time,)) <= max(best.times)]
+    rng = random.Random(0)
+    wins = 0
+    for _ in range(CONFIDENCE_RESAMPLES):
+        times = [(mean(rng.choices(c.times, k=len(c.times))), c.gpu_seconds, c) for c in rivals]
+        fastest = min(times, key=lambda t: (t[0], t[1]))[2]
+        wins += fastest is best
+    return wins / CONFIDENCE_RESAMPLES
+
+
+def _t95(df: int) -> float:
+    return T95[max(k for k in T95 if k <= df)] if df >= 1 else math.inf
+
+
+def efficiency_intervals(rows: Sequence[ResultRow], weak: bool = False) -> list[EfficiencyInterval]:
+    """Scaling efficiency per (batch, GPUs > 1) as a ratio of mean throughputs, with a 95%
+    interval from both means' standard errors (delta method, Student's t on the fewer runs)."""
+    speeds: dict[tuple[int, int], list[float]] = defaultdict(list)
+    for r in rows:
+        if r.phase in MEASURED and r.samples_per_second:
+            speeds[(r.batch_size, r.gpus)].append(r.samples_per_second)
+    out = []
+    for (batch, gpus), runs in sorted(speeds.items()):
+        base = speeds.get((batch // gpus if weak else batch, 1))
+        if gpus == 1 or not base:
+            continue
+        value = mean(runs) / (gpus * mean(base))
+        low = high = None
+        if len(runs) > 1 and len(base) > 1:
+            rel = math.sqrt(
+                (stdev(runs) / mean(runs)) ** 2 / len(runs)
+                + (stdev(base) / mean(base)) ** 2 / len(base)
+            )
+            half = _t95(min(len(runs), len(base)) - 1) * rel * value
+            low, high = value - half, value + half
+        out.append(
+            EfficiencyInterval(
+                batch_size=batch, gpus=gpus, runs=len(runs), mean=value, low=low, high=high
+            )
+        )
+    return out
+
+
+def analysis(rows: Sequence[ResultRow], weak: bool = False) -> CriticalBatch:
+    """The critical batch size (critical.py) with the efficiency intervals beside it."""
+    return critical_batch(rows).model_copy(update={"efficiency": efficiency_intervals(rows, weak)})

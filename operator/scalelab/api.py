@@ -104,6 +104,13 @@ class BatchScope(StrEnum):
     PER_PROCESS = "perProcess"
 
 
+class SweepStrategy(StrEnum):
+    """How the sweep's batch sizes are chosen: all of them, or around the measured B_simple."""
+
+    GRID = "grid"
+    ADAPTIVE = "adaptive"
+
+
 class ExperimentPhase(StrEnum):
     """Lifecycle of a ScaleExperiment."""
 
@@ -114,7 +121,8 @@ class ExperimentPhase(StrEnum):
 
 
 class TrialPhase(StrEnum):
-    """Lifecycle of a ScaleTrial: Diverged is a measured outcome, Skipped cannot run."""
+    """Lifecycle of a ScaleTrial: Diverged is a measured outcome, Skipped cannot run (or was
+    ruled out before starting), Pruned was stopped early by the adaptive sweep."""
 
     PENDING = "Pending"
     RUNNING = "Running"
@@ -122,10 +130,17 @@ class TrialPhase(StrEnum):
     DIVERGED = "Diverged"
     FAILED = "Failed"
     SKIPPED = "Skipped"
+    PRUNED = "Pruned"
 
 
 FINISHED_TRIAL_PHASES = frozenset(
-    {TrialPhase.SUCCEEDED, TrialPhase.DIVERGED, TrialPhase.FAILED, TrialPhase.SKIPPED}
+    {
+        TrialPhase.SUCCEEDED,
+        TrialPhase.DIVERGED,
+        TrialPhase.FAILED,
+        TrialPhase.SKIPPED,
+        TrialPhase.PRUNED,
+    }
 )
 
 
@@ -287,6 +302,26 @@ class Workload(ApiModel):
     )
 
 
+class AdaptiveSweep(ApiModel):
+    """strategy adaptive: a pilot trial measures B_simple, then only batch sizes near it run."""
+
+    width: float = Field(
+        default=4.0,
+        ge=1,
+        le=1000,
+        description="Candidate batch sizes within this factor of the predicted critical batch "
+        "size (either side, widened by the prediction's ±2 standard errors) run; the rest are "
+        "Skipped with the reason. Unit: ratio. Default: 4.",
+    )
+    min_points: int = Field(
+        default=3,
+        ge=2,
+        le=64,
+        description="At least this many batch sizes run (the nearest to the prediction in log "
+        "B), so a fit is possible. Unit: batch sizes. Default: 3.",
+    )
+
+
 class Sweep(ApiModel):
     """The grid: every batch size × every process count × repeats."""
 
@@ -310,6 +345,17 @@ class Sweep(ApiModel):
         le=100,
         description="Seeds per grid point (repeat r uses workload.seed + r). Unit: runs. "
         "Default: 1.",
+    )
+    strategy: SweepStrategy = Field(
+        default=SweepStrategy.GRID,
+        description="grid: every batch size runs; adaptive: a pilot at the middle batch size "
+        "(fewest GPUs, repeat 0) measures B_simple, then only batch sizes near the predicted "
+        "B_crit run, smallest first, and a batch above one that Diverged under linear lr "
+        "scaling is not started (see adaptive). batchSizes are the candidates. Default: grid.",
+    )
+    adaptive: AdaptiveSweep = Field(
+        default_factory=AdaptiveSweep,
+        description="Settings of strategy adaptive. Default: width 4, minPoints 3.",
     )
     batch_scope: BatchScope = Field(
         default=BatchScope.GLOBAL,
@@ -423,6 +469,14 @@ class Measurement(ApiModel):
         default=True,
         description="Estimate the gradient noise scale B_simple (two-batch estimator, "
         "McCandlish et al. 2018). Default: true.",
+    )
+    noise_window_epochs: float = Field(
+        default=1.0,
+        ge=0,
+        le=1000,
+        description="B_simple smoothing: |G|² and tr(Σ) are moving averages with this time "
+        "constant, carried across epochs; 0 = every step of the trial weighs the same. Unit: "
+        "epochs. Default: 1.",
     )
     record_update_losses: bool = Field(
         default=False,
@@ -633,6 +687,11 @@ class TrialCounts(ApiModel):
         default=0, ge=0, description="Crashed, timed out or interrupted. Default: 0."
     )
     skipped: int = Field(default=0, ge=0, description="Cannot run (see the reason). Default: 0.")
+    pruned: int = Field(
+        default=0,
+        ge=0,
+        description="Stopped early by the adaptive sweep (see the reason). Default: 0.",
+    )
 
 
 class ResultRow(ApiModel):
@@ -670,6 +729,28 @@ class ResultRow(ApiModel):
     gradient_noise_scale: float | None = Field(
         default=None, description="Measured B_simple = tr(Σ)/|G|². Unit: examples."
     )
+    gradient_noise_scale_stderr: float | None = Field(
+        default=None, description="Standard error of gradientNoiseScale. Unit: examples."
+    )
+    gradient_noise_scale_reason: str | None = Field(
+        default=None, description="Why gradientNoiseScale is null; null when it is not."
+    )
+    critical_batch_size: float | None = Field(
+        default=None,
+        description="Predicted B_crit: B_simple at the target loss (else at the end). "
+        "Unit: examples.",
+    )
+    critical_batch_size_stderr: float | None = Field(
+        default=None, description="Standard error of criticalBatchSize. Unit: examples."
+    )
+    steps_to_target: int | None = Field(
+        default=None, ge=0, description="Optimizer steps to the target loss. Unit: steps."
+    )
+    pruned: bool = Field(
+        default=False,
+        description="Skipped or stopped by the adaptive sweep (the reason says why). "
+        "Default: false.",
+    )
 
 
 class ParetoPoint(ApiModel):
@@ -685,6 +766,79 @@ class ParetoPoint(ApiModel):
     gpu_seconds: float = Field(..., description="Processes × time-to-target. Unit: GPU-seconds.")
 
 
+class BatchSteps(ApiModel):
+    """Steps-to-target at one batch size over its repeats."""
+
+    batch_size: int = Field(..., gt=0, description="Global batch size. Unit: examples.")
+    runs: int = Field(..., ge=1, description="Repeats that reached the target. Unit: runs.")
+    mean: float = Field(..., description="Mean steps-to-target. Unit: steps.")
+    stdev: float | None = Field(
+        default=None, description="Sample standard deviation (null with one run). Unit: steps."
+    )
+
+
+class EfficiencyInterval(ApiModel):
+    """Scaling efficiency of one (batch, GPUs) over its repeats, with a 95% interval."""
+
+    batch_size: int = Field(..., gt=0, description="Global batch size. Unit: examples.")
+    gpus: int = Field(..., gt=0, description="Horovod processes. Unit: processes.")
+    runs: int = Field(..., ge=1, description="Repeats measured. Unit: runs.")
+    mean: float = Field(..., description="Mean scaling efficiency. Unit: ratio.")
+    low: float | None = Field(default=None, description="95% interval, lower. Unit: ratio.")
+    high: float | None = Field(default=None, description="95% interval, upper. Unit: ratio.")
+
+
+class CriticalBatch(ApiModel):
+    """The critical batch size: predicted by B_simple, fitted, and by the 20% rule."""
+
+    predicted: float | None = Field(
+        default=None,
+        description="Median measured B_simple at the target over the trials (McCandlish et "
+        "al. 2018: B_crit ≈ B_simple). Unit: examples.",
+    )
+    predicted_low: float | None = Field(
+        default=None, description="Smallest per-trial B_simple. Unit: examples."
+    )
+    predicted_high: float | None = Field(
+        default=None, description="Largest per-trial B_simple. Unit: examples."
+    )
+    fitted: float | None = Field(
+        default=None,
+        description="B_crit of the fit S = S_min(1 + B_crit/B) to steps-to-target; null when "
+        "it lies beyond the largest batch measured. Unit: examples.",
+    )
+    fitted_low: float | None = Field(
+        default=None, description="95% bootstrap interval over repeats, lower. Unit: examples."
+    )
+    fitted_high: float | None = Field(
+        default=None,
+        description="95% bootstrap interval, upper; null when unbounded. Unit: examples.",
+    )
+    fit_r2: float | None = Field(default=None, description="R² of log S. Unit: ratio.")
+    twenty_percent: float | None = Field(
+        default=None,
+        description="Smallest batch whose steps-to-target exceed the linear-scaling "
+        "prediction from the smallest batch by 20% (Zhang et al. 2024), interpolated in log B; "
+        "null when none does. Unit: examples.",
+    )
+    beyond_range: bool = Field(
+        default=False,
+        description="True when every measured batch still scales (near) perfectly: B_crit is "
+        "beyond the largest batch measured. Default: false.",
+    )
+    largest_batch: int | None = Field(
+        default=None, description="Largest batch that reached the target. Unit: examples."
+    )
+    summary: str = Field(default="", description='The verdict in one sentence. Default: "".')
+    steps: list[BatchSteps] = Field(
+        default_factory=list, description="Steps-to-target per batch size. Default: []."
+    )
+    efficiency: list[EfficiencyInterval] = Field(
+        default_factory=list,
+        description="Scaling efficiency per configuration with 95% intervals. Default: [].",
+    )
+
+
 class Recommendation(ApiModel):
     """The configuration to use, and why."""
 
@@ -695,6 +849,13 @@ class Recommendation(ApiModel):
         default=None, description="Resolved learning rate. Unit: per step."
     )
     reason: str = Field(default="", description='Why, in one sentence. Default: "".')
+    confidence: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Share of bootstrap resamples over repeats that recommend the same "
+        "configuration (null with one repeat). Unit: ratio. Default: null.",
+    )
     pareto: list[ParetoPoint] = Field(
         default_factory=list,
         description="Pareto front of time-to-target vs GPU-seconds. Default: [].",
@@ -748,6 +909,11 @@ class ScaleExperimentStatus(ApiModel):
         default=None,
         description="Best configuration and reason. Default: null until trials finish.",
     )
+    critical_batch: CriticalBatch | None = Field(
+        default=None,
+        description="Predicted vs measured critical batch size with intervals. Default: null "
+        "until trials finish.",
+    )
 
 
 class ScaleExperiment(ApiModel):
@@ -774,6 +940,9 @@ class TrialProgress(ApiModel):
     steps: int | None = Field(default=None, ge=0, description="Optimizer steps. Unit: steps.")
     loss: float | None = Field(default=None, description="Full-dataset loss at the last epoch end.")
     samples_per_second: float | None = Field(default=None, description="Unit: samples/second.")
+    training_seconds: float | None = Field(
+        default=None, ge=0, description="Training time from the first step. Unit: seconds."
+    )
     updated_at: str | None = Field(default=None, description="RFC 3339 time of this progress.")
 
 
@@ -805,8 +974,17 @@ class TrialResult(ApiModel):
     gradient_noise_scale: float | None = Field(
         default=None, description="B_simple. Unit: examples."
     )
+    gradient_noise_scale_stderr: float | None = Field(
+        default=None, description="Standard error of B_simple. Unit: examples."
+    )
+    gradient_noise_scale_reason: str | None = Field(
+        default=None, description="Why B_simple is null; null when it is not."
+    )
     critical_batch_size: float | None = Field(
         default=None, description="Predicted. Unit: examples."
+    )
+    critical_batch_size_stderr: float | None = Field(
+        default=None, description="Standard error of the prediction. Unit: examples."
     )
     seconds: float | None = Field(default=None, description="Training time. Unit: seconds.")
     warnings: list[str] = Field(default_factory=list, description="Diagnostics. Default: [].")

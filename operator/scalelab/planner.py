@@ -20,6 +20,7 @@ from scalelab.api import (
     Model,
     ScaleExperiment,
     ScaleTrialSpec,
+    SweepStrategy,
     Training,
     TrialPhase,
 )
@@ -92,10 +93,12 @@ def _skip_reason(experiment: ScaleExperiment, global_batch: int, processes: int)
 
 
 def plan(experiment: ScaleExperiment) -> list[PlannedTrial]:
-    """Every grid point, in the sweep's order: batch sizes as listed, then GPUs, then repeats."""
+    """Every grid point, in the sweep's order: batch sizes as listed (strategy adaptive: smallest
+    first, so a diverged batch is known before larger ones start), then GPUs, then repeats."""
     spec = experiment.spec
     trials: list[PlannedTrial] = []
-    for batch in spec.sweep.batch_sizes:
+    adaptive = spec.sweep.strategy is SweepStrategy.ADAPTIVE
+    for batch in sorted(spec.sweep.batch_sizes) if adaptive else spec.sweep.batch_sizes:
         for processes in spec.sweep.gpus:
             global_batch = (
                 batch * processes if spec.sweep.batch_scope is BatchScope.PER_PROCESS else batch
@@ -214,6 +217,7 @@ def _measurement_flags(spec: ScaleTrialSpec) -> list[str]:
     m = spec.measurement
     return [
         "--gradient-noise-scale" if m.gradient_noise_scale else "--no-gradient-noise-scale",
+        "--noise-window-epochs", repr(m.noise_window_epochs),
         "--record-update-losses" if m.record_update_losses else "--no-record-update-losses",
         "--loss-surface-points", str(m.loss_surface_points),
         "--steps-per-call", str(m.steps_per_call),

@@ -253,6 +253,7 @@ def test_every_example_is_a_valid_experiment() -> None:
         "lab1-batch-size.yaml",
         "lab2-horovod.yaml",
         "lab3-large-batch.yaml",
+        "lab3-adaptive.yaml",
         "gpu-throughput.yaml",
     }
     for file in files:

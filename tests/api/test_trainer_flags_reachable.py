@@ -28,7 +28,7 @@ TRAINING = {
 }  # fmt: skip
 MEASUREMENT = {
     "gradientNoiseScale": False, "recordUpdateLosses": True, "lossSurfacePoints": 50,
-    "stepsPerCall": 4, "throughputSkipSteps": 3, "intraOpThreads": 2,
+    "stepsPerCall": 4, "throughputSkipSteps": 3, "intraOpThreads": 2, "noiseWindowEpochs": 2.5,
 }  # fmt: skip
 WORKLOADS = [
     {"model": "linear", "dataset": "lab1-line", "lineSlope": 3.0, "lineIntercept": -1.0,

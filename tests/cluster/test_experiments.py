@@ -200,7 +200,7 @@ def test_the_operator_killed_mid_experiment_resumes_without_duplicates_or_lost_t
     status = get(cluster, "scaleexperiment", "restart", namespace)["status"]
     assert status["trials"] == {
         "total": 3, "pending": 0, "running": 0, "succeeded": 3,
-        "diverged": 0, "failed": 0, "skipped": 0,
+        "diverged": 0, "failed": 0, "skipped": 0, "pruned": 0,
     }  # fmt: skip
     jobs = items(cluster, "mpijobs", namespace)
     assert sorted(j["metadata"]["name"] for j in jobs) == [
@@ -377,3 +377,39 @@ def test_a_hung_trial_is_flagged_stalled_then_failed_at_its_deadline(
         "get", "events", "-n", namespace, "--field-selector", "reason=TrialStalled", "-o", "name"
     ).stdout
     assert events.strip()
+
+
+def test_an_adaptive_experiment_runs_its_pilot_alone_then_skips_what_b_simple_rules_out(
+    cluster: ControlPlane, operator: Operator, standin: StandIn, namespace: str
+) -> None:
+    cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-",
+        input=_experiment(
+            "adapt",
+            workload={"model": "linear", "dataset": "regression", "datasetSize": 2048},
+            sweep={"strategy": "adaptive", "batchSizes": [1, 2, 64, 256, 1024], "gpus": [1]},
+            training={"learningRate": 0.004, "referenceBatchSize": 8, "lrScaling": "linear",
+                      "warmupEpochs": 1, "maxEpochs": 100, "targetLoss": 1.1, "shuffle": True,
+                      "convergence": {"relativeTolerance": 0}},
+        ),
+    )  # fmt: skip
+    wait_for(lambda: items(cluster, "mpijobs", namespace), 60, "the pilot's MPIJob")
+    assert [j["metadata"]["name"] for j in items(cluster, "mpijobs", namespace)] == ["adapt-b64-g1"]
+    waiting = get(cluster, "scaletrial", "adapt-b256-g1", namespace)["status"]
+    assert waiting["phase"] == "Pending"
+    assert _wait_finished(cluster, "adapt", namespace) == "Succeeded", operator.log_tail()
+    status = get(cluster, "scaleexperiment", "adapt", namespace)["status"]
+    # B_simple at the target is in the thousands here: batches 1 and 2 are far below it.
+    for name in ("adapt-b1-g1", "adapt-b2-g1"):
+        trial = get(cluster, "scaletrial", name, namespace)["status"]
+        assert trial["phase"] == "Skipped"
+        assert trial["reason"].startswith("adaptive: batch ")
+        assert not standin.runs_of(name)
+    rows = {r["trial"]: r for r in status["results"]}
+    assert rows["adapt-b1-g1"]["pruned"] is True
+    placed = next(c for c in status["conditions"] if c["type"] == "AdaptivePlan")
+    assert (placed["status"], placed["reason"]) == ("True", "Placed")
+    assert placed["message"].startswith("pilot adapt-b64-g1: B_simple ")
+    assert status["criticalBatch"]["predicted"] > 64
+    assert status["criticalBatch"]["summary"]
+    assert status["recommendation"]["batchSize"] in {64, 256, 1024}

@@ -111,7 +111,7 @@ def test_the_operator_role_grants_no_secrets(cluster: ControlPlane) -> None:
         assert allowed.stdout.strip() == "no"
     for verb, what, answer in (
         ("create", "mpijobs.kubeflow.org", "yes"),
-        ("delete", "mpijobs.kubeflow.org", "yes"),  # of a trial Kueue can never admit
+        ("delete", "mpijobs.kubeflow.org", "yes"),  # Kueue can never admit it; pruned
         ("patch", "scaletrials.scalelab.dev/status", "yes"),
     ):
         whole = what.split("/")
@@ -206,7 +206,10 @@ def test_defaults_from_the_models_are_applied_by_the_api_server(
 ) -> None:
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=_doc("defaults", {}))
     spec = get(cluster, "sx", "defaults", namespace)["spec"]
-    assert spec["sweep"] == {"batchSizes": [100], "gpus": [1], "repeats": 1, "batchScope": "global"}
+    assert spec["sweep"] == {
+        "batchSizes": [100], "gpus": [1], "repeats": 1, "batchScope": "global",
+        "strategy": "grid", "adaptive": {"width": 4, "minPoints": 3},
+    }  # fmt: skip
     assert spec["training"]["convergence"] == {"relativeTolerance": 0.001, "stoppingLoss": "full"}
     assert spec["measurement"]["gradientNoiseScale"] is True
     assert spec["workload"]["parameters"] == {}

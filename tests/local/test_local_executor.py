@@ -433,6 +433,44 @@ def test_the_large_batch_example_scales_perfectly_until_linear_scaling_diverges(
     assert trials[2048]["phase"] == "Diverged"  # η = 1.02 is past the curvature limit
     assert trials[2048]["learningRate"] == pytest.approx(1.024)
     assert all(trials[b]["gradientNoiseScale"] for b in (8, 32))
+    assert all(trials[b]["gradientNoiseScaleStderr"] for b in (8, 32))
+    # Every batch that reached the target scaled perfectly: no extrapolated B_crit.
+    critical = results(out)["criticalBatch"]
+    assert critical["beyondRange"]
+    assert critical["fitted"] is None
+    assert critical["summary"].startswith("B_crit is beyond the largest batch measured (512)")
+
+
+def test_an_adaptive_sweep_runs_the_pilot_first_and_skips_what_it_rules_out(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    done = scalelab("run", str(EXAMPLES / "lab3-adaptive.yaml"), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "pilot lab3-adaptive-b128-g1 measures B_simple first" in done.stdout
+    trials = {t["batchSize"]: t for t in results(out)["trials"]}
+    ran = sorted((t["finishedAt"], b) for b, t in trials.items() if t["phase"] != "Skipped")
+    assert ran[0][1] == 128  # the pilot (middle batch) first
+    # B_simple at the target is a few thousand here (± as much: one epoch of batch 128 is 64
+    # steps), so 8 lies below the prediction / 10 / width 4.
+    assert trials[8]["pruned"]
+    assert trials[8]["reason"].startswith("adaptive: batch 8 is outside ")
+    assert trials[8]["finishedAt"] is None
+    # Which later trials a finished configuration beats on time and GPU-seconds depends on this
+    # machine's speed; each stopped one names a faster configuration, and the sweep goes on.
+    for b, t in trials.items():
+        assert t["phase"] in {"Succeeded", "Diverged", "Pruned", "Skipped"}, (b, t["reason"])
+        if t["phase"] == "Pruned":
+            assert t["pruned"]
+            assert t["reason"].startswith("adaptive: stopped after ")
+            assert "reached the target in" in t["reason"]
+            assert t["gpuSeconds"] > 0  # what it spent counts
+        if t["phase"] == "Skipped" and b > 2048:
+            assert t["reason"].startswith("adaptive: not started: batch 2048 (lab3-adaptive")
+    succeeded = [t for t in trials.values() if t["phase"] == "Succeeded"]
+    fastest = min(succeeded, key=lambda t: t["timeToTargetSeconds"])
+    assert results(out)["recommendation"]["batchSize"] == fastest["batchSize"]  # 512 unloaded
+    assert results(out)["criticalBatch"]["predicted"] > 128
 
 
 def _listenable(port: int) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scalelab.aggregate import recommend, with_scaling
+from scalelab.aggregate import analysis, recommend, with_scaling
 from scalelab.api import TrialPhase
 from scalelab.report.render import build_html, render_report
 from scalelab.report.surface import LineStats, surface
@@ -44,6 +44,7 @@ def sweep() -> ResultsFile:
         for t in trials
     ]  # fmt: skip
     results.recommendation = recommend(rows, max_gpus=4, has_target=True)
+    results.critical_batch = analysis(rows)
     return results
 
 
@@ -56,7 +57,9 @@ def test_a_scaling_sweep_gets_the_fit_the_throughput_and_the_pareto_figures(
     for png in pngs.values():
         assert png.startswith(b"\x89PNG")
         assert base64.b64encode(png).decode() in page
-    assert "B_crit = 32" in page  # the fit recovers the synthetic critical batch
+    assert "B_crit ≈ 32.2 (one run per batch: no interval" in page  # the synthetic 32
+    assert "B_simple predicts 30" in page
+    assert "within 2× of the fit" in page
     assert "global batch 2 is smaller than the 4 processes" in page
     assert "Recommendation:</b> batch 256 on 4 GPU(s)" in page  # fewest steps, most GPUs
     assert "http://" not in page

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from scalelab.aggregate import fit_critical_batch, recommend, trial_counts, with_scaling
+from scalelab.aggregate import recommend, trial_counts, with_scaling
 from scalelab.api import ResultRow, TrialPhase
+from scalelab.critical import fit_critical_batch
 from scalelab.local.events import parse_event
 from scalelab.results import store
 from scalelab.results.columns import COLUMNS
@@ -157,7 +158,8 @@ def test_the_csv_header_is_the_column_spec_and_every_column_names_a_record_field
     assert header == (
         "name,batchSize,gpus,repeat,seed,learningRate,phase,reason,epochs,steps,finalLoss,"
         "samplesPerSecond,scalingEfficiency,scalingEfficiencyKind,stepsToTarget,epochsToTarget,"
-        "timeToTargetSeconds,seconds,wallSeconds,gpuSeconds,gradientNoiseScale,criticalBatchSize"
+        "timeToTargetSeconds,seconds,wallSeconds,gpuSeconds,gradientNoiseScale,"
+        "gradientNoiseScaleStderr,criticalBatchSize"
     )
     for column in COLUMNS:
         assert column.field in TrialRecord.model_fields, column

@@ -48,6 +48,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Run]:
                     "40",
                 ],
                 ["--trial", "target", "--batch-size", "20", "--target-loss", "110"],
+                ["--trial", "off", "--no-gradient-noise-scale", "--max-epochs", "2"],
             ]
         )
     )
@@ -66,6 +67,21 @@ def test_estimate_at_fixed_theta_is_within_ten_percent_of_per_example_gradients(
     r = runs[processes].of("result", "fixed")[0]
     assert r["steps"] == 2000
     assert r["gradientNoiseScale"] == pytest.approx(exact, rel=0.10)
+    # Smoothed over the steps, with a standard error that covers the exact value.
+    assert 0 < r["gradientNoiseScaleStderr"] < 0.05 * r["gradientNoiseScale"]
+    assert abs(r["gradientNoiseScale"] - exact) < 4 * r["gradientNoiseScaleStderr"]
+    assert r["gradientNoiseScaleReason"] is None
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_null_noise_scale_always_comes_with_its_reason(
+    runs: dict[int, Run], processes: int
+) -> None:
+    r = runs[processes].of("result", "off")[0]
+    assert r["gradientNoiseScale"] is None
+    assert r["gradientNoiseScaleReason"] == "not measured: --no-gradient-noise-scale"
+    epochs = runs[processes].of("epoch", "off")
+    assert [e["gradientNoiseScaleReason"] for e in epochs] == [r["gradientNoiseScaleReason"]] * 2
 
 
 @pytest.mark.parametrize("processes", [1, 2])
@@ -85,3 +101,11 @@ def test_critical_batch_size_is_reported_at_the_target_loss(runs: dict[int, Run]
     assert r["epochsToTarget"] == r["epochs"]
     assert 0 < r["stepsToTarget"] <= r["steps"]
     assert r["timeToTargetSeconds"] > 0
+
+
+def test_epoch_events_carry_the_training_time_so_far(runs: dict[int, Run]) -> None:
+    """What the adaptive sweep compares with a finished trial's time-to-target."""
+    epochs = runs[2].of("epoch", "off")
+    result = runs[2].of("result", "off")[0]
+    assert 0 < epochs[0]["trainingSeconds"] < epochs[1]["trainingSeconds"]
+    assert epochs[1]["trainingSeconds"] <= result["trainingSeconds"]

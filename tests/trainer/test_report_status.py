@@ -32,6 +32,7 @@ def epoch(n: int) -> dict[str, Any]:
         "loss": 1.0 / n,
         "updateLoss": 2.0,
         "samplesPerSecond": 500.0,
+        "trainingSeconds": 0.5 * n,
         "params": {"w": 1.0, "b": 2.0},
     }
 
@@ -44,6 +45,7 @@ def test_progress_payload_is_a_merge_patch_of_status_progress() -> None:
                 "steps": 30,
                 "loss": 1.0 / 3,
                 "samplesPerSecond": 500.0,
+                "trainingSeconds": 1.5,
                 "updatedAt": "2026-11-18T11:06:43Z",
             }
         }

@@ -120,6 +120,9 @@ class TrialConfig:
     )
     # --- measurement ---
     gradient_noise_scale: bool = _flag_field(True, "estimate B_simple with the two-batch estimator")
+    noise_window_epochs: float = _flag_field(
+        1.0, "B_simple smoothing: time constant of the moving averages in epochs; 0 = all steps"
+    )
     steps_per_call: int = _flag_field(
         0, "optimizer steps per tf.function call; 0 = auto (linear: a whole epoch)"
     )

@@ -31,6 +31,7 @@ def progress_payload(event: dict[str, Any]) -> dict[str, Any]:
                 "steps": event.get("steps"),
                 "loss": event.get("loss"),
                 "samplesPerSecond": event.get("samplesPerSecond"),
+                "trainingSeconds": event.get("trainingSeconds"),
                 "updatedAt": datetime.fromtimestamp(event.get("time", time.time()), UTC).strftime(
                     "%Y-%m-%dT%H:%M:%SZ"
                 ),

@@ -25,7 +25,19 @@ from scalelab_trainer.optimizers import Optimizer
 from scalelab_trainer.schedule import Schedule
 
 # Positions in the vector a call returns (one host sync per call); read it through `CallOutput`.
-DONE, LOSS_SUM, DIVERGED, G2_SUM, TR_SUM, NOISE_COUNT, TARGET_HIT, FULL_LOSS = range(8)
+(
+    DONE,
+    LOSS_SUM,
+    DIVERGED,
+    G2_SUM,
+    TR_SUM,
+    NOISE_COUNT,
+    G2_SQ,
+    TR_SQ,
+    G2_TR,
+    TARGET_HIT,
+    FULL_LOSS,
+) = range(11)
 
 
 @dataclass(frozen=True)
@@ -38,6 +50,9 @@ class CallOutput:
     g2_sum: float  # noise estimator: sum of the |G|² estimates
     tr_sum: float  # noise estimator: sum of the tr(Σ) estimates
     noise_count: int  # steps that contributed to the noise sums
+    g2_sq: float  # ... and the sums of their squares and product (the estimate's standard error)
+    tr_sq: float
+    g2_tr: float
     target_hit: int | None  # global step after which the exact loss first reached the target
     full_loss: float  # linear models: exact full-dataset loss after the call; others NaN
     update_losses: npt.NDArray[np.float64]  # record_updates: each applied step's loss
@@ -58,6 +73,9 @@ class CallOutput:
             g2_sum=float(vector[G2_SUM]),
             tr_sum=float(vector[TR_SUM]),
             noise_count=int(vector[NOISE_COUNT]),
+            g2_sq=float(vector[G2_SQ]),
+            tr_sq=float(vector[TR_SQ]),
+            g2_tr=float(vector[G2_TR]),
             target_hit=hit if hit >= 0 else None,
             full_loss=float(vector[FULL_LOSS]),
             update_losses=rest[:count][:done],
@@ -183,7 +201,7 @@ def build_step_loop(
         # Loop state, one scalar each (slicing and re-stacking one vector per step costs ops):
         # step index, then the fields DONE .. TARGET_HIT, then the optional per-step losses.
         def body(i: tf.Tensor, *state: Any) -> tuple[Any, ...]:
-            done, loss_sum, _, g2_sum, tr_sum, noise_n, hit, *rec = state
+            done, loss_sum, _, g2_sum, tr_sum, noise_n, g2_sq, tr_sq, g2_tr, hit, *rec = state
             step = first + i
             grads, loss, small_sq, gf = one_step(step)
             loss64, gf64 = tf.cast(loss, tf.float64), tf.cast(gf, tf.float64)
@@ -204,9 +222,9 @@ def build_step_loop(
                     gf64,
                 )
                 use = tf.cast(ok, tf.float64) * keep
-                g2_sum += tf.where(use > 0, g2, 0.0)
-                tr_sum += tf.where(use > 0, tr, 0.0)
-                noise_n += use
+                g2, tr = tf.where(use > 0, g2, 0.0), tf.where(use > 0, tr, 0.0)
+                g2_sum, tr_sum, noise_n = g2_sum + g2, tr_sum + tr, noise_n + use
+                g2_sq, tr_sq, g2_tr = g2_sq + g2 * g2, tr_sq + tr * tr, g2_tr + g2 * tr
             if reduce:
                 rate = schedule.rate_tensor(tf.cast(step, tf.float64))
                 opt.apply(grads, variables, rate * keep)
@@ -219,13 +237,17 @@ def build_step_loop(
                 flat = tf.concat([tf.reshape(tf.cast(v, tf.float64), [-1]) for v in variables], 0)
                 rec[1] = rec[1].write(tf.cast(i, tf.int32), flat)
             return (i + 1, done + keep, loss_sum + loss64 * keep, 1.0 - keep, g2_sum, tr_sum,
-                    noise_n, hit, *rec)  # fmt: skip
+                    noise_n, g2_sq, tr_sq, g2_tr, hit, *rec)  # fmt: skip
 
         def more(i: tf.Tensor, *state: Any) -> tf.Tensor:
             return tf.logical_and(i < count, state[DIVERGED] == 0)
 
         zero = tf.zeros([], tf.float64)
-        init: tuple[Any, ...] = (tf.zeros([], tf.int64), *([zero] * 6), -tf.ones([], tf.float64))
+        init: tuple[Any, ...] = (
+            tf.zeros([], tf.int64),
+            *([zero] * TARGET_HIT),
+            -tf.ones([], tf.float64),
+        )
         size = tf.cast(count, tf.int32)
         if record_updates:
             init += (tf.TensorArray(tf.float64, size=size, element_shape=[]),)

@@ -168,9 +168,9 @@ class _Run:
             ("stepsToTarget", "epochsToTarget", "timeToTargetSeconds")
         )
     )
-    noise_at_target: float | None = None
-    noise_total: NoiseAccumulator = field(default_factory=NoiseAccumulator)
-    epoch_noise: NoiseAccumulator = field(default_factory=NoiseAccumulator)
+    noise: NoiseAccumulator = field(default_factory=NoiseAccumulator)  # smoothed across epochs
+    noise_at_target: dict[str, Any] | None = None  # noise.summary() when the target was reached
+    noise_unmeasured: str | None = None  # why B_simple is not estimated at all
 
 
 @dataclass
@@ -359,6 +359,7 @@ def _train(
         "updateLoss": [],
         "params": [],
         "gradientNoiseScale": [],
+        "gradientNoiseScaleStderr": [],
         "learningRate": [],
     }
     if b.accuracy is not None:
@@ -368,6 +369,11 @@ def _train(
     if b.recorded_params:
         curves["updateParams"] = []  # every update's parameters: the lab's SGD path
     run = _Run(loss0, Clock(cfg.throughput_skip_steps), curves, t_train=0.0, loss=loss0)
+    # A window in epochs (data seen), not in steps: B_simple grows as the loss falls, so a window
+    # of fixed steps would lag by many epochs at large batches and few at small ones, and the
+    # values at the target would not be comparable across the sweep.
+    run.noise = NoiseAccumulator(window=cfg.noise_window_epochs * b.layout.steps_per_epoch)
+    run.noise_unmeasured = _unmeasured(cfg, b)
     # Per-call host work stays small: these never change during a trial.
     bounds = (
         tf.constant(stopping.divergence_limit(cfg, loss0), tf.float64),
@@ -399,7 +405,7 @@ def _train(
                 "epochsToTarget": run.epoch,
                 "timeToTargetSeconds": time.perf_counter() - run.t_train,
             }
-            run.noise_at_target = run.noise_total.value()
+            run.noise_at_target = _noise_summary(run)
         previous = stopping.rule_loss(cfg, run.loss, update_loss)
     return run
 
@@ -415,7 +421,6 @@ def _run_epoch(  # noqa: PLR0917 - one epoch of _train, its state passed explici
     """The epoch's steps, K per call, until the epoch ends, a step diverges or SIGTERM."""
     S, K = b.layout.steps_per_epoch, b.steps_per_call
     samples_per_call = K * cfg.batch_size
-    run.epoch_noise = NoiseAccumulator()
     epoch = _Epoch()
     pos = 0
     while pos < S:
@@ -439,7 +444,7 @@ def _run_epoch(  # noqa: PLR0917 - one epoch of _train, its state passed explici
         if b.recorded_params:
             run.curves["updateParams"].extend(row.tolist() for row in out.update_params)
         epoch.updates += done
-        run.epoch_noise.add(out.g2_sum, out.tr_sum, out.noise_count)
+        run.noise.add(out.g2_sum, out.tr_sum, out.noise_count, out.g2_sq, out.tr_sq, out.g2_tr)
         if out.target_hit is not None and epoch.target_hit is None:
             epoch.target_hit = out.target_hit
         epoch.last = out
@@ -461,7 +466,6 @@ def _end_epoch(  # noqa: PLR0917 - the end of one epoch of _train, its state pas
     metrics: TrialMetrics | None,
 ) -> float:
     """Full loss, curves, the `epoch` event and metrics at an epoch end; the mean update loss."""
-    run.noise_total.add(run.epoch_noise.g2, run.epoch_noise.tr, run.epoch_noise.count)
     assert epoch.last is not None  # every epoch has at least one step
     run.loss = epoch.last.full_loss
     if np.isnan(run.loss):  # not computed inside the step loop (models other than linear)
@@ -471,7 +475,9 @@ def _end_epoch(  # noqa: PLR0917 - the end of one epoch of _train, its state pas
     params = b.model.summary()
     acc = float(b.accuracy()) if b.accuracy is not None else None
     lr_now = b.sched.rate_at(max(run.steps - 1, 0))
-    gns = run.epoch_noise.value()
+    noise = _noise_summary(run)
+    gns = noise["gradientNoiseScale"]
+    run.curves["gradientNoiseScaleStderr"].append(noise["gradientNoiseScaleStderr"])
     for key, val in (
         ("epochLoss", run.loss),
         ("updateLoss", update_loss),
@@ -491,14 +497,32 @@ def _end_epoch(  # noqa: PLR0917 - the end of one epoch of _train, its state pas
         params=params,
         distanceToOptimum=b.distance(),
         seconds=seconds,
+        trainingSeconds=time.perf_counter() - run.t_train,
         samplesPerSecond=b.layout.batch_sizes(run.steps - updates, updates) / seconds,
         learningRate=lr_now,
-        gradientNoiseScale=gns,
+        **noise,
         testAccuracy=acc,
     )
     if metrics:
         metrics.on_epoch(run.epoch, run.loss, update_loss, gns, lr_now)
     return update_loss
+
+
+def _unmeasured(cfg: TrialConfig, b: _Built) -> str | None:
+    """Why this trial does not estimate B_simple at all (None when it does)."""
+    if not cfg.gradient_noise_scale:
+        return "not measured: --no-gradient-noise-scale"
+    if b.layout.size == 1 and b.layout.micro < 2:
+        return "not measured: a global batch of 1 on one process has no two batch sizes to compare"
+    return None
+
+
+def _noise_summary(run: _Run) -> dict[str, Any]:
+    """B_simple so far, its standard error, and why it is null when it is."""
+    summary = run.noise.summary()
+    if run.noise_unmeasured is not None:
+        summary["gradientNoiseScaleReason"] = run.noise_unmeasured
+    return summary
 
 
 def _stop(run: _Run) -> stopping.Stop:
@@ -520,9 +544,11 @@ def _loss_surface(cfg: TrialConfig, b: _Built) -> dict[str, Any] | None:
 
 def _result(cfg: TrialConfig, b: _Built, run: _Run, warnings: list[str]) -> dict[str, Any]:
     """The `result` event's fields but the timings (the trial contract's result)."""
-    # B_simple grows as the loss falls (McCandlish et al. §3); the last epoch's value is the one
-    # that applies to further training, the value at the target the one for time-to-target.
-    noise = run.epoch_noise.value() if run.epoch_noise.count else run.noise_total.value()
+    # B_simple grows as the loss falls (McCandlish et al. §3); the smoothed value at the end is
+    # the one that applies to further training, the value at the target the one for
+    # time-to-target (the predicted critical batch size).
+    noise = _noise_summary(run)
+    at_target = run.noise_at_target or noise
     curves = run.curves
     stop = _stop(run)
     return {
@@ -539,8 +565,9 @@ def _result(cfg: TrialConfig, b: _Built, run: _Run, warnings: list[str]) -> dict
         "stepTimeSeconds": run.clock.step_time(),
         "stepTimeSplit": None,
         **run.to_target,
-        "gradientNoiseScale": noise,
-        "criticalBatchSize": run.noise_at_target if run.noise_at_target is not None else noise,
+        **noise,
+        "criticalBatchSize": at_target["gradientNoiseScale"],
+        "criticalBatchSizeStderr": at_target["gradientNoiseScaleStderr"],
         "testAccuracy": curves["testAccuracy"][-1] if curves.get("testAccuracy") else None,
         "learningRate": b.sched.target,
         "processes": b.layout.size,

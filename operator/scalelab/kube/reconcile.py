@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from scalelab import aggregate
+from scalelab import adaptive, aggregate
 from scalelab.api import (
     API_VERSION,
     EXPERIMENT_KIND,
@@ -50,6 +50,7 @@ Key = tuple[str, str]  # (namespace, experiment)
 #: The phases a trainer's result may report (docs/trial-contract.md).
 REPORTED_PHASES = frozenset({TrialPhase.SUCCEEDED, TrialPhase.DIVERGED, TrialPhase.FAILED})
 LAUNCHED = "MPIJob created, waiting for its pods"
+WAITING_FOR_PILOT = f"{adaptive.PREFIX}waiting for the pilot"
 
 
 class JobPhase(StrEnum):
@@ -74,6 +75,7 @@ class TrialState:
     start_time: str | None = None
     owner: str | None = None  # uid of the owning experiment; None: not checked
     updated_at: str | None = None  # status.progress.updatedAt: rank 0's last heartbeat
+    training_seconds: float | None = None  # status.progress.trainingSeconds
 
 
 @dataclass(frozen=True)
@@ -170,8 +172,13 @@ def trial_entry(body: Mapping[str, Any]) -> dict[Key, TrialState]:
             start_time=status.get("startTime"),
             owner=_controller_uid(meta),
             updated_at=(status.get("progress") or {}).get("updatedAt"),
+            training_seconds=_seconds((status.get("progress") or {}).get("trainingSeconds")),
         )
     }
+
+
+def _seconds(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def job_entry(body: Mapping[str, Any]) -> dict[Key, JobState]:
@@ -348,9 +355,16 @@ def _row(
                 "samples_per_second",
                 "time_to_target_seconds",
                 "seconds",
+                "steps_to_target",
                 "gradient_noise_scale",
+                "gradient_noise_scale_stderr",
+                "gradient_noise_scale_reason",
+                "critical_batch_size",
+                "critical_batch_size_stderr",
             }
         )
+    if phase is TrialPhase.PRUNED and trial is not None:  # what it spent before it was stopped
+        measured["seconds"] = trial.training_seconds
     return ResultRow(
         trial=planned.name,
         batch_size=planned.batch_size,
@@ -358,6 +372,8 @@ def _row(
         repeat=planned.repeat,
         phase=phase,
         reason=reason,
+        pruned=phase in (TrialPhase.SKIPPED, TrialPhase.PRUNED)
+        and reason.startswith(adaptive.PREFIX),
         **measured,
     )
 
@@ -518,8 +534,11 @@ def decide(  # noqa: PLR0917 - the inputs of one pass, all required
     actions = Actions()
     uids = create_missing_trials(planned, seen, memory, actions)
     phases = observe_phases(planned, seen, memory, now)
+    plan_note = prune(experiment, planned, seen, memory, phases)
     actions.delete_jobs = [
-        p.name for p in planned if p.name in seen.jobs and phases[p.name][0] is TrialPhase.SKIPPED
+        p.name
+        for p in planned
+        if p.name in seen.jobs and phases[p.name][0] in (TrialPhase.SKIPPED, TrialPhase.PRUNED)
     ]
     admission = admit(experiment, planned, seen, memory, uids, phases, actions)
     patch_trial_statuses(planned, seen, memory, uids, phases, now_rfc3339(now), actions)
@@ -532,8 +551,9 @@ def decide(  # noqa: PLR0917 - the inputs of one pass, all required
         suspended=_gpus_in(experiment, planned, seen, final, JobPhase.SUSPENDED),
     )
     status = experiment_status(
-        experiment, body, planned, final, rows, stalled, stall_seconds, memory, now, actions
-    )
+        experiment, body, planned, final, rows, stalled, stall_seconds, memory, now, actions,
+        plan_note,
+    )  # fmt: skip
     status["gpus"] = asdict(usage)
     status["gpuSeconds"] = sum(devices_needed(experiment, r.gpus) * (r.seconds or 0) for r in rows)
     if any((body.get("status") or {}).get(k) != status[k] for k in ("gpus", "gpuSeconds")):
@@ -598,6 +618,62 @@ def observe_phases(
     return phases
 
 
+def prune(
+    experiment: ScaleExperiment,
+    planned: Sequence[PlannedTrial],
+    seen: _Seen,
+    memory: Memory,
+    phases: Phases,
+) -> Condition | None:
+    """Step 2½, strategy adaptive only: trials wait for the pilot, then those its B_simple
+    places out of range (or above a diverged batch) become Skipped with the reason, and a
+    running trial that can no longer enter the Pareto front becomes Pruned (decide deletes its
+    MPIJob); returns the AdaptivePlan condition that says where the sweep stands."""
+    if not adaptive.is_adaptive(experiment):
+        return None
+    started = {p.name for p in planned if p.name in memory.launched or p.name in seen.jobs}
+    current = {
+        name: TrialPhase.RUNNING if name in started and phase is TrialPhase.PENDING else phase
+        for name, (phase, _) in phases.items()
+    }
+    rows = {
+        p.name: _row(p, *phases[p.name], seen.trials.get(p.name))
+        for p in planned
+        if phases[p.name][0] in FINISHED_TRIAL_PHASES
+    }
+    v = adaptive.verdicts(experiment, planned, rows, current)
+    for name in v.waiting:
+        phases[name] = (TrialPhase.PENDING, f"{WAITING_FOR_PILOT} {v.pilot}")
+    for name, reason in v.skip.items():
+        phases[name] = (TrialPhase.SKIPPED, reason)
+    for p in planned:
+        trial = seen.trials.get(p.name)
+        if phases[p.name][0] is TrialPhase.RUNNING and trial is not None:
+            why = adaptive.dominated(experiment, p, trial.training_seconds, rows)
+            if why is not None:
+                phases[p.name] = (TrialPhase.PRUNED, why)  # its MPIJob goes (delete_jobs)
+    if v.prediction is not None:
+        pred = v.prediction
+        return Condition(
+            type="AdaptivePlan",
+            status=ConditionStatus.TRUE,
+            reason="Placed",
+            message=f"pilot {pred.trial}: B_simple {pred.value:.3g}; batches "
+            f"{pred.low:.3g}–{pred.high:.3g} run",
+        )
+    if v.note:
+        return Condition(
+            type="AdaptivePlan", status=ConditionStatus.FALSE, reason="NoPrediction",
+            message=v.note,
+        )  # fmt: skip
+    return Condition(
+        type="AdaptivePlan",
+        status=ConditionStatus.FALSE,
+        reason="PilotRunning",
+        message=f"waiting for the pilot {v.pilot} to measure B_simple",
+    )
+
+
 def admit(  # noqa: PLR0917 - one step of decide, its state passed explicitly
     experiment: ScaleExperiment,
     planned: Sequence[PlannedTrial],
@@ -621,6 +697,8 @@ def admit(  # noqa: PLR0917 - one step of decide, its state passed explicitly
     for p in planned:
         if p.skipped or holds_slot(p.name) or phases[p.name][0] in FINISHED_TRIAL_PHASES:
             continue
+        if phases[p.name][1].startswith(WAITING_FOR_PILOT):
+            continue  # strategy adaptive: not before the pilot has measured B_simple
         need = devices_needed(experiment, p.gpus)
         if (
             p.name in uids
@@ -744,6 +822,7 @@ def experiment_status(  # noqa: PLR0917 - the last step of decide, its state pas
     memory: Memory,
     now: float,
     actions: Actions,
+    plan_note: Condition | None = None,
 ) -> dict[str, Any]:
     """Step 5: the experiment's status (phase, conditions, counts, rows, recommendation); a
     patch and Events only when it changed."""
@@ -763,9 +842,14 @@ def experiment_status(  # noqa: PLR0917 - the last step of decide, its state pas
         ready_condition(planned),
         *_progress_conditions(counts, len(measured), stalled, stall_seconds),
         *_failed_conditions(rows),
+        *([plan_note] if plan_note is not None else []),
     ]
-    recommendation = None
+    recommendation = critical = None
     if measured:
+        weak = experiment.spec.sweep.batch_scope is BatchScope.PER_PROCESS
+        critical = aggregate.analysis(rows, weak).model_dump(
+            by_alias=True, mode="json", exclude_defaults=True
+        )
         recommendation = aggregate.recommend(
             rows,
             experiment.spec.execution.max_gpus,
@@ -783,6 +867,7 @@ def experiment_status(  # noqa: PLR0917 - the last step of decide, its state pas
         "trials": counts.model_dump(by_alias=True, mode="json"),
         "results": [r.model_dump(by_alias=True, mode="json", exclude_defaults=True) for r in rows],
         "recommendation": recommendation,
+        "criticalBatch": critical,
     }
     if any(previous.get(k) != v for k, v in status.items()):
         actions.experiment_status = status

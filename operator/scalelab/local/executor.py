@@ -41,7 +41,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from scalelab.api import ScaleExperiment, TrialPhase
+from scalelab.adaptive import dominated, is_adaptive, pilot_trial, verdicts
+from scalelab.aggregate import MEASURED
+from scalelab.api import FINISHED_TRIAL_PHASES, ScaleExperiment, TrialPhase
 from scalelab.local.events import parse_event
 from scalelab.local.processes import Supervisor
 from scalelab.local.progress import Progress, Quiet
@@ -63,6 +65,7 @@ from scalelab.results.model import (
     new_results,
     planned_record,
     record_from_events,
+    result_row,
 )
 
 POLL_SECONDS = 0.2
@@ -121,6 +124,8 @@ class _Launch:
         self.launched = self.clock = self.started = time.monotonic()
         self.startup: float | None = None  # launch → first start event
         self.timed_out: str | None = None
+        self.restart = False  # the adaptive sweep skipped trials this launch would still run
+        self.pruned: tuple[str, str] | None = None  # (trial, reason): stopped by the sweep
 
     def started_trial(self, name: str, event: dict[str, Any]) -> None:
         """A `start` event: the trial's deadline counts from now."""
@@ -260,7 +265,9 @@ class LocalRun:
         record = record_from_events(
             self._record(trial.name), events.start, events.epochs, events.result
         )
-        update: dict[str, Any] = {"wall_seconds": wall}
+        update: dict[str, Any] = {"wall_seconds": wall, "pruned": phase is TrialPhase.PRUNED}
+        if phase is TrialPhase.PRUNED and events.epochs:  # what it spent before it was stopped
+            update["seconds"] = events.epochs[-1].get("trainingSeconds")
         if record.finished_at is None:
             update["finished_at"] = time.time()
         if phase is not None:
@@ -319,6 +326,9 @@ class LocalRun:
             for line in trainer.lines(POLL_SECONDS):
                 if line is not None:
                     self._on_line(launch, trainer, line)
+                if launch.restart or launch.pruned:
+                    trainer.stop()
+                    break
                 launch.timed_out = launch.overdue(time.monotonic())
                 if launch.timed_out is not None:
                     trainer.stop()
@@ -365,6 +375,9 @@ class LocalRun:
         elif kind == "epoch":
             launch.events[name].epochs.append(event)
             self.progress.epoch(self._record(name), event)
+            reason = self._dominated(launch.by_name[name], event.get("trainingSeconds"))
+            if reason is not None:
+                launch.pruned = (name, reason)
         elif kind == "error":
             launch.events[name].error = event
         elif kind == "result" and launch.by_name[name] in launch.remaining:
@@ -373,11 +386,27 @@ class LocalRun:
             self._finish(launch.by_name[name], launch.events[name], now - launch.clock)
             launch.remaining.remove(launch.by_name[name])
             launch.current, launch.clock = None, now
+            pruned = self.prune()
+            if any(t.name in pruned for t in launch.remaining):
+                launch.remaining = [t for t in launch.remaining if t.name not in pruned]
+                launch.restart = True
 
     def _settle(self, launch: _Launch, code: int | None, log_path: Path) -> list[PlannedTrial]:
         """After the trainer exited: fail the trial it was on (deadline or crash), or every
         trial when it never started one; return the trials to run in another launch."""
         remaining = launch.remaining
+        if launch.pruned is not None:
+            name, reason = launch.pruned
+            trial = launch.by_name[name]
+            self._finish(
+                trial, launch.events[name], time.monotonic() - launch.clock,
+                TrialPhase.PRUNED, reason,
+            )  # fmt: skip
+            remaining.remove(trial)
+            skipped = self.prune()  # e.g. the other repeats of its configuration
+            return [t for t in remaining if t.name not in skipped]
+        if launch.restart:
+            return remaining
         if launch.timed_out is not None:
             trial = launch.by_name[launch.timed_out]
             events = launch.events[launch.timed_out]
@@ -411,6 +440,44 @@ class LocalRun:
             return []
         return remaining
 
+    def _run_pilot(self) -> None:
+        """strategy adaptive: the pilot trial alone first, then the sweep is pruned by it."""
+        pilot = pilot_trial(list(self.planned.values()))
+        if pilot is not None and self._record(pilot.name).phase is TrialPhase.PENDING:
+            self.progress.note(f"adaptive sweep: pilot {pilot.name} measures B_simple first")
+            self.run_group(pilot.gpus, [pilot])
+        self.prune()
+
+    def prune(self) -> set[str]:
+        """strategy adaptive: mark the trials its verdicts skip (Skipped, pruned, with the
+        reason) and save; return their names. Nothing for a grid sweep."""
+        if not is_adaptive(self.experiment):
+            return set()
+        rows = {
+            t.name: result_row(t) for t in self.results.trials if t.phase in FINISHED_TRIAL_PHASES
+        }
+        phases = {t.name: t.phase for t in self.results.trials}
+        v = verdicts(self.experiment, list(self.planned.values()), rows, phases)
+        for name, reason in v.skip.items():
+            record = self._record(name).model_copy(
+                update={"phase": TrialPhase.SKIPPED, "reason": reason, "pruned": True}
+            )
+            self._set(record)
+            self.progress.trial_finished(record)
+        if v.note and v.note not in self.results.warnings:
+            self.results.warnings.append(v.note)
+            self.progress.note(v.note)
+        if v.skip or v.note:
+            self.save()
+        return set(v.skip)
+
+    def _dominated(self, trial: PlannedTrial, training_seconds: Any) -> str | None:
+        """strategy adaptive: why a running trial should stop now (see adaptive.dominated)."""
+        if not is_adaptive(self.experiment) or not isinstance(training_seconds, int | float):
+            return None
+        rows = {t.name: result_row(t) for t in self.results.trials if t.phase in MEASURED}
+        return dominated(self.experiment, trial, float(training_seconds), rows)
+
     def max_processes(self) -> int:
         """The most processes any pending trial runs with (0 when nothing is left to run)."""
         return max((processes for processes, _ in self.pending_groups()), default=0)
@@ -442,6 +509,8 @@ class LocalRun:
                         "metrics: each rank serves /metrics while its trial runs (rank r on port "
                         f"{self.metrics_port} + r): {', '.join(addresses)}"
                     )
+                if is_adaptive(self.experiment):
+                    self._run_pilot()
                 for processes, trials in self.pending_groups():
                     self.run_group(processes, trials)
         except KeyboardInterrupt:

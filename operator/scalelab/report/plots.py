@@ -23,7 +23,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from scalelab.aggregate import MEASURED, CriticalBatchFit, fit_critical_batch
+from scalelab.aggregate import MEASURED
+from scalelab.critical import CriticalBatchFit, fit_critical_batch
 from scalelab.report.surface import LineStats, load_line_data, surface
 from scalelab.results.model import ResultsFile, TrialRecord
 
@@ -261,7 +262,8 @@ def steps_to_target_fit(results: ResultsFile) -> tuple[bytes | None, CriticalBat
             label=f"S_min(1+B_crit/B): S_min={fit.s_min:.3g}, B_crit={fit.b_crit:.3g}, "
             f"R²(log)={fit.r2:.2f}",
         )
-        if min(batches) / 10 <= fit.b_crit <= max(batches) * 10:
+        beyond = results.critical_batch is not None and results.critical_batch.beyond_range
+        if not beyond and min(batches) / 10 <= fit.b_crit <= max(batches) * 10:
             left.axvline(fit.b_crit, color="tab:green", ls="--", lw=1, label="fitted B_crit")
     if noise:
         left.axvline(

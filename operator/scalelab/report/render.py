@@ -26,7 +26,7 @@ _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px;color:#222}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;
 text-align:right}th{background:#f3f3f3}td.l{text-align:left}
-.Succeeded{color:#1a7f37}.Diverged{color:#9a6700}.Failed{color:#cf222e}.Skipped{color:#888}
+.Succeeded{color:#1a7f37}.Diverged{color:#9a6700}.Failed{color:#cf222e}.Skipped{color:#888}.Pruned{color:#888}
 figure{margin:1.5em 0}img{max-width:100%;border:1px solid #eee}
 .rec{background:#eef6ff;border-left:4px solid #0969da;padding:.6em 1em}
 pre{background:#f6f8fa;padding:1em;font-size:12px;overflow:auto}
@@ -95,6 +95,45 @@ def _diagnostics(results: ResultsFile) -> str:
     return "<ul>" + "".join(items) + "</ul>" if items else "<p>No warnings.</p>"
 
 
+def _critical(results: ResultsFile) -> str:
+    """Predicted (B_simple) vs measured (fit, 20% rule) critical batch size, with intervals."""
+    c = results.critical_batch
+    if c is None:
+        return ""
+    fitted = (
+        "beyond the largest batch measured"
+        if c.beyond_range
+        else f"{_fmt(c.fitted)} (95% CI {_fmt(c.fitted_low)}–{_fmt(c.fitted_high)}), "
+        f"R²(log S) {_fmt(c.fit_r2)}"
+    )
+    steps = "".join(
+        f"<tr><td>{s.batch_size}</td><td>{s.runs}</td><td>{_fmt(s.mean)}</td>"
+        f"<td>{_fmt(s.stdev)}</td></tr>"
+        for s in c.steps
+    )
+    eff = "".join(
+        f"<tr><td>{e.batch_size}</td><td>{e.gpus}</td><td>{e.runs}</td><td>{_fmt(e.mean)}</td>"
+        f"<td>{_fmt(e.low)}–{_fmt(e.high)}</td></tr>"
+        for e in c.efficiency
+    )
+    return (
+        f'<h2>Critical batch size</h2><div class="rec">{html.escape(c.summary)}</div>'
+        "<table><tr><th>predicted: B_simple at target (median, trial range)</th>"
+        "<th>fitted S = S_min(1 + B_crit/B)</th><th>20% over linear</th></tr>"
+        f"<tr><td>{_fmt(c.predicted)} ({_fmt(c.predicted_low)}–{_fmt(c.predicted_high)})</td>"
+        f"<td>{fitted}</td><td>{_fmt(c.twenty_percent)}</td></tr></table>"
+        "<h3>Steps to target per batch size</h3><table><tr><th>batch</th><th>runs</th>"
+        f"<th>mean steps</th><th>std dev</th></tr>{steps}</table>"
+        + (
+            "<h3>Scaling efficiency, 95% interval over repeats</h3><table><tr><th>batch</th>"
+            "<th>GPUs</th><th>runs</th><th>efficiency</th><th>95% interval</th></tr>"
+            f"{eff}</table>"
+            if eff
+            else ""
+        )
+    )
+
+
 def _startup(results: ResultsFile) -> str:
     groups = [g for g in results.groups if g.startup_seconds is not None]
     if not groups:
@@ -136,6 +175,8 @@ def build_html(results: ResultsFile, directory: Path) -> tuple[str, dict[str, by
             if fit is not None
             else ""
         )
+        if results.critical_batch is not None:
+            caption = results.critical_batch.summary
         figures["steps-to-target"] = ("Steps and epochs to target vs batch", fit_png, caption)
     order = [
         "lab-gd-loss-vs-epoch",
@@ -159,6 +200,7 @@ def build_html(results: ResultsFile, directory: Path) -> tuple[str, dict[str, by
         )
         + "</div>"
     )
+    rec_html += _critical(results)
     title = f"scalelab report: {results.experiment}"
     body = [
         f"<h1>{html.escape(title)}</h1>",

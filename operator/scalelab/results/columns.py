@@ -51,6 +51,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("wall_seconds", "wall s", html=False),
     Column("gpu_seconds", "GPU-s"),
     Column("gradient_noise_scale", "B_simple"),
+    Column("gradient_noise_scale_stderr", "B_simple SE"),
     Column("critical_batch_size", "B_crit", html=False),
     Column("params", "params", csv=False, text=True),
     Column("optimum", "optimum", csv=False, text=True),

@@ -16,9 +16,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from scalelab.aggregate import recommend, with_scaling
+from scalelab.aggregate import MEASURED, analysis, recommend, with_scaling
 from scalelab.api import (
     BatchScope,
+    CriticalBatch,
     Recommendation,
     ResultRow,
     ScaleExperiment,
@@ -30,7 +31,9 @@ from scalelab.planner import PlannedTrial
 SCHEMA_VERSION = "scalelab.results/v1"
 
 #: Trial phases a rerun with the same --out does not run again (Failed only with --retry-failed).
-DONE_PHASES = frozenset({TrialPhase.SUCCEEDED, TrialPhase.DIVERGED, TrialPhase.SKIPPED})
+DONE_PHASES = frozenset(
+    {TrialPhase.SUCCEEDED, TrialPhase.DIVERGED, TrialPhase.SKIPPED, TrialPhase.PRUNED}
+)
 
 
 class ResultsModel(BaseModel):
@@ -63,7 +66,10 @@ class TrialRecord(ResultsModel):
     wall_seconds: float | None = None  # this trial's share of wall time, start-up included
     gpu_seconds: float | None = None
     gradient_noise_scale: float | None = None
+    gradient_noise_scale_stderr: float | None = None
+    gradient_noise_scale_reason: str | None = None  # why gradient_noise_scale is None
     critical_batch_size: float | None = None
+    critical_batch_size_stderr: float | None = None
     initial_loss: float | None = None
     initial_params: dict[str, Any] | None = None
     params: dict[str, Any] | None = None
@@ -71,6 +77,7 @@ class TrialRecord(ResultsModel):
     diagnostics: dict[str, Any] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
     curves: dict[str, list[Any]] = Field(default_factory=dict)
+    pruned: bool = False  # Skipped or Pruned by the adaptive sweep (the reason says why)
     data_file: str | None = None  # the trainer's --export-data output, relative to DIR
     argv: list[str] = Field(default_factory=list)  # the planner's trainer command
     started_at: float | None = None
@@ -102,6 +109,7 @@ class ResultsFile(ResultsModel):
     updated_at: float | None = None
     trials: list[TrialRecord] = Field(default_factory=list)
     recommendation: Recommendation | None = None
+    critical_batch: CriticalBatch | None = None
     groups: list[GroupTiming] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
 
@@ -172,6 +180,7 @@ def record_from_events(
         "samplesPerSecond": [e.get("samplesPerSecond") for e in epochs],
         "learningRate": [e.get("learningRate") for e in epochs],
         "gradientNoiseScale": [e.get("gradientNoiseScale") for e in epochs],
+        "gradientNoiseScaleStderr": [e.get("gradientNoiseScaleStderr") for e in epochs],
     }
     if result is not None:
         for key, value in (result.get("curves") or {}).items():
@@ -229,7 +238,10 @@ def _from_result(result: dict[str, Any]) -> dict[str, Any]:
             "time_to_target_seconds",
             "seconds",
             "gradient_noise_scale",
+            "gradient_noise_scale_stderr",
+            "gradient_noise_scale_reason",
             "critical_batch_size",
+            "critical_batch_size_stderr",
             "warnings",
         }
     ) | {
@@ -259,6 +271,12 @@ def result_row(record: TrialRecord) -> ResultRow:
         seconds=record.seconds,
         gpu_seconds=record.gpu_seconds,
         gradient_noise_scale=record.gradient_noise_scale,
+        gradient_noise_scale_stderr=record.gradient_noise_scale_stderr,
+        gradient_noise_scale_reason=record.gradient_noise_scale_reason,
+        critical_batch_size=record.critical_batch_size,
+        critical_batch_size_stderr=record.critical_batch_size_stderr,
+        pruned=record.pruned,
+        steps_to_target=record.steps_to_target,
     )
 
 
@@ -289,3 +307,5 @@ def aggregate_results(results: ResultsFile, experiment: ScaleExperiment) -> None
             t.name: t.learning_rate for t in results.trials if t.learning_rate is not None
         },
     )
+    measured = any(r.phase in MEASURED for r in rows.values())
+    results.critical_batch = analysis(list(rows.values()), weak) if measured else None

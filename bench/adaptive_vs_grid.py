@@ -1,0 +1,220 @@
+"""Adaptive vs grid on held-out sweeps: GPU-seconds saved, same recommendation, B_crit predicted
+vs fitted.
+
+Each workload (a linear least-squares sweep and an MLP sweep, on seeds no test or example uses)
+runs with the real trainer as `strategy: grid` and as `strategy: adaptive`, same candidates,
+`--runs` times each. Per run it prints GPU-seconds (Σ processes × time-to-target, or × training
+time for a trial that never reached it — what the executor reports), examples processed
+(Σ steps × batch: a cost the machine's load does not distort), wall seconds, the recommendation
+and which trials adaptive skipped; then medians, the saving, whether both recommend the same
+batch (and whether adaptive ran the grid's pick at all: pruning must never remove it), and
+B_simple from the pilot beside the grid's fitted B_crit. Load average before and after.
+
+    .venv/bin/python bench/adaptive_vs_grid.py [--runs 1] [--repeats 3] [--workload linear|mlp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import yaml
+
+from scalelab.adaptive import dominated, pilot_trial, verdicts
+from scalelab.aggregate import recommend, with_scaling
+from scalelab.api import ResultRow, TrialPhase
+from scalelab.planner import plan
+from scalelab.results import store
+from scalelab.results.model import result_row
+from scalelab.validation import parse_experiment
+
+WORKLOADS: dict[str, dict[str, Any]] = {
+    # lab3's least squares (d = 100, spread spectrum) on a held-out seed, a wider candidate list.
+    "linear": {
+        "workload": {"model": "linear", "dataset": "regression", "datasetSize": 8192, "seed": 7},
+        "sweep": {"batchSizes": [8, 16, 32, 64, 128, 256, 512, 1024, 2048], "gpus": [1]},
+        "training": {"optimizer": "sgd", "learningRate": 0.004, "referenceBatchSize": 8,
+                     "lrScaling": "linear", "warmupEpochs": 1, "maxEpochs": 100,
+                     "convergence": {"relativeTolerance": 0}, "targetLoss": 1.1,
+                     "shuffle": True},
+    },
+    # A 2×128 MLP on scikit-learn's digits (held-out split seed 3), cross-entropy target.
+    "mlp": {
+        "workload": {"model": "mlp", "dataset": "digits", "datasetSize": 1437, "seed": 3},
+        "sweep": {"batchSizes": [4, 8, 16, 32, 64, 128, 256, 512], "gpus": [1]},
+        "training": {"optimizer": "sgd", "learningRate": 0.02, "referenceBatchSize": 8,
+                     "lrScaling": "linear", "warmupEpochs": 1, "maxEpochs": 200,
+                     "convergence": {"relativeTolerance": 0}, "targetLoss": 0.15,
+                     "shuffle": True},
+    },
+}  # fmt: skip
+
+
+def experiment(name: str, spec: dict[str, Any], strategy: str, repeats: int) -> dict[str, Any]:
+    """The workload as a ScaleExperiment of the given strategy, on this machine's CPU."""
+    body = json.loads(json.dumps(spec))
+    body["sweep"]["strategy"] = strategy
+    body["sweep"]["repeats"] = repeats
+    body["resources"] = {"gpusPerProcess": 0}
+    body["execution"] = {"maxGPUs": 1, "activeDeadlineSeconds": 900}
+    return {"apiVersion": "scalelab.dev/v1alpha1", "kind": "ScaleExperiment",
+            "metadata": {"name": f"{name}-{strategy}"}, "spec": body}  # fmt: skip
+
+
+def run(doc: dict[str, Any], tmp: Path) -> dict[str, Any]:
+    """One `scalelab run`; the figures this benchmark compares."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    file, out = tmp / f"{doc['metadata']['name']}.yaml", tmp / doc["metadata"]["name"]
+    file.write_text(yaml.safe_dump(doc))
+    began = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "scalelab", "run", str(file), "--out", str(out),
+                           "--no-report"], check=False, capture_output=True, text=True)  # fmt: skip
+    if done.returncode not in (0, 1):  # 1: the sweep ran, some trial Failed (counted below)
+        raise RuntimeError(f"scalelab run exited {done.returncode}: {done.stderr[-2000:]}")
+    wall = time.monotonic() - began
+    results = json.loads((out / "results.json").read_text())
+    trials = results["trials"]
+    ran = [t for t in trials if t["phase"] != "Skipped"]
+    rec = results.get("recommendation") or {}
+    pilot = next((t for t in trials if t["reason"] == "" and t["phase"] == "Succeeded"), None)
+    first = min(ran, key=lambda t: t.get("finishedAt") or 0) if ran else pilot
+    return {
+        "gpu_seconds": sum(t.get("gpuSeconds") or 0.0 for t in trials),
+        "examples": sum((t.get("steps") or 0) * t["batchSize"] for t in ran),
+        "wall": wall,
+        "batch": rec.get("batchSize"),
+        "confidence": rec.get("confidence"),
+        "ran": sorted(t["batchSize"] for t in ran),
+        "skipped": sorted(t["batchSize"] for t in trials if t["phase"] == "Skipped"),
+        "critical": results.get("criticalBatch") or {},
+        "first": first,
+        "failed": sorted(t["batchSize"] for t in trials if t["phase"] == "Failed"),
+        "pruned": sorted(t["batchSize"] for t in trials if t["phase"] == "Pruned"),
+        "out": out,
+    }
+
+
+def _stop_time(experiment: Any, trial: Any, spent: float, rows: dict[str, ResultRow]) -> float:
+    """When the Pareto rule would have stopped `trial` (bisection: the rule is monotone in the
+    training time), or `spent` when it would not have."""
+    if dominated(experiment, trial, spent, rows) is None:
+        return spent
+    lo, hi = 0.0, spent
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if dominated(experiment, trial, mid, rows) else (mid, hi)
+    return hi
+
+
+def replay(grid_out: Path, doc: dict[str, Any]) -> tuple[float, int | None]:
+    """The adaptive policy applied to the grid's own measurements (no second run, so no noise
+    between the two): the GPU-seconds it would have spent and the batch it would recommend."""
+    results = store.load(grid_out)
+    assert results is not None
+    experiment = parse_experiment(doc)
+    measured = {(t.batch_size, t.gpus, t.repeat): t for t in results.trials}
+    planned = [p for p in plan(experiment) if not p.skipped]
+    pilot = pilot_trial(planned)
+    order = [pilot, *(p for p in planned if p is not pilot)] if pilot else planned
+    rows: dict[str, ResultRow] = {}
+    phases = {p.name: TrialPhase.PENDING for p in planned}
+    spent = 0.0
+    for p in order:
+        if p.name in verdicts(experiment, planned, rows, phases).skip:
+            phases[p.name] = TrialPhase.SKIPPED
+            continue
+        record = measured[(p.batch_size, p.gpus, p.repeat)]
+        row = result_row(record).model_copy(update={"trial": p.name})
+        full = row.time_to_target_seconds or row.seconds or 0.0
+        stop = _stop_time(experiment, p, full, rows)
+        spent += p.gpus * stop
+        phases[p.name] = row.phase if stop >= full else TrialPhase.PRUNED
+        rows[p.name] = row if stop >= full else row.model_copy(update={"phase": TrialPhase.PRUNED})
+    rec = recommend(with_scaling(list(rows.values())), experiment.spec.execution.max_gpus, True)
+    return spent, rec.batch_size
+
+
+def _fmt_b_crit(critical: dict[str, Any]) -> str:
+    if critical.get("beyondRange"):
+        return f"beyond the largest batch measured ({critical.get('largestBatch')})"
+    if critical.get("fitted") is None:
+        return "no fit"
+    low, high = critical.get("fittedLow"), critical.get("fittedHigh")
+    interval = f" (95% CI {low:.3g}–{high:.3g})" if low and high else ""
+    return f"{critical['fitted']:.3g}{interval}, R² {critical.get('fitR2', 0):.3f}"
+
+
+def compare(name: str, runs: int, repeats: int, tmp: Path) -> dict[str, Any]:
+    """Grid and adaptive `runs` times each, alternating; prints each run and the medians."""
+    grid, adaptive = [], []
+    for i in range(runs):
+        grid.append(run(experiment(name, WORKLOADS[name], "grid", repeats), tmp / f"g{i}"))
+        grid[-1]["replay"] = replay(
+            grid[-1]["out"], experiment(name, WORKLOADS[name], "adaptive", repeats)
+        )
+        adaptive.append(run(experiment(name, WORKLOADS[name], "adaptive", repeats), tmp / f"a{i}"))
+        for label, r in (("grid", grid[-1]), ("adaptive", adaptive[-1])):
+            print(f"  {name} run {i + 1} {label:8s}: {r['gpu_seconds']:7.2f} GPU-s, "
+                  f"{r['examples']:>10,} examples, {r['wall']:6.1f} s wall, recommends batch "
+                  f"{r['batch']}, ran {r['ran']}, skipped {r['skipped']}, stopped early "
+                  f"{r['pruned']}, failed {r['failed']}")  # fmt: skip
+    g_cost, a_cost = (
+        median(r["gpu_seconds"] for r in grid),
+        median(r["gpu_seconds"] for r in adaptive),
+    )
+    g_ex, a_ex = median(r["examples"] for r in grid), median(r["examples"] for r in adaptive)
+    same = sum(g["batch"] == a["batch"] for g, a in zip(grid, adaptive, strict=True))
+    kept = sum(g["batch"] in a["ran"] for g, a in zip(grid, adaptive, strict=True))
+    pilot = adaptive[0]["first"] or {}
+    predicted = pilot.get("criticalBatchSize")
+    fitted = grid[0]["critical"].get("fitted")
+    print(f"{name}: median GPU-seconds grid {g_cost:.2f}, adaptive {a_cost:.2f}: "
+          f"{100 * (1 - a_cost / g_cost):.0f}% saved; examples processed "
+          f"{100 * (1 - a_ex / g_ex):.0f}% saved")  # fmt: skip
+    r_cost = median(g["replay"][0] for g in grid)
+    r_same = sum(g["replay"][1] == g["batch"] for g in grid)
+    print(f"{name}: adaptive replayed on the grid's own measurements (same data, no load noise "
+          f"between them): {r_cost:.2f} GPU-s, {100 * (1 - r_cost / g_cost):.0f}% saved; same "
+          f"recommendation in {r_same}/{runs} ({[g['replay'][1] for g in grid]} vs "
+          f"{[g['batch'] for g in grid]})")  # fmt: skip
+    print(f"{name}: same recommendation in {same}/{runs} runs; adaptive ran the grid's "
+          f"recommended batch in {kept}/{runs}; bootstrap confidence of the picks: grid "
+          f"{[r['confidence'] for r in grid]}, adaptive "
+          f"{[r['confidence'] for r in adaptive]}")  # fmt: skip
+    se = pilot.get("criticalBatchSizeStderr")
+    print(f"{name}: B_simple of the pilot (batch {pilot.get('batchSize')}) = "
+          f"{predicted if predicted is None else f'{predicted:.3g}'}"
+          f"{f' ± {se:.2g}' if se else ''}; grid's fitted B_crit = "
+          f"{_fmt_b_crit(grid[0]['critical'])}"
+          + (f"; ratio {predicted / fitted:.2f}" if predicted and fitted else ""))  # fmt: skip
+    print(f"{name}: grid says: {grid[0]['critical'].get('summary')}")
+    return {"saved": 1 - a_cost / g_cost}
+
+
+def main() -> None:
+    """Measure and print."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3, help="sweep.repeats of both sweeps")
+    parser.add_argument("--workload", action="append", choices=sorted(WORKLOADS))
+    args = parser.parse_args()
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+          f"{os.cpu_count()} cores")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.workload or sorted(WORKLOADS):
+            work = Path(tmp) / name
+            work.mkdir()
+            compare(name, args.runs, args.repeats, work)
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""strategy adaptive, pure and in the operator's decide: the pilot first, batch sizes placed
+around its B_simple, a batch above a diverged one never started, the reasons on the trials."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from scalelab.adaptive import dominated, pilot_trial, verdicts
+from scalelab.aggregate import recommend, with_scaling
+from scalelab.api import ResultRow, TrialPhase
+from scalelab.kube.reconcile import JobPhase, JobState, Memory, TrialState, decide, parse
+from scalelab.planner import plan
+
+pytestmark = pytest.mark.unit
+
+NOW = 1_800_000_000.0
+SPEC: dict[str, Any] = {
+    "sweep": {
+        "strategy": "adaptive",
+        "batchSizes": [1024, 8, 16, 32, 64, 128, 256, 512, 2048],
+        "gpus": [1, 2],
+    },
+    "workload": {"datasetSize": 8192},
+    "training": {"lrScaling": "linear", "referenceBatchSize": 8},
+    "resources": {"gpusPerProcess": 1},
+    "execution": {"maxConcurrentTrials": 4, "maxGPUs": 4},
+}
+
+
+def _body(spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "scalelab.dev/v1alpha1",
+        "kind": "ScaleExperiment",
+        "metadata": {"name": "exp", "namespace": "ns", "uid": "u", "generation": 1},
+        "spec": spec,
+    }
+
+
+def _ok(name: str, batch: int, noise: float | None, se: float | None = None) -> ResultRow:
+    return ResultRow(
+        trial=name, batch_size=batch, gpus=1, phase=TrialPhase.SUCCEEDED,
+        critical_batch_size=noise, critical_batch_size_stderr=se,
+    )  # fmt: skip
+
+
+def test_trials_run_smallest_batch_first_and_the_pilot_is_the_middle_batch() -> None:
+    planned = plan(parse(_body(SPEC)))
+    assert [p.batch_size for p in planned[::2]] == [8, 16, 32, 64, 128, 256, 512, 1024, 2048]
+    pilot = pilot_trial(planned)
+    assert pilot is not None
+    assert (pilot.batch_size, pilot.gpus, pilot.repeat) == (128, 1, 0)
+
+
+def test_batches_far_from_the_pilots_prediction_are_skipped_with_the_reason() -> None:
+    experiment = parse(_body(SPEC))
+    planned = plan(experiment)
+    phases = {p.name: TrialPhase.PENDING for p in planned} | {"exp-b128-g1": TrialPhase.SUCCEEDED}
+    v = verdicts(experiment, planned, {"exp-b128-g1": _ok("exp-b128-g1", 128, 500.0, 20.0)}, phases)
+    # 500 ± 2·20, width 4: 115 .. 2160 runs.
+    assert v.prediction is not None
+    assert v.prediction.low == pytest.approx(460 / 4)
+    assert v.prediction.high == pytest.approx(540 * 4)
+    skipped = sorted({int(n.split("-b")[1].split("-")[0]) for n in v.skip})
+    assert skipped == [8, 16, 32, 64]
+    assert (
+        "outside 115–2.16e+03, 4× around the critical batch 500 predicted by the pilot "
+        in (v.skip["exp-b8-g2"])
+    )
+    assert v.waiting == set()
+
+
+def test_a_prediction_below_every_batch_still_keeps_min_points_batches() -> None:
+    experiment = parse(_body(SPEC))
+    planned = plan(experiment)
+    phases = {p.name: TrialPhase.PENDING for p in planned} | {"exp-b128-g1": TrialPhase.SUCCEEDED}
+    v = verdicts(experiment, planned, {"exp-b128-g1": _ok("exp-b128-g1", 128, 0.5)}, phases)
+    kept = {p.batch_size for p in planned if p.name not in v.skip}
+    assert kept == {8, 16, 32, 128}  # the three nearest to 0.5, and the pilot's batch
+
+
+def test_a_pilot_without_b_simple_falls_back_to_the_grid_and_says_why() -> None:
+    experiment = parse(_body(SPEC))
+    planned = plan(experiment)
+    phases = {p.name: TrialPhase.PENDING for p in planned} | {"exp-b128-g1": TrialPhase.SUCCEEDED}
+    row = _ok("exp-b128-g1", 128, None).model_copy(
+        update={"gradient_noise_scale_reason": "the |G|² estimate is not positive over 9 steps"}
+    )
+    v = verdicts(experiment, planned, {"exp-b128-g1": row}, phases)
+    assert v.skip == {}
+    assert "gave no B_simple (the |G|² estimate is not positive" in v.note
+
+
+def test_a_batch_above_a_diverged_one_is_not_started_and_the_reason_names_it() -> None:
+    experiment = parse(_body(SPEC))
+    planned = plan(experiment)
+    rows = {
+        "exp-b128-g1": _ok("exp-b128-g1", 128, 500.0, 20.0),
+        "exp-b512-g1": ResultRow(
+            trial="exp-b512-g1", batch_size=512, gpus=1, phase=TrialPhase.DIVERGED
+        ),
+    }
+    phases = {p.name: TrialPhase.PENDING for p in planned} | {n: r.phase for n, r in rows.items()}
+    v = verdicts(experiment, planned, rows, phases)
+    assert v.skip["exp-b1024-g1"] == (
+        "adaptive: not started: batch 512 (exp-b512-g1) Diverged, and lrScaling linear gives "
+        "batch 1024 a larger learning rate"
+    )
+    assert "exp-b2048-g2" in v.skip
+    assert "exp-b256-g2" not in v.skip
+
+
+def test_the_operator_launches_only_the_pilot_then_prunes_from_its_result() -> None:
+    body = _body(SPEC)
+    experiment = parse(body)
+    planned = plan(experiment)
+    trials = [TrialState(p.name, f"uid-{p.name}", TrialPhase.PENDING) for p in planned]
+    first = decide(experiment, body, trials, [], Memory(), NOW)
+    assert [t.name for t, _ in first.actions.launch] == ["exp-b128-g1"]
+    assert first.status["trials"]["pending"] == 18
+    plan_condition = next(c for c in first.status["conditions"] if c["type"] == "AdaptivePlan")
+    assert plan_condition["reason"] == "PilotRunning"
+
+    result = {"phase": "Succeeded", "criticalBatchSize": 500.0, "criticalBatchSizeStderr": 20.0,
+              "stepsToTarget": 400, "timeToTargetSeconds": 3.0, "seconds": 3.0}  # fmt: skip
+    trials = [
+        TrialState(t.name, t.uid, TrialPhase.SUCCEEDED, result=result)
+        if t.name == "exp-b128-g1"
+        else t
+        for t in trials
+    ]
+    jobs = [JobState("exp-b128-g1", JobPhase.SUCCEEDED)]
+    second = decide(experiment, body, trials, jobs, Memory(), NOW)
+    patches = second.actions.trial_status
+    assert patches["exp-b8-g1"]["phase"] == "Skipped"
+    assert patches["exp-b8-g1"]["reason"].startswith("adaptive: batch 8 is outside")
+    # smallest first under maxGPUs=4 (b256-g2 would be a 5th GPU: b512-g1 backfills)
+    assert [t.name for t, _ in second.actions.launch] == [
+        "exp-b128-g2", "exp-b256-g1", "exp-b512-g1"
+    ]  # fmt: skip
+    rows = {r["trial"]: r for r in second.status["results"]}
+    assert rows["exp-b8-g1"]["pruned"] is True
+    assert second.status["trials"]["skipped"] == 8
+    placed = next(c for c in second.status["conditions"] if c["type"] == "AdaptivePlan")
+    assert placed["message"] == "pilot exp-b128-g1: B_simple 500; batches 115–2.16e+03 run"
+    assert second.status["criticalBatch"]["predicted"] == 500.0
+
+
+def _timed(name: str, batch: int, gpus: int, seconds: float) -> ResultRow:
+    return ResultRow(trial=name, batch_size=batch, gpus=gpus, phase=TrialPhase.SUCCEEDED,
+                     time_to_target_seconds=seconds)  # fmt: skip
+
+
+def test_a_running_trial_is_pruned_only_once_dominated_on_both_axes_whatever_it_does() -> None:
+    spec = SPEC | {"training": SPEC["training"] | {"targetLoss": 1.0}}
+    experiment = parse(_body(spec))
+    b512g2 = next(p for p in plan(experiment) if p.name == "exp-b512-g2")
+    rows = {"exp-b256-g1": _timed("exp-b256-g1", 256, 1, 4.0)}
+    # 3 s on 2 GPUs: 6 GPU-s already, but faster so far: it may still win on time.
+    assert dominated(experiment, b512g2, 3.0, rows) is None
+    why = dominated(experiment, b512g2, 4.5, rows)
+    assert why == (
+        "adaptive: stopped after 4.5 s of training (9 GPU-s): exp-b256-g1 reached the target "
+        "in 4 s (4 GPU-s), less on both, so this trial cannot enter the Pareto front"
+    )
+    # its own configuration's other repeats do not count, nor does a sweep without a target
+    assert dominated(experiment, b512g2, 9.0, {"x": _timed("x", 512, 2, 1.0)}) is None
+    assert dominated(parse(_body(SPEC)), b512g2, 9.0, rows) is None
+
+
+def test_the_operator_marks_a_dominated_running_trial_pruned_and_deletes_its_mpijob() -> None:
+    spec = SPEC | {"training": SPEC["training"] | {"targetLoss": 1.0}}
+    body = _body(spec)
+    experiment = parse(body)
+    pilot = {"phase": "Succeeded", "criticalBatchSize": 500.0, "stepsToTarget": 40,
+             "timeToTargetSeconds": 2.0, "seconds": 2.0}  # fmt: skip
+    trials = [
+        TrialState("exp-b128-g1", "u1", TrialPhase.SUCCEEDED, result=pilot),
+        TrialState("exp-b256-g2", "u2", TrialPhase.RUNNING, training_seconds=1.5),
+        TrialState("exp-b256-g1", "u3", TrialPhase.RUNNING, training_seconds=2.5),
+    ]
+    jobs = [JobState("exp-b128-g1", JobPhase.SUCCEEDED), JobState("exp-b256-g2", JobPhase.RUNNING),
+            JobState("exp-b256-g1", JobPhase.RUNNING)]  # fmt: skip
+    d = decide(experiment, body, trials, jobs, Memory(), NOW)
+    assert d.actions.delete_jobs == ["exp-b256-g1"]  # 2.5 s, 2.5 GPU-s > 2 s, 2 GPU-s
+    patch = d.actions.trial_status["exp-b256-g1"]
+    assert patch["phase"] == "Pruned"
+    assert patch["reason"].startswith("adaptive: stopped after 2.5 s of training")
+    assert (
+        "exp-b256-g2" not in d.actions.delete_jobs
+    )  # 3 GPU-s spent, but only 1.5 s: may be fastest
+    assert d.status["trials"]["pruned"] == 1
+    row = next(r for r in d.status["results"] if r["trial"] == "exp-b256-g1")
+    assert row["pruned"] is True
+    assert row["gpuSeconds"] == 2.5  # what it spent before it was stopped
+
+
+def test_pareto_pruning_never_stops_the_configuration_the_full_grid_recommends() -> None:
+    """On 200 random sweeps measured in a random order: whatever the rule stops, the survivors'
+    recommendation is the full grid's (the same measurements, pruned or not)."""
+    spec = SPEC | {"training": SPEC["training"] | {"targetLoss": 1.0}}
+    experiment = parse(_body(spec))
+    planned = [p for p in plan(experiment) if not p.skipped]
+    rng = random.Random(0)
+    for _ in range(200):
+        times = {p.name: rng.lognormvariate(0, 1) for p in planned if p.gpus <= 4}
+        order = rng.sample(sorted(times), len(times))
+        finished: dict[str, ResultRow] = {}
+        stopped = set()
+        for name in order:
+            p = next(t for t in planned if t.name == name)
+            if dominated(experiment, p, times[name], finished) is not None:
+                stopped.add(name)  # stopped at the latest at its full time
+                continue
+            finished[name] = _timed(name, p.batch_size, p.gpus, times[name])
+        everything = [_timed(n, int(n.split("-b")[1].split("-")[0]),
+                             int(n.split("-g")[1]), t) for n, t in times.items()]  # fmt: skip
+        full = recommend(with_scaling(everything), 4, True)
+        kept = recommend(with_scaling(list(finished.values())), 4, True)
+        assert full.trial not in stopped
+        assert (kept.batch_size, kept.gpus) == (full.batch_size, full.gpus)
+
+
+def test_a_configuration_is_measured_in_full_or_not_at_all() -> None:
+    """Stopping a slow repeat of a configuration whose other repeats finished would bias its mean
+    towards the fast ones: once one repeat finished, none is stopped; once one was stopped, the
+    rest do not start, and the recommendation leaves the configuration out."""
+    spec = SPEC | {"sweep": SPEC["sweep"] | {"repeats": 3},
+                   "training": SPEC["training"] | {"targetLoss": 1.0}}  # fmt: skip
+    experiment = parse(_body(spec))
+    planned = plan(experiment)
+    r1 = next(p for p in planned if p.name == "exp-b512-g1-r1")
+    rows = {"exp-b256-g1": _timed("exp-b256-g1", 256, 1, 1.0),
+            "exp-b512-g1": _timed("exp-b512-g1", 512, 1, 0.5)}  # fmt: skip
+    assert dominated(experiment, r1, 9.0, rows) is None
+    pruned = ResultRow(trial="exp-b512-g1", batch_size=512, gpus=1, repeat=0,
+                       phase=TrialPhase.PRUNED, reason="adaptive: stopped after 2 s")  # fmt: skip
+    rows["exp-b512-g1"] = pruned
+    phases = {p.name: TrialPhase.PENDING for p in planned} | {n: r.phase for n, r in rows.items()}
+    phases["exp-b128-g1"] = TrialPhase.FAILED  # the pilot: no prediction, no placement
+    v = verdicts(experiment, planned, rows, phases)
+    assert v.skip["exp-b512-g1-r2"] == (
+        "adaptive: not started: exp-b512-g1 of this configuration was stopped (it could not "
+        "enter the Pareto front)"
+    )
+    fast = _timed("exp-b512-g1-r1", 512, 1, 0.1)
+    rec = recommend(with_scaling([*rows.values(), fast]), 4, True)
+    assert rec.batch_size == 256
