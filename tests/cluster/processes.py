@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -103,14 +104,71 @@ class Operator:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def local_results(
-    tmp_path: Path, spec_file: Path, timeout: float = 300
-) -> dict[str, dict[str, Any]]:
-    """`scalelab run` of the same file on this machine: trial name → result row of results.json."""
+def local_run(tmp_path: Path, spec_file: Path, timeout: float = 300) -> Path:
+    """`scalelab run` of the file on this machine (no report); its results directory."""
     out = tmp_path / "local"
     subprocess.run(
         [sys.executable, "-m", "scalelab", "run", str(spec_file), "--out", str(out), "--no-report"],
         check=True, capture_output=True, cwd=REPO, timeout=timeout,
     )  # fmt: skip
-    data = json.loads((out / "results.json").read_text())
+    return out
+
+
+def local_results(
+    tmp_path: Path, spec_file: Path, timeout: float = 300
+) -> dict[str, dict[str, Any]]:
+    """`scalelab run` of the same file on this machine: trial name → result row of results.json."""
+    data = json.loads((local_run(tmp_path, spec_file, timeout) / "results.json").read_text())
     return {t["name"]: t for t in data["trials"]}
+
+
+def cluster_report(
+    cp: ControlPlane, name: str, namespace: str, out: Path
+) -> subprocess.CompletedProcess[str]:
+    """`scalelab report --experiment NAME -n NS --out DIR` with the admin's kubeconfig."""
+    return subprocess.run(
+        [sys.executable, "-m", "scalelab", "report", "--experiment", name, "-n", namespace,
+         "--out", str(out)],
+        capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
+        env={**os.environ, "KUBECONFIG": str(cp.kubeconfig)},
+    )  # fmt: skip
+
+
+#: What differs between two runs of one experiment on two machines: timings and where it ran.
+TIMING_TRIAL_KEYS = frozenset(
+    {"samplesPerSecond", "seconds", "wallSeconds", "gpuSeconds", "scalingEfficiency",
+     "timeToTargetSeconds", "startedAt", "finishedAt"}
+)  # fmt: skip
+TIMING_CURVES = frozenset({"seconds", "samplesPerSecond"})
+HOST_KEYS = frozenset({"host", "updatedAt", "groups", "recommendation"})
+
+
+def comparable(results: dict[str, Any]) -> dict[str, Any]:
+    """A results.json without timings and host fields (the recommendation weighs timings)."""
+    out = {k: v for k, v in results.items() if k not in HOST_KEYS}
+    out["trials"] = [
+        {k: v for k, v in t.items() if k not in TIMING_TRIAL_KEYS}
+        | {"curves": {k: v for k, v in t["curves"].items() if k not in TIMING_CURVES}}
+        for t in results["trials"]
+    ]
+    return out
+
+
+def differences(a: Any, b: Any, path: str = "") -> list[str]:
+    """Where two JSON values differ, field by field (floats to 1e-9 relative)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(a.keys() | b.keys())
+        return [d for k in keys for d in differences(a.get(k), b.get(k), f"{path}.{k}")]
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return [f"{path}: {len(a)} vs {len(b)} items"]
+        return [
+            d
+            for i, (x, y) in enumerate(zip(a, b, strict=True))
+            for d in differences(x, y, f"{path}[{i}]")
+        ]
+    if isinstance(a, float) and isinstance(b, float):
+        same = math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-300)
+    else:
+        same = a == b
+    return [] if same else [f"{path}: {a!r} vs {b!r}"]

@@ -4,17 +4,25 @@ status; failure, restart of the operator, and deletion."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from scalelab.kube.settings import Config
 from tests.cluster.conftest import REPO, Operator, get, items, phase_of, wait_for
-from tests.cluster.processes import local_results
+from tests.cluster.processes import (
+    TIMING_TRIAL_KEYS,
+    cluster_report,
+    comparable,
+    differences,
+    local_run,
+)
 from tests.cluster.standin import StandIn, local_command
 from tests.harness.controlplane import ControlPlane
 
@@ -74,7 +82,9 @@ def test_lab1_example_ends_succeeded_with_the_results_of_a_local_run(
     assert status["recommendation"]["trial"] in {r["trial"] for r in status["results"]}
     jobs = items(cluster, "mpijobs", namespace)
     assert len(jobs) == 2
-    local = local_results(tmp_path, EXAMPLE)
+    local_dir = local_run(tmp_path, EXAMPLE)
+    local_file = json.loads((local_dir / "results.json").read_text())
+    local = {t["name"]: t for t in local_file["trials"]}
     rows = {r["trial"]: r for r in status["results"]}
     assert rows.keys() == local.keys()
     for trial_name, expected in local.items():
@@ -92,7 +102,9 @@ def test_lab1_example_ends_succeeded_with_the_results_of_a_local_run(
         launcher = job["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0]
         runs = standin.runs_of(job["metadata"]["name"])
         assert [r.argv for r in runs] == [local_command(launcher["command"])[1]]
-        assert launcher["command"][-3:] == ["--namespace", namespace, "--report-status"]
+        flags = launcher["command"][-6:-2]
+        assert flags == ["--namespace", namespace, "--report-status", "--store-results"]
+    _same_results_as_the_local_run(cluster, name, namespace, tmp_path, local_file)
     # The reconcile timer's finalizer goes with the timer: deletion never waits on the operator.
     wait_for(
         lambda: not get(cluster, "sx", name, namespace)["metadata"].get("finalizers"),
@@ -108,6 +120,41 @@ def test_lab1_example_ends_succeeded_with_the_results_of_a_local_run(
     trials_table = cluster.kubectl("get", "st", "-n", namespace).stdout
     assert "FINAL-LOSS" in trials_table
     assert "SAMPLES/S" in trials_table
+
+
+def _same_results_as_the_local_run(
+    cp: ControlPlane, name: str, namespace: str, tmp_path: Path, local: dict[str, Any]
+) -> None:
+    """`scalelab report --experiment` writes the results.json, results.csv and report.html of
+    `scalelab run`: the same file field by field apart from timings and host fields."""
+    out = tmp_path / "cluster"
+    report = cluster_report(cp, name, namespace, out)
+    assert report.returncode == 0, report.stderr
+    assert f"{namespace}/{name}: 2 of 2 trial(s) finished" in report.stdout
+    remote = json.loads((out / "results.json").read_text())
+    assert remote["schemaVersion"] == local["schemaVersion"] == "scalelab.results/v1"
+    assert differences(comparable(local), comparable(remote)) == []
+    assert remote["recommendation"]["trial"] in {t["name"] for t in remote["trials"]}
+    assert remote["host"]["namespace"] == namespace
+    for trial in remote["trials"]:
+        assert len(trial["curves"]["epochLoss"]) == trial["epochs"] > 0
+        assert trial["wallSeconds"] > 0
+        with (
+            np.load(out / trial["dataFile"]) as ours,
+            np.load(tmp_path / "local" / trial["dataFile"]) as theirs,
+        ):
+            assert np.array_equal(ours["x"], theirs["x"])
+            assert np.array_equal(ours["y"], theirs["y"])
+    keep = [c for c in (tmp_path / "local" / "results.csv").read_text().splitlines()[0].split(",")
+            if c not in TIMING_TRIAL_KEYS]  # fmt: skip
+    tables = [
+        [[row[k] for k in keep] for row in csv.DictReader((d / "results.csv").open())]
+        for d in (tmp_path / "local", out)
+    ]
+    assert tables[0] == tables[1]
+    page = (out / "report.html").read_text()
+    for figure in ("lab-gd-loss-vs-epoch", "lab-sgd-loss-vs-update", "lab-trajectory-3d"):
+        assert f'id="{figure}"' in page
 
 
 def test_a_two_process_trial_runs_under_horovodrun_and_reports_status(
@@ -413,3 +460,58 @@ def test_an_adaptive_experiment_runs_its_pilot_alone_then_skips_what_b_simple_ru
     assert status["criticalBatch"]["predicted"] > 64
     assert status["criticalBatch"]["summary"]
     assert status["recommendation"]["batchSize"] in {64, 256, 1024}
+
+
+def test_a_report_of_a_running_experiment_renders_what_finished_and_names_what_runs(
+    cluster: ControlPlane, operator: Operator, standin: StandIn, namespace: str, tmp_path: Path
+) -> None:
+    standin.hang.add("partial-b32-g1")
+    cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-",
+        input=_experiment(
+            "partial",
+            sweep={"batchSizes": [64, 32], "gpus": [1]},
+            # Long enough that the hung trial still runs when the other one ends on a loaded host.
+            execution={"maxConcurrentTrials": 2, "maxGPUs": 4, "activeDeadlineSeconds": 300},
+        ),
+    )  # fmt: skip
+
+    def phases() -> dict[str, str]:
+        return {
+            t["metadata"]["name"]: (t.get("status") or {}).get("phase", "")
+            for t in items(cluster, "scaletrials", namespace)
+        }
+
+    wait_for(
+        lambda: phases() == {"partial-b64-g1": "Succeeded", "partial-b32-g1": "Running"},
+        240,
+        "one trial finished and one running",
+    )
+    out = tmp_path / "partial"
+    report = cluster_report(cluster, "partial", namespace, out)
+    assert report.returncode == 0, report.stderr
+    assert "1 of 2 trial(s) finished" in report.stdout
+    assert "still running: partial-b32-g1" in report.stdout
+    results = json.loads((out / "results.json").read_text())
+    trials = {t["name"]: t for t in results["trials"]}
+    done, running = trials["partial-b64-g1"], trials["partial-b32-g1"]
+    assert (done["phase"], done["epochs"], len(done["curves"]["epochLoss"])) == ("Succeeded", 5, 5)
+    assert (running["phase"], running["curves"]) == ("Running", {})
+    assert "still running" in results["warnings"][0]
+    assert len((out / "results.csv").read_text().splitlines()) == 3
+    page = (out / "report.html").read_text()
+    assert "1 succeeded" in page
+    assert "1 running" in page
+    assert 'id="lab-gd-loss-vs-epoch"' in page
+
+    # The stored results belong to their trial: the garbage collector takes them with it.
+    selector = "app.kubernetes.io/component=trial-results"
+    stored = items(cluster, "configmaps", namespace, "-l", selector)
+    assert [m["metadata"]["ownerReferences"][0]["name"] for m in stored] == ["partial-b64-g1"]
+    assert stored[0]["metadata"]["labels"]["scalelab.dev/experiment"] == "partial"
+    cluster.kubectl("delete", "scaleexperiment", "partial", "-n", namespace, "--wait=true")
+    wait_for(
+        lambda: not items(cluster, "configmaps", namespace, "-l", selector),
+        60,
+        "the garbage collector to remove the stored results with their trial",
+    )

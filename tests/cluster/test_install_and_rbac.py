@@ -11,6 +11,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from scalelab_trainer import store_results
 from tests.cluster.conftest import Operator, get, wait_for
 from tests.harness.controlplane import ControlPlane
 
@@ -216,7 +217,7 @@ def test_defaults_from_the_models_are_applied_by_the_api_server(
     assert spec["execution"]["maxGPUs"] == 16
 
 
-def test_the_trainer_account_may_patch_trial_status_in_its_namespace_and_nothing_else(
+def test_the_trainer_account_may_patch_trial_status_and_store_results_in_its_namespace_only(
     cluster: ControlPlane, operator: Operator, namespace: str
 ) -> None:
     other = f"{namespace}-other"
@@ -266,3 +267,23 @@ def test_the_trainer_account_may_patch_trial_status_in_its_namespace_and_nothing
     core = client.CoreV1Api(config.new_client_from_config(config_file=str(trainer)))
     assert forbidden(core.list_namespaced_secret, namespace)
     assert forbidden(core.read_namespaced_secret, "anything", namespace)
+
+    # Rank 0 stores the trial's events (store_results.py): create a ConfigMap owned by its trial,
+    # its owner's uid from the patch answer; never read, change or delete one, nor elsewhere.
+    answer = api.patch_namespaced_custom_object_status(
+        G, V, namespace, TRIALS, "rbac-b8-g1", body, _content_type=MERGE
+    )
+    owned = store_results.configmap(
+        "rbac", "rbac-b8-g1", namespace, answer["metadata"]["uid"], {"events.jsonl.gz": b"x"}
+    )
+    made = core.create_namespaced_config_map(namespace, owned)
+    assert made.metadata.name.startswith("rbac-b8-g1-results-")
+    assert made.metadata.owner_references[0].uid == answer["metadata"]["uid"]
+    elsewhere = {**owned, "metadata": {**owned["metadata"], "namespace": other}}
+    assert forbidden(core.create_namespaced_config_map, other, elsewhere)
+    assert forbidden(core.read_namespaced_config_map, made.metadata.name, namespace)
+    assert forbidden(core.list_namespaced_config_map, namespace)
+    assert forbidden(
+        core.patch_namespaced_config_map, made.metadata.name, namespace, {"data": {"a": "b"}}
+    )
+    assert forbidden(core.delete_namespaced_config_map, made.metadata.name, namespace)

@@ -128,6 +128,7 @@ def test_the_real_mpi_operator_runs_the_mpijobs_our_operator_creates(
     assert container["command"] == mpijob.launcher_command(
         trial,
         namespace,
+        get(cluster, "scaletrial", name, namespace)["metadata"]["uid"],
         Config(trainer_metrics_port=0),  # as the test operator runs
     )
     assert container["command"][:3] == ["mpirun", "-np", "4"]

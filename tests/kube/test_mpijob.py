@@ -76,13 +76,20 @@ def test_a_single_process_gets_one_slot_and_a_cpu_trial_no_gpu_limit() -> None:
     assert resources["requests"] == {"cpu": "2", "memory": "4Gi"}
 
 
-def test_the_launcher_runs_the_planners_trainer_command_with_status_reporting() -> None:
+def test_the_launcher_runs_the_planners_trainer_command_with_status_and_stored_results() -> None:
     trial = _trial()
     command = _render(trial)["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]
     argv = command["containers"][0]["command"]
-    expected = trainer_command(
-        trainer_flags(trial.spec, trial.name, namespace="ns", report_status=True, metrics_port=9400)
+    flags = trainer_flags(
+        trial.spec,
+        trial.name,
+        namespace="ns",
+        report_status=True,
+        store_results=True,
+        metrics_port=9400,
     )
+    # lab1-line's dataset goes with the results (the report's loss surface), as in a local run.
+    expected = trainer_command([*flags, "--export-data", "/tmp/scalelab-data-uid-1.npz"])
     assert argv[-len(expected) :] == expected
     assert argv[: -len(expected)] == ["mpirun", "-np", "4", *mpijob.MPIRUN_FLAGS]
     assert command["automountServiceAccountToken"] is False

@@ -134,18 +134,31 @@ def _fail(em: Any, error: Exception, cfg: TrialConfig | None) -> None:
 
 def _status_listener(cfg: TrialConfig) -> Callable[[dict[str, Any]], None]:
     from scalelab_trainer.report_status import StatusReporter, kubernetes_patch
+    from scalelab_trainer.store_results import ResultsStore, kubernetes_create
 
-    if not cfg.namespace:
+    namespace = cfg.namespace
+    if not namespace:
         print(
             "scalelab_trainer: --report-status without --namespace; not reporting", file=sys.stderr
         )
         return lambda event: None
     try:
-        patch = kubernetes_patch(cfg.namespace, cfg.trial)
+        patch = kubernetes_patch(namespace, cfg.trial)
+        create = kubernetes_create(namespace) if cfg.store_results else None
     except Exception as e:  # no cluster config: training goes on without status
         print(f"scalelab_trainer: no Kubernetes config ({e}); not reporting", file=sys.stderr)
         return lambda event: None
-    return StatusReporter(patch, cfg.progress_interval_seconds)
+    reporter = StatusReporter(patch, cfg.progress_interval_seconds)
+    if create is None:
+        return reporter
+    # After the reporter: the result's status patch comes first and its answer names the owner.
+    store = ResultsStore(create, lambda: reporter.uid, namespace, cfg.export_data)
+
+    def both(event: dict[str, Any]) -> None:
+        reporter(event)
+        store(event)
+
+    return both
 
 
 def _serve_metrics(configs: Sequence[TrialConfig | Exception], local_rank: int) -> Any:

@@ -43,6 +43,11 @@ class TrialConfig:
     report_status: bool = _flag_field(
         False, "rank 0 merge-patches ScaleTrial.status (in-cluster config or KUBECONFIG)"
     )
+    store_results: bool = _flag_field(
+        False,
+        "rank 0 keeps the trial's events (and the --export-data file) in a ConfigMap owned by "
+        "its ScaleTrial, compressed (with --report-status)",
+    )
     repeat: int = _flag_field(0, "repeat index (metric label)")
     # --- workload ---
     model: str = _flag_field(

@@ -2,9 +2,11 @@
 
 `StatusReporter` listens to the trial's events: `epoch` events become a rate-limited
 `status.progress` patch, the `result` event becomes `status.result` (always sent, without `config`
-and `curves`, which belong to the results file, not to etcd). Reporting never stops training: every
-failure is logged to stderr and the next event tries again. The Kubernetes client is loaded from
-the in-cluster service account, or KUBECONFIG outside one. Attached by __main__.py.
+and `curves`, which belong to the results, not to the status: store_results.py keeps them). It
+remembers the ScaleTrial's uid from the patch answers (the owner of those results). Reporting
+never stops training: every failure is logged to stderr and the next event tries again. The
+Kubernetes client is loaded from the in-cluster service account, or KUBECONFIG outside one.
+Attached by __main__.py.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ GROUP, VERSION, PLURAL = "scalelab.dev", "v1alpha1", "scaletrials"
 RESULT_DROP = ("schema", "event", "time", "experiment", "trial", "config", "curves", "lossSurface")
 REQUEST_TIMEOUT_SECONDS = 5  # a slow API server delays training at most this long per patch
 
-Patch = Callable[[dict[str, Any]], None]
+Patch = Callable[[dict[str, Any]], Any]
 
 
 def progress_payload(event: dict[str, Any]) -> dict[str, Any]:
@@ -57,6 +59,7 @@ class StatusReporter:
         self.last: float | None = None
         self.held: dict[str, Any] | None = None  # the newest epoch event not yet sent
         self.sent = self.failed = 0
+        self.uid: str | None = None  # the ScaleTrial's, from a patch answer (owner of its results)
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
@@ -75,8 +78,10 @@ class StatusReporter:
 
     def _send(self, body: dict[str, Any]) -> None:
         try:
-            self.patch(body)
+            answer = self.patch(body)
             self.sent += 1
+            uid = answer.get("metadata", {}).get("uid") if isinstance(answer, dict) else None
+            self.uid = uid if isinstance(uid, str) else self.uid
         except Exception as e:  # reporting must never kill training, whatever the client raises
             self.failed += 1
             print(
@@ -84,18 +89,26 @@ class StatusReporter:
             )
 
 
-def kubernetes_patch(namespace: str, name: str) -> Patch:
-    """A merge-patch of scaletrials/status through the in-cluster config or KUBECONFIG."""
+def load_client() -> Any:
+    """A Kubernetes API client from the in-cluster service account, or KUBECONFIG outside one."""
     from kubernetes import client, config
 
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
-    api = client.CustomObjectsApi()
+    return client.ApiClient()
 
-    def patch(body: dict[str, Any]) -> None:
-        api.patch_namespaced_custom_object_status(
+
+def kubernetes_patch(namespace: str, name: str) -> Patch:
+    """A merge-patch of scaletrials/status through the in-cluster config or KUBECONFIG; returns
+    the patched object (the API's answer)."""
+    from kubernetes import client
+
+    api = client.CustomObjectsApi(load_client())
+
+    def patch(body: dict[str, Any]) -> Any:
+        return api.patch_namespaced_custom_object_status(
             GROUP,
             VERSION,
             namespace,

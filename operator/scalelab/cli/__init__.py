@@ -156,7 +156,14 @@ def _render(directory: Path, results: ResultsFile) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Re-render DIR/report.html and the plots from DIR/results.json."""
+    """Re-render DIR/report.html and the plots from DIR/results.json, or write a cluster
+    experiment's results.json, results.csv and report.html (--experiment)."""
+    if args.experiment is not None:
+        if args.dir is not None:
+            return _error("give either DIR or --experiment NAME (with --out DIR), not both")
+        return _report_cluster(args)
+    if args.dir is None:
+        return _error("give DIR (a local run's results) or --experiment NAME (a cluster's)")
     directory = Path(args.dir)
     try:
         results = store.load(directory)
@@ -165,6 +172,40 @@ def cmd_report(args: argparse.Namespace) -> int:
     if results is None:
         return _error(f"{directory / store.RESULTS_JSON} not found")
     return _render(directory, results)
+
+
+def _report_cluster(args: argparse.Namespace) -> int:
+    """Fetch a cluster experiment, write its results files and report; say what still runs."""
+    from scalelab.kube import results as cluster
+
+    name = args.experiment
+    out = Path(args.out) if args.out else Path("out") / name
+    try:
+        api, namespace = cluster.connect()
+        namespace = args.namespace or namespace
+        with api:
+            snapshot = cluster.fetch(api, namespace, name)
+        fetched = cluster.assemble(snapshot)
+        store.load(out, experiment=name)  # never overwrite another experiment's results
+        store.save(out, fetched.results)
+        store.save_files(out, fetched.files)
+    except cluster.ClusterReadError as error:
+        return _error(str(error))
+    except (store.ResultsReadError, store.ResultsWriteError) as error:
+        return _error(str(error))
+    except OSError as error:
+        return _error(f"cannot use {out}: {error}")
+    finished = len(fetched.results.trials) - len(fetched.running) - len(fetched.pending)
+    print(f"{namespace}/{name}: {finished} of {len(fetched.results.trials)} trial(s) finished")
+    if fetched.running or fetched.pending:
+        for label, names in (("running", fetched.running), ("pending", fetched.pending)):
+            if names:
+                print(f"still {label}: {', '.join(names)}")
+        print("rerun this command when they finish for the complete report")
+    if _render(out, fetched.results) != EXIT_OK:
+        return EXIT_INVALID
+    print(f"results: {out / store.RESULTS_JSON}")
+    return EXIT_OK
 
 
 def cmd_operator(args: argparse.Namespace) -> int:
@@ -254,8 +295,24 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     run.set_defaults(func=cmd_run)
 
-    report = sub.add_parser("report", help="re-render DIR/report.html from DIR/results.json")
-    report.add_argument("dir", metavar="DIR")
+    report = sub.add_parser(
+        "report",
+        help="re-render DIR/report.html from DIR/results.json, or write a cluster experiment's "
+        "results and report (--experiment)",
+    )
+    report.add_argument("dir", metavar="DIR", nargs="?", help="a local run's results directory")
+    report.add_argument(
+        "--experiment", metavar="NAME",
+        help="a ScaleExperiment on the cluster of the current kubeconfig context (as kubectl "
+        "finds it): write results.json, results.csv and report.html of what has finished",
+    )  # fmt: skip
+    report.add_argument(
+        "--namespace", "-n", metavar="NS",
+        help="with --experiment: its namespace (default: the context's, else default)",
+    )  # fmt: skip
+    report.add_argument(
+        "--out", metavar="DIR", help="with --experiment: where to write (default out/<name>)"
+    )
     report.set_defaults(func=cmd_report)
 
     operator = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")

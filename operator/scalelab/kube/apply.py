@@ -61,7 +61,8 @@ def _create(kube: Kube, fn: Any, *args: Any) -> Any:
 
 def ensure_trainer_account(kube: Kube, namespace: str, config: Config) -> None:
     """The trainer ServiceAccount and its RoleBinding to the trainer ClusterRole (which may only
-    patch scaletrials/status) in one namespace; shared by every experiment there."""
+    patch scaletrials/status and create configmaps) in one namespace; shared by every experiment
+    there."""
     name = config.trainer_service_account
     labels = {mpijob.LABEL_MANAGED_BY: mpijob.MANAGED_BY}
     _create(

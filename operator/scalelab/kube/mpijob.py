@@ -7,7 +7,8 @@ processesPerWorker), worker replicas N / slots, and each worker's `nvidia.com/gp
 The launcher runs the planner's trainer command unchanged (`planner.trainer_flags`, the one
 renderer of the trainer argv), so a trial runs the same way under `horovodrun` locally and
 `mpirun` here.
-Rank 0 runs in worker 0 and reports ScaleTrial status as the trainer ServiceAccount.
+Rank 0 runs in worker 0, reports ScaleTrial status and stores the trial's events (and lab1-line's
+dataset) in a ConfigMap as the trainer ServiceAccount.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from scalelab.api import API_VERSION, TRIAL_KIND
 from scalelab.kube.settings import Config
-from scalelab.planner import PlannedTrial, trainer_command, trainer_flags
+from scalelab.planner import PlannedTrial, exports_data, trainer_command, trainer_flags
 
 MPIJOB_GROUP, MPIJOB_VERSION, MPIJOB_PLURAL = "kubeflow.org", "v2beta1", "mpijobs"
 MPIJOB_API_VERSION = f"{MPIJOB_GROUP}/{MPIJOB_VERSION}"
@@ -90,15 +91,22 @@ def image(trial: PlannedTrial, config: Config) -> str:
     return config.trainer_image if chosen is None else chosen
 
 
-def launcher_command(trial: PlannedTrial, namespace: str, config: Config) -> list[str]:
+def launcher_command(
+    trial: PlannedTrial, namespace: str, trial_uid: str, config: Config
+) -> list[str]:
     """`mpirun -np N <flags> python -m scalelab_trainer <trainer flags>` of the launcher."""
     flags = trainer_flags(
         trial.spec,
         trial.name,
         namespace=namespace,
         report_status=True,
+        store_results=True,
         metrics_port=config.trainer_metrics_port,
     )
+    if exports_data(trial.spec):
+        # Rank 0 writes it in worker 0 and stores it with the results; the trial's uid keeps
+        # the path apart from any other trainer sharing that /tmp.
+        flags += ["--export-data", f"/tmp/scalelab-data-{trial_uid}.npz"]
     return ["mpirun", "-np", str(trial.gpus), *MPIRUN_FLAGS, *trainer_command(flags)]
 
 
@@ -159,12 +167,14 @@ def _worker_pod(trial: PlannedTrial, config: Config, slots: int) -> dict[str, An
     return pod
 
 
-def _launcher_pod(trial: PlannedTrial, namespace: str, config: Config) -> dict[str, Any]:
+def _launcher_pod(
+    trial: PlannedTrial, namespace: str, trial_uid: str, config: Config
+) -> dict[str, Any]:
     """The launcher: mpirun only, small, without an API token."""
     container = {
         "name": "launcher",
         "image": image(trial, config),
-        "command": launcher_command(trial, namespace, config),
+        "command": launcher_command(trial, namespace, trial_uid, config),
         "resources": {
             "requests": {"cpu": config.launcher_cpu, "memory": config.launcher_memory},
             "limits": {"memory": config.launcher_memory},
@@ -188,7 +198,7 @@ def render(trial: PlannedTrial, namespace: str, trial_uid: str, config: Config) 
     queued = execution.queue_name is not None
     job_labels = {**labels, **({KUEUE_QUEUE_LABEL: execution.queue_name} if queued else {})}
     worker_pod = _worker_pod(trial, config, slots)
-    launcher_pod = _launcher_pod(trial, namespace, config)
+    launcher_pod = _launcher_pod(trial, namespace, trial_uid, config)
     run_policy: dict[str, Any] = {
         # Stop the sshd workers as soon as the launcher finishes; keep failed pods' logs.
         "cleanPodPolicy": "Running",

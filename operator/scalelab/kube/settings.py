@@ -30,7 +30,7 @@ class Config(BaseSettings):
     #: Trainer image of trials whose spec.resources.image is null (the API default).
     trainer_image: str = "ghcr.io/scalelab/trainer:0.1.0"
     #: ServiceAccount trainer pods run as; created per namespace with a RoleBinding to
-    #: trainer_cluster_role, which may only patch scaletrials/status.
+    #: trainer_cluster_role, which may only patch scaletrials/status and create configmaps.
     trainer_service_account: str = "scalelab-trainer"
     #: ClusterRole bound in each experiment namespace for the trainer ServiceAccount.
     trainer_cluster_role: str = "scalelab-trainer"

@@ -1,6 +1,7 @@
 """DIR/report.html (self-contained: every plot embedded as base64 PNG) and DIR/plots/*.png.
 
-`scalelab run` renders it at the end; `scalelab report DIR` re-renders it from results.json.
+`scalelab run` renders it at the end; `scalelab report DIR` re-renders it from results.json;
+`scalelab report --experiment NAME` renders a cluster experiment's (kube/results.py).
 """
 
 from __future__ import annotations
@@ -205,7 +206,8 @@ def build_html(results: ResultsFile, directory: Path) -> tuple[str, dict[str, by
     body = [
         f"<h1>{html.escape(title)}</h1>",
         f"<p>Trials: {counts.total} total, {counts.succeeded} succeeded, {counts.diverged} "
-        f"diverged, {counts.failed} failed, {counts.skipped} skipped, {counts.pending} pending. "
+        f"diverged, {counts.failed} failed, {counts.skipped} skipped, {counts.running} running, "
+        f"{counts.pending} pending. "
         f"Scaling efficiency is <b>{results.scaling_efficiency_kind}</b> scaling. Updated "
         f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(results.updated_at or 0))}.</p>",
         rec_html,

@@ -1,0 +1,230 @@
+"""A cluster experiment's results file: the same `results.json` a local run writes, from the API.
+
+`scalelab report --experiment NAME` reads the ScaleExperiment, its ScaleTrials and the ConfigMaps
+their trainers stored (trainer/scalelab_trainer/store_results.py: the trial's event lines,
+gzip-compressed, and lab1-line's dataset) and folds them exactly as `scalelab run` folds the
+trainer's stdout: `record_from_events` over the planner's records, then `aggregate_results`. The
+ScaleTrial's status decides the phase and reason (the operator's verdict: an MPIJob that failed
+after the result, a deadline); timings come from the trainer, `wallSeconds` from the trial's
+start and completion times. Trials not finished yet stay Running or Pending and are named in the
+file's warnings. `fetch` makes the API calls; `assemble` is pure.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import json
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client
+from kubernetes import config as kube_config
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from scalelab.api import FINISHED_TRIAL_PHASES, GROUP, VERSION, TrialPhase
+from scalelab.kube.reconcile import InvalidSpecError, parse
+from scalelab.planner import PlannedTrial, exports_data, plan, trainer_command, trainer_flags
+from scalelab.results.model import (
+    ResultsFile,
+    TrialRecord,
+    aggregate_results,
+    data_file,
+    new_results,
+    planned_record,
+    record_from_events,
+)
+
+EXPERIMENTS, TRIALS = "scaleexperiments", "scaletrials"
+#: The trainer's ConfigMap layout (trainer/scalelab_trainer/store_results.py, the trial contract).
+EVENTS_KEY, DATA_KEY = "events.jsonl.gz", "data.npz"
+LABEL_EXPERIMENT, LABEL_TRIAL = "scalelab.dev/experiment", "scalelab.dev/trial"
+LABEL_COMPONENT, COMPONENT = "app.kubernetes.io/component", "trial-results"
+NOT_FOUND = 404
+
+
+class ClusterReadError(Exception):
+    """The experiment cannot be read from the cluster (no config, not found, forbidden, down)."""
+
+
+@dataclass
+class Snapshot:
+    """What the API holds for one experiment: its body, its trials', its stored results."""
+
+    namespace: str
+    experiment: dict[str, Any]
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    configmaps: list[dict[str, Any]] = field(default_factory=list)
+    server: str = ""
+
+
+@dataclass
+class ClusterResults:
+    """The results file, the files beside it (data/<trial>.npz) and the unfinished trials."""
+
+    results: ResultsFile
+    files: dict[str, bytes]
+    running: list[str]
+    pending: list[str]
+
+
+def connect() -> tuple[client.ApiClient, str]:
+    """(client, namespace of the current context) from the kubeconfig kubectl would use
+    (KUBECONFIG, else ~/.kube/config), or the in-cluster service account."""
+    try:
+        _, context = kube_config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
+        api = kube_config.new_client_from_config()  # type: ignore[no-untyped-call]
+        return api, str((context or {}).get("context", {}).get("namespace") or "default")
+    except (kube_config.ConfigException, OSError):
+        pass
+    try:
+        kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except kube_config.ConfigException as error:
+        raise ClusterReadError(
+            f"no Kubernetes configuration: set KUBECONFIG (or ~/.kube/config) as for kubectl "
+            f"({error})"
+        ) from None
+    return client.ApiClient(), "default"
+
+
+def fetch(api: client.ApiClient, namespace: str, name: str) -> Snapshot:
+    """The experiment, its ScaleTrials and its results ConfigMaps (three reads)."""
+    # Any: the client types custom objects as `object`; these calls return plain JSON dicts.
+    custom: Any = client.CustomObjectsApi(api)
+    core: Any = client.CoreV1Api(api)
+    where = f"scaleexperiment {namespace}/{name}"
+    try:
+        body = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, EXPERIMENTS, name)
+        selector = f"{LABEL_EXPERIMENT}={name}"
+        trials = custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, TRIALS, label_selector=selector
+        )["items"]
+        maps = core.list_namespaced_config_map(
+            namespace, label_selector=f"{selector},{LABEL_COMPONENT}={COMPONENT}"
+        )
+    except ApiException as error:
+        if error.status == NOT_FOUND:
+            raise ClusterReadError(
+                f"{where} not found (kubectl get sx -n {namespace} lists the experiments there)"
+            ) from None
+        raise ClusterReadError(f"cannot read {where}: {error.status} {error.reason}") from None
+    except (HTTPError, OSError) as error:
+        raise ClusterReadError(f"cannot reach the API server for {where}: {error}") from None
+    serialize: Any = api.sanitize_for_serialization
+    configmaps = [serialize(m) for m in maps.items]
+    return Snapshot(namespace, body, trials, configmaps, str(api.configuration.host))
+
+
+def _rfc3339(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def decode_events(configmap: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The event lines a trainer stored (empty when the ConfigMap is not readable)."""
+    raw = (configmap.get("binaryData") or {}).get(EVENTS_KEY)
+    if not isinstance(raw, str):
+        return []
+    try:
+        text = gzip.decompress(base64.b64decode(raw)).decode()
+    except (binascii.Error, OSError, EOFError, zlib.error, UnicodeDecodeError):
+        return []
+    events = []
+    for line in text.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
+
+
+def _newest(configmaps: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """Per trial, the stored results of its last launcher attempt (the newest result event)."""
+    best: dict[str, tuple[float, Mapping[str, Any]]] = {}
+    for m in configmaps:
+        trial = ((m.get("metadata") or {}).get("labels") or {}).get(LABEL_TRIAL)
+        events = decode_events(m)
+        result = next((e for e in events if e.get("event") == "result"), None)
+        stamp = result.get("time") if result else None
+        when = float(stamp) if isinstance(stamp, int | float) else 0.0
+        if isinstance(trial, str) and (trial not in best or when >= best[trial][0]):
+            best[trial] = (when, m)
+    return {trial: m for trial, (_, m) in best.items()}
+
+
+def _record(
+    planned: PlannedTrial, trial: Mapping[str, Any] | None, stored: Mapping[str, Any] | None
+) -> tuple[TrialRecord, bytes | None]:
+    """One trial's record (and its dataset) from its ScaleTrial and its stored events."""
+    record = planned_record(planned, trainer_command(trainer_flags(planned.spec, planned.name)))
+    status = (trial or {}).get("status") or {}
+    try:
+        phase = TrialPhase(status.get("phase") or TrialPhase.PENDING.value)
+    except ValueError:
+        phase = TrialPhase.PENDING
+    if planned.skipped or phase not in FINISHED_TRIAL_PHASES:
+        update: dict[str, Any] = {} if planned.skipped else {"phase": phase}
+        if not planned.skipped and status.get("reason"):
+            update["reason"] = status["reason"]
+        return record.model_copy(update=update), None
+    events = decode_events(stored) if stored is not None else []
+    start = next((e for e in events if e.get("event") == "start"), None)
+    epochs = [e for e in events if e.get("event") == "epoch"]
+    result = next((e for e in events if e.get("event") == "result"), status.get("result"))
+    record = record_from_events(record, start, epochs, result)
+    began, ended = _rfc3339(status.get("startTime")), _rfc3339(status.get("completionTime"))
+    update = {
+        "phase": phase,
+        "reason": status.get("reason") or "",
+        # As scalelab run marks them: Skipped by the adaptive sweep (not the planner), or Pruned.
+        "pruned": phase in (TrialPhase.SKIPPED, TrialPhase.PRUNED),
+    }
+    if began is not None and ended is not None:
+        update["wall_seconds"] = ended - began
+    if record.finished_at is None:
+        update["finished_at"] = ended
+    data = base64.b64decode((stored or {}).get("binaryData", {}).get(DATA_KEY) or "")
+    if data and exports_data(planned.spec):
+        update["data_file"] = data_file(planned.name)
+    return record.model_copy(update=update), data or None
+
+
+def assemble(snapshot: Snapshot, now: float | None = None) -> ClusterResults:
+    """The results file of the experiment in `snapshot`, as `scalelab run` would have written it."""
+    try:
+        experiment = parse(snapshot.experiment)
+    except InvalidSpecError as error:
+        raise ClusterReadError(f"the experiment's spec is not valid: {error}") from None
+    trials = {(t.get("metadata") or {}).get("name"): t for t in snapshot.trials}
+    stored = _newest(snapshot.configmaps)
+    records, files = [], {}
+    for planned in plan(experiment):
+        record, data = _record(planned, trials.get(planned.name), stored.get(planned.name))
+        records.append(record)
+        if data is not None and record.data_file:
+            files[record.data_file] = data
+    host = {"cluster": snapshot.server, "namespace": snapshot.namespace}
+    results = new_results(experiment, records, host)
+    running = [r.name for r in records if r.phase is TrialPhase.RUNNING]
+    pending = [r.name for r in records if r.phase is TrialPhase.PENDING]
+    if running or pending:
+        results.warnings.append(
+            f"the experiment was still running when this was written: {len(running)} trial(s) "
+            f"running, {len(pending)} pending; rerun `scalelab report --experiment "
+            f"{experiment.metadata.name}` for the rest"
+        )
+    aggregate_results(results, experiment)
+    results.updated_at = time.time() if now is None else now
+    return ClusterResults(results, files, running, pending)
