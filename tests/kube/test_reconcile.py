@@ -321,3 +321,18 @@ def test_a_trial_kueue_can_never_admit_is_skipped_and_its_mpijob_deleted() -> No
     assert d.phases[big] is TrialPhase.SKIPPED
     assert d.actions.trial_status[big]["reason"].startswith("Kueue can never admit it")
     assert d.status["phase"] == "Succeeded"  # the admissible point was measured
+
+
+def test_kueues_reason_is_written_when_it_comes_after_the_trial_turned_pending() -> None:
+    body = _body({"sweep": {"batchSizes": [8]}, "execution": {"queueName": "team"}})
+    experiment, [trial] = parse(body), _trials(body)
+    pending = TrialState(trial.name, trial.uid, TrialPhase.PENDING, "MPIJob suspended (x)")
+    held = JobState(trial.name, JobPhase.SUSPENDED, "KueuePending", WAITING)
+    memory = Memory()
+    d = decide(experiment, body, [pending], [held], memory, NOW)
+    assert d.actions.trial_status[trial.name]["reason"] == f"waiting for Kueue quota: {WAITING}"
+    assert decide(experiment, body, [pending], [held], memory, NOW).actions.trial_status == {}
+    plain = JobState(trial.name, JobPhase.CREATED)
+    launched = TrialState(trial.name, trial.uid, TrialPhase.PENDING, "waiting for a slot")
+    # Other reason changes within a phase are not worth a write each.
+    assert decide(experiment, body, [launched], [plain], Memory(), NOW).actions.trial_status == {}

@@ -98,6 +98,8 @@ QUEUED, NEVER_ADMITTED = "KueuePending", "KueueCannotAdmit"
 #: its cohort could lend) has (pkg/scheduler/flavorassigner, fitsResourceQuota: "No Fit"); less
 #: than that waits for quota to free ("insufficient unused quota").
 NEVER_FITS = "> maximum capacity"
+#: How a held trial's reason starts (Kueue's message follows).
+KUEUE_WAITING = "waiting for Kueue quota"
 
 
 @dataclass(frozen=True)
@@ -334,7 +336,7 @@ def trial_phase(
         if job.reason == NEVER_ADMITTED:
             return TrialPhase.SKIPPED, f"Kueue can never admit it: {job.message}"
         if job.reason == QUEUED:
-            return TrialPhase.PENDING, f"waiting for Kueue quota: {job.message}"
+            return TrialPhase.PENDING, f"{KUEUE_WAITING}: {job.message}"
         return TrialPhase.PENDING, f"MPIJob suspended ({job.reason or 'queued'})"
     if job.phase is JobPhase.RUNNING:
         return TrialPhase.RUNNING, ""
@@ -725,16 +727,20 @@ def patch_trial_statuses(  # noqa: PLR0917 - one step of decide, its state passe
     actions: Actions,
 ) -> None:
     """Step 4: a status patch per trial whose phase changed, once per transition (the index may
-    lag behind our own writes; a reason rides along with its phase)."""
+    lag behind our own writes; a reason rides along with its phase). Kueue's reason for holding
+    a trial is written when it changes too: it is what the user must read, and it comes after
+    the trial turned Pending."""
     for p in planned:
         if p.name not in uids:
             continue
         phase, reason = phases[p.name]
         trial = seen.trials.get(p.name)
-        if trial is not None and trial.phase is phase:
+        held = reason.startswith(KUEUE_WAITING)
+        if trial is not None and trial.phase is phase and (trial.reason == reason or not held):
             memory.written.pop(p.name, None)
             continue
-        if p.name in memory.written and memory.written[p.name][0] is phase:
+        written = memory.written.get(p.name)
+        if written is not None and written[0] is phase and (written[1] == reason or not held):
             continue
         patch: dict[str, Any] = {"phase": phase.value, "reason": reason}
         if phase is TrialPhase.RUNNING and (trial is None or not trial.start_time):

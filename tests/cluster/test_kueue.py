@@ -1,0 +1,177 @@
+"""Real Kueue (v0.17.0, built by hack/build-kueue.sh, webhooks served; tests/harness/kueue.py)
+admits scalelab's MPIJobs within a ClusterQueue's GPU quota, holds the rest suspended with its
+reason on the trial, resumes them when quota frees, and a grid point that could never fit the
+queue is Skipped with Kueue's words instead of waiting forever."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.cluster.conftest import Operator, get, items, phase_of, wait_for
+from tests.cluster.standin import StandIn
+from tests.harness.controlplane import ControlPlane
+from tests.harness.kueue import Kueue
+
+pytestmark = pytest.mark.cluster
+
+KUEUE = "kueue.x-k8s.io/v1beta2"
+
+
+@pytest.fixture(scope="module")
+def kueue(cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kueue]:
+    k = Kueue(cluster, tmp_path_factory.mktemp("kueue"))
+    try:
+        yield k.start()
+    finally:
+        k.stop()  # also after a failed start: /etc/kueue and the webhooks go
+
+
+def _queues(namespace: str, gpus: int) -> list[dict[str, Any]]:
+    """A flavor, a ClusterQueue with `gpus` nvidia.com/gpu for this namespace, a LocalQueue."""
+    quota = [
+        {"name": "cpu", "nominalQuota": "64"},
+        {"name": "memory", "nominalQuota": "256Gi"},
+        {"name": "nvidia.com/gpu", "nominalQuota": gpus},
+    ]
+    return [
+        {"apiVersion": KUEUE, "kind": "ResourceFlavor", "metadata": {"name": "gpu"}},
+        {
+            "apiVersion": KUEUE,
+            "kind": "ClusterQueue",
+            "metadata": {"name": f"{namespace}-gpus"},
+            "spec": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                "resourceGroups": [
+                    {
+                        "coveredResources": ["cpu", "memory", "nvidia.com/gpu"],
+                        "flavors": [{"name": "gpu", "resources": quota}],
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": KUEUE,
+            "kind": "LocalQueue",
+            "metadata": {"name": "team", "namespace": namespace},
+            "spec": {"clusterQueue": f"{namespace}-gpus"},
+        },
+    ]
+
+
+def _experiment() -> dict[str, Any]:
+    """Two 1-GPU points and two 2-GPU points of a tiny lab 1 sweep, all submitted at once."""
+    return {
+        "apiVersion": "scalelab.dev/v1alpha1",
+        "kind": "ScaleExperiment",
+        "metadata": {"name": "queued"},
+        "spec": {
+            "workload": {"model": "linear", "dataset": "lab1-line", "datasetSize": 64},
+            "sweep": {"batchSizes": [32, 64], "gpus": [1, 2]},
+            "training": {
+                "learningRate": 0.01,
+                "maxEpochs": 30,
+                "convergence": {"relativeTolerance": 0},
+            },
+            "resources": {"gpusPerProcess": 1, "cpu": "1", "memory": "1Gi"},
+            "execution": {"maxConcurrentTrials": 4, "maxGPUs": 8, "queueName": "team"},
+        },
+    }
+
+
+def _suspended(cluster: ControlPlane, namespace: str) -> dict[str, bool]:
+    return {
+        j["metadata"]["name"]: bool(j["spec"]["runPolicy"].get("suspend"))
+        for j in items(cluster, "mpijobs", namespace)
+    }
+
+
+def _gpu_gauges(operator: Operator, namespace: str) -> dict[str, float]:
+    """scalelab_operator_gpus of the experiment by state (queue label = its LocalQueue)."""
+    families = text_string_to_metric_families(operator.metrics())
+    return {
+        s.labels["state"]: s.value
+        for f in families
+        if f.name == "scalelab_operator_gpus"
+        for s in f.samples
+        if s.labels["namespace"] == namespace and s.labels["queue"] == "team"
+    }
+
+
+def _trial_status(cluster: ControlPlane, name: str, namespace: str) -> dict[str, Any]:
+    status: dict[str, Any] = get(cluster, "scaletrial", name, namespace).get("status") or {}
+    return status
+
+
+def test_kueue_admits_within_quota_holds_the_rest_and_skips_what_never_fits(
+    cluster: ControlPlane,
+    operator: Operator,
+    standin: StandIn,
+    kueue: Kueue,
+    namespace: str,
+) -> None:
+    operator_account = "system:serviceaccount:scalelab-system:scalelab-operator"
+    for verb, answer in (("watch", "yes"), ("patch", "no")):  # reads why; Kueue's objects
+        can = cluster.kubectl("auth", "can-i", verb, "workloads.kueue.x-k8s.io", "-n", namespace,
+                              "--as", operator_account, check=False)  # fmt: skip
+        assert can.stdout.strip() == answer, (verb, can.stderr)
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(_queues(namespace, gpus=1)))
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(_experiment()))
+    small = ["queued-b32-g1", "queued-b64-g1"]
+    big = ["queued-b32-g2", "queued-b64-g2"]
+
+    # Kueue's webhook defaulted and its scheduler admitted exactly one 1-GPU job (quota 1); the
+    # other 1-GPU trial waits, saying on its own status that Kueue holds it and why.
+    # The operator's GPU gauges say the same by queue: the held GPU is "suspended".
+    def one_admitted_one_waiting() -> tuple[str, dict[str, float]] | None:
+        jobs = _suspended(cluster, namespace)
+        running = [n for n in small if jobs.get(n) is False]
+        waiting = [n for n in small if jobs.get(n) is True]
+        if len(running) != 1 or len(waiting) != 1:
+            return None
+        reason = str(_trial_status(cluster, waiting[0], namespace).get("reason", ""))
+        gauges = _gpu_gauges(operator, namespace)
+        # admitted = requested − suspended: the quota's one GPU (once the admitted job's
+        # controller has turned its Suspended condition into Running)
+        admitted = gauges.get("requested", 0) - gauges.get("suspended", 0)
+        held = reason.startswith("waiting for Kueue quota") and gauges.get("suspended", 0) >= 1
+        return (reason, gauges) if held and admitted == 1 else None
+
+    reason, gauges = wait_for(one_admitted_one_waiting, 120, "one admitted, one held by Kueue")
+    assert "insufficient unused quota for nvidia.com/gpu" in reason, kueue.log_tail()
+    assert gauges["running"] <= 1  # never more than the queue's quota
+
+    # Points asking for more GPUs than the queue has at all are Skipped with Kueue's words,
+    # and their suspended MPIJobs go (they must not run unobserved if the quota grows later).
+    for name in big:
+        status = wait_for(
+            lambda name=name: (
+                (s := _trial_status(cluster, name, namespace)).get("phase") == "Skipped" and s
+            ),
+            120,
+            f"{name} Skipped",
+        )
+        assert "Kueue can never admit it" in status["reason"]
+        assert "maximum capacity (1)" in status["reason"]
+    wait_for(
+        lambda: not set(big) & set(_suspended(cluster, namespace)),
+        60,
+        "the never-admissible MPIJobs deleted",
+    )
+
+    # Quota frees when the first trial finishes; Kueue resumes the second; both run, in turn.
+    finished = wait_for(
+        lambda: (p := phase_of(cluster, "queued", namespace)) in ("Succeeded", "Failed") and p,
+        240,
+        "the experiment to finish",
+    )
+    assert finished == "Succeeded", operator.log_tail()
+    status = get(cluster, "scaleexperiment", "queued", namespace)["status"]
+    assert (status["trials"]["succeeded"], status["trials"]["skipped"]) == (2, 2)
+    runs = [r for r in standin.runs if r.namespace == namespace]
+    assert sorted(r.job for r in runs) == small  # each admitted once, none of the big ones
+    assert all(r.returncode == 0 for r in runs)
