@@ -8,12 +8,24 @@ missing, so it fails the run unless SCALELAB_ALLOW_SKIPS=1 is set by hand.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 
 import pytest
 
 pytest_plugins = ["tests.harness.fixtures"]
 TIERS = ("unit", "horovod", "cluster", "prometheus", "node")
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (`timeout`, a CI runner) stops the suite as Ctrl-C does, so the session fixtures
+    tear down: without this a terminated run left its control planes, the node's processes and
+    the node's host changes (addresses, iptables, mounts) behind."""
+    signal.signal(signal.SIGTERM, _stop)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
