@@ -14,11 +14,35 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    ValidationError,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
-from pydantic_core import PydanticCustomError
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticCustomError, core_schema
+
+from scalelab.rules import (
+    CPU_QUANTITY,
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    IMAGE,
+    LABEL_KEY,
+    LABEL_VALUE,
+    MEMORY_QUANTITY,
+    QUEUE_NAME,
+    Rule,
+    at,
+    has,
+    unique,
+)
 
 GROUP = "scalelab.dev"
 VERSION = "v1alpha1"
@@ -26,12 +50,23 @@ API_VERSION = f"{GROUP}/{VERSION}"
 EXPERIMENT_KIND = "ScaleExperiment"
 TRIAL_KIND = "ScaleTrial"
 
-#: RFC 1123 label: what Kubernetes accepts as a namespaced object name we derive children from.
-DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+#: Trials one experiment may plan (batchSizes × gpus × repeats). Every trial is a ScaleTrial and
+#: an MPIJob in etcd and a row of status.results; at this cap the results table is at most about
+#: 0.5 MiB of the experiment object (etcd refuses objects over 1.5 MiB). A larger sweep is
+#: several experiments (docs/design-changes.md).
+MAX_TRIALS = 1000
+
+#: Largest integer any spec field takes: CEL computes in int64 (b·g must not overflow) and JSON
+#: numbers beyond int64 are not integers to the API server.
+MAX_INT = 2**31 - 1
 
 
 class ApiModel(BaseModel):
-    """Base of every API model: camelCase on the wire, unknown fields are errors."""
+    """Base of every API model: camelCase on the wire, unknown fields are errors.
+
+    `rules` are the model's cross-field checks (scalelab.rules.Rule): validation.py evaluates
+    them in Python and the JSON Schema carries them as CEL for the CRD.
+    """
 
     model_config = ConfigDict(
         extra="forbid",
@@ -40,6 +75,41 @@ class ApiModel(BaseModel):
         use_enum_values=False,
         validate_default=True,
     )
+
+    rules: ClassVar[tuple[Rule, ...]] = ()
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        out = handler(schema)
+        if cls.rules:
+            target = handler.resolve_ref_schema(out)
+            target["x-kubernetes-validations"] = [r.openapi() for r in cls.rules]
+        return out
+
+
+class SpecModel(ApiModel):
+    """Base of what a person writes (spec and metadata): numbers are finite, and integers are
+    integers (validation.parse_experiment validates strictly: no booleans, no strings). Every
+    integer, string, list and map has an upper bound (kube/crd.py refuses to generate a CRD
+    otherwise), so the CLI refuses exactly what the API server refuses."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: Any) -> Any:
+        """A null where the field cannot be null means "not set", as the API server prunes it
+        before defaulting (a nullable field keeps its null)."""
+        if not isinstance(data, Mapping):
+            return data
+        pruned = {
+            f.alias or n
+            for n, f in cls.model_fields.items()
+            if not f.is_required() and type(None) not in getattr(f.annotation, "__args__", ())
+        }
+        return {k: v for k, v in data.items() if v is not None or k not in pruned}
 
 
 # ----------------------------------------------------------------------------------- enums
@@ -207,11 +277,28 @@ ParameterName = Annotated[str, Field(pattern=PARAMETER_NAME_PATTERN, max_length=
 
 # ------------------------------------------------------------------------------------ spec
 
-PositiveInt = Annotated[int, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0, le=MAX_INT)]
 
 
-class Workload(ApiModel):
+class Workload(SpecModel):
     """What is trained and on which data."""
+
+    rules = (
+        *(
+            Rule(
+                at("model").ne(model.value) | at("dataset").is_in([d.value for d in datasets]),
+                f"model {model.value} trains on {', '.join(d.value for d in datasets)}",
+                field="dataset",
+                got=at("dataset"),
+            )
+            for model, datasets in MODEL_DATASETS.items()
+        ),
+        Rule(
+            at("model").eq(Model.CUSTOM.value).eq(has("entryPoint")),
+            "required with model custom (package.module:function) and allowed only there",
+            field="entryPoint",
+        ),
+    )
 
     model: Model = Field(
         default=Model.LINEAR,
@@ -245,13 +332,16 @@ class Workload(ApiModel):
     dataset_size: int = Field(
         default=100,
         gt=0,
+        le=MAX_INT,
         description="Number of training examples (lab1-line: the lab's n). Unit: examples. "
         "Default: 100.",
     )
     seed: int = Field(
         default=0,
         ge=0,
-        description="Data and initialisation seed of repeat 0; repeat r uses seed + r. Default: 0.",
+        le=2**30,
+        description="Data and initialisation seed of repeat 0; repeat r uses seed + r. "
+        "Default: 0, at most 2^30.",
     )
     line_slope: float = Field(
         default=10.0,
@@ -302,7 +392,7 @@ class Workload(ApiModel):
     )
 
 
-class AdaptiveSweep(ApiModel):
+class AdaptiveSweep(SpecModel):
     """strategy adaptive: a pilot trial measures B_simple, then only batch sizes near it run."""
 
     width: float = Field(
@@ -322,8 +412,20 @@ class AdaptiveSweep(ApiModel):
     )
 
 
-class Sweep(ApiModel):
+class Sweep(SpecModel):
     """The grid: every batch size × every process count × repeats."""
+
+    rules = (
+        Rule(unique("batchSizes"), "must not repeat values", "batchSizes", got=at("batchSizes")),
+        Rule(unique("gpus"), "must not repeat values", "gpus", got=at("gpus")),
+        Rule(
+            at("batchSizes").size() * at("gpus").size() * at("repeats") <= MAX_TRIALS,
+            f"must have at most {MAX_TRIALS} trials (batchSizes × gpus × repeats; each is a "
+            "ScaleTrial, an MPIJob and a results row in etcd): split the sweep into several "
+            "ScaleExperiments, e.g. a few batch sizes each",
+            got=at("batchSizes").size() * at("gpus").size() * at("repeats"),
+        ),
+    )
 
     batch_sizes: list[PositiveInt] = Field(
         default=[100],
@@ -344,7 +446,7 @@ class Sweep(ApiModel):
         ge=1,
         le=100,
         description="Seeds per grid point (repeat r uses workload.seed + r). Unit: runs. "
-        "Default: 1.",
+        f"Default: 1. batchSizes × gpus × repeats is at most {MAX_TRIALS} trials.",
     )
     strategy: SweepStrategy = Field(
         default=SweepStrategy.GRID,
@@ -365,7 +467,7 @@ class Sweep(ApiModel):
     )
 
 
-class Convergence(ApiModel):
+class Convergence(SpecModel):
     """The stopping rule on the full-dataset loss at epoch ends."""
 
     relative_tolerance: float = Field(
@@ -382,19 +484,21 @@ class Convergence(ApiModel):
     )
 
 
-class Training(ApiModel):
+class Training(SpecModel):
     """How every trial trains."""
 
     optimizer: Optimizer = Field(default=Optimizer.SGD, description="Optimizer. Default: sgd.")
     learning_rate: float = Field(
         default=0.001,
         gt=0,
+        le=1e6,
         description="Base learning rate, tuned at referenceBatchSize. Unit: per step. "
-        "Default: 0.001.",
+        "Default: 0.001, at most 10^6.",
     )
     reference_batch_size: int = Field(
         default=100,
         gt=0,
+        le=MAX_INT,
         description="Global batch size the base learning rate was tuned at. Unit: examples. "
         "Default: 100.",
     )
@@ -437,7 +541,10 @@ class Training(ApiModel):
         "(You et al. 2017). Default: 0.001.",
     )
     max_epochs: int = Field(
-        default=1000, gt=0, description="Epoch cap of every trial. Unit: epochs. Default: 1000."
+        default=1000,
+        gt=0,
+        le=10**6,
+        description="Epoch cap of every trial. Unit: epochs. Default: 1000, at most 10^6.",
     )
     divergence_factor: float = Field(
         default=1e4,
@@ -462,7 +569,7 @@ class Training(ApiModel):
     )
 
 
-class Measurement(ApiModel):
+class Measurement(SpecModel):
     """What every trial measures and records beyond loss and throughput."""
 
     gradient_noise_scale: bool = Field(
@@ -499,6 +606,7 @@ class Measurement(ApiModel):
     throughput_skip_steps: int = Field(
         default=10,
         ge=0,
+        le=100_000,
         description="First steps left out of throughput (warm-up). Unit: steps. Default: 10.",
     )
     intra_op_threads: int = Field(
@@ -510,33 +618,55 @@ class Measurement(ApiModel):
     )
 
 
-class Toleration(ApiModel):
-    """A Kubernetes toleration copied onto every trial pod."""
+class Toleration(SpecModel):
+    """A Kubernetes toleration copied onto every trial pod (checked as pod validation would)."""
 
-    key: str | None = Field(
-        default=None, description="Taint key; empty matches all keys. Default: null."
+    rules = (
+        Rule(
+            has("key") | at("operator").eq(TolerationOperator.EXISTS.value),
+            "a toleration without a key matches every taint and needs operator: Exists",
+            "operator",
+        ),
+        Rule(
+            ~(at("operator").eq(TolerationOperator.EXISTS.value) & has("value"))
+            | at("value").eq(""),
+            "a toleration with operator: Exists takes no value",
+            "value",
+        ),
+        Rule(
+            ~has("tolerationSeconds")
+            | (has("effect") & at("effect").eq(TaintEffect.NO_EXECUTE.value)),
+            "tolerationSeconds applies only to effect: NoExecute",
+            "tolerationSeconds",
+        ),
+    )
+
+    key: Annotated[str, LABEL_KEY] | None = Field(
+        default=None, description="Taint key; null matches all keys. Default: null."
     )
     operator: TolerationOperator = Field(
         default=TolerationOperator.EQUAL, description="Exists or Equal. Default: Equal."
     )
-    value: str | None = Field(default=None, description="Taint value (Equal). Default: null.")
+    value: Annotated[str, LABEL_VALUE] | None = Field(
+        default=None, description="Taint value (Equal). Default: null."
+    )
     effect: TaintEffect | None = Field(
         default=None, description="Taint effect to tolerate; null matches all. Default: null."
     )
     toleration_seconds: int | None = Field(
         default=None,
         ge=0,
+        le=MAX_INT,
         description="How long a NoExecute taint is tolerated. Unit: seconds. "
         "Default: null (forever).",
     )
 
 
-class Resources(ApiModel):
+class Resources(SpecModel):
     """What every trial pod gets on a cluster (ignored by the local executor except where said)."""
 
-    image: str | None = Field(
+    image: Annotated[str, IMAGE] | None = Field(
         default=None,
-        min_length=1,
         description="Trainer container image of the MPIJob's pods; the local executor runs this "
         "machine's trainer instead. Default: null (the operator's configured trainer image, "
         "SCALELAB_TRAINER_IMAGE).",
@@ -555,39 +685,46 @@ class Resources(ApiModel):
         "runs N / s workers of s slots, s the largest divisor of N up to this value, so its "
         "workers request exactly N × gpusPerProcess GPUs. Unit: processes. Default: 1.",
     )
-    cpu: str = Field(
+    cpu: Annotated[str, CPU_QUANTITY] = Field(
         default="2",
-        pattern=r"^([0-9]+(\.[0-9]+)?|[0-9]+m)$",
         description="CPU request and limit per worker pod, a Kubernetes quantity. Unit: cores "
         '(or millicores with m). Default: "2".',
     )
-    memory: str = Field(
+    memory: Annotated[str, MEMORY_QUANTITY] = Field(
         default="4Gi",
-        pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$",
         description="Memory request and limit per worker pod, a Kubernetes quantity. Unit: "
         "bytes (with suffix). Default: 4Gi.",
     )
-    node_selector: dict[str, str] = Field(
+    node_selector: dict[Annotated[str, LABEL_KEY], Annotated[str, LABEL_VALUE]] = Field(
         default_factory=dict,
-        description="Node labels every trial pod must match. Default: {}.",
+        max_length=64,
+        description="Node labels every trial pod must match (label keys and values). Default: {}.",
     )
     tolerations: list[Toleration] = Field(
-        default_factory=list, description="Tolerations of every trial pod. Default: []."
+        default_factory=list,
+        max_length=64,
+        description="Tolerations of every trial pod. Default: [].",
     )
-    priority_class_name: str | None = Field(
-        default=None, description="PriorityClass of trial pods. Default: null (cluster default)."
+    priority_class_name: Annotated[str, DNS_SUBDOMAIN] | None = Field(
+        default=None,
+        description="PriorityClass of trial pods (a DNS subdomain). Default: null (cluster "
+        "default).",
     )
 
 
-class Execution(ApiModel):
+class Execution(SpecModel):
     """How trials are scheduled and bounded."""
 
     max_concurrent_trials: int = Field(
-        default=4, ge=1, description="Trials running at once. Unit: trials. Default: 4."
+        default=4,
+        ge=1,
+        le=MAX_TRIALS,
+        description="Trials running at once. Unit: trials. Default: 4.",
     )
     max_gpus: int = Field(
         default=16,
         ge=1,
+        le=2**20,
         alias="maxGPUs",
         description="GPU budget: grid points needing more processes are Skipped, and running "
         "trials never hold more in total. Unit: GPUs (processes on the local executor). "
@@ -596,22 +733,24 @@ class Execution(ApiModel):
     backoff_limit: int = Field(
         default=1,
         ge=0,
+        le=100,
         description="Retries of a failed trial (MPIJob runPolicy). Unit: retries. Default: 1.",
     )
     active_deadline_seconds: int = Field(
         default=3600,
         gt=0,
+        le=MAX_INT,
         description="A trial running longer is killed and marked Failed. Unit: seconds. "
         "Default: 3600.",
     )
-    queue_name: str | None = Field(
+    queue_name: Annotated[str, QUEUE_NAME] | None = Field(
         default=None,
         description="Kueue LocalQueue; when set, MPIJobs are created suspended with the "
         "kueue.x-k8s.io/queue-name label. Default: null (no Kueue).",
     )
 
 
-class ScaleExperimentSpec(ApiModel):
+class ScaleExperimentSpec(SpecModel):
     """The sweep: what to train, the grid, how, and on what."""
 
     workload: Workload = Field(
@@ -629,25 +768,22 @@ class ScaleExperimentSpec(ApiModel):
     )
 
 
-class ObjectMeta(ApiModel):
+class ObjectMeta(SpecModel):
     """The part of Kubernetes object metadata a ScaleExperiment file may carry."""
 
-    name: str = Field(
+    name: Annotated[str, DNS_LABEL] = Field(
         ...,
-        min_length=1,
-        max_length=63,
-        pattern=DNS_LABEL_PATTERN,
         description="Object name: lower-case letters, digits and '-', at most 63 characters.",
     )
-    namespace: str | None = Field(
+    namespace: Annotated[str, DNS_LABEL] | None = Field(
         default=None,
-        max_length=63,
-        pattern=DNS_LABEL_PATTERN,
         description="Namespace. Default: null (the current namespace).",
     )
-    labels: dict[str, str] = Field(default_factory=dict, description="Labels. Default: {}.")
-    annotations: dict[str, str] = Field(
-        default_factory=dict, description="Annotations. Default: {}."
+    labels: dict[Annotated[str, LABEL_KEY], Annotated[str, LABEL_VALUE]] = Field(
+        default_factory=dict, description="Labels. Default: {}."
+    )
+    annotations: dict[Annotated[str, LABEL_KEY], str] = Field(
+        default_factory=dict, description="Annotations (keys as label keys). Default: {}."
     )
 
 
@@ -916,7 +1052,7 @@ class ScaleExperimentStatus(ApiModel):
     )
 
 
-class ScaleExperiment(ApiModel):
+class ScaleExperiment(SpecModel):
     """A scaling sweep of a Horovod training job."""
 
     api_version: Literal["scalelab.dev/v1alpha1"] = Field(
@@ -1012,14 +1148,18 @@ def read_trial_result(raw: Mapping[str, Any] | None) -> TrialResult | None:
             data = {key: value for key, value in data.items() if key not in bad}
 
 
-class ScaleTrialSpec(ApiModel):
+class ScaleTrialSpec(SpecModel):
     """One grid point, self-contained: everything needed to render its trainer command."""
 
-    experiment: str = Field(..., min_length=1, description="Owning ScaleExperiment name.")
-    batch_size: int = Field(..., gt=0, description="Global batch per step. Unit: examples.")
-    gpus: int = Field(..., gt=0, description="Horovod processes. Unit: processes.")
-    repeat: int = Field(default=0, ge=0, description="Repeat index. Default: 0.")
-    seed: int = Field(default=0, ge=0, description="Seed of this repeat (workload.seed + repeat).")
+    experiment: Annotated[str, DNS_LABEL] = Field(..., description="Owning ScaleExperiment name.")
+    batch_size: int = Field(
+        ..., gt=0, le=2**62, description="Global batch per step. Unit: examples."
+    )
+    gpus: PositiveInt = Field(..., description="Horovod processes. Unit: processes.")
+    repeat: int = Field(default=0, ge=0, le=100, description="Repeat index. Default: 0.")
+    seed: int = Field(
+        default=0, ge=0, le=MAX_INT, description="Seed of this repeat (workload.seed + repeat)."
+    )
     learning_rate: float = Field(
         ..., gt=0, description="Resolved learning rate at this batch. Unit: per step."
     )

@@ -2,9 +2,12 @@
 
 batchSizes × gpus × repeats become trials with deterministic names (see names.py), the global
 batch per the sweep's batchScope, the seed of each repeat and the resolved learning rate. Points
-that cannot run become Skipped trials with the reason. `trainer_flags` renders the exact command
-line of docs/trial-contract.md from a ScaleTrialSpec; the local executor and the operator's MPIJob
-launcher both call it, so a trial runs the same way everywhere. Pure functions, no I/O.
+that cannot run become Skipped trials with the reason: `SKIP_RULES`, written once as expressions
+(scalelab.rules) that the planner evaluates per point and the CRD carries as the CEL rule
+`RUNNABLE_GRID` ("some point can run"), so `kubectl apply` and `scalelab validate` agree.
+`trainer_flags` renders the exact command line of docs/trial-contract.md from a ScaleTrialSpec;
+the local executor and the operator's MPIJob launcher both call it, so a trial runs the same way
+everywhere. Pure functions, no I/O.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from scalelab.api import (
     TrialPhase,
 )
 from scalelab.names import trial_name
+from scalelab.rules import Env, Expr, Rule, all_of, at, if_, var
 
 TRAINER_MODULE = "scalelab_trainer"
 
@@ -69,26 +73,69 @@ def resolved_learning_rate(training: Training, global_batch: int) -> float:
     return training.learning_rate
 
 
+#: A grid point of the spec (`self`): `g` processes and the sweep's batch size `b`.
+G, B = var("g"), var("b")
+_PER_PROCESS = at("resources.gpusPerProcess")
+#: What a point costs against maxGPUs (its processes when running on CPU).
+DEVICES = if_(_PER_PROCESS.eq(0), G, G * _PER_PROCESS)
+#: The global batch per optimizer step of a point.
+GLOBAL_BATCH = if_(at("sweep.batchScope").eq(BatchScope.PER_PROCESS.value), B * G, B)
+
+
+@dataclass(frozen=True)
+class SkipRule:
+    """A grid point that cannot run: `when` holds; `reason` is formatted with the point's
+    devices, batch (global), processes, maxGPUs and datasetSize."""
+
+    when: Expr
+    reason: str
+
+
+SKIP_RULES = (
+    SkipRule(
+        at("execution.maxGPUs") < DEVICES, "needs {devices} GPUs, over execution.maxGPUs={maxGPUs}"
+    ),
+    SkipRule(GLOBAL_BATCH < G, "global batch {batch} is smaller than the {processes} processes"),
+    SkipRule(
+        (GLOBAL_BATCH % G).ne(0),
+        "global batch {batch} is not divisible by the {processes} processes",
+    ),
+    SkipRule(
+        at("workload.datasetSize") < GLOBAL_BATCH,
+        "global batch {batch} exceeds workload.datasetSize={datasetSize} (no full step per epoch)",
+    ),
+)
+
+#: At least one grid point can run: a typo is the likely cause of a grid where every point
+#: would be Skipped. On the ScaleExperiment spec in the CRD; `scalelab validate` lists the reasons.
+RUNNABLE_GRID = Rule(
+    at("sweep.gpus").exists(
+        "g", at("sweep.batchSizes").exists("b", all_of(~rule.when for rule in SKIP_RULES))
+    ),
+    "no grid point can run: every (batch size, gpus) pair needs more GPUs than "
+    "execution.maxGPUs, is smaller than or not divisible by its process count, or exceeds "
+    "workload.datasetSize",
+    field="sweep",
+)
+
+
 def devices_needed(experiment: ScaleExperiment, processes: int) -> int:
     """What a trial of `processes` costs against maxGPUs (processes when running on CPU)."""
-    per_process = experiment.spec.resources.gpus_per_process
-    return processes * per_process if per_process > 0 else processes
+    wire = {"resources": {"gpusPerProcess": experiment.spec.resources.gpus_per_process}}
+    return int(DEVICES({"self": wire, "g": processes}))
 
 
-def _skip_reason(experiment: ScaleExperiment, global_batch: int, processes: int) -> str:
-    spec = experiment.spec
-    devices = devices_needed(experiment, processes)
-    if devices > spec.execution.max_gpus:
-        return f"needs {devices} GPUs, over execution.maxGPUs={spec.execution.max_gpus}"
-    if global_batch < processes:
-        return f"global batch {global_batch} is smaller than the {processes} processes"
-    if global_batch % processes:
-        return f"global batch {global_batch} is not divisible by the {processes} processes"
-    if global_batch > spec.workload.dataset_size:
-        return (
-            f"global batch {global_batch} exceeds workload.datasetSize="
-            f"{spec.workload.dataset_size} (no full step per epoch)"
-        )
+def _skip_reason(point: Env) -> str:
+    for rule in SKIP_RULES:
+        if rule.when(point):
+            spec = point["self"]
+            return rule.reason.format(
+                devices=DEVICES(point),
+                batch=GLOBAL_BATCH(point),
+                processes=point["g"],
+                maxGPUs=spec["execution"]["maxGPUs"],
+                datasetSize=spec["workload"]["datasetSize"],
+            )
     return ""
 
 
@@ -96,14 +143,14 @@ def plan(experiment: ScaleExperiment) -> list[PlannedTrial]:
     """Every grid point, in the sweep's order: batch sizes as listed (strategy adaptive: smallest
     first, so a diverged batch is known before larger ones start), then GPUs, then repeats."""
     spec = experiment.spec
+    wire = spec.model_dump(by_alias=True, mode="json", exclude_none=True)
     trials: list[PlannedTrial] = []
     adaptive = spec.sweep.strategy is SweepStrategy.ADAPTIVE
     for batch in sorted(spec.sweep.batch_sizes) if adaptive else spec.sweep.batch_sizes:
         for processes in spec.sweep.gpus:
-            global_batch = (
-                batch * processes if spec.sweep.batch_scope is BatchScope.PER_PROCESS else batch
-            )
-            reason = _skip_reason(experiment, global_batch, processes)
+            point = {"self": wire, "g": processes, "b": batch}
+            global_batch = int(GLOBAL_BATCH(point))
+            reason = _skip_reason(point)
             for repeat in range(spec.sweep.repeats):
                 trial_spec = ScaleTrialSpec(
                     experiment=experiment.metadata.name,

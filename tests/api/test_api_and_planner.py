@@ -86,7 +86,7 @@ def test_the_json_schema_is_structural_no_unions_of_objects_and_no_free_form_map
                 assert len(objects) <= 1, f"union of objects at {path}"
             extra = node.get("additionalProperties")
             if isinstance(extra, dict) and not node.get(api.FREE_FORM_VALUES):
-                assert extra == {"type": "string"}, f"free-form map at {path}"
+                assert extra.get("type") == "string", f"free-form map at {path}"
                 maps.append(path)
             if node.get(api.FREE_FORM_VALUES):  # declared: values kept as written
                 free.append(path)
@@ -134,7 +134,7 @@ def test_a_grid_where_no_point_can_run_is_invalid() -> None:
 
 def test_repeated_sweep_values_are_invalid() -> None:
     (message,) = problems(experiment(sweep={"batchSizes": [4, 8, 4]}))
-    assert message == "x.yaml: spec.sweep.batchSizes: must not repeat values, repeated: [4]"
+    assert message == "x.yaml: spec.sweep.batchSizes: must not repeat values, got [4, 8, 4]"
 
 
 def test_yaml_errors_carry_the_line(tmp_path: Path) -> None:
@@ -350,7 +350,7 @@ def test_entry_points_and_parameters_are_checked_with_the_field_named() -> None:
     )
     text = "\n".join(found)
     assert "spec.workload.entryPoint: must match" in text
-    assert "spec.workload.parameters.bad-name" in text
+    assert "spec.workload.parameters: key 'bad-name'" in text
     assert "spec.workload.parameters.nested" in text
     values = {"i": 3, "f": 0.5, "s": "gelu", "b": True, "l": [1, 2.5, "x"]}
     ok = parse_experiment(experiment(workload={**custom, "parameters": values}))

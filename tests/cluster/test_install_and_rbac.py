@@ -14,6 +14,7 @@ from kubernetes.client.exceptions import ApiException
 from scalelab_trainer import store_results
 from tests.cluster.conftest import Operator, get, wait_for
 from tests.harness.controlplane import ControlPlane
+from tests.validity.downstream import downstream
 
 pytestmark = pytest.mark.cluster
 
@@ -57,13 +58,13 @@ INVALID = [
         {"sweep": {"gpus": [8]}, "execution": {"maxGPUs": 4}},
         "no grid point can run",
     ),
-    ("bad cpu quantity", {"resources": {"cpu": "two"}}, "should match"),
+    ("bad cpu quantity", {"resources": {"cpu": "two"}}, "must be a CPU quantity"),
     ("too many repeats", {"sweep": {"repeats": 101}}, "should be less than or equal to 100"),
     ("typo in a field name", {"sweep": {"batchSize": [8]}}, 'unknown field "spec.sweep.batchSize"'),
     (
         "custom model without an entry point",
         {"workload": {"model": "custom", "dataset": "custom"}},
-        "workload.entryPoint (package.module:function) is required with model custom",
+        "spec.workload.entryPoint: Invalid value: required with model custom",
     ),
     (
         "entry point that is a path",
@@ -110,6 +111,23 @@ def test_the_operator_role_grants_no_secrets(cluster: ControlPlane) -> None:
     for verb in ("get", "list", "watch"):
         allowed = cluster.kubectl("auth", "can-i", verb, "secrets", "-A", "--as", sa, check=False)
         assert allowed.stdout.strip() == "no"
+    # No pods or their logs (the MPI operator makes pods), nothing of other APIs' objects, no
+    # deletes of our own objects or CRD writes: the real authorizer says no.
+    for verb, what in (
+        ("get", "pods"), ("get", "pods/log"), ("create", "pods/exec"), ("get", "deployments.apps"),
+        ("list", "configmaps"), ("create", "customresourcedefinitions.apiextensions.k8s.io"),
+        ("delete", "scaleexperiments.scalelab.dev"), ("patch", "mpijobs.kubeflow.org"),
+        ("create", "workloads.kueue.x-k8s.io"), ("list", "localqueues.kueue.x-k8s.io"),
+        ("bind", "clusterroles.rbac.authorization.k8s.io/cluster-admin"),
+    ):  # fmt: skip
+        resource, _, sub = what.partition("/")
+        args = ["auth", "can-i", verb, resource, "-A", "--as", sa]
+        if sub and resource.startswith("clusterroles"):
+            args = ["auth", "can-i", verb, f"{resource}/{sub}", "--as", sa]
+        elif sub:
+            args += ["--subresource", sub]
+        answer = cluster.kubectl(*args, check=False).stdout.strip()
+        assert answer == "no", (verb, what, answer)
     for verb, what, answer in (
         ("create", "mpijobs.kubeflow.org", "yes"),
         ("delete", "mpijobs.kubeflow.org", "yes"),  # Kueue can never admit it; pruned
@@ -120,6 +138,37 @@ def test_the_operator_role_grants_no_secrets(cluster: ControlPlane) -> None:
         if len(whole) > 1:
             args += ["--subresource", whole[1]]
         assert cluster.kubectl(*args, check=False).stdout.strip() == answer, (verb, what)
+
+
+def test_trial_pods_pass_the_restricted_pod_security_profile(
+    cluster: ControlPlane, namespace: str
+) -> None:
+    """Pod Security admission `restricted` enforced on a namespace: the launcher and worker pods
+    scalelab renders (non-root, no privilege escalation, no capabilities, RuntimeDefault
+    seccomp) are admitted without a warning; a root pod is refused, so the check is live."""
+    cluster.kubectl(
+        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/warn=restricted",
+    )  # fmt: skip
+    spec = {"sweep": {"batchSizes": [8], "gpus": [2]}, "resources": {"gpusPerProcess": 1},
+            "execution": {"queueName": "q"}}  # fmt: skip
+    pods = [obj for kind, obj in downstream(yaml.safe_load(_doc("psa", spec))) if kind == "Pod"]
+    assert {p["metadata"]["name"].rsplit("-", 1)[1] for p in pods} == {"launcher", "worker"}
+    for pod in pods:
+        out = cluster.kubectl(
+            "create", "--dry-run=server", "-n", namespace, "-f", "-", input=json.dumps(pod)
+        )
+        assert "Warning" not in out.stderr, out.stderr
+    launcher = next(p for p in pods if p["metadata"]["name"].endswith("launcher"))
+    assert launcher["spec"]["automountServiceAccountToken"] is False  # no token for mpirun
+    root = json.loads(json.dumps(pods[0]))
+    root["spec"]["securityContext"] = {"runAsUser": 0}
+    refused = cluster.kubectl(
+        "create", "--dry-run=server", "-n", namespace, "-f", "-", input=json.dumps(root),
+        check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert 'violates PodSecurity "restricted' in refused.stderr, refused.stderr
 
 
 @pytest.mark.parametrize(("case", "spec", "message"), INVALID, ids=[c[0] for c in INVALID])

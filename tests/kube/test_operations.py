@@ -56,6 +56,10 @@ class RecordingCustomApi:
         if self.fail:
             raise ApiException(status=self.fail, reason="Service Unavailable")
 
+    def get_api_resources(self, *args: Any, **_: Any) -> None:
+        """Discovery (the prerequisites check), the first call of a pass."""
+        raise ApiException(status=self.fail or 500, reason="Service Unavailable")
+
 
 def _context(custom: RecordingCustomApi, registry: CollectorRegistry | None = None) -> Context:
     kube = Kube.__new__(Kube)

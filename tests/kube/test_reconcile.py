@@ -3,16 +3,19 @@ maxConcurrentTrials and maxGPUs, idempotence with lagging indexes, aggregation, 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from scalelab.api import TrialPhase
 from scalelab.kube.reconcile import (
+    BLOCKED,
     InvalidSpecError,
     JobPhase,
     JobState,
     Memory,
+    Missing,
     TrialState,
     decide,
     invalid_status,
@@ -336,3 +339,45 @@ def test_kueues_reason_is_written_when_it_comes_after_the_trial_turned_pending()
     launched = TrialState(trial.name, trial.uid, TrialPhase.PENDING, "waiting for a slot")
     # Other reason changes within a phase are not worth a write each.
     assert decide(experiment, body, [launched], [plain], Memory(), NOW).actions.trial_status == {}
+
+
+def test_a_missing_prerequisite_holds_every_launch_and_says_what_to_install() -> None:
+    body = _body(SPEC)
+    experiment, trials, memory = parse(body), _trials(body, TrialPhase.PENDING), Memory()
+    missing = [Missing("mpijob-api", "MPIJobAPIMissing", "install the MPI operator")]
+    d = decide(experiment, body, trials, [], memory, NOW, missing=missing)
+    assert d.actions.launch == []
+    assert d.status["phase"] == "Pending"
+    [condition] = [c for c in d.status["conditions"] if c["type"] == "PrerequisitesMet"]
+    assert (condition["status"], condition["reason"]) == ("False", "MPIJobAPIMissing")
+    assert "install the MPI operator" in condition["message"]
+    assert ("Warning", "MPIJobAPIMissing", "install the MPI operator") in d.actions.events
+    reasons = {patch["reason"] for patch in d.actions.trial_status.values()}
+    assert reasons == {BLOCKED + "install the MPI operator"}
+    [trial_condition] = next(iter(d.actions.trial_status.values()))["conditions"]
+    assert (trial_condition["type"], trial_condition["status"]) == ("PrerequisitesMet", "False")
+    assert trial_condition["message"] == "install the MPI operator"
+    assert len(d.actions.trial_status) == 6  # every trial, the ones with a default phase too
+    assert d.usage.queued == 9
+    # The next pass: no second Event, no rewrite of the same reason.
+    trials = [replace(t, reason=BLOCKED + "install the MPI operator") for t in trials]
+    again = decide(experiment, body, trials, [], memory, NOW + 2, missing=missing)
+    assert [e for e in again.actions.events if e[1] == "MPIJobAPIMissing"] == []
+    assert again.actions.trial_status == {}
+    # Installed: launches resume, the condition goes, the trials' reason moves on.
+    fixed = decide(experiment, body, trials, [], memory, NOW + 4)
+    assert len(fixed.actions.launch) == 2
+    assert fixed.status["phase"] == "Running"
+    assert "PrerequisitesMet" not in {c["type"] for c in fixed.status["conditions"]}
+    assert len(fixed.actions.trial_status) == 6
+    assert all(patch["conditions"] == [] for patch in fixed.actions.trial_status.values())
+
+
+def test_a_missing_kueue_is_named_but_the_suspended_mpijobs_are_still_created() -> None:
+    body = _body({**SPEC, "execution": {**SPEC["execution"], "queueName": "q"}})
+    kueue = Missing("kueue-api", "KueueAPIMissing", "install Kueue", blocks=False)
+    d = decide(parse(body), body, _trials(body), [], Memory(), NOW, missing=[kueue])
+    assert len(d.actions.launch) == 2
+    assert d.status["phase"] == "Running"
+    [condition] = [c for c in d.status["conditions"] if c["type"] == "PrerequisitesMet"]
+    assert condition["reason"] == "KueueAPIMissing"

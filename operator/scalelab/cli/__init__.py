@@ -21,7 +21,7 @@ from scalelab.api import ScaleExperiment
 from scalelab.planner import local_command, plan, trainer_command, trainer_flags
 from scalelab.results import store
 from scalelab.results.model import ResultsFile
-from scalelab.validation import InvalidExperimentError, load_experiment
+from scalelab.validation import InvalidExperimentError, Problem, load_experiment
 
 EXIT_OK = 0
 EXIT_INVALID = 1  # invalid input, a failed trial, or a directory that cannot take the results
@@ -29,13 +29,17 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
 def _load(file: str) -> ScaleExperiment | None:
-    """The experiment in FILE, or None after printing every problem with it."""
+    """The experiment in FILE, or None after printing every problem with it (and warnings)."""
+    warnings: list[Problem] = []
     try:
-        return load_experiment(file)
+        experiment: ScaleExperiment | None = load_experiment(file, warnings)
     except InvalidExperimentError as error:
+        experiment = None
         for problem in error.problems:
             print(problem.render(error.file), file=sys.stderr)
-        return None
+    for warning in warnings:
+        print(f"{file}: warning: {warning.path}: {warning.message}", file=sys.stderr)
+    return experiment
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

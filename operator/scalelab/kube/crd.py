@@ -15,6 +15,7 @@ experiment. ScaleTrials are written by the operator only and their spec is immut
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,9 @@ import yaml
 from pydantic import BaseModel
 
 from scalelab.api import (
-    DNS_LABEL_PATTERN,
     EXPERIMENT_KIND,
     FREE_FORM_VALUES,
     GROUP,
-    MODEL_DATASETS,
     TRIAL_KIND,
     VERSION,
     ScaleExperimentSpec,
@@ -34,6 +33,8 @@ from scalelab.api import (
     ScaleTrialSpec,
     ScaleTrialStatus,
 )
+from scalelab.planner import RUNNABLE_GRID
+from scalelab.rules import DNS_LABEL
 
 Schema = dict[str, Any]
 
@@ -42,14 +43,40 @@ CATEGORY = "scalelab"
 #: JSON-Schema keywords that carry over unchanged into a Kubernetes structural schema.
 _KEPT = (
     "description", "type", "enum", "minimum", "maximum", "minLength", "maxLength",
-    "minItems", "maxItems", "pattern", "maxProperties",
+    "minItems", "maxItems", "pattern", "maxProperties", "x-kubernetes-validations",
 )  # fmt: skip
 
-#: Upper bounds Kubernetes needs that the models leave open: CEL cost estimation charges an
-#: unbounded string or list as if it filled a whole request, and rejects rules over such fields.
-STRING_MAX_LENGTH = 1024
-LIST_MAX_ITEMS = 256
-MAP_MAX_PROPERTIES = 64
+
+class UnboundedFieldError(ValueError):
+    """A spec field without the upper bound the CRD needs (see `_require_bound`)."""
+
+
+def _require_bound(out: Schema, where: str) -> None:
+    """A spec's every integer, string, list and map states its upper bound in the model (`le`,
+    `max_length`, or a `Format`): the CRD needs one (CEL cost, int64) and the CLI must refuse
+    exactly what the API server refuses, so the generator refuses to invent one."""
+    key = {"integer": "maximum", "string": "maxLength", "array": "maxItems"}.get(
+        out.get("type", "")
+    )
+    if out.get("type") == "object" and "additionalProperties" in out:
+        key = "maxProperties"
+    if key and key not in out and "enum" not in out:
+        raise UnboundedFieldError(
+            f"spec field {where or '<root>'} ({out['type']}) has no {key}: give it one in "
+            "scalelab.api (Field(le=...) / Field(max_length=...) or a scalelab.rules.Format)"
+        )
+
+
+def _key_rules(names: Schema) -> list[Schema]:
+    """A map's key format (JSON Schema propertyNames, which Kubernetes lacks) as CEL over keys."""
+    rules = []
+    limit = names.get("maxLength")
+    for rule in names.get("x-kubernetes-validations", []):
+        check = re.sub(r"\bself\b", "k", rule["rule"])
+        if limit is not None:
+            check = f"size(k) <= {limit} && {check}"
+        rules.append({"rule": f"self.all(k, {check})", "message": "keys " + rule["message"]})
+    return rules
 
 
 def _resolve(schema: Schema, defs: Schema) -> Schema:
@@ -60,8 +87,12 @@ def _resolve(schema: Schema, defs: Schema) -> Schema:
     return {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
 
 
-def structural(schema: Schema, defs: Schema, *, defaults: bool, bounded: bool) -> Schema:
-    """One pydantic JSON Schema node → a Kubernetes structural schema node."""
+def structural(
+    schema: Schema, defs: Schema, *, defaults: bool, bounded: bool, where: str = ""
+) -> Schema:
+    """One pydantic JSON Schema node → a Kubernetes structural schema node. `bounded` (a spec):
+    every field must state its upper bound (CEL cost estimation charges an unbounded string or
+    list as if it filled a whole request; a status carries no CEL and needs none)."""
     schema = _resolve(schema, defs)
     if schema.get(FREE_FORM_VALUES):
         return _free_form_values(schema, defaults=defaults)
@@ -87,23 +118,30 @@ def structural(schema: Schema, defs: Schema, *, defaults: bool, bounded: bool) -
         kind = out["type"] = "object"
     if kind == "object" and "properties" in schema:
         out["properties"] = {
-            name: structural(sub, defs, defaults=defaults, bounded=bounded)
+            name: structural(sub, defs, defaults=defaults, bounded=bounded, where=f"{where}.{name}")
             for name, sub in schema["properties"].items()
         }
         if schema.get("required"):
             out["required"] = list(schema["required"])
     elif kind == "object" and isinstance(schema.get("additionalProperties"), dict):
         out["additionalProperties"] = structural(
-            schema["additionalProperties"], defs, defaults=defaults, bounded=bounded
-        )
-        if bounded:
-            out.setdefault("maxProperties", MAP_MAX_PROPERTIES)
+            schema["additionalProperties"], defs, defaults=defaults, bounded=bounded,
+            where=f"{where}{{}}",
+        )  # fmt: skip
+        if "propertyNames" in schema:
+            keys = _key_rules(_resolve(schema["propertyNames"], defs))
+            out["x-kubernetes-validations"] = keys + out.get("x-kubernetes-validations", [])
     elif kind == "array":
-        out["items"] = structural(schema["items"], defs, defaults=defaults, bounded=bounded)
-        if bounded:
-            out.setdefault("maxItems", LIST_MAX_ITEMS)
-    elif kind == "string" and bounded and "enum" not in out:
-        out.setdefault("maxLength", STRING_MAX_LENGTH)
+        out["items"] = structural(
+            schema["items"], defs, defaults=defaults, bounded=bounded, where=f"{where}[]"
+        )
+    if "x-kubernetes-validations" in out:
+        out["x-kubernetes-validations"] = [
+            {k: r[k] for k in ("rule", "message", "fieldPath") if k in r}
+            for r in out["x-kubernetes-validations"]
+        ]
+    if bounded:
+        _require_bound(out, where)
     if defaults and schema.get("default") is not None:
         out["default"] = schema["default"]
     return _order(out)
@@ -115,7 +153,7 @@ def _free_form_values(schema: Schema, *, defaults: bool) -> Schema:
     out: Schema = {
         "description": schema["description"],
         "type": "object",
-        "maxProperties": schema.get("maxProperties", MAP_MAX_PROPERTIES),
+        "maxProperties": schema["maxProperties"],  # a spec states its own bound
         "additionalProperties": {"x-kubernetes-preserve-unknown-fields": True},
     }
     if defaults and schema.get("default") is not None:
@@ -179,38 +217,6 @@ def _rule(node: Schema, rule: str, message: str, **extra: str) -> None:
     )
 
 
-def _unique(field: str) -> str:
-    return f"self.{field}.all(x, self.{field}.exists_one(y, y == x))"
-
-
-def _dataset_rule() -> str:
-    pairs = [
-        f"(self.model == '{model.value}' && self.dataset in "
-        f"[{', '.join(repr(d.value) for d in datasets)}])"
-        for model, datasets in MODEL_DATASETS.items()
-    ]
-    return " || ".join(pairs)
-
-
-def _dataset_message() -> str:
-    pairs = "; ".join(
-        f"{m.value} trains on {', '.join(d.value for d in ds)}" for m, ds in MODEL_DATASETS.items()
-    )
-    return f"workload.dataset does not fit workload.model ({pairs})"
-
-
-#: At least one grid point can run (the planner's skip rules, negated): a typo is the likely
-#: cause of a grid where every point would be Skipped. Mirrors validation.semantic_problems.
-RUNNABLE_GRID_RULE = (
-    "self.sweep.gpus.exists(g, "
-    "(self.resources.gpusPerProcess == 0 ? g : g * self.resources.gpusPerProcess) "
-    "<= self.execution.maxGPUs && "
-    "self.sweep.batchSizes.exists(b, "
-    "(self.sweep.batchScope == 'perProcess' ? b * g : b) >= g && "
-    "(self.sweep.batchScope == 'perProcess' ? b * g : b) % g == 0 && "
-    "(self.sweep.batchScope == 'perProcess' ? b * g : b) <= self.workload.datasetSize))"
-)
-
 IMMUTABLE_MESSAGE = (
     "immutable once the experiment exists (only spec.execution.maxConcurrentTrials may change); "
     "create a new ScaleExperiment to sweep something else"
@@ -220,25 +226,7 @@ IMMUTABLE_MESSAGE = (
 def experiment_spec_schema() -> Schema:
     """spec of ScaleExperiment: the model's schema plus CEL rules and the edit policy."""
     spec = model_schema(ScaleExperimentSpec, defaults=True, bounded=True)
-    sweep = _at(spec, "sweep")
-    for field in ("batchSizes", "gpus"):
-        _rule(sweep, _unique(field), f"sweep.{field} must not repeat values", fieldPath=f".{field}")
-    _rule(_at(spec, "workload"), _dataset_rule(), _dataset_message(), fieldPath=".dataset")
-    _rule(
-        _at(spec, "workload"),
-        "(self.model == 'custom') == has(self.entryPoint)",
-        "workload.entryPoint (package.module:function) is required with model custom and "
-        "allowed only there",
-        fieldPath=".entryPoint",
-    )
-    _rule(
-        spec,
-        RUNNABLE_GRID_RULE,
-        "no grid point can run: every (batch size, gpus) pair needs more GPUs than "
-        "execution.maxGPUs, is smaller than or not divisible by its process count, or exceeds "
-        "workload.datasetSize",
-        fieldPath=".sweep",
-    )
+    spec.setdefault("x-kubernetes-validations", []).append(RUNNABLE_GRID.openapi())
     for field in ("workload", "sweep", "training", "measurement", "resources"):
         _rule(_at(spec, field), "self == oldSelf", f"spec.{field} is {IMMUTABLE_MESSAGE}")
     execution = _at(spec, "execution")
@@ -262,9 +250,14 @@ def trial_spec_schema() -> Schema:
 
 
 def status_schema(model: type[BaseModel]) -> Schema:
-    """A status: the model's schema, no defaults, unknown fields kept (kopf writes its own)."""
+    """A status: the model's schema, unknown fields kept (kopf writes its own), no defaults but
+    the phase's: the API server fills `status: {phase: Pending}` into every object it returns
+    until the operator writes one, so `kubectl get` shows a phase from the moment one exists."""
     status = model_schema(model, defaults=False, bounded=False)
     status["x-kubernetes-preserve-unknown-fields"] = True
+    status["default"] = {}
+    status["properties"]["phase"]["default"] = model.model_fields["phase"].default.value
+    status["properties"]["phase"] = _order(status["properties"]["phase"])
     return status
 
 
@@ -290,9 +283,10 @@ def _root(
 
 
 _NAME_RULE = {
-    "rule": f"self.metadata.name.size() <= 63 && self.metadata.name.matches('{DNS_LABEL_PATTERN}')",
-    "message": "metadata.name must be a DNS label (lower-case letters, digits and '-', at most "
-    "63 characters): it becomes the scalelab.dev/experiment label of every trial and MPIJob",
+    "rule": f"self.metadata.name.size() <= {DNS_LABEL.max_length} && "
+    + DNS_LABEL.cel("self.metadata.name"),
+    "message": f"metadata.name must be {DNS_LABEL.message}: it becomes the "
+    "scalelab.dev/experiment label of every trial and MPIJob",
 }
 
 

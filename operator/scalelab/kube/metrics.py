@@ -25,6 +25,8 @@ from scalelab.kube.reconcile import Usage
 
 EXP_LABELS = ["namespace", "experiment"]
 GPU_STATES = ("requested", "running", "suspended", "queued")
+#: The `prerequisite` label values (kube/prerequisites.py).
+PREREQUISITES = ("mpijob-api", "kueue-api", "trainer-account")
 ROW_LABELS = [*EXP_LABELS, "batch_size", "gpus", "repeat"]
 
 #: result gauges: (metric suffix, ResultRow attribute, help)
@@ -67,6 +69,7 @@ class Snapshot:
     rows: Sequence[ResultRow]
     stalled: int = 0
     queue: str = ""  # execution.queueName (Kueue LocalQueue), "" without one
+    missing: tuple[str, ...] = ()  # keys of the prerequisites the cluster lacks
 
 
 class OperatorMetrics(Collector):
@@ -138,6 +141,13 @@ class OperatorMetrics(Collector):
             "Running trials without a progress report for over SCALELAB_STALL_SECONDS seconds.",
             labels=EXP_LABELS,
         )
+        missing = GaugeMetricFamily(
+            "scalelab_operator_missing_prerequisite",
+            "1 while a prerequisite of the experiment is missing and holds its trials back "
+            "(mpijob-api, kueue-api, trainer-account; the PrerequisitesMet condition says how to "
+            "install it), else 0.",
+            labels=[*EXP_LABELS, "prerequisite"],
+        )
         results = {
             name: GaugeMetricFamily(f"scalelab_trial_result_{name}", doc, labels=ROW_LABELS)
             for name, _, doc in RESULT_GAUGES
@@ -148,6 +158,8 @@ class OperatorMetrics(Collector):
                 count = sum(1 for p in snap.phases.values() if p is phase)
                 trials.add_metric([*exp, phase.value], count)
             stalled.add_metric(exp, snap.stalled)
+            for key in PREREQUISITES:
+                missing.add_metric([*exp, key], float(key in snap.missing))
             for state in GPU_STATES:
                 gpus.add_metric([*exp, snap.queue, state], getattr(snap.usage, state))
             for row in snap.rows:
@@ -159,4 +171,5 @@ class OperatorMetrics(Collector):
         yield trials
         yield gpus
         yield stalled
+        yield missing
         yield from results.values()

@@ -21,13 +21,15 @@ from kubernetes.client.exceptions import ApiException
 
 from scalelab.api import ExperimentPhase, ScaleExperiment
 from scalelab.kube import apply
-from scalelab.kube.apply import Kube
+from scalelab.kube.apply import NOT_FOUND, Kube
 from scalelab.kube.metrics import OperatorMetrics, Snapshot
+from scalelab.kube.prerequisites import MPIJOB_API, Prerequisites
 from scalelab.kube.reconcile import (
     InvalidSpecError,
     JobState,
     Key,
     Memory,
+    Missing,
     TrialState,
     decide,
     generation_of,
@@ -52,6 +54,10 @@ class Context:
     config: Config
     metrics: OperatorMetrics
     accounts: set[str] = field(default_factory=set)  # namespaces with the trainer account
+    prerequisites: Prerequisites = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.prerequisites = Prerequisites(self.config.prerequisites_recheck_seconds)
 
 
 @dataclass(frozen=True)
@@ -168,6 +174,9 @@ async def _pass(  # noqa: PLR0917
     memory = _memory(memo)
     ctx.metrics.reconciles.labels(handler).inc()
     started, writes = time.monotonic(), ctx.kube.writes
+    missing: list[Missing] = await _call(
+        ctx, handler, ctx.prerequisites.missing, ctx.kube, cache.experiment, key[0], ctx.config
+    )
     decision = decide(
         cache.experiment,
         body,
@@ -176,6 +185,7 @@ async def _pass(  # noqa: PLR0917
         memory,
         planned=cache.trials,
         stall_seconds=ctx.config.stall_seconds,
+        missing=missing,
     )
     try:
         await _call(
@@ -189,8 +199,11 @@ async def _pass(  # noqa: PLR0917
             memory,
             ctx.config,
         )
-    except BaseException:
+    except BaseException as error:
         memo["memory"] = Memory()  # forget what may not have been written; indexes decide
+        cause = error.__cause__
+        if isinstance(cause, ApiException) and cause.status == NOT_FOUND:
+            ctx.prerequisites.forget(MPIJOB_API.key)  # an MPIJob create may have found no API
         raise
     for kind, reason, message in decision.actions.events:
         kopf.event(body, type=kind, reason=reason, message=message)
@@ -202,17 +215,19 @@ async def _pass(  # noqa: PLR0917
             decision.rows,
             len(decision.stalled),
             cache.experiment.spec.execution.queue_name or "",
+            tuple(m.key for m in decision.missing),
         ),
     )
     ctx.metrics.api_writes.inc(ctx.kube.writes - writes)
     ctx.metrics.reconcile_seconds.labels(handler).observe(time.monotonic() - started)
 
 
-async def _call(ctx: Context, handler: str, fn: Any, *args: Any) -> None:
-    """Run a blocking API function in a thread; API errors become a retry later. Every failure
-    (an API error or no connection at all) counts against the calling handler's id."""
+async def _call(ctx: Context, handler: str, fn: Any, *args: Any) -> Any:
+    """Run a blocking API function in a thread and return its result; API errors become a retry
+    later. Every failure (an API error or no connection at all) counts against the calling
+    handler's id."""
     try:
-        await asyncio.to_thread(fn, *args)
+        return await asyncio.to_thread(fn, *args)
     except ApiException as error:
         ctx.metrics.reconcile_errors.labels(handler).inc()
         raise kopf.TemporaryError(

@@ -10,6 +10,12 @@ Failure budget: each trial is retried by its MPIJob's launcher Job (`execution.b
 a trial whose MPIJob fails is Failed for good and the others go on. The experiment is Succeeded
 when every trial has finished and at least one produced a measurement (Succeeded or Diverged),
 Failed when every runnable trial failed; a `TrialsFailed` condition names the failures either way.
+
+Missing prerequisites (kube/prerequisites.py: no MPIJob API, no Kueue API for a queueName, no
+trainer ServiceAccount) are named by a PrerequisitesMet=False condition and a Warning Event
+saying what is missing and how to install it. Those that block (no MPIJob API, no trainer
+account) hold every launch back: the experiment is Pending and its waiting trials say why. A
+missing Kueue does not: the MPIJobs are created suspended, for Kueue to admit once installed.
 """
 
 from __future__ import annotations
@@ -51,6 +57,20 @@ Key = tuple[str, str]  # (namespace, experiment)
 REPORTED_PHASES = frozenset({TrialPhase.SUCCEEDED, TrialPhase.DIVERGED, TrialPhase.FAILED})
 LAUNCHED = "MPIJob created, waiting for its pods"
 WAITING_FOR_PILOT = f"{adaptive.PREFIX}waiting for the pilot"
+WAITING = "waiting for a slot under maxConcurrentTrials and maxGPUs"
+BLOCKED = "blocked until installed: "
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A prerequisite the cluster lacks: a stable key (metric label), the condition's and Event's
+    reason, a message that says what is missing and how to install it, and whether it holds
+    launches back (nothing could run without it)."""
+
+    key: str
+    reason: str
+    message: str
+    blocks: bool = True
 
 
 class JobPhase(StrEnum):
@@ -319,7 +339,7 @@ def trial_phase(
     if trial is not None and trial.phase in FINISHED_TRIAL_PHASES:
         return trial.phase, trial.reason  # terminal: never revert a finished trial
     if job is None:
-        return TrialPhase.PENDING, "waiting for a slot under maxConcurrentTrials and maxGPUs"
+        return TrialPhase.PENDING, WAITING
     result = read_trial_result(trial.result if trial is not None else None)
     if job.phase is JobPhase.FAILED:
         why = result.reason if result is not None and result.phase is TrialPhase.FAILED else ""
@@ -391,6 +411,7 @@ class Memory:
     created: dict[str, str] = field(default_factory=dict)  # trial name → uid
     written: dict[str, tuple[TrialPhase, str]] = field(default_factory=dict)
     stalled: set[str] = field(default_factory=set)  # trials already reported as stalled
+    missing: set[str] = field(default_factory=set)  # prerequisites already reported missing
 
 
 @dataclass
@@ -425,6 +446,7 @@ class Decision:
     rows: list[ResultRow]
     status: dict[str, Any]
     stalled: list[str] = field(default_factory=list)
+    missing: list[Missing] = field(default_factory=list)
 
 
 def _conditions(
@@ -520,6 +542,7 @@ def decide(  # noqa: PLR0917 - the inputs of one pass, all required
     now: float | None = None,
     planned: Sequence[PlannedTrial] | None = None,
     stall_seconds: float = 0.0,
+    missing: Sequence[Missing] = (),
 ) -> Decision:
     """One reconciliation of a planned experiment, in five steps: create the missing trials,
     read each trial's phase, admit trials into free capacity, patch changed trial statuses, and
@@ -529,6 +552,7 @@ def decide(  # noqa: PLR0917 - the inputs of one pass, all required
     A Running trial whose rank 0 has not reported progress (or, before its first report, that
     started) more than `stall_seconds` ago is flagged stalled: an Event once, a TrialsStalled
     condition while it lasts, a metric. Hung collectives leave MPIJobs Running forever otherwise.
+    With `missing` prerequisites nothing is launched and the experiment says what to install.
     """
     now = time.time() if now is None else now
     planned = list(planned if planned is not None else plan(experiment))
@@ -542,7 +566,11 @@ def decide(  # noqa: PLR0917 - the inputs of one pass, all required
         for p in planned
         if p.name in seen.jobs and phases[p.name][0] in (TrialPhase.SKIPPED, TrialPhase.PRUNED)
     ]
-    admission = admit(experiment, planned, seen, memory, uids, phases, actions)
+    blocking = [m for m in missing if m.blocks]
+    if blocking:
+        admission = hold(experiment, planned, seen, memory, phases, blocking)
+    else:
+        admission = admit(experiment, planned, seen, memory, uids, phases, actions)
     patch_trial_statuses(planned, seen, memory, uids, phases, now_rfc3339(now), actions)
     final = {name: phase for name, (phase, _) in phases.items()}
     rows = result_rows(experiment, planned, seen, phases)
@@ -552,9 +580,10 @@ def decide(  # noqa: PLR0917 - the inputs of one pass, all required
         running=_gpus_in(experiment, planned, seen, final, JobPhase.RUNNING),
         suspended=_gpus_in(experiment, planned, seen, final, JobPhase.SUSPENDED),
     )
+    blocked = Blocked(list(missing), admission.requested == 0)
     status = experiment_status(
-        experiment, body, planned, final, rows, stalled, stall_seconds, memory, now, actions,
-        plan_note,
+        experiment, body, planned, final, rows, (stalled, stall_seconds), blocked, memory, now,
+        actions, plan_note,
     )  # fmt: skip
     status["gpus"] = asdict(usage)
     status["gpuSeconds"] = sum(devices_needed(experiment, r.gpus) * (r.seconds or 0) for r in rows)
@@ -567,6 +596,7 @@ def decide(  # noqa: PLR0917 - the inputs of one pass, all required
         rows=rows,
         status=status,
         stalled=stalled,
+        missing=list(missing),
     )
 
 
@@ -717,6 +747,54 @@ def admit(  # noqa: PLR0917 - one step of decide, its state passed explicitly
     return Usage(requested=used, queued=queued)
 
 
+def hold(  # noqa: PLR0917 - step 3 of decide when prerequisites are missing
+    experiment: ScaleExperiment,
+    planned: Sequence[PlannedTrial],
+    seen: _Seen,
+    memory: Memory,
+    phases: Phases,
+    missing: Sequence[Missing],
+) -> Usage:
+    """Step 3 without the cluster's prerequisites: launch nothing; every trial waiting for a
+    slot says what is missing instead."""
+    why = BLOCKED + "; ".join(m.message for m in missing)
+    used = queued = 0
+    for p in planned:
+        phase, reason = phases[p.name]
+        if phase in FINISHED_TRIAL_PHASES:
+            continue
+        need = devices_needed(experiment, p.gpus)
+        if p.name in memory.launched or seen.jobs.get(p.name) is not None:
+            used += need
+        elif phase is TrialPhase.PENDING and reason == WAITING:
+            phases[p.name] = (TrialPhase.PENDING, why)
+            queued += need
+    return Usage(requested=used, queued=queued)
+
+
+def _reason_news(old: str, new: str) -> bool:
+    """A Pending trial's reason is rewritten when it says nothing yet, when it enters or leaves a
+    missing prerequisite, or when Kueue says why it waits (other reason changes ride along with
+    the next phase)."""
+    return old != new and (
+        not old or old.startswith(BLOCKED) or new.startswith((BLOCKED, KUEUE_WAITING))
+    )
+
+
+def _blocked_conditions(reason: str, stamp: str) -> list[dict[str, Any]]:
+    """A trial's PrerequisitesMet=False while missing prerequisites hold it; [] once not."""
+    if not reason.startswith(BLOCKED):
+        return []
+    condition = Condition(
+        type="PrerequisitesMet",
+        status=ConditionStatus.FALSE,
+        reason="PrerequisitesMissing",
+        message=reason.removeprefix(BLOCKED),
+        last_transition_time=stamp,
+    )
+    return [condition.model_dump(by_alias=True, mode="json", exclude_none=True)]
+
+
 def patch_trial_statuses(  # noqa: PLR0917 - one step of decide, its state passed explicitly
     planned: Sequence[PlannedTrial],
     seen: _Seen,
@@ -735,14 +813,16 @@ def patch_trial_statuses(  # noqa: PLR0917 - one step of decide, its state passe
             continue
         phase, reason = phases[p.name]
         trial = seen.trials.get(p.name)
-        held = reason.startswith(KUEUE_WAITING)
-        if trial is not None and trial.phase is phase and (trial.reason == reason or not held):
+        if trial is not None and trial.phase is phase and not _reason_news(trial.reason, reason):
             memory.written.pop(p.name, None)
             continue
         written = memory.written.get(p.name)
-        if written is not None and written[0] is phase and (written[1] == reason or not held):
+        if written is not None and written[0] is phase and not _reason_news(written[1], reason):
             continue
         patch: dict[str, Any] = {"phase": phase.value, "reason": reason}
+        was = written[1] if written is not None else trial.reason if trial is not None else ""
+        if reason.startswith(BLOCKED) or was.startswith(BLOCKED):
+            patch["conditions"] = _blocked_conditions(reason, stamp)
         if phase is TrialPhase.RUNNING and (trial is None or not trial.start_time):
             patch["startTime"] = stamp
         if phase in FINISHED_TRIAL_PHASES and phase is not TrialPhase.SKIPPED:
@@ -817,26 +897,56 @@ def _failed_conditions(rows: Sequence[ResultRow]) -> list[Condition]:
     ]
 
 
+@dataclass(frozen=True)
+class Blocked:
+    """The prerequisites a pass found missing, and whether nothing holds an MPIJob meanwhile."""
+
+    missing: list[Missing]
+    idle: bool
+
+
+def _prerequisite_conditions(blocked: Blocked, memory: Memory, actions: Actions) -> list[Condition]:
+    """PrerequisitesMet=False while anything is missing; a Warning Event when it goes missing."""
+    for m in blocked.missing:
+        if m.key not in memory.missing:
+            actions.events.append(("Warning", m.reason, m.message))
+    memory.missing = {m.key for m in blocked.missing}
+    if not blocked.missing:
+        return []
+    return [
+        Condition(
+            type="PrerequisitesMet",
+            status=ConditionStatus.FALSE,
+            reason=blocked.missing[0].reason,
+            message="; ".join(m.message for m in blocked.missing),
+        )
+    ]
+
+
 def experiment_status(  # noqa: PLR0917 - the last step of decide, its state passed explicitly
     experiment: ScaleExperiment,
     body: Mapping[str, Any],
     planned: Sequence[PlannedTrial],
     phases: Mapping[str, TrialPhase],
     rows: Sequence[ResultRow],
-    stalled: Sequence[str],
-    stall_seconds: float,
+    stalls: tuple[Sequence[str], float],
+    blocked: Blocked,
     memory: Memory,
     now: float,
     actions: Actions,
     plan_note: Condition | None = None,
 ) -> dict[str, Any]:
     """Step 5: the experiment's status (phase, conditions, counts, rows, recommendation); a
-    patch and Events only when it changed."""
+    patch and Events only when it changed. Pending while missing prerequisites hold every
+    trial back."""
+    stalled, stall_seconds = stalls
     counts = aggregate.trial_counts(phases.values())
     measured = [r for r in rows if r.phase in aggregate.MEASURED]
     done = counts.pending == 0 and counts.running == 0
     if done:
         outcome = ExperimentPhase.SUCCEEDED if measured else ExperimentPhase.FAILED
+    elif any(m.blocks for m in blocked.missing) and blocked.idle and counts.running == 0:
+        outcome = ExperimentPhase.PENDING
     else:
         outcome = ExperimentPhase.RUNNING
     for name in sorted(set(stalled) - memory.stalled):
@@ -849,6 +959,7 @@ def experiment_status(  # noqa: PLR0917 - the last step of decide, its state pas
         *_progress_conditions(counts, len(measured), stalled, stall_seconds),
         *_failed_conditions(rows),
         *([plan_note] if plan_note is not None else []),
+        *_prerequisite_conditions(blocked, memory, actions),
     ]
     recommendation = critical = None
     if measured:

@@ -9,6 +9,8 @@ read from globals; `Config(...)` alone takes only its arguments and the defaults
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 from pydantic_settings import (
     BaseSettings,
@@ -16,6 +18,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from scalelab.rules import IMAGE
 
 PREFIX = "SCALELAB_"
 
@@ -28,7 +32,7 @@ class Config(BaseSettings):
     )
 
     #: Trainer image of trials whose spec.resources.image is null (the API default).
-    trainer_image: str = "ghcr.io/scalelab/trainer:0.1.0"
+    trainer_image: Annotated[str, IMAGE] = "ghcr.io/scalelab/trainer:0.1.0"
     #: ServiceAccount trainer pods run as; created per namespace with a RoleBinding to
     #: trainer_cluster_role, which may only patch scaletrials/status and create configmaps.
     trainer_service_account: str = "scalelab-trainer"
@@ -49,6 +53,9 @@ class Config(BaseSettings):
     launcher_cpu: str = "100m"
     #: Memory request and limit of the launcher pod. Unit: Kubernetes quantity.
     launcher_memory: str = "256Mi"
+    #: How long a served prerequisite (MPIJob API, Kueue API, trainer account) is trusted, and
+    #: the longest wait before asking again for a missing one (5 s, doubling up to this). Unit: s.
+    prerequisites_recheck_seconds: float = Field(default=60.0, gt=0)
     #: How long a handler call may take before kopf retries it. Unit: seconds.
     handler_timeout_seconds: float = Field(default=300.0, gt=0)
 
