@@ -18,6 +18,7 @@ pytestmark = pytest.mark.unit
 #: Trainer flags that are not a study's choice: identity and plumbing the executors set.
 NOT_FROM_THE_SPEC = {
     "namespace", "report_status", "metrics_port", "progress_interval_seconds", "export_data",
+    "store_results",  # the operator's launcher sets it (cluster results), not the spec
 }  # fmt: skip
 
 TRAINING = {
