@@ -583,12 +583,8 @@ def decide(  # noqa: PLR0917 - the inputs of one pass, all required
     blocked = Blocked(list(missing), admission.requested == 0)
     status = experiment_status(
         experiment, body, planned, final, rows, (stalled, stall_seconds), blocked, memory, now,
-        actions, plan_note,
+        actions, usage, plan_note,
     )  # fmt: skip
-    status["gpus"] = asdict(usage)
-    status["gpuSeconds"] = sum(devices_needed(experiment, r.gpus) * (r.seconds or 0) for r in rows)
-    if any((body.get("status") or {}).get(k) != status[k] for k in ("gpus", "gpuSeconds")):
-        actions.experiment_status = status
     return Decision(
         actions=actions,
         phases=final,
@@ -934,9 +930,10 @@ def experiment_status(  # noqa: PLR0917 - the last step of decide, its state pas
     memory: Memory,
     now: float,
     actions: Actions,
+    usage: Usage,
     plan_note: Condition | None = None,
 ) -> dict[str, Any]:
-    """Step 5: the experiment's status (phase, conditions, counts, rows, recommendation); a
+    """Step 5: the experiment's status (phase, conditions, counts, rows, recommendation, GPUs); a
     patch and Events only when it changed. Pending while missing prerequisites hold every
     trial back."""
     stalled, stall_seconds = stalls
@@ -985,6 +982,8 @@ def experiment_status(  # noqa: PLR0917 - the last step of decide, its state pas
         "results": [r.model_dump(by_alias=True, mode="json", exclude_defaults=True) for r in rows],
         "recommendation": recommendation,
         "criticalBatch": critical,
+        "gpus": asdict(usage),
+        "gpuSeconds": sum(devices_needed(experiment, r.gpus) * (r.seconds or 0) for r in rows),
     }
     if any(previous.get(k) != v for k, v in status.items()):
         actions.experiment_status = status
