@@ -7,6 +7,7 @@ it must not leave behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -257,6 +258,26 @@ def test_a_diverging_learning_rate_gives_diverged_trials_and_the_sweep_goes_on(
     assert phases == ["Diverged", "Diverged"]
 
 
+def _ctrl_c_reaches_it() -> None:
+    """Start a child as a shell starts a foreground job: SIGINT at its default action.
+
+    A job started with `&` by a shell without job control (a CI script, `bash -c '... &'`)
+    inherits SIGINT ignored, and Python keeps an ignored SIGINT ignored; without this, the
+    Ctrl-C tests hang exactly when the suite itself runs in the background.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _kill_if_running(run: subprocess.Popen[str], out: Path) -> None:
+    """After a failed assertion: no `scalelab run` or trainer of this test outlives it."""
+    if run.poll() is None:
+        run.kill()
+        run.wait(timeout=30)
+    for pid in _trainers_of(out):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def _trainers_of(path: Path) -> list[int]:
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
@@ -284,17 +305,21 @@ def test_ctrl_c_keeps_finished_trials_and_a_rerun_resumes_under_a_deadline(
     run = subprocess.Popen(
         [sys.executable, "-m", "scalelab", "run", str(file), "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_ctrl_c_reaches_it,  # noqa: PLW1509 (sets one signal disposition only)
     )  # fmt: skip
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        if (out / "results.json").exists() and by_name(out)["interrupt-b2-g1"][
-            "phase"
-        ] != "Pending":
-            break
-    time.sleep(2)  # batch 1 is running now
-    run.send_signal(signal.SIGINT)
-    _, stderr = run.communicate(timeout=120)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            if (out / "results.json").exists() and by_name(out)["interrupt-b2-g1"][
+                "phase"
+            ] != "Pending":
+                break
+        time.sleep(2)  # batch 1 is running now
+        run.send_signal(signal.SIGINT)
+        _, stderr = run.communicate(timeout=120)
+    finally:
+        _kill_if_running(run, out)
     assert run.returncode == 130, stderr
     assert "interrupted; 1 finished trial(s) kept" in stderr
     assert "Traceback" not in stderr
@@ -304,7 +329,8 @@ def test_ctrl_c_keeps_finished_trials_and_a_rerun_resumes_under_a_deadline(
     assert _trainers_of(out) == []  # no trainer outlived Ctrl-C
 
     finished_at = trials["interrupt-b2-g1"]["finishedAt"]
-    spec["execution"]["activeDeadlineSeconds"] = 3  # not a trainer flag: finished trials stay valid
+    # Not a trainer flag: finished trials stay valid. Long enough for a first epoch under load.
+    spec["execution"]["activeDeadlineSeconds"] = 10
     write_experiment(file, "interrupt", **spec)
     done = scalelab("run", str(file), "--out", str(out), "--no-report")
     assert done.returncode == 1, done.stderr
@@ -312,7 +338,7 @@ def test_ctrl_c_keeps_finished_trials_and_a_rerun_resumes_under_a_deadline(
     trials = by_name(out)
     assert trials["interrupt-b2-g1"]["finishedAt"] == finished_at
     assert trials["interrupt-b1-g1"]["phase"] == "Failed"
-    assert trials["interrupt-b1-g1"]["reason"] == "exceeded execution.activeDeadlineSeconds=3"
+    assert trials["interrupt-b1-g1"]["reason"] == "exceeded execution.activeDeadlineSeconds=10"
     assert trials["interrupt-b1-g1"]["epochs"] > 0  # the progress it made is kept
     assert _trainers_of(out) == []
 
@@ -527,6 +553,7 @@ def test_metrics_port_makes_every_rank_of_a_running_trial_serve_metrics_over_htt
             [sys.executable, "-m", "scalelab", "run", str(file), "--out", str(out),
              "--metrics-port", str(port), "--no-report"],
             stdout=stdout, stderr=subprocess.PIPE, text=True,
+            preexec_fn=_ctrl_c_reaches_it,  # noqa: PLW1509 (sets one signal disposition only)
         )  # fmt: skip
     try:
         trial = "scrape-b2-g2"
@@ -545,7 +572,10 @@ def test_metrics_port_makes_every_rank_of_a_running_trial_serve_metrics_over_htt
         assert later > first[0]  # scraped while the trial runs
     finally:
         run.send_signal(signal.SIGINT)
-        _, stderr = run.communicate(timeout=120)
+        try:
+            _, stderr = run.communicate(timeout=120)
+        finally:
+            _kill_if_running(run, out)
     assert run.returncode == 130, stderr
     printed = log.read_text()
     addresses = f"http://localhost:{port}/metrics, http://localhost:{port + 1}/metrics"
