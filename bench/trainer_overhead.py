@@ -4,7 +4,10 @@ Same model (the trainer's `mlp`: Keras Dense layers, seeded), same data (digits)
 same plain SGD, same process count, measured the same way (global samples/s over the steps after
 the first 10, from the mean step and, robust to other load, from the median step). The bare loop
 is Horovod's TF2 example reduced to its core: a tf.function step with hvd.DistributedGradientTape
-and one call per step. Runs alternate, and the ratio is taken per pair.
+and one call per step. Runs alternate, and the ratio is taken per pair. Every pair prints the
+load average it ran under; with --np 1 2 the last line is the scaling efficiency of each
+(E = samples/s at 2 processes / (2 × at 1), same global batch, from the medians) and their
+ratio E(scalelab)/E(bare).
 
     .venv/bin/python bench/trainer_overhead.py [--np 1 2] [--repeats 5] [--batch 256]
 """
@@ -120,6 +123,7 @@ def main() -> None:
         f"--learning-rate 0.01 --max-epochs {a.epochs} --relative-tolerance 0 "
         f"--no-gradient-noise-scale --intra-op-threads {a.threads} --throughput-skip-steps {SKIP}"
     ).split()
+    medians: dict[int, tuple[float, float]] = {}
     for np in a.np:
         ratios, ratios50, ours, theirs = [], [], [], []
         for i in range(a.repeats):
@@ -133,9 +137,10 @@ def main() -> None:
             theirs.append(b)
             ratios.append(s / b)
             ratios50.append(s50 / b50)
+            load = " ".join(f"{v:.1f}" for v in os.getloadavg())
             print(f"np={np} repeat {i}: mean-step bare {b:.0f}/s scalelab {s:.0f}/s ratio "
                   f"{s / b:.3f}; median-step bare {b50:.0f}/s scalelab {s50:.0f}/s ratio "
-                  f"{s50 / b50:.3f}", flush=True)  # fmt: skip
+                  f"{s50 / b50:.3f}; load average {load}", flush=True)  # fmt: skip
         print(
             f"np={np} global batch {a.batch}: median bare {statistics.median(theirs):.0f} "
             f"samples/s, scalelab {statistics.median(ours):.0f} samples/s, median ratio "
@@ -143,6 +148,12 @@ def main() -> None:
             f"median-step ratio {statistics.median(ratios50):.3f} (min {min(ratios50):.3f}, "
             f"max {max(ratios50):.3f})"
         )
+        medians[np] = statistics.median(theirs), statistics.median(ours)
+    if 1 in medians and 2 in medians:
+        e_bare = medians[2][0] / (2 * medians[1][0])
+        e_ours = medians[2][1] / (2 * medians[1][1])
+        print(f"efficiency 1->2 processes at global batch {a.batch}: bare {e_bare:.3f}, "
+              f"scalelab {e_ours:.3f}, E(scalelab)/E(bare) {e_ours / e_bare:.3f}")  # fmt: skip
 
 
 if __name__ == "__main__":
