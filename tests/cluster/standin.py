@@ -160,17 +160,21 @@ class StandIn:
     def _status(self, job: dict[str, Any], conditions: list[dict[str, str]], **extra: Any) -> None:
         meta = job["metadata"]
         body = {"status": {"conditions": conditions, **extra}}
-        for _ in range(10):
+        deadline = time.monotonic() + 90  # as the MPI operator's work queue retries: through
+        while not self._stop.is_set():  # an API server or etcd restart too
             try:
                 self.api.patch_namespaced_custom_object_status(
                     GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], body,
-                    _content_type=MERGE,
+                    _content_type=MERGE, _request_timeout=10,
                 )  # fmt: skip
                 return
-            except ApiException as e:
-                if e.status == 404:
+            except Exception as e:
+                if isinstance(e, ApiException) and e.status == 404:
                     return  # garbage-collected meanwhile
-                time.sleep(0.2)
+                if time.monotonic() > deadline:
+                    print(f"standin: status of {meta['name']} not written: {e!r}", file=sys.stderr)
+                    return
+                time.sleep(0.5)
 
     def _run_job(self, job: dict[str, Any]) -> None:
         meta, spec = job["metadata"], job["spec"]

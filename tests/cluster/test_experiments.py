@@ -305,6 +305,65 @@ def test_the_operator_killed_ten_times_at_random_loses_nothing_and_duplicates_no
     assert duplicates == []
 
 
+@pytest.mark.parametrize("component", ["kube-apiserver", "etcd"])
+def test_the_api_server_or_etcd_restarted_mid_experiment_loses_nothing(
+    cluster: ControlPlane, operator: Operator, standin: StandIn, namespace: str, component: str
+) -> None:
+    """SIGKILL of the API server (or of etcd) while trials train, kept down 8 s, started again
+    on the same ports and data folder: the operator rides it out without a restart of its own,
+    the trainers' writes that met the outage are retried, and the experiment ends Succeeded
+    with every result and every MPIJob made and run once."""
+    name = {"kube-apiserver": "apiserver", "etcd": "etcd"}[component]  # runs_of: by job name
+    cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-",
+        input=_experiment(
+            name,
+            sweep={"batchSizes": [64, 32], "gpus": [1], "repeats": 2},
+            training={"learningRate": 0.01, "maxEpochs": 150,
+                      "convergence": {"relativeTolerance": 0}},
+            execution={"maxConcurrentTrials": 2, "maxGPUs": 2, "backoffLimit": 0},
+        ),
+    )  # fmt: skip
+    wait_for(
+        lambda: any(
+            (t.get("status") or {}).get("progress") for t in items(cluster, "st", namespace)
+        ),
+        120,
+        "a trial training (its first progress patch)",
+    )
+    pid, starts = operator.proc.pid if operator.proc else 0, operator.starts
+    t0 = time.monotonic()
+    recovered = cluster.restart(component, down_seconds=8, kill=True)
+    print(f"{component}: down 8 s, API server ready {recovered:.1f} s after the restart")
+    assert _wait_finished(cluster, name, namespace, 300) == "Succeeded", operator.log_tail()
+    print(f"{component}: experiment finished {time.monotonic() - t0:.0f} s after the kill")
+    assert operator.proc is not None
+    assert operator.proc.poll() is None, operator.log_tail()
+    assert (operator.proc.pid, operator.starts) == (pid, starts)  # no restart of its own
+    status = get(cluster, "scaleexperiment", name, namespace)["status"]
+    trials = {t["metadata"]["name"]: t["status"] for t in items(cluster, "st", namespace)}
+    assert status["trials"]["succeeded"] == 4, {
+        k: (t["phase"], t["reason"]) for k, t in trials.items()
+    }
+    assert len(status["results"]) == 4
+    assert all(r["finalLoss"] is not None for r in status["results"])  # no result lost
+    jobs = items(cluster, "mpijobs", namespace)
+    assert len(jobs) == 4
+    duplicates = [
+        j["metadata"]["name"]
+        for j in jobs
+        if len(standin.uids[f"{namespace}/{j['metadata']['name']}"]) != 1
+        or len(standin.runs_of(j["metadata"]["name"])) != 1
+    ]
+    assert duplicates == []
+    # The outage was met by at least one running trainer (a refused or retried status write).
+    runs = [r for j in jobs for r in standin.runs_of(j["metadata"]["name"])]
+    met = sum(("patch failed" in r.stderr) or ("retrying" in r.stderr) for r in runs)
+    retried = sum(r.stderr.count("scalelab_trainer: retrying") for r in runs)
+    print(f"{component}: {met} of 4 trainers met the outage, {retried} retried writes")
+    assert met >= 1
+
+
 def test_deleting_the_experiment_garbage_collects_its_trials_and_mpijobs(
     cluster: ControlPlane, operator: Operator, standin: StandIn, namespace: str
 ) -> None:

@@ -157,6 +157,7 @@ class ControlPlane:
     port: int = 0
     kubeconfig: Path = field(default=Path())
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    args: dict[str, list[str]] = field(default_factory=dict)  # each component's flags, to restart
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -168,7 +169,8 @@ class ControlPlane:
         return self.bin / "kubectl"
 
     def _spawn(self, name: str, args: list[str]) -> None:
-        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
+        self.args[name] = args
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
         self.procs[name] = subprocess.Popen(
             [str(self.bin / name.split("#", maxsplit=1)[0]), *args],
             stdout=log,
@@ -294,6 +296,30 @@ class ControlPlane:
         ).stdout.strip()
         path = path or self.workdir / f"sa-{namespace}-{name}.kubeconfig"
         return write_kubeconfig(path, self.server, self.workdir / "ca.crt", {"token": token})
+
+    def restart(self, name: str, down_seconds: float = 0.0, kill: bool = False) -> float:
+        """Stop one component (SIGTERM, or SIGKILL with `kill`), keep it down `down_seconds`, and
+        start it again with the same flags: the same ports and the same etcd data folder, so its
+        clients reconnect to what they knew. Returns the seconds until the API server answers
+        /readyz again (the fault tests' "recovered")."""
+        p = self.procs[name]
+        p.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        time.sleep(down_seconds)
+        t0 = time.monotonic()
+        self._spawn(name, self.args[name])
+        try:
+            wait_until(lambda: self.get("/readyz")[0] == 200, 120, f"kube-apiserver after {name}")
+        except TimeoutError:
+            raise RuntimeError(
+                f"the control plane did not recover from a restart of {name}:\n"
+                + self.log_tail(name)
+            ) from None
+        return time.monotonic() - t0
 
     def memory_rss_mib(self) -> dict[str, float]:
         """Resident memory of each component, MiB."""

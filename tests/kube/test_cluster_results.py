@@ -196,12 +196,30 @@ def test_the_store_creates_one_owned_configmap_at_the_result_and_never_raises() 
     assert len(cluster.decode_events(body)) == len(evs)
 
     def refuse(body: dict[str, Any]) -> None:
-        raise RuntimeError("403 Forbidden")
+        raise InvalidError("422 Invalid")  # final: not retried
 
     failing = store_results.ResultsStore(refuse, lambda: "u-1", "ns")
     for e in evs:
         failing(e)
     assert failing.stored is None
+
+    # An API server that is restarting: refused connections are retried until the write lands.
+    outages = [ConnectionRefusedError("down"), ConnectionRefusedError("down")]
+
+    def restarting(body: dict[str, Any]) -> None:
+        if outages:
+            raise outages.pop(0)
+        created.append(body)
+
+    later = store_results.ResultsStore(restarting, lambda: "u-2", "ns", retry_seconds=10)
+    for e in evs:
+        later(e)
+    assert later.stored is not None
+    assert created[-1]["metadata"]["ownerReferences"][0]["uid"] == "u-2"
+
+
+class InvalidError(Exception):
+    status = 422
 
 
 def test_the_status_reporter_learns_the_trials_uid_from_a_patch_answer() -> None:

@@ -101,8 +101,55 @@ def test_a_failing_api_never_raises_into_training(capsys: pytest.CaptureFixture[
     def broken(body: dict[str, Any]) -> None:
         raise ConnectionRefusedError("api server down")
 
-    reporter = StatusReporter(broken, interval_seconds=0.0)
+    clock = FakeClock()
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.now += seconds
+
+    reporter = StatusReporter(broken, 0.0, clock, sleep, result_retry_seconds=20)
     reporter(epoch(1))
+    assert slept == []  # progress is not retried: the next epoch sends a newer one
     reporter({"event": "result", "phase": "Succeeded"})
     assert (reporter.sent, reporter.failed) == (0, 2)
+    assert slept == [0.5, 1, 2, 4, 5, 5, 2.5]  # backoff, then the budget's remainder
     assert "status patch failed" in capsys.readouterr().err
+
+
+class ApiError(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+
+
+def test_the_result_outlives_an_api_server_restart_but_not_a_refusal() -> None:
+    """A result written while the API server restarts (connection refused, 503 while its etcd
+    is not back, 401/403/404 while its authenticator, RBAC and CRD routes sync) is retried
+    until it lands, once; an invalid body (422) is final."""
+    sent: list[dict[str, Any]] = []
+    errors: list[Exception] = [ConnectionRefusedError("down"), ApiError(503), ApiError(404)]
+    errors += [ApiError(401), ApiError(403), ApiError(429)]
+
+    def restarting(body: dict[str, Any]) -> dict[str, Any]:
+        if errors:
+            raise errors.pop(0)
+        sent.append(body)
+        return {"metadata": {"uid": "u-1"}}
+
+    slept: list[float] = []
+    reporter = StatusReporter(restarting, 0.0, sleep=slept.append)
+    reporter({"event": "result", "phase": "Succeeded"})
+    assert sent == [{"status": {"result": {"phase": "Succeeded"}}}]
+    assert (reporter.sent, reporter.failed, reporter.uid) == (1, 0, "u-1")
+    assert slept == [0.5, 1, 2, 4, 5, 5]
+
+    calls: list[dict[str, Any]] = []
+
+    def invalid(body: dict[str, Any]) -> None:
+        calls.append(body)
+        raise ApiError(422)
+
+    refused = StatusReporter(invalid, 0.0, sleep=slept.append)
+    refused({"event": "result", "phase": "Succeeded"})
+    assert (len(calls), refused.failed) == (1, 1)

@@ -5,8 +5,10 @@
 and `curves`, which belong to the results, not to the status: store_results.py keeps them). It
 remembers the ScaleTrial's uid from the patch answers (the owner of those results). Reporting
 never stops training: every failure is logged to stderr and the next event tries again. The
-Kubernetes client is loaded from the in-cluster service account, or KUBECONFIG outside one.
-Attached by __main__.py.
+result is the one write that must not be lost (a restarting API server or etcd must not turn a
+finished trial into NoResult): it is retried with backoff for up to RESULT_RETRY_SECONDS, unless
+the API server refused the body itself (400, 413, 422). The Kubernetes client is loaded from
+the in-cluster service account, or KUBECONFIG outside one. Attached by __main__.py.
 """
 
 from __future__ import annotations
@@ -20,8 +22,45 @@ from typing import Any
 GROUP, VERSION, PLURAL = "scalelab.dev", "v1alpha1", "scaletrials"
 RESULT_DROP = ("schema", "event", "time", "experiment", "trial", "config", "curves", "lossSurface")
 REQUEST_TIMEOUT_SECONDS = 5  # a slow API server delays training at most this long per patch
+#: How long the result's write is retried (an API server or etcd restart takes seconds); well
+#: inside any activeDeadlineSeconds, and the operator waits for the result after the MPIJob ends.
+RESULT_RETRY_SECONDS = 60.0
 
 Patch = Callable[[dict[str, Any]], Any]
+
+
+#: Answers a retry cannot change: the body itself is wrong (bad request, too large, invalid).
+FINAL_STATUSES = frozenset({400, 413, 422})
+
+
+def refused_for_good(error: Exception) -> bool:
+    """An answer that a retry cannot change (FINAL_STATUSES). Everything else is retried: no
+    connection and 5xx (etcd unavailable), 429, and even 401, 403 and 404, which an API server
+    gives for seconds after its start (token authenticator, RBAC and the CRDs' routes not
+    synced yet: found by the API-server restart test)."""
+    status = getattr(error, "status", None)
+    return isinstance(status, int) and status in FINAL_STATUSES
+
+
+def retrying(
+    call: Callable[[], Any],
+    budget_seconds: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    """`call()` until it returns, with backoff from 0.5 s to 5 s, for at most `budget_seconds`;
+    the last error is raised when the budget is spent or the error is `refused_for_good`."""
+    deadline, pause = clock() + budget_seconds, 0.5
+    while True:
+        try:
+            return call()
+        except Exception as e:  # whatever the client raises; the caller logs the last one
+            left = deadline - clock()
+            if refused_for_good(e) or left <= 0:
+                raise
+            print(f"scalelab_trainer: retrying ({type(e).__name__}: {e})", file=sys.stderr)
+            sleep(min(pause, left))
+            pause = min(pause * 2, 5.0)
 
 
 def progress_payload(event: dict[str, Any]) -> dict[str, Any]:
@@ -53,9 +92,15 @@ class StatusReporter:
     finished trial's progress (the EPOCH and LOSS columns) is its last epoch, in the same write."""
 
     def __init__(
-        self, patch: Patch, interval_seconds: float, clock: Callable[[], float] = time.monotonic
+        self,
+        patch: Patch,
+        interval_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        result_retry_seconds: float = RESULT_RETRY_SECONDS,
     ) -> None:
         self.patch, self.interval, self.clock = patch, interval_seconds, clock
+        self.sleep, self.result_retry_seconds = sleep, result_retry_seconds
         self.last: float | None = None
         self.held: dict[str, Any] | None = None  # the newest epoch event not yet sent
         self.sent = self.failed = 0
@@ -74,11 +119,11 @@ class StatusReporter:
             body = result_payload(event)
             if self.held is not None:
                 body["status"].update(progress_payload(self.held)["status"])
-            self._send(body)
+            self._send(body, self.result_retry_seconds)
 
-    def _send(self, body: dict[str, Any]) -> None:
+    def _send(self, body: dict[str, Any], retry_seconds: float = 0.0) -> None:
         try:
-            answer = self.patch(body)
+            answer = retrying(lambda: self.patch(body), retry_seconds, self.clock, self.sleep)
             self.sent += 1
             uid = answer.get("metadata", {}).get("uid") if isinstance(answer, dict) else None
             self.uid = uid if isinstance(uid, str) else self.uid

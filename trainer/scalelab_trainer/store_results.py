@@ -34,7 +34,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from scalelab_trainer.report_status import GROUP, VERSION, load_client
+from scalelab_trainer.report_status import (
+    GROUP,
+    RESULT_RETRY_SECONDS,
+    VERSION,
+    load_client,
+    retrying,
+)
 
 BUDGET_BYTES = 256 * 1024
 EVENTS_KEY = "events.jsonl.gz"
@@ -177,9 +183,12 @@ class ResultsStore:
         namespace: str,
         data_path: str | None = None,
         budget: int = BUDGET_BYTES,
+        *,
+        retry_seconds: float = RESULT_RETRY_SECONDS,
     ) -> None:
         self.create, self.owner, self.namespace = create, owner, namespace
         self.data_path, self.budget = data_path, budget
+        self.retry_seconds = retry_seconds
         self.events: list[dict[str, Any]] = []
         self.stored: dict[str, Any] | None = None  # the last ConfigMap sent (tests, measures)
 
@@ -214,7 +223,7 @@ class ResultsStore:
             str(result.get("experiment")), str(result.get("trial")), self.namespace, uid, binary
         )
         try:
-            self.create(body)
+            retrying(lambda: self.create(body), self.retry_seconds)
             self.stored = body
         except Exception as e:  # storing must never kill training, whatever the client raises
             print(
