@@ -11,7 +11,10 @@ reason, BackoffLimitExceeded or DeadlineExceeded, with the last failed pod's mes
 the launcher `runPolicy.backoffLimit` times and kills it after `activeDeadlineSeconds`.
 
 `fail` names trials whose "container" exits 1 with a message instead of running the trainer (a
-crashing image), `hang` trials that sleep silently (a hung allreduce), for the failure tests.
+crashing image), `hang` trials that sleep silently (a hung allreduce), `unpullable` trials whose
+image the "kubelet" cannot pull: their MPIJob stays Created and the Warning Events kubelet 1.36
+writes about worker 0 (`Failed` "Failed to pull image …", `BackOff` "Back-off pulling image …")
+are written every 2 s until the name is removed, then they run.
 Suspended MPIJobs (Kueue) only get the Suspended condition, as mpi-operator v0.8.0 writes it;
 once unsuspended (Kueue admitted them) they run.
 """
@@ -81,6 +84,7 @@ class StandIn:
     fail: dict[str, str] = field(default_factory=dict)  # trial/job name → failure message
     ignore: set[str] = field(default_factory=set)  # namespaces left to another controller
     hang: set[str] = field(default_factory=set)  # trial/job names whose "container" hangs
+    unpullable: dict[str, str] = field(default_factory=dict)  # trial/job name → image
     runs: list[Run] = field(default_factory=list)
     uids: dict[str, set[str]] = field(default_factory=dict)  # "ns/name" → uids seen
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -190,6 +194,9 @@ class StandIn:
             "message": f"MPIJob {namespace}/{name} is created.", "lastTransitionTime": _now(),
         }  # fmt: skip
         self._status(job, [created])
+        while name in self.unpullable and not self._stop.is_set():
+            self._pull_failed(namespace, f"{name}-worker-0", self.unpullable.get(name, ""))
+            time.sleep(2)
         kubeconfig = self._token(namespace, account)
         start = _now()
         running = {
@@ -237,6 +244,28 @@ class StandIn:
                 "message": f"{text}: {message}" if text else message, "lastTransitionTime": end,
             }  # fmt: skip
         self._status(job, [created, stopped, final], completionTime=end)
+
+    def _pull_failed(self, namespace: str, pod: str, image: str) -> None:
+        """The Warning Events a kubelet writes about a pod whose image it cannot pull."""
+        core = client.CoreV1Api(self.api.api_client)
+        for reason, message in (
+            ("Failed", f'Failed to pull image "{image}": rpc error: code = NotFound desc = '
+                       f"failed to pull and unpack image: {image}: not found"),
+            ("Failed", "Error: ErrImagePull"),
+            ("BackOff", f'Back-off pulling image "{image}"'),
+        ):  # fmt: skip
+            event = {
+                "metadata": {"generateName": f"{pod}.", "namespace": namespace},
+                "involvedObject": {"kind": "Pod", "name": pod, "namespace": namespace,
+                                   "apiVersion": "v1", "fieldPath": "spec.containers{worker}"},
+                "reason": reason, "message": message, "type": "Warning",
+                "source": {"component": "kubelet", "host": "standin"},
+                "firstTimestamp": _now(), "lastTimestamp": _now(), "count": 1,
+            }  # fmt: skip
+            try:
+                core.create_namespaced_event(namespace, event)
+            except Exception as e:  # a test's namespace may be going away
+                print(f"standin: event not written: {e!r}", file=sys.stderr)
 
     def _token(self, namespace: str, account: str) -> Path:
         for _ in range(100):

@@ -612,3 +612,67 @@ def test_a_report_of_a_running_experiment_renders_what_finished_and_names_what_r
         60,
         "the garbage collector to remove the stored results with their trial",
     )
+
+
+def test_an_unpullable_trainer_image_is_named_on_the_trial_and_experiment_until_it_pulls(
+    cluster: ControlPlane, operator: Operator, standin: StandIn, namespace: str
+) -> None:
+    """The kubelet cannot pull the trainer image (its Warning Events on worker 0, the MPIJob
+    stays Created): the experiment's PrerequisitesMet condition, an Event on the experiment and
+    one on the trial, the trial's reason and the metric name the image; nothing more is
+    launched. Once the image pulls, the trial runs, the condition goes and the rest follow."""
+    image = "registry.invalid/team/trainer:missing"
+    for trial in ("pull-b64-g1", "pull-b32-g1"):
+        standin.unpullable[trial] = image
+    cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-",
+        input=_experiment(
+            "pull",
+            sweep={"batchSizes": [64, 32], "gpus": [1]},
+            resources={"gpusPerProcess": 0, "cpu": "1", "memory": "1Gi", "image": image},
+            execution={"maxConcurrentTrials": 1, "maxGPUs": 1, "backoffLimit": 0},
+        ),
+    )  # fmt: skip
+
+    def condition() -> dict[str, Any] | None:
+        status = get(cluster, "scaleexperiment", "pull", namespace).get("status") or {}
+        return next(
+            (c for c in status.get("conditions") or [] if c["type"] == "PrerequisitesMet"), None
+        )
+
+    t0 = time.monotonic()
+    met = wait_for(condition, 90, "PrerequisitesMet=False naming the image")
+    print(f"unpullable image named {time.monotonic() - t0:.1f} s after kubectl apply")
+    assert (met["status"], met["reason"]) == ("False", "TrainerImageUnpullable")
+    assert f'cannot pull image "{image}"' in met["message"]
+    [job] = items(cluster, "mpijobs", namespace)  # the others wait: they would fail alike
+    stuck = job["metadata"]["name"]
+    trial = wait_for(
+        lambda: (
+            image in (s := get(cluster, "st", stuck, namespace)["status"]).get("reason", "") and s
+        ),
+        30,
+        "the trial's reason",
+    )
+    assert trial["phase"] == "Pending"
+    assert [c["type"] for c in trial["conditions"]] == ["PrerequisitesMet"]
+    events = items(cluster, "events", namespace, "--field-selector=type=Warning")
+    about = {
+        (e["involvedObject"]["kind"], e["involvedObject"]["name"], e["reason"]) for e in events
+    }
+    assert ("ScaleExperiment", "pull", "TrainerImageUnpullable") in about
+    assert ("ScaleTrial", stuck, "PrerequisitesMissing") in about
+    ours = {"namespace": namespace, "experiment": "pull", "prerequisite": "trainer-image"}
+    assert _samples(operator.metrics(), "scalelab_operator_missing_prerequisite", **ours) == [
+        (ours, 1.0)
+    ]
+    assert len(items(cluster, "mpijobs", namespace)) == 1
+
+    standin.unpullable.clear()  # the image is pushed: the kubelet's next try pulls it
+    assert _wait_finished(cluster, "pull", namespace) == "Succeeded", operator.log_tail()
+    status = get(cluster, "scaleexperiment", "pull", namespace)["status"]
+    assert status["trials"]["succeeded"] == 2
+    assert "PrerequisitesMet" not in {c["type"] for c in status["conditions"]}
+    assert _samples(operator.metrics(), "scalelab_operator_missing_prerequisite", **ours) == [
+        (ours, 0.0)
+    ]

@@ -308,9 +308,14 @@ def test_the_trainer_account_may_patch_trial_status_and_store_results_in_its_nam
         api.patch_namespaced_custom_object_status, G, V, other, TRIALS, "rbac-b8-g1", body,
         _content_type=MERGE,
     )  # fmt: skip
-    assert forbidden(
-        api.patch_namespaced_custom_object, G, V, namespace, TRIALS, "rbac-b8-g1",
-        {"metadata": {"labels": {"x": "y"}}}, _content_type=MERGE,
+    for change in ({"metadata": {"labels": {"x": "y"}}}, {"spec": {"batchSize": 16}}):
+        assert forbidden(
+            api.patch_namespaced_custom_object, G, V, namespace, TRIALS, "rbac-b8-g1", change,
+            _content_type=MERGE,
+        )  # fmt: skip
+    assert forbidden(  # nor the experiment's status, here or elsewhere
+        api.patch_namespaced_custom_object_status, G, V, namespace, "scaleexperiments", "rbac",
+        {"status": {"phase": "Succeeded"}}, _content_type=MERGE,
     )  # fmt: skip
     assert forbidden(api.list_namespaced_custom_object, G, V, namespace, TRIALS)
     core = client.CoreV1Api(config.new_client_from_config(config_file=str(trainer)))

@@ -121,6 +121,24 @@ def test_no_mpijob_api_is_named_on_the_experiment_until_the_mpi_operator_is_inst
     assert {c["type"] + "=" + c["status"] for t in trials for c in t["status"]["conditions"]} == {
         "PrerequisitesMet=False"
     }
+    held = wait_for(
+        lambda: (
+            len(
+                e := items(bare, "events", "no-mpi", "--field-selector=reason=PrerequisitesMissing")
+            )
+            >= 6
+            and e
+        ),
+        30,
+        "an Event on each held trial",
+    )
+    assert sorted(
+        (e["involvedObject"]["kind"], e["involvedObject"]["name"]) for e in held
+    ) == sorted(("ScaleTrial", t["metadata"]["name"]) for t in trials)  # one each
+    assert {e["involvedObject"]["uid"] for e in held} == {t["metadata"]["uid"] for t in trials}
+    assert all("install the Kubeflow MPI operator" in e["message"] for e in held)
+    described = bare.kubectl("describe", "st", trials[0]["metadata"]["name"], "-n", "no-mpi")
+    assert "PrerequisitesMissing" in described.stdout
     assert wait_for(lambda: _missing_gauge(bare_operator, "no-mpi", "mpijob-api"), 30, "gauge")
     assert _missing_gauge(bare_operator, "no-mpi", "kueue-api") == 0
 

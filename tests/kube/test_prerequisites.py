@@ -6,10 +6,12 @@ tests/cluster/test_prerequisites.py."""
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
-from scalelab.kube.prerequisites import Prerequisites
+from scalelab.kube.prerequisites import Prerequisites, unpullable_image
 
 MAX_RETRY_SECONDS = SERVED_TTL_SECONDS = 60.0
 
@@ -41,3 +43,50 @@ def test_a_missing_api_is_asked_again_after_a_doubling_delay_and_a_served_one_is
     checks.forget("mpijob-api")
     assert checks._ask("mpijob-api", question) is True
     assert len(asked) == 12
+
+
+def _kubelet_event(pod: str, reason: str, message: str, seen: str) -> dict[str, Any]:
+    """A Warning Event as the kubelet writes it about one pod (core/v1, deduplicated)."""
+    return {
+        "type": "Warning", "reason": reason, "message": message, "lastTimestamp": seen,
+        "involvedObject": {"kind": "Pod", "name": pod, "namespace": "ns"},
+    }  # fmt: skip
+
+
+def test_a_failed_image_pull_of_a_waiting_trial_is_named_with_its_image() -> None:
+    now = datetime(2026, 12, 3, 12, 0, tzinfo=UTC).timestamp()
+    recent, old = "2026-12-03T11:59:30Z", "2026-12-03T11:40:00Z"
+    image = "registry.example/team/trainer:v9"
+    events = [
+        # A waiting trial's worker: the kubelet's pull failure, then its back-off.
+        _kubelet_event("lab-b8-g1-worker-0", "Failed",
+                       f'Failed to pull image "{image}": rpc error: not found', recent),
+        _kubelet_event("lab-b8-g1-worker-0", "BackOff", f'Back-off pulling image "{image}"',
+                       recent),
+        # A trial whose name is a prefix of another's, and one not waiting: not theirs.
+        _kubelet_event("lab-b8-g10-worker-0", "Failed", 'Failed to pull image "x"', recent),
+        _kubelet_event("lab-b16-g1-launcher-7xk2p", "FailedScheduling", "0/1 nodes", recent),
+        _kubelet_event("lab-b32-g1-launcher-q9d4s", "Failed",
+                       'Failed to pull image "old:1": not found', old),  # history
+    ]  # fmt: skip
+    waiting = {"lab-b8-g1", "lab-b16-g1", "lab-b32-g1"}
+    found = unpullable_image(events, waiting, now)
+    assert found is not None
+    assert (found.key, found.reason, found.blocks, found.trials) == (
+        "trainer-image",
+        "TrainerImageUnpullable",
+        True,
+        ("lab-b8-g1",),
+    )
+    assert f'trial lab-b8-g1 cannot pull image "{image}" (Failed: Failed to pull' in found.message
+    assert "correct spec.resources.image" in found.message
+    assert unpullable_image(events[2:], waiting, now) is None
+    never = _kubelet_event(
+        "lab-b16-g1-launcher-7xk2p", "ErrImageNeverPull",
+        'Container image "local/trainer:dev" is not present with pull policy of Never', recent,
+    )  # fmt: skip
+    both = unpullable_image([*events, never], waiting, now)
+    assert both is not None
+    assert both.trials == ("lab-b16-g1", "lab-b8-g1")
+    assert '"local/trainer:dev" (ErrImageNeverPull' in both.message
+    assert "and those of 1 more trial(s)" in both.message

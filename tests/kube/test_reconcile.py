@@ -11,6 +11,7 @@ import pytest
 from scalelab.api import TrialPhase
 from scalelab.kube.reconcile import (
     BLOCKED,
+    LAUNCHED,
     InvalidSpecError,
     JobPhase,
     JobState,
@@ -359,11 +360,19 @@ def test_a_missing_prerequisite_holds_every_launch_and_says_what_to_install() ->
     assert trial_condition["message"] == "install the MPI operator"
     assert len(d.actions.trial_status) == 6  # every trial, the ones with a default phase too
     assert d.usage.queued == 9
+    # Each held trial gets an Event of its own, on the trial (kubectl describe st shows it).
+    assert sorted((e.trial, e.uid) for e in d.actions.trial_events) == sorted(
+        (t.name, t.uid) for t in trials
+    )
+    assert {(e.type, e.reason, e.message) for e in d.actions.trial_events} == {
+        ("Warning", "PrerequisitesMissing", "install the MPI operator")
+    }
     # The next pass: no second Event, no rewrite of the same reason.
     trials = [replace(t, reason=BLOCKED + "install the MPI operator") for t in trials]
     again = decide(experiment, body, trials, [], memory, NOW + 2, missing=missing)
     assert [e for e in again.actions.events if e[1] == "MPIJobAPIMissing"] == []
     assert again.actions.trial_status == {}
+    assert again.actions.trial_events == []
     # Installed: launches resume, the condition goes, the trials' reason moves on.
     fixed = decide(experiment, body, trials, [], memory, NOW + 4)
     assert len(fixed.actions.launch) == 2
@@ -371,6 +380,34 @@ def test_a_missing_prerequisite_holds_every_launch_and_says_what_to_install() ->
     assert "PrerequisitesMet" not in {c["type"] for c in fixed.status["conditions"]}
     assert len(fixed.actions.trial_status) == 6
     assert all(patch["conditions"] == [] for patch in fixed.actions.trial_status.values())
+
+
+def test_an_unpullable_image_holds_its_launched_trial_with_the_reason_and_launches_no_more() -> (
+    None
+):
+    body = _body(SPEC)
+    experiment, trials, memory = parse(body), _trials(body, TrialPhase.PENDING), Memory()
+    first = decide(experiment, body, trials, [], memory, NOW)
+    launched = [p.name for p, _ in first.actions.launch]
+    stuck = launched[0]
+    jobs = [JobState(name, JobPhase.CREATED) for name in launched]
+    image = Missing("trainer-image", "TrainerImageUnpullable", 'cannot pull "x"', trials=(stuck,))
+    trials = [replace(t, reason=LAUNCHED) if t.name in launched else t for t in trials]
+    d = decide(experiment, body, trials, jobs, memory, NOW + 1, missing=[image])
+    assert d.actions.launch == []
+    assert d.actions.trial_status[stuck]["reason"] == BLOCKED + 'cannot pull "x"'
+    assert [c["type"] for c in d.actions.trial_status[stuck]["conditions"]] == ["PrerequisitesMet"]
+    assert launched[1] not in d.actions.trial_status  # its pods are not said to fail
+    assert stuck in {e.trial for e in d.actions.trial_events}
+    assert ("Warning", "TrainerImageUnpullable", 'cannot pull "x"') in d.actions.events
+    # Pulled at last: the job runs, the trial says so and the condition goes.
+    trials = [
+        replace(t, reason=BLOCKED + 'cannot pull "x"') if t.name == stuck else t for t in trials
+    ]
+    running = [JobState(stuck, JobPhase.RUNNING), *jobs[1:]]
+    fine = decide(experiment, body, trials, running, memory, NOW + 2)
+    assert fine.actions.trial_status[stuck]["phase"] == "Running"
+    assert fine.actions.trial_status[stuck]["conditions"] == []
 
 
 def test_a_missing_kueue_is_named_but_the_suspended_mpijobs_are_still_created() -> None:

@@ -26,7 +26,7 @@ from scalelab.kube.reconcile import Usage
 EXP_LABELS = ["namespace", "experiment"]
 GPU_STATES = ("requested", "running", "suspended", "queued")
 #: The `prerequisite` label values (kube/prerequisites.py).
-PREREQUISITES = ("mpijob-api", "kueue-api", "trainer-account")
+PREREQUISITES = ("mpijob-api", "kueue-api", "trainer-account", "trainer-image")
 ROW_LABELS = [*EXP_LABELS, "batch_size", "gpus", "repeat"]
 
 #: result gauges: (metric suffix, ResultRow attribute, help)

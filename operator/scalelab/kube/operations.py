@@ -14,18 +14,19 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from scalelab.api import ExperimentPhase, ScaleExperiment
+from scalelab.api import API_VERSION, TRIAL_KIND, ExperimentPhase, ScaleExperiment
 from scalelab.kube import apply
 from scalelab.kube.apply import NOT_FOUND, Kube
 from scalelab.kube.metrics import OperatorMetrics, Snapshot
 from scalelab.kube.prerequisites import MPIJOB_API, Prerequisites
 from scalelab.kube.reconcile import (
     InvalidSpecError,
+    JobPhase,
     JobState,
     Key,
     Memory,
@@ -174,9 +175,11 @@ async def _pass(  # noqa: PLR0917
     memory = _memory(memo)
     ctx.metrics.reconciles.labels(handler).inc()
     started, writes = time.monotonic(), ctx.kube.writes
+    starting = [j.trial for j in seen_jobs if j.phase is JobPhase.CREATED]
     missing: list[Missing] = await _call(
-        ctx, handler, ctx.prerequisites.missing, ctx.kube, cache.experiment, key[0], ctx.config
-    )
+        ctx, handler, ctx.prerequisites.missing, ctx.kube, cache.experiment, key[0], ctx.config,
+        starting,
+    )  # fmt: skip
     decision = decide(
         cache.experiment,
         body,
@@ -207,6 +210,11 @@ async def _pass(  # noqa: PLR0917
         raise
     for kind, reason, message in decision.actions.events:
         kopf.event(body, type=kind, reason=reason, message=message)
+    for e in decision.actions.trial_events:
+        meta = {"name": e.trial, "namespace": key[0], "uid": e.uid}
+        raw = {"apiVersion": API_VERSION, "kind": TRIAL_KIND, "metadata": meta}
+        trial = kopf.Body(cast(kopf.RawBody, raw))
+        kopf.event(trial, type=e.type, reason=e.reason, message=e.message)
     ctx.metrics.observe(
         *key,
         Snapshot(

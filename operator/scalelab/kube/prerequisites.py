@@ -10,13 +10,26 @@ Answers are cached: a served API for `SCALELAB_PREREQUISITES_RECHECK_SECONDS` (6
 one is asked again after a delay that doubles from 5 s up to that, so a cluster without the MPI
 operator costs one discovery request a minute, not an error every few seconds. A 404 on an
 MPIJob create forgets the cached answer.
+
+The trainer image is the one prerequisite only a node can judge. The operator may not read pods
+(docs/design-changes.md), and the MPI operator says nothing of image pulls (v0.8.0 leaves the
+MPIJob Created), so it reads what the kubelet tells everyone who may list Events: while a trial's
+MPIJob is Created and not Running, the namespace's recent Warning Events on that MPIJob's pods
+(`<trial>-launcher-…`, `<trial>-worker-…`) are asked, at most once per `IMAGE_CHECK_SECONDS`, for
+a failed pull (`Failed to pull image "…"`, `Back-off pulling image "…"`, `ErrImageNeverPull`,
+`InspectFailed`). One found names the image and the trial, and holds further launches (they would
+fail the same way) until the pods run.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -29,6 +42,15 @@ from scalelab.kube.settings import Config
 
 FIRST_RETRY_SECONDS = 5.0
 KUEUE_GROUP = "kueue.x-k8s.io"
+#: A namespace's Events are asked for failed image pulls at most this often (while a trial waits).
+IMAGE_CHECK_SECONDS = 10.0
+#: Older kubelet Events are history (a pull that failed before and may work now).
+IMAGE_EVENT_MAX_AGE_SECONDS = 600.0
+#: What the kubelet writes when it cannot pull an image (pkg/kubelet/images, events.go).
+PULL_FAILED = re.compile(
+    r'(?:pull(?:ing)? image|image) "(?P<image>[^"]+)"|'
+    r'Container image "(?P<never>[^"]+)" is not present with pull policy of Never'
+)
 
 MPIJOB_API = Missing(
     "mpijob-api",
@@ -59,6 +81,71 @@ def trainer_account(namespace: str, name: str, why: str) -> Missing:
     )
 
 
+def unpullable_image(
+    events: Iterable[Mapping[str, Any]], trials: Collection[str], now: float
+) -> Missing | None:
+    """The kubelet's recent Warning Events saying that a pod of one of `trials` (MPIJobs waiting
+    for their pods) cannot pull its image, as one blocking `Missing` naming image and trials."""
+    found: dict[str, str] = {}  # trial → "image" (kubelet's reason: its message)
+    for event in events:
+        obj = event.get("involvedObject") or {}
+        trial = _trial_of(str(obj.get("name") or ""), trials)
+        message = str(event.get("message") or "")
+        match = PULL_FAILED.search(message)
+        if obj.get("kind") != "Pod" or trial is None or trial in found or match is None:
+            continue
+        if event.get("reason") not in ("Failed", "BackOff", "ErrImageNeverPull", "InspectFailed"):
+            continue
+        seen = _event_time(event)
+        if seen is not None and now - seen > IMAGE_EVENT_MAX_AGE_SECONDS:
+            continue
+        image = match.group("image") or match.group("never")
+        found[trial] = f'"{image}" ({event.get("reason")}: {message[:300]})'
+    if not found:
+        return None
+    names = sorted(found)
+    return Missing(
+        "trainer-image",
+        "TrainerImageUnpullable",
+        f"the pods of trial {names[0]} cannot pull image {found[names[0]]}"
+        + (f", and those of {len(names) - 1} more trial(s)" if len(names) > 1 else "")
+        + ": push the image or correct spec.resources.image (the operator's trainer image "
+        "when unset), and give the namespace an imagePullSecret if the registry needs one; "
+        "the trial starts once its image is pulled, the others wait until then",
+        trials=tuple(names),
+    )
+
+
+def _trial_of(pod: str, trials: Collection[str]) -> str | None:
+    """The trial whose MPIJob made this pod (`<job>-launcher-<hash>`, `<job>-worker-<i>`)."""
+    for role in ("-launcher-", "-worker-"):
+        head, sep, _ = pod.rpartition(role)
+        if sep and head in trials:
+            return head
+    return None
+
+
+def _event_time(event: Mapping[str, Any]) -> float | None:
+    """When an Event was last seen (series, lastTimestamp, eventTime), seconds since the epoch."""
+    series = event.get("series") or {}
+    for value in (series.get("lastObservedTime"), event.get("lastTimestamp"),
+                  event.get("eventTime")):  # fmt: skip
+        if isinstance(value, str) and value:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return None
+
+
+def pod_warnings(kube: Kube, namespace: str) -> list[dict[str, Any]]:
+    """The namespace's Warning Events about pods (list on events; no read of pods)."""
+    answer: Any = kube.core.list_namespaced_event(
+        namespace,
+        field_selector="type=Warning,involvedObject.kind=Pod",
+        _preload_content=False,
+    )
+    found: list[dict[str, Any]] = json.loads(answer.data)["items"]
+    return found
+
+
 @dataclass
 class _Answer:
     ok: bool
@@ -73,6 +160,7 @@ class Prerequisites:
     recheck_seconds: float = 60.0  # trust in a served answer; longest wait to ask again
     clock: Callable[[], float] = time.monotonic
     answers: dict[str, _Answer] = field(default_factory=dict)
+    images: dict[str, tuple[float, Missing | None]] = field(default_factory=dict)  # namespace →
 
     def _ask(self, key: str, question: Callable[[], bool]) -> bool:
         now, old = self.clock(), self.answers.get(key)
@@ -91,10 +179,31 @@ class Prerequisites:
         """Ask again on the next check (a create said the API is gone)."""
         self.answers.pop(key, None)
 
+    def image(self, kube: Kube, namespace: str, starting: Collection[str]) -> Missing | None:
+        """A failed image pull of one of the `starting` trials (MPIJob Created, not Running),
+        from the namespace's Events asked at most every IMAGE_CHECK_SECONDS."""
+        if not starting:
+            return None
+        now, old = self.clock(), self.images.get(namespace)
+        if old is None or now - old[0] >= IMAGE_CHECK_SECONDS:
+            events = pod_warnings(kube, namespace)
+            old = (now, unpullable_image(events, set(starting), time.time()))
+            self.images[namespace] = old
+        found = old[1]
+        if found is None or not set(found.trials) & set(starting):
+            return None  # its trials run now (or are gone)
+        return found
+
     def missing(
-        self, kube: Kube, experiment: ScaleExperiment, namespace: str, config: Config
+        self,
+        kube: Kube,
+        experiment: ScaleExperiment,
+        namespace: str,
+        config: Config,
+        starting: Collection[str] = (),
     ) -> list[Missing]:
-        """What `experiment` lacks in `namespace`, in the order a person should fix it."""
+        """What `experiment` lacks in `namespace`, in the order a person should fix it;
+        `starting` are its trials whose MPIJob waits for its pods."""
         out: list[Missing] = []
         if not self._ask(
             MPIJOB_API.key, lambda: served(kube, mpijob.MPIJOB_API_VERSION, "mpijobs")
@@ -108,6 +217,9 @@ class Prerequisites:
         key = f"trainer-account/{namespace}"
         if not self._ask(key, lambda: _account(kube, namespace, config, why)):
             out.append(trainer_account(namespace, config.trainer_service_account, "; ".join(why)))
+        image = self.image(kube, namespace, starting)
+        if image is not None:
+            out.append(image)
         return out
 
 

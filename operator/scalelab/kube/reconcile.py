@@ -71,6 +71,7 @@ class Missing:
     reason: str
     message: str
     blocks: bool = True
+    trials: tuple[str, ...] = ()  # trials it holds although launched (pods that cannot start)
 
 
 class JobPhase(StrEnum):
@@ -414,6 +415,17 @@ class Memory:
     missing: set[str] = field(default_factory=set)  # prerequisites already reported missing
 
 
+@dataclass(frozen=True)
+class TrialEvent:
+    """An Event whose object is one ScaleTrial (kubectl describe st shows it)."""
+
+    trial: str
+    uid: str
+    type: str
+    reason: str
+    message: str
+
+
 @dataclass
 class Actions:
     """Everything one reconciliation asks the API for, in order."""
@@ -424,6 +436,7 @@ class Actions:
     trial_status: dict[str, dict[str, Any]] = field(default_factory=dict)  # name → status patch
     experiment_status: dict[str, Any] | None = None
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    trial_events: list[TrialEvent] = field(default_factory=list)  # Events on one ScaleTrial
 
 
 @dataclass(frozen=True)
@@ -752,7 +765,8 @@ def hold(  # noqa: PLR0917 - step 3 of decide when prerequisites are missing
     missing: Sequence[Missing],
 ) -> Usage:
     """Step 3 without the cluster's prerequisites: launch nothing; every trial waiting for a
-    slot says what is missing instead."""
+    slot says what is missing instead, and so does a launched one whose pods cannot start
+    (`Missing.trials`: its image cannot be pulled)."""
     why = BLOCKED + "; ".join(m.message for m in missing)
     used = queued = 0
     for p in planned:
@@ -762,6 +776,9 @@ def hold(  # noqa: PLR0917 - step 3 of decide when prerequisites are missing
         need = devices_needed(experiment, p.gpus)
         if p.name in memory.launched or seen.jobs.get(p.name) is not None:
             used += need
+            held = [m.message for m in missing if p.name in m.trials]
+            if held and phase is TrialPhase.PENDING and reason == LAUNCHED:
+                phases[p.name] = (TrialPhase.PENDING, BLOCKED + "; ".join(held))
         elif phase is TrialPhase.PENDING and reason == WAITING:
             phases[p.name] = (TrialPhase.PENDING, why)
             queued += need
@@ -819,6 +836,11 @@ def patch_trial_statuses(  # noqa: PLR0917 - one step of decide, its state passe
         was = written[1] if written is not None else trial.reason if trial is not None else ""
         if reason.startswith(BLOCKED) or was.startswith(BLOCKED):
             patch["conditions"] = _blocked_conditions(reason, stamp)
+        if reason.startswith(BLOCKED) and reason != was:  # held back: the trial's own Event
+            why = reason.removeprefix(BLOCKED)
+            actions.trial_events.append(
+                TrialEvent(p.name, uids[p.name], "Warning", "PrerequisitesMissing", why)
+            )
         if phase is TrialPhase.RUNNING and (trial is None or not trial.start_time):
             patch["startTime"] = stamp
         if phase in FINISHED_TRIAL_PHASES and phase is not TrialPhase.SKIPPED:
