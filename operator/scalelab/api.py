@@ -38,6 +38,7 @@ from scalelab.rules import (
     LABEL_VALUE,
     MEMORY_QUANTITY,
     QUEUE_NAME,
+    Format,
     Rule,
     at,
     has,
@@ -247,10 +248,26 @@ MODEL_DATASETS: dict[Model, tuple[Dataset, ...]] = {
 
 #: A Python entry point `package.module:function` (the user workload plugin).
 ENTRY_POINT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
-#: A workload parameter's name: a Python identifier.
-PARAMETER_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+#: A workload parameter's name: a Python identifier (the plugin reads ctx.parameters[name]).
+PARAMETER_NAME = Format(
+    "parameter name",
+    (r"[A-Za-z_][A-Za-z0-9_]*",),
+    63,
+    "an identifier: letters, digits and '_', not starting with a digit, at most 63 characters",
+)
 MAX_PARAMETERS = 64
-#: The CRD marks a field whose values Kubernetes keeps as they are (`workload.parameters`).
+#: A parameter's value: a string of at most this many characters, a number, a boolean, or a list
+#: of at most MAX_PARAMETER_LIST of them.
+MAX_PARAMETER_STRING, MAX_PARAMETER_LIST = 1024, 256
+PARAMETER_VALUE_MESSAGE = (
+    f"must be a string (at most {MAX_PARAMETER_STRING} characters), a number, true/false or a "
+    f"list of at most {MAX_PARAMETER_LIST} of them"
+)
+#: The CRD marks a field whose values Kubernetes keeps as they are (`workload.parameters`). No CRD
+#: rule can check them: Kubernetes' CEL has no type for data kept by
+#: x-kubernetes-preserve-unknown-fields ("failed to convert to declType"), so neither the names
+#: nor the values are visible to a rule. The models check both; the operator refuses an
+#: experiment they refuse with Ready=False InvalidSpec naming the field (docs/design-changes.md).
 FREE_FORM_VALUES = "x-scalelab-free-form-values"
 
 
@@ -259,21 +276,21 @@ def _parameter_value(value: Any) -> Any:
     per member of a union)."""
 
     def scalar(v: Any) -> bool:
-        return isinstance(v, bool | int | float) or (isinstance(v, str) and len(v) <= 1024)
+        return isinstance(v, bool | int | float) or (
+            isinstance(v, str) and len(v) <= MAX_PARAMETER_STRING
+        )
 
     if scalar(value) or (
-        isinstance(value, list) and len(value) <= 256 and all(scalar(v) for v in value)
+        isinstance(value, list)
+        and len(value) <= MAX_PARAMETER_LIST
+        and all(scalar(v) for v in value)
     ):
         return value
-    raise PydanticCustomError(
-        "parameter_value",
-        "must be a string (at most 1024 characters), a number, true/false or a list of at most "
-        "256 of them",
-    )
+    raise PydanticCustomError("parameter_value", PARAMETER_VALUE_MESSAGE)
 
 
 ParameterValue = Annotated[Any, AfterValidator(_parameter_value)]
-ParameterName = Annotated[str, Field(pattern=PARAMETER_NAME_PATTERN, max_length=63)]
+ParameterName = Annotated[str, PARAMETER_NAME]
 
 # ------------------------------------------------------------------------------------ spec
 

@@ -148,8 +148,10 @@ def structural(
 
 
 def _free_form_values(schema: Schema, *, defaults: bool) -> Schema:
-    """A map whose values Kubernetes keeps as written (`workload.parameters`): its size is bounded
-    here, its names and value types are checked by the models (the operator's condition)."""
+    """A map whose values Kubernetes keeps as written (`workload.parameters`): a structural
+    schema has no "scalar or list of scalars", and CEL sees nothing of preserve-unknown-fields
+    data (not even the keys), so only its size is bounded here; its names and value types are
+    checked by the models, and the operator refuses the experiment on its conditions."""
     out: Schema = {
         "description": schema["description"],
         "type": "object",
