@@ -12,9 +12,10 @@ the launcher `runPolicy.backoffLimit` times and kills it after `activeDeadlineSe
 
 `fail` names trials whose "container" exits 1 with a message instead of running the trainer (a
 crashing image), `hang` trials that sleep silently (a hung allreduce), `unpullable` trials whose
-image the "kubelet" cannot pull: their MPIJob stays Created and the Warning Events kubelet 1.36
-writes about worker 0 (`Failed` "Failed to pull image …", `BackOff` "Back-off pulling image …")
-are written every 2 s until the name is removed, then they run.
+image the "kubelet" cannot pull: their MPIJob stays Created and the Events kubelet 1.36 writes
+about worker 0 (Warning `Failed` "Failed to pull image …" and "Error: ErrImagePull", Normal
+`BackOff` "Back-off pulling image …") are written every 2 s until the name is removed, then they
+run.
 Suspended MPIJobs (Kueue) only get the Suspended condition, as mpi-operator v0.8.0 writes it;
 once unsuspended (Kueue admitted them) they run.
 """
@@ -252,13 +253,14 @@ class StandIn:
             ("Failed", f'Failed to pull image "{image}": rpc error: code = NotFound desc = '
                        f"failed to pull and unpack image: {image}: not found"),
             ("Failed", "Error: ErrImagePull"),
-            ("BackOff", f'Back-off pulling image "{image}"'),
+            ("BackOff", f'Back-off pulling image "{image}"'),  # a Normal Event in 1.36
         ):  # fmt: skip
             event = {
                 "metadata": {"generateName": f"{pod}.", "namespace": namespace},
                 "involvedObject": {"kind": "Pod", "name": pod, "namespace": namespace,
                                    "apiVersion": "v1", "fieldPath": "spec.containers{worker}"},
-                "reason": reason, "message": message, "type": "Warning",
+                "reason": reason, "message": message,
+                "type": "Normal" if reason == "BackOff" else "Warning",
                 "source": {"component": "kubelet", "host": "standin"},
                 "firstTimestamp": _now(), "lastTimestamp": _now(), "count": 1,
             }  # fmt: skip

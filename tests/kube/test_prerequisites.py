@@ -81,6 +81,13 @@ def test_a_failed_image_pull_of_a_waiting_trial_is_named_with_its_image() -> Non
     assert f'trial lab-b8-g1 cannot pull image "{image}" (Failed: Failed to pull' in found.message
     assert "correct spec.resources.image" in found.message
     assert unpullable_image(events[2:], waiting, now) is None
+    tag = _kubelet_event(
+        "lab-b32-g1-worker-1",
+        "InspectFailed",
+        'Failed to apply default image tag "Bad:Ref": invalid reference',
+        recent,
+    )
+    assert unpullable_image([tag], waiting, now).trials == ("lab-b32-g1",)  # type: ignore[union-attr]
     never = _kubelet_event(
         "lab-b16-g1-launcher-7xk2p", "ErrImageNeverPull",
         'Container image "local/trainer:dev" is not present with pull policy of Never', recent,

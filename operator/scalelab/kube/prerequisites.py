@@ -16,9 +16,9 @@ The trainer image is the one prerequisite only a node can judge. The operator ma
 MPIJob Created), so it reads what the kubelet tells everyone who may list Events: while a trial's
 MPIJob is Created and not Running, the namespace's recent Warning Events on that MPIJob's pods
 (`<trial>-launcher-…`, `<trial>-worker-…`) are asked, at most once per `IMAGE_CHECK_SECONDS`, for
-a failed pull (`Failed to pull image "…"`, `Back-off pulling image "…"`, `ErrImageNeverPull`,
-`InspectFailed`). One found names the image and the trial, and holds further launches (they would
-fail the same way) until the pods run.
+a failed pull (`Failed to pull image "…"`, `ErrImageNeverPull`, `InspectFailed`). One found
+names the image and the trial, and holds further launches (they would fail the same way) until
+the pods run.
 """
 
 from __future__ import annotations
@@ -46,11 +46,12 @@ KUEUE_GROUP = "kueue.x-k8s.io"
 IMAGE_CHECK_SECONDS = 10.0
 #: Older kubelet Events are history (a pull that failed before and may work now).
 IMAGE_EVENT_MAX_AGE_SECONDS = 600.0
-#: What the kubelet writes when it cannot pull an image (pkg/kubelet/images, events.go).
-PULL_FAILED = re.compile(
-    r'(?:pull(?:ing)? image|image) "(?P<image>[^"]+)"|'
-    r'Container image "(?P<never>[^"]+)" is not present with pull policy of Never'
-)
+#: The image named by the kubelet's Warning Events of a failed pull (kubelet 1.36,
+#: pkg/kubelet/images/image_manager.go): reason Failed 'Failed to pull image "…": <error>',
+#: ErrImageNeverPull 'Container image "…" is not present with pull policy of Never',
+#: InspectFailed 'Failed to inspect image "…"' or 'Failed to apply default image tag "…"'.
+#: ('Back-off pulling image "…"' is a Normal Event there; the Failed one repeats at each try.)
+PULL_FAILED = re.compile(r'image(?: tag)? "(?P<image>[^"]+)"')
 
 MPIJOB_API = Missing(
     "mpijob-api",
@@ -99,7 +100,7 @@ def unpullable_image(
         seen = _event_time(event)
         if seen is not None and now - seen > IMAGE_EVENT_MAX_AGE_SECONDS:
             continue
-        image = match.group("image") or match.group("never")
+        image = match.group("image")
         found[trial] = f'"{image}" ({event.get("reason")}: {message[:300]})'
     if not found:
         return None
