@@ -53,10 +53,17 @@ class Linear:
         return np.append(self.w.numpy(), self.b.numpy())
 
     def summary(self) -> dict[str, Any]:
-        w = self.w.numpy()
-        if w.size == 1:
-            return {"w": float(w[0]), "b": float(self.b.numpy())}
-        return {"wNorm": float(np.linalg.norm(w)), "b": float(self.b.numpy())}
+        return self.summary_of(self.theta())
+
+    @staticmethod
+    def summary_of(theta: npt.NDArray[np.float64]) -> dict[str, Any]:
+        """The summary of parameters θ = (w..., b): w and b of a line, else |w| and b."""
+        w, b = theta[:-1], float(theta[-1])
+        return (
+            {"w": float(w[0]), "b": b}
+            if w.size == 1
+            else {"wNorm": float(np.linalg.norm(w)), "b": b}
+        )
 
 
 class Keras:

@@ -6,6 +6,7 @@ takes the contiguous slice [g·r/N, g·(r+1)/N) of it (g = that batch's size). E
 its per-example losses summed and divided by g, and ranks SUM their gradients, so the update is the
 gradient of the mean loss over exactly the same g examples whatever N is (an uneven last batch
 included). Called by train.py; the loop returns one float64 vector per call (one host sync).
+For linear models the call runs whole epochs and applies the stopping rules at each epoch end.
 """
 
 from __future__ import annotations
@@ -62,25 +63,55 @@ class CallOutput:
     def decode(cls, vector: npt.NDArray[np.float64], params: int = 0) -> CallOutput:
         """Name the fields of one call's vector (the host keeps only the `done` steps'
         records); `params`: P when the loop records the parameters after every step."""
-        done = int(vector[DONE])
-        hit = int(vector[TARGET_HIT])
         rest = vector[FULL_LOSS + 1 :]
         count = len(rest) // (1 + params)  # the call's step budget, when recording
+        return cls.of(vector, rest[:count], rest[count:].reshape(-1, params) if params else None)
+
+    @classmethod
+    def of(
+        cls,
+        row: npt.NDArray[np.float64],
+        losses: npt.NDArray[np.float64],
+        params: npt.NDArray[np.float64] | None,
+    ) -> CallOutput:
+        """The fields DONE .. FULL_LOSS of `row`, with the steps' records (cut to `done`)."""
+        done = int(row[DONE])
+        hit = int(row[TARGET_HIT])
         return cls(
             done=done,
-            loss_sum=float(vector[LOSS_SUM]),
-            diverged=bool(vector[DIVERGED]),
-            g2_sum=float(vector[G2_SUM]),
-            tr_sum=float(vector[TR_SUM]),
-            noise_count=int(vector[NOISE_COUNT]),
-            g2_sq=float(vector[G2_SQ]),
-            tr_sq=float(vector[TR_SQ]),
-            g2_tr=float(vector[G2_TR]),
+            loss_sum=float(row[LOSS_SUM]),
+            diverged=bool(row[DIVERGED]),
+            g2_sum=float(row[G2_SUM]),
+            tr_sum=float(row[TR_SUM]),
+            noise_count=int(row[NOISE_COUNT]),
+            g2_sq=float(row[G2_SQ]),
+            tr_sq=float(row[TR_SQ]),
+            g2_tr=float(row[G2_TR]),
             target_hit=hit if hit >= 0 else None,
-            full_loss=float(vector[FULL_LOSS]),
-            update_losses=rest[:count][:done],
-            update_params=rest[count:].reshape(-1, params)[:done] if params else rest[:0],
+            full_loss=float(row[FULL_LOSS]),
+            update_losses=losses[:done],
+            update_params=params[:done] if params is not None else losses[:0],
         )
+
+
+def decode_epochs(
+    vector: npt.NDArray[np.float64], count: int, steps_per_epoch: int, params: int, recorded: int
+) -> list[tuple[CallOutput, npt.NDArray[np.float64]]]:
+    """One call of the epoch loop (`count` epochs asked, P = `params` parameters; `recorded`:
+    0, or 1 when every step's loss is recorded, or 1 + P when its parameters are too): per
+    epoch run, its fields (records cut to its steps) and θ at its end."""
+    S, width = steps_per_epoch, FULL_LOSS + 1 + params
+    ran = int(vector[0])
+    rows = vector[1 : 1 + count * width].reshape(count, width)
+    rest = vector[1 + count * width :]
+    losses = rest[: count * S] if recorded else rest[:0]
+    ps = rest[count * S :].reshape(-1, params) if recorded > 1 else None
+    out = []
+    for j in range(ran):
+        lo, hi = j * S, (j + 1) * S
+        cut = ps[lo:hi] if ps is not None else None
+        out.append((CallOutput.of(rows[j], losses[lo:hi], cut), rows[j, FULL_LOSS + 1 :]))
+    return out
 
 
 class Compiled(Protocol):
@@ -131,6 +162,7 @@ def build_step_loop(
     record_updates: bool = False,
     record_params: bool = False,
     reduce: bool = True,
+    epoch_rule: tuple[str, float] | None = None,
 ) -> Compiled:
     """A tf.function running `count` steps from global step `first`; stops early on divergence.
 
@@ -142,6 +174,10 @@ def build_step_loop(
     `record_updates` appends every step's loss to the returned vector, and `record_params` then
     the trainable parameters after every step (flattened, in variable order); read the vector
     with `CallOutput.decode`.
+    `epoch_rule` (linear models: quadratic_loss given; the stopping loss, full or update, and the
+    relative tolerance) builds the epoch loop instead: `count` whole epochs per call with the
+    stopping rules applied at each epoch end inside the graph, one row per epoch (the fields,
+    the exact loss and θ); read it with `decode_epochs`.
 
     Long by design (~130 lines): `one_step` and the loop body are closures over the layout, the
     data and the flags, so that tracing sees Python constants and emits no op for a branch not
@@ -197,9 +233,21 @@ def build_step_loop(
         small = small_sq / tf.maximum(small_n, 1) if measure_noise else small_sq
         return grads, loss, small, gf
 
-    def loop(first: tf.Tensor, count: tf.Tensor, limit: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+    P = sum(int(np.prod(v.shape)) for v in variables)
+
+    def steps(
+        first: tf.Tensor,
+        count: tf.Tensor,
+        bounds: tuple[tf.Tensor, tf.Tensor],
+        offset: tf.Tensor | None,
+        *rec: Any,
+    ) -> tuple[list[tf.Tensor], list[Any]]:
+        """`count` steps from global step `first` (fewer if one diverges): the fields DONE ..
+        TARGET_HIT, and the record TensorArrays with step i written at offset + i."""
+        limit, target = bounds
+
         # Loop state, one scalar each (slicing and re-stacking one vector per step costs ops):
-        # step index, then the fields DONE .. TARGET_HIT, then the optional per-step losses.
+        # step index, then the fields DONE .. TARGET_HIT, then the optional per-step records.
         def body(i: tf.Tensor, *state: Any) -> tuple[Any, ...]:
             done, loss_sum, _, g2_sum, tr_sum, noise_n, g2_sq, tr_sq, g2_tr, hit, *rec = state
             step = first + i
@@ -231,11 +279,12 @@ def build_step_loop(
             if track_target and quadratic_loss is not None:  # exact full loss after the update
                 reached = tf.logical_and(hit < 0, quadratic_loss() <= target)
                 hit = tf.where(tf.logical_and(reached, ~bad), tf.cast(step + 1, tf.float64), hit)
+            at = tf.cast(i if offset is None else offset + i, tf.int32)
             if record_updates:
-                rec[0] = rec[0].write(tf.cast(i, tf.int32), loss64)
+                rec[0] = rec[0].write(at, loss64)
             if record_params:
                 flat = tf.concat([tf.reshape(tf.cast(v, tf.float64), [-1]) for v in variables], 0)
-                rec[1] = rec[1].write(tf.cast(i, tf.int32), flat)
+                rec[1] = rec[1].write(at, flat)
             return (i + 1, done + keep, loss_sum + loss64 * keep, 1.0 - keep, g2_sum, tr_sum,
                     noise_n, g2_sq, tr_sq, g2_tr, hit, *rec)  # fmt: skip
 
@@ -243,31 +292,71 @@ def build_step_loop(
             return tf.logical_and(i < count, state[DIVERGED] == 0)
 
         zero = tf.zeros([], tf.float64)
-        init: tuple[Any, ...] = (
-            tf.zeros([], tf.int64),
-            *([zero] * TARGET_HIT),
-            -tf.ones([], tf.float64),
-        )
-        size = tf.cast(count, tf.int32)
-        if record_updates:
-            init += (tf.TensorArray(tf.float64, size=size, element_shape=[]),)
-        if record_params:
-            P = sum(int(np.prod(v.shape)) for v in variables)
-            init += (tf.TensorArray(tf.float64, size=size, element_shape=[P]),)
+        init = (tf.zeros([], tf.int64), *([zero] * TARGET_HIT), -tf.ones([], tf.float64), *rec)
         # One step per call: no graph loop around it (a loop costs as much as an MLP step).
         out = body(*init) if one_per_call else tf.while_loop(more, body, init)
+        return list(out[1 : TARGET_HIT + 2]), list(out[TARGET_HIT + 2 :])
+
+    def records(size: tf.Tensor) -> list[Any]:
+        """Empty TensorArrays for `size` steps' losses and parameters, as recorded."""
+        size = tf.cast(size, tf.int32)
+        rec: list[Any] = []
+        if record_updates:
+            rec.append(tf.TensorArray(tf.float64, size=size, element_shape=[]))
+        if record_params:
+            rec.append(tf.TensorArray(tf.float64, size=size, element_shape=[P]))
+        return rec
+
+    def stacked(rec: list[Any]) -> list[tf.Tensor]:
+        """Every step's loss, then every step's parameters row by row (the host keeps `done`)."""
+        return [tf.reshape(r.stack(), [-1]) for r in rec]
+
+    def loop(first: tf.Tensor, count: tf.Tensor, limit: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+        fields, rec = steps(first, count, (limit, target), None, *records(count))
         full = quadratic_loss() if quadratic_loss is not None else tf.constant(np.nan, tf.float64)
         # ... and with linear models the epoch-end loss in the same call (O(d²)).
-        acc = tf.stack([*out[1 : TARGET_HIT + 2], full])
-        records = out[TARGET_HIT + 2 :]  # the TensorArrays, after i and the fixed fields
-        if record_updates:  # every step's loss after the fixed fields (the host keeps `done`)
-            acc = tf.concat([acc, records[0].stack()], 0)
-        if record_params:  # then every step's parameters, row by row
-            acc = tf.concat([acc, tf.reshape(records[1].stack(), [-1])], 0)
-        return acc
+        return tf.concat([tf.stack([*fields, full]), *stacked(rec)], 0)
+
+    def epochs(
+        first: tf.Tensor, count: tf.Tensor, limit: tf.Tensor, target: tf.Tensor, prev: tf.Tensor
+    ) -> tf.Tensor:
+        # Up to `count` epochs of S steps, ending after the first epoch at which a stopping rule
+        # applies, computed as the host's stopping.decide does (the same float64 operations;
+        # the relative rule's `change < T` is false when the previous loss is NaN = none yet,
+        # or 0, as decide skips it then). The host decides again on every returned epoch.
+        assert epoch_rule is not None
+        assert quadratic_loss is not None
+        rule, tolerance = epoch_rule
+
+        def body(e: tf.Tensor, prev: tf.Tensor, halt: tf.Tensor, *state: Any) -> tuple[Any, ...]:
+            rows, *rec = state
+            fields, rec = steps(first + e * S, S, (limit, target), e * S, *rec)
+            full = quadratic_loss()
+            theta = tf.concat([tf.reshape(v, [-1]) for v in variables], 0)
+            rows = rows.write(
+                tf.cast(e, tf.int32), tf.concat([tf.stack([*fields, full]), theta], 0)
+            )
+            current = full if rule == "full" else fields[LOSS_SUM] / fields[DONE]
+            stop = [fields[DIVERGED] > 0, tf.logical_not(tf.math.is_finite(full)), full > limit]
+            if track_target:
+                stop.append(full <= target)
+            if tolerance > 0:
+                stop.append(tf.abs(current - prev) / tf.abs(prev) < tolerance)
+            return (e + 1, current, tf.reduce_any(tf.stack(stop)), rows, *rec)
+
+        def more(e: tf.Tensor, prev: tf.Tensor, halt: tf.Tensor, *state: Any) -> tf.Tensor:
+            return tf.logical_and(e < count, tf.logical_not(halt))
+
+        rows = tf.TensorArray(
+            tf.float64, size=tf.cast(count, tf.int32), element_shape=[FULL_LOSS + 1 + P]
+        )
+        init = (tf.zeros([], tf.int64), prev, tf.constant(False), rows, *records(count * S))
+        ran, _, _, rows, *rec = tf.while_loop(more, body, init)
+        head = [tf.reshape(tf.cast(ran, tf.float64), [1]), tf.reshape(rows.stack(), [-1])]
+        return tf.concat([*head, *stacked(rec)], 0)
 
     # Written without AutoGraph: converting this code costs seconds on first use.
-    return cast(Compiled, tf.function(loop, autograph=False))
+    return cast(Compiled, tf.function(loop if epoch_rule is None else epochs, autograph=False))
 
 
 def _chunked_sum(

@@ -1,9 +1,10 @@
 """One trial from config to `result` event: build, broadcast, run epochs, stop, report.
 
-The epoch loop lives on the host; the steps run compiled (step.py). At every epoch end the
-full-dataset loss is measured (comparable across batch sizes), an `epoch` event is written, and the
-stopping rules are applied in this order: divergence, target loss, the lab's relative-change rule,
-the epoch cap. Called by __main__.py once per trial (several times with --trial-list).
+The epoch loop lives on the host; the steps run compiled (step.py), and for linear models whole
+epochs do, with the stopping rules inside the graph. At every epoch end the full-dataset loss is
+measured (comparable across batch sizes), an `epoch` event is written, and the stopping rules are
+applied on the host in this order: divergence, target loss, the lab's relative-change rule, the
+epoch cap. Called by __main__.py once per trial (several times with --trial-list).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from scalelab_trainer.noise import NoiseAccumulator
 from scalelab_trainer.optimizers import Optimizer
 
 STOP_CHECK_CALLS = 50  # with N > 1, ranks agree on a stop request every this many calls
+#: Linear models run whole epochs per call, up to this many steps' worth after the first call
+#: (events, metrics and SIGTERM wait for a call: at most ~1 s of the lab's steps on one core).
+EPOCH_CALL_STEPS = 10_000
 #: Per-update parameters are recorded (--record-update-losses, linear models) while
 #: parameters × steps per epoch × max epochs stays within this many numbers.
 UPDATE_PARAMS_LIMIT = 200_000
@@ -141,12 +145,16 @@ class _Built:
     lin: models.Linear | None = None
     diag: linear.Diagnostics | None = None
     recorded_params: int = 0  # P when every update's parameters are recorded, else 0
+    epoch_loop: bool = False  # `loop` runs whole epochs with the stopping rules (linear models)
+    params: int = 0  # P, the trainable parameters
+    recorded: int = 0  # epoch loop: 0, 1 (every update's loss) or 1 + P (and its parameters)
 
-    def distance(self) -> float | None:
-        """|θ − θ*| of the linear model, where the optimum is known."""
+    def distance(self, theta: linear.F64 | None = None) -> float | None:
+        """|θ − θ*| of the linear model (now, or at `theta`), where the optimum is known."""
         if self.lin is None or self.diag is None:
             return None
-        return float(np.linalg.norm(self.lin.theta() - self.diag.optimum))
+        now = self.lin.theta() if theta is None else theta
+        return float(np.linalg.norm(now - self.diag.optimum))
 
 
 @dataclass
@@ -278,6 +286,8 @@ def _build(cfg: TrialConfig) -> _Built:
     lin = model if isinstance(model, models.Linear) else None
     quad = _quadratic(lin, ds.x, ds.y) if lin is not None else None
     K = cfg.steps_per_call or (S if lin is not None else 1)
+    # Linear models without a --steps-per-call: whole epochs per call, rules in the graph.
+    epoch_loop = lin is not None and not cfg.steps_per_call
     P = sum(int(np.prod(v.shape)) for v in model.trainable)
     record_params = (
         cfg.record_update_losses
@@ -298,6 +308,7 @@ def _build(cfg: TrialConfig) -> _Built:
         one_per_call=K == 1,
         record_updates=cfg.record_update_losses,
         record_params=record_params,
+        epoch_rule=(cfg.stopping_loss, cfg.relative_tolerance) if epoch_loop else None,
     )
     # evaluation batch: bounded activation memory
     chunk = 256 if cfg.model in ("cnn", "custom") else 1024
@@ -314,7 +325,8 @@ def _build(cfg: TrialConfig) -> _Built:
     diag = _diagnose(cfg, ds, sched, S) if lin is not None else None
     return _Built(
         ds, model, opt, layout, sched, perm, x, y, K, loop, compiled_loss, full_loss, accuracy,
-        lin, diag, P if record_params else 0,
+        lin, diag, P if record_params else 0, epoch_loop, P,
+        (1 + P if record_params else 1) if cfg.record_update_losses else 0,
     )  # fmt: skip
 
 
@@ -337,9 +349,8 @@ def _trace(b: _Built) -> float:
     and not mixed into the first epoch's training time; returns those seconds."""
     t_compile = time.perf_counter()
     scalar = tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)
-    b.loop.get_concrete_function(
-        *scalar, tf.TensorSpec([], tf.float64), tf.TensorSpec([], tf.float64)
-    )
+    losses = [tf.TensorSpec([], tf.float64)] * (3 if b.epoch_loop else 2)
+    b.loop.get_concrete_function(*scalar, *losses)
     if b.compiled_loss is not None:
         b.compiled_loss.get_concrete_function()
     return time.perf_counter() - t_compile
@@ -380,43 +391,142 @@ def _train(
         tf.constant(cfg.target_loss or 0.0, tf.float64),
     )
     previous = loss0 if cfg.stopping_loss == "full" else None
+    sinks = _Sinks(emitter, metrics, stop_requested)
     run.t_train = time.perf_counter()
     while run.stop is None:
+        if b.epoch_loop:
+            previous = _run_epochs(cfg, b, run, bounds, previous, sinks)
+            continue
         run.epoch += 1
         t_epoch = time.perf_counter()
         if cfg.shuffle:
-            # Same permutation on every rank: drawn from the trial seed and the epoch number.
-            b.perm.assign(np.random.default_rng([cfg.seed, run.epoch]).permutation(b.ds.size))
-        epoch = _run_epoch(cfg, b, run, bounds, stop_requested, metrics)
-        update_loss = _end_epoch(b, run, epoch, time.perf_counter() - t_epoch, emitter, metrics)
-        end = stopping.EpochEnd(
-            epoch=run.epoch,
-            loss=run.loss,
-            update_loss=update_loss,
-            previous=previous,
-            initial_loss=loss0,
-            step_diverged=epoch.diverged,
-            interrupted=run.interrupted,
-        )
-        run.stop = stopping.decide(cfg, end)
-        if run.stop is not None and run.stop.target_reached:
-            run.to_target = {
-                "stepsToTarget": epoch.target_hit if epoch.target_hit is not None else run.steps,
-                "epochsToTarget": run.epoch,
-                "timeToTargetSeconds": time.perf_counter() - run.t_train,
-            }
-            run.noise_at_target = _noise_summary(run)
-        previous = stopping.rule_loss(cfg, run.loss, update_loss)
+            _shuffle(cfg, b, run.epoch)
+        epoch = _run_epoch(cfg, b, run, bounds, sinks)
+        now = time.perf_counter()
+        previous = _close_epoch(cfg, b, run, epoch, (now - t_epoch, now), previous, sinks)
     return run
 
 
-def _run_epoch(  # noqa: PLR0917 - one epoch of _train, its state passed explicitly
+@dataclass(frozen=True)
+class _Sinks:
+    """Where a trial's epochs go, and whether it is asked to stop."""
+
+    emitter: Emitter
+    metrics: TrialMetrics | None
+    stop_requested: Callable[[], bool]
+
+
+def _shuffle(cfg: TrialConfig, b: _Built, epoch: int) -> None:
+    """Same permutation on every rank: drawn from the trial seed and the epoch number."""
+    b.perm.assign(np.random.default_rng([cfg.seed, epoch]).permutation(b.ds.size))
+
+
+def _close_epoch(  # noqa: PLR0917 - the end of one epoch of _train, its state passed explicitly
+    cfg: TrialConfig,
+    b: _Built,
+    run: _Run,
+    epoch: _Epoch,
+    timing: tuple[float, float],
+    previous: float | None,
+    sinks: _Sinks,
+    theta: linear.F64 | None = None,
+) -> float | None:
+    """The epoch's event and the stopping rules (`timing`: its seconds and perf_counter at its
+    end; `theta`: the linear model's parameters then); the rule's loss for the next epoch."""
+    update_loss = _end_epoch(b, run, epoch, timing, sinks, theta=theta)
+    end = stopping.EpochEnd(
+        epoch=run.epoch,
+        loss=run.loss,
+        update_loss=update_loss,
+        previous=previous,
+        initial_loss=run.loss0,
+        step_diverged=epoch.diverged,
+        interrupted=run.interrupted,
+    )
+    run.stop = stopping.decide(cfg, end)
+    if run.stop is not None and run.stop.target_reached:
+        run.to_target = {
+            "stepsToTarget": epoch.target_hit if epoch.target_hit is not None else run.steps,
+            "epochsToTarget": run.epoch,
+            "timeToTargetSeconds": timing[1] - run.t_train,
+        }
+        run.noise_at_target = _noise_summary(run)
+    return stopping.rule_loss(cfg, run.loss, update_loss)
+
+
+def _run_epochs(  # noqa: PLR0917 - epochs of _train, its state passed explicitly
     cfg: TrialConfig,
     b: _Built,
     run: _Run,
     bounds: tuple[tf.Tensor, tf.Tensor],
-    stop_requested: Callable[[], bool],
-    metrics: TrialMetrics | None,
+    previous: float | None,
+    sinks: _Sinks,
+) -> float | None:
+    """Linear models: one call of the epoch loop, then each of its epochs closed as one call
+    per epoch would be (the same sums, events and rules); the rule's loss for the next epoch.
+
+    The first call runs one epoch (the warm-up, apart in the step times), later ones up to
+    EPOCH_CALL_STEPS steps' worth; shuffling needs a new order per epoch, so one each. An
+    epoch's seconds are its share of the call's.
+    """
+    S = b.layout.steps_per_epoch
+    count = 1 if run.calls == 0 or cfg.shuffle else max(1, EPOCH_CALL_STEPS // S)
+    count = min(count, cfg.max_epochs - run.epoch)
+    if cfg.shuffle:
+        _shuffle(cfg, b, run.epoch + 1)
+    t0 = time.perf_counter()
+    prev = tf.constant(np.nan if previous is None else previous, tf.float64)
+    vector = b.loop(tf.constant(run.steps, tf.int64), tf.constant(count, tf.int64), *bounds, prev)
+    rows = step.decode_epochs(vector.numpy(), count, S, b.params, b.recorded)
+    dt = time.perf_counter() - t0
+    run.calls += 1
+    run.clock.add(
+        dt,
+        sum(o.done for o, _ in rows),
+        b.layout.batch_sizes(run.steps, sum(o.done for o, _ in rows)),
+    )
+    interrupted = _agreed_stop(sinks.stop_requested, b.layout.size, 0)
+    for j, (out, theta) in enumerate(rows):
+        if run.stop is not None:
+            raise RuntimeError(
+                f"the epoch loop trained past epoch {run.epoch}, where a stopping rule applies "
+                f"({run.stop.reason}); the graph's rules and stopping.decide disagree"
+            )
+        run.epoch += 1
+        epoch = _Epoch()
+        share = dt / len(rows)
+        samples = b.layout.batch_sizes(run.steps, out.done)
+        if sinks.metrics:
+            sinks.metrics.on_steps(out.done, samples, share)
+        _add_call(cfg, b, run, epoch, out)
+        run.interrupted = interrupted and j == len(rows) - 1
+        timing = (share, t0 + share * (j + 1))
+        previous = _close_epoch(cfg, b, run, epoch, timing, previous, sinks, theta)
+    return previous
+
+
+def _add_call(cfg: TrialConfig, b: _Built, run: _Run, epoch: _Epoch, out: step.CallOutput) -> None:
+    """Fold one call's (or one epoch row's) output into the run and the epoch."""
+    run.steps += out.done
+    epoch.update_loss_sum += out.loss_sum
+    if cfg.record_update_losses:
+        run.curves["updateLosses"].extend(float(v) for v in out.update_losses)
+    if b.recorded_params:
+        run.curves["updateParams"].extend(row.tolist() for row in out.update_params)
+    epoch.updates += out.done
+    run.noise.add(out.g2_sum, out.tr_sum, out.noise_count, out.g2_sq, out.tr_sq, out.g2_tr)
+    if out.target_hit is not None and epoch.target_hit is None:
+        epoch.target_hit = out.target_hit
+    epoch.last = out
+    epoch.diverged = epoch.diverged or out.diverged
+
+
+def _run_epoch(
+    cfg: TrialConfig,
+    b: _Built,
+    run: _Run,
+    bounds: tuple[tf.Tensor, tf.Tensor],
+    sinks: _Sinks,
 ) -> _Epoch:
     """The epoch's steps, K per call, until the epoch ends, a step diverges or SIGTERM."""
     S, K = b.layout.steps_per_epoch, b.steps_per_call
@@ -433,37 +543,27 @@ def _run_epoch(  # noqa: PLR0917 - one epoch of _train, its state passed explici
         whole = done == K and (pos + K < S or b.ds.size % cfg.batch_size == 0)  # no short batch
         samples = samples_per_call if whole else b.layout.batch_sizes(run.steps, done)
         run.clock.add(dt, done, samples)
-        if metrics:
-            metrics.on_steps(done, samples, dt)
-        run.steps += done
+        if sinks.metrics:
+            sinks.metrics.on_steps(done, samples, dt)
+        _add_call(cfg, b, run, epoch, out)
         pos += k
         run.calls += 1
-        epoch.update_loss_sum += out.loss_sum
-        if cfg.record_update_losses:
-            run.curves["updateLosses"].extend(float(v) for v in out.update_losses)
-        if b.recorded_params:
-            run.curves["updateParams"].extend(row.tolist() for row in out.update_params)
-        epoch.updates += done
-        run.noise.add(out.g2_sum, out.tr_sum, out.noise_count, out.g2_sq, out.tr_sq, out.g2_tr)
-        if out.target_hit is not None and epoch.target_hit is None:
-            epoch.target_hit = out.target_hit
-        epoch.last = out
         if out.diverged:
-            epoch.diverged = True
             break
-        if _agreed_stop(stop_requested, b.layout.size, run.calls):
+        if _agreed_stop(sinks.stop_requested, b.layout.size, run.calls):
             run.interrupted = True
             break
     return epoch
 
 
-def _end_epoch(  # noqa: PLR0917 - the end of one epoch of _train, its state passed explicitly
+def _end_epoch(
     b: _Built,
     run: _Run,
     epoch: _Epoch,
-    seconds: float,
-    emitter: Emitter,
-    metrics: TrialMetrics | None,
+    timing: tuple[float, float],
+    sinks: _Sinks,
+    *,
+    theta: linear.F64 | None,
 ) -> float:
     """Full loss, curves, the `epoch` event and metrics at an epoch end; the mean update loss."""
     assert epoch.last is not None  # every epoch has at least one step
@@ -472,7 +572,7 @@ def _end_epoch(  # noqa: PLR0917 - the end of one epoch of _train, its state pas
         run.loss = float(b.full_loss())
     updates = epoch.updates
     update_loss = epoch.update_loss_sum / updates if updates else float("nan")
-    params = b.model.summary()
+    params = b.model.summary() if theta is None else models.Linear.summary_of(theta)
     acc = float(b.accuracy()) if b.accuracy is not None else None
     lr_now = b.sched.rate_at(max(run.steps - 1, 0))
     noise = _noise_summary(run)
@@ -488,23 +588,24 @@ def _end_epoch(  # noqa: PLR0917 - the end of one epoch of _train, its state pas
         run.curves[key].append(val)
     if acc is not None:
         run.curves["testAccuracy"].append(acc)
-    emitter.emit(
+    seconds, now = timing
+    sinks.emitter.emit(
         "epoch",
         epoch=run.epoch,
         steps=run.steps,
         loss=run.loss,
         updateLoss=update_loss,
         params=params,
-        distanceToOptimum=b.distance(),
+        distanceToOptimum=b.distance(theta),
         seconds=seconds,
-        trainingSeconds=time.perf_counter() - run.t_train,
+        trainingSeconds=now - run.t_train,
         samplesPerSecond=b.layout.batch_sizes(run.steps - updates, updates) / seconds,
         learningRate=lr_now,
         **noise,
         testAccuracy=acc,
     )
-    if metrics:
-        metrics.on_epoch(run.epoch, run.loss, update_loss, gns, lr_now)
+    if sinks.metrics:
+        sinks.metrics.on_epoch(run.epoch, run.loss, update_loss, gns, lr_now)
     return update_loss
 
 
@@ -629,7 +730,8 @@ def _split_step_time(probe: step.Compiled, clock: Clock, k: int) -> dict[str, fl
 
 
 def _agreed_stop(requested: Callable[[], bool], size: int, calls: int) -> bool:
-    """Whether to stop now; with N > 1 all ranks decide together every STOP_CHECK_CALLS calls."""
+    """Whether to stop now; with N > 1 all ranks decide together every STOP_CHECK_CALLS calls
+    (`calls` = 0: now; the epoch loop's calls are few and long)."""
     if size == 1:
         return requested()
     if calls % STOP_CHECK_CALLS:
