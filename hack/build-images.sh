@@ -14,6 +14,10 @@
 #             ACCELERATOR=cpu (tensorflow-cpu as in CI, Horovod with Gloo + MPI, no NCCL), reusing
 #             the Horovod wheel hack/install-python.sh caches (copied into images/wheels/ of the
 #             build context; without it pip compiles Horovod in the build, a few minutes more).
+#   spirals   localhost/scalelab/trainer-spirals:test   a team's derived trainer image, built the
+#             way examples/spirals-plugin/README.md tells a team to: that folder's Dockerfile
+#             (`FROM` the trainer image + `pip install` of the example package), TRAINER_IMAGE=
+#             the trainer above. Built without a network (unshare --net): it installs offline.
 #
 # Builds use buildah (vfs storage, chroot isolation, --pull=never) with its store under the cache,
 # from a staged build context holding exactly the files the Dockerfile reads. Each archive
@@ -22,17 +26,18 @@
 # build arguments), so a warm run rebuilds nothing. pip inside the build uses the host's pip
 # index settings (pip config / PIP_* / /etc/pip.conf), passed as build secrets, never stored.
 #
-# Prints `NAME=ARCHIVE` lines (base, pause, operator, trainer) on stdout, nothing else; logs go to
-# stderr. Needs root (debootstrap, chroot). Environment: SCALELAB_CACHE (default
+# Prints `NAME=ARCHIVE` lines (base, pause, operator, trainer, spirals) on stdout, nothing else;
+# logs go to stderr. Needs root (debootstrap, chroot). Environment: SCALELAB_CACHE (default
 # ~/.cache/scalelab), SCALELAB_DEBIAN_MIRROR (overrides the mirror found in the apt sources),
-# SCALELAB_IMAGES (space-separated subset of "base pause operator trainer"; default all).
+# SCALELAB_IMAGES (space-separated subset of "base pause operator trainer spirals"; default all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$PWD"
 CACHE="${SCALELAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/scalelab}"
 OUT="$CACHE/images"
 STORE="$OUT/buildah"
-WANT="${SCALELAB_IMAGES:-base pause operator trainer}"
+WANT="${SCALELAB_IMAGES:-base pause operator trainer spirals}"
+EXAMPLE=examples/spirals-plugin
 SUITE=bookworm
 BASE_PACKAGES=ca-certificates,python3,python3-venv
 declare -A NAME=(
@@ -40,6 +45,7 @@ declare -A NAME=(
   [pause]=localhost/scalelab/pause:3.10
   [operator]=localhost/scalelab/operator:test
   [trainer]=localhost/scalelab/trainer:test
+  [spirals]=localhost/scalelab/trainer-spirals:test
 )
 log() { echo "build-images: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -177,6 +183,13 @@ repo_files() {
 # Exactly what the target's COPY and RUN --mount instructions read (tests/images checks the list).
 stage_context() { # TARGET DIR
   local ctx="$2"
+  if [ "$1" = spirals ]; then # the example's own folder is the context, as in its README
+    repo_files "$EXAMPLE" | while read -r f; do
+      mkdir -p "$ctx/$(dirname "${f#"$EXAMPLE"/}")"
+      cp -p "$f" "$ctx/${f#"$EXAMPLE"/}"
+    done
+    return
+  fi
   mkdir -p "$ctx/images/wheels"
   case "$1" in
     operator) set -- operator images/requirements/operator.txt operator ;;
@@ -241,6 +254,20 @@ build_target() { # TARGET KEY CTX
   fi
 }
 
+# The team's image: their Dockerfile FROM the trainer image in the store, no network (the package
+# installs from its source folder with the trainer's own build backend).
+build_derived() { # KEY CTX
+  log "spirals: buildah bud $EXAMPLE/Dockerfile FROM ${NAME[trainer]} (log: $work/spirals.log)"
+  # unshare --net: a network namespace with loopback only (chroot isolation has no --network).
+  if ! unshare --net "${B[@]}" bud --isolation chroot --pull=never --layers=false --force-rm \
+    --build-arg "TRAINER_IMAGE=${NAME[trainer]}" --label "org.scalelab.key=$1" \
+    -f "$2/Dockerfile" -t "${NAME[spirals]}" "$2" >"$work/spirals.log" 2>&1; then
+    tail -40 "$work/spirals.log" >&2
+    cp "$work/spirals.log" "$OUT/spirals.failed.log"
+    die "spirals build failed (full log: $OUT/spirals.failed.log)"
+  fi
+}
+
 # --- main ---------------------------------------------------------------------------------------
 declare -A KEY ARCHIVE
 KEY[base]=$( { declare -f build_base; echo "$SUITE $BASE_PACKAGES"; } | sha)
@@ -249,7 +276,11 @@ for t in operator trainer; do
   stage_context "$t" "$work/ctx-$t"
   KEY[$t]=$( { echo "${KEY[base]}"; declare -f build_target; tree_hash "$work/ctx-$t"; } | sha)
 done
-for n in base pause operator trainer; do ARCHIVE[$n]="$OUT/$n-${KEY[$n]}.tar"; done
+stage_context spirals "$work/ctx-spirals"
+KEY[spirals]=$( {
+  echo "${KEY[trainer]}"; declare -f build_derived; tree_hash "$work/ctx-spirals"
+} | sha)
+for n in base pause operator trainer spirals; do ARCHIVE[$n]="$OUT/$n-${KEY[$n]}.tar"; done
 
 needs() { # NAME: wanted (or needed by a wanted image) and not archived yet
   [ -f "${ARCHIVE[$1]}" ] && return 1
@@ -257,6 +288,8 @@ needs() { # NAME: wanted (or needed by a wanted image) and not archived yet
   return 1
 }
 need_base=0
+# The derived image builds FROM the trainer: wanting it wants the trainer archive too.
+if needs spirals && ! needs trainer && [ ! -f "${ARCHIVE[trainer]}" ]; then WANT="$WANT trainer"; fi
 for n in base operator trainer; do
   if needs "$n"; then need_base=1; fi
 done
@@ -294,10 +327,25 @@ for t in operator trainer; do
   export_archive "${NAME[$t]}" "${ARCHIVE[$t]}"
   prune "$t" "${ARCHIVE[$t]}"
   report "$t" "${ARCHIVE[$t]}" $(($(date +%s) - start))
-  # The archive is the product; vfs keeps a full copy per image, so the store keeps only the base.
+  # The archive is the product; vfs keeps a full copy per image, so the store keeps only the base
+  # (and the trainer while the derived image still needs it).
+  [ "$t" = trainer ] && needs spirals && continue
   "${B[@]}" rmi -f "${NAME[$t]}" >/dev/null 2>&1 || true
 done
 
-for n in base pause operator trainer; do
+if needs spirals; then
+  start=$(date +%s)
+  if [ "$(key_of "${NAME[trainer]}")" != "${KEY[trainer]}" ]; then
+    log "spirals: loading ${ARCHIVE[trainer]} into the build store"
+    "${B[@]}" pull -q "docker-archive:${ARCHIVE[trainer]}" >/dev/null
+  fi
+  build_derived "${KEY[spirals]}" "$work/ctx-spirals"
+  export_archive "${NAME[spirals]}" "${ARCHIVE[spirals]}"
+  prune spirals "${ARCHIVE[spirals]}"
+  report spirals "${ARCHIVE[spirals]}" $(($(date +%s) - start))
+  "${B[@]}" rmi -f "${NAME[spirals]}" "${NAME[trainer]}" >/dev/null 2>&1 || true
+fi
+
+for n in base pause operator trainer spirals; do
   case " $WANT " in *" $n "*) echo "$n=${ARCHIVE[$n]}" ;; esac
 done

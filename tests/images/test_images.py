@@ -106,10 +106,11 @@ def test_the_images_run_as_non_root() -> None:
     assert all(u.isdigit() and int(u) != 0 for u in users)
 
 
-def test_hadolint_passes_on_the_dockerfile() -> None:
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "examples/spirals-plugin/Dockerfile"])
+def test_hadolint_passes_on_the_dockerfile(dockerfile: str) -> None:
     hadolint = Path(sys.executable).parent / "hadolint"
     r = subprocess.run(
-        [str(hadolint), str(REPO / "Dockerfile")], capture_output=True, text=True, check=False
+        [str(hadolint), str(REPO / dockerfile)], capture_output=True, text=True, check=False
     )
     assert r.returncode == 0, r.stdout + r.stderr
 
