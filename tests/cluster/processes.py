@@ -140,12 +140,17 @@ TIMING_TRIAL_KEYS = frozenset(
      "timeToTargetSeconds", "startedAt", "finishedAt"}
 )  # fmt: skip
 TIMING_CURVES = frozenset({"seconds", "samplesPerSecond"})
+TIMING_CRITICAL_BATCH = frozenset({"efficiency"})
 HOST_KEYS = frozenset({"host", "updatedAt", "groups", "recommendation"})
 
 
 def comparable(results: dict[str, Any]) -> dict[str, Any]:
     """A results.json without timings and host fields (the recommendation weighs timings)."""
     out = {k: v for k, v in results.items() if k not in HOST_KEYS}
+    if out.get("criticalBatch"):  # its scaling efficiencies are throughput ratios
+        out["criticalBatch"] = {
+            k: v for k, v in out["criticalBatch"].items() if k not in TIMING_CRITICAL_BATCH
+        }
     out["trials"] = [
         {k: v for k, v in t.items() if k not in TIMING_TRIAL_KEYS}
         | {"curves": {k: v for k, v in t["curves"].items() if k not in TIMING_CURVES}}

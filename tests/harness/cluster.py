@@ -321,9 +321,11 @@ state = "{d / "state"}"
     def import_images(self, archives: dict[str, Path]) -> None:
         """Import image archives into the node's containerd (the kubelet never pulls)."""
         for name, path in archives.items():
+            t = time.monotonic()
             r = self.ctr("images", "import", str(path))
             if r.returncode != 0:
                 raise RuntimeError(f"ctr import {name} ({path}) failed: {r.stderr}")
+            self.timings[f"import_{name}_seconds"] = time.monotonic() - t
 
     # --- kubelet -------------------------------------------------------------------------
     def _kubelet(self) -> None:

@@ -6,7 +6,8 @@ relabelling of our PodMonitor.
 
 The MPI operator runs as a host process with the admin kubeconfig: it is one static Go binary,
 no registry can serve its image here, and wrapping the binary in an image of our own would test
-nothing of ours. Our two images are what this tier proves.
+nothing of ours. Our two images, and a team's image derived from the trainer, are what this tier
+proves.
 Its health-check port is fixed at :8080 on the host (v0.8.0 has no flag for it), so the cluster
 tier's own mpi-operator test and this tier cannot run at the same time; in one pytest session
 they run one after the other (tests/cluster before tests/node). Two suites at once on one
@@ -43,7 +44,10 @@ _names = itertools.count()
 @pytest.fixture(scope="session")
 def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Control plane + one real node with FAKE_GPUS CPU-backed nvidia.com/gpu."""
-    c = start_cluster(tmp_path_factory.mktemp("node-cluster"), gpus=FAKE_GPUS)
+    d = tmp_path_factory.mktemp("node-cluster")
+    c = start_cluster(d, gpus=FAKE_GPUS)
+    # Start-up seconds by step (image imports per image), for whoever sizes this tier.
+    (d / "node-timings.json").write_text(json.dumps(c.node.timings, indent=1))
     try:
         yield c
     finally:
