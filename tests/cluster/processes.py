@@ -22,18 +22,25 @@ ESTABLISHED = "jsonpath={.status.conditions[?(@.type=='Established')].status}"
 
 
 def install(cp: ControlPlane, kustomization: Path = REPO / "manifests") -> ControlPlane:
-    """`kubectl apply -k manifests/` (or an overlay of it) and the real MPIJob CRD; waits until
-    the CRDs serve."""
-    cp.kubectl("apply", "-k", str(kustomization))
+    """The real MPIJob CRD, then `kubectl apply -k manifests/` (or an overlay of it); waits until
+    the CRDs serve. The prerequisite first, as a cluster has it: an operator pod that starts
+    before the MPIJob CRD serves can miss it for good (kopf: "Unresolved resources cannot be
+    served"), and its trials then never leave Pending."""
     # The MPIJob CRD is too large for client-side apply's last-applied annotation.
     cp.kubectl("apply", "--server-side", "-f", str(cp.bin / "mpijobs-crd.yaml"))
-    for crd in CRDS:
+    _wait_established(cp, CRDS[2:])
+    cp.kubectl("apply", "-k", str(kustomization))
+    _wait_established(cp, CRDS[:2])
+    return cp
+
+
+def _wait_established(cp: ControlPlane, crds: tuple[str, ...]) -> None:
+    for crd in crds:
         wait_until(
             lambda crd=crd: "True" in cp.kubectl("get", "crd", crd, "-o", ESTABLISHED).stdout,
             60,
             f"CRD {crd} established",
         )
-    return cp
 
 
 class Operator:
