@@ -12,6 +12,7 @@ everywhere. Pure functions, no I/O.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -121,7 +122,13 @@ RUNNABLE_GRID = Rule(
 
 def devices_needed(experiment: ScaleExperiment, processes: int) -> int:
     """What a trial of `processes` costs against maxGPUs (processes when running on CPU)."""
-    wire = {"resources": {"gpusPerProcess": experiment.spec.resources.gpus_per_process}}
+    return _devices(experiment.spec.resources.gpus_per_process, processes)
+
+
+@functools.cache
+def _devices(gpus_per_process: int, processes: int) -> int:
+    # DEVICES is interpreted; the operator asks thousands of times a pass at 1,000 trials.
+    wire = {"resources": {"gpusPerProcess": gpus_per_process}}
     return int(DEVICES({"self": wire, "g": processes}))
 
 
