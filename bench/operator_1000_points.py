@@ -25,26 +25,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import subprocess
 import sys
-import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import yaml
-from kubernetes import client, config, watch
+from kubernetes import client, config
 from prometheus_client.parser import text_string_to_metric_families
 from tests.cluster.processes import Operator, install
+from tests.cluster.standin import InstantStandIn
 from tests.harness.controlplane import ControlPlane, start_control_plane
 
 NS = "bench"
 NAME = "thousand"
-MERGE = "application/merge-patch+json"
 WRITE_VERBS = {"POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE"}
 
 
@@ -66,59 +66,6 @@ def experiment(concurrent: int) -> dict[str, Any]:
             "execution": {"maxConcurrentTrials": concurrent, "maxGPUs": 4096},
         },
     }
-
-
-class InstantStandIn:
-    """Each new MPIJob: patch the trial's result (as rank 0), then mark the MPIJob Succeeded."""
-
-    def __init__(self, kubeconfig: Path) -> None:
-        self.api = client.CustomObjectsApi(
-            config.new_client_from_config(config_file=str(kubeconfig))
-        )
-        self.pool = ThreadPoolExecutor(max_workers=8)
-        self.done: set[str] = set()
-        self.writes = 0
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        threading.Thread(target=self._watch, daemon=True).start()
-
-    def _watch(self) -> None:
-        while not self.stop.is_set():
-            try:
-                for event in watch.Watch().stream(
-                    self.api.list_namespaced_custom_object,
-                    "kubeflow.org", "v2beta1", NS, "mpijobs", timeout_seconds=5,
-                ):  # fmt: skip
-                    name = event["object"]["metadata"]["name"]
-                    with self.lock:
-                        if name in self.done:
-                            continue
-                        self.done.add(name)
-                    self.pool.submit(self._finish, name)
-            except Exception as e:  # the watch times out or the server hiccups: re-list
-                print(f"standin: {e!r}", file=sys.stderr)
-
-    def _finish(self, name: str) -> None:
-        result = {
-            "phase": "Succeeded", "reason": "converged", "epochs": 10, "steps": 1234,
-            "finalLoss": 0.5 + hash(name) % 1000 / 1e4, "samplesPerSecond": 1e4 + hash(name) % 5000,
-            "seconds": 3.21, "params": {"w": 10.01, "b": 1.99},
-        }  # fmt: skip
-        self.api.patch_namespaced_custom_object_status(
-            "scalelab.dev", "v1alpha1", NS, "scaletrials", name, {"status": {"result": result}},
-            _content_type=MERGE,
-        )  # fmt: skip
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        conditions = [
-            {"type": kind, "status": "True", "reason": f"MPIJob{kind}", "lastTransitionTime": now}
-            for kind in ("Created", "Succeeded")
-        ]
-        self.api.patch_namespaced_custom_object_status(
-            "kubeflow.org", "v2beta1", NS, "mpijobs", name,
-            {"status": {"conditions": conditions, "completionTime": now}}, _content_type=MERGE,
-        )  # fmt: skip
-        with self.lock:
-            self.writes += 2
 
 
 def count(api: client.CustomObjectsApi, group: str, plural: str) -> int:
@@ -153,12 +100,36 @@ def rss_mib(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far, seconds (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot(cp: ControlPlane, operator_pid: int) -> dict[str, float]:
+    """CPU seconds so far of the operator, kube-apiserver and etcd."""
+    pids = {"operator": operator_pid}
+    pids.update(
+        {k: v.pid for k, v in cp.procs.items() if k.split("#")[0] in ("kube-apiserver", "etcd")}
+    )
+    return {k: cpu_seconds(pid) for k, pid in pids.items()}
+
+
+def cpu_since(start: dict[str, float], now: dict[str, float]) -> str:
+    return ", ".join(f"{k} {now[k] - start[k]:.1f}" for k in start)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--concurrent", type=int, default=50, help="maxConcurrentTrials (first wave)")
     ap.add_argument("--interval", type=float, default=1.0, help="operator reconcile interval, s")
     ap.add_argument("--timeout", type=float, default=900.0)
+    ap.add_argument("--dump-status", type=Path, help="write the final status JSON here")
+    ap.add_argument(
+        "--profile", type=Path, help="py-spy record the operator into this file (speedscope)"
+    )
     args = ap.parse_args()
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
 
     cp = start_control_plane()
     op: Operator | None = None
@@ -175,8 +146,18 @@ def main() -> None:
         time.sleep(2)
         rss_idle, _ = rss_mib(op.proc.pid)
         before = api_writes(cp)
-        standin = InstantStandIn(cp.kubeconfig)
+        standin = InstantStandIn(cp.kubeconfig, NS)
+        spy = None
+        if args.profile is not None:
+            spy = subprocess.Popen(
+                [str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
+                 str(op.proc.pid), "--rate", "50", "--format", "speedscope", "--output",
+                 str(args.profile), "--nonblocking"],
+                stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+            time.sleep(1)
 
+        cpu0 = cpu_snapshot(cp, op.proc.pid)
         t0 = time.monotonic()
         cp.kubectl("apply", "-n", NS, "-f", "-", input=yaml.safe_dump(experiment(args.concurrent)))
         t_trials = t_wave = t_done = None
@@ -185,6 +166,8 @@ def main() -> None:
             if t_trials is None and count(api, "scalelab.dev", "scaletrials") >= 1000:
                 t_trials = elapsed
                 print(f"all 1000 ScaleTrials exist after {t_trials:.1f} s", flush=True)
+                cpu = cpu_since(cpu0, cpu_snapshot(cp, op.proc.pid))
+                print(f"  CPU seconds until then: {cpu}", flush=True)
             if t_wave is None and count(api, "kubeflow.org", "mpijobs") >= args.concurrent:
                 t_wave = elapsed
                 print(f"first wave of {args.concurrent} MPIJobs after {t_wave:.1f} s", flush=True)
@@ -199,14 +182,24 @@ def main() -> None:
                 time.sleep(1.5)
             time.sleep(0.5)
         rss_now, rss_peak = rss_mib(op.proc.pid)
+        cpu_total = cpu_since(cpu0, cpu_snapshot(cp, op.proc.pid))
         standin.stop.set()
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(timeout=60)
+        if args.dump_status is not None:
+            args.dump_status.write_text(json.dumps(body.get("status"), indent=1))
         status = body.get("status") or {}
         status_bytes = len(json.dumps(status, separators=(",", ":")))
         object_bytes = len(json.dumps(body, separators=(",", ":")))
         after = api_writes(cp)
         delta = after - before
-        operator_writes = sum(delta.values()) - standin.writes
+        # Not the operator's: the stand-in's, this script's apply, and the controller manager's
+        # and scheduler's leader-election lease renewals (the operator runs standalone).
+        others = standin.writes + delta["POST scaleexperiments"] + delta["PUT leases"]
+        operator_writes = sum(delta.values()) - others
         print(f"experiment Succeeded after {t_done if t_done is None else round(t_done, 1)} s")
+        print(f"  CPU seconds in all: {cpu_total}")
         print(f"status: {status_bytes} bytes ({len(status.get('results', []))} result rows); "
               f"whole object {object_bytes} bytes")  # fmt: skip
         print(
@@ -214,8 +207,9 @@ def main() -> None:
         )
         per_trial = operator_writes / 1000
         print(
-            f"API writes: {sum(delta.values())} total, stand-in {standin.writes}, "
-            f"operator+kopf+controllers {operator_writes} = {per_trial:.2f} per trial"
+            f"API writes: {sum(delta.values())} total, stand-in {standin.writes}, bench apply and "
+            f"leader-election leases {others - standin.writes}, operator+kopf {operator_writes} "
+            f"= {per_trial:.3f} per trial"
         )
         for family in text_string_to_metric_families(op.metrics()):
             for sample in family.samples:
@@ -226,6 +220,7 @@ def main() -> None:
         for key, value in sorted(delta.items(), key=lambda kv: -kv[1]):
             print(f"  {value:6d}  {key}")
         print(f"control plane RSS MiB: { {k: round(v) for k, v in cp.memory_rss_mib().items()} }")
+        print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         if op is not None:
             op.stop()

@@ -52,9 +52,9 @@ EXPERIMENT_KIND = "ScaleExperiment"
 TRIAL_KIND = "ScaleTrial"
 
 #: Trials one experiment may plan (batchSizes × gpus × repeats). Every trial is a ScaleTrial and
-#: an MPIJob in etcd and a row of status.results; at this cap the results table is at most about
-#: 0.5 MiB of the experiment object (etcd refuses objects over 1.5 MiB). A larger sweep is
-#: several experiments (docs/design-changes.md).
+#: an MPIJob in etcd (the status keeps only the top rows: kube/compact.py); the operator's passes
+#: and API writes grow with it (bench/operator_1000_points.py measures this cap). A larger sweep
+#: is several experiments (docs/design-changes.md).
 MAX_TRIALS = 1000
 
 #: Largest integer any spec field takes: CEL computes in int64 (b·g must not overflow) and JSON
@@ -848,7 +848,8 @@ class TrialCounts(ApiModel):
 
 
 class ResultRow(ApiModel):
-    """One trial in the experiment's results table (compact: no curves)."""
+    """One trial in the experiment's results table (compact: no curves); the status keeps the
+    top rows (kube/compact.py), the ScaleTrials and `scalelab report --experiment` all of them."""
 
     trial: str = Field(..., description="ScaleTrial name.")
     batch_size: int = Field(..., gt=0, description="Global batch size. Unit: examples.")
@@ -1056,7 +1057,18 @@ class ScaleExperimentStatus(ApiModel):
         "GPU-seconds. Default: 0.",
     )
     results: list[ResultRow] = Field(
-        default_factory=list, description="One row per finished trial. Default: []."
+        default_factory=list,
+        description="The top rows of the results table, at most 20, best first: the recommended "
+        "trial, the Pareto front, the other measured trials fastest first, then the rest; reasons "
+        "cut to 200 characters. Every row: `kubectl get scaletrials -l "
+        "scalelab.dev/experiment=NAME` (each ScaleTrial holds its result) and `scalelab report "
+        "--experiment NAME`. Default: [].",
+    )
+    omitted_results: int = Field(
+        default=0,
+        ge=0,
+        description="Finished trials whose row is not in results (kept on their ScaleTrials). "
+        "Default: 0.",
     )
     recommendation: Recommendation | None = Field(
         default=None,

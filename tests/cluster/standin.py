@@ -16,6 +16,8 @@ image the "kubelet" cannot pull: their MPIJob stays Created and the Events kubel
 about worker 0 (Warning `Failed` "Failed to pull image …" and "Error: ErrImagePull", Normal
 `BackOff` "Back-off pulling image …") are written every 2 s until the name is removed, then they
 run.
+`InstantStandIn` finishes the MPIJobs of one namespace at once, with a made-up result, for
+sweeps of hundreds of trials.
 Suspended MPIJobs (Kueue) only get the Suspended condition, as mpi-operator v0.8.0 writes it;
 once unsuspended (Kueue admitted them) they run.
 """
@@ -29,6 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -306,3 +309,65 @@ class StandIn:
             run.stdout, run.stderr = proc.communicate()
             run.returncode = None
         return run
+
+
+class InstantStandIn:
+    """For sweeps too big to run the trainer for: each new MPIJob in `namespace` "runs" at once
+    (the trial's result is patched as rank 0 would, then the MPIJob is marked Succeeded as the
+    MPI operator would). Used by bench/operator_1000_points.py and the compact-status test; the
+    session's StandIn must ignore the namespace. `writes` counts its own API writes."""
+
+    def __init__(self, kubeconfig: Path, namespace: str) -> None:
+        self.api = client.CustomObjectsApi(
+            config.new_client_from_config(config_file=str(kubeconfig))
+        )
+        self.namespace = namespace
+        self.pool = ThreadPoolExecutor(max_workers=8)
+        self.done: set[str] = set()
+        self.writes = 0
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._watch, name="instant-standin", daemon=True).start()
+
+    @staticmethod
+    def result(name: str) -> dict[str, Any]:
+        """The result a trial named `name` reports (fixed per name, different across names)."""
+        digest = sum(name.encode())  # not hash(): the same in every process
+        return {
+            "phase": "Succeeded", "reason": "converged", "epochs": 10, "steps": 1234,
+            "finalLoss": 0.5 + digest % 1000 / 1e4, "samplesPerSecond": 1e4 + digest % 5000,
+            "seconds": 3.21 + digest % 100 / 100, "params": {"w": 10.01, "b": 1.99},
+        }  # fmt: skip
+
+    def _watch(self) -> None:
+        while not self.stop.is_set():
+            try:
+                for event in watch.Watch().stream(
+                    self.api.list_namespaced_custom_object,
+                    GROUP, VERSION, self.namespace, PLURAL, timeout_seconds=5,
+                ):  # fmt: skip
+                    name = event["object"]["metadata"]["name"]
+                    with self.lock:
+                        if name in self.done:
+                            continue
+                        self.done.add(name)
+                    self.pool.submit(self._finish, name)
+            except Exception as e:  # the watch times out or the server hiccups: re-list
+                print(f"instant standin: {e!r}", file=sys.stderr)
+
+    def _finish(self, name: str) -> None:
+        self.api.patch_namespaced_custom_object_status(
+            "scalelab.dev", "v1alpha1", self.namespace, "scaletrials", name,
+            {"status": {"result": self.result(name)}}, _content_type=MERGE,
+        )  # fmt: skip
+        now = _now()
+        conditions = [
+            {"type": kind, "status": "True", "reason": f"MPIJob{kind}", "lastTransitionTime": now}
+            for kind in ("Created", "Succeeded")
+        ]
+        self.api.patch_namespaced_custom_object_status(
+            GROUP, VERSION, self.namespace, PLURAL, name,
+            {"status": {"conditions": conditions, "completionTime": now}}, _content_type=MERGE,
+        )  # fmt: skip
+        with self.lock:
+            self.writes += 2

@@ -8,6 +8,7 @@ import csv
 import json
 import random
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from scalelab.kube.compact import STATUS_BYTES, STATUS_ROWS
 from scalelab.kube.settings import Config
 from tests.cluster.conftest import REPO, Operator, get, items, phase_of, wait_for
 from tests.cluster.processes import (
@@ -25,7 +27,7 @@ from tests.cluster.processes import (
     differences,
     local_run,
 )
-from tests.cluster.standin import StandIn, local_command
+from tests.cluster.standin import InstantStandIn, StandIn, local_command
 from tests.harness.controlplane import ControlPlane
 
 pytestmark = pytest.mark.cluster
@@ -676,3 +678,67 @@ def test_an_unpullable_trainer_image_is_named_on_the_trial_and_experiment_until_
     assert _samples(operator.metrics(), "scalelab_operator_missing_prerequisite", **ours) == [
         (ours, 0.0)
     ]
+
+
+def test_a_sweep_bigger_than_the_status_budget_keeps_the_top_rows_and_lists_every_trial(
+    cluster: ControlPlane, operator: Operator, standin: StandIn, namespace: str, tmp_path: Path
+) -> None:
+    """30 trials, each finished at once with a made-up result (InstantStandIn: the trainer is
+    not what this is about): the status keeps the top 20 rows, best first, within its byte
+    budget and counts the other 10; `kubectl get scaletrials -l` shows all 30 with their
+    results, `scalelab report --experiment` writes all 30; the operator wrote at most 3 times
+    per trial (create, MPIJob, final phase) and a few times for the experiment."""
+    standin.ignore.add(namespace)
+    instant = InstantStandIn(cluster.kubeconfig, namespace)
+    before = _samples(operator.metrics(), "scalelab_operator_api_writes_total")[0][1]
+    try:
+        cluster.kubectl(
+            "apply", "-n", namespace, "-f", "-",
+            input=_experiment(
+                "big",
+                sweep={"batchSizes": [64, 32, 16, 8, 4], "gpus": [1, 2], "repeats": 3},
+                execution={"maxConcurrentTrials": 30, "maxGPUs": 64, "backoffLimit": 0},
+            ),
+        )  # fmt: skip
+        assert _wait_finished(cluster, "big", namespace) == "Succeeded", operator.log_tail()
+    finally:
+        instant.stop.set()
+    writes = _samples(operator.metrics(), "scalelab_operator_api_writes_total")[0][1] - before
+    status = get(cluster, "scaleexperiment", "big", namespace)["status"]
+    assert status["trials"]["succeeded"] == 30
+    assert len(status["results"]) == STATUS_ROWS
+    assert status["omittedResults"] == 30 - STATUS_ROWS
+    assert status["results"][0]["trial"] == status["recommendation"]["trial"]
+    assert len(json.dumps(status, separators=(",", ":"))) <= STATUS_BYTES
+    # 2 for the namespace's trainer account, a handful of experiment status patches.
+    assert writes <= 3 * 30 + 10, f"{writes:.0f} API writes for 30 trials"
+
+    selector = "scalelab.dev/experiment=big"
+    table = cluster.kubectl(
+        "get", "scaletrials", "-n", namespace, "-l", selector, "-o", "wide"
+    ).stdout.splitlines()
+    assert table[0].split()[:11] == [
+        "NAME", "PHASE", "BATCH", "GPUS", "EPOCH", "LOSS", "FINAL-LOSS", "SAMPLES/S", "SECONDS",
+        "REPEAT", "TO-TARGET-S",
+    ]  # fmt: skip
+    # Cells by the header's offsets: a column without a value (EPOCH here) prints nothing.
+    starts = [table[0].index(f" {h} ") + 1 for h in ("PHASE", "FINAL-LOSS", "SECONDS", "REPEAT")]
+    shown = {
+        line.split()[0]: [line[a:b].strip() for a, b in pairwise(starts)] for line in table[1:]
+    }
+    assert len(shown) == 30
+    for name, (phase, final_loss, seconds) in shown.items():
+        result = InstantStandIn.result(name)
+        assert phase.split()[0] == "Succeeded"
+        assert float(final_loss.split()[0]) == pytest.approx(result["finalLoss"])
+        assert float(seconds) == pytest.approx(result["seconds"])
+
+    out = tmp_path / "big"
+    report = cluster_report(cluster, "big", namespace, out)
+    assert report.returncode == 0, report.stderr
+    assert f"{namespace}/big: 30 of 30 trial(s) finished" in report.stdout
+    trials = json.loads((out / "results.json").read_text())["trials"]
+    assert {t["name"]: t["finalLoss"] for t in trials} == {
+        name: InstantStandIn.result(name)["finalLoss"] for name in shown
+    }
+    assert len((out / "results.csv").read_text().splitlines()) == 31

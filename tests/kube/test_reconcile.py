@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from scalelab.api import TrialPhase
+from scalelab.api import ResultRow, TrialPhase
+from scalelab.kube import compact
+from scalelab.kube.compact import STATUS_BYTES, STATUS_ROWS
 from scalelab.kube.reconcile import (
     BLOCKED,
     LAUNCHED,
@@ -44,6 +46,7 @@ def _body(spec: dict[str, Any], status: dict[str, Any] | None = None) -> dict[st
     }
 
 
+SPEC_NO_GPU = {"resources": {"gpusPerProcess": 0}}
 SPEC = {
     "sweep": {"batchSizes": [8, 16, 32], "gpus": [1, 2]},
     "resources": {"gpusPerProcess": 1},
@@ -103,13 +106,38 @@ def test_a_finished_trial_never_goes_back() -> None:
     )
 
 
-def test_first_pass_creates_every_trial_and_launches_nothing() -> None:
+def test_first_pass_creates_every_trial_and_launches_the_first_wave_with_them() -> None:
     body = _body(SPEC)
-    d = decide(parse(body), body, [], [], Memory(), NOW)
+    memory = Memory()
+    d = decide(parse(body), body, [], [], memory, NOW)
     assert len(d.actions.create_trials) == 6
-    assert d.actions.launch == []
+    # The uid is not known before apply creates the trial: "" says "the one this pass creates".
+    assert [(t.name, uid) for t, uid in d.actions.launch] == [("exp-b8-g1", ""), ("exp-b8-g2", "")]
+    assert d.actions.trial_status == {}  # a new trial shows Pending by the API's default
     assert d.status["phase"] == "Running"
     assert d.status["trials"]["total"] == 6
+    # apply made the trials; the index does not show them yet: nothing is launched twice.
+    memory.created = {p.name: f"uid-{p.name}" for p in plan(parse(body))}
+    again = decide(parse(body), body, [], [], memory, NOW + 1)
+    assert again.actions.create_trials == []
+    assert again.actions.launch == []
+    assert again.actions.trial_status == {}
+
+
+def test_a_pending_trial_gets_no_write_until_its_phase_changes() -> None:
+    """Waiting for a slot and waiting for its pods are what Pending without a reason means: the
+    only trial writes of a run are Running and the end (3 API writes per trial with its create
+    and its MPIJob's)."""
+    body = _body(SPEC)
+    experiment, trials = parse(body), _trials(body, TrialPhase.PENDING)
+    d = decide(experiment, body, trials, [], Memory(), NOW)
+    assert len(d.actions.launch) == 2
+    assert d.actions.trial_status == {}
+    jobs = [JobState(t.name, JobPhase.RUNNING) for t, _ in d.actions.launch]
+    running = decide(experiment, body, trials, jobs, Memory(), NOW)
+    assert {n: p["phase"] for n, p in running.actions.trial_status.items()} == {
+        "exp-b8-g1": "Running", "exp-b8-g2": "Running",
+    }  # fmt: skip
 
 
 def test_admission_respects_max_concurrent_trials_and_max_gpus_with_backfill() -> None:
@@ -190,28 +218,71 @@ def test_an_invalid_spec_raises_with_every_problem_and_becomes_a_condition() -> 
     assert not is_active(status)
 
 
-def test_the_status_of_a_thousand_points_stays_far_below_the_etcd_limit() -> None:
+def test_the_status_of_a_thousand_points_keeps_the_top_rows_within_its_budget() -> None:
+    """The worst case of kube/compact.py's budget: 1,000 distinct configurations (every measured
+    one on the Pareto front, hundreds of efficiency intervals), names of the longest kind, every
+    failure's and every noise-scale reason 2,000 characters: the status stays under
+    STATUS_BYTES, with the recommended trial first and every finished trial counted."""
     import json
 
+    name = "a-very-long-experiment-name-that-is-cut-to-fit-the-limit"
     spec = {
-        "sweep": {"batchSizes": [2**i for i in range(10)] + [3 * 2**i for i in range(10)],
-                  "gpus": [1, 2, 4, 8, 16], "repeats": 10},
-        "workload": {"datasetSize": 100000},
+        "sweep": {"batchSizes": [2**20 + 64 * i for i in range(40)], "gpus": list(range(1, 26))},
+        "workload": {"datasetSize": 10**9},
         "resources": {"gpusPerProcess": 1},
-        "execution": {"maxGPUs": 16},
+        "execution": {"maxGPUs": 64},
     }  # fmt: skip
     body = _body(spec)
+    body["metadata"]["name"] = name
     experiment = parse(body)
     planned = plan(experiment)
     assert len(planned) == 1000
-    result = {
-        "phase": "Succeeded", "epochs": 123, "steps": 45678, "finalLoss": 0.123456789012,
-        "samplesPerSecond": 12345.6789012, "seconds": 12.3456789, "gradientNoiseScale": 98.7654321,
-    }  # fmt: skip
-    trials = [TrialState(p.name, "u", TrialPhase.SUCCEEDED, result=result) for p in planned]
+    assert max(len(p.name) for p in planned) == 47
+    trials = []
+    for i, p in enumerate(planned):
+        if i % 2:  # every other trial fails with a long message
+            trials.append(TrialState(p.name, "u", TrialPhase.FAILED, "x" * 2000))
+            continue
+        seconds = 100.0 / p.gpus**0.5  # faster but dearer with each GPU: all on the front
+        result = {
+            "phase": "Succeeded", "reason": "converged", "epochs": 123456, "steps": 123456789,
+            "finalLoss": 0.123456789012, "samplesPerSecond": 12345.6789012 * (1 + i % 7),
+            "seconds": seconds, "gradientNoiseScaleReason": "y" * 2000,
+            "criticalBatchSize": 1234.56789, "criticalBatchSizeStderr": 12.3456789,
+        }  # fmt: skip
+        trials.append(TrialState(p.name, "u", TrialPhase.SUCCEEDED, "converged", result=result))
     d = decide(experiment, body, trials, [], Memory(), NOW, planned=planned)
     size = len(json.dumps(d.status, separators=(",", ":")))
-    assert size < 400_000, size  # etcd's limit is ~1.5 MiB per object
+    assert size <= STATUS_BYTES, size
+    assert len(d.status["results"]) == STATUS_ROWS
+    assert d.status["omittedResults"] == 1000 - STATUS_ROWS
+    assert d.status["results"][0]["trial"] == d.status["recommendation"]["trial"]
+    assert len(d.status["recommendation"]["pareto"]) == STATUS_ROWS
+    assert len(d.status["criticalBatch"]["efficiency"]) <= STATUS_ROWS
+    assert all(len(r.get("reason", "")) <= 200 for r in d.status["results"])
+    failed = next(c for c in d.status["conditions"] if c["type"] == "TrialsFailed")
+    assert failed["message"].startswith(f"{d.status['trials']['failed']} failed: ")
+    assert len(failed["message"]) < 1500
+    assert len(d.rows) == 1000  # the metrics still get every row
+
+
+def test_the_top_rows_are_the_recommendation_the_front_then_the_fastest() -> None:
+    body = _body({"sweep": {"batchSizes": [8, 16, 32], "gpus": [1, 2]}, **SPEC_NO_GPU})
+    experiment = parse(body)
+    seconds = {"exp-b8-g1": 9.0, "exp-b8-g2": 5.0, "exp-b16-g1": 4.0, "exp-b16-g2": 3.0}
+    trials = [
+        TrialState(n, "u", TrialPhase.SUCCEEDED, result={"phase": "Succeeded", "finalLoss": 1.0,
+                   "samplesPerSecond": 10.0, "seconds": t})
+        for n, t in seconds.items()
+    ] + [TrialState("exp-b32-g1", "u", TrialPhase.FAILED, "boom"),
+         TrialState("exp-b32-g2", "u", TrialPhase.RUNNING)]  # fmt: skip
+    d = decide(experiment, body, trials, [], Memory(), NOW)
+    order = [r["trial"] for r in d.status["results"]]
+    # b16-g2 is fastest (3 s, 6 GPU-s), b16-g1 cheapest (4 GPU-s): the front; then by time.
+    assert order == ["exp-b16-g2", "exp-b16-g1", "exp-b8-g2", "exp-b8-g1", "exp-b32-g1"]
+    assert d.status["omittedResults"] == 0
+    top = compact.top_rows([ResultRow.model_validate(r) for r in d.status["results"]], None, 2)
+    assert [r.trial for r in top] == ["exp-b16-g2", "exp-b16-g1"]
 
 
 def test_leftovers_of_a_deleted_experiment_with_the_same_name_are_ignored() -> None:

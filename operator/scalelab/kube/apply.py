@@ -106,8 +106,8 @@ def apply(  # noqa: PLR0917 - one pass's inputs
     memory: Memory,
     config: Config,
 ) -> None:
-    """Create trials, delete the MPIJobs of trials Skipped late, launch MPIJobs, patch trial and
-    experiment status, in that order; the calls
+    """Create the trials this pass launches, delete the MPIJobs of trials Skipped late, launch
+    MPIJobs, create the other trials, patch trial and experiment status, in that order; the calls
     of each step run `kube.parallelism` at a time (a pass over a big grid is API latency bound)."""
 
     def create_trial(trial: PlannedTrial) -> None:
@@ -121,6 +121,10 @@ def apply(  # noqa: PLR0917 - one pass's inputs
 
     def launch(item: tuple[PlannedTrial, str]) -> None:
         trial, uid = item
+        uid = uid or memory.created.get(trial.name, "")
+        if not uid:  # created by someone else meanwhile (409): the next pass sees its uid
+            memory.launched.discard(trial.name)
+            return
         _create(
             kube,
             kube.custom.create_namespaced_custom_object,
@@ -151,9 +155,13 @@ def apply(  # noqa: PLR0917 - one pass's inputs
             if error.status != NOT_FOUND:  # already gone: what this call wanted
                 raise
 
-    _each(kube, create_trial, actions.create_trials)
+    # The trials launched in this pass first, their MPIJobs, then the rest of the trials: the
+    # first wave runs while the other trials of a big grid are being created.
+    wave = {trial.name for trial, uid in actions.launch if not uid}
+    _each(kube, create_trial, [t for t in actions.create_trials if t.name in wave])
     _each(kube, delete_job, actions.delete_jobs)
     _each(kube, launch, actions.launch)
+    _each(kube, create_trial, [t for t in actions.create_trials if t.name not in wave])
     _each(kube, patch_trial, list(actions.trial_status.items()))
     if actions.experiment_status is not None:
         patch_experiment_status(

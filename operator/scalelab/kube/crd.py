@@ -321,6 +321,15 @@ TRIAL_COLUMNS = [
     _column("Loss", "number", ".status.progress.loss", "full-dataset loss, last report"),
     _column("Final-Loss", "number", ".status.result.finalLoss", "full-dataset loss at the end"),
     _column("Samples/s", "number", ".status.result.samplesPerSecond", "steady-state throughput"),
+    _column("Seconds", "number", ".status.result.seconds", "training time"),
+    _column("Repeat", "integer", ".spec.repeat", "repeat index", priority=1),
+    _column(
+        "To-Target-s",
+        "number",
+        ".status.result.timeToTargetSeconds",
+        "time to the target loss",
+        priority=1,
+    ),
     _column("Experiment", "string", ".spec.experiment", "owning experiment", priority=1),
     _column("Reason", "string", ".status.reason", "why it is in this phase", priority=1),
     _column("Age", "date", ".metadata.creationTimestamp", "age"),
@@ -380,7 +389,9 @@ def experiment_crd() -> Schema:
         schema,
         EXPERIMENT_COLUMNS,
         "A scaling sweep of a Horovod training job: every batch size × GPU count runs as a "
-        "ScaleTrial (one MPIJob); the status carries the results table and a recommendation.",
+        "ScaleTrial (one MPIJob); the status carries the counts, the recommendation and the top "
+        "rows of the results table (every row: kubectl get scaletrials -l "
+        "scalelab.dev/experiment=NAME).",
     )
 
 

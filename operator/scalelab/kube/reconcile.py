@@ -42,6 +42,7 @@ from scalelab.api import (
     TrialPhase,
     read_trial_result,
 )
+from scalelab.kube import compact
 from scalelab.kube.mpijob import LABEL_EXPERIMENT, LABEL_TRIAL, MPIJOB_GROUP, trial_labels
 from scalelab.planner import PlannedTrial, devices_needed, plan
 from scalelab.validation import InvalidExperimentError, parse_experiment
@@ -413,6 +414,8 @@ class Memory:
     written: dict[str, tuple[TrialPhase, str]] = field(default_factory=dict)
     stalled: set[str] = field(default_factory=set)  # trials already reported as stalled
     missing: set[str] = field(default_factory=set)  # prerequisites already reported missing
+    #: trial name → (what its row was built from, the row): finished trials' rows, reused
+    rows: dict[str, tuple[tuple[Any, ...], ResultRow]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -431,7 +434,8 @@ class Actions:
     """Everything one reconciliation asks the API for, in order."""
 
     create_trials: list[PlannedTrial] = field(default_factory=list)
-    launch: list[tuple[PlannedTrial, str]] = field(default_factory=list)  # (trial, trial uid)
+    #: (trial, trial uid); uid "" for a trial created in the same pass (apply learns it then)
+    launch: list[tuple[PlannedTrial, str]] = field(default_factory=list)
     delete_jobs: list[str] = field(default_factory=list)  # MPIJobs of trials Skipped late
     trial_status: dict[str, dict[str, Any]] = field(default_factory=dict)  # name → status patch
     experiment_status: dict[str, Any] | None = None
@@ -586,7 +590,7 @@ def decide(  # noqa: PLR0917 - the inputs of one pass, all required
         admission = admit(experiment, planned, seen, memory, uids, phases, actions)
     patch_trial_statuses(planned, seen, memory, uids, phases, now_rfc3339(now), actions)
     final = {name: phase for name, (phase, _) in phases.items()}
-    rows = result_rows(experiment, planned, seen, phases)
+    rows = result_rows(experiment, planned, seen, phases, memory)
     stalled = _stalled(planned, final, seen.trials, now, stall_seconds)
     usage = replace(
         admission,
@@ -725,8 +729,11 @@ def admit(  # noqa: PLR0917 - one step of decide, its state passed explicitly
     actions: Actions,
 ) -> Usage:
     """Step 3: launch trials under maxConcurrentTrials and maxGPUs (capacity-aware: a smaller
-    trial that fits goes ahead of a bigger one that does not); GPUs requested and queued."""
+    trial that fits goes ahead of a bigger one that does not); GPUs requested and queued. A trial
+    this pass creates is launched in it too, its uid "" until apply has it (the first wave goes
+    out with the first pass, not one timer interval later)."""
     execution = experiment.spec.execution
+    creating = {p.name for p in actions.create_trials}
 
     def holds_slot(name: str) -> bool:
         unfinished = phases[name][0] not in FINISHED_TRIAL_PHASES
@@ -742,11 +749,11 @@ def admit(  # noqa: PLR0917 - one step of decide, its state passed explicitly
             continue  # strategy adaptive: not before the pilot has measured B_simple
         need = devices_needed(experiment, p.gpus)
         if (
-            p.name in uids
+            (p.name in uids or p.name in creating)
             and len(active) < execution.max_concurrent_trials
             and used + need <= execution.max_gpus
         ):
-            actions.launch.append((p, uids[p.name]))
+            actions.launch.append((p, uids.get(p.name, "")))
             memory.launched.add(p.name)
             active.append(p)
             used += need
@@ -785,12 +792,19 @@ def hold(  # noqa: PLR0917 - step 3 of decide when prerequisites are missing
     return Usage(requested=used, queued=queued)
 
 
+#: What a Pending trial without a reason is doing: waiting for a slot, or launched and waiting for
+#: its pods (its MPIJob says which). Not worth a write of its own, of 3 per trial in all.
+QUIET = frozenset({WAITING, LAUNCHED})
+
+
 def _reason_news(old: str, new: str) -> bool:
-    """A Pending trial's reason is rewritten when it says nothing yet, when it enters or leaves a
-    missing prerequisite, or when Kueue says why it waits (other reason changes ride along with
-    the next phase)."""
+    """A Pending trial's reason is rewritten when it enters or leaves a missing prerequisite, when
+    Kueue says why it waits, or when a trial without a reason gets one beyond the QUIET ones
+    (other reason changes ride along with the next phase)."""
     return old != new and (
-        not old or old.startswith(BLOCKED) or new.startswith((BLOCKED, KUEUE_WAITING))
+        old.startswith(BLOCKED)
+        or new.startswith((BLOCKED, KUEUE_WAITING))
+        or (not old and new not in QUIET)
     )
 
 
@@ -826,7 +840,9 @@ def patch_trial_statuses(  # noqa: PLR0917 - one step of decide, its state passe
             continue
         phase, reason = phases[p.name]
         trial = seen.trials.get(p.name)
-        if trial is not None and trial.phase is phase and not _reason_news(trial.reason, reason):
+        # A trial the index does not show yet was just created: it shows the API's default.
+        shown = (trial.phase, trial.reason) if trial is not None else (TrialPhase.PENDING, "")
+        if shown[0] is phase and not _reason_news(shown[1], reason):
             memory.written.pop(p.name, None)
             continue
         written = memory.written.get(p.name)
@@ -852,14 +868,26 @@ def patch_trial_statuses(  # noqa: PLR0917 - one step of decide, its state passe
 
 
 def result_rows(
-    experiment: ScaleExperiment, planned: Sequence[PlannedTrial], seen: _Seen, phases: Phases
+    experiment: ScaleExperiment,
+    planned: Sequence[PlannedTrial],
+    seen: _Seen,
+    phases: Phases,
+    memory: Memory,
 ) -> list[ResultRow]:
-    """The results table: one row per finished trial, with scaling efficiency."""
-    rows = [
-        _row(p, *phases[p.name], seen.trials.get(p.name))
-        for p in planned
-        if phases[p.name][0] in FINISHED_TRIAL_PHASES
-    ]
+    """The results table: one row per finished trial, with scaling efficiency. A row is built
+    again only when its trial's phase, reason or result changed (`memory.rows`): reading 1,000
+    results every pass was half of a pass."""
+    rows = []
+    for p in planned:
+        phase, reason = phases[p.name]
+        if phase not in FINISHED_TRIAL_PHASES:
+            continue
+        trial = seen.trials.get(p.name)
+        key = (phase, reason, *((trial.result, trial.training_seconds) if trial else (None, None)))
+        cached = memory.rows.get(p.name)
+        if cached is None or cached[0] != key:
+            cached = memory.rows[p.name] = (key, _row(p, phase, reason, trial))
+        rows.append(cached[1])
     weak = experiment.spec.sweep.batch_scope is BatchScope.PER_PROCESS
     return aggregate.with_scaling(rows, weak=weak)
 
@@ -904,7 +932,7 @@ def _failed_conditions(rows: Sequence[ResultRow]) -> list[Condition]:
     failed = [r for r in rows if r.phase is TrialPhase.FAILED]
     if not failed:
         return []
-    named = _first_named([f"{r.trial} ({r.reason})" for r in failed])
+    named = _first_named([f"{r.trial} ({compact.cut(r.reason)})" for r in failed])
     return [
         Condition(
             type="TrialsFailed",
@@ -981,17 +1009,22 @@ def experiment_status(  # noqa: PLR0917 - the last step of decide, its state pas
         *_prerequisite_conditions(blocked, memory, actions),
     ]
     recommendation = critical = None
+    shown = compact.top_rows(rows, None)
     if measured:
         weak = experiment.spec.sweep.batch_scope is BatchScope.PER_PROCESS
-        critical = aggregate.analysis(rows, weak).model_dump(
-            by_alias=True, mode="json", exclude_defaults=True
-        )
-        recommendation = aggregate.recommend(
+        best = aggregate.recommend(
             rows,
             experiment.spec.execution.max_gpus,
             experiment.spec.training.target_loss is not None,
             {p.name: p.spec.learning_rate for p in planned},
-        ).model_dump(by_alias=True, mode="json", exclude_defaults=True)
+        )
+        shown = compact.top_rows(rows, best)
+        recommendation = compact.compact_recommendation(best).model_dump(
+            by_alias=True, mode="json", exclude_defaults=True
+        )
+        critical = compact.compact_critical(aggregate.analysis(rows, weak), shown).model_dump(
+            by_alias=True, mode="json", exclude_defaults=True
+        )
     previous = body.get("status") or {}
     generation = generation_of(body)
     stamp = now_rfc3339(now)
@@ -1001,7 +1034,8 @@ def experiment_status(  # noqa: PLR0917 - the last step of decide, its state pas
         "observedGeneration": generation,
         "conditions": conditions,
         "trials": counts.model_dump(by_alias=True, mode="json"),
-        "results": [r.model_dump(by_alias=True, mode="json", exclude_defaults=True) for r in rows],
+        "results": [r.model_dump(by_alias=True, mode="json", exclude_defaults=True) for r in shown],
+        "omittedResults": len(rows) - len(shown),
         "recommendation": recommendation,
         "criticalBatch": critical,
         "gpus": asdict(usage),
