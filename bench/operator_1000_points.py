@@ -1,24 +1,24 @@
 """Benchmark: a 1,000-point ScaleExperiment against the real control plane and the real operator.
 
 Run: .venv/bin/python bench/operator_1000_points.py [--concurrent 50] [--interval 1]
+     [--dump-status FILE] [--profile FILE.speedscope (py-spy, images/requirements/dev.txt)]
 
 Starts etcd + kube-apiserver + controller manager (tests/harness), `kubectl apply -k manifests/`,
 the real MPIJob CRD, and `scalelab operator` as its ServiceAccount. Applies a sweep of
 20 batch sizes × 5 GPU counts × 10 repeats and measures:
-  - seconds from apply until all 1,000 ScaleTrials exist, and until the first wave of MPIJobs
-    (maxConcurrentTrials of them) exists;
-  - with an instant stand-in (each MPIJob "runs" at once: the trial's result is patched as rank 0
-    would, then the MPIJob is marked Succeeded), seconds until the experiment is Succeeded;
-  - the experiment's status size in bytes (compact JSON, as etcd stores it) with 1,000 rows;
-  - the operator's resident memory (now and peak);
+  - seconds from apply until the first wave of MPIJobs (maxConcurrentTrials of them) exists, and
+    until all 1,000 ScaleTrials exist, with the CPU seconds the operator, kube-apiserver and etcd
+    spent until then (what the wall time is made of on a shared machine);
+  - with an instant stand-in (tests/cluster/standin.py InstantStandIn: each MPIJob "runs" at
+    once, its trial's result patched as rank 0 would, then the MPIJob marked Succeeded), seconds
+    until the experiment is Succeeded;
+  - the experiment's status size in bytes (compact JSON, as etcd stores it) and its result rows;
+  - the operator's resident memory (idle, now and peak);
   - API writes per trial, from the API server's own apiserver_request_total counters, minus the
-    stand-in's writes (2 per trial).
-Not a test: figures depend on this machine's load. On the 2-core shared development box
-(2026-11-26, load average ~3, defaults --concurrent 50 --interval 1): all trials after 4.9 s,
-first wave after 5.6 s, 1,000 trials Succeeded after 72 s (22 passes, mean 2.3 s each),
-status 252 kB with 1,000 rows (object 257 kB), operator RSS 101 → 136 MiB, 4.04 API writes per
-trial (create trial, create MPIJob, 2 trial-status phase changes; the experiment's status 21 times
-in all). Under load average ~8 the same run took 15 s / 16 s / 160 s.
+    stand-in's (2 per trial), this script's apply and the control plane's leader-election leases;
+    and the operator's own count (scalelab_operator_api_writes_total).
+Prints the load average at the start and the end. Not a test: figures depend on this machine's
+load. Figures: the README's "1,000-point experiment" paragraph and issue 13's closing note.
 """
 
 from __future__ import annotations
