@@ -983,7 +983,8 @@ def experiment_status(  # noqa: PLR0917 - the last step of decide, its state pas
     usage: Usage,
     plan_note: Condition | None = None,
 ) -> dict[str, Any]:
-    """Step 5: the experiment's status (phase, conditions, counts, rows, recommendation, GPUs); a
+    """Step 5: the experiment's status (phase, conditions, counts, the top rows within the budget
+    of kube/compact.py, recommendation, GPUs); a
     patch and Events only when it changed. Pending while missing prerequisites hold every
     trial back."""
     stalled, stall_seconds = stalls
@@ -1008,17 +1009,17 @@ def experiment_status(  # noqa: PLR0917 - the last step of decide, its state pas
         *([plan_note] if plan_note is not None else []),
         *_prerequisite_conditions(blocked, memory, actions),
     ]
-    recommendation = critical = None
-    shown = compact.top_rows(rows, None)
+    recommendation = critical = best = None
     if measured:
-        weak = experiment.spec.sweep.batch_scope is BatchScope.PER_PROCESS
         best = aggregate.recommend(
             rows,
             experiment.spec.execution.max_gpus,
             experiment.spec.training.target_loss is not None,
             {p.name: p.spec.learning_rate for p in planned},
         )
-        shown = compact.top_rows(rows, best)
+    shown = compact.top_rows(rows, best)  # the rest stay on their ScaleTrials
+    if best is not None:
+        weak = experiment.spec.sweep.batch_scope is BatchScope.PER_PROCESS
         recommendation = compact.compact_recommendation(best).model_dump(
             by_alias=True, mode="json", exclude_defaults=True
         )
