@@ -19,7 +19,10 @@ run.
 `InstantStandIn` finishes the MPIJobs of one namespace at once, with a made-up result, for
 sweeps of hundreds of trials.
 Suspended MPIJobs (Kueue) only get the Suspended condition, as mpi-operator v0.8.0 writes it;
-once unsuspended (Kueue admitted them) they run.
+once unsuspended (Kueue admitted them) they run. A running MPIJob suspended again (Kueue preempted
+it) has its launcher stopped with SIGTERM, as deleting its pods does, shows Suspended, and runs
+from the start once unsuspended (a new pod: nothing of the first run is kept). A deleted MPIJob's
+launcher is stopped the same way.
 """
 
 from __future__ import annotations
@@ -95,6 +98,8 @@ class StandIn:
     _threads: list[threading.Thread] = field(default_factory=list)
     _procs: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
     _started: set[str] = field(default_factory=set)
+    _preempted: set[str] = field(default_factory=set)  # running, then suspended: stopping
+    _resumed_at: dict[str, int] = field(default_factory=dict)  # key → resourceVersion resumed
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> StandIn:
@@ -142,6 +147,12 @@ class StandIn:
             return
         with self._lock:
             self.uids.setdefault(key, set()).add(meta["uid"])
+        if kind == "DELETED":  # its pods go with it (garbage collection)
+            with self._lock:
+                running = key in self._started
+            if running:
+                self._preempt(key)
+            return
         if kind not in ("ADDED", "MODIFIED"):
             return
         conditions = {
@@ -150,7 +161,13 @@ class StandIn:
         if conditions.get("Succeeded") == "True" or conditions.get("Failed") == "True":
             return
         if (job["spec"].get("runPolicy") or {}).get("suspend"):
-            if conditions.get("Suspended") != "True":  # as mpi-operator marks a suspended job
+            with self._lock:
+                running = key in self._started
+                # (an event older than the resume its thread already saw is stale news)
+                stale = int(meta["resourceVersion"]) <= self._resumed_at.get(key, 0)
+            if running and not stale:  # preempted: its thread stops the launcher, waits, reruns
+                self._preempt(key)
+            elif conditions.get("Suspended") != "True":  # as mpi-operator marks a suspended job
                 self._status(job, [_condition("Suspended", "MPIJobSuspended", "suspended")])
             return
         with self._lock:
@@ -184,7 +201,49 @@ class StandIn:
                     return
                 time.sleep(0.5)
 
+    def _preempt(self, key: str) -> None:
+        with self._lock:
+            self._preempted.add(key)
+            proc = self._procs.get(key)
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)  # the kubelet's first word to a deleted pod
+
     def _run_job(self, job: dict[str, Any]) -> None:
+        """Run the job to its end; while Kueue holds it after a preemption, wait and rerun."""
+        current: dict[str, Any] | None = job
+        while current is not None and not self._stop.is_set():
+            if not self._run_once(current):
+                return
+            current = self._resumed(current)
+
+    def _resumed(self, job: dict[str, Any]) -> dict[str, Any] | None:
+        """The job once it is unsuspended (Kueue readmitted it); None once gone or stopping."""
+        meta = job["metadata"]
+        while not self._stop.is_set():
+            try:
+                now = self.api.get_namespaced_custom_object(
+                    GROUP, VERSION, meta["namespace"], PLURAL, meta["name"]
+                )
+            except ApiException as e:
+                if e.status == 404:
+                    return None
+                time.sleep(0.5)  # the API server may be restarting
+                continue
+            if not (now["spec"].get("runPolicy") or {}).get("suspend"):
+                key = f"{meta['namespace']}/{meta['name']}"
+                with self._lock:
+                    self._resumed_at[key] = int(now["metadata"]["resourceVersion"])
+                    self._preempted.discard(key)
+                return dict(now)
+            time.sleep(0.5)
+        return None
+
+    def _is_preempted(self, namespace: str, name: str) -> bool:
+        with self._lock:
+            return f"{namespace}/{name}" in self._preempted
+
+    def _run_once(self, job: dict[str, Any]) -> bool:
+        """Run the job's launcher until it ends (False) or Kueue preempts it (True)."""
         meta, spec = job["metadata"], job["spec"]
         name, namespace = meta["name"], meta["namespace"]
         run_policy = spec.get("runPolicy") or {}
@@ -215,12 +274,21 @@ class StandIn:
             if remaining <= 0:
                 outcome = "DeadlineExceeded"
                 break
-            run = self._attempt(name, namespace, launcher["command"], kubeconfig, remaining)
+            run = None
+            if not self._is_preempted(namespace, name):
+                run = self._attempt(name, namespace, launcher["command"], kubeconfig, remaining)
+            if run is None or self._is_preempted(namespace, name):
+                # as mpi-operator v0.8.0 shows a suspended job that was running
+                stopped = {**running, "status": "False", "reason": "MPIJobSuspended",
+                           "lastTransitionTime": _now()}  # fmt: skip
+                suspended = _condition("Suspended", "MPIJobSuspended", "MPIJob suspended")
+                self._status(job, [created, stopped, suspended])
+                return True
             if run.returncode == 0:
                 outcome = "Succeeded"
                 break
             if self._stop.is_set():
-                return
+                return False
             if run.returncode is None:
                 outcome, message = (
                     "DeadlineExceeded",
@@ -248,6 +316,7 @@ class StandIn:
                 "message": f"{text}: {message}" if text else message, "lastTransitionTime": end,
             }  # fmt: skip
         self._status(job, [created, stopped, final], completionTime=end)
+        return False
 
     def _pull_failed(self, namespace: str, pod: str, image: str) -> None:
         """The Warning Events a kubelet writes about a pod whose image it cannot pull."""

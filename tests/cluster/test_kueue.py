@@ -1,7 +1,8 @@
 """Real Kueue (v0.17.0, built by hack/build-kueue.sh, webhooks served; tests/harness/kueue.py)
 admits scalelab's MPIJobs within a ClusterQueue's GPU quota, holds the rest suspended with its
 reason on the trial, resumes them when quota frees, and a grid point that could never fit the
-queue is Skipped with Kueue's words instead of waiting forever."""
+queue is Skipped with Kueue's words instead of waiting forever. A running trial that Kueue
+preempts for a sweep of higher priority says so, and reruns when readmitted."""
 
 from __future__ import annotations
 
@@ -31,8 +32,9 @@ def kueue(cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> It
         k.stop()  # also after a failed start: /etc/kueue and the webhooks go
 
 
-def _queues(namespace: str, gpus: int) -> list[dict[str, Any]]:
-    """A flavor, a ClusterQueue with `gpus` nvidia.com/gpu for this namespace, a LocalQueue."""
+def _queues(namespace: str, gpus: int, preempt: bool = False) -> list[dict[str, Any]]:
+    """A flavor, a ClusterQueue with `gpus` nvidia.com/gpu for this namespace, a LocalQueue;
+    `preempt`: within the ClusterQueue, a workload of higher priority evicts lower ones."""
     quota = [
         {"name": "cpu", "nominalQuota": "64"},
         {"name": "memory", "nominalQuota": "256Gi"},
@@ -46,6 +48,7 @@ def _queues(namespace: str, gpus: int) -> list[dict[str, Any]]:
             "metadata": {"name": f"{namespace}-gpus"},
             "spec": {
                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                **({"preemption": {"withinClusterQueue": "LowerPriority"}} if preempt else {}),
                 "resourceGroups": [
                     {
                         "coveredResources": ["cpu", "memory", "nvidia.com/gpu"],
@@ -127,21 +130,27 @@ def test_kueue_admits_within_quota_holds_the_rest_and_skips_what_never_fits(
     # Kueue's webhook defaulted and its scheduler admitted exactly one 1-GPU job (quota 1); the
     # other 1-GPU trial waits, saying on its own status that Kueue holds it and why.
     # The operator's GPU gauges say the same by queue: the held GPU is "suspended".
+    seen: dict[str, Any] = {}
+
     def one_admitted_one_waiting() -> tuple[str, dict[str, float]] | None:
         jobs = _suspended(cluster, namespace)
+        seen["suspended"] = jobs
         running = [n for n in small if jobs.get(n) is False]
         waiting = [n for n in small if jobs.get(n) is True]
         if len(running) != 1 or len(waiting) != 1:
             return None
         reason = str(_trial_status(cluster, waiting[0], namespace).get("reason", ""))
         gauges = _gpu_gauges(operator, namespace)
+        seen.update(reason=reason, gauges=gauges)
         # admitted = requested − suspended: the quota's one GPU (once the admitted job's
         # controller has turned its Suspended condition into Running)
         admitted = gauges.get("requested", 0) - gauges.get("suspended", 0)
         held = reason.startswith("waiting for Kueue quota") and gauges.get("suspended", 0) >= 1
         return (reason, gauges) if held and admitted == 1 else None
 
-    reason, gauges = wait_for(one_admitted_one_waiting, 120, "one admitted, one held by Kueue")
+    reason, gauges = wait_for(
+        one_admitted_one_waiting, 120, "one admitted, one held by Kueue", seen=seen
+    )
     assert "insufficient unused quota for nvidia.com/gpu" in reason, kueue.log_tail()
     assert gauges["running"] <= 1  # never more than the queue's quota
 
@@ -175,3 +184,86 @@ def test_kueue_admits_within_quota_holds_the_rest_and_skips_what_never_fits(
     runs = [r for r in standin.runs if r.namespace == namespace]
     assert sorted(r.job for r in runs) == small  # each admitted once, none of the big ones
     assert all(r.returncode == 0 for r in runs)
+
+
+def _one_point(name: str, priority: str, epochs: int) -> dict[str, Any]:
+    """One 1-GPU lab 1 trial at a PriorityClass (Kueue takes the pods' priority)."""
+    spec = _experiment()
+    spec["metadata"]["name"] = name
+    spec["spec"]["sweep"] = {"batchSizes": [32], "gpus": [1]}
+    spec["spec"]["training"]["maxEpochs"] = epochs
+    spec["spec"]["resources"]["priorityClassName"] = priority
+    return spec
+
+
+def test_a_trial_kueue_preempts_for_higher_priority_says_so_and_reruns_when_readmitted(
+    cluster: ControlPlane,
+    operator: Operator,
+    standin: StandIn,
+    kueue: Kueue,
+    namespace: str,
+) -> None:
+    classes = [
+        {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+         "metadata": {"name": f"{namespace}-{name}"}, "value": value}
+        for name, value in (("low", 100), ("high", 1000))
+    ]  # fmt: skip
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(classes))
+    try:
+        cluster.kubectl(
+            "apply", "-f", "-", input=yaml.safe_dump_all(_queues(namespace, 1, preempt=True))
+        )
+        # A long, low-priority trial holds the queue's only GPU ...
+        low = _one_point("low", f"{namespace}-low", epochs=100000)
+        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(low))
+        wait_for(
+            lambda: (
+                (
+                    (_trial_status(cluster, "low-b32-g1", namespace).get("progress") or {}).get(
+                        "epoch"
+                    )
+                    or 0
+                )
+                > 0
+            ),
+            120,
+            "the low-priority trial training",
+        )
+        # ... until a high-priority sweep arrives: Kueue evicts the low trial (its launcher is
+        # stopped, its MPIJob suspended), the trial says why, and the high one runs.
+        high = _one_point("high", f"{namespace}-high", epochs=30)
+        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(high))
+        status = wait_for(
+            lambda: (
+                (s := _trial_status(cluster, "low-b32-g1", namespace)).get("phase") == "Pending"
+                and s
+            ),
+            120,
+            "the low-priority trial preempted",
+        )
+        assert status["reason"].startswith("preempted by Kueue, reruns from the start: "), status
+        assert "Preempted to accommodate a workload" in status["reason"], kueue.log_tail()
+        finished = wait_for(
+            lambda: (p := phase_of(cluster, "high", namespace)) in ("Succeeded", "Failed") and p,
+            240,
+            "the high-priority sweep to finish",
+        )
+        assert finished == "Succeeded", operator.log_tail()
+        # Quota frees: Kueue readmits the low trial, which starts over in a new launcher.
+        wait_for(
+            lambda: (
+                len(standin.runs_of("low-b32-g1")) == 2
+                and _trial_status(cluster, "low-b32-g1", namespace).get("phase") == "Running"
+            ),
+            120,
+            "the low-priority trial readmitted and running again",
+        )
+        first, _ = standin.runs_of("low-b32-g1")
+        assert first.returncode != 0  # stopped by the preemption, not finished
+        assert [r.returncode for r in standin.runs_of("high-b32-g1")] == [0]
+        assert phase_of(cluster, "low", namespace) == "Running"
+    finally:
+        cluster.kubectl("delete", "scaleexperiment", "--all", "-n", namespace, "--wait=false",
+                        check=False)  # fmt: skip
+        cluster.kubectl("delete", "priorityclass", *(c["metadata"]["name"] for c in classes),
+                        check=False)  # fmt: skip

@@ -25,8 +25,15 @@ def items(cp: ControlPlane, kind: str, namespace: str, *selector: str) -> list[d
     return found
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
-    """Poll until `check()` returns something truthy; return it (or fail with `what`)."""
+def wait_for(
+    check: Callable[[], Any],
+    timeout: float,
+    what: str,
+    interval: float = 0.5,
+    seen: Any = None,
+) -> Any:
+    """Poll until `check()` returns something truthy; return it (or fail with `what`, and with
+    `seen`: what the check recorded of the state it last looked at)."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -34,4 +41,7 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: floa
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+    state = f"; seen: {seen!r}" if seen is not None else ""
+    raise AssertionError(
+        f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r}){state}"
+    )

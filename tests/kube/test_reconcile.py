@@ -381,6 +381,38 @@ def test_kueue_says_why_a_suspended_trial_waits_and_when_it_never_will() -> None
     assert with_queue([running], [waiting]) == [running]  # admitted since: Kueue's word is stale
 
 
+PREEMPTED = (
+    "Preempted to accommodate a workload (UID: 5f1, JobUID: 9c2) due to prioritization in the "
+    "ClusterQueue"
+)
+
+
+def test_a_trial_kueue_preempted_says_so_and_that_it_reruns_when_readmitted() -> None:
+    evicted = {"type": "Evicted", "status": "True", "reason": "Preempted", "message": PREEMPTED}
+    requeued = {"type": "QuotaReserved", "status": "False", "reason": "Pending",
+                "message": WAITING}  # fmt: skip
+    [(_, both)] = workload_entry(_workload("a", evicted, requeued)).items()
+    [(_, bare)] = workload_entry(_workload("b", evicted)).items()
+    other = {**evicted, "reason": "PodsReadyTimeout", "message": "pods not ready"}
+    [(_, timeout)] = workload_entry(_workload("c", other, requeued)).items()
+    assert (both.preempted, bare.preempted, timeout.preempted) == (PREEMPTED, PREEMPTED, "")
+    jobs = [JobState(t, JobPhase.SUSPENDED, "MPIJobSuspended") for t in "abc"]
+    a, b, c = with_queue(jobs, [both, bare, timeout])
+    [p] = plan(parse(_body({"sweep": {"batchSizes": [8]}})))
+    assert trial_phase(p, None, a, NOW) == (
+        TrialPhase.PENDING,
+        f"preempted by Kueue, reruns from the start: {PREEMPTED}; "
+        f"waiting for Kueue quota: {WAITING}",
+    )
+    assert trial_phase(p, None, b, NOW)[1].endswith(f"start: {PREEMPTED}")
+    assert trial_phase(p, None, c, NOW) == (
+        TrialPhase.PENDING, f"waiting for Kueue quota: {WAITING}"
+    )  # fmt: skip
+    # Readmitted: it runs again, and Kueue's old word no longer applies.
+    running = JobState("a", JobPhase.RUNNING)
+    assert trial_phase(p, None, with_queue([running], [both])[0], NOW) == (TrialPhase.RUNNING, "")
+
+
 def test_a_trial_kueue_can_never_admit_is_skipped_and_its_mpijob_deleted() -> None:
     spec = {"sweep": {"batchSizes": [8], "gpus": [1, 4]}, "execution": {"maxGPUs": 8}}
     body = _body({**spec, "resources": {"gpusPerProcess": 1}})

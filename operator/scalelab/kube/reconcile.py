@@ -114,14 +114,16 @@ class JobState:
 
 #: Kueue's Workload API (kueue.x-k8s.io/v1beta2, served since Kueue 0.15, stored since 0.16).
 KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS = "kueue.x-k8s.io", "v1beta2", "workloads"
-#: A suspended MPIJob's JobState.reason once Kueue says why it holds the job.
-QUEUED, NEVER_ADMITTED = "KueuePending", "KueueCannotAdmit"
+#: A suspended MPIJob's JobState.reason once Kueue says why it holds the job (PREEMPTED: it
+#: was admitted and ran, then Kueue evicted it for a workload of higher priority).
+QUEUED, NEVER_ADMITTED, PREEMPTED = "KueuePending", "KueueCannotAdmit", "KueuePreempted"
 #: Kueue's flavor assigner says this when a request exceeds all that the ClusterQueue (with what
 #: its cohort could lend) has (pkg/scheduler/flavorassigner, fitsResourceQuota: "No Fit"); less
 #: than that waits for quota to free ("insufficient unused quota").
 NEVER_FITS = "> maximum capacity"
 #: How a held trial's reason starts (Kueue's message follows).
 KUEUE_WAITING = "waiting for Kueue quota"
+KUEUE_PREEMPTED = "preempted by Kueue, reruns from the start"
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,7 @@ class QueueState:
     admitted: bool
     message: str = ""  # why quota is not reserved yet (QuotaReserved=False)
     cluster_queue: str = ""
+    preempted: str = ""  # Kueue's message when it evicted the workload to preempt it
 
 
 def _controller_uid(meta: Mapping[str, Any]) -> str | None:
@@ -234,26 +237,37 @@ def workload_entry(body: Mapping[str, Any]) -> dict[str, QueueState]:
     conditions = list(status.get("conditions") or [])
     reserved = next((c for c in conditions if c.get("type") == "QuotaReserved"), None)
     waiting = reserved is not None and reserved.get("status") == "False"
+    # Kueue evicts an admitted workload to make room for one of higher priority (condition
+    # Evicted, reason Preempted) and requeues it; its MPIJob is suspended again meanwhile.
+    evicted = _condition_true(conditions, "Evicted")
+    preempted = evicted is not None and evicted.get("reason") == "Preempted"
     return {
         str(meta.get("namespace") or ""): QueueState(
             trial=str(owner.get("name")),
             admitted=_condition_true(conditions, "Admitted") is not None,
             message=str(reserved.get("message") or "") if waiting and reserved else "",
             cluster_queue=str((status.get("admission") or {}).get("clusterQueue") or ""),
+            preempted=str(evicted.get("message") or "Preempted") if preempted and evicted else "",
         )
     }
 
 
 def with_queue(jobs: Iterable[JobState], queue: Iterable[QueueState]) -> list[JobState]:
     """The MPIJobs, each suspended one that Kueue holds back carrying Kueue's reason: QUEUED
-    (waits for quota to free) or NEVER_ADMITTED (asks for more than the queue can ever give)."""
-    held = {q.trial: q for q in queue if not q.admitted and q.message}
+    (waits for quota to free), NEVER_ADMITTED (asks for more than the queue can ever give) or
+    PREEMPTED (ran, was evicted for a workload of higher priority, waits to be readmitted)."""
+    held = {q.trial: q for q in queue if not q.admitted and (q.message or q.preempted)}
     out = []
     for job in jobs:
         q = held.get(job.trial)
         if job.phase is JobPhase.SUSPENDED and q is not None:
-            reason = NEVER_ADMITTED if NEVER_FITS in q.message else QUEUED
-            out.append(replace(job, reason=reason, message=q.message))
+            if NEVER_FITS in q.message:
+                out.append(replace(job, reason=NEVER_ADMITTED, message=q.message))
+            elif q.preempted:
+                waiting = f"; {KUEUE_WAITING}: {q.message}" if q.message else ""
+                out.append(replace(job, reason=PREEMPTED, message=f"{q.preempted}{waiting}"))
+            else:
+                out.append(replace(job, reason=QUEUED, message=q.message))
         else:
             out.append(job)
     return out
@@ -359,6 +373,8 @@ def trial_phase(
             return TrialPhase.SKIPPED, f"Kueue can never admit it: {job.message}"
         if job.reason == QUEUED:
             return TrialPhase.PENDING, f"{KUEUE_WAITING}: {job.message}"
+        if job.reason == PREEMPTED:  # its pods are gone; the trainer starts over when readmitted
+            return TrialPhase.PENDING, f"{KUEUE_PREEMPTED}: {job.message}"
         return TrialPhase.PENDING, f"MPIJob suspended ({job.reason or 'queued'})"
     if job.phase is JobPhase.RUNNING:
         return TrialPhase.RUNNING, ""
@@ -803,7 +819,7 @@ def _reason_news(old: str, new: str) -> bool:
     (other reason changes ride along with the next phase)."""
     return old != new and (
         old.startswith(BLOCKED)
-        or new.startswith((BLOCKED, KUEUE_WAITING))
+        or new.startswith((BLOCKED, KUEUE_WAITING, KUEUE_PREEMPTED))
         or (not old and new not in QUIET)
     )
 
