@@ -48,22 +48,23 @@ def trial_argvs(argv: Sequence[str]) -> list[list[str]]:
 
 
 def _start_runtime(first: TrialConfig | None) -> tuple[int, int, int]:
-    """Configure TensorFlow, start Horovod, pin the GPU; return (rank, size, local rank)."""
+    """Configure TensorFlow, start Horovod (N > 1), pin the GPU; return (rank, size, local
+    rank)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import horovod.tensorflow as hvd
     import tensorflow as tf
+
+    from scalelab_trainer import world
 
     if first is not None and first.intra_op_threads > 0:
         tf.config.threading.set_intra_op_parallelism_threads(first.intra_op_threads)
-    # Horovod: start the collective runtime (Gloo or MPI, whichever the launcher chose).
-    hvd.init()
+    rank, size, local_rank = world.start()
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
         tf.config.experimental.set_memory_growth(gpu, True)
     if gpus:
         # Horovod: one GPU per process, chosen by local rank, so processes on a node never share.
-        tf.config.set_visible_devices(gpus[hvd.local_rank() % len(gpus)], "GPU")
-    return hvd.rank(), hvd.size(), hvd.local_rank()
+        tf.config.set_visible_devices(gpus[local_rank % len(gpus)], "GPU")
+    return rank, size, local_rank
 
 
 def main(argv: Sequence[str] | None = None) -> int:

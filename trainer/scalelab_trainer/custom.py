@@ -16,10 +16,10 @@ import types
 import zlib
 from typing import Any
 
-import horovod.tensorflow as hvd
 import numpy as np
 import tensorflow as tf
 
+from scalelab_trainer import world
 from scalelab_trainer.config import TrialConfig
 from scalelab_trainer.datasets import Dataset
 from scalelab_trainer.models import Keras
@@ -256,13 +256,13 @@ def _checksum(ds: Dataset) -> list[int]:
 
 def _agree(error: str | None, ds: Dataset | None) -> None:
     """Every rank learns whether any rank failed and whether their data agree."""
-    if hvd.size() == 1:
+    if world.size() == 1:
         if error:
             raise PluginError(error)
         return
     mine = [1, 0, 0] if ds is None else [0, *_checksum(ds)]
     # Horovod: one small allgather; every rank calls it, failed or not, so none waits alone.
-    rows = hvd.allgather(tf.constant([mine], tf.int64)).numpy()
+    rows = world.hvd().allgather(tf.constant([mine], tf.int64)).numpy()
     if error:
         raise PluginError(error)
     failed = [r for r, row in enumerate(rows) if row[0]]

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-import horovod.tensorflow as hvd
 import numpy as np
 import numpy.typing as npt
 import tensorflow as tf
 
+from scalelab_trainer import world
 from scalelab_trainer.models import Model
 from scalelab_trainer.noise import two_batch_estimates
 from scalelab_trainer.optimizers import Optimizer
@@ -225,6 +225,7 @@ def build_step_loop(
             # Horovod: one fused allreduce (SUM) of every gradient plus the step's statistics,
             # what DistributedGradientTape does, written out because the noise estimator needs
             # each rank's local gradient norm before the reduction (computed above).
+            hvd = world.hvd()
             out = hvd.grouped_allreduce([*grads, tf.stack([loss, small_sq, small_n])], op=hvd.Sum)
             grads, stats = out[:-1], out[-1]
             loss, small_sq, small_n = stats[0], stats[1], stats[2]
@@ -386,7 +387,7 @@ def _sharded_mean(
         if N > 1:
             # Horovod: each rank summed its shard; every rank must see the same value, so all
             # make the same stopping decision.
-            total = hvd.allreduce(total, op=hvd.Sum)
+            total = world.hvd().allreduce(total, op=world.hvd().Sum)
         return total / n
 
     return cast(Compiled, tf.function(mean, autograph=False))

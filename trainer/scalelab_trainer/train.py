@@ -15,11 +15,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import horovod.tensorflow as hvd
 import numpy as np
 import tensorflow as tf
 
-from scalelab_trainer import custom, datasets, linear, models, schedule, step, stopping
+from scalelab_trainer import custom, datasets, linear, models, schedule, step, stopping, world
 from scalelab_trainer.config import TrialConfig
 from scalelab_trainer.events import Emitter
 from scalelab_trainer.metrics import TrialMetrics
@@ -253,7 +252,7 @@ def _data_and_model(cfg: TrialConfig) -> tuple[datasets.Dataset, models.Model]:
 
 def _build(cfg: TrialConfig) -> _Built:
     """Data on the computing device, the model, its optimizer and the compiled calls."""
-    rank, size = hvd.rank(), hvd.size()
+    rank, size = world.rank(), world.size()
     ds, model = _data_and_model(cfg)
     if cfg.export_data and rank == 0:
         datasets.export(ds, cfg.export_data)
@@ -262,7 +261,7 @@ def _build(cfg: TrialConfig) -> _Built:
         # Horovod: every rank starts from rank 0's weights and optimizer state. Horovod's
         # examples broadcast after the first step only because Keras creates optimizer slots
         # lazily; ours exist already, so the first step is already identical everywhere.
-        hvd.broadcast_variables([*model.state, *opt.variables], root_rank=0)
+        world.hvd().broadcast_variables([*model.state, *opt.variables], root_rank=0)
     labels = tf.int64 if np.issubdtype(ds.y.dtype, np.integer) else model.dtype  # class labels
     # The data lives on the device that computes (a GPU when one is visible), so no call
     # copies the dataset from host memory.
@@ -738,5 +737,6 @@ def _agreed_stop(requested: Callable[[], bool], size: int, calls: int) -> bool:
         return False
     # Horovod: a SIGTERM may reach the ranks at different times; a MAX-allreduce makes every rank
     # stop after the same call, so none is left waiting in a collective.
+    hvd = world.hvd()
     flag = hvd.allreduce(tf.constant(1.0 if requested() else 0.0), op=hvd.Max)
     return bool(flag.numpy() > 0)

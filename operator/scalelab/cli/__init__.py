@@ -11,9 +11,12 @@ local executor (matplotlib, rich) are imported only by the subcommands that use 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import json
 import shlex
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -127,6 +130,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                     "choose another port"
                 )
         run.progress = make_progress(run.results.trials, experiment.spec.training.max_epochs)
+        if not args.no_report:
+            _preload_report()
         if kept := run.finished():
             print(f"resuming in {out}: {kept} finished trial(s) kept", flush=True)
         outcome = run.run()
@@ -145,6 +150,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     print(f"results: {out / store.RESULTS_JSON}")
     return EXIT_INVALID if outcome is Outcome.FAILED else EXIT_OK
+
+
+def _preload_report() -> None:
+    """Import the report's modules (matplotlib: about a second) on a thread while the trainer
+    runs, so the report does not wait for them after the last trial. A failure is left to the
+    import in `_render`, which reports it."""
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            importlib.import_module("scalelab.report.render")
+
+    threading.Thread(target=load, name="preload-report", daemon=True).start()
 
 
 def _render(directory: Path, results: ResultsFile) -> int:
