@@ -26,8 +26,10 @@ from scalelab_trainer.noise import NoiseAccumulator
 from scalelab_trainer.optimizers import Optimizer
 
 STOP_CHECK_CALLS = 50  # with N > 1, ranks agree on a stop request every this many calls
-#: Linear models run whole epochs per call, up to this many steps' worth after the first call
-#: (events, metrics and SIGTERM wait for a call: at most ~1 s of the lab's steps on one core).
+#: Linear models on one process run whole epochs per call, as many as the last call's pace fits
+#: in this many seconds (events, metrics and SIGTERM wait for a call), at most 8× the last
+#: call's epochs and EPOCH_CALL_STEPS steps.
+EPOCH_CALL_SECONDS = 0.25
 EPOCH_CALL_STEPS = 10_000
 #: Per-update parameters are recorded (--record-update-losses, linear models) while
 #: parameters × steps per epoch × max epochs stays within this many numbers.
@@ -166,6 +168,7 @@ class _Run:
     t_train: float  # perf_counter at the first step
     steps: int = 0
     calls: int = 0
+    pace: tuple[int, float] | None = None  # epoch loop: epochs and seconds of the last call
     epoch: int = 0
     loss: float = 0.0
     interrupted: bool = False
@@ -464,13 +467,11 @@ def _run_epochs(  # noqa: PLR0917 - epochs of _train, its state passed explicitl
     """Linear models: one call of the epoch loop, then each of its epochs closed as one call
     per epoch would be (the same sums, events and rules); the rule's loss for the next epoch.
 
-    The first call runs one epoch (the warm-up, apart in the step times), later ones up to
-    EPOCH_CALL_STEPS steps' worth; shuffling needs a new order per epoch, so one each. An
-    epoch's seconds are its share of the call's.
+    The first call runs one epoch (the warm-up, apart in the step times), later ones as many as
+    `_epochs_per_call` allows. An epoch's seconds are its share of the call's.
     """
     S = b.layout.steps_per_epoch
-    count = 1 if run.calls == 0 or cfg.shuffle else max(1, EPOCH_CALL_STEPS // S)
-    count = min(count, cfg.max_epochs - run.epoch)
+    count = min(_epochs_per_call(cfg, b, run), cfg.max_epochs - run.epoch)
     if cfg.shuffle:
         _shuffle(cfg, b, run.epoch + 1)
     t0 = time.perf_counter()
@@ -479,12 +480,13 @@ def _run_epochs(  # noqa: PLR0917 - epochs of _train, its state passed explicitl
     rows = step.decode_epochs(vector.numpy(), count, S, b.params, b.recorded)
     dt = time.perf_counter() - t0
     run.calls += 1
+    run.pace = (len(rows), dt)
     run.clock.add(
         dt,
         sum(o.done for o, _ in rows),
         b.layout.batch_sizes(run.steps, sum(o.done for o, _ in rows)),
     )
-    interrupted = _agreed_stop(sinks.stop_requested, b.layout.size, 0)
+    interrupted = _agreed_stop(sinks.stop_requested, b.layout.size, run.calls)
     for j, (out, theta) in enumerate(rows):
         if run.stop is not None:
             raise RuntimeError(
@@ -502,6 +504,17 @@ def _run_epochs(  # noqa: PLR0917 - epochs of _train, its state passed explicitl
         timing = (share, t0 + share * (j + 1))
         previous = _close_epoch(cfg, b, run, epoch, timing, previous, sinks, theta)
     return previous
+
+
+def _epochs_per_call(cfg: TrialConfig, b: _Built, run: _Run) -> int:
+    """Epochs for the next call of the epoch loop. One on several processes (every rank must
+    make the same calls, and a time-based count would differ between them) and with shuffling
+    (a new order per epoch); else what the last call's pace fits in EPOCH_CALL_SECONDS."""
+    if b.layout.size > 1 or cfg.shuffle or run.pace is None:
+        return 1
+    epochs, seconds = run.pace
+    fits = int(EPOCH_CALL_SECONDS * epochs / seconds) if seconds > 0 else 8 * epochs
+    return max(1, min(fits, 8 * epochs, EPOCH_CALL_STEPS // b.layout.steps_per_epoch))
 
 
 def _add_call(cfg: TrialConfig, b: _Built, run: _Run, epoch: _Epoch, out: step.CallOutput) -> None:
