@@ -18,7 +18,19 @@ the real MPIJob CRD, and `scalelab operator` as its ServiceAccount. Applies a sw
     stand-in's (2 per trial), this script's apply and the control plane's leader-election leases;
     and the operator's own count (scalelab_operator_api_writes_total).
 Prints the load average at the start and the end. Not a test: figures depend on this machine's
-load. Figures: the README's "1,000-point experiment" paragraph and issue 13's closing note.
+load. On the 2-core shared development box (2026-12-03, defaults, six runs, 1-minute load
+average at the start 7.2 / 10.4 / 10.2 / 5.2 / 9.0 / 2.2): first wave after 5.6 / 2.1 / 4.6 /
+2.7 / 2.4 / 1.5 s (median 2.6), all 1,000 ScaleTrials after 28.7 / 10.8 / 34.1 / 14.1 / 11.1 /
+5.7 s (median 12.6), Succeeded after 65-216 s (median 127); status 8,242 bytes with the top 20
+rows (object 14.2 kB); operator RSS 104 MiB idle, peak 126-147 MiB (median 132); the operator's
+own writes 3,022-3,034 = 3 per trial (create, MPIJob, final phase) + 22-33 experiment status
+patches. Until all trials existed the operator used 2.9-3.4 CPU-s, kube-apiserver 5.6-7.9, etcd
+0.5-0.8 (at load 2.2: 3.1 + 6.1 + 0.6 = 9.8 CPU-s in 5.7 s, both cores busy): the API server
+alone needs ~3 s of both cores for 1,000 ScaleTrial creates (6-11 ms of its CPU each, a ConfigMap
+of the same bytes 3.9 ms; neither its CEL rules, fieldValidation nor a body without defaults
+changes that), so "all trials within 3 s" is beyond this machine. Before issue 13 (same bench,
+py-spy attached, load 3.8 -> 10): 28.0 s / 31.7 s / 426 s, status 262 kB with 1,000 rows, 4.08
+writes per trial; issue 13's quiet figures were 3.5-5.1 s / 5.8 s / 253 kB / 136-139 MiB / 4.04.
 """
 
 from __future__ import annotations
