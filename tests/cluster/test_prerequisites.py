@@ -167,6 +167,22 @@ def test_no_mpijob_api_is_named_on_the_experiment_until_the_mpi_operator_is_inst
     reasons = {t["status"]["reason"] for t in items(bare, "scaletrials", "no-mpi")}
     assert not any("install" in r for r in reasons), reasons
 
+    # The operator watches the MPIJobs of the API that appeared after it started (kopf alone can
+    # miss it for good when discovery lags the CRD's events; kube/resolve.py rescans): an MPIJob
+    # the MPI operator marks Running makes its trial Running.
+    job = jobs[0]["metadata"]["name"]
+    running = {"conditions": [
+        {"type": kind, "status": "True", "reason": f"MPIJob{kind}", "message": kind,
+         "lastTransitionTime": "2026-01-01T00:00:00Z"} for kind in ("Created", "Running")
+    ]}  # fmt: skip
+    bare.kubectl("patch", "mpijob", job, "-n", "no-mpi", "--subresource=status", "--type=merge",
+                 "-p", json.dumps({"status": running}))  # fmt: skip
+    wait_for(
+        lambda: get(bare, "scaletrial", job, "no-mpi")["status"]["phase"] == "Running",
+        60,
+        f"trial {job} Running once its MPIJob is",
+    )
+
 
 def test_a_queue_name_without_kueue_and_a_deleted_trainer_account_are_named_or_repaired(
     bare: ControlPlane, bare_operator: Operator

@@ -10,8 +10,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from kopf._cogs.structs.references import Insights, Resource
 
+from scalelab.kube.handlers import WATCHED
 from scalelab.kube.prerequisites import Prerequisites, unpullable_image
+from scalelab.kube.resolve import unresolved
 
 MAX_RETRY_SECONDS = SERVED_TTL_SECONDS = 60.0
 
@@ -97,3 +100,15 @@ def test_a_failed_image_pull_of_a_waiting_trial_is_named_with_its_image() -> Non
     assert both.trials == ("lab-b16-g1", "lab-b8-g1")
     assert '"local/trainer:dev" (ErrImageNeverPull' in both.message
     assert "and those of 1 more trial(s)" in both.message
+
+
+def test_the_groups_kopf_has_not_resolved_are_the_ones_rescanned() -> None:
+    insights = Insights()
+    assert unresolved(insights, WATCHED) == ["kubeflow.org", "kueue.x-k8s.io", "scalelab.dev"]
+    insights.watched_resources.update(
+        {Resource("scalelab.dev", "v1alpha1", p) for p in ("scaleexperiments", "scaletrials")}
+    )
+    insights.indexed_resources.add(Resource("kubeflow.org", "v2beta1", "mpijobs"))
+    assert unresolved(insights, WATCHED) == ["kueue.x-k8s.io"]
+    insights.indexed_resources.add(Resource("kueue.x-k8s.io", "v1beta2", "workloads"))
+    assert unresolved(insights, WATCHED) == []

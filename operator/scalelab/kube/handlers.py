@@ -50,6 +50,8 @@ EXPERIMENTS = ("scalelab.dev", "v1alpha1", "scaleexperiments")
 TRIALS = ("scalelab.dev", "v1alpha1", "scaletrials")
 MPIJOBS = (MPIJOB_GROUP, MPIJOB_VERSION, MPIJOB_PLURAL)
 WORKLOADS = (KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS)
+#: What the handlers watch or index; kube/resolve.py keeps kopf watching those that appear late.
+WATCHED = (EXPERIMENTS, TRIALS, MPIJOBS, WORKLOADS)
 OURS = {LABEL_MANAGED_BY: MANAGED_BY}
 
 LOGIN = "login"

@@ -9,11 +9,12 @@ import logging
 from collections.abc import Sequence
 
 import kopf
+from kopf._cogs.structs.references import Insights  # kopf pinned: see kube/resolve.py
 from kubernetes import client
 from kubernetes import config as kube_config
 from prometheus_client import CollectorRegistry, start_http_server
 
-from scalelab.kube import handlers
+from scalelab.kube import handlers, resolve
 from scalelab.kube.apply import Kube
 from scalelab.kube.metrics import OperatorMetrics
 from scalelab.kube.operations import Context
@@ -60,12 +61,14 @@ def run(
     port = cfg.metrics_port if metrics_port is None else metrics_port
     if port:
         start_http_server(port, registry=registry)
-    operator_registry = kopf.OperatorRegistry()
+    operator_registry, settings, insights = kopf.OperatorRegistry(), kopf_settings(), Insights()
     handlers.register(operator_registry, cfg)
+    resolve.register(operator_registry, settings, insights, handlers.WATCHED)
     ctx = Context(kube=Kube(load_credentials()), config=cfg, metrics=metrics)
     kopf.run(
         registry=operator_registry,
-        settings=kopf_settings(),
+        settings=settings,
+        insights=insights,
         standalone=standalone,
         clusterwide=not namespaces,
         namespaces=list(namespaces),
