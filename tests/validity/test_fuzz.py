@@ -173,15 +173,24 @@ PLACES = [(section, name) for section, fields in FIELDS.items() for name in fiel
 
 @st.composite
 def experiments(draw: st.DrawFn, index: int = 0) -> dict[str, Any]:
-    """A ScaleExperiment document: valid per field, then up to three fields made wrong."""
+    """A ScaleExperiment document: valid per field, then up to three fields made wrong; one in
+    twenty is a custom workload with only its parameters wrong (the class the models refuse after
+    apply). Mixed into the others that class came to 0-3 specs a run, as most documents have
+    several problems: derandomize fixes the seed, but Hypothesis also draws on constants of the
+    modules imported before the test, so the stream changes with the tests that ran first."""
     spec: dict[str, Any] = {}
-    for section, fields in FIELDS.items():
-        chosen = draw(st.sets(st.sampled_from(sorted(fields)), max_size=len(fields)))
-        if chosen:
-            spec[section] = {name: draw(fields[name][0]) for name in sorted(chosen)}
-    for _ in range(draw(st.sampled_from([0, 0, 0, 1, 2, 3]))):
-        section, name = draw(st.sampled_from(PLACES))
-        spec.setdefault(section, {})[name] = draw(FIELDS[section][name][1])
+    if draw(st.integers(0, 19)) == 0:
+        spec["workload"] = {"model": "custom", "dataset": "custom",
+                            "entryPoint": "team.models:workload",
+                            "parameters": draw(BAD_PARAMETERS)}  # fmt: skip
+    else:
+        for section, fields in FIELDS.items():
+            chosen = draw(st.sets(st.sampled_from(sorted(fields)), max_size=len(fields)))
+            if chosen:
+                spec[section] = {name: draw(fields[name][0]) for name in sorted(chosen)}
+        for _ in range(draw(st.sampled_from([0, 0, 0, 1, 2, 3]))):
+            section, name = draw(st.sampled_from(PLACES))
+            spec.setdefault(section, {})[name] = draw(FIELDS[section][name][1])
     metadata: dict[str, Any] = {
         "name": draw(st.sampled_from(["fuzz", "f" * 63, "fuzz-1"] * 3 + ["Fuzz_1", "f" * 64]))
     }
