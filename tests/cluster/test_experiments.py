@@ -323,7 +323,10 @@ def test_the_api_server_or_etcd_restarted_mid_experiment_loses_nothing(
         input=_experiment(
             name,
             sweep={"batchSizes": [64, 32], "gpus": [1], "repeats": 2},
-            training={"learningRate": 0.01, "maxEpochs": 150,
+            # 20 000 epochs: about 10 s of a linear trial on a quiet core (whole epochs per
+            # compiled call), so the trials outlast the 8 s outage; at 150 epochs they had
+            # finished before it and no trainer met it.
+            training={"learningRate": 0.01, "maxEpochs": 20000,
                       "convergence": {"relativeTolerance": 0}},
             execution={"maxConcurrentTrials": 2, "maxGPUs": 2, "backoffLimit": 0},
         ),
