@@ -167,8 +167,9 @@ def _delete_worker_when_training(cp: ControlPlane, namespace: str) -> str:
         progress = trials[0].get("status", {}).get("progress") if trials else None
         if not progress or not progress.get("epoch"):
             return None
-        pods = [p["metadata"]["name"] for p in items(cp, "pods", namespace)]
-        return next((p for p in pods if p.endswith("-worker-0")), None)
+        pods = {p["metadata"]["name"] for p in items(cp, "pods", namespace)}
+        worker = f"{trials[0]['metadata']['name']}-worker-0"  # the MPIJob is named as the trial
+        return worker if worker in pods else None
 
     pod: str = wait_for(training, 300, "rank 0 to report an epoch", interval=0.5)
     cp.kubectl("delete", "pod", "-n", namespace, pod, "--grace-period=0", "--wait=false")
@@ -182,19 +183,22 @@ LONG_TRIAL = {
 }  # fmt: skip
 
 
-def test_a_trial_whose_worker_pod_is_deleted_fails_with_a_reason_when_no_retry_is_left(
+def test_a_trial_whose_worker_pod_is_deleted_fails_with_a_reason_and_the_sweep_goes_on(
     installed: ControlPlane, namespace: str
 ) -> None:
     cp = installed
     name = apply(cp, namespace, experiment(
-        "worker-lost", **LONG_TRIAL, execution={"backoffLimit": 0}
+        "worker-lost", **LONG_TRIAL, sweep={"batchSizes": [16, 64]},
+        execution={"backoffLimit": 0},
     ))  # fmt: skip
-    _delete_worker_when_training(cp, namespace)
+    _delete_worker_when_training(cp, namespace)  # of batch 16 (trials list by name)
 
-    assert finished(cp, name, namespace) == "Failed", trial_diagnostics(cp, namespace)
-    trial = items(cp, "st", namespace)[0]["status"]
-    assert trial["phase"] == "Failed"
-    assert trial["reason"], trial
+    # The experiment goes on: batch 64 runs (one trial at a time) and is measured.
+    assert finished(cp, name, namespace) == "Succeeded", trial_diagnostics(cp, namespace)
+    lost, other = (t["status"] for t in items(cp, "st", namespace))
+    assert lost["phase"] == "Failed"
+    assert lost["reason"], lost
+    assert other["phase"] == "Succeeded", other
 
 
 def test_a_trial_whose_worker_pod_is_deleted_is_retried_under_its_backoff_limit(
