@@ -124,6 +124,14 @@ class StandIn:
     def runs_of(self, job: str) -> list[Run]:
         return [r for r in self.runs if r.job == job]
 
+    def not_made_and_run_once(self, namespace: str, jobs: list[dict[str, Any]]) -> list[str]:
+        """The names of `jobs` (MPIJob objects) created under more than one UID or run more or
+        less than once: a duplicate the operator made, or a launch lost."""
+        names = [j["metadata"]["name"] for j in jobs]
+        return [
+            n for n in names if len(self.uids[f"{namespace}/{n}"]) != 1 or len(self.runs_of(n)) != 1
+        ]
+
     # ------------------------------------------------------------------------------ watching
 
     def _watch(self) -> None:

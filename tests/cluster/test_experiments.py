@@ -257,10 +257,7 @@ def test_the_operator_killed_mid_experiment_resumes_without_duplicates_or_lost_t
     assert sorted(j["metadata"]["name"] for j in jobs) == [
         "restart-b16-g1", "restart-b32-g1", "restart-b64-g1",
     ]  # fmt: skip
-    for job in jobs:
-        key = f"{namespace}/{job['metadata']['name']}"
-        assert len(standin.uids[key]) == 1, f"{key} was created more than once"
-        assert len(standin.runs_of(job["metadata"]["name"])) == 1
+    assert standin.not_made_and_run_once(namespace, jobs) == []
 
 
 def test_the_operator_killed_ten_times_at_random_loses_nothing_and_duplicates_nothing(
@@ -300,13 +297,7 @@ def test_the_operator_killed_ten_times_at_random_loses_nothing_and_duplicates_no
     assert sorted(t["status"]["result"]["finalLoss"] is not None for t in trials) == [True] * 20
     jobs = items(cluster, "mpijobs", namespace)
     assert len(jobs) == 20
-    duplicates = [
-        j["metadata"]["name"]
-        for j in jobs
-        if len(standin.uids[f"{namespace}/{j['metadata']['name']}"]) != 1
-        or len(standin.runs_of(j["metadata"]["name"])) != 1
-    ]
-    assert duplicates == []
+    assert standin.not_made_and_run_once(namespace, jobs) == []
 
 
 @pytest.mark.parametrize("component", ["kube-apiserver", "etcd"])
@@ -356,13 +347,7 @@ def test_the_api_server_or_etcd_restarted_mid_experiment_loses_nothing(
     assert all(r["finalLoss"] is not None for r in status["results"])  # no result lost
     jobs = items(cluster, "mpijobs", namespace)
     assert len(jobs) == 4
-    duplicates = [
-        j["metadata"]["name"]
-        for j in jobs
-        if len(standin.uids[f"{namespace}/{j['metadata']['name']}"]) != 1
-        or len(standin.runs_of(j["metadata"]["name"])) != 1
-    ]
-    assert duplicates == []
+    assert standin.not_made_and_run_once(namespace, jobs) == []
     # The outage was met by at least one running trainer (a refused or retried status write).
     runs = [r for j in jobs for r in standin.runs_of(j["metadata"]["name"])]
     met = sum(("patch failed" in r.stderr) or ("retrying" in r.stderr) for r in runs)
