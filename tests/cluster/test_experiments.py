@@ -29,6 +29,7 @@ from tests.cluster.processes import (
 )
 from tests.cluster.standin import InstantStandIn, StandIn, local_command
 from tests.harness.controlplane import ControlPlane
+from tests.harness.objects import experiment_condition
 
 pytestmark = pytest.mark.cluster
 
@@ -627,10 +628,7 @@ def test_an_unpullable_trainer_image_is_named_on_the_trial_and_experiment_until_
     )  # fmt: skip
 
     def condition() -> dict[str, Any] | None:
-        status = get(cluster, "scaleexperiment", "pull", namespace).get("status") or {}
-        return next(
-            (c for c in status.get("conditions") or [] if c["type"] == "PrerequisitesMet"), None
-        )
+        return experiment_condition(cluster, "pull", namespace, "PrerequisitesMet")
 
     t0 = time.monotonic()
     met = wait_for(condition, 90, "PrerequisitesMet=False naming the image")

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.cluster.processes import ESTABLISHED, REPO, Operator
 from tests.harness.controlplane import ControlPlane, start_control_plane
-from tests.harness.objects import get, items, wait_for
+from tests.harness.objects import experiment_condition, get, items, wait_for
 from tests.harness.ports import wait_until
 
 pytestmark = pytest.mark.cluster
@@ -71,11 +71,6 @@ def _experiment(name: str, **execution: Any) -> str:
     )
 
 
-def _condition(cp: ControlPlane, name: str, namespace: str, kind: str) -> dict[str, Any] | None:
-    status = get(cp, "scaleexperiment", name, namespace).get("status") or {}
-    return next((c for c in status.get("conditions") or [] if c["type"] == kind), None)
-
-
 def _missing_gauge(op: Operator, namespace: str, prerequisite: str) -> float | None:
     for family in text_string_to_metric_families(op.metrics()):
         for s in family.samples:
@@ -105,7 +100,9 @@ def test_no_mpijob_api_is_named_on_the_experiment_until_the_mpi_operator_is_inst
     assert all(all(listing) for listing in listings), [x for x in listings if not all(x)]
 
     met = wait_for(
-        lambda: _condition(bare, "lab", "no-mpi", "PrerequisitesMet"), 60, "PrerequisitesMet"
+        lambda: experiment_condition(bare, "lab", "no-mpi", "PrerequisitesMet"),
+        60,
+        "PrerequisitesMet",
     )
     assert (met["status"], met["reason"]) == ("False", "MPIJobAPIMissing")
     assert "install the Kubeflow MPI operator" in met["message"]
@@ -158,7 +155,7 @@ def test_no_mpijob_api_is_named_on_the_experiment_until_the_mpi_operator_is_inst
     jobs = wait_for(mpijobs, 90, "MPIJobs once the CRD exists")
     assert len(jobs) == 2  # maxConcurrentTrials
     wait_for(
-        lambda: _condition(bare, "lab", "no-mpi", "PrerequisitesMet") is None,
+        lambda: experiment_condition(bare, "lab", "no-mpi", "PrerequisitesMet") is None,
         30,
         "the PrerequisitesMet condition to clear",
     )
@@ -190,7 +187,9 @@ def test_a_queue_name_without_kueue_and_a_deleted_trainer_account_are_named_or_r
     bare.kubectl("create", "namespace", "no-kueue")
     bare.kubectl("apply", "-n", "no-kueue", "-f", "-", input=_experiment("lab", queueName="q"))
     met = wait_for(
-        lambda: _condition(bare, "lab", "no-kueue", "PrerequisitesMet"), 60, "PrerequisitesMet"
+        lambda: experiment_condition(bare, "lab", "no-kueue", "PrerequisitesMet"),
+        60,
+        "PrerequisitesMet",
     )
     assert met["status"] == "False", met  # MPIJobAPIMissing first when that test has not run
     assert "queueName is set but the Kueue API (kueue.x-k8s.io) is not served" in met["message"]

@@ -25,6 +25,14 @@ def items(cp: ControlPlane, kind: str, namespace: str, *selector: str) -> list[d
     return found
 
 
+def experiment_condition(
+    cp: ControlPlane, name: str, namespace: str, kind: str
+) -> dict[str, Any] | None:
+    """The ScaleExperiment's condition of type `kind`, None while it has none."""
+    status = get(cp, "scaleexperiment", name, namespace).get("status") or {}
+    return next((c for c in status.get("conditions") or [] if c["type"] == kind), None)
+
+
 def wait_for(
     check: Callable[[], Any],
     timeout: float,

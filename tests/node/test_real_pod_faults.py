@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from tests.harness.controlplane import ControlPlane
-from tests.harness.objects import get, items, wait_for
+from tests.harness.objects import experiment_condition, get, items, wait_for
 from tests.node.conftest import apply, finished
 from tests.node.test_real_pods import LONG_TRIAL, experiment, gauge, operator_metrics
 from tests.node.test_real_pods import trial_diagnostics as diagnostics
@@ -30,11 +30,6 @@ def _trainers(trial: str) -> list[psutil.Process]:
         if "scalelab_trainer" in argv and trial in argv and "python" in Path(argv[0]).name:
             found.append(p)
     return found
-
-
-def _condition(cp: ControlPlane, name: str, namespace: str, kind: str) -> dict[str, str] | None:
-    status = get(cp, "sx", name, namespace).get("status") or {}
-    return next((c for c in status.get("conditions") or [] if c["type"] == kind), None)
 
 
 def test_a_trainer_stopped_with_sigstop_is_reported_stalled_and_recovers_when_continued(
@@ -55,7 +50,7 @@ def test_a_trainer_stopped_with_sigstop_is_reported_stalled_and_recovers_when_co
     t0 = time.monotonic()
     try:
         stall = wait_for(
-            lambda: _condition(cp, name, namespace, "TrialsStalled"), 180, "TrialsStalled"
+            lambda: experiment_condition(cp, name, namespace, "TrialsStalled"), 180, "TrialsStalled"
         )
         print(f"SIGSTOP: reported stalled {time.monotonic() - t0:.0f} s after the stop")
         assert stall["status"] == "True"
@@ -68,7 +63,7 @@ def test_a_trainer_stopped_with_sigstop_is_reported_stalled_and_recovers_when_co
         for p in stopped:
             p.send_signal(signal.SIGCONT)
     assert finished(cp, name, namespace) == "Succeeded", diagnostics(cp, namespace)
-    assert _condition(cp, name, namespace, "TrialsStalled") is None
+    assert experiment_condition(cp, name, namespace, "TrialsStalled") is None
 
 
 def test_a_loss_that_explodes_is_diverged_within_its_first_epoch(
@@ -97,7 +92,9 @@ def test_an_image_the_kubelet_cannot_pull_is_named_on_the_experiment_and_the_tri
     ))  # fmt: skip
     t0 = time.monotonic()
     met = wait_for(
-        lambda: _condition(cp, name, namespace, "PrerequisitesMet"), 180, "PrerequisitesMet"
+        lambda: experiment_condition(cp, name, namespace, "PrerequisitesMet"),
+        180,
+        "PrerequisitesMet",
     )
     print(f"unpullable image named {time.monotonic() - t0:.0f} s after kubectl apply")
     assert met["reason"] == "TrainerImageUnpullable", met
