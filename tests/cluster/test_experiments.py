@@ -8,6 +8,7 @@ import csv
 import json
 import random
 import time
+from collections import Counter
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -411,6 +412,16 @@ def _samples(text: str, name: str, **labels: str) -> list[tuple[dict[str, str], 
     ]
 
 
+def _writes(operator: Operator) -> Counter[tuple[str, str]]:
+    """The operator's API writes so far, by (verb, resource)."""
+    return Counter(
+        {
+            (labels["verb"], labels["resource"]): int(value)
+            for labels, value in _samples(operator.metrics(), "scalelab_operator_api_writes_total")
+        }
+    )
+
+
 def test_operator_metrics_show_trials_gpus_and_finished_results(
     cluster: ControlPlane, operator: Operator, standin: StandIn, namespace: str
 ) -> None:
@@ -674,11 +685,11 @@ def test_a_sweep_bigger_than_the_status_budget_keeps_the_top_rows_and_lists_ever
     """30 trials, each finished at once with a made-up result (InstantStandIn: the trainer is
     not what this is about): the status keeps the top 20 rows, best first, within its byte
     budget and counts the other 10; `kubectl get scaletrials -l` shows all 30 with their
-    results, `scalelab report --experiment` writes all 30; the operator wrote at most 3 times
-    per trial (create, MPIJob, final phase) and a few times for the experiment."""
+    results, `scalelab report --experiment` writes all 30; the operator created each trial and
+    MPIJob once and wrote statuses only with news."""
     standin.ignore.add(namespace)
     instant = InstantStandIn(cluster.kubeconfig, namespace)
-    before = _samples(operator.metrics(), "scalelab_operator_api_writes_total")[0][1]
+    before = _writes(operator)
     try:
         cluster.kubectl(
             "apply", "-n", namespace, "-f", "-",
@@ -691,15 +702,26 @@ def test_a_sweep_bigger_than_the_status_budget_keeps_the_top_rows_and_lists_ever
         assert _wait_finished(cluster, "big", namespace) == "Succeeded", operator.log_tail()
     finally:
         instant.stop.set()
-    writes = _samples(operator.metrics(), "scalelab_operator_api_writes_total")[0][1] - before
+    writes = _writes(operator) - before
     status = get(cluster, "scaleexperiment", "big", namespace)["status"]
     assert status["trials"]["succeeded"] == 30
     assert len(status["results"]) == STATUS_ROWS
     assert status["omittedResults"] == 30 - STATUS_ROWS
     assert status["results"][0]["trial"] == status["recommendation"]["trial"]
     assert len(json.dumps(status, separators=(",", ":"))) <= STATUS_BYTES
-    # 2 for the namespace's trainer account, a handful of experiment status patches.
-    assert writes <= 3 * 30 + 10, f"{writes:.0f} API writes for 30 trials"
+    # Each trial and each MPIJob created once; a trial's status written once per phase it was
+    # seen to take (Running, if a pass saw it before it finished, then Succeeded); the
+    # experiment's status only when a pass saw news, and a pass batches what changed since the
+    # last (how many passes see news is timing: 3 on a quiet machine, more under load).
+    assert writes["create", "scaletrials"] == 30, writes
+    assert writes["create", "mpijobs"] == 30, writes
+    assert 30 <= writes["patch", "scaletrials/status"] <= 2 * 30, writes
+    assert 1 <= writes["patch", "scaleexperiments/status"] <= 30, writes
+    assert not writes.keys() - {
+        ("create", "scaletrials"), ("create", "mpijobs"), ("patch", "scaletrials/status"),
+        ("patch", "scaleexperiments/status"), ("create", "serviceaccounts"),
+        ("create", "rolebindings"),
+    }, writes  # fmt: skip
 
     selector = "scalelab.dev/experiment=big"
     table = cluster.kubectl(

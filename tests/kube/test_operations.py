@@ -10,6 +10,7 @@ from typing import Any
 
 import kopf
 import pytest
+from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
@@ -62,8 +63,8 @@ class RecordingCustomApi:
 
 
 def _context(custom: RecordingCustomApi, registry: CollectorRegistry | None = None) -> Context:
-    kube = Kube.__new__(Kube)
-    kube.custom, kube.writes, kube.parallelism = custom, 0, 1  # type: ignore[assignment]
+    kube = Kube(ApiClient())
+    kube.custom, kube.parallelism = custom, 1  # type: ignore[assignment]
     metrics = OperatorMetrics(registry or CollectorRegistry(), handlers.RECONCILING)
     return Context(kube=kube, config=Config(), metrics=metrics)
 

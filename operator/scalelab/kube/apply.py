@@ -9,6 +9,8 @@ kopf handlers in a worker thread (the kubernetes client is synchronous).
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,7 +40,10 @@ class Kube:
     custom: client.CustomObjectsApi = field(init=False)
     core: client.CoreV1Api = field(init=False)
     rbac: client.RbacAuthorizationV1Api = field(init=False)
-    writes: int = 0  # API writes made by this process (the benchmark reads it)
+    # API writes made by this process, by (verb, resource) as the API server's request metrics
+    # name them; the operator's metrics export them (scalelab_operator_api_writes_total).
+    writes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         # One pooled connection per concurrent call (urllib3 warns and discards beyond it).
@@ -47,10 +52,20 @@ class Kube:
         self.core = client.CoreV1Api(self.api)
         self.rbac = client.RbacAuthorizationV1Api(self.api)
 
+    def wrote(self, verb: str, resource: str) -> None:
+        """Count one write (the calls of a step run on several threads)."""
+        with self._lock:
+            self.writes[verb, resource] += 1
 
-def _create(kube: Kube, fn: Any, *args: Any) -> Any:
+    def written(self) -> Counter[tuple[str, str]]:
+        """A copy of the write counts, to subtract from a later one."""
+        with self._lock:
+            return Counter(self.writes)
+
+
+def _create(kube: Kube, resource: str, fn: Any, *args: Any) -> Any:
     """Call a create; AlreadyExists is success (returns None)."""
-    kube.writes += 1
+    kube.wrote("create", resource)
     try:
         return fn(*args)
     except ApiException as error:
@@ -67,12 +82,14 @@ def ensure_trainer_account(kube: Kube, namespace: str, config: Config) -> None:
     labels = {mpijob.LABEL_MANAGED_BY: mpijob.MANAGED_BY}
     _create(
         kube,
+        "serviceaccounts",
         kube.core.create_namespaced_service_account,
         namespace,
         {"metadata": {"name": name, "labels": labels}},
     )
     _create(
         kube,
+        "rolebindings",
         kube.rbac.create_namespaced_role_binding,
         namespace,
         {
@@ -91,7 +108,7 @@ def patch_experiment_status(
     kube: Kube, namespace: str, name: str, status: Mapping[str, Any]
 ) -> None:
     """Merge-patch a ScaleExperiment's status."""
-    kube.writes += 1
+    kube.wrote("patch", f"{EXPERIMENTS}/status")
     kube.custom.patch_namespaced_custom_object_status(
         GROUP, VERSION, namespace, EXPERIMENTS, name, {"status": dict(status)},
         _content_type=MERGE,
@@ -113,6 +130,7 @@ def apply(  # noqa: PLR0917 - one pass's inputs
     def create_trial(trial: PlannedTrial) -> None:
         made = _create(
             kube,
+            TRIALS,
             kube.custom.create_namespaced_custom_object,
             GROUP, VERSION, namespace, TRIALS, trial_body(trial, namespace, owner),
         )  # fmt: skip
@@ -127,6 +145,7 @@ def apply(  # noqa: PLR0917 - one pass's inputs
             return
         _create(
             kube,
+            mpijob.MPIJOB_PLURAL,
             kube.custom.create_namespaced_custom_object,
             mpijob.MPIJOB_GROUP, mpijob.MPIJOB_VERSION, namespace, mpijob.MPIJOB_PLURAL,
             mpijob.render(trial, namespace, uid, config),
@@ -134,7 +153,7 @@ def apply(  # noqa: PLR0917 - one pass's inputs
 
     def patch_trial(item: tuple[str, dict[str, Any]]) -> None:
         name, patch = item
-        kube.writes += 1
+        kube.wrote("patch", f"{TRIALS}/status")
         try:
             kube.custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, namespace, TRIALS, name, {"status": patch}, _content_type=MERGE
@@ -145,7 +164,7 @@ def apply(  # noqa: PLR0917 - one pass's inputs
             memory.written.pop(name, None)
 
     def delete_job(name: str) -> None:
-        kube.writes += 1
+        kube.wrote("delete", mpijob.MPIJOB_PLURAL)
         try:
             kube.custom.delete_namespaced_custom_object(
                 mpijob.MPIJOB_GROUP, mpijob.MPIJOB_VERSION, namespace, mpijob.MPIJOB_PLURAL, name,

@@ -102,7 +102,11 @@ class OperatorMetrics(Collector):
         )
         self.api_writes = Counter(
             "scalelab_operator_api_writes_total",
-            "API writes made by the operator's reconciliations (kopf's own not included).",
+            "API writes made by the operator's reconciliations (kopf's own not included), by verb "
+            "(create, patch, delete) and resource (scaletrials, scaletrials/status, mpijobs, "
+            "scaleexperiments/status, serviceaccounts, rolebindings) as the API server's "
+            "apiserver_request_total names them.",
+            ["verb", "resource"],
             registry=registry,
         )
         for handler in handlers:

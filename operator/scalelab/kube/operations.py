@@ -174,7 +174,7 @@ async def _pass(  # noqa: PLR0917
     seen_trials, seen_jobs = indexes.seen(key)
     memory = _memory(memo)
     ctx.metrics.reconciles.labels(handler).inc()
-    started, writes = time.monotonic(), ctx.kube.writes
+    started, writes = time.monotonic(), ctx.kube.written()
     starting = [j.trial for j in seen_jobs if j.phase is JobPhase.CREATED]
     missing: list[Missing] = await _call(
         ctx, handler, ctx.prerequisites.missing, ctx.kube, cache.experiment, key[0], ctx.config,
@@ -226,7 +226,8 @@ async def _pass(  # noqa: PLR0917
             tuple(m.key for m in decision.missing),
         ),
     )
-    ctx.metrics.api_writes.inc(ctx.kube.writes - writes)
+    for (verb, resource), count in (ctx.kube.written() - writes).items():
+        ctx.metrics.api_writes.labels(verb, resource).inc(count)
     ctx.metrics.reconcile_seconds.labels(handler).observe(time.monotonic() - started)
 
 
