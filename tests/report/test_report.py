@@ -129,3 +129,32 @@ def test_the_params_column_shows_the_weight_norm_of_a_many_dimensional_line() ->
 
     assert _params({"wNorm": 3.5, "b": 0.5}) == "|w|=3.5, b=0.5"
     assert _params({"w": 9.9, "b": 2.0}) == "w=9.9, b=2"
+
+
+def test_figures_drawn_in_forked_processes_are_the_bytes_drawn_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With several cores the figures are drawn in forked processes (seen by the pid that drew
+    them); with another thread alive they are drawn in this process; both give the same PNGs."""
+    import os
+    import threading
+
+    from scalelab.report import render
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.fail("this test needs two cores (the project's machines have them)")
+    lab = _lab1_results(tmp_path)
+    forked = render._draw_all(lab, tmp_path)
+    held = threading.Event()
+    other = threading.Thread(target=held.wait)
+    other.start()
+    try:
+        here = render._draw_all(lab, tmp_path)
+    finally:
+        held.set()
+        other.join()
+    assert forked.keys() == here.keys() == render._DRAW.keys()
+    assert forked == here
+    assert forked["lab-trajectory-3d"] is not None
+    monkeypatch.setattr(render, "_DRAW", {name: lambda *_: os.getpid() for name in "abc"})
+    assert os.getpid() not in render._draw_all(lab, tmp_path).values()
