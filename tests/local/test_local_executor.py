@@ -597,13 +597,14 @@ def test_a_busy_or_invalid_metrics_port_stops_scalelab_run_before_any_trainer_st
     tmp_path: Path,
 ) -> None:
     file = write_experiment(tmp_path / "x.yaml", "busy", sweep={"batchSizes": [2], "gpus": [1, 2]})
+    first = _free_port_run(2)  # (any port below a taken one may be in use by someone else)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
-        taken.bind(("", 0))
+        taken.bind(("", first + 1))
         taken.listen()
-        port = int(taken.getsockname()[1])
+        port = first + 1
         # Rank 1 of the 2-process trial would listen on port + 1; rank 0 of either on port.
         done = scalelab("run", str(file), "--out", str(tmp_path / "out"),
-                        "--metrics-port", str(port - 1))  # fmt: skip
+                        "--metrics-port", str(first))  # fmt: skip
     assert done.returncode == 1
     assert f"port(s) {port} in use or out of range" in done.stderr
     assert "Traceback" not in done.stderr

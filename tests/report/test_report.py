@@ -131,30 +131,56 @@ def test_the_params_column_shows_the_weight_norm_of_a_many_dimensional_line() ->
     assert _params({"w": 9.9, "b": 2.0}) == "w=9.9, b=2"
 
 
-def test_figures_drawn_in_forked_processes_are_the_bytes_drawn_here(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With several cores the figures are drawn in forked processes (seen by the pid that drew
-    them); with another thread alive they are drawn in this process; both give the same PNGs."""
+_FORKED_VS_HERE = """
+import json, os, sys, threading
+from pathlib import Path
+from scalelab.report import render
+from scalelab.results.model import ResultsFile
+
+results, directory = ResultsFile.model_validate_json(sys.stdin.read()), Path(sys.argv[1])
+alone = threading.active_count() == 1  # the condition for drawing in forked processes
+forked = render._draw_all(results, directory)
+held = threading.Event()
+other = threading.Thread(target=held.wait)
+other.start()
+here = render._draw_all(results, directory)  # another thread alive: drawn in this process
+held.set()
+other.join()
+render._DRAW = {name: lambda *_: os.getpid() for name in "abc"}
+pids = set(render._draw_all(results, directory).values())
+print(json.dumps({
+    "alone": alone, "names": sorted(forked), "expected": sorted(render_names),
+    "same": forked == here, "trajectory": forked["lab-trajectory-3d"] is not None,
+    "drew_elsewhere": os.getpid() not in pids,
+}))
+"""
+
+
+def test_figures_drawn_in_forked_processes_are_the_bytes_drawn_here(tmp_path: Path) -> None:
+    """In a process of its own with no other thread (as `scalelab run` and `scalelab report` are
+    when they draw; this test process may have other tests' threads), with two cores: the
+    figures are drawn in forked processes (seen by the pid that drew them), and they are the
+    same PNG bytes as drawn in the process itself, which is what happens when another thread is
+    alive."""
+    import json
     import os
-    import threading
+    import subprocess
+    import sys
 
     from scalelab.report import render
 
     if len(os.sched_getaffinity(0)) < 2:
         pytest.fail("this test needs two cores (the project's machines have them)")
     lab = _lab1_results(tmp_path)
-    forked = render._draw_all(lab, tmp_path)
-    held = threading.Event()
-    other = threading.Thread(target=held.wait)
-    other.start()
-    try:
-        here = render._draw_all(lab, tmp_path)
-    finally:
-        held.set()
-        other.join()
-    assert forked.keys() == here.keys() == render._DRAW.keys()
-    assert forked == here
-    assert forked["lab-trajectory-3d"] is not None
-    monkeypatch.setattr(render, "_DRAW", {name: lambda *_: os.getpid() for name in "abc"})
-    assert os.getpid() not in render._draw_all(lab, tmp_path).values()
+    script = _FORKED_VS_HERE.replace("render_names", repr(sorted(render._DRAW)))
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        input=lab.model_dump_json(), capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["alone"]
+    assert seen["names"] == seen["expected"]
+    assert seen["same"]
+    assert seen["trajectory"]
+    assert seen["drew_elsewhere"]
