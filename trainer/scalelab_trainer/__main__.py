@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
-from scalelab_trainer import world
 from scalelab_trainer.config import TrialConfig, build_parser, parse_config
 
 SIGTERM_EXIT = 143
@@ -53,6 +52,8 @@ def _start_runtime(first: TrialConfig | None) -> tuple[int, int, int]:
     rank)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
+
+    from scalelab_trainer import world
 
     if first is not None and first.intra_op_threads > 0:
         tf.config.threading.set_intra_op_parallelism_threads(first.intra_op_threads)
@@ -177,20 +178,5 @@ def _serve_metrics(configs: Sequence[TrialConfig | Exception], local_rank: int) 
     return Metrics(registry)
 
 
-def exit_now(code: int) -> None:
-    """End the process with `code` once main has returned, without the interpreter's teardown.
-
-    With TensorFlow loaded, tearing the interpreter down (module finalizers, graphs, thread
-    pools) takes about 0.9 s on this project's 2-core machine after the last `result` line, and
-    the local executor cannot start the report before stdout closes. Nothing of ours needs it:
-    status patches and results ConfigMaps are written synchronously, events are flushed lines,
-    metrics die with the process as before. Horovod is shut down first, as its own atexit hook
-    would, so no peer sees a rank vanish in the middle of its coordination cycle."""
-    world.stop()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
 if __name__ == "__main__":
-    exit_now(main())
+    sys.exit(main())

@@ -40,12 +40,6 @@ def start() -> tuple[int, int, int]:
     return rank(), size(), local_rank()
 
 
-def stop() -> None:
-    """Shut Horovod down (what its atexit hook does) when it was started; idempotent."""
-    if _started is not None:
-        _started.shutdown()
-
-
 def hvd() -> ModuleType:
     """horovod.tensorflow, started; only for worlds of N > 1 (callers check size() first)."""
     if _started is None:
