@@ -719,8 +719,10 @@ def test_a_sweep_bigger_than_the_status_budget_keeps_the_top_rows_and_lists_ever
     # seen to take (Running, if a pass saw it before it finished, then Succeeded); the
     # experiment's status only when a pass saw news, and a pass batches what changed since the
     # last (how many passes see news is timing: 3 on a quiet machine, more under load).
-    assert writes["create", "scaletrials"] == 30, writes
-    assert writes["create", "mpijobs"] == 30, writes
+    # (a create that found the object made by an earlier pass, 409, is counted too: a pass
+    # interrupted by load repeats its creates; the objects are still one each, checked below)
+    assert 30 <= writes["create", "scaletrials"] <= 2 * 30, writes
+    assert 30 <= writes["create", "mpijobs"] <= 2 * 30, writes
     assert 30 <= writes["patch", "scaletrials/status"] <= 2 * 30, writes
     assert 1 <= writes["patch", "scaleexperiments/status"] <= 30, writes
     assert not writes.keys() - {
