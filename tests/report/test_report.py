@@ -138,6 +138,7 @@ from scalelab.report import render
 from scalelab.results.model import ResultsFile
 
 results, directory = ResultsFile.model_validate_json(sys.stdin.read()), Path(sys.argv[1])
+expected = sorted(render._DRAW)
 alone = threading.active_count() == 1  # the condition for drawing in forked processes
 forked = render._draw_all(results, directory)
 held = threading.Event()
@@ -149,7 +150,7 @@ other.join()
 render._DRAW = {name: lambda *_: os.getpid() for name in "abc"}
 pids = set(render._draw_all(results, directory).values())
 print(json.dumps({
-    "alone": alone, "names": sorted(forked), "expected": sorted(render_names),
+    "alone": alone, "names": sorted(forked), "expected": expected,
     "same": forked == here, "trajectory": forked["lab-trajectory-3d"] is not None,
     "drew_elsewhere": os.getpid() not in pids,
 }))
@@ -167,14 +168,11 @@ def test_figures_drawn_in_forked_processes_are_the_bytes_drawn_here(tmp_path: Pa
     import subprocess
     import sys
 
-    from scalelab.report import render
-
     if len(os.sched_getaffinity(0)) < 2:
         pytest.fail("this test needs two cores (the project's machines have them)")
     lab = _lab1_results(tmp_path)
-    script = _FORKED_VS_HERE.replace("render_names", repr(sorted(render._DRAW)))
     done = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)],
+        [sys.executable, "-c", _FORKED_VS_HERE, str(tmp_path)],
         input=lab.model_dump_json(), capture_output=True, text=True, check=False, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
