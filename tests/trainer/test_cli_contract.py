@@ -3,6 +3,7 @@ results, SIGTERM as a partial result with exit code 143."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from scalelab_trainer.__main__ import needs_teardown
 from scalelab_trainer.config import TrialConfig, build_parser, parse_config
 from tests.harness.horovod import quiet_env
 from tests.trainer.trainer_run import MODULE, parse_events, run_trainer
@@ -159,3 +161,42 @@ def test_the_same_command_line_runs_under_mpirun_as_under_horovodrun() -> None:
     assert alone["processes"] == 1
     assert under_mpi["params"]["w"] == pytest.approx(alone["params"]["w"], rel=1e-6)
     assert under_mpi["params"]["b"] == pytest.approx(alone["params"]["b"], rel=1e-6)
+
+
+def test_a_process_alone_ends_without_teardown_and_loses_no_line(tmp_path: Path) -> None:
+    # stdout a regular file: block-buffered, so a line not flushed before os._exit would be lost.
+    out = tmp_path / "events.jsonl"
+    trials = [["--trial", "a", "--max-epochs", "2"], ["--trial", "b", "--max-epochs", "3"]]
+    (tmp_path / "trials.json").write_text(json.dumps(trials))
+    with out.open("w") as f:
+        code = subprocess.run(
+            [*MODULE, "--trial-list", str(tmp_path / "trials.json")],
+            stdout=f,
+            stderr=subprocess.DEVNULL,
+            timeout=120,
+            check=False,
+            env=quiet_env(),
+        ).returncode
+    events = parse_events(out.read_text())
+    assert code == 0
+    assert [e["trial"] for e in events if e["event"] == "result"] == ["a", "b"]
+    assert [e["epoch"] for e in events if e["event"] == "epoch" and e["trial"] == "b"] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("models", "size", "serving", "needed"),
+    [
+        (["linear", "mlp"], 1, False, False),
+        (["linear"], 2, False, True),  # Horovod's own shutdown at exit
+        (["linear"], 1, True, True),  # the last scrape of a finished trial
+        (["linear", "custom"], 1, False, True),  # a team's plugin may rely on atexit
+    ],
+)
+def test_only_a_process_alone_with_our_models_skips_the_teardown(
+    models: list[str], size: int, serving: bool, needed: bool
+) -> None:
+    configs: list[TrialConfig | Exception] = [
+        dataclasses.replace(parse_config([]), model=m) for m in models
+    ]
+    configs.append(ValueError("an invalid trial fails as a result either way"))
+    assert needs_teardown(configs, size, serving_metrics=serving) is needed
