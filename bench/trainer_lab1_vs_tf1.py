@@ -10,6 +10,11 @@ surface to 1e-10). Neither side's compute includes interpreter, TensorFlow or Ho
 the process time does. The machine's load average is printed before and after: on shared cores
 only ratios from the same run compare.
 
+Beside them, each repeat runs the floor (bench/lab1_tf2_floor.py): the least TF2 program doing the
+same work, once with a graph traced per trial and once with one graph shared by both trials. Its
+ratio to TF1 is the most any TF2 trainer could show here with tracing counted, per-trial or shared,
+and its answers are checked against the lab's too.
+
     .venv/bin/python bench/trainer_lab1_vs_tf1.py [--repeats 5]
 """
 
@@ -78,6 +83,31 @@ def run_tf1() -> tuple[float, dict[str, object]]:
     return time.perf_counter() - t0, json.loads(out.strip().splitlines()[-1])
 
 
+def run_floor(shared: bool) -> tuple[float, dict[str, object]]:
+    flags = ["--shared-trace"] if shared else []
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "lab1_tf2_floor.py"), *flags],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        check=True,
+        cwd=ROOT,
+    ).stdout
+    return float(json.loads(out.strip().splitlines()[-1])["compute"]), json.loads(out)
+
+
+def same_as_lab(tf1: dict[str, object], other: dict[str, object]) -> bool:
+    """A floor's answers are the lab's: epochs exactly, w and b to 1e-8, the surface to 1e-10."""
+    import numpy as np
+
+    return all(
+        other[k][0] == tf1[k][0]  # type: ignore[index]
+        and abs(other[k][1] - tf1[k][1]) < 1e-8 * abs(tf1[k][1])  # type: ignore[index]
+        and abs(other[k][2] - tf1[k][2]) < 1e-8 * abs(tf1[k][2])  # type: ignore[index]
+        for k in ("gd", "sgd")
+    ) and bool(np.allclose(np.array(other["surface"]), np.array(tf1["surface"]), rtol=1e-10))
+
+
 def run_scalelab(trials: Path) -> tuple[float, dict[str, dict[str, object]]]:
     t0 = time.perf_counter()
     out = subprocess.run(
@@ -115,6 +145,8 @@ def main() -> None:
         for i in range(args.repeats):
             tf1_wall, tf1 = run_tf1()
             sl_wall, sl = run_scalelab(trials)
+            floor, floor_answers = run_floor(shared=False)
+            floor_shared, shared_answers = run_floor(shared=True)
             sl_compute = sum(float(r["seconds"]) for r in sl.values())  # type: ignore[arg-type]
             sl_traced = sl_compute - sum(float(r["compileSeconds"]) for r in sl.values())  # type: ignore[arg-type]
             agree = all(
@@ -131,7 +163,11 @@ def main() -> None:
                 "scalelab_compute_after_tracing": sl_traced,
                 "tf1_wall": tf1_wall,
                 "scalelab_wall": sl_wall,
+                "floor_compute": floor,
+                "floor_shared_trace_compute": floor_shared,
                 "same_answers": agree,
+                "floors_same_answers": same_as_lab(tf1, floor_answers)
+                and same_as_lab(tf1, shared_answers),
             }
             rows.append(row)
             print(
@@ -142,7 +178,7 @@ def main() -> None:
                 flush=True,
             )
     print("load average after: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
-    med = {k: statistics.median(float(r[k]) for r in rows) for k in rows[0] if k != "same_answers"}
+    med = {k: statistics.median(float(r[k]) for r in rows) for k in rows[0] if "same" not in k}
     print(
         f"epochs: GD {tf1['gd'][0]}, SGD {tf1['sgd'][0]} (both, every repeat agreeing: "  # type: ignore[index]
         f"{all(r['same_answers'] for r in rows)})"
@@ -157,6 +193,13 @@ def main() -> None:
         f"{med['tf1_compute'] / med['scalelab_compute_after_tracing']:.1f}x"
     )
     print(
+        f"median compute of the TF2 floor (answers the lab's in every repeat: "
+        f"{all(r['floors_same_answers'] for r in rows)}): a graph per trial "
+        f"{med['floor_compute']:.3f} s ratio {med['tf1_compute'] / med['floor_compute']:.1f}x, "
+        f"one graph shared {med['floor_shared_trace_compute']:.3f} s ratio "
+        f"{med['tf1_compute'] / med['floor_shared_trace_compute']:.1f}x"
+    )
+    print(
         f"median process  TF1 {med['tf1_wall']:.3f} s  scalelab {med['scalelab_wall']:.3f} s"
         f"  ratio {med['tf1_wall'] / med['scalelab_wall']:.2f}x"
     )
@@ -168,7 +211,9 @@ def main() -> None:
     print(
         "paired ratios (median of per-repeat ratios, robust to load drifting between repeats): "
         f"compute {paired('tf1_compute', 'scalelab_compute'):.1f}x, without tracing "
-        f"{paired('tf1_compute', 'scalelab_compute_after_tracing'):.1f}x, process "
+        f"{paired('tf1_compute', 'scalelab_compute_after_tracing'):.1f}x, floor per trial "
+        f"{paired('tf1_compute', 'floor_compute'):.1f}x, floor shared "
+        f"{paired('tf1_compute', 'floor_shared_trace_compute'):.1f}x, process "
         f"{paired('tf1_wall', 'scalelab_wall'):.2f}x"
     )
 
