@@ -77,10 +77,12 @@ def _experiment() -> dict[str, Any]:
             "sweep": {"batchSizes": [32, 64], "gpus": [1, 2]},
             "training": {
                 "learningRate": 0.01,
-                # About 10 s of training a trial (whole epochs per compiled call): long enough
-                # for the "one admitted, one held" state to be seen; at 30 epochs the admitted
-                # trial could finish, and free the quota, between two polls.
-                "maxEpochs": 20000,
+                # About 30 s of training a trial (whole epochs per compiled call): long enough
+                # for the "one admitted, one held" state to be seen with the operator's reason
+                # and gauges caught up; at 30 epochs the admitted trial could finish, and free
+                # the quota, between two polls, and at 20 000 (10 s) CI under heavy load once saw
+                # the second trial admitted before the held state was all written.
+                "maxEpochs": 60000,
                 "convergence": {"relativeTolerance": 0},
             },
             "resources": {"gpusPerProcess": 1, "cpu": "1", "memory": "1Gi"},
