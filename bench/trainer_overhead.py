@@ -7,9 +7,11 @@ is Horovod's TF2 example reduced to its core: a tf.function step with hvd.Distri
 and one call per step. Runs alternate, and the ratio is taken per pair. Every pair prints the
 load average it ran under; with --np 1 2 the last line is the scaling efficiency of each
 (E = samples/s at 2 processes / (2 × at 1), same global batch, from the medians) and their
-ratio E(scalelab)/E(bare).
+ratio E(scalelab)/E(bare), also as the ratio of the paired medians (np=2 over np=1). With
+--control both sides run the bare loop: the same figures then show the bench's own noise on this
+machine, the least difference between two trainers it can resolve.
 
-    .venv/bin/python bench/trainer_overhead.py [--np 1 2] [--repeats 5] [--batch 256]
+    .venv/bin/python bench/trainer_overhead.py [--np 1 2] [--repeats 5] [--batch 256] [--control]
 """
 
 from __future__ import annotations
@@ -110,6 +112,11 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--worker", action="store_true")
+    p.add_argument(
+        "--control",
+        action="store_true",
+        help="A/A control: the bare loop on both sides, to measure the bench's own noise",
+    )
     a = p.parse_args()
     if a.worker:
         bare(a.batch, a.epochs, a.units, a.layers, a.threads)
@@ -123,16 +130,21 @@ def main() -> None:
         f"--learning-rate 0.01 --max-epochs {a.epochs} --relative-tolerance 0 "
         f"--no-gradient-noise-scale --intra-op-threads {a.threads} --throughput-skip-steps {SKIP}"
     ).split()
+    if a.control:
+        ours_argv = bare_argv
     medians: dict[int, tuple[float, float]] = {}
+    paired: dict[int, float] = {}
     for np in a.np:
         ratios, ratios50, ours, theirs = [], [], [], []
         for i in range(a.repeats):
             bare_out = last_json(launch(np, bare_argv), "samplesPerSecond")
-            ours_out = last_json(launch(np, ours_argv), '"event":"result"')
+            ours_out = last_json(
+                launch(np, ours_argv), "samplesPerSecond" if a.control else '"event":"result"'
+            )
             b, s = bare_out["samplesPerSecond"], ours_out["samplesPerSecond"]
             # The median step is robust to other load on a shared machine; the mean is not.
             b50 = a.batch / bare_out["p50"]
-            s50 = a.batch / ours_out["stepTimeSeconds"]["p50"]
+            s50 = a.batch / (ours_out["p50"] if a.control else ours_out["stepTimeSeconds"]["p50"])
             ours.append(s)
             theirs.append(b)
             ratios.append(s / b)
@@ -149,11 +161,13 @@ def main() -> None:
             f"max {max(ratios50):.3f})"
         )
         medians[np] = statistics.median(theirs), statistics.median(ours)
+        paired[np] = statistics.median(ratios)
     if 1 in medians and 2 in medians:
         e_bare = medians[2][0] / (2 * medians[1][0])
         e_ours = medians[2][1] / (2 * medians[1][1])
         print(f"efficiency 1->2 processes at global batch {a.batch}: bare {e_bare:.3f}, "
-              f"scalelab {e_ours:.3f}, E(scalelab)/E(bare) {e_ours / e_bare:.3f}")  # fmt: skip
+              f"scalelab {e_ours:.3f}, E(scalelab)/E(bare) {e_ours / e_bare:.3f}; "
+              f"from the paired ratios {paired[2] / paired[1]:.3f}")  # fmt: skip
 
 
 if __name__ == "__main__":
