@@ -70,30 +70,23 @@ def tf1_worker() -> None:
     )
 
 
-def run_tf1() -> tuple[float, dict[str, object]]:
+def child(argv: list[str]) -> tuple[float, str]:
+    """Wall seconds and stdout of one child process."""
     t0 = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, __file__, "--worker"],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        check=True,
-        cwd=ROOT,
-    ).stdout
-    return time.perf_counter() - t0, json.loads(out.strip().splitlines()[-1])
+    out = subprocess.run(argv, capture_output=True, text=True, env=ENV, check=True, cwd=ROOT)
+    return time.perf_counter() - t0, out.stdout
+
+
+def run_tf1() -> tuple[float, dict[str, object]]:
+    wall, out = child([sys.executable, __file__, "--worker"])
+    return wall, json.loads(out.strip().splitlines()[-1])
 
 
 def run_floor(shared: bool) -> tuple[float, dict[str, object]]:
     flags = ["--shared-trace"] if shared else []
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "lab1_tf2_floor.py"), *flags],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        check=True,
-        cwd=ROOT,
-    ).stdout
-    return float(json.loads(out.strip().splitlines()[-1])["compute"]), json.loads(out)
+    _, out = child([sys.executable, str(ROOT / "bench" / "lab1_tf2_floor.py"), *flags])
+    last = json.loads(out.strip().splitlines()[-1])
+    return float(last["compute"]), last
 
 
 def same_as_lab(tf1: dict[str, object], other: dict[str, object]) -> bool:
@@ -109,16 +102,7 @@ def same_as_lab(tf1: dict[str, object], other: dict[str, object]) -> bool:
 
 
 def run_scalelab(trials: Path) -> tuple[float, dict[str, dict[str, object]]]:
-    t0 = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, "-m", "scalelab_trainer", "--trial-list", str(trials)],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        check=True,
-        cwd=ROOT,
-    ).stdout
-    wall = time.perf_counter() - t0
+    wall, out = child([sys.executable, "-m", "scalelab_trainer", "--trial-list", str(trials)])
     results = {}
     for line in out.splitlines():
         e = json.loads(line)
