@@ -102,6 +102,18 @@ def last_json(stdout: str, marker: str) -> dict[str, Any]:
     raise RuntimeError(f"no {marker} in output")
 
 
+def run_bare(np: int, argv: list[str]) -> tuple[float, float]:
+    """The bare loop's samples/s (from the mean step) and its median step in seconds."""
+    out = last_json(launch(np, argv), "samplesPerSecond")
+    return out["samplesPerSecond"], out["p50"]
+
+
+def run_scalelab(np: int, argv: list[str]) -> tuple[float, float]:
+    """The trainer's samples/s (from the mean step) and its median step in seconds."""
+    out = last_json(launch(np, argv), '"event":"result"')
+    return out["samplesPerSecond"], out["stepTimeSeconds"]["p50"]
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--np", type=int, nargs="+", default=[1, 2])
@@ -124,38 +136,38 @@ def main() -> None:
     sizes = ["--batch", str(a.batch), "--epochs", str(a.epochs), "--units", str(a.units),
              "--layers", str(a.layers), "--threads", str(a.threads)]  # fmt: skip
     bare_argv = [sys.executable, __file__, "--worker", *sizes]
-    ours_argv = (
+    scalelab_argv = (
         f"{sys.executable} -m scalelab_trainer --model mlp --dataset digits --dataset-size 2000 "
         f"--batch-size {a.batch} --hidden-units {a.units} --hidden-layers {a.layers} "
         f"--learning-rate 0.01 --max-epochs {a.epochs} --relative-tolerance 0 "
         f"--no-gradient-noise-scale --intra-op-threads {a.threads} --throughput-skip-steps {SKIP}"
     ).split()
-    if a.control:
-        ours_argv = bare_argv
+    # The A/A control names its second side apart, so its output is never read as scalelab's.
+    name, run_ours, ours_argv = (
+        ("bare again", run_bare, bare_argv)
+        if a.control
+        else ("scalelab", run_scalelab, scalelab_argv)
+    )
     medians: dict[int, tuple[float, float]] = {}
     paired: dict[int, float] = {}
     for np in a.np:
         ratios, ratios50, ours, theirs = [], [], [], []
         for i in range(a.repeats):
-            bare_out = last_json(launch(np, bare_argv), "samplesPerSecond")
-            ours_out = last_json(
-                launch(np, ours_argv), "samplesPerSecond" if a.control else '"event":"result"'
-            )
-            b, s = bare_out["samplesPerSecond"], ours_out["samplesPerSecond"]
+            b, b_p50 = run_bare(np, bare_argv)
+            s, s_p50 = run_ours(np, ours_argv)
             # The median step is robust to other load on a shared machine; the mean is not.
-            b50 = a.batch / bare_out["p50"]
-            s50 = a.batch / (ours_out["p50"] if a.control else ours_out["stepTimeSeconds"]["p50"])
+            b50, s50 = a.batch / b_p50, a.batch / s_p50
             ours.append(s)
             theirs.append(b)
             ratios.append(s / b)
             ratios50.append(s50 / b50)
             load = " ".join(f"{v:.1f}" for v in os.getloadavg())
-            print(f"np={np} repeat {i}: mean-step bare {b:.0f}/s scalelab {s:.0f}/s ratio "
-                  f"{s / b:.3f}; median-step bare {b50:.0f}/s scalelab {s50:.0f}/s ratio "
+            print(f"np={np} repeat {i}: mean-step bare {b:.0f}/s {name} {s:.0f}/s ratio "
+                  f"{s / b:.3f}; median-step bare {b50:.0f}/s {name} {s50:.0f}/s ratio "
                   f"{s50 / b50:.3f}; load average {load}", flush=True)  # fmt: skip
         print(
             f"np={np} global batch {a.batch}: median bare {statistics.median(theirs):.0f} "
-            f"samples/s, scalelab {statistics.median(ours):.0f} samples/s, median ratio "
+            f"samples/s, {name} {statistics.median(ours):.0f} samples/s, median ratio "
             f"{statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f}); "
             f"median-step ratio {statistics.median(ratios50):.3f} (min {min(ratios50):.3f}, "
             f"max {max(ratios50):.3f})"
@@ -166,7 +178,7 @@ def main() -> None:
         e_bare = medians[2][0] / (2 * medians[1][0])
         e_ours = medians[2][1] / (2 * medians[1][1])
         print(f"efficiency 1->2 processes at global batch {a.batch}: bare {e_bare:.3f}, "
-              f"scalelab {e_ours:.3f}, E(scalelab)/E(bare) {e_ours / e_bare:.3f}; "
+              f"{name} {e_ours:.3f}, E({name})/E(bare) {e_ours / e_bare:.3f}; "
               f"from the paired ratios {paired[2] / paired[1]:.3f}")  # fmt: skip
 
 
