@@ -223,6 +223,32 @@ class ConditionStatus(StrEnum):
     UNKNOWN = "Unknown"
 
 
+class ConditionType(StrEnum):
+    """The condition types scalelab sets: each named once, with when it is True and when False.
+
+    An experiment carries Ready and Complete always, the others when they apply; a trial carries
+    only PrerequisitesMet (False while a missing prerequisite holds it back).
+    """
+
+    #: True once the spec is valid and the sweep planned; False (reason InvalidSpec) when the
+    #: operator refuses the spec, with the message saying what to change.
+    READY = "Ready"
+    #: True once no trial is pending or running (reason Succeeded when at least one trial was
+    #: measured, Failed when none was); False (reason TrialsRunning) while trials remain.
+    COMPLETE = "Complete"
+    #: Present only with sweep.strategy adaptive: True (reason Placed) once the pilot's B_simple
+    #: placed the candidate batches; False while the pilot runs or when it gave no prediction.
+    ADAPTIVE_PLAN = "AdaptivePlan"
+    #: False while something the sweep needs is missing (the MPIJob API, Kueue, the trainer's
+    #: ServiceAccount, a pullable trainer image); absent once nothing is.
+    PREREQUISITES_MET = "PrerequisitesMet"
+    #: True while a running trial has reported no progress for longer than the stall threshold;
+    #: absent otherwise.
+    TRIALS_STALLED = "TrialsStalled"
+    #: True while any trial has failed, naming the first failures; absent otherwise.
+    TRIALS_FAILED = "TrialsFailed"
+
+
 class TolerationOperator(StrEnum):
     """Kubernetes toleration operator."""
 
@@ -810,7 +836,10 @@ class ObjectMeta(SpecModel):
 class Condition(ApiModel):
     """A Kubernetes-style condition (metav1.Condition)."""
 
-    type: str = Field(..., description="Condition type, e.g. Ready, Complete, Failed.")
+    type: str = Field(
+        ...,
+        description="Condition type, one of: " + ", ".join(t.value for t in ConditionType) + ".",
+    )
     status: ConditionStatus = Field(..., description="True, False or Unknown.")
     reason: str = Field(default="", description='CamelCase machine-readable reason. Default: "".')
     message: str = Field(default="", description='What happened, for a person. Default: "".')
