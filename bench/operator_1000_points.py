@@ -31,9 +31,10 @@ of the same bytes 3.9 ms; neither its CEL rules, fieldValidation nor a body with
 changes that), so "all trials within 3 s" is beyond this machine. Quieter (2026-12-04, three
 runs, load at the start 1.6 / 0.2 / 1.2): first wave 1.4 / 0.6 / 1.3 s, all trials 5.6 / 5.0 /
 5.4 s (operator 2.5-2.8 + kube-apiserver 6.1-6.9 + etcd 0.5-0.6 CPU-s until then), Succeeded
-43.9-46.9 s, operator RSS peak 148 MiB in each, 3,029 writes. Before issue 13 (same bench,
-py-spy attached, load 3.8 -> 10): 28.0 s / 31.7 s / 426 s, status 262 kB with 1,000 rows, 4.08
-writes per trial; issue 13's quiet figures were 3.5-5.1 s / 5.8 s / 253 kB / 136-139 MiB / 4.04.
+43.9-46.9 s, operator RSS peak 148 MiB in each, 3,029 writes. Before the status kept only the
+top 20 rows (same bench, py-spy attached, load 3.8 -> 10): 28.0 s / 31.7 s / 426 s, status 262 kB
+with 1,000 rows, 4.08 writes per trial; on a quiet machine that version gave 3.5-5.1 s / 5.8 s /
+253 kB / 136-139 MiB / 4.04.
 """
 
 from __future__ import annotations

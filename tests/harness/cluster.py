@@ -3,11 +3,10 @@ node that runs real pods — containerd + runc + the CNI bridge, kubelet, kube-p
 a device plugin advertising CPU-backed `nvidia.com/gpu` — every piece a local process with its
 state under one per-run folder, and every change to the host undone at teardown.
 
-Used by the `node_cluster` pytest fixture (tests/harness/fixtures.py) and, for development, by
+Used by the `node_cluster` pytest fixture (tests/node/conftest.py) and, for development, by
 `python -m tests.harness.cluster`, which prints `export KUBECONFIG=…` first and tears down on
 Ctrl-C or SIGTERM. Binaries: hack/build-control-plane.sh and hack/build-node.sh; images:
-hack/build-images.sh. The recipe and why each setting is needed: shared/research/real-node.md
-and docs/real-node.md.
+hack/build-images.sh. The recipe and why each setting is needed: docs/real-node.md.
 
 Network: the node's address is 198.19.255.10, a /32 on `lo` (this kernel has no dummy links; the
 address is not a loopback address, which the kubelet refuses), pods and services
@@ -290,7 +289,7 @@ state = "{d / "state"}"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "localhost/scalelab/pause:3.10"
   # This VM lacks CAP_SYS_RESOURCE: without it every pod sandbox fails with
-  # "can't get final child's PID from pipe" (shared/research/real-node.md).
+  # "can't get final child's PID from pipe" (docs/real-node.md).
   restrict_oom_score_adj = true
   enable_selinux = false
   [plugins."io.containerd.grpc.v1.cri".containerd]

@@ -1,4 +1,4 @@
-"""Faults of a trial's own processes and of its image, on real pods (issue 17): a trainer stopped
+"""Faults of a trial's own processes and of its image, on real pods: a trainer stopped
 with SIGSTOP is reported stalled and recovers when continued; a loss that explodes is Diverged
 within its first epoch; an image the kubelet cannot pull is named on the experiment and the trial.
 (A deleted worker pod, retried or failed under backoffLimit, is in test_real_pods.py.)"""
