@@ -11,6 +11,7 @@ For linear models the call runs whole epochs and applies the stopping rules at e
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -146,6 +147,21 @@ def sq_norm(tensors: list[tf.Tensor]) -> tf.Tensor:
     return tf.add_n([tf.reduce_sum(tf.square(t)) for t in tensors])
 
 
+@dataclass(frozen=True)
+class Options:
+    """What a step program computes besides the steps. Each is a Python constant at tracing, so
+    an option not taken emits no op (every op left out is saved at each step)."""
+
+    measure_noise: bool = False  # the two-batch estimates of |G|² and tr(Σ) at every step
+    quadratic_loss: Callable[[], tf.Tensor] | None = None  # linear models: exact full loss
+    track_target: bool = False  # with quadratic_loss: check the target after every update
+    one_per_call: bool = False  # calls of exactly one step: no graph loop around it
+    record_updates: bool = False  # every step's loss appended to the returned vector
+    record_params: bool = False  # ... and the trainable parameters after every step
+    reduce: bool = True  # False: the compute-only twin (no allreduce, no update)
+    epoch_rule: tuple[str, float] | None = None  # the epoch loop: stopping loss and tolerance
+
+
 def build_step_loop(
     model: Model,
     opt: Optimizer,
@@ -155,22 +171,15 @@ def build_step_loop(
     x: tf.Tensor,
     y: tf.Tensor,
     perm: tf.Variable,
-    measure_noise: bool,
-    quadratic_loss: Callable[[], tf.Tensor] | None,
-    track_target: bool,
-    one_per_call: bool = False,
-    record_updates: bool = False,
-    record_params: bool = False,
-    reduce: bool = True,
-    epoch_rule: tuple[str, float] | None = None,
+    options: Options,
 ) -> Compiled:
     """A tf.function running `count` steps from global step `first`; stops early on divergence.
 
-    `quadratic_loss` (linear models) gives the exact full-dataset loss cheaply: it is returned
-    with every call (no second call per epoch) and, with `track_target`, checked after every
-    update, so steps-to-target is counted per update. `reduce=False` builds the compute-only
-    twin used to split step time into compute and allreduce. `one_per_call` builds the
-    loop-free variant for calls of exactly one step (`count` must then be 1).
+    `options.quadratic_loss` (linear models) gives the exact full-dataset loss cheaply: it is
+    returned with every call (no second call per epoch) and, with `track_target`, checked after
+    every update, so steps-to-target is counted per update. `reduce=False` builds the
+    compute-only twin used to split step time into compute and allreduce. `one_per_call` builds
+    the loop-free variant for calls of exactly one step (`count` must then be 1).
     `record_updates` appends every step's loss to the returned vector, and `record_params` then
     the trainable parameters after every step (flattened, in variable order); read the vector
     with `CallOutput.decode`.
@@ -178,23 +187,70 @@ def build_step_loop(
     relative tolerance) builds the epoch loop instead: `count` whole epochs per call with the
     stopping rules applied at each epoch end inside the graph, one row per epoch (the fields,
     the exact loss and θ); read it with `decode_epochs`.
-
-    Long by design (~130 lines): `one_step` and the loop body are closures over the layout, the
-    data and the flags, so that tracing sees Python constants and emits no op for a branch not
-    taken; split into module functions they would need all of these passed through a trace.
     """
-    dt = model.dtype
-    n, B, N, r, M = layout.n, layout.batch, layout.size, layout.rank, layout.micro
-    S = layout.steps_per_epoch
-    variables = model.trainable
+    program = StepProgram(model, opt, schedule, layout, data=(x, y, perm), options=options)
+    # Written without AutoGraph: converting this code costs seconds on first use.
+    fn = program.loop if options.epoch_rule is None else program.epochs
+    return cast(Compiled, tf.function(fn, autograph=False))
 
-    def one_step(step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-        start = (step % S) * B
-        g = tf.minimum(tf.constant(B, tf.int64), n - start)  # this global batch's size
+
+class StepProgram:
+    """The ops of the step loop, built at tracing from parts: one step (the batch's slice, its
+    gradients over micro-batches, the allreduce), the loop body (divergence, noise estimates, the
+    update, target and records), the step loop and the epoch loop.
+
+    Everything a part branches on (layout, data, options) is a Python attribute, so tracing sees
+    constants and emits no op for a branch not taken.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        opt: Optimizer,
+        schedule: Schedule,
+        layout: Layout,
+        *,
+        data: tuple[tf.Tensor, tf.Tensor, tf.Variable],
+        options: Options,
+    ) -> None:
+        self.model, self.opt, self.schedule, self.layout = model, opt, schedule, layout
+        self.x, self.y, self.perm = data  # the dataset and the epoch's order
+        self.o = options
+        self.variables = model.trainable
+        self.params = sum(int(np.prod(v.shape)) for v in self.variables)  # P
+
+    # --- one step -------------------------------------------------------------------------
+
+    def one_step(self, step: tf.Tensor) -> tuple[list[tf.Tensor], tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Global step `step`: its (reduced) gradients and loss, the noise estimator's mean
+        squared small-batch gradient norm, and the global batch size g."""
+        L = self.layout
+        start = (step % L.steps_per_epoch) * L.batch
+        g = tf.minimum(tf.constant(L.batch, tf.int64), L.n - start)  # this global batch's size
         # This rank's contiguous slice (one process: the whole batch, without the arithmetic;
         # every op left out of the step is saved at tracing, first call and each step).
+        N, r = L.size, L.rank
         lo, hi = (start, start + g) if N == 1 else (start + g * r // N, start + g * (r + 1) // N)
-        gf = tf.cast(g, dt)
+        gf = tf.cast(g, self.model.dtype)
+        grads, loss, small_sq, small_n = self._gradients(lo, hi, gf)
+        if self.o.reduce and N > 1:
+            grads, loss, small_sq, small_n = _allreduce(grads, loss, small_sq, small_n)
+        # (one process: nothing to reduce, and skipping avoids a trip through Horovod's
+        # background thread on every step)
+        small = small_sq / tf.maximum(small_n, 1) if self.o.measure_noise else small_sq
+        return grads, loss, small, gf
+
+    def examples(self, lo: tf.Tensor, hi: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Positions [lo, hi) of the epoch's order: their x and y."""
+        idx = self.perm[lo:hi]
+        return tf.gather(self.x, idx), tf.gather(self.y, idx)
+
+    def _gradients(
+        self, lo: tf.Tensor, hi: tf.Tensor, gf: tf.Tensor
+    ) -> tuple[list[tf.Tensor], tf.Tensor, tf.Tensor, tf.Tensor]:
+        """This rank's share [lo, hi) of the global batch of gf examples: the gradient of its
+        summed losses / gf, that loss, and the noise estimator's micro-batch sums."""
+        dt, M = self.model.dtype, self.layout.micro
         grads: list[tf.Tensor] | None = None
         loss: tf.Tensor | None = None
         small_sq: tf.Tensor | None = None
@@ -202,15 +258,14 @@ def build_step_loop(
         for m in range(M):  # micro-batches: the small batches of the noise estimator on 1 process
             mlo = lo if m == 0 else lo + (hi - lo) * m // M
             mhi = hi if m == M - 1 else lo + (hi - lo) * (m + 1) // M
-            idx = perm[mlo:mhi]
-            xb, yb = tf.gather(x, idx), tf.gather(y, idx)
+            xb, yb = self.examples(mlo, mhi)
             with tf.GradientTape() as tape:
-                part = tf.reduce_sum(model.per_example_loss(xb, yb, training=True)) / gf
-            gm = tape.gradient(part, variables)
+                part = tf.reduce_sum(self.model.per_example_loss(xb, yb, training=True)) / gf
+            gm = tape.gradient(part, self.variables)
             # (sums start from the first term, not from 0.0: the same value, one op less)
             loss = part if loss is None else loss + part
             grads = gm if grads is None else [a + b for a, b in zip(grads, gm, strict=True)]
-            if measure_noise:
+            if self.o.measure_noise:
                 k = tf.cast(mhi - mlo, dt)
                 # Gradient of the micro-batch's own mean loss is gm·g/k; its squared norm.
                 has = tf.cast(k > 0, dt)
@@ -221,22 +276,83 @@ def build_step_loop(
         assert loss is not None
         if small_sq is None or small_n is None:  # not measuring noise: nothing to carry
             small_sq, small_n = tf.zeros([], dt), tf.ones([], dt)
-        if reduce and N > 1:
-            # Horovod: one fused allreduce (SUM) of every gradient plus the step's statistics,
-            # what DistributedGradientTape does, written out because the noise estimator needs
-            # each rank's local gradient norm before the reduction (computed above).
-            hvd = world.hvd()
-            out = hvd.grouped_allreduce([*grads, tf.stack([loss, small_sq, small_n])], op=hvd.Sum)
-            grads, stats = out[:-1], out[-1]
-            loss, small_sq, small_n = stats[0], stats[1], stats[2]
-        # (one process: nothing to reduce, and skipping avoids a trip through Horovod's
-        # background thread on every step)
-        small = small_sq / tf.maximum(small_n, 1) if measure_noise else small_sq
-        return grads, loss, small, gf
+        return grads, loss, small_sq, small_n
 
-    P = sum(int(np.prod(v.shape)) for v in variables)
+    # --- the loop body ----------------------------------------------------------------------
+
+    def body(
+        self,
+        first: tf.Tensor,
+        bounds: tuple[tf.Tensor, tf.Tensor],
+        offset: tf.Tensor | None,
+        i: tf.Tensor,
+        *state: Any,
+    ) -> tuple[Any, ...]:
+        """Step `first + i` applied to the loop state: step index, then the fields DONE ..
+        TARGET_HIT, then the optional per-step records (one scalar each: slicing and
+        re-stacking one vector per step costs ops)."""
+        limit, target = bounds
+        done, loss_sum, _, g2_sum, tr_sum, noise_n, g2_sq, tr_sq, g2_tr, hit, *rec = state
+        step = first + i
+        grads, loss, small_sq, gf = self.one_step(step)
+        loss64, gf64 = tf.cast(loss, tf.float64), tf.cast(gf, tf.float64)
+        bad = tf.logical_or(tf.logical_not(tf.math.is_finite(loss64)), loss64 > limit)
+        # A diverging step is not applied (zero rate and gradient, no branch: a tf.cond per
+        # step costs a function call), and the loop ends; the parameters stay finite.
+        keep = 1.0 - tf.cast(bad, tf.float64)
+        grads = [tf.where(bad, tf.zeros_like(g), g) for g in grads]
+        noise = (g2_sum, tr_sum, noise_n, g2_sq, tr_sq, g2_tr)
+        if self.o.measure_noise:
+            noise = self._noise(noise, small_sq, grads, (gf, gf64), keep)
+        if self.o.reduce:
+            rate = self.schedule.rate_tensor(tf.cast(step, tf.float64))
+            self.opt.apply(grads, self.variables, rate * keep)
+        if self.o.track_target and self.o.quadratic_loss is not None:
+            # the exact full loss after the update
+            reached = tf.logical_and(hit < 0, self.o.quadratic_loss() <= target)
+            hit = tf.where(tf.logical_and(reached, ~bad), tf.cast(step + 1, tf.float64), hit)
+        at = tf.cast(i if offset is None else offset + i, tf.int32)
+        rec = self._record(rec, at, loss64)
+        return (i + 1, done + keep, loss_sum + loss64 * keep, 1.0 - keep, *noise, hit, *rec)
+
+    def _noise(
+        self,
+        sums: tuple[tf.Tensor, ...],
+        small_sq: tf.Tensor,
+        grads: list[tf.Tensor],
+        g: tuple[tf.Tensor, tf.Tensor],
+        keep: tf.Tensor,
+    ) -> tuple[tf.Tensor, ...]:
+        """The noise sums (|G|², tr(Σ), count, squares, product) with this step's estimates,
+        where its batch splits evenly into N·M small batches (`g`: its size, and in float64)."""
+        gf, gf64 = g
+        NM = self.layout.size * self.layout.micro
+        g2_sum, tr_sum, noise_n, g2_sq, tr_sq, g2_tr = sums
+        b_small = gf64 / NM
+        ok = tf.logical_and(
+            tf.equal(tf.math.floormod(tf.cast(gf, tf.int64), NM), 0), b_small < gf64
+        )
+        g2, tr = two_batch_estimates(
+            tf.cast(small_sq, tf.float64), tf.cast(sq_norm(grads), tf.float64), b_small, gf64
+        )
+        use = tf.cast(ok, tf.float64) * keep
+        g2, tr = tf.where(use > 0, g2, 0.0), tf.where(use > 0, tr, 0.0)
+        return (g2_sum + g2, tr_sum + tr, noise_n + use,
+                g2_sq + g2 * g2, tr_sq + tr * tr, g2_tr + g2 * tr)  # fmt: skip
+
+    def _record(self, rec: list[Any], at: tf.Tensor, loss64: tf.Tensor) -> list[Any]:
+        """The step's loss and parameters written at position `at` of the records."""
+        if self.o.record_updates:
+            rec[0] = rec[0].write(at, loss64)
+        if self.o.record_params:
+            flat = tf.concat([tf.reshape(tf.cast(v, tf.float64), [-1]) for v in self.variables], 0)
+            rec[1] = rec[1].write(at, flat)
+        return rec
+
+    # --- the step loop ----------------------------------------------------------------------
 
     def steps(
+        self,
         first: tf.Tensor,
         count: tf.Tensor,
         bounds: tuple[tf.Tensor, tf.Tensor],
@@ -245,119 +361,111 @@ def build_step_loop(
     ) -> tuple[list[tf.Tensor], list[Any]]:
         """`count` steps from global step `first` (fewer if one diverges): the fields DONE ..
         TARGET_HIT, and the record TensorArrays with step i written at offset + i."""
-        limit, target = bounds
-
-        # Loop state, one scalar each (slicing and re-stacking one vector per step costs ops):
-        # step index, then the fields DONE .. TARGET_HIT, then the optional per-step records.
-        def body(i: tf.Tensor, *state: Any) -> tuple[Any, ...]:
-            done, loss_sum, _, g2_sum, tr_sum, noise_n, g2_sq, tr_sq, g2_tr, hit, *rec = state
-            step = first + i
-            grads, loss, small_sq, gf = one_step(step)
-            loss64, gf64 = tf.cast(loss, tf.float64), tf.cast(gf, tf.float64)
-            bad = tf.logical_or(tf.logical_not(tf.math.is_finite(loss64)), loss64 > limit)
-            # A diverging step is not applied (zero rate and gradient, no branch: a tf.cond per
-            # step costs a function call), and the loop ends; the parameters stay finite.
-            keep = 1.0 - tf.cast(bad, tf.float64)
-            grads = [tf.where(bad, tf.zeros_like(g), g) for g in grads]
-            if measure_noise:
-                b_small = gf64 / (N * M)
-                ok = tf.logical_and(
-                    tf.equal(tf.math.floormod(tf.cast(gf, tf.int64), N * M), 0), b_small < gf64
-                )
-                g2, tr = two_batch_estimates(
-                    tf.cast(small_sq, tf.float64),
-                    tf.cast(sq_norm(grads), tf.float64),
-                    b_small,
-                    gf64,
-                )
-                use = tf.cast(ok, tf.float64) * keep
-                g2, tr = tf.where(use > 0, g2, 0.0), tf.where(use > 0, tr, 0.0)
-                g2_sum, tr_sum, noise_n = g2_sum + g2, tr_sum + tr, noise_n + use
-                g2_sq, tr_sq, g2_tr = g2_sq + g2 * g2, tr_sq + tr * tr, g2_tr + g2 * tr
-            if reduce:
-                rate = schedule.rate_tensor(tf.cast(step, tf.float64))
-                opt.apply(grads, variables, rate * keep)
-            if track_target and quadratic_loss is not None:  # exact full loss after the update
-                reached = tf.logical_and(hit < 0, quadratic_loss() <= target)
-                hit = tf.where(tf.logical_and(reached, ~bad), tf.cast(step + 1, tf.float64), hit)
-            at = tf.cast(i if offset is None else offset + i, tf.int32)
-            if record_updates:
-                rec[0] = rec[0].write(at, loss64)
-            if record_params:
-                flat = tf.concat([tf.reshape(tf.cast(v, tf.float64), [-1]) for v in variables], 0)
-                rec[1] = rec[1].write(at, flat)
-            return (i + 1, done + keep, loss_sum + loss64 * keep, 1.0 - keep, g2_sum, tr_sum,
-                    noise_n, g2_sq, tr_sq, g2_tr, hit, *rec)  # fmt: skip
 
         def more(i: tf.Tensor, *state: Any) -> tf.Tensor:
             return tf.logical_and(i < count, state[DIVERGED] == 0)
 
+        body = functools.partial(self.body, first, bounds, offset)
         zero = tf.zeros([], tf.float64)
         init = (tf.zeros([], tf.int64), *([zero] * TARGET_HIT), -tf.ones([], tf.float64), *rec)
         # One step per call: no graph loop around it (a loop costs as much as an MLP step).
-        out = body(*init) if one_per_call else tf.while_loop(more, body, init)
+        out = body(*init) if self.o.one_per_call else tf.while_loop(more, body, init)
         return list(out[1 : TARGET_HIT + 2]), list(out[TARGET_HIT + 2 :])
 
-    def records(size: tf.Tensor) -> list[Any]:
+    def records(self, size: tf.Tensor) -> list[Any]:
         """Empty TensorArrays for `size` steps' losses and parameters, as recorded."""
         size = tf.cast(size, tf.int32)
         rec: list[Any] = []
-        if record_updates:
+        if self.o.record_updates:
             rec.append(tf.TensorArray(tf.float64, size=size, element_shape=[]))
-        if record_params:
-            rec.append(tf.TensorArray(tf.float64, size=size, element_shape=[P]))
+        if self.o.record_params:
+            rec.append(tf.TensorArray(tf.float64, size=size, element_shape=[self.params]))
         return rec
 
+    @staticmethod
     def stacked(rec: list[Any]) -> list[tf.Tensor]:
         """Every step's loss, then every step's parameters row by row (the host keeps `done`)."""
         return [tf.reshape(r.stack(), [-1]) for r in rec]
 
-    def loop(first: tf.Tensor, count: tf.Tensor, limit: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
-        fields, rec = steps(first, count, (limit, target), None, *records(count))
-        full = quadratic_loss() if quadratic_loss is not None else tf.constant(np.nan, tf.float64)
+    def loop(
+        self, first: tf.Tensor, count: tf.Tensor, limit: tf.Tensor, target: tf.Tensor
+    ) -> tf.Tensor:
+        """The step loop's call: `count` steps, one vector (read with `CallOutput.decode`)."""
+        fields, rec = self.steps(first, count, (limit, target), None, *self.records(count))
+        quad = self.o.quadratic_loss
+        full = quad() if quad is not None else tf.constant(np.nan, tf.float64)
         # ... and with linear models the epoch-end loss in the same call (O(d²)).
-        return tf.concat([tf.stack([*fields, full]), *stacked(rec)], 0)
+        return tf.concat([tf.stack([*fields, full]), *self.stacked(rec)], 0)
+
+    # --- the epoch loop ---------------------------------------------------------------------
 
     def epochs(
-        first: tf.Tensor, count: tf.Tensor, limit: tf.Tensor, target: tf.Tensor, prev: tf.Tensor
+        self,
+        first: tf.Tensor,
+        count: tf.Tensor,
+        limit: tf.Tensor,
+        target: tf.Tensor,
+        prev: tf.Tensor,
     ) -> tf.Tensor:
-        # Up to `count` epochs of S steps, ending after the first epoch at which a stopping rule
-        # applies, computed as the host's stopping.decide does (the same float64 operations;
-        # the relative rule's `change < T` is false when the previous loss is NaN = none yet,
-        # or 0, as decide skips it then). The host decides again on every returned epoch.
-        assert epoch_rule is not None
-        assert quadratic_loss is not None
-        rule, tolerance = epoch_rule
-
-        def body(e: tf.Tensor, prev: tf.Tensor, halt: tf.Tensor, *state: Any) -> tuple[Any, ...]:
-            rows, *rec = state
-            fields, rec = steps(first + e * S, S, (limit, target), e * S, *rec)
-            full = quadratic_loss()
-            theta = tf.concat([tf.reshape(v, [-1]) for v in variables], 0)
-            rows = rows.write(
-                tf.cast(e, tf.int32), tf.concat([tf.stack([*fields, full]), theta], 0)
-            )
-            current = full if rule == "full" else fields[LOSS_SUM] / fields[DONE]
-            stop = [fields[DIVERGED] > 0, tf.logical_not(tf.math.is_finite(full)), full > limit]
-            if track_target:
-                stop.append(full <= target)
-            if tolerance > 0:
-                stop.append(tf.abs(current - prev) / tf.abs(prev) < tolerance)
-            return (e + 1, current, tf.reduce_any(tf.stack(stop)), rows, *rec)
+        """The epoch loop's call: up to `count` epochs of S steps, ending after the first epoch
+        at which a stopping rule applies; one vector (read with `decode_epochs`)."""
 
         def more(e: tf.Tensor, prev: tf.Tensor, halt: tf.Tensor, *state: Any) -> tf.Tensor:
             return tf.logical_and(e < count, tf.logical_not(halt))
 
+        body = functools.partial(self.epoch_body, first, (limit, target))
         rows = tf.TensorArray(
-            tf.float64, size=tf.cast(count, tf.int32), element_shape=[FULL_LOSS + 1 + P]
+            tf.float64, size=tf.cast(count, tf.int32), element_shape=[FULL_LOSS + 1 + self.params]
         )
-        init = (tf.zeros([], tf.int64), prev, tf.constant(False), rows, *records(count * S))
+        S = self.layout.steps_per_epoch
+        init = (tf.zeros([], tf.int64), prev, tf.constant(False), rows, *self.records(count * S))
         ran, _, _, rows, *rec = tf.while_loop(more, body, init)
         head = [tf.reshape(tf.cast(ran, tf.float64), [1]), tf.reshape(rows.stack(), [-1])]
-        return tf.concat([*head, *stacked(rec)], 0)
+        return tf.concat([*head, *self.stacked(rec)], 0)
 
-    # Written without AutoGraph: converting this code costs seconds on first use.
-    return cast(Compiled, tf.function(loop if epoch_rule is None else epochs, autograph=False))
+    def epoch_body(
+        self,
+        first: tf.Tensor,
+        bounds: tuple[tf.Tensor, tf.Tensor],
+        e: tf.Tensor,
+        prev: tf.Tensor,
+        halt: tf.Tensor,
+        *state: Any,
+    ) -> tuple[Any, ...]:
+        """Epoch `e`: its steps, its row (the fields, the exact loss, θ) and whether a stopping
+        rule applies, computed as the host's stopping.decide does (the same float64 operations;
+        the relative rule's `change < T` is false when the previous loss is NaN = none yet, or
+        0, as decide skips it then). The host decides again on every returned epoch."""
+        quadratic_loss, epoch_rule = self.o.quadratic_loss, self.o.epoch_rule
+        assert epoch_rule is not None
+        assert quadratic_loss is not None
+        rule, tolerance = epoch_rule
+        limit, target = bounds
+        S = self.layout.steps_per_epoch
+        rows, *rec = state
+        fields, rec = self.steps(first + e * S, S, bounds, e * S, *rec)
+        full = quadratic_loss()
+        theta = tf.concat([tf.reshape(v, [-1]) for v in self.variables], 0)
+        rows = rows.write(tf.cast(e, tf.int32), tf.concat([tf.stack([*fields, full]), theta], 0))
+        current = full if rule == "full" else fields[LOSS_SUM] / fields[DONE]
+        stop = [fields[DIVERGED] > 0, tf.logical_not(tf.math.is_finite(full)), full > limit]
+        if self.o.track_target:
+            stop.append(full <= target)
+        if tolerance > 0:
+            stop.append(tf.abs(current - prev) / tf.abs(prev) < tolerance)
+        return (e + 1, current, tf.reduce_any(tf.stack(stop)), rows, *rec)
+
+
+def _allreduce(
+    grads: list[tf.Tensor], loss: tf.Tensor, small_sq: tf.Tensor, small_n: tf.Tensor
+) -> tuple[list[tf.Tensor], tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Horovod: one fused allreduce (SUM) of every gradient plus the step's statistics, what
+    DistributedGradientTape does, written out because the noise estimator needs each rank's
+    local gradient norm before the reduction."""
+    hvd = world.hvd()
+    out = hvd.grouped_allreduce([*grads, tf.stack([loss, small_sq, small_n])], op=hvd.Sum)
+    grads, stats = out[:-1], out[-1]
+    return grads, stats[0], stats[1], stats[2]
 
 
 def _chunked_sum(

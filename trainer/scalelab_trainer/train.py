@@ -304,13 +304,15 @@ def _build(cfg: TrialConfig) -> _Built:
         x=x,
         y=y,
         perm=perm,
-        measure_noise=measure_noise,
-        quadratic_loss=quad,
-        track_target=cfg.target_loss is not None,
-        one_per_call=K == 1,
-        record_updates=cfg.record_update_losses,
-        record_params=record_params,
-        epoch_rule=(cfg.stopping_loss, cfg.relative_tolerance) if epoch_loop else None,
+        options=step.Options(
+            measure_noise=measure_noise,
+            quadratic_loss=quad,
+            track_target=cfg.target_loss is not None,
+            one_per_call=K == 1,
+            record_updates=cfg.record_update_losses,
+            record_params=record_params,
+            epoch_rule=(cfg.stopping_loss, cfg.relative_tolerance) if epoch_loop else None,
+        ),
     )
     # evaluation batch: bounded activation memory
     chunk = 256 if cfg.model in ("cnn", "custom") else 1024
@@ -705,11 +707,7 @@ def _measure_split(b: _Built, clock: Clock) -> dict[str, float]:
         x=b.x,
         y=b.y,
         perm=b.perm,
-        measure_noise=False,
-        quadratic_loss=None,
-        track_target=False,
-        one_per_call=min(S, K) == 1,
-        reduce=False,
+        options=step.Options(one_per_call=min(S, K) == 1, reduce=False),
     )
     return _split_step_time(probe, clock, min(S, K))
 
