@@ -156,25 +156,37 @@ def verdicts(
                     f"{experiment.spec.sweep.adaptive.width:g}× around the critical batch "
                     f"{pred.value:.3g} predicted by the pilot {pred.trial}'s B_simple"
                 )
+    _skip_after_results(experiment, pending, rows, out.skip)
+    return out
+
+
+def _skip_after_results(
+    experiment: ScaleExperiment,
+    pending: Sequence[PlannedTrial],
+    rows: Mapping[str, ResultRow],
+    skip: dict[str, str],
+) -> None:
+    """Adds to `skip` the pending trials that finished trials rule out: a configuration of which
+    a trial was stopped, and a batch above one that Diverged under a growing learning rate (a
+    reason already given stays)."""
     stopped = {
         (r.batch_size, r.gpus): r.trial for r in rows.values() if r.phase is TrialPhase.PRUNED
     }
     for p in pending:
         first = stopped.get((p.batch_size, p.gpus))
-        if first is not None and p.name not in out.skip:
-            out.skip[p.name] = (
+        if first is not None and p.name not in skip:
+            skip[p.name] = (
                 f"{PREFIX}not started: {first} of this configuration was stopped (it could not "
                 "enter the Pareto front)"
             )
     for p in pending:
         below = _diverged_below(experiment, p, rows)
-        if below is not None and p.name not in out.skip:
-            out.skip[p.name] = (
+        if below is not None and p.name not in skip:
+            skip[p.name] = (
                 f"{PREFIX}not started: batch {below.batch_size} ({below.trial}) Diverged, and "
                 f"lrScaling {experiment.spec.training.lr_scaling.value} gives batch "
                 f"{p.batch_size} a larger learning rate"
             )
-    return out
 
 
 def dominated(
