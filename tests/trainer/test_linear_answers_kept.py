@@ -1,4 +1,4 @@
-"""Linear trials give the answers they gave before the multi-epoch calls (issue 13).
+"""Linear trials give the answers they gave before the multi-epoch calls.
 
 `linear_answers.json` was recorded from main at 90cc4d1, before linear models ran several epochs
 per compiled call with the stopping rules inside the graph: epochs, steps, phase and reason
