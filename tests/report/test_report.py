@@ -66,6 +66,33 @@ def test_a_scaling_sweep_gets_the_fit_the_throughput_and_the_pareto_figures(
     assert "https://" not in page
 
 
+def test_the_trial_counts_include_the_trials_the_adaptive_sweep_pruned(tmp_path: Path) -> None:
+    results = sweep()
+    results.trials.append(
+        TrialRecord(name="s-b512-g1", batch_size=512, gpus=1, phase=TrialPhase.PRUNED,
+                    reason="dominated by s-b256-g4", pruned=True)
+    )  # fmt: skip
+    page, _ = build_html(results, tmp_path)
+    assert "Trials: 14 total, 12 succeeded, 0 diverged, 0 failed, 1 skipped, 1 pruned," in page
+
+
+def test_a_cpu_run_is_reported_in_processes_not_gpus(tmp_path: Path) -> None:
+    """The spec says where the trials ran: resources.gpusPerProcess 0 is CPU processes."""
+    results = sweep()
+    results.spec["resources"] = {"gpusPerProcess": 0}
+    page, pngs = build_html(results, tmp_path)
+    assert "Recommendation:</b> batch 256 on 4 CPU process(es)" in page
+    assert "These trials ran on CPU processes" in page
+    assert "<th>processes</th>" in page
+    assert "<th>process-s</th>" in page
+    assert "<th>GPUs</th>" not in page
+    assert "Recommendation: time to target vs CPU process-seconds" in page
+    gpu_run, gpu_pngs = build_html(sweep(), tmp_path)
+    assert "These trials ran on CPU processes" not in gpu_run
+    assert "<th>GPUs</th>" in gpu_run
+    assert pngs["throughput-efficiency"] != gpu_pngs["throughput-efficiency"]  # axis words
+
+
 def test_render_report_writes_the_html_and_one_png_per_figure(tmp_path: Path) -> None:
     path = render_report(tmp_path, sweep())
     assert path == tmp_path / "report.html"

@@ -39,6 +39,18 @@ def _png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
+def on_cpu(results: ResultsFile) -> bool:
+    """True when the trials ran on CPU processes (the spec's resources.gpusPerProcess is 0), so
+    the report says processes where a GPU run says GPUs."""
+    resources = results.spec.get("resources") or {}
+    return bool(resources.get("gpusPerProcess") == 0)
+
+
+def device_words(results: ResultsFile, text: str) -> str:
+    """`text` with GPU-seconds as CPU process-seconds when the trials ran on CPU."""
+    return text.replace("GPU-seconds", "CPU process-seconds") if on_cpu(results) else text
+
+
 def _floats(values: Sequence[Any]) -> list[float]:
     return [float(v) if isinstance(v, int | float) else float("nan") for v in values]
 
@@ -232,8 +244,8 @@ def loss_per_batch(results: ResultsFile) -> bytes | None:
     return _png(fig)
 
 
-def steps_to_target_fit(results: ResultsFile) -> tuple[bytes | None, CriticalBatchFit | None]:
-    """Steps- and epochs-to-target vs batch with the fit S = S_min(1 + B_crit/B)."""
+def _to_target_by_batch(results: ResultsFile) -> dict[int, list[TrialRecord]]:
+    """Measured trials that reached the target, at the fewest processes of their batch size."""
     by_batch: dict[int, list[TrialRecord]] = defaultdict(list)
     for t in results.trials:
         if (
@@ -242,6 +254,12 @@ def steps_to_target_fit(results: ResultsFile) -> tuple[bytes | None, CriticalBat
             and t.gpus == min(x.gpus for x in results.trials if x.batch_size == t.batch_size)
         ):
             by_batch[t.batch_size].append(t)
+    return by_batch
+
+
+def steps_to_target_fit(results: ResultsFile) -> tuple[bytes | None, CriticalBatchFit | None]:
+    """Steps- and epochs-to-target vs batch with the fit S = S_min(1 + B_crit/B)."""
+    by_batch = _to_target_by_batch(results)
     if len(by_batch) < 2:
         return None, None
     batches = sorted(by_batch)
@@ -252,35 +270,7 @@ def steps_to_target_fit(results: ResultsFile) -> tuple[bytes | None, CriticalBat
         t.gradient_noise_scale for ts in by_batch.values() for t in ts if t.gradient_noise_scale
     ]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
-    left.plot(batches, steps, "o", label="measured")
-    if fit is not None:
-        grid = np.geomspace(min(batches), max(batches), 100)
-        left.plot(
-            grid,
-            [fit.steps(b) for b in grid],
-            "-",
-            label=f"S_min(1+B_crit/B): S_min={fit.s_min:.3g}, B_crit={fit.b_crit:.3g}, "
-            f"R²(log)={fit.r2:.2f}",
-        )
-        beyond = results.critical_batch is not None and results.critical_batch.beyond_range
-        if not beyond and min(batches) / 10 <= fit.b_crit <= max(batches) * 10:
-            left.axvline(fit.b_crit, color="tab:green", ls="--", lw=1, label="fitted B_crit")
-    if noise:
-        left.axvline(
-            median(noise),
-            color="tab:red",
-            ls=":",
-            lw=1,
-            label=f"measured B_simple (median) = {median(noise):.3g}",
-        )
-    left.set(
-        xscale="log",
-        yscale="log",
-        xlabel="global batch size B",
-        ylabel="steps to target",
-        title="Steps to target vs batch",
-    )
-    left.legend(fontsize=8)
+    _steps_panel(left, results, batches, steps, fit, noise)
     right.plot(batches, epochs, "o-", color="tab:purple")
     if fit is not None:
         size = float(results.spec.get("workload", {}).get("datasetSize", 1))
@@ -303,6 +293,46 @@ def steps_to_target_fit(results: ResultsFile) -> tuple[bytes | None, CriticalBat
     return _png(fig), fit
 
 
+def _steps_panel(  # noqa: PLR0917 - one panel's inputs, drawn once
+    ax: Any,
+    results: ResultsFile,
+    batches: list[int],
+    steps: list[float],
+    fit: CriticalBatchFit | None,
+    noise: list[float],
+) -> None:
+    """Steps to target vs batch: the measurements, the fit, its B_crit and B_simple."""
+    ax.plot(batches, steps, "o", label="measured")
+    if fit is not None:
+        grid = np.geomspace(min(batches), max(batches), 100)
+        ax.plot(
+            grid,
+            [fit.steps(b) for b in grid],
+            "-",
+            label=f"S_min(1+B_crit/B): S_min={fit.s_min:.3g}, B_crit={fit.b_crit:.3g}, "
+            f"R²(log)={fit.r2:.2f}",
+        )
+        beyond = results.critical_batch is not None and results.critical_batch.beyond_range
+        if not beyond and min(batches) / 10 <= fit.b_crit <= max(batches) * 10:
+            ax.axvline(fit.b_crit, color="tab:green", ls="--", lw=1, label="fitted B_crit")
+    if noise:
+        ax.axvline(
+            median(noise),
+            color="tab:red",
+            ls=":",
+            lw=1,
+            label=f"measured B_simple (median) = {median(noise):.3g}",
+        )
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="global batch size B",
+        ylabel="steps to target",
+        title="Steps to target vs batch",
+    )
+    ax.legend(fontsize=8)
+
+
 def throughput_and_efficiency(results: ResultsFile) -> bytes | None:
     """Samples/s and scaling efficiency vs process count, one line per batch size."""
     rows = [t for t in results.trials if t.phase in MEASURED and t.samples_per_second]
@@ -311,68 +341,77 @@ def throughput_and_efficiency(results: ResultsFile) -> bytes | None:
     groups: dict[int, dict[int, list[TrialRecord]]] = defaultdict(lambda: defaultdict(list))
     for t in rows:
         groups[t.batch_size][t.gpus].append(t)
-    several = len({t.gpus for t in rows}) > 1
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
-    if several:
-        for batch, by_gpus in sorted(groups.items()):
-            gpus = sorted(by_gpus)
-            left.plot(
-                gpus,
-                [mean(float(t.samples_per_second or 0) for t in by_gpus[g]) for g in gpus],
-                "o-",
-                label=f"B={batch}",
-            )
-            eff = [
-                (
-                    g,
-                    mean(
-                        float(t.scaling_efficiency)
-                        for t in by_gpus[g]
-                        if t.scaling_efficiency is not None
-                    ),
-                )
-                for g in gpus
-                if any(t.scaling_efficiency is not None for t in by_gpus[g])
-            ]
-            if eff:
-                right.plot([g for g, _ in eff], [e for _, e in eff], "o-", label=f"B={batch}")
-        right.axhline(1.0, color="gray", ls="--", lw=1, label="ideal")
-        ticks = sorted({t.gpus for t in rows})
-        for ax in (left, right):
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(ticks, [str(g) for g in ticks])
-        left.set(xlabel="processes (GPUs)", ylabel="samples/s", title="Throughput vs GPUs")
-        right.set(
-            xlabel="processes (GPUs)",
-            ylabel=f"{results.scaling_efficiency_kind} scaling efficiency",
-            title="Scaling efficiency vs GPUs",
-            ylim=(0, 1.2),
-        )
-        right.legend(fontsize=8)
+    if len({t.gpus for t in rows}) > 1:
+        _per_process_count(left, right, results, groups)
     else:
-        batches = sorted(groups)
-        speed = [
-            mean(float(t.samples_per_second or 0) for ts in groups[b].values() for t in ts)
-            for b in batches
-        ]
-        left.plot(batches, speed, "o-")
-        left.set(
-            xscale="log",
-            xlabel="global batch size",
-            ylabel="samples/s",
-            title="Throughput vs batch size (1 configuration per batch)",
-        )
-        steps = [s / b for s, b in zip(speed, batches, strict=True)]
-        right.plot(batches, steps, "o-", color="tab:green")
-        right.set(
-            xscale="log",
-            yscale="log",
-            xlabel="global batch size",
-            ylabel="steps/s",
-            title="Optimizer steps per second vs batch size",
-        )
-    left.legend(fontsize=8) if several else None
+        _per_batch(left, right, groups)
     return _png(fig)
+
+
+def _per_process_count(
+    left: Any, right: Any, results: ResultsFile, groups: dict[int, dict[int, list[TrialRecord]]]
+) -> None:
+    """Throughput (left) and scaling efficiency (right) vs processes, a line per batch size."""
+    for batch, by_gpus in sorted(groups.items()):
+        gpus = sorted(by_gpus)
+        left.plot(
+            gpus,
+            [mean(float(t.samples_per_second or 0) for t in by_gpus[g]) for g in gpus],
+            "o-",
+            label=f"B={batch}",
+        )
+        eff = []
+        for g in gpus:
+            known = [
+                float(t.scaling_efficiency) for t in by_gpus[g] if t.scaling_efficiency is not None
+            ]
+            if known:
+                eff.append((g, mean(known)))
+        if eff:
+            right.plot([g for g, _ in eff], [e for _, e in eff], "o-", label=f"B={batch}")
+    right.axhline(1.0, color="gray", ls="--", lw=1, label="ideal")
+    ticks = sorted({g for by_gpus in groups.values() for g in by_gpus})
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ticks, [str(g) for g in ticks])
+    axis, devices = (
+        ("processes (CPU)", "processes") if on_cpu(results) else ("processes (GPUs)", "GPUs")
+    )
+    left.set(xlabel=axis, ylabel="samples/s", title=f"Throughput vs {devices}")
+    right.set(
+        xlabel=axis,
+        ylabel=f"{results.scaling_efficiency_kind} scaling efficiency",
+        title=f"Scaling efficiency vs {devices}",
+        ylim=(0, 1.2),
+    )
+    right.legend(fontsize=8)
+    left.legend(fontsize=8)
+
+
+def _per_batch(left: Any, right: Any, groups: dict[int, dict[int, list[TrialRecord]]]) -> None:
+    """One process count: throughput (left) and optimizer steps/s (right) vs batch size."""
+    batches = sorted(groups)
+    speed = [
+        mean(float(t.samples_per_second or 0) for ts in groups[b].values() for t in ts)
+        for b in batches
+    ]
+    left.plot(batches, speed, "o-")
+    left.set(
+        xscale="log",
+        xlabel="global batch size",
+        ylabel="samples/s",
+        title="Throughput vs batch size (1 configuration per batch)",
+    )
+    steps = [s / b for s, b in zip(speed, batches, strict=True)]
+    right.plot(batches, steps, "o-", color="tab:green")
+    right.set(
+        xscale="log",
+        yscale="log",
+        xlabel="global batch size",
+        ylabel="steps/s",
+        title="Optimizer steps per second vs batch size",
+    )
 
 
 def pareto(results: ResultsFile) -> bytes | None:
@@ -416,7 +455,7 @@ def pareto(results: ResultsFile) -> bytes | None:
     )
     ax.set(
         xlabel="time to target (s)",
-        ylabel="GPU-seconds",
+        ylabel=device_words(results, "GPU-seconds"),
         xscale="log",
         yscale="log",
         title="Cost vs time to target",

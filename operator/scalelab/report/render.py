@@ -64,8 +64,13 @@ def _cell(column: Column, trial: TrialRecord) -> str:
     return f'<td class="l">{_fmt(value)}</td>' if column.text else f"<td>{_fmt(value)}</td>"
 
 
-def _table(trials: list[TrialRecord], kind: str) -> str:
-    header = "".join(f"<th>{c.label.format(kind=kind)}</th>" for c in HTML_COLUMNS)
+#: Column labels of a CPU run (resources.gpusPerProcess 0), whose "GPUs" are processes.
+_CPU_LABELS = {"gpus": "processes", "gpu_seconds": "process-s"}
+
+
+def _table(trials: list[TrialRecord], kind: str, cpu: bool = False) -> str:
+    labels = [_CPU_LABELS.get(c.field, c.label) if cpu else c.label for c in HTML_COLUMNS]
+    header = "".join(f"<th>{label.format(kind=kind)}</th>" for label in labels)
     rows = ["<tr>" + "".join(_cell(c, t) for c in HTML_COLUMNS) + "</tr>" for t in trials]
     return f"<table><tr>{header}</tr>{''.join(rows)}</table>"
 
@@ -117,6 +122,7 @@ def _critical(results: ResultsFile) -> str:
         f"<td>{_fmt(s.stdev)}</td></tr>"
         for s in c.steps
     )
+    devices = "processes" if plots.on_cpu(results) else "GPUs"
     eff = "".join(
         f"<tr><td>{e.batch_size}</td><td>{e.gpus}</td><td>{e.runs}</td><td>{_fmt(e.mean)}</td>"
         f"<td>{_fmt(e.low)}–{_fmt(e.high)}</td></tr>"
@@ -132,7 +138,7 @@ def _critical(results: ResultsFile) -> str:
         f"<th>mean steps</th><th>std dev</th></tr>{steps}</table>"
         + (
             "<h3>Scaling efficiency, 95% interval over repeats</h3><table><tr><th>batch</th>"
-            "<th>GPUs</th><th>runs</th><th>efficiency</th><th>95% interval</th></tr>"
+            f"<th>{devices}</th><th>runs</th><th>efficiency</th><th>95% interval</th></tr>"
             f"{eff}</table>"
             if eff
             else ""
@@ -196,14 +202,26 @@ def _draw_all(results: ResultsFile, directory: Path) -> dict[str, Any]:
         _INPUT = None
 
 
-def build_html(results: ResultsFile, directory: Path) -> tuple[str, dict[str, bytes]]:
-    """The report's HTML and its PNGs by file stem."""
+#: The figures in the order the report shows them.
+_ORDER = (
+    "lab-gd-loss-vs-epoch",
+    "lab-sgd-loss-vs-update",
+    "lab-trajectory-3d",
+    "loss-per-batch",
+    "steps-to-target",
+    "throughput-efficiency",
+    "pareto",
+)
+
+
+def _figures(results: ResultsFile, directory: Path) -> dict[str, tuple[str, bytes, str]]:
+    """Every figure that applies: name → (title, PNG, caption)."""
     drawn = _draw_all(results, directory)
     figures: dict[str, tuple[str, bytes, str]] = {}
     for name, (title, _) in plots.SIMPLE_FIGURES.items():
         png = drawn[name]
         if png is not None:
-            figures[name] = (title, png, "")
+            figures[name] = (plots.device_words(results, title), png, "")
     surface = drawn["lab-trajectory-3d"]
     if surface is not None:
         figures["lab-trajectory-3d"] = (
@@ -224,42 +242,52 @@ def build_html(results: ResultsFile, directory: Path) -> tuple[str, dict[str, by
         if results.critical_batch is not None:
             caption = results.critical_batch.summary
         figures["steps-to-target"] = ("Steps and epochs to target vs batch", fit_png, caption)
-    order = [
-        "lab-gd-loss-vs-epoch",
-        "lab-sgd-loss-vs-update",
-        "lab-trajectory-3d",
-        "loss-per-batch",
-        "steps-to-target",
-        "throughput-efficiency",
-        "pareto",
-    ]
-    counts = trial_counts(t.phase for t in results.trials)
+    return figures
+
+
+def _recommendation(results: ResultsFile) -> str:
     rec = results.recommendation
-    rec_html = (
-        '<div class="rec"><b>Recommendation:</b> '
-        + (
-            f"batch {rec.batch_size} on {rec.gpus} GPU(s)"
-            + (f", learning rate {rec.learning_rate:.4g}" if rec.learning_rate else "")
-            + f". {html.escape(rec.reason)}"
-            if rec and rec.trial
-            else html.escape(rec.reason if rec else "none yet")
-        )
-        + "</div>"
+    if rec is None or not rec.trial:
+        text = html.escape(rec.reason if rec else "none yet")
+    else:
+        where = f"{rec.gpus} CPU process(es)" if plots.on_cpu(results) else f"{rec.gpus} GPU(s)"
+        rate = f", learning rate {rec.learning_rate:.4g}" if rec.learning_rate else ""
+        text = f"batch {rec.batch_size} on {where}{rate}. {html.escape(rec.reason)}"
+    return f'<div class="rec"><b>Recommendation:</b> {text}</div>'
+
+
+def _overview(results: ResultsFile) -> str:
+    """Trials by phase, the efficiency kind, when, and (CPU runs) what "GPU" stands for."""
+    counts = trial_counts(t.phase for t in results.trials)
+    device = (
+        " These trials ran on CPU processes (resources.gpusPerProcess 0): where a reason or "
+        "figure says GPU, read one CPU process."
+        if plots.on_cpu(results)
+        else ""
     )
-    rec_html += _critical(results)
+    return (
+        f"<p>Trials: {counts.total} total, {counts.succeeded} succeeded, {counts.diverged} "
+        f"diverged, {counts.failed} failed, {counts.skipped} skipped, {counts.pruned} pruned, "
+        f"{counts.running} running, {counts.pending} pending. "
+        f"Scaling efficiency is <b>{results.scaling_efficiency_kind}</b> scaling.{device} "
+        f"Updated {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(results.updated_at or 0))}"
+        ".</p>"
+    )
+
+
+def build_html(results: ResultsFile, directory: Path) -> tuple[str, dict[str, bytes]]:
+    """The report's HTML and its PNGs by file stem."""
+    figures = _figures(results, directory)
     title = f"scalelab report: {results.experiment}"
     body = [
         f"<h1>{html.escape(title)}</h1>",
-        f"<p>Trials: {counts.total} total, {counts.succeeded} succeeded, {counts.diverged} "
-        f"diverged, {counts.failed} failed, {counts.skipped} skipped, {counts.running} running, "
-        f"{counts.pending} pending. "
-        f"Scaling efficiency is <b>{results.scaling_efficiency_kind}</b> scaling. Updated "
-        f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(results.updated_at or 0))}.</p>",
-        rec_html,
+        _overview(results),
+        _recommendation(results),
+        _critical(results),
         "<h2>Results</h2>",
-        _table(results.trials, results.scaling_efficiency_kind),
+        _table(results.trials, results.scaling_efficiency_kind, plots.on_cpu(results)),
         "<h2>Plots</h2>",
-        *(_figure(n, *figures[n]) for n in order if n in figures),
+        *(_figure(n, *figures[n]) for n in _ORDER if n in figures),
         "<h2>Diagnostics</h2>",
         _diagnostics(results),
         _startup(results),
