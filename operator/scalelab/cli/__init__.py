@@ -19,7 +19,9 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from scalelab.adaptive import is_adaptive, pilot_trial
 from scalelab.api import ScaleExperiment
 from scalelab.planner import local_command, plan, trainer_command, trainer_flags
 from scalelab.results import store
@@ -29,6 +31,9 @@ from scalelab.validation import InvalidExperimentError, Problem, load_experiment
 EXIT_OK = 0
 EXIT_INVALID = 1  # invalid input, a failed trial, or a directory that cannot take the results
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
+#: After the adaptive pilot's phase in `scalelab plan`: it runs alone, before every other trial.
+PILOT_MARK = "[pilot: runs first, measures B_simple]"
 
 
 def _load(file: str) -> ScaleExperiment | None:
@@ -60,11 +65,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    """Print the trials of one experiment: grid point, seed, learning rate, phase, command."""
+    """Print the trials of one experiment: grid point, seed, learning rate, phase, command.
+    An adaptive sweep's pilot (the trial that runs first and measures B_simple) is marked."""
     experiment = _load(args.file)
     if experiment is None:
         return EXIT_INVALID
     trials = plan(experiment)
+    pilot = pilot_trial(trials) if is_adaptive(experiment) else None
     if args.json:
         rows = [
             {
@@ -76,6 +83,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 "learningRate": t.spec.learning_rate,
                 "phase": t.phase.value,
                 "reason": t.reason,
+                "pilot": t is pilot,
                 "argv": trainer_command(trainer_flags(t.spec, t.name)),
             }
             for t in trials
@@ -89,6 +97,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
             f"{t.name:<48} {t.batch_size:>6} {t.gpus:>4} {t.repeat:>3} {t.spec.seed:>5} "
             f"{t.spec.learning_rate:>11.6g}  {t.phase.value}"
         )
+        if t is pilot:
+            line += f" {PILOT_MARK}"
         print(line + (f" ({t.reason})" if t.reason else ""))
     print()
     for t in trials:
@@ -296,6 +306,20 @@ def build_parser() -> argparse.ArgumentParser:
     plan_.add_argument("--json", action="store_true", help="machine-readable output")
     plan_.set_defaults(func=cmd_plan)
 
+    _add_run(sub)
+    _add_report(sub)
+    _add_operator(sub)
+
+    crds = sub.add_parser("crds", help="write the CRDs generated from the API models")
+    crds.add_argument("--out", default="manifests/crds", metavar="DIR", help="default %(default)s")
+    crds.add_argument("--check", action="store_true", help="fail if the files are stale")
+    crds.set_defaults(func=cmd_crds)
+    return parser
+
+
+# The subparsers' collection type is private to argparse; Any keeps mypy strict without it.
+def _add_run(sub: Any) -> None:
+    """`scalelab run FILE`: the local executor's options."""
     run = sub.add_parser("run", help="run every trial on this machine (horovodrun, Gloo)")
     run.add_argument("file", metavar="FILE")
     run.add_argument("--out", metavar="DIR", help="results directory (default out/<name>)")
@@ -316,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     run.set_defaults(func=cmd_run)
 
+
+def _add_report(sub: Any) -> None:
+    """`scalelab report DIR` or `scalelab report --experiment NAME`."""
     report = sub.add_parser(
         "report",
         help="re-render DIR/report.html from DIR/results.json, or write a cluster experiment's "
@@ -336,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.set_defaults(func=cmd_report)
 
+
+def _add_operator(sub: Any) -> None:
+    """`scalelab operator`: the kopf operator's scope and ports."""
     operator = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
     scope = operator.add_mutually_exclusive_group()
     scope.add_argument(
@@ -355,12 +385,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--liveness-port", type=int, default=8081, help="port of /healthz (0 = off)"
     )
     operator.set_defaults(func=cmd_operator)
-
-    crds = sub.add_parser("crds", help="write the CRDs generated from the API models")
-    crds.add_argument("--out", default="manifests/crds", metavar="DIR", help="default %(default)s")
-    crds.add_argument("--check", action="store_true", help="fail if the files are stale")
-    crds.set_defaults(func=cmd_crds)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
