@@ -10,8 +10,10 @@ import pytest
 
 from scalelab.adaptive import dominated, pilot_trial, verdicts
 from scalelab.aggregate import recommend, with_scaling
-from scalelab.api import ResultRow, TrialPhase
-from scalelab.kube.reconcile import JobPhase, JobState, Memory, TrialState, decide, parse
+from scalelab.api import ConditionType, ResultRow, TrialPhase
+from scalelab.kube.decide import decide
+from scalelab.kube.observed import JobPhase, JobState, TrialState, parse
+from scalelab.kube.state import Memory
 from scalelab.planner import plan
 
 pytestmark = pytest.mark.unit
@@ -117,10 +119,12 @@ def test_the_operator_launches_only_the_pilot_then_prunes_from_its_result() -> N
     experiment = parse(body)
     planned = plan(experiment)
     trials = [TrialState(p.name, f"uid-{p.name}", TrialPhase.PENDING) for p in planned]
-    first = decide(experiment, body, trials, [], Memory(), NOW)
+    first = decide(experiment, body, trials, [], Memory(), now=NOW)
     assert [t.name for t, _ in first.actions.launch] == ["exp-b128-g1"]
     assert first.status["trials"]["pending"] == 18
-    plan_condition = next(c for c in first.status["conditions"] if c["type"] == "AdaptivePlan")
+    plan_condition = next(
+        c for c in first.status["conditions"] if c["type"] == ConditionType.ADAPTIVE_PLAN
+    )
     assert plan_condition["reason"] == "PilotRunning"
 
     result = {"phase": "Succeeded", "criticalBatchSize": 500.0, "criticalBatchSizeStderr": 20.0,
@@ -132,7 +136,7 @@ def test_the_operator_launches_only_the_pilot_then_prunes_from_its_result() -> N
         for t in trials
     ]
     jobs = [JobState("exp-b128-g1", JobPhase.SUCCEEDED)]
-    second = decide(experiment, body, trials, jobs, Memory(), NOW)
+    second = decide(experiment, body, trials, jobs, Memory(), now=NOW)
     patches = second.actions.trial_status
     assert patches["exp-b8-g1"]["phase"] == "Skipped"
     assert patches["exp-b8-g1"]["reason"].startswith("adaptive: batch 8 is outside")
@@ -143,7 +147,9 @@ def test_the_operator_launches_only_the_pilot_then_prunes_from_its_result() -> N
     rows = {r["trial"]: r for r in second.status["results"]}
     assert rows["exp-b8-g1"]["pruned"] is True
     assert second.status["trials"]["skipped"] == 8
-    placed = next(c for c in second.status["conditions"] if c["type"] == "AdaptivePlan")
+    placed = next(
+        c for c in second.status["conditions"] if c["type"] == ConditionType.ADAPTIVE_PLAN
+    )
     assert placed["message"] == "pilot exp-b128-g1: B_simple 500; batches 115–2.16e+03 run"
     assert second.status["criticalBatch"]["predicted"] == 500.0
 
@@ -183,7 +189,7 @@ def test_the_operator_marks_a_dominated_running_trial_pruned_and_deletes_its_mpi
     ]
     jobs = [JobState("exp-b128-g1", JobPhase.SUCCEEDED), JobState("exp-b256-g2", JobPhase.RUNNING),
             JobState("exp-b256-g1", JobPhase.RUNNING)]  # fmt: skip
-    d = decide(experiment, body, trials, jobs, Memory(), NOW)
+    d = decide(experiment, body, trials, jobs, Memory(), now=NOW)
     assert d.actions.delete_jobs == ["exp-b256-g1"]  # 2.5 s, 2.5 GPU-s > 2 s, 2 GPU-s
     patch = d.actions.trial_status["exp-b256-g1"]
     assert patch["phase"] == "Pruned"

@@ -12,7 +12,7 @@ import pytest
 
 from scalelab.api import TrialPhase
 from scalelab.kube import results as cluster
-from scalelab.kube.reconcile import parse
+from scalelab.kube.observed import parse
 from scalelab.planner import plan, trainer_command, trainer_flags
 from scalelab.results.model import planned_record, record_from_events
 from scalelab_trainer import store_results

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from scalelab.api import ConditionType
 from scalelab.kube import handlers, operations
 from scalelab.kube.apply import Kube
 from scalelab.kube.metrics import OperatorMetrics
@@ -91,7 +92,11 @@ def test_an_invalid_spec_sets_ready_false_invalid_spec_and_raises_a_permanent_er
     assert status["phase"] == "Failed"
     assert status["observedGeneration"] == 2
     [ready] = status["conditions"]
-    assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False", "InvalidSpec")
+    assert (ready["type"], ready["status"], ready["reason"]) == (
+        ConditionType.READY,
+        "False",
+        "InvalidSpec",
+    )
     assert "spec.sweep.batchSizes: must not repeat values" in ready["message"]
     assert "model cnn trains on synthetic-images" in ready["message"]
 

@@ -1,5 +1,6 @@
-"""Carries out a reconciliation's `Actions` against the Kubernetes API (the only writer besides
-kopf itself and the trainer's status patches).
+"""Carries out a reconciliation's `Actions` (kube/state.py) against the Kubernetes API (the only
+writer besides kopf itself and the trainer's status patches): the ScaleTrials (`trial_body`),
+their MPIJobs (kube/mpijob.py), the trainer account, and status patches.
 
 Every create is idempotent: names are deterministic, and 409 AlreadyExists means an earlier pass
 (or an operator that was killed) already made the object, so a restart never duplicates a trial
@@ -19,13 +20,13 @@ from typing import Any, TypeVar
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from scalelab.api import GROUP, VERSION
+from scalelab.api import API_VERSION, EXPERIMENT_KIND, GROUP, TRIAL_KIND, VERSION
 from scalelab.kube import mpijob
-from scalelab.kube.reconcile import Actions, Memory, trial_body
+from scalelab.kube.resources import EXPERIMENTS, MPIJOB_GROUP, MPIJOB_VERSION, MPIJOBS, TRIALS
 from scalelab.kube.settings import Config
+from scalelab.kube.state import Actions, Memory
 from scalelab.planner import PlannedTrial
 
-EXPERIMENTS, TRIALS = "scaleexperiments", "scaletrials"
 MERGE = "application/merge-patch+json"
 CONFLICT, NOT_FOUND = 409, 404
 T = TypeVar("T")
@@ -115,10 +116,36 @@ def patch_experiment_status(
     )  # fmt: skip
 
 
-def apply(  # noqa: PLR0917 - one pass's inputs
+def trial_body(trial: PlannedTrial, namespace: str, owner: Mapping[str, Any]) -> dict[str, Any]:
+    """The ScaleTrial object of one planned grid point, owned by the experiment."""
+    meta = owner.get("metadata") or {}
+    return {
+        "apiVersion": owner.get("apiVersion", API_VERSION),
+        "kind": TRIAL_KIND,
+        "metadata": {
+            "name": trial.name,
+            "namespace": namespace,
+            "labels": mpijob.trial_labels(trial),
+            "ownerReferences": [
+                {
+                    "apiVersion": owner.get("apiVersion", API_VERSION),
+                    "kind": EXPERIMENT_KIND,
+                    "name": meta.get("name"),
+                    "uid": meta.get("uid"),
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": trial.spec.model_dump(by_alias=True, mode="json", exclude_none=True),
+    }
+
+
+def apply(
     kube: Kube,
     actions: Actions,
     namespace: str,
+    *,
     owner: Mapping[str, Any],
     memory: Memory,
     config: Config,
@@ -145,9 +172,9 @@ def apply(  # noqa: PLR0917 - one pass's inputs
             return
         _create(
             kube,
-            mpijob.MPIJOB_PLURAL,
+            MPIJOBS,
             kube.custom.create_namespaced_custom_object,
-            mpijob.MPIJOB_GROUP, mpijob.MPIJOB_VERSION, namespace, mpijob.MPIJOB_PLURAL,
+            MPIJOB_GROUP, MPIJOB_VERSION, namespace, MPIJOBS,
             mpijob.render(trial, namespace, uid, config),
         )  # fmt: skip
 
@@ -164,10 +191,10 @@ def apply(  # noqa: PLR0917 - one pass's inputs
             memory.written.pop(name, None)
 
     def delete_job(name: str) -> None:
-        kube.wrote("delete", mpijob.MPIJOB_PLURAL)
+        kube.wrote("delete", MPIJOBS)
         try:
             kube.custom.delete_namespaced_custom_object(
-                mpijob.MPIJOB_GROUP, mpijob.MPIJOB_VERSION, namespace, mpijob.MPIJOB_PLURAL, name,
+                MPIJOB_GROUP, MPIJOB_VERSION, namespace, MPIJOBS, name,
                 propagation_policy="Background",
             )  # fmt: skip
         except ApiException as error:

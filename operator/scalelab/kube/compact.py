@@ -15,7 +15,7 @@ The budget, whatever the sweep:
 - every reason in a row or a condition message: at most REASON_CHARS characters (the ScaleTrial
   keeps it whole).
 A row is at most ~0.7 KiB, so the status stays under STATUS_BYTES (32 KiB) at 1,000 trials with
-the longest names and reasons (tests/kube/test_reconcile.py builds that worst case).
+the longest names and reasons (tests/kube/test_decide.py builds that worst case).
 """
 
 from __future__ import annotations

@@ -33,6 +33,8 @@ from scalelab.api import (
     ScaleTrialSpec,
     ScaleTrialStatus,
 )
+from scalelab.kube.mpijob import LABEL_EXPERIMENT
+from scalelab.kube.resources import EXPERIMENTS, TRIALS
 from scalelab.planner import RUNNABLE_GRID
 from scalelab.rules import DNS_LABEL
 
@@ -288,7 +290,7 @@ _NAME_RULE = {
     "rule": f"self.metadata.name.size() <= {DNS_LABEL.max_length} && "
     + DNS_LABEL.cel("self.metadata.name"),
     "message": f"metadata.name must be {DNS_LABEL.message}: it becomes the "
-    "scalelab.dev/experiment label of every trial and MPIJob",
+    f"{LABEL_EXPERIMENT} label of every trial and MPIJob",
 }
 
 
@@ -336,8 +338,8 @@ TRIAL_COLUMNS = [
 ]
 
 
-def _crd(  # noqa: PLR0917
-    kind: str, plural: str, short: str, schema: Schema, columns: list[Schema], doc: str
+def _crd(
+    kind: str, plural: str, short: str, *, schema: Schema, columns: list[Schema], doc: str
 ) -> Schema:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -384,14 +386,14 @@ def experiment_crd() -> Schema:
     )
     return _crd(
         EXPERIMENT_KIND,
-        "scaleexperiments",
+        EXPERIMENTS,
         "sx",
-        schema,
-        EXPERIMENT_COLUMNS,
-        "A scaling sweep of a Horovod training job: every batch size × GPU count runs as a "
+        schema=schema,
+        columns=EXPERIMENT_COLUMNS,
+        doc="A scaling sweep of a Horovod training job: every batch size × GPU count runs as a "
         "ScaleTrial (one MPIJob); the status carries the counts, the recommendation and the top "
-        "rows of the results table (every row: kubectl get scaletrials -l "
-        "scalelab.dev/experiment=NAME).",
+        f"rows of the results table (every row: kubectl get {TRIALS} -l "
+        f"{LABEL_EXPERIMENT}=NAME).",
     )
 
 
@@ -400,12 +402,12 @@ def trial_crd() -> Schema:
     schema = _root(trial_spec_schema(), status_schema(ScaleTrialStatus), [], spec_required=True)
     return _crd(
         TRIAL_KIND,
-        "scaletrials",
+        TRIALS,
         "st",
-        schema,
-        TRIAL_COLUMNS,
-        "One grid point of a ScaleExperiment, run as one Kubeflow MPIJob; rank 0 of the trainer "
-        "patches its status.progress and status.result.",
+        schema=schema,
+        columns=TRIAL_COLUMNS,
+        doc="One grid point of a ScaleExperiment, run as one Kubeflow MPIJob; rank 0 of the "
+        "trainer patches its status.progress and status.result.",
     )
 
 

@@ -1,6 +1,6 @@
 """kopf entry points, and nothing else: each validates or snapshots its input and hands off to
-kube/operations.py at once. Handler ids are constants: kopf stores progress under them, so
-renaming one loses state on running experiments.
+kube/operations.py at once; kube/main.py registers them. Handler ids are constants: kopf stores
+progress under them, so renaming one loses state on running experiments.
 
 - PLAN (on create) / RESUME (on operator start) of a ScaleExperiment: validate, ensure the
   trainer account, first reconciliation (creates the ScaleTrials); InvalidSpec → Ready=False +
@@ -24,34 +24,27 @@ from typing import Any
 import kopf
 
 from scalelab.kube import operations
-from scalelab.kube.mpijob import (
-    LABEL_MANAGED_BY,
-    MANAGED_BY,
-    MPIJOB_GROUP,
-    MPIJOB_PLURAL,
-    MPIJOB_VERSION,
-)
-from scalelab.kube.reconcile import (
-    KUEUE_GROUP,
-    KUEUE_VERSION,
-    KUEUE_WORKLOADS,
+from scalelab.kube.mpijob import LABEL_MANAGED_BY, MANAGED_BY
+from scalelab.kube.observed import (
     JobState,
     Key,
     QueueState,
     TrialState,
-    is_active,
     job_entry,
     trial_entry,
     workload_entry,
 )
+from scalelab.kube.resources import (
+    EXPERIMENT_RESOURCE,
+    MPIJOB_RESOURCE,
+    TRIAL_RESOURCE,
+    WORKLOAD_RESOURCE,
+)
 from scalelab.kube.settings import Config
+from scalelab.kube.status import is_active
 
-EXPERIMENTS = ("scalelab.dev", "v1alpha1", "scaleexperiments")
-TRIALS = ("scalelab.dev", "v1alpha1", "scaletrials")
-MPIJOBS = (MPIJOB_GROUP, MPIJOB_VERSION, MPIJOB_PLURAL)
-WORKLOADS = (KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS)
 #: What the handlers watch or index; kube/resolve.py keeps kopf watching those that appear late.
-WATCHED = (EXPERIMENTS, TRIALS, MPIJOBS, WORKLOADS)
+WATCHED = (EXPERIMENT_RESOURCE, TRIAL_RESOURCE, MPIJOB_RESOURCE, WORKLOAD_RESOURCE)
 OURS = {LABEL_MANAGED_BY: MANAGED_BY}
 
 LOGIN = "login"
@@ -83,28 +76,28 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         return kopf.login_via_client(**kwargs)
 
-    @kopf.index(*TRIALS, id=TRIAL_INDEX, labels=OURS, registry=registry)
+    @kopf.index(*TRIAL_RESOURCE, id=TRIAL_INDEX, labels=OURS, registry=registry)
     def scalelab_trials(body: kopf.Body, **_: Any) -> dict[Key, TrialState]:
         return trial_entry(body)
 
-    @kopf.index(*MPIJOBS, id=JOB_INDEX, labels=OURS, registry=registry)
+    @kopf.index(*MPIJOB_RESOURCE, id=JOB_INDEX, labels=OURS, registry=registry)
     def scalelab_mpijobs(body: kopf.Body, **_: Any) -> dict[Key, JobState]:
         return job_entry(body)
 
-    @kopf.index(*WORKLOADS, id=QUEUE_INDEX, registry=registry)
+    @kopf.index(*WORKLOAD_RESOURCE, id=QUEUE_INDEX, registry=registry)
     def scalelab_workloads(body: kopf.Body, **_: Any) -> dict[str, QueueState]:
         return workload_entry(body)
 
-    @kopf.on.create(*EXPERIMENTS, id=PLAN, timeout=timeout, backoff=5, registry=registry)
+    @kopf.on.create(*EXPERIMENT_RESOURCE, id=PLAN, timeout=timeout, backoff=5, registry=registry)
     async def plan(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
         await operations.plan(memo, body, _indexes(kwargs), PLAN)
 
-    @kopf.on.resume(*EXPERIMENTS, id=RESUME, timeout=timeout, backoff=5, registry=registry)
+    @kopf.on.resume(*EXPERIMENT_RESOURCE, id=RESUME, timeout=timeout, backoff=5, registry=registry)
     async def resume(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
         await operations.plan(memo, body, _indexes(kwargs), RESUME)
 
     @kopf.timer(
-        *EXPERIMENTS,
+        *EXPERIMENT_RESOURCE,
         id=RECONCILE,
         interval=config.reconcile_interval_seconds,
         when=_active,
@@ -115,7 +108,7 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     async def reconcile(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
         await operations.reconcile(memo, body, _indexes(kwargs), RECONCILE)
 
-    @kopf.on.event(*EXPERIMENTS, id=FORGET, registry=registry)
+    @kopf.on.event(*EXPERIMENT_RESOURCE, id=FORGET, registry=registry)
     def forget(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         if type == "DELETED":
             operations.forget(memo, body)

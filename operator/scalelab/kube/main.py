@@ -1,6 +1,7 @@
 """`scalelab operator`: load the API credentials, start /metrics, register the handlers, run kopf.
 
-The only place that starts servers or reads the environment (through `Config.from_env`).
+Called by `scalelab operator` (scalelab/cli). The only place that starts servers or reads the
+environment (through `Config.from_env`).
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ from kubernetes import client
 from kubernetes import config as kube_config
 from prometheus_client import CollectorRegistry, start_http_server
 
+from scalelab.api import GROUP
 from scalelab.kube import handlers, resolve
 from scalelab.kube.apply import Kube
 from scalelab.kube.metrics import OperatorMetrics
 from scalelab.kube.operations import Context
 from scalelab.kube.settings import Config
 
-#: Where kopf keeps its own bookkeeping on our objects (instead of kopf.zalando.org/*).
-PREFIX = "scalelab.dev"
+#: Where kopf keeps its own bookkeeping on our objects (instead of kopf.zalando.org/*): our group.
+PREFIX = GROUP
 
 
 def load_credentials() -> client.ApiClient:

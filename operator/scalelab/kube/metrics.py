@@ -7,7 +7,7 @@ Labels are bounded: namespace, experiment, phase, batch_size, gpus, repeat (neve
 `handler`, the id of the kopf handler that ran a reconciliation pass (kube/handlers.py:
 plan, resume, reconcile); every handler's series exist at 0 from the start, so `rate()` sees the
 first error. The registry is injected; the HTTP server is started by `scalelab operator`, never
-at import.
+at import. kube/main.py builds `OperatorMetrics`; kube/operations.py records every pass in it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from scalelab.api import ResultRow, TrialPhase
-from scalelab.kube.reconcile import Usage
+from scalelab.kube.state import Usage
 
 EXP_LABELS = ["namespace", "experiment"]
 GPU_STATES = ("requested", "running", "suspended", "queued")

@@ -1,4 +1,5 @@
-"""One trial → one Kubeflow MPIJob (kubeflow.org/v2beta1). Pure: no API calls.
+"""One trial → one Kubeflow MPIJob (kubeflow.org/v2beta1), and the labels of everything made for
+a trial. Pure: no API calls. kube/apply.py creates what `render` returns.
 
 Everything that depends on the trial's GPU count comes from one number N (= spec.gpus, the
 Horovod process count): `mpirun -np N`, `slotsPerWorker` (the largest divisor of N that is at most
@@ -15,21 +16,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from scalelab.api import API_VERSION, TRIAL_KIND
+from scalelab.api import API_VERSION, GROUP, TRIAL_KIND
+from scalelab.kube.resources import KUEUE_GROUP, MPIJOB_API_VERSION
 from scalelab.kube.settings import Config
 from scalelab.planner import PlannedTrial, exports_data, trainer_command, trainer_flags
 
-MPIJOB_GROUP, MPIJOB_VERSION, MPIJOB_PLURAL = "kubeflow.org", "v2beta1", "mpijobs"
-MPIJOB_API_VERSION = f"{MPIJOB_GROUP}/{MPIJOB_VERSION}"
-
-LABEL_EXPERIMENT = "scalelab.dev/experiment"
-LABEL_TRIAL = "scalelab.dev/trial"
-LABEL_BATCH_SIZE = "scalelab.dev/batch-size"
-LABEL_GPUS = "scalelab.dev/gpus"
-LABEL_REPEAT = "scalelab.dev/repeat"
+#: The labels of a trial and of everything made for it (kube/observed.py indexes by the first
+#: two; the trainer labels its results ConfigMap with them too).
+LABEL_EXPERIMENT = f"{GROUP}/experiment"
+LABEL_TRIAL = f"{GROUP}/trial"
+LABEL_BATCH_SIZE = f"{GROUP}/batch-size"
+LABEL_GPUS = f"{GROUP}/gpus"
+LABEL_REPEAT = f"{GROUP}/repeat"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "scalelab-operator"
-KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+KUEUE_QUEUE_LABEL = f"{KUEUE_GROUP}/queue-name"
 GPU_RESOURCE = "nvidia.com/gpu"
 #: A measurement cut short by node consolidation is lost: Karpenter does not voluntarily disrupt a
 #: node running a pod with do-not-disrupt (karpenter.sh docs, "Disruption"), and the cluster

@@ -1,4 +1,4 @@
-"""What each kopf handler does: snapshot the indexes, decide (kube/reconcile.py, pure), carry the
+"""What each kopf handler does: snapshot the indexes, decide (kube/decide.py, pure), carry the
 actions out in a worker thread (kube/apply.py), post Events, update metrics.
 Each entry point takes the id of the kopf handler that called it (kube/handlers.py): the
 `handler` label of the reconcile metrics.
@@ -22,25 +22,22 @@ from kubernetes.client.exceptions import ApiException
 from scalelab.api import API_VERSION, TRIAL_KIND, ExperimentPhase, ScaleExperiment
 from scalelab.kube import apply
 from scalelab.kube.apply import NOT_FOUND, Kube
+from scalelab.kube.decide import decide
 from scalelab.kube.metrics import OperatorMetrics, Snapshot
-from scalelab.kube.prerequisites import MPIJOB_API, Prerequisites
-from scalelab.kube.reconcile import (
+from scalelab.kube.observed import (
     InvalidSpecError,
     JobPhase,
     JobState,
     Key,
-    Memory,
     Missing,
     TrialState,
-    decide,
-    generation_of,
-    invalid_status,
-    is_active,
-    now_rfc3339,
     parse,
     with_queue,
 )
+from scalelab.kube.prerequisites import MPIJOB_API, Prerequisites
 from scalelab.kube.settings import Config
+from scalelab.kube.state import Decision, Memory
+from scalelab.kube.status import generation_of, invalid_status, is_active, now_rfc3339
 from scalelab.planner import PlannedTrial
 from scalelab.planner import plan as plan_trials
 
@@ -148,7 +145,7 @@ async def plan(memo: kopf.Memo, body: kopf.Body, indexes: Indexes, handler: str)
         ctx.accounts.add(namespace)
     if is_active(status):
         return  # the RECONCILE timer is already on it
-    await _pass(ctx, handler, memo, body, cache, indexes)
+    await _pass(ctx, handler, memo, body, cache=cache, indexes=indexes)
     kopf.event(body, type="Normal", reason="Planned", message=f"{len(cache.trials)} trials planned")
 
 
@@ -159,17 +156,19 @@ async def reconcile(memo: kopf.Memo, body: kopf.Body, indexes: Indexes, handler:
         cache = _planned(memo, body)
     except InvalidSpecError as error:
         await _reject(ctx, handler, body, error)
-    await _pass(ctx, handler, memo, body, cache, indexes)
+    await _pass(ctx, handler, memo, body, cache=cache, indexes=indexes)
 
 
-async def _pass(  # noqa: PLR0917
+async def _pass(
     ctx: Context,
     handler: str,
     memo: kopf.Memo,
     body: kopf.Body,
+    *,
     cache: PlanCache,
     indexes: Indexes,
 ) -> None:
+    """One reconciliation pass: what is missing, decide, apply, then Events and metrics."""
     key = _key(body)
     seen_trials, seen_jobs = indexes.seen(key)
     memory = _memory(memo)
@@ -190,31 +189,8 @@ async def _pass(  # noqa: PLR0917
         stall_seconds=ctx.config.stall_seconds,
         missing=missing,
     )
-    try:
-        await _call(
-            ctx,
-            handler,
-            apply.apply,
-            ctx.kube,
-            decision.actions,
-            key[0],
-            dict(body),
-            memory,
-            ctx.config,
-        )
-    except BaseException as error:
-        memo["memory"] = Memory()  # forget what may not have been written; indexes decide
-        cause = error.__cause__
-        if isinstance(cause, ApiException) and cause.status == NOT_FOUND:
-            ctx.prerequisites.forget(MPIJOB_API.key)  # an MPIJob create may have found no API
-        raise
-    for kind, reason, message in decision.actions.events:
-        kopf.event(body, type=kind, reason=reason, message=message)
-    for e in decision.actions.trial_events:
-        meta = {"name": e.trial, "namespace": key[0], "uid": e.uid}
-        raw = {"apiVersion": API_VERSION, "kind": TRIAL_KIND, "metadata": meta}
-        trial = kopf.Body(cast(kopf.RawBody, raw))
-        kopf.event(trial, type=e.type, reason=e.reason, message=e.message)
+    await _apply(ctx, handler, memo, body, decision)
+    _post_events(body, key[0], decision)
     ctx.metrics.observe(
         *key,
         Snapshot(
@@ -231,12 +207,40 @@ async def _pass(  # noqa: PLR0917
     ctx.metrics.reconcile_seconds.labels(handler).observe(time.monotonic() - started)
 
 
-async def _call(ctx: Context, handler: str, fn: Any, *args: Any) -> Any:
+async def _apply(
+    ctx: Context, handler: str, memo: kopf.Memo, body: kopf.Body, decision: Decision
+) -> None:
+    """Carry a decision's actions out; after a failure, forget what may not have been written."""
+    try:
+        await _call(
+            ctx, handler, apply.apply, ctx.kube, decision.actions, _key(body)[0],
+            owner=dict(body), memory=_memory(memo), config=ctx.config,
+        )  # fmt: skip
+    except BaseException as error:
+        memo["memory"] = Memory()  # forget what may not have been written; indexes decide
+        cause = error.__cause__
+        if isinstance(cause, ApiException) and cause.status == NOT_FOUND:
+            ctx.prerequisites.forget(MPIJOB_API.key)  # an MPIJob create may have found no API
+        raise
+
+
+def _post_events(body: kopf.Body, namespace: str, decision: Decision) -> None:
+    """The decision's Events: on the experiment, and on single ScaleTrials."""
+    for kind, reason, message in decision.actions.events:
+        kopf.event(body, type=kind, reason=reason, message=message)
+    for e in decision.actions.trial_events:
+        meta = {"name": e.trial, "namespace": namespace, "uid": e.uid}
+        raw = {"apiVersion": API_VERSION, "kind": TRIAL_KIND, "metadata": meta}
+        trial = kopf.Body(cast(kopf.RawBody, raw))
+        kopf.event(trial, type=e.type, reason=e.reason, message=e.message)
+
+
+async def _call(ctx: Context, handler: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Run a blocking API function in a thread and return its result; API errors become a retry
     later. Every failure (an API error or no connection at all) counts against the calling
     handler's id."""
     try:
-        return await asyncio.to_thread(fn, *args)
+        return await asyncio.to_thread(fn, *args, **kwargs)
     except ApiException as error:
         ctx.metrics.reconcile_errors.labels(handler).inc()
         raise kopf.TemporaryError(

@@ -2,9 +2,10 @@
 say: the MPIJob API (the Kubeflow MPI operator's CRD), the Kueue API when `queueName` is set, and
 the trainer's ServiceAccount in the experiment's namespace (recreated when it went missing).
 
-A missing prerequisite is not an error of the operator: the pass goes on and the experiment says
-what is missing and how to install it (reconcile.py turns `Missing` into a condition, an Event,
-the trials' reason and a metric); without the MPIJob API or the trainer account no MPIJob is
+kube/operations.py asks `Prerequisites.missing` once per pass. A missing prerequisite is not an
+error of the operator: the pass goes on and the experiment says what is missing and how to
+install it (kube/decide.py and kube/status.py turn `Missing` into a condition, an Event, the
+trials' reason and a metric); without the MPIJob API or the trainer account no MPIJob is
 created, without Kueue they are created suspended as usual, for Kueue to admit once installed.
 Answers are cached: a served API for `SCALELAB_PREREQUISITES_RECHECK_SECONDS` (60); a missing
 one is asked again after a delay that doubles from 5 s up to that, so a cluster without the MPI
@@ -35,13 +36,12 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from scalelab.api import ScaleExperiment
-from scalelab.kube import mpijob
 from scalelab.kube.apply import NOT_FOUND, Kube, ensure_trainer_account
-from scalelab.kube.reconcile import Missing
+from scalelab.kube.observed import Missing
+from scalelab.kube.resources import KUEUE_GROUP, MPIJOB_API_VERSION, MPIJOBS
 from scalelab.kube.settings import Config
 
 FIRST_RETRY_SECONDS = 5.0
-KUEUE_GROUP = "kueue.x-k8s.io"
 #: A namespace's Events are asked for failed image pulls at most this often (while a trial waits).
 IMAGE_CHECK_SECONDS = 10.0
 #: Older kubelet Events are history (a pull that failed before and may work now).
@@ -56,7 +56,7 @@ PULL_FAILED = re.compile(r'image(?: tag)? "(?P<image>[^"]+)"')
 MPIJOB_API = Missing(
     "mpijob-api",
     "MPIJobAPIMissing",
-    f"the MPIJob API ({mpijob.MPIJOB_API_VERSION} {mpijob.MPIJOB_PLURAL}) is not served: install "
+    f"the MPIJob API ({MPIJOB_API_VERSION} {MPIJOBS}) is not served: install "
     "the Kubeflow MPI operator v2 (its CRD and controller; tested with v0.8.0; README.md, "
     "Install on a cluster); the trials start once it is there",
 )
@@ -206,9 +206,7 @@ class Prerequisites:
         """What `experiment` lacks in `namespace`, in the order a person should fix it;
         `starting` are its trials whose MPIJob waits for its pods."""
         out: list[Missing] = []
-        if not self._ask(
-            MPIJOB_API.key, lambda: served(kube, mpijob.MPIJOB_API_VERSION, "mpijobs")
-        ):
+        if not self._ask(MPIJOB_API.key, lambda: served(kube, MPIJOB_API_VERSION, MPIJOBS)):
             out.append(MPIJOB_API)
         if experiment.spec.execution.queue_name is not None and not self._ask(
             KUEUE_API.key, lambda: group_served(kube, KUEUE_GROUP)

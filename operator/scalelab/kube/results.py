@@ -29,7 +29,9 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from scalelab.api import FINISHED_TRIAL_PHASES, GROUP, VERSION, TrialPhase
-from scalelab.kube.reconcile import InvalidSpecError, parse
+from scalelab.kube.mpijob import LABEL_EXPERIMENT, LABEL_TRIAL
+from scalelab.kube.observed import InvalidSpecError, parse
+from scalelab.kube.resources import EXPERIMENTS, TRIALS
 from scalelab.planner import PlannedTrial, exports_data, plan, trainer_command, trainer_flags
 from scalelab.results.model import (
     ResultsFile,
@@ -41,10 +43,8 @@ from scalelab.results.model import (
     record_from_events,
 )
 
-EXPERIMENTS, TRIALS = "scaleexperiments", "scaletrials"
 #: The trainer's ConfigMap layout (trainer/scalelab_trainer/store_results.py, the trial contract).
 EVENTS_KEY, DATA_KEY = "events.jsonl.gz", "data.npz"
-LABEL_EXPERIMENT, LABEL_TRIAL = "scalelab.dev/experiment", "scalelab.dev/trial"
 LABEL_COMPONENT, COMPONENT = "app.kubernetes.io/component", "trial-results"
 NOT_FOUND = 404
 

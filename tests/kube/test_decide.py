@@ -8,27 +8,24 @@ from typing import Any
 
 import pytest
 
-from scalelab.api import ResultRow, TrialPhase
+from scalelab.api import ConditionType, ResultRow, TrialPhase
 from scalelab.kube import compact
 from scalelab.kube.compact import STATUS_BYTES, STATUS_ROWS
-from scalelab.kube.reconcile import (
-    BLOCKED,
-    LAUNCHED,
+from scalelab.kube.decide import decide
+from scalelab.kube.observed import (
     InvalidSpecError,
     JobPhase,
     JobState,
-    Memory,
     Missing,
     TrialState,
-    decide,
-    invalid_status,
-    is_active,
     job_state,
     parse,
-    trial_phase,
     with_queue,
     workload_entry,
 )
+from scalelab.kube.phases import BLOCKED, LAUNCHED, trial_phase
+from scalelab.kube.state import Memory
+from scalelab.kube.status import invalid_status, is_active
 from scalelab.planner import plan
 
 pytestmark = pytest.mark.unit
@@ -109,7 +106,7 @@ def test_a_finished_trial_never_goes_back() -> None:
 def test_first_pass_creates_every_trial_and_launches_the_first_wave_with_them() -> None:
     body = _body(SPEC)
     memory = Memory()
-    d = decide(parse(body), body, [], [], memory, NOW)
+    d = decide(parse(body), body, [], [], memory, now=NOW)
     assert len(d.actions.create_trials) == 6
     # The uid is not known before apply creates the trial: "" says "the one this pass creates".
     assert [(t.name, uid) for t, uid in d.actions.launch] == [("exp-b8-g1", ""), ("exp-b8-g2", "")]
@@ -118,7 +115,7 @@ def test_first_pass_creates_every_trial_and_launches_the_first_wave_with_them() 
     assert d.status["trials"]["total"] == 6
     # apply made the trials; the index does not show them yet: nothing is launched twice.
     memory.created = {p.name: f"uid-{p.name}" for p in plan(parse(body))}
-    again = decide(parse(body), body, [], [], memory, NOW + 1)
+    again = decide(parse(body), body, [], [], memory, now=NOW + 1)
     assert again.actions.create_trials == []
     assert again.actions.launch == []
     assert again.actions.trial_status == {}
@@ -130,11 +127,11 @@ def test_a_pending_trial_gets_no_write_until_its_phase_changes() -> None:
     and its MPIJob's)."""
     body = _body(SPEC)
     experiment, trials = parse(body), _trials(body, TrialPhase.PENDING)
-    d = decide(experiment, body, trials, [], Memory(), NOW)
+    d = decide(experiment, body, trials, [], Memory(), now=NOW)
     assert len(d.actions.launch) == 2
     assert d.actions.trial_status == {}
     jobs = [JobState(t.name, JobPhase.RUNNING) for t, _ in d.actions.launch]
-    running = decide(experiment, body, trials, jobs, Memory(), NOW)
+    running = decide(experiment, body, trials, jobs, Memory(), now=NOW)
     assert {n: p["phase"] for n, p in running.actions.trial_status.items()} == {
         "exp-b8-g1": "Running", "exp-b8-g2": "Running",
     }  # fmt: skip
@@ -142,7 +139,7 @@ def test_a_pending_trial_gets_no_write_until_its_phase_changes() -> None:
 
 def test_admission_respects_max_concurrent_trials_and_max_gpus_with_backfill() -> None:
     body = _body(SPEC)
-    d = decide(parse(body), body, _trials(body), [], Memory(), NOW)
+    d = decide(parse(body), body, _trials(body), [], Memory(), now=NOW)
     launched = [(t.batch_size, t.gpus) for t, _ in d.actions.launch]
     # Plan order b8g1, b8g2 (3 GPUs used), b16g1 would be a 4th GPU: only 2 jobs fit.
     assert launched == [(8, 1), (8, 2)]
@@ -153,8 +150,8 @@ def test_admission_respects_max_concurrent_trials_and_max_gpus_with_backfill() -
 def test_a_second_pass_before_the_index_catches_up_launches_nothing_new() -> None:
     body = _body(SPEC)
     experiment, trials, memory = parse(body), _trials(body), Memory()
-    first = decide(experiment, body, trials, [], memory, NOW)
-    second = decide(experiment, body, trials, [], memory, NOW)
+    first = decide(experiment, body, trials, [], memory, now=NOW)
+    second = decide(experiment, body, trials, [], memory, now=NOW)
     assert len(first.actions.launch) == 2
     assert second.actions.launch == []
     assert second.actions.trial_status == {}  # same phases already written
@@ -166,7 +163,7 @@ def test_a_finished_trial_frees_its_slot() -> None:
     trials = _trials(body)
     jobs = [JobState("exp-b8-g1", JobPhase.SUCCEEDED), JobState("exp-b8-g2", JobPhase.RUNNING)]
     trials[0] = TrialState("exp-b8-g1", "uid", TrialPhase.SUCCEEDED, result={"phase": "Succeeded"})
-    d = decide(experiment, body, trials, jobs, Memory(), NOW)
+    d = decide(experiment, body, trials, jobs, Memory(), now=NOW)
     assert [t.name for t, _ in d.actions.launch] == ["exp-b16-g1"]
 
 
@@ -178,7 +175,7 @@ def test_all_trials_finished_makes_the_experiment_succeeded_with_a_recommendatio
         TrialState(p.name, "u", TrialPhase.SUCCEEDED, result=result) for p in plan(experiment)
     ]
     jobs = [JobState(p.name, JobPhase.SUCCEEDED) for p in plan(experiment)]
-    d = decide(experiment, body, trials, jobs, Memory(), NOW)
+    d = decide(experiment, body, trials, jobs, Memory(), now=NOW)
     assert d.status["phase"] == "Succeeded"
     assert d.status["recommendation"]["trial"] in {"exp-b8-g1", "exp-b16-g1"}
     assert [r["finalLoss"] for r in d.status["results"]] == [1.0, 1.0]
@@ -189,19 +186,19 @@ def test_all_trials_finished_makes_the_experiment_succeeded_with_a_recommendatio
 def test_unchanged_status_is_not_written_again() -> None:
     body = _body(SPEC)
     experiment, trials = parse(body), _trials(body)
-    first = decide(experiment, body, trials, [], Memory(), NOW)
+    first = decide(experiment, body, trials, [], Memory(), now=NOW)
     assert first.actions.experiment_status is not None
     body["status"] = first.status
-    again = decide(experiment, body, trials, [], Memory(), NOW + 5)
+    again = decide(experiment, body, trials, [], Memory(), now=NOW + 5)
     launched = [JobState(t.name, JobPhase.CREATED) for t, _ in first.actions.launch]
-    again = decide(experiment, body, trials, launched, Memory(), NOW + 5)
+    again = decide(experiment, body, trials, launched, Memory(), now=NOW + 5)
     assert again.actions.experiment_status is None
 
 
 def test_skipped_points_are_trials_with_the_planners_reason() -> None:
     body = _body({"sweep": {"batchSizes": [3, 4], "gpus": [2]}, "resources": {"gpusPerProcess": 0}})
     experiment = parse(body)
-    d = decide(experiment, body, _trials(body), [], Memory(), NOW)
+    d = decide(experiment, body, _trials(body), [], Memory(), now=NOW)
     assert d.actions.trial_status["exp-b3-g2"]["phase"] == "Skipped"
     assert "not divisible" in d.actions.trial_status["exp-b3-g2"]["reason"]
 
@@ -213,7 +210,11 @@ def test_an_invalid_spec_raises_with_every_problem_and_becomes_a_condition() -> 
     status = invalid_status("spec.sweep: bad", None, 3, "2027-01-01T00:00:00Z")
     assert status["phase"] == "Failed"
     [ready] = status["conditions"]
-    assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False", "InvalidSpec")
+    assert (ready["type"], ready["status"], ready["reason"]) == (
+        ConditionType.READY,
+        "False",
+        "InvalidSpec",
+    )
     assert ready["observedGeneration"] == 3
     assert not is_active(status)
 
@@ -251,7 +252,7 @@ def test_the_status_of_a_thousand_points_keeps_the_top_rows_within_its_budget() 
             "criticalBatchSize": 1234.56789, "criticalBatchSizeStderr": 12.3456789,
         }  # fmt: skip
         trials.append(TrialState(p.name, "u", TrialPhase.SUCCEEDED, "converged", result=result))
-    d = decide(experiment, body, trials, [], Memory(), NOW, planned=planned)
+    d = decide(experiment, body, trials, [], Memory(), now=NOW, planned=planned)
     size = len(json.dumps(d.status, separators=(",", ":")))
     assert size <= STATUS_BYTES, size
     assert len(d.status["results"]) == STATUS_ROWS
@@ -260,7 +261,7 @@ def test_the_status_of_a_thousand_points_keeps_the_top_rows_within_its_budget() 
     assert len(d.status["recommendation"]["pareto"]) == STATUS_ROWS
     assert len(d.status["criticalBatch"]["efficiency"]) <= STATUS_ROWS
     assert all(len(r.get("reason", "")) <= 200 for r in d.status["results"])
-    failed = next(c for c in d.status["conditions"] if c["type"] == "TrialsFailed")
+    failed = next(c for c in d.status["conditions"] if c["type"] == ConditionType.TRIALS_FAILED)
     assert failed["message"].startswith(f"{d.status['trials']['failed']} failed: ")
     assert len(failed["message"]) < 1500
     assert len(d.rows) == 1000  # the metrics still get every row
@@ -276,7 +277,7 @@ def test_the_top_rows_are_the_recommendation_the_front_then_the_fastest() -> Non
         for n, t in seconds.items()
     ] + [TrialState("exp-b32-g1", "u", TrialPhase.FAILED, "boom"),
          TrialState("exp-b32-g2", "u", TrialPhase.RUNNING)]  # fmt: skip
-    d = decide(experiment, body, trials, [], Memory(), NOW)
+    d = decide(experiment, body, trials, [], Memory(), now=NOW)
     order = [r["trial"] for r in d.status["results"]]
     # b16-g2 is fastest (3 s, 6 GPU-s), b16-g1 cheapest (4 GPU-s): the front; then by time.
     assert order == ["exp-b16-g2", "exp-b16-g1", "exp-b8-g2", "exp-b8-g1", "exp-b32-g1"]
@@ -291,16 +292,16 @@ def test_leftovers_of_a_deleted_experiment_with_the_same_name_are_ignored() -> N
     [p] = plan(experiment)
     old_trial = TrialState(p.name, "old-trial", TrialPhase.SUCCEEDED, owner="old-experiment")
     old_job = JobState(p.name, JobPhase.SUCCEEDED, owner="old-trial")
-    d = decide(experiment, body, [old_trial], [old_job], Memory(), NOW)
+    d = decide(experiment, body, [old_trial], [old_job], Memory(), now=NOW)
     assert [t.name for t in d.actions.create_trials] == [p.name]  # 409 until GC removes it
     assert d.status["phase"] == "Running"
     mine = TrialState(p.name, "new-trial", TrialPhase.PENDING, owner="u")
-    d = decide(experiment, body, [mine], [old_job], Memory(), NOW)
+    d = decide(experiment, body, [mine], [old_job], Memory(), now=NOW)
     assert [t.name for t, _ in d.actions.launch] == [p.name]
 
 
 def test_index_entries_carry_the_controller_owner() -> None:
-    from scalelab.kube.reconcile import job_entry, trial_entry
+    from scalelab.kube.observed import job_entry, trial_entry
 
     meta = {
         "name": "exp-b8-g1",
@@ -326,15 +327,15 @@ def test_a_running_trial_without_progress_is_flagged_stalled_once() -> None:
     ]
     jobs = [JobState(b8.name, JobPhase.RUNNING), JobState(b16.name, JobPhase.RUNNING)]
     memory = Memory()
-    d = decide(experiment, body, trials, jobs, memory, NOW, stall_seconds=900)
+    d = decide(experiment, body, trials, jobs, memory, now=NOW, stall_seconds=900)
     assert d.stalled == [b8.name]
     assert [e[1] for e in d.actions.events] == ["TrialStalled"]
-    stalled = next(c for c in d.status["conditions"] if c["type"] == "TrialsStalled")
+    stalled = next(c for c in d.status["conditions"] if c["type"] == ConditionType.TRIALS_STALLED)
     assert b8.name in stalled["message"]
-    again = decide(experiment, body, trials, jobs, memory, NOW + 1, stall_seconds=900)
+    again = decide(experiment, body, trials, jobs, memory, now=NOW + 1, stall_seconds=900)
     assert again.stalled == [b8.name]
     assert again.actions.events == []  # reported once
-    assert decide(experiment, body, trials, jobs, Memory(), NOW).stalled == []  # 0 = off
+    assert decide(experiment, body, trials, jobs, Memory(), now=NOW).stalled == []  # 0 = off
 
 
 def _workload(trial: str, *conditions: dict[str, str], queue: str = "") -> dict[str, Any]:
@@ -423,7 +424,7 @@ def test_a_trial_kueue_can_never_admit_is_skipped_and_its_mpijob_deleted() -> No
         JobState(big, JobPhase.SUSPENDED, "KueueCannotAdmit", NEVER),
     ]
     trials[0] = TrialState(small, "uid", TrialPhase.SUCCEEDED, result={"phase": "Succeeded"})
-    d = decide(experiment, body, trials, jobs, Memory(), NOW)
+    d = decide(experiment, body, trials, jobs, Memory(), now=NOW)
     assert d.actions.delete_jobs == [big]
     assert d.phases[big] is TrialPhase.SKIPPED
     assert d.actions.trial_status[big]["reason"].startswith("Kueue can never admit it")
@@ -436,30 +437,37 @@ def test_kueues_reason_is_written_when_it_comes_after_the_trial_turned_pending()
     pending = TrialState(trial.name, trial.uid, TrialPhase.PENDING, "MPIJob suspended (x)")
     held = JobState(trial.name, JobPhase.SUSPENDED, "KueuePending", WAITING)
     memory = Memory()
-    d = decide(experiment, body, [pending], [held], memory, NOW)
+    d = decide(experiment, body, [pending], [held], memory, now=NOW)
     assert d.actions.trial_status[trial.name]["reason"] == f"waiting for Kueue quota: {WAITING}"
-    assert decide(experiment, body, [pending], [held], memory, NOW).actions.trial_status == {}
+    assert decide(experiment, body, [pending], [held], memory, now=NOW).actions.trial_status == {}
     plain = JobState(trial.name, JobPhase.CREATED)
     launched = TrialState(trial.name, trial.uid, TrialPhase.PENDING, "waiting for a slot")
     # Other reason changes within a phase are not worth a write each.
-    assert decide(experiment, body, [launched], [plain], Memory(), NOW).actions.trial_status == {}
+    assert (
+        decide(experiment, body, [launched], [plain], Memory(), now=NOW).actions.trial_status == {}
+    )
 
 
 def test_a_missing_prerequisite_holds_every_launch_and_says_what_to_install() -> None:
     body = _body(SPEC)
     experiment, trials, memory = parse(body), _trials(body, TrialPhase.PENDING), Memory()
     missing = [Missing("mpijob-api", "MPIJobAPIMissing", "install the MPI operator")]
-    d = decide(experiment, body, trials, [], memory, NOW, missing=missing)
+    d = decide(experiment, body, trials, [], memory, now=NOW, missing=missing)
     assert d.actions.launch == []
     assert d.status["phase"] == "Pending"
-    [condition] = [c for c in d.status["conditions"] if c["type"] == "PrerequisitesMet"]
+    [condition] = [
+        c for c in d.status["conditions"] if c["type"] == ConditionType.PREREQUISITES_MET
+    ]
     assert (condition["status"], condition["reason"]) == ("False", "MPIJobAPIMissing")
     assert "install the MPI operator" in condition["message"]
     assert ("Warning", "MPIJobAPIMissing", "install the MPI operator") in d.actions.events
     reasons = {patch["reason"] for patch in d.actions.trial_status.values()}
     assert reasons == {BLOCKED + "install the MPI operator"}
     [trial_condition] = next(iter(d.actions.trial_status.values()))["conditions"]
-    assert (trial_condition["type"], trial_condition["status"]) == ("PrerequisitesMet", "False")
+    assert (trial_condition["type"], trial_condition["status"]) == (
+        ConditionType.PREREQUISITES_MET,
+        "False",
+    )
     assert trial_condition["message"] == "install the MPI operator"
     assert len(d.actions.trial_status) == 6  # every trial, the ones with a default phase too
     assert d.usage.queued == 9
@@ -472,15 +480,15 @@ def test_a_missing_prerequisite_holds_every_launch_and_says_what_to_install() ->
     }
     # The next pass: no second Event, no rewrite of the same reason.
     trials = [replace(t, reason=BLOCKED + "install the MPI operator") for t in trials]
-    again = decide(experiment, body, trials, [], memory, NOW + 2, missing=missing)
+    again = decide(experiment, body, trials, [], memory, now=NOW + 2, missing=missing)
     assert [e for e in again.actions.events if e[1] == "MPIJobAPIMissing"] == []
     assert again.actions.trial_status == {}
     assert again.actions.trial_events == []
     # Installed: launches resume, the condition goes, the trials' reason moves on.
-    fixed = decide(experiment, body, trials, [], memory, NOW + 4)
+    fixed = decide(experiment, body, trials, [], memory, now=NOW + 4)
     assert len(fixed.actions.launch) == 2
     assert fixed.status["phase"] == "Running"
-    assert "PrerequisitesMet" not in {c["type"] for c in fixed.status["conditions"]}
+    assert ConditionType.PREREQUISITES_MET not in {c["type"] for c in fixed.status["conditions"]}
     assert len(fixed.actions.trial_status) == 6
     assert all(patch["conditions"] == [] for patch in fixed.actions.trial_status.values())
 
@@ -490,16 +498,18 @@ def test_an_unpullable_image_holds_its_launched_trial_with_the_reason_and_launch
 ):
     body = _body(SPEC)
     experiment, trials, memory = parse(body), _trials(body, TrialPhase.PENDING), Memory()
-    first = decide(experiment, body, trials, [], memory, NOW)
+    first = decide(experiment, body, trials, [], memory, now=NOW)
     launched = [p.name for p, _ in first.actions.launch]
     stuck = launched[0]
     jobs = [JobState(name, JobPhase.CREATED) for name in launched]
     image = Missing("trainer-image", "TrainerImageUnpullable", 'cannot pull "x"', trials=(stuck,))
     trials = [replace(t, reason=LAUNCHED) if t.name in launched else t for t in trials]
-    d = decide(experiment, body, trials, jobs, memory, NOW + 1, missing=[image])
+    d = decide(experiment, body, trials, jobs, memory, now=NOW + 1, missing=[image])
     assert d.actions.launch == []
     assert d.actions.trial_status[stuck]["reason"] == BLOCKED + 'cannot pull "x"'
-    assert [c["type"] for c in d.actions.trial_status[stuck]["conditions"]] == ["PrerequisitesMet"]
+    assert [c["type"] for c in d.actions.trial_status[stuck]["conditions"]] == [
+        ConditionType.PREREQUISITES_MET
+    ]
     assert launched[1] not in d.actions.trial_status  # its pods are not said to fail
     assert stuck in {e.trial for e in d.actions.trial_events}
     assert ("Warning", "TrainerImageUnpullable", 'cannot pull "x"') in d.actions.events
@@ -508,7 +518,7 @@ def test_an_unpullable_image_holds_its_launched_trial_with_the_reason_and_launch
         replace(t, reason=BLOCKED + 'cannot pull "x"') if t.name == stuck else t for t in trials
     ]
     running = [JobState(stuck, JobPhase.RUNNING), *jobs[1:]]
-    fine = decide(experiment, body, trials, running, memory, NOW + 2)
+    fine = decide(experiment, body, trials, running, memory, now=NOW + 2)
     assert fine.actions.trial_status[stuck]["phase"] == "Running"
     assert fine.actions.trial_status[stuck]["conditions"] == []
 
@@ -516,8 +526,10 @@ def test_an_unpullable_image_holds_its_launched_trial_with_the_reason_and_launch
 def test_a_missing_kueue_is_named_but_the_suspended_mpijobs_are_still_created() -> None:
     body = _body({**SPEC, "execution": {**SPEC["execution"], "queueName": "q"}})
     kueue = Missing("kueue-api", "KueueAPIMissing", "install Kueue", blocks=False)
-    d = decide(parse(body), body, _trials(body), [], Memory(), NOW, missing=[kueue])
+    d = decide(parse(body), body, _trials(body), [], Memory(), now=NOW, missing=[kueue])
     assert len(d.actions.launch) == 2
     assert d.status["phase"] == "Running"
-    [condition] = [c for c in d.status["conditions"] if c["type"] == "PrerequisitesMet"]
+    [condition] = [
+        c for c in d.status["conditions"] if c["type"] == ConditionType.PREREQUISITES_MET
+    ]
     assert condition["reason"] == "KueueAPIMissing"

@@ -1,0 +1,251 @@
+"""What one pass observes of an experiment, as plain values: the entries of kopf's indexes (its
+ScaleTrials, MPIJobs and Kueue Workloads), the prerequisites the cluster lacks, and the
+experiment's spec, validated.
+
+kube/handlers.py fills kopf's indexes with `trial_entry`, `job_entry` and `workload_entry`;
+kube/operations.py reads them (`with_queue` folds Kueue's reason into each suspended MPIJob) and
+parses the spec with `parse` (so does kube/results.py); kube/prerequisites.py names what is
+missing as `Missing`. kube/decide.py decides from these values; nothing here talks to the API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+from scalelab.api import API_VERSION, EXPERIMENT_KIND, ScaleExperiment, TrialPhase
+from scalelab.kube.mpijob import LABEL_EXPERIMENT, LABEL_TRIAL
+from scalelab.kube.resources import MPIJOB_GROUP
+from scalelab.validation import InvalidExperimentError, parse_experiment
+
+Key = tuple[str, str]  # (namespace, experiment)
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A prerequisite the cluster lacks: a stable key (metric label), the condition's and Event's
+    reason, a message that says what is missing and how to install it, and whether it holds
+    launches back (nothing could run without it)."""
+
+    key: str
+    reason: str
+    message: str
+    blocks: bool = True
+    trials: tuple[str, ...] = ()  # trials it holds although launched (pods that cannot start)
+
+
+class JobPhase(StrEnum):
+    """An MPIJob's state, from its conditions (mpi-operator pkg/controller/*status.go)."""
+
+    CREATED = "Created"
+    SUSPENDED = "Suspended"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class TrialState:
+    """What the trial index keeps of one ScaleTrial."""
+
+    name: str
+    uid: str
+    phase: TrialPhase | None
+    reason: str = ""
+    result: Mapping[str, Any] | None = None
+    start_time: str | None = None
+    owner: str | None = None  # uid of the owning experiment; None: not checked
+    updated_at: str | None = None  # status.progress.updatedAt: rank 0's last heartbeat
+    training_seconds: float | None = None  # status.progress.trainingSeconds
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What the MPIJob index keeps of one MPIJob."""
+
+    trial: str
+    phase: JobPhase
+    reason: str = ""
+    message: str = ""
+    completion_time: str | None = None
+    owner: str | None = None  # uid of the owning trial; None: not checked
+
+
+#: A suspended MPIJob's JobState.reason once Kueue says why it holds the job (PREEMPTED: it
+#: was admitted and ran, then Kueue evicted it for a workload of higher priority).
+QUEUED, NEVER_ADMITTED, PREEMPTED = "KueuePending", "KueueCannotAdmit", "KueuePreempted"
+#: Kueue's flavor assigner says this when a request exceeds all that the ClusterQueue (with what
+#: its cohort could lend) has (pkg/scheduler/flavorassigner, fitsResourceQuota: "No Fit"); less
+#: than that waits for quota to free ("insufficient unused quota").
+NEVER_FITS = "> maximum capacity"
+#: How a held trial's reason starts (Kueue's message follows).
+KUEUE_WAITING = "waiting for Kueue quota"
+KUEUE_PREEMPTED = "preempted by Kueue, reruns from the start"
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """What the Workload index keeps of one Kueue Workload of one of our MPIJobs."""
+
+    trial: str  # the MPIJob's (= the trial's) name
+    admitted: bool
+    message: str = ""  # why quota is not reserved yet (QuotaReserved=False)
+    cluster_queue: str = ""
+    preempted: str = ""  # Kueue's message when it evicted the workload to preempt it
+
+
+def _controller_uid(meta: Mapping[str, Any]) -> str | None:
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("controller"):
+            return str(ref.get("uid"))
+    return None
+
+
+def condition_true(conditions: Iterable[Mapping[str, Any]], kind: str) -> Mapping[str, Any] | None:
+    """The condition of type `kind` whose status is True, else None."""
+    for c in conditions:
+        if c.get("type") == kind and c.get("status") == "True":
+            return c
+    return None
+
+
+def job_state(trial: str, status: Mapping[str, Any] | None) -> JobState:
+    """An MPIJob's phase from its conditions: terminal ones first, like the MPI operator."""
+    status = status or {}
+    conditions = list(status.get("conditions") or [])
+    for phase in (JobPhase.FAILED, JobPhase.SUCCEEDED, JobPhase.SUSPENDED, JobPhase.RUNNING):
+        c = condition_true(conditions, phase.value)
+        if c is not None:
+            return JobState(
+                trial=trial,
+                phase=phase,
+                reason=str(c.get("reason") or ""),
+                message=str(c.get("message") or ""),
+                completion_time=status.get("completionTime"),
+            )
+    return JobState(trial=trial, phase=JobPhase.CREATED)
+
+
+def index_key(body: Mapping[str, Any]) -> Key | None:
+    """(namespace, experiment) of a trial or MPIJob made by scalelab, else None."""
+    meta = body.get("metadata") or {}
+    experiment = (meta.get("labels") or {}).get(LABEL_EXPERIMENT)
+    if not experiment:
+        return None
+    return (str(meta.get("namespace") or ""), str(experiment))
+
+
+def trial_entry(body: Mapping[str, Any]) -> dict[Key, TrialState]:
+    """The trial index's entry for one ScaleTrial body."""
+    key = index_key(body)
+    if key is None:
+        return {}
+    meta, status = body.get("metadata") or {}, body.get("status") or {}
+    raw_phase = str(status.get("phase") or "")
+    phase = TrialPhase(raw_phase) if raw_phase in set(TrialPhase) else None
+    result = status.get("result")
+    return {
+        key: TrialState(
+            name=str(meta.get("name")),
+            uid=str(meta.get("uid")),
+            phase=phase,
+            reason=str(status.get("reason") or ""),
+            result=result if isinstance(result, Mapping) else None,
+            start_time=status.get("startTime"),
+            owner=_controller_uid(meta),
+            updated_at=(status.get("progress") or {}).get("updatedAt"),
+            training_seconds=_seconds((status.get("progress") or {}).get("trainingSeconds")),
+        )
+    }
+
+
+def _seconds(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def job_entry(body: Mapping[str, Any]) -> dict[Key, JobState]:
+    """The MPIJob index's entry for one MPIJob body."""
+    key = index_key(body)
+    if key is None:
+        return {}
+    trial = ((body.get("metadata") or {}).get("labels") or {}).get(LABEL_TRIAL)
+    if not trial:
+        return {}
+    state = job_state(str(trial), body.get("status"))
+    return {key: replace(state, owner=_controller_uid(body.get("metadata") or {}))}
+
+
+def workload_entry(body: Mapping[str, Any]) -> dict[str, QueueState]:
+    """The Workload index's entry (keyed by namespace) for a Kueue Workload owned by an MPIJob."""
+    meta, status = body.get("metadata") or {}, body.get("status") or {}
+    owner = next(
+        (
+            ref
+            for ref in meta.get("ownerReferences") or []
+            if ref.get("kind") == "MPIJob"
+            and str(ref.get("apiVersion", "")).startswith(f"{MPIJOB_GROUP}/")
+        ),
+        None,
+    )
+    if owner is None:
+        return {}
+    conditions = list(status.get("conditions") or [])
+    reserved = next((c for c in conditions if c.get("type") == "QuotaReserved"), None)
+    waiting = reserved is not None and reserved.get("status") == "False"
+    # Kueue evicts an admitted workload to make room for one of higher priority (condition
+    # Evicted, reason Preempted) and requeues it; its MPIJob is suspended again meanwhile.
+    evicted = condition_true(conditions, "Evicted")
+    preempted = evicted is not None and evicted.get("reason") == "Preempted"
+    return {
+        str(meta.get("namespace") or ""): QueueState(
+            trial=str(owner.get("name")),
+            admitted=condition_true(conditions, "Admitted") is not None,
+            message=str(reserved.get("message") or "") if waiting and reserved else "",
+            cluster_queue=str((status.get("admission") or {}).get("clusterQueue") or ""),
+            preempted=str(evicted.get("message") or "Preempted") if preempted and evicted else "",
+        )
+    }
+
+
+def with_queue(jobs: Iterable[JobState], queue: Iterable[QueueState]) -> list[JobState]:
+    """The MPIJobs, each suspended one that Kueue holds back carrying Kueue's reason: QUEUED
+    (waits for quota to free), NEVER_ADMITTED (asks for more than the queue can ever give) or
+    PREEMPTED (ran, was evicted for a workload of higher priority, waits to be readmitted)."""
+    held = {q.trial: q for q in queue if not q.admitted and (q.message or q.preempted)}
+    out = []
+    for job in jobs:
+        q = held.get(job.trial)
+        if job.phase is JobPhase.SUSPENDED and q is not None:
+            if NEVER_FITS in q.message:
+                out.append(replace(job, reason=NEVER_ADMITTED, message=q.message))
+            elif q.preempted:
+                waiting = f"; {KUEUE_WAITING}: {q.message}" if q.message else ""
+                out.append(replace(job, reason=PREEMPTED, message=f"{q.preempted}{waiting}"))
+            else:
+                out.append(replace(job, reason=QUEUED, message=q.message))
+        else:
+            out.append(job)
+    return out
+
+
+class InvalidSpecError(Exception):
+    """A ScaleExperiment the operator cannot run; the message says what to fix."""
+
+
+def parse(body: Mapping[str, Any]) -> ScaleExperiment:
+    """Validate a body once (schema and cross-field rules) or raise InvalidSpecError."""
+    meta = body.get("metadata") or {}
+    document = {
+        "apiVersion": body.get("apiVersion", API_VERSION),
+        "kind": body.get("kind", EXPERIMENT_KIND),
+        "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace")},
+        "spec": dict(body.get("spec") or {}),
+    }
+    try:
+        return parse_experiment(document)
+    except InvalidExperimentError as error:
+        raise InvalidSpecError(
+            "; ".join(f"{p.path}: {p.message}" if p.path else p.message for p in error.problems)
+        ) from None

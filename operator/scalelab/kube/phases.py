@@ -1,0 +1,128 @@
+"""A trial's phase, reason and results row, from what a pass observes of it: its MPIJob's state
+and the result its trainer reported.
+
+Called by kube/decide.py (steps 2 and 4 of a pass); pure. The reasons a Pending trial shows
+(LAUNCHED, WAITING, WAITING_FOR_PILOT, BLOCKED and Kueue's) are named here, where they are set.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from scalelab import adaptive
+from scalelab.api import FINISHED_TRIAL_PHASES, ResultRow, TrialPhase, read_trial_result
+from scalelab.kube.observed import (
+    KUEUE_PREEMPTED,
+    KUEUE_WAITING,
+    NEVER_ADMITTED,
+    PREEMPTED,
+    QUEUED,
+    JobPhase,
+    JobState,
+    TrialState,
+)
+from scalelab.planner import PlannedTrial
+
+#: A finished MPIJob whose trial has no result yet may be waiting on a slower watch; after this
+#: long the trial is Failed with reason NoResult. Unit: seconds.
+RESULT_GRACE_SECONDS = 30.0
+#: The phases a trainer's result may report (docs/trial-contract.md).
+REPORTED_PHASES = frozenset({TrialPhase.SUCCEEDED, TrialPhase.DIVERGED, TrialPhase.FAILED})
+LAUNCHED = "MPIJob created, waiting for its pods"
+WAITING_FOR_PILOT = f"{adaptive.PREFIX}waiting for the pilot"
+WAITING = "waiting for a slot under maxConcurrentTrials and maxGPUs"
+BLOCKED = "blocked until installed: "
+#: What a Pending trial without a reason is doing: waiting for a slot, or launched and waiting for
+#: its pods (its MPIJob says which). Not worth a write of its own, of 3 per trial in all.
+QUIET = frozenset({WAITING, LAUNCHED})
+#: What a finished trial's result brings into its row.
+MEASURED_FIELDS = frozenset(
+    {
+        "epochs",
+        "steps",
+        "final_loss",
+        "samples_per_second",
+        "time_to_target_seconds",
+        "seconds",
+        "steps_to_target",
+        "gradient_noise_scale",
+        "gradient_noise_scale_stderr",
+        "gradient_noise_scale_reason",
+        "critical_batch_size",
+        "critical_batch_size_stderr",
+    }
+)
+
+
+def parse_time(value: str | None) -> float | None:
+    """Seconds since the epoch of an RFC 3339 UTC time (second precision), None if unreadable."""
+    if not value:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def trial_phase(
+    planned: PlannedTrial, trial: TrialState | None, job: JobState | None, now: float
+) -> tuple[TrialPhase, str]:
+    """The phase and reason a trial should show, given its MPIJob and its reported result."""
+    if planned.skipped:
+        return TrialPhase.SKIPPED, planned.reason
+    if trial is not None and trial.phase in FINISHED_TRIAL_PHASES:
+        return trial.phase, trial.reason  # terminal: never revert a finished trial
+    if job is None:
+        return TrialPhase.PENDING, WAITING
+    result = read_trial_result(trial.result if trial is not None else None)
+    if job.phase is JobPhase.FAILED:
+        why = result.reason if result is not None and result.phase is TrialPhase.FAILED else ""
+        detail = f"{job.reason}: {job.message}" if job.message else job.reason or "MPIJob failed"
+        return TrialPhase.FAILED, f"{why} ({detail})" if why else detail
+    if job.phase is JobPhase.SUCCEEDED:
+        if result is not None and result.phase in REPORTED_PHASES:
+            return result.phase, result.reason
+        finished = parse_time(job.completion_time)
+        if finished is not None and now - finished > RESULT_GRACE_SECONDS:
+            return TrialPhase.FAILED, "NoResult: the trainer exited 0 but never reported a result"
+        return TrialPhase.RUNNING, "finished; waiting for the trainer's result"
+    if job.phase is JobPhase.SUSPENDED:
+        return _suspended(job)
+    if job.phase is JobPhase.RUNNING:
+        return TrialPhase.RUNNING, ""
+    return TrialPhase.PENDING, LAUNCHED
+
+
+def _suspended(job: JobState) -> tuple[TrialPhase, str]:
+    """A trial whose MPIJob is suspended: Kueue's reason, when Kueue holds it."""
+    if job.reason == NEVER_ADMITTED:
+        return TrialPhase.SKIPPED, f"Kueue can never admit it: {job.message}"
+    if job.reason == QUEUED:
+        return TrialPhase.PENDING, f"{KUEUE_WAITING}: {job.message}"
+    if job.reason == PREEMPTED:  # its pods are gone; the trainer starts over when readmitted
+        return TrialPhase.PENDING, f"{KUEUE_PREEMPTED}: {job.message}"
+    return TrialPhase.PENDING, f"MPIJob suspended ({job.reason or 'queued'})"
+
+
+def row(
+    planned: PlannedTrial, phase: TrialPhase, reason: str, trial: TrialState | None
+) -> ResultRow:
+    """The results-table row of a finished trial: its grid point, phase, reason and result."""
+    result = read_trial_result(trial.result if trial is not None else None)
+    measured: dict[str, Any] = {}
+    if result is not None:
+        measured = result.model_dump(include=set(MEASURED_FIELDS))
+    if phase is TrialPhase.PRUNED and trial is not None:  # what it spent before it was stopped
+        measured["seconds"] = trial.training_seconds
+    return ResultRow(
+        trial=planned.name,
+        batch_size=planned.batch_size,
+        gpus=planned.gpus,
+        repeat=planned.repeat,
+        phase=phase,
+        reason=reason,
+        pruned=phase in (TrialPhase.SKIPPED, TrialPhase.PRUNED)
+        and reason.startswith(adaptive.PREFIX),
+        **measured,
+    )
