@@ -18,7 +18,7 @@ from kubernetes import client, config
 
 from scalelab.api import ScaleExperiment
 from scalelab.kube import mpijob
-from scalelab.kube.reconcile import JobPhase, job_state
+from scalelab.kube.observed import JobPhase, job_state
 from scalelab.kube.settings import Config
 from scalelab.planner import plan
 from tests.cluster.conftest import Operator, get, items, phase_of, wait_for

@@ -12,7 +12,7 @@ import pytest
 from scalelab.api import TrialPhase
 from scalelab.kube.handlers import RECONCILING
 from scalelab.kube.metrics import OperatorMetrics
-from scalelab.kube.reconcile import Usage
+from scalelab.kube.state import Usage
 from scalelab.names import trial_name
 from tests.harness.prometheus import start_prometheus
 from tests.observability import scene as sc

@@ -38,7 +38,7 @@ from prometheus_client.registry import Collector
 
 from scalelab.api import ResultRow, TrialPhase
 from scalelab.kube.metrics import OperatorMetrics, Snapshot
-from scalelab.kube.reconcile import Usage
+from scalelab.kube.state import Usage
 from scalelab.local import processes
 from scalelab.names import worker_pod_name
 from tests.harness.horovod import HOROVODRUN, quiet_env

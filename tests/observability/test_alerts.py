@@ -10,7 +10,7 @@ import pytest
 
 from scalelab.api import TrialPhase
 from scalelab.kube.handlers import RECONCILE
-from scalelab.kube.reconcile import Usage
+from scalelab.kube.state import Usage
 from tests.observability.scene import EXPERIMENT, NAMESPACE, Scene
 
 pytestmark = pytest.mark.prometheus
