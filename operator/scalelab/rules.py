@@ -106,6 +106,11 @@ class Expr:
     def __invert__(self) -> Expr:
         return Expr(f"!{self.cel}", lambda env: not self.fn(env))
 
+    def attr(self, name: str) -> Expr:
+        """A field of an object, e.g. of a list element bound by `all`/`exists`: `v.name`. Only
+        for fields that always exist (required or defaulted), as with `at`."""
+        return Expr(f"{self.cel}.{name}", lambda env: self.fn(env)[name])
+
     def size(self) -> Expr:
         """Length of a list, map or string."""
         return Expr(f"size({self.cel})", lambda env: len(self.fn(env)))
@@ -200,6 +205,21 @@ def unique(path: str) -> Expr:
     return items.all("x", items.exists_one("y", var("y").eq(var("x"))))
 
 
+def unique_by(path: str, key: str) -> Expr:
+    """No two objects of the list at `path` have the same `key` (e.g. volumes by name)."""
+    items = at(path)
+    return items.all("x", items.exists_one("y", var("y").attr(key).eq(var("x").attr(key))))
+
+
+def count_set(paths: Iterable[str]) -> Expr:
+    """How many of the optional fields at `paths` are set (for "exactly one of")."""
+    items = [if_(has(p), 1, 0) for p in paths]
+    total = items[0]
+    for item in items[1:]:
+        total = total + item
+    return total
+
+
 @dataclass(frozen=True)
 class Rule:
     """A check of one model: `check` is true for a valid object. `field` is the wire path (from
@@ -228,25 +248,35 @@ class Rule:
 @dataclass(frozen=True)
 class Format:
     """A string format Kubernetes enforces where the value ends up: every pattern must match the
-    whole string and it may be at most `max_length` characters. `message` says what is expected."""
+    whole string, no `excluded` pattern may match anywhere in it (RE2 has no lookahead: "no '..'
+    path element" is said this way), and it may be at most `max_length` characters. `message`
+    says what is expected."""
 
     name: str
     patterns: tuple[str, ...]
     max_length: int
     message: str
+    excluded: tuple[str, ...] = ()
     _compiled: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
+    _excluded: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_compiled", tuple(re.compile(p, re.ASCII) for p in self.patterns))
+        object.__setattr__(self, "_excluded", tuple(re.compile(p, re.ASCII) for p in self.excluded))
 
     def valid(self, value: str) -> bool:
         """Whether Kubernetes would accept `value` in this place."""
-        return len(value) <= self.max_length and all(c.fullmatch(value) for c in self._compiled)
+        return (
+            len(value) <= self.max_length
+            and all(c.fullmatch(value) for c in self._compiled)
+            and not any(e.search(value) for e in self._excluded)
+        )
 
     def cel(self, subject: str) -> str:
         """The CEL test of `subject` (length is left to OpenAPI maxLength where it can be)."""
         return " && ".join(
-            f"{subject}.matches({_cel_literal(f'^(?:{p})$')})" for p in self.patterns
+            [f"{subject}.matches({_cel_literal(f'^(?:{p})$')})" for p in self.patterns]
+            + [f"!{subject}.matches({_cel_literal(p)})" for p in self.excluded]
         )
 
     def openapi(self, subject: str = "self") -> dict[str, str]:
@@ -357,7 +387,51 @@ MEMORY_QUANTITY = Format(
     "512Mi), as a string",
 )
 
+#: A path element ".." anywhere (Kubernetes refuses it in every path of a pod's volumes).
+_BACKSTEP = "(^|/)[.][.](/|$)"
+#: Where a volume is mounted in a container, or a hostPath on the node: absolute, no "..".
+ABSOLUTE_PATH = Format(
+    "absolute path",
+    ("/.*",),
+    1024,
+    "an absolute path: starting with '/', without a '..' element, at most 1024 characters",
+    excluded=(_BACKSTEP,),
+)
+#: A path inside a volume (subPath, a ConfigMap or Secret item's path): relative, no "..".
+RELATIVE_PATH = Format(
+    "relative path",
+    ("[^/].*",),
+    1024,
+    "a relative path: not starting with '/', without a '..' element, at most 1024 characters",
+    excluded=(_BACKSTEP,),
+)
+#: An environment variable's name (and an envFrom prefix), as Kubernetes has long checked it.
+ENV_VAR_NAME = Format(
+    "environment variable name",
+    ("[-._a-zA-Z][-._a-zA-Z0-9]*",),
+    256,
+    "an environment variable name: letters, digits, '_', '-' and '.', not starting with a "
+    "digit, at most 256 characters",
+)
+#: A key of a ConfigMap or Secret.
+CONFIG_KEY = Format(
+    "ConfigMap or Secret key",
+    ("[-._a-zA-Z0-9]+",),
+    253,
+    "a ConfigMap or Secret key: letters, digits, '-', '_' and '.', not '.' and not starting "
+    "with '..', at most 253 characters",
+    excluded=("^[.]$", "^[.][.]"),
+)
+#: A CSI driver name: a DNS subdomain of at most 63 characters (upper case allowed).
+CSI_DRIVER = Format(
+    "CSI driver name",
+    ("[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?([.][A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*",),
+    63,
+    "a CSI driver name: letters, digits, '-' and '.', starting and ending with a letter or "
+    "digit, at most 63 characters (e.g. ebs.csi.aws.com)",
+)
+
 FORMATS = (
     DNS_LABEL, DNS_SUBDOMAIN, LABEL_KEY, LABEL_VALUE, QUEUE_NAME, IMAGE, CPU_QUANTITY,
-    MEMORY_QUANTITY,
+    MEMORY_QUANTITY, ABSOLUTE_PATH, RELATIVE_PATH, ENV_VAR_NAME, CONFIG_KEY, CSI_DRIVER,
 )  # fmt: skip
