@@ -1,18 +1,45 @@
 #!/usr/bin/env bash
-# The test command (README.md, .ci/run): installs what is missing, builds the control plane, the
-# node (kubelet, kube-proxy, CoreDNS, fake-GPU plugin), Kueue and the images once (cached), then runs
-# lint, format check, type checks, the import contracts and every test tier (unit, horovod,
-# cluster, prometheus, node). Extra arguments go to pytest.
+# The test command (README.md, .ci/run): installs what is missing, builds what the selected test
+# tiers start (once, cached outside the repository), then runs lint, the format check, type
+# checks, the import contracts and pytest. Extra arguments go to pytest.
+#
+# Without -m every tier runs (CI). With -m, only what the tiers the expression can select need
+# is installed and built (hack/tiers.py decides which):
+#   unit        the virtualenv and OpenMPI (hack/install.sh); no root once OpenMPI is installed
+#   horovod     + Chromium
+#   cluster     + the control plane, etcd and the MPI operator (hack/build-control-plane.sh) and
+#               Kueue (hack/build-kueue.sh; its harness writes /etc/kueue, so root)
+#   prometheus  + Prometheus and the control plane's kubectl (the monitoring manifests' kustomize)
+#   node        + the control plane, the node (hack/build-node.sh) and the images
+#               (hack/build-images.sh); root
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { echo "== $* ($(date -u +%H:%M:%S))" >&2; }
-step install;             bash hack/install.sh
+read -r -a tiers <<<"$(python3 hack/tiers.py "$@")"
+has() { [[ " ${tiers[*]} " == *" $1 "* ]]; }
+echo "test.sh: tiers: ${tiers[*]:-none}" >&2
+if has node && [ "$(id -u)" != 0 ]; then
+  echo "test.sh: the node tier needs root (containers, the node's network); as this user select" \
+    "other tiers, e.g. -m 'not node'" >&2
+  exit 1
+fi
+builds=()
+if has cluster || has prometheus || has node; then builds+=(control-plane); fi
+if has node; then builds+=(node); fi
+if has cluster; then builds+=(kueue); fi
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+
+step install;             bash hack/install.sh "${tiers[@]:-unit}"
 # The images build (network and disk bound) runs beside the Go builds (CPU bound).
-images_log=$(mktemp); bash hack/build-images.sh >/dev/null 2>"$images_log" & images=$!
-step control-plane;       bash hack/build-control-plane.sh >/dev/null
-step node;                bash hack/build-node.sh >/dev/null
-step kueue;               bash hack/build-kueue.sh >/dev/null
-step images;              wait "$images" || { cat "$images_log" >&2; exit 1; }; rm -f "$images_log"
+images=""
+if has node; then bash hack/build-images.sh >/dev/null 2>"$logs/images.log" & images=$!; fi
+for b in "${builds[@]}"; do
+  step "$b";              bash "hack/build-$b.sh" >/dev/null
+done
+if [ -n "$images" ]; then
+  step images;            wait "$images" || { cat "$logs/images.log" >&2; exit 1; }
+fi
 step ruff;                .venv/bin/ruff check . && .venv/bin/ruff format --check .
 step mypy;                .venv/bin/mypy
 step import-contracts;    .venv/bin/lint-imports
