@@ -111,6 +111,39 @@ INVALID: dict[str, list[str]] = {
         "[{key: k, extra: 1}]", "[{key: k, tolerationSeconds: 5}]",
     ],
     "spec.resources.priorityClassName": ["High_Priority", "UPPER", "-x", "a" * 254],
+    "spec.resources.volumes": [
+        "[{name: data}]", "[{name: data, emptyDir: {}, hostPath: {path: /x}}]",
+        "[{name: data, emptyDir: null}]", "[{name: Data, emptyDir: {}}]",
+        "[{name: ssh-auth, emptyDir: {}}]", "[{name: a, emptyDir: {}}, {name: a, emptyDir: {}}]",
+        "[{name: a, hostPath: {path: relative}}]", "[{name: a, hostPath: {path: /a/../b}}]",
+        "[{name: a, hostPath: {path: /a, type: Dir}}]", "[{name: a, persistentVolumeClaim: {}}]",
+        "[{name: a, persistentVolumeClaim: {claimName: Bad_Claim}}]",
+        "[{name: a, configMap: {name: c, defaultMode: 01000}}]",
+        "[{name: a, secret: {secretName: s, items: [{key: k, path: /abs}]}}]",
+        "[{name: a, secret: {secretName: s, items: [{key: ..k, path: p}]}}]",
+        "[{name: a, emptyDir: {medium: Disk}}]", "[{name: a, emptyDir: {sizeLimit: lots}}]",
+        "[{name: a, csi: {driver: 'bad driver'}}]", "[{name: a, nfs: {server: x, path: /}}]",
+        "[{name: a, emptyDir: {}, extra: 1}]", "{name: a}",
+    ],
+    "spec.resources.volumeMounts": [
+        "[{name: data, mountPath: /data}]", "[{name: data}]", "[{mountPath: /data}]",
+    ],
+    "spec.resources.env": [
+        "[{name: 1A, value: x}]", "[{name: 'A B', value: x}]", "[{value: x}]",
+        "[{name: A, value: 1}]",
+        "[{name: A, value: x, valueFrom: {secretKeyRef: {name: s, key: k}}}]",
+        "[{name: A, valueFrom: {}}]", "[{name: A, valueFrom: {secretKeyRef: {name: s}}}]",
+        "[{name: A, valueFrom: {secretKeyRef: {name: s, key: k},"
+        " configMapKeyRef: {name: c, key: k}}}]",
+        "[{name: A, value: " + "x" * 32769 + "}]",
+    ],
+    "spec.resources.envFrom": [
+        "[{}]", "[{secretRef: {name: s}, configMapRef: {name: c}}]",
+        "[{prefix: 1x, secretRef: {name: s}}]", "[{secretRef: {name: Bad_Name}}]",
+        "[{secretRef: {}}]",
+    ],
+    "spec.resources.imagePullSecrets": ["[regcred]", "[{name: Bad_Name}]", "[{}]", "regcred"],
+    "spec.resources.serviceAccountName": ["Reader", "a" * 254, "'-sa'", "1"],
     "spec.execution.maxConcurrentTrials": ["0", "1001", "true"],
     "spec.execution.maxGPUs": ["0", "1048577", "'16'"],
     "spec.execution.backoffLimit": ["-1", "101"],
@@ -126,6 +159,8 @@ WORKLOAD, SWEEP = "spec.workload.dataset", "spec.sweep"
 PARAMETERS = "spec.workload.parameters"
 CUSTOM = {"model": "custom", "dataset": "custom", "entryPoint": "team.models:build"}
 ALL_64 = list(range(1, 65))
+MOUNTS = "spec.resources.volumeMounts"
+DATA_VOLUME = {"name": "data", "persistentVolumeClaim": {"claimName": "imagenet"}}
 INVALID_COMBINATIONS: list[tuple[str, dict[str, Any], str]] = [
     ("dataset-model", {"workload": {"model": "cnn", "dataset": "lab1-line"}}, WORKLOAD),
     ("mlp-images", {"workload": {"model": "mlp", "dataset": "synthetic-images"}}, WORKLOAD),
@@ -139,6 +174,22 @@ INVALID_COMBINATIONS: list[tuple[str, dict[str, Any], str]] = [
      {"sweep": {"gpus": [4]}, "resources": {"gpusPerProcess": 0}, "execution": {"maxGPUs": 2}},
      SWEEP),
     ("cap", {"sweep": {"batchSizes": list(range(1, 21)), "repeats": 51}}, SWEEP),
+    ("mount-relative",
+     {"resources": {"volumes": [DATA_VOLUME],
+                    "volumeMounts": [{"name": "data", "mountPath": "d"}]}}, MOUNTS),
+    ("mount-twice",
+     {"resources": {"volumes": [DATA_VOLUME], "volumeMounts": [
+         {"name": "data", "mountPath": "/data"}, {"name": "data", "mountPath": "/data"}]}},
+     MOUNTS),
+    ("mount-mpi",
+     {"resources": {"volumes": [DATA_VOLUME],
+                    "volumeMounts": [{"name": "data", "mountPath": "/etc/mpi"}]}}, MOUNTS),
+    ("mount-backstep",
+     {"resources": {"volumes": [DATA_VOLUME], "volumeMounts": [
+         {"name": "data", "mountPath": "/data", "subPath": "a/../.."}]}}, MOUNTS),
+    ("mount-undeclared",
+     {"resources": {"volumes": [DATA_VOLUME],
+                    "volumeMounts": [{"name": "dta", "mountPath": "/data"}]}}, MOUNTS),
     ("cap-huge",
      {"workload": {"datasetSize": 10000}, "execution": {"maxGPUs": 64},
       "sweep": {"batchSizes": ALL_64, "gpus": ALL_64, "repeats": 100}}, SWEEP),
@@ -199,6 +250,30 @@ VALID: dict[str, list[str]] = {
     ],
     "spec.resources.cpu": ["'500m'", "'0.5'"],
     "spec.resources.memory": ["512Mi", "'1.5G'"],
+    "spec.resources.volumes": [
+        "[]", "[{name: data, persistentVolumeClaim: {claimName: imagenet, readOnly: true}}]",
+        "[{name: cache, emptyDir: {medium: Memory, sizeLimit: 1Gi}}, {name: tmp, emptyDir: {}}]",
+        "[{name: c, configMap: {name: settings, items: [{key: .a-b_c, path: x/y..json,"
+        " mode: 0644}], defaultMode: 0777, optional: true}}]",
+        "[{name: s, secret: {secretName: creds, defaultMode: 0}}]",
+        "[{name: b, csi: {driver: S3.csi.example.com, readOnly: true, fsType: fuse,"
+        " volumeAttributes: {bucketName: data, a.b/c: ''}, nodePublishSecretRef: {name: creds}}}]",
+        "[{name: h, hostPath: {path: /mnt/data/..cache, type: Directory}}]",
+        "[{name: one, emptyDir: {}, secret: null, hostPath: null}]",
+        "[{name: " + "a" * 63 + ", emptyDir: {}}]",
+    ],
+    "spec.resources.env": [
+        "[{name: A, value: ''}, {name: B}, {name: _c.d-E, value: 'with spaces = and :'}]",
+        "[{name: T, value: '', valueFrom: {secretKeyRef: {name: s, key: k, optional: true}}}]",
+        "[{name: C, valueFrom: {configMapKeyRef: {name: c, key: k}}}, {name: C, value: again}]",
+        "[{name: A, value: " + "x" * 32768 + "}]",
+    ],
+    "spec.resources.envFrom": [
+        "[{prefix: S3_, secretRef: {name: s3-credentials}},"
+        " {configMapRef: {name: c, optional: true}}]",
+    ],
+    "spec.resources.imagePullSecrets": ["[{name: regcred}, {name: a.b}]", "[]"],
+    "spec.resources.serviceAccountName": ["dataset-reader", "null", "a" * 253],
     "spec.execution.maxGPUs": ["1048576"],
     "spec.execution.queueName": ["team-a.gpu", "q" * 63],
     "spec": ["null", "{}"],
@@ -214,6 +289,13 @@ VALID_COMBINATIONS: list[tuple[str, dict[str, Any]]] = [
     ("many-batches", {"workload": {"datasetSize": 10000}, "sweep": {"batchSizes": ALL_64}}),
     ("mlp-regression", {"workload": {"model": "mlp", "dataset": "regression"}}),
     ("name", {}),
+    ("data-mounted", {"resources": {
+        "volumes": [DATA_VOLUME, {"name": "scratch", "emptyDir": {}}],
+        "volumeMounts": [{"name": "data", "mountPath": "/data", "readOnly": True},
+                         {"name": "data", "mountPath": "/labels", "subPath": "labels/v2"},
+                         {"name": "scratch", "mountPath": "/home/mpiuser/.cache"}],
+        "envFrom": [{"secretRef": {"name": "s3-credentials"}}],
+        "imagePullSecrets": [{"name": "regcred"}]}}),
     ("parameters", {"workload": {**CUSTOM, "parameters": {
         "a" * 63: "x" * 1024, "_k": [1, 2.5, "s", True], "n": -1e300, "off": False, "e": [],
         "many": list(range(256)), "Mixed_Case9": "", "big": 9007199254740993}}}),

@@ -10,9 +10,10 @@ description that states its default and unit; names are camelCase on the wire (s
 Python).
 
 One module per concept: `base` (group, kinds, bounds, the base models), `enums`, the spec
-sections (`workload`, `sweep`, `training`, `measurement`, `resources`, `execution`), `status`,
-and the two resources (`experiment`, `trial`). Import from `scalelab.api`, which re-exports
-every public name; the submodules are how the package is laid out, not separate interfaces.
+sections (`workload`, `sweep`, `training`, `measurement`, `resources`, `execution`), what the
+pods may reach (`pod`: volumes, environment, pull secrets), `status`, and the two resources
+(`experiment`, `trial`). Import from `scalelab.api`, which re-exports every public name; the
+submodules are how the package is laid out, not separate interfaces.
 """
 
 from scalelab.api.base import (
@@ -47,6 +48,31 @@ from scalelab.api.enums import (
 from scalelab.api.execution import Execution
 from scalelab.api.experiment import ObjectMeta, ScaleExperiment, ScaleExperimentSpec
 from scalelab.api.measurement import Measurement
+from scalelab.api.pod import (
+    MAX_ENV_VALUE,
+    RESERVED_MOUNT_PATHS,
+    RESERVED_VOLUME_NAMES,
+    VOLUME_SOURCES,
+    ConfigMapEnvSource,
+    ConfigMapKeySelector,
+    ConfigMapVolumeSource,
+    CSIVolumeSource,
+    EmptyDirVolumeSource,
+    EnvFromSource,
+    EnvVar,
+    EnvVarSource,
+    HostPathType,
+    HostPathVolumeSource,
+    KeyToPath,
+    LocalObjectReference,
+    PersistentVolumeClaimVolumeSource,
+    SecretEnvSource,
+    SecretKeySelector,
+    SecretVolumeSource,
+    StorageMedium,
+    Volume,
+    VolumeMount,
+)
 from scalelab.api.resources import Resources, Toleration
 from scalelab.api.status import (
     BatchSteps,
@@ -91,6 +117,7 @@ __all__ = [
     "FINISHED_TRIAL_PHASES",
     "FREE_FORM_VALUES",
     "GROUP",
+    "MAX_ENV_VALUE",
     "MAX_INT",
     "MAX_PARAMETERS",
     "MAX_PARAMETER_LIST",
@@ -99,23 +126,38 @@ __all__ = [
     "MODEL_DATASETS",
     "PARAMETER_NAME",
     "PARAMETER_VALUE_MESSAGE",
+    "RESERVED_MOUNT_PATHS",
+    "RESERVED_VOLUME_NAMES",
     "TRIAL_KIND",
     "VERSION",
+    "VOLUME_SOURCES",
     "AdaptiveSweep",
     "ApiModel",
     "BatchScope",
     "BatchSteps",
+    "CSIVolumeSource",
     "CnnArch",
     "Condition",
     "ConditionStatus",
     "ConditionType",
+    "ConfigMapEnvSource",
+    "ConfigMapKeySelector",
+    "ConfigMapVolumeSource",
     "Convergence",
     "CriticalBatch",
     "Dataset",
     "EfficiencyInterval",
+    "EmptyDirVolumeSource",
+    "EnvFromSource",
+    "EnvVar",
+    "EnvVarSource",
     "Execution",
     "ExperimentPhase",
     "GpuUsage",
+    "HostPathType",
+    "HostPathVolumeSource",
+    "KeyToPath",
+    "LocalObjectReference",
     "LrScaling",
     "Measurement",
     "Model",
@@ -125,6 +167,7 @@ __all__ = [
     "ParameterName",
     "ParameterValue",
     "ParetoPoint",
+    "PersistentVolumeClaimVolumeSource",
     "PositiveInt",
     "Recommendation",
     "Resources",
@@ -134,8 +177,12 @@ __all__ = [
     "ScaleExperimentStatus",
     "ScaleTrialSpec",
     "ScaleTrialStatus",
+    "SecretEnvSource",
+    "SecretKeySelector",
+    "SecretVolumeSource",
     "SpecModel",
     "StoppingLoss",
+    "StorageMedium",
     "Sweep",
     "SweepStrategy",
     "TaintEffect",
@@ -146,6 +193,8 @@ __all__ = [
     "TrialPhase",
     "TrialProgress",
     "TrialResult",
+    "Volume",
+    "VolumeMount",
     "Workload",
     "read_trial_result",
 ]

@@ -1,13 +1,23 @@
-"""spec.resources: what every trial pod gets on a cluster (image, GPUs, CPU, memory, placement)."""
+"""spec.resources: what every trial pod gets on a cluster (image, GPUs, CPU, memory, placement,
+and the data it can reach: volumes, environment, pull secrets, ServiceAccount)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field
 
 from scalelab.api.base import MAX_INT, SpecModel
 from scalelab.api.enums import TaintEffect, TolerationOperator
+from scalelab.api.pod import (
+    MAX_ITEMS,
+    VOLUME_RULES,
+    EnvFromSource,
+    EnvVar,
+    LocalObjectReference,
+    Volume,
+    VolumeMount,
+)
 from scalelab.rules import (
     CPU_QUANTITY,
     DNS_SUBDOMAIN,
@@ -68,6 +78,8 @@ class Toleration(SpecModel):
 class Resources(SpecModel):
     """What every trial pod gets on a cluster (ignored by the local executor except where said)."""
 
+    rules = VOLUME_RULES
+
     image: Annotated[str, IMAGE] | None = Field(
         default=None,
         description="Trainer container image of the MPIJob's pods; the local executor runs this "
@@ -113,3 +125,85 @@ class Resources(SpecModel):
         description="PriorityClass of trial pods (a DNS subdomain). Default: null (cluster "
         "default).",
     )
+    volumes: list[Volume] = Field(
+        default_factory=list,
+        max_length=MAX_ITEMS,
+        description="Volumes of the worker pods, mounted by volumeMounts: persistentVolumeClaim, "
+        "configMap, secret, emptyDir, csi or hostPath (one each), as in a pod spec. Cluster "
+        "only: the local executor mounts nothing. Default: [].",
+    )
+    volume_mounts: list[VolumeMount] = Field(
+        default_factory=list,
+        max_length=MAX_ITEMS,
+        description="Where the volumes appear in the trainer container, as in a container spec "
+        "(e.g. {name: data, mountPath: /data, readOnly: true}). Default: [].",
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=MAX_ITEMS,
+        description="Environment variables of the trainer processes, as in a container spec: a "
+        "value, or valueFrom a Secret or ConfigMap key. The local executor passes the plain "
+        "values and nothing from valueFrom. Default: [].",
+    )
+    env_from: list[EnvFromSource] = Field(
+        default_factory=list,
+        max_length=MAX_ITEMS,
+        description="Whole Secrets or ConfigMaps as environment variables of the trainer "
+        "processes (e.g. object-storage credentials), as in a container spec. Cluster only. "
+        "Default: [].",
+    )
+    image_pull_secrets: list[LocalObjectReference] = Field(
+        default_factory=list,
+        max_length=MAX_ITEMS,
+        description="Secrets (docker-registry type) to pull the trainer image with, as in a pod "
+        "spec: [{name: regcred}]. Cluster only. Default: [].",
+    )
+    service_account_name: Annotated[str, DNS_SUBDOMAIN] | None = Field(
+        default=None,
+        description="ServiceAccount of the worker pods (e.g. one with a cloud identity that can "
+        "read the dataset). Rank 0 reports progress and stores results with its token, so it "
+        "needs the scalelab-trainer ClusterRole bound in the namespace too (patch "
+        "scaletrials/status, create configmaps). Cluster only. Default: null (the operator's "
+        "trainer ServiceAccount, scalelab-trainer).",
+    )
+
+    def pod_fields(self) -> dict[str, Any]:
+        """`volumes` and `imagePullSecrets` of a trial pod's spec as Kubernetes takes them (the
+        wire form: every field has its Kubernetes name); empty ones are left out."""
+        return _present(volumes=self.volumes, imagePullSecrets=self.image_pull_secrets)
+
+    def container_fields(self) -> dict[str, Any]:
+        """`volumeMounts`, `env` and `envFrom` of the trainer container as Kubernetes takes
+        them; empty ones are left out."""
+        return _present(volumeMounts=self.volume_mounts, env=self.env, envFrom=self.env_from)
+
+    def cluster_only(self) -> list[str]:
+        """The set fields that take effect on a cluster only (the local executor cannot mount
+        a volume or read a Secret), by wire name."""
+        found = [
+            name
+            for name, value in (
+                ("volumes", self.volumes),
+                ("volumeMounts", self.volume_mounts),
+                ("envFrom", self.env_from),
+                ("imagePullSecrets", self.image_pull_secrets),
+                ("serviceAccountName", self.service_account_name),
+            )
+            if value
+        ]
+        if any(e.value_from is not None for e in self.env):
+            found.insert(2, "env[].valueFrom")
+        return found
+
+    def plain_env(self) -> dict[str, str]:
+        """The variables of `env` that have a plain value (none from valueFrom); a variable with
+        neither is set to "", as Kubernetes sets it."""
+        return {e.name: e.value or "" for e in self.env if e.value_from is None}
+
+
+def _present(**lists: list[Any]) -> dict[str, Any]:
+    return {
+        key: [item.model_dump(by_alias=True, mode="json", exclude_none=True) for item in items]
+        for key, items in lists.items()
+        if items
+    }

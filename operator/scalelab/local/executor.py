@@ -21,6 +21,9 @@ and Horovod start-up are paid once per group rather than once per trial. Decisio
 - `--metrics-port P` reaches every trial through `planner.trainer_flags` (the MPIJob launcher's
   path): each rank serves /metrics on P + local rank while its trainer runs. The port is not
   part of a trial's identity: a rerun with another port (or none) still reuses finished trials.
+- spec.resources.env entries with a plain value are set in the trainer's environment (not part of
+  a trial's identity either). Volumes, envFrom, valueFrom, imagePullSecrets and
+  serviceAccountName need a cluster: the run goes on without them after one warning.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from typing import Any
 
 from scalelab.adaptive import dominated, is_adaptive, pilot_trial, verdicts
 from scalelab.aggregate import MEASURED
-from scalelab.api import FINISHED_TRIAL_PHASES, ScaleExperiment, TrialPhase
+from scalelab.api import FINISHED_TRIAL_PHASES, Resources, ScaleExperiment, TrialPhase
 from scalelab.local.events import parse_event
 from scalelab.local.processes import Supervisor
 from scalelab.local.progress import Progress, Quiet
@@ -146,11 +149,25 @@ class _Launch:
         return None
 
 
-def _trainer_env() -> dict[str, str]:
-    """The trainer's environment: ours, unbuffered, TensorFlow's C++ logs quiet unless asked."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+def trainer_env(resources: Resources) -> dict[str, str]:
+    """The trainer's environment: ours with spec.resources.env's plain values over it (as a pod
+    gets them), TensorFlow's C++ logs quiet unless asked, and always unbuffered (the executor
+    reads the trainer's events line by line as they come)."""
+    env = {**os.environ, **resources.plain_env(), "PYTHONUNBUFFERED": "1"}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return env
+
+
+def cluster_only_warning(resources: Resources) -> str | None:
+    """The one warning of a local run whose spec sets what only a cluster can give the pods."""
+    fields = resources.cluster_only()
+    if not fields:
+        return None
+    return (
+        f"warning: spec.resources {', '.join(fields)} apply on a cluster only: this run mounts "
+        "no volume and reads no Secret or ConfigMap; of env, only entries with a plain value "
+        "reach the trainer"
+    )
 
 
 @contextmanager
@@ -321,7 +338,8 @@ class LocalRun:
         """One trainer process over `trials`; returns the trials it did not get to."""
         command, log_path = self._prepare(processes, trials, attempt)
         launch = _Launch(trials, float(self.experiment.spec.execution.active_deadline_seconds))
-        with Supervisor(command, log_path, _trainer_env()) as trainer:
+        env = trainer_env(self.experiment.spec.resources)
+        with Supervisor(command, log_path, env) as trainer:
             self.process = trainer
             for line in trainer.lines(POLL_SECONDS):
                 if line is not None:
@@ -509,6 +527,9 @@ class LocalRun:
                         "metrics: each rank serves /metrics while its trial runs (rank r on port "
                         f"{self.metrics_port} + r): {', '.join(addresses)}"
                     )
+                warning = cluster_only_warning(self.experiment.spec.resources)
+                if warning:
+                    self.progress.note(warning)
                 if is_adaptive(self.experiment):
                     self._run_pilot()
                 for processes, trials in self.pending_groups():
