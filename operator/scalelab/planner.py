@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 from scalelab.api import (
+    DEFAULT_DATASET_SIZE,
     BatchScope,
     Dataset,
     LrScaling,
@@ -27,9 +28,10 @@ from scalelab.api import (
     SweepStrategy,
     Training,
     TrialPhase,
+    Workload,
 )
 from scalelab.names import trial_name
-from scalelab.rules import Env, Expr, Rule, all_of, at, if_, var
+from scalelab.rules import Env, Expr, Rule, all_of, at, has, if_, var
 
 TRAINER_MODULE = "scalelab_trainer"
 
@@ -81,6 +83,11 @@ _PER_PROCESS = at("resources.gpusPerProcess")
 DEVICES = if_(_PER_PROCESS.eq(0), G, G * _PER_PROCESS)
 #: The global batch per optimizer step of a point.
 GLOBAL_BATCH = if_(at("sweep.batchScope").eq(BatchScope.PER_PROCESS.value), B * G, B)
+#: The training examples of every trial (Workload.examples), where known before a trial runs: a
+#: custom workload without datasetSize trains on all it provides, which only it knows.
+_SIZE_SET = has("workload.datasetSize")
+SIZE_KNOWN = _SIZE_SET | at("workload.dataset").ne(Dataset.CUSTOM.value)
+DATASET_SIZE = if_(_SIZE_SET, at("workload.datasetSize"), DEFAULT_DATASET_SIZE)
 
 
 @dataclass(frozen=True)
@@ -102,7 +109,7 @@ SKIP_RULES = (
         "global batch {batch} is not divisible by the {processes} processes",
     ),
     SkipRule(
-        at("workload.datasetSize") < GLOBAL_BATCH,
+        SIZE_KNOWN & (DATASET_SIZE < GLOBAL_BATCH),
         "global batch {batch} exceeds workload.datasetSize={datasetSize} (no full step per epoch)",
     ),
 )
@@ -141,7 +148,7 @@ def _skip_reason(point: Env) -> str:
                 batch=GLOBAL_BATCH(point),
                 processes=point["g"],
                 maxGPUs=spec["execution"]["maxGPUs"],
-                datasetSize=spec["workload"]["datasetSize"],
+                datasetSize=DATASET_SIZE(point),
             )
     return ""
 
@@ -231,6 +238,17 @@ def trainer_flags(
     return flags
 
 
+def dataset_size_text(workload: Workload) -> str:
+    """What `scalelab validate` and `plan` say of the examples every trial trains on, e.g.
+    "datasetSize: 100 (default for lab1-line)"."""
+    if workload.dataset_size is not None:
+        return f"datasetSize: {workload.dataset_size}"
+    examples = workload.examples()
+    if examples is None:
+        return "datasetSize: all examples the workload provides"
+    return f"datasetSize: {examples} (default for {workload.dataset.value})"
+
+
 def exports_data(spec: ScaleTrialSpec) -> bool:
     """Whether a trial's dataset goes with its results (`--export-data`): lab1-line, whose loss
     surface the report draws from it (a few kB); other datasets are regenerated from the seed."""
@@ -242,7 +260,9 @@ def _workload_flags(spec: ScaleTrialSpec) -> list[str]:
     trainer's defaults), so a trial's command says what it trains."""
     w = spec.workload
     flags = ["--model", w.model.value, "--dataset", w.dataset.value]
-    flags += ["--dataset-size", str(w.dataset_size)]
+    examples = w.examples()
+    if examples is not None:  # else all the custom workload provides: the trainer's to count
+        flags += ["--dataset-size", str(examples)]
     by_model = {
         Model.MLP: ["--hidden-units", str(w.hidden_units), "--hidden-layers", str(w.hidden_layers)],
         Model.CNN: ["--cnn-arch", w.cnn_arch.value],

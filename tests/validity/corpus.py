@@ -174,6 +174,8 @@ INVALID_COMBINATIONS: list[tuple[str, dict[str, Any], str]] = [
      {"sweep": {"gpus": [4]}, "resources": {"gpusPerProcess": 0}, "execution": {"maxGPUs": 2}},
      SWEEP),
     ("cap", {"sweep": {"batchSizes": list(range(1, 21)), "repeats": 51}}, SWEEP),
+    ("custom-over-its-size",
+     {"workload": {**CUSTOM, "datasetSize": 100}, "sweep": {"batchSizes": [200]}}, SWEEP),
     ("mount-relative",
      {"resources": {"volumes": [DATA_VOLUME],
                     "volumeMounts": [{"name": "data", "mountPath": "d"}]}}, MOUNTS),
@@ -289,6 +291,7 @@ VALID_COMBINATIONS: list[tuple[str, dict[str, Any]]] = [
     ("many-batches", {"workload": {"datasetSize": 10000}, "sweep": {"batchSizes": ALL_64}}),
     ("mlp-regression", {"workload": {"model": "mlp", "dataset": "regression"}}),
     ("name", {}),
+    ("custom-all-data", {"workload": CUSTOM, "sweep": {"batchSizes": [200]}}),
     ("data-mounted", {"resources": {
         "volumes": [DATA_VOLUME, {"name": "scratch", "emptyDir": {}}],
         "volumeMounts": [{"name": "data", "mountPath": "/data", "readOnly": True},

@@ -97,6 +97,7 @@ from scalelab.api.trial import (
     read_trial_result,
 )
 from scalelab.api.workload import (
+    DEFAULT_DATASET_SIZE,
     ENTRY_POINT_PATTERN,
     FREE_FORM_VALUES,
     MAX_PARAMETER_LIST,
@@ -112,6 +113,7 @@ from scalelab.api.workload import (
 
 __all__ = [
     "API_VERSION",
+    "DEFAULT_DATASET_SIZE",
     "ENTRY_POINT_PATTERN",
     "EXPERIMENT_KIND",
     "FINISHED_TRIAL_PHASES",

@@ -19,6 +19,10 @@ MODEL_DATASETS: dict[Model, tuple[Dataset, ...]] = {
     Model.CUSTOM: (Dataset.CUSTOM,),
 }
 
+#: The training examples of a built-in dataset without workload.datasetSize (lab1-line: the lab's
+#: n = 100). A custom workload without it trains on every example it provides.
+DEFAULT_DATASET_SIZE = 100
+
 #: A Python entry point `package.module:function` (the user workload plugin).
 ENTRY_POINT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
 #: A workload parameter's name: a Python identifier (the plugin reads ctx.parameters[name]).
@@ -115,12 +119,13 @@ class Workload(SpecModel):
         "them (at most 64). The plugin checks their meaning; a value it refuses fails the "
         "trial with its message. Default: {}.",
     )
-    dataset_size: int = Field(
-        default=100,
+    dataset_size: int | None = Field(
+        default=None,
         gt=0,
         le=MAX_INT,
         description="Number of training examples (lab1-line: the lab's n). Unit: examples. "
-        "Default: 100.",
+        f"Default: null: {DEFAULT_DATASET_SIZE} for the built-in datasets, and for custom every "
+        "example the workload provides.",
     )
     seed: int = Field(
         default=0,
@@ -176,3 +181,11 @@ class Workload(SpecModel):
         description="cnn: resnet-small (3 residual stages of 16/32/64 filters) or resnet50 "
         "(Keras' ResNet-50, random weights). Default: resnet-small.",
     )
+
+    def examples(self) -> int | None:
+        """The training examples a trial uses: datasetSize when set, else DEFAULT_DATASET_SIZE
+        for a built-in dataset; None for a custom workload without it (every example the
+        workload provides, known only when it runs)."""
+        if self.dataset_size is not None:
+            return self.dataset_size
+        return None if self.dataset is Dataset.CUSTOM else DEFAULT_DATASET_SIZE

@@ -120,11 +120,17 @@ def new_results(
     host: dict[str, Any],
     groups: list[GroupTiming] | None = None,
 ) -> ResultsFile:
-    """The results file of `experiment` (a local run's or a cluster experiment's) over `trials`."""
+    """The results file of `experiment` (a local run's or a cluster experiment's) over `trials`.
+
+    Its spec says the examples the trials trained on: workload.datasetSize with a built-in
+    dataset's default filled in (the report's plots read it), null where a custom workload
+    trains on all it provides."""
     scope = experiment.spec.sweep.batch_scope
+    spec = experiment.spec.model_dump(by_alias=True, mode="json")
+    spec["workload"]["datasetSize"] = experiment.spec.workload.examples()
     return ResultsFile(
         experiment=experiment.metadata.name,
-        spec=experiment.spec.model_dump(by_alias=True, mode="json"),
+        spec=spec,
         scaling_efficiency_kind="weak" if scope is BatchScope.PER_PROCESS else "strong",
         host=host,
         trials=trials,
