@@ -187,3 +187,88 @@ def test_worker_pod_names_stay_dns_labels_for_long_experiment_names() -> None:
     replicas = job["spec"]["mpiReplicaSpecs"]["Worker"]["replicas"]
     assert len(f"{job['metadata']['name']}-worker-{replicas - 1}") <= 63
     assert len(f"{job['metadata']['name']}-launcher-abcde") <= 63
+
+
+_DATA = {
+    "volumes": [
+        {"name": "data", "persistentVolumeClaim": {"claimName": "imagenet", "readOnly": True}},
+        {"name": "cache", "emptyDir": {}},
+    ],
+    "volumeMounts": [
+        {"name": "data", "mountPath": "/data", "readOnly": True},
+        {"name": "cache", "mountPath": "/cache"},
+    ],
+    "env": [
+        {"name": "DATA_DIR", "value": "/data"},
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "token"}}},
+    ],
+    "envFrom": [{"secretRef": {"name": "s3-credentials"}, "prefix": "S3_"}],
+    "imagePullSecrets": [{"name": "regcred"}],
+    "serviceAccountName": "reads-the-bucket",
+}
+
+
+def _pods(trial: PlannedTrial) -> tuple[dict[str, Any], dict[str, Any]]:
+    specs = _render(trial)["spec"]["mpiReplicaSpecs"]
+    launcher = specs["Launcher"]["template"]["spec"]
+    worker = specs["Worker"]["template"]["spec"]
+    return launcher, worker
+
+
+def test_workers_get_the_specs_volumes_mounts_and_environment_as_kubernetes_takes_them() -> None:
+    _, worker = _pods(_trial(**_DATA))
+    container = worker["containers"][0]
+    assert worker["volumes"] == [
+        {"name": "data", "persistentVolumeClaim": {"claimName": "imagenet", "readOnly": True}},
+        {"name": "cache", "emptyDir": {}},
+    ]
+    assert container["volumeMounts"] == [
+        {"name": "data", "mountPath": "/data", "readOnly": True},
+        {"name": "cache", "mountPath": "/cache", "readOnly": False},
+    ]
+    assert container["env"] == _DATA["env"]
+    assert container["envFrom"] == _DATA["envFrom"]
+
+
+def test_the_launcher_runs_mpirun_only_so_it_gets_pull_secrets_but_no_data_and_no_token() -> None:
+    launcher, worker = _pods(_trial(**_DATA))
+    assert launcher["imagePullSecrets"] == worker["imagePullSecrets"] == [{"name": "regcred"}]
+    assert "volumes" not in launcher  # an unmounted claim would only attach it to a second node
+    assert not {"volumeMounts", "env", "envFrom"} & launcher["containers"][0].keys()
+    assert launcher["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in launcher
+
+
+def test_a_service_account_in_the_spec_runs_the_workers_instead_of_the_trainer_account() -> None:
+    _, worker = _pods(_trial(**_DATA))
+    assert worker["serviceAccountName"] == "reads-the-bucket"
+    _, plain = _pods(_trial())
+    assert plain["serviceAccountName"] == "scalelab-trainer"
+
+
+def test_ranks_source_the_workers_environment_because_ssh_sessions_start_without_it() -> None:
+    trial = _trial(env=[{"name": "DATA_DIR", "value": "/data"}])
+    launcher, worker = _pods(trial)
+    env_file = "/tmp/scalelab-env-uid-1.sh"
+    assert worker["containers"][0]["command"] == [
+        "sh", "-c", f'umask 077 && export -p > {env_file} && exec "$@"', "sh",
+        *mpijob.WORKER_COMMAND,
+    ]  # fmt: skip
+    argv = launcher["containers"][0]["command"]
+    program = argv[len(["mpirun", "-np", "4", *mpijob.MPIRUN_FLAGS]) :]
+    assert program[:4] == ["sh", "-c", f'. {env_file} && exec "$@"', "sh"]
+    flags = trainer_flags(
+        trial.spec, trial.name, namespace="ns", report_status=True, store_results=True,
+        metrics_port=9400,
+    )  # fmt: skip
+    expected = trainer_command([*flags, "--export-data", "/tmp/scalelab-data-uid-1.npz"])
+    assert program[4:] == expected
+
+
+def test_without_data_fields_the_pods_are_as_before() -> None:
+    launcher, worker = _pods(_trial())
+    for pod in (launcher, worker):
+        assert not {"volumes", "imagePullSecrets"} & pod.keys()
+        assert not {"volumeMounts", "env", "envFrom"} & pod["containers"][0].keys()
+    assert worker["containers"][0]["command"] == mpijob.WORKER_COMMAND
+    assert "sh" not in launcher["containers"][0]["command"]

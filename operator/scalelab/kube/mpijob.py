@@ -9,7 +9,16 @@ The launcher runs the planner's trainer command unchanged (`planner.trainer_flag
 renderer of the trainer argv), so a trial runs the same way under `horovodrun` locally and
 `mpirun` here.
 Rank 0 runs in worker 0, reports ScaleTrial status and stores the trial's events (and lab1-line's
-dataset) in a ConfigMap as the trainer ServiceAccount.
+dataset) in a ConfigMap as the trainer ServiceAccount (or spec.resources.serviceAccountName).
+
+Every rank runs in a worker (runLauncherAsWorker false), so the spec's data fields go there: the
+workers get volumes, volumeMounts, env and envFrom; the launcher, which only runs mpirun, gets
+none of them (a volume it never mounts would only attach, and a ReadWriteOnce claim would then
+hold a worker back) and keeps no API token. Both pull the same image, so both get
+imagePullSecrets. Ranks start in ssh sessions, which sshd gives a fresh environment, not the
+worker container's: with env or envFrom set, the worker writes its environment (as the kubelet
+resolved it, Secrets included) to a file only the trainer user can read before sshd starts, and
+each rank sources it before the trainer (`ENV_FILE`).
 """
 
 from __future__ import annotations
@@ -42,6 +51,9 @@ POD_ANNOTATIONS = {
 
 #: The image contract (images/sshd_config): workers serve sshd unprivileged on port 2222.
 WORKER_COMMAND = ["/usr/sbin/sshd", "-De", "-f", "/home/mpiuser/.sshd_config"]
+#: Where a worker keeps its container environment for the ranks (with env or envFrom only); the
+#: trial's uid keeps it apart from any other trial's (as the exported dataset's path does).
+ENV_FILE = "/tmp/scalelab-env-{uid}.sh"
 TRAINER_UID = 1000
 #: mpirun flags from the MPI operator's Horovod example: no core binding (Horovod threads), one
 #: rank per slot in hostfile order, and the environment every rank needs. Ranks start in ssh
@@ -108,7 +120,27 @@ def launcher_command(
         # Rank 0 writes it in worker 0 and stores it with the results; the trial's uid keeps
         # the path apart from any other trainer sharing that /tmp.
         flags += ["--export-data", f"/tmp/scalelab-data-{trial_uid}.npz"]
-    return ["mpirun", "-np", str(trial.gpus), *MPIRUN_FLAGS, *trainer_command(flags)]
+    program = trainer_command(flags)
+    if _has_env(trial):
+        # Sourced after mpirun's -x, so the worker's values (the user's) win.
+        source = f'. {ENV_FILE.format(uid=trial_uid)} && exec "$@"'
+        program = ["sh", "-c", source, "sh", *program]
+    return ["mpirun", "-np", str(trial.gpus), *MPIRUN_FLAGS, *program]
+
+
+def _has_env(trial: PlannedTrial) -> bool:
+    """Whether the spec gives the trainer environment variables (env or envFrom)."""
+    res = trial.spec.resources
+    return bool(res.env or res.env_from)
+
+
+def worker_command(trial: PlannedTrial, trial_uid: str) -> list[str]:
+    """sshd; with env or envFrom, first the container's environment into `ENV_FILE` (umask 077:
+    it may hold Secrets' values) for the ranks to source."""
+    if not _has_env(trial):
+        return list(WORKER_COMMAND)
+    save = f'umask 077 && export -p > {ENV_FILE.format(uid=trial_uid)} && exec "$@"'
+    return ["sh", "-c", save, "sh", *WORKER_COMMAND]
 
 
 def _pod_spec(trial: PlannedTrial, container: dict[str, Any]) -> dict[str, Any]:
@@ -132,6 +164,8 @@ def _pod_spec(trial: PlannedTrial, container: dict[str, Any]) -> dict[str, Any]:
         ]
     if res.priority_class_name:
         spec["priorityClassName"] = res.priority_class_name
+    if res.image_pull_secrets:
+        spec["imagePullSecrets"] = res.pod_fields()["imagePullSecrets"]
     return spec
 
 
@@ -139,8 +173,9 @@ def _container_security() -> dict[str, Any]:
     return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
-def _worker_pod(trial: PlannedTrial, config: Config, slots: int) -> dict[str, Any]:
-    """A worker: sshd for mpirun, `slots` ranks, their GPUs and metrics ports; rank 0 reports."""
+def _worker_pod(trial: PlannedTrial, trial_uid: str, config: Config, slots: int) -> dict[str, Any]:
+    """A worker: sshd for mpirun, `slots` ranks, their GPUs, metrics ports and data (volumes,
+    mounts, environment); rank 0 reports."""
     res = trial.spec.resources
     worker_resources: dict[str, dict[str, str]] = {
         "requests": {"cpu": res.cpu, "memory": res.memory},
@@ -153,18 +188,21 @@ def _worker_pod(trial: PlannedTrial, config: Config, slots: int) -> dict[str, An
     container: dict[str, Any] = {
         "name": "worker",
         "image": image(trial, config),
-        "command": list(WORKER_COMMAND),
+        "command": worker_command(trial, trial_uid),
         "resources": worker_resources,
         "securityContext": _container_security(),
         "ports": [{"name": "ssh", "containerPort": 2222}],
+        **res.container_fields(),
     }
     if metrics_port:
         container["ports"] += [
             {"name": f"metrics-{i}", "containerPort": metrics_port + i} for i in range(slots)
         ]
     pod = _pod_spec(trial, container)
+    if res.volumes:
+        pod["volumes"] = res.pod_fields()["volumes"]
     # Rank 0 runs in worker 0 and patches ScaleTrial status with this account's token.
-    pod["serviceAccountName"] = config.trainer_service_account
+    pod["serviceAccountName"] = res.service_account_name or config.trainer_service_account
     return pod
 
 
@@ -198,7 +236,7 @@ def render(trial: PlannedTrial, namespace: str, trial_uid: str, config: Config) 
     labels = trial_labels(trial)
     queued = execution.queue_name is not None
     job_labels = {**labels, **({KUEUE_QUEUE_LABEL: execution.queue_name} if queued else {})}
-    worker_pod = _worker_pod(trial, config, slots)
+    worker_pod = _worker_pod(trial, trial_uid, config, slots)
     launcher_pod = _launcher_pod(trial, namespace, trial_uid, config)
     run_policy: dict[str, Any] = {
         # Stop the sshd workers as soon as the launcher finishes; keep failed pods' logs.
