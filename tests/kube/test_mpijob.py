@@ -189,7 +189,7 @@ def test_worker_pod_names_stay_dns_labels_for_long_experiment_names() -> None:
     assert len(f"{job['metadata']['name']}-launcher-abcde") <= 63
 
 
-_DATA = {
+_DATA: dict[str, Any] = {
     "volumes": [
         {"name": "data", "persistentVolumeClaim": {"claimName": "imagenet", "readOnly": True}},
         {"name": "cache", "emptyDir": {}},
