@@ -1,6 +1,6 @@
 """The conditions scalelab writes, built from plain values (their types: `ConditionType` in
-scalelab/api.py, which says when each is True and when False), and `stamped`, which turns the
-wanted ones into a status's conditions.
+the scalelab.api package, which says when each is True and when False), and `stamped`, which
+turns the wanted ones into a status's conditions.
 
 Called by kube/status.py (the experiment's conditions) and kube/decide.py (AdaptivePlan, and a
 trial's PrerequisitesMet); pure.

@@ -3,7 +3,7 @@ version and plural.
 
 The kube modules that call the API or watch a resource (handlers.py, apply.py, prerequisites.py,
 results.py, crd.py, observed.py, mpijob.py) take the names from here; scalelab's own group and
-version are the API's (scalelab/api.py). The trainer keeps its own copy of what it patches
+version are the API's (the scalelab.api package). The trainer keeps its own copy of what it patches
 (trainer/scalelab_trainer/report_status.py: it may not import scalelab), and
 tests/kube/test_vocabulary.py checks that the two agree.
 """

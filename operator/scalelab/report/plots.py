@@ -272,8 +272,10 @@ def steps_to_target_fit(results: ResultsFile) -> tuple[bytes | None, CriticalBat
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
     _steps_panel(left, results, batches, steps, fit, noise)
     right.plot(batches, epochs, "o-", color="tab:purple")
-    if fit is not None:
-        size = float(results.spec.get("workload", {}).get("datasetSize", 1))
+    # A custom workload without datasetSize trains on what it provides: no size to draw with.
+    size = results.spec.get("workload", {}).get("datasetSize")
+    if fit is not None and size:
+        size = float(size)
         grid = np.geomspace(min(batches), max(batches), 100)
         right.plot(
             grid,
