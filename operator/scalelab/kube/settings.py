@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -58,6 +58,33 @@ class Config(BaseSettings):
     prerequisites_recheck_seconds: float = Field(default=60.0, gt=0)
     #: How long a handler call may take before kopf retries it. Unit: seconds.
     handler_timeout_seconds: float = Field(default=300.0, gt=0)
+    #: Run only while holding a coordination.k8s.io Lease (kube/leader.py), so that replicas
+    #: beyond the first stand by; on in the shipped Deployment, off for a hand-run operator.
+    leader_elect: bool = False
+    #: Name of the Lease the replicas contend for.
+    lease_name: str = "scalelab-operator"
+    #: The operator pod's namespace (downward API): where its Lease lives.
+    pod_namespace: str = "scalelab-system"
+    #: The operator pod's name (downward API): its Lease holder identity is this plus a random
+    #: suffix. Empty: the host name (which in a pod is the pod's name).
+    pod_name: str = ""
+    #: How long a Lease not renewed stays held: the longest takeover after the holder dies.
+    #: Unit: s.
+    lease_duration_seconds: int = Field(default=10, ge=2)
+    #: The holder that has not renewed for this long stops (exits), before the Lease expires for
+    #: the others; less than lease_duration_seconds. Unit: s.
+    lease_renew_deadline_seconds: float = Field(default=7.0, gt=0)
+    #: Seconds between a holder's renewals, and between a standby's attempts to acquire.
+    lease_retry_seconds: float = Field(default=2.0, gt=0)
+
+    @field_validator("lease_renew_deadline_seconds")
+    @classmethod
+    def _renew_before_expiry(cls, value: float, info: ValidationInfo) -> float:
+        """A holder must stop before its Lease expires for the standby: never two active."""
+        duration = info.data.get("lease_duration_seconds")
+        if duration is not None and value >= duration:
+            raise ValueError(f"must be less than lease_duration_seconds ({duration})")
+        return value
 
     @classmethod
     def settings_customise_sources(
