@@ -253,6 +253,12 @@ def cmd_operator(args: argparse.Namespace) -> int:
             variable = PREFIX + "_".join(str(part) for part in e["loc"]).upper()
             print(f"scalelab: {variable}={e['input']!r}: {e['msg']}", file=sys.stderr)
         return EXIT_INVALID
+    flags = {
+        "leader_elect": args.leader_elect,
+        "lease_name": args.lease_name,
+        "pod_namespace": args.lease_namespace,
+    }
+    config = config.model_copy(update={k: v for k, v in flags.items() if v is not None})
     return run_operator(
         config,
         namespaces=[] if args.all_namespaces else args.namespace,
@@ -375,7 +381,20 @@ def _add_operator(sub: Any) -> None:
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
     operator.add_argument(
         "--standalone", action=argparse.BooleanOptionalAction, default=True,
-        help="no kopf peering (one replica; the Deployment uses strategy Recreate)",
+        help="no kopf peering (replicas exclude each other with --leader-elect instead)",
+    )  # fmt: skip
+    operator.add_argument(
+        "--leader-elect", action=argparse.BooleanOptionalAction, default=None,
+        help="act only while holding a Lease; other replicas stand by "
+        "(default SCALELAB_LEADER_ELECT or off)",
+    )  # fmt: skip
+    operator.add_argument(
+        "--lease-name", metavar="NAME",
+        help="the Lease's name (default SCALELAB_LEASE_NAME or scalelab-operator)",
+    )  # fmt: skip
+    operator.add_argument(
+        "--lease-namespace", metavar="NS",
+        help="the Lease's namespace (default SCALELAB_POD_NAMESPACE or scalelab-system)",
     )  # fmt: skip
     operator.add_argument(
         "--metrics-port", type=int, default=None,

@@ -1,4 +1,5 @@
-"""`scalelab operator`: load the API credentials, start /metrics, register the handlers, run kopf.
+"""`scalelab operator`: load the API credentials, start /metrics, register the handlers, run kopf;
+with leader election, only while holding the Lease (kube/leader.py, docs/operator-ha.md).
 
 Called by `scalelab operator` (scalelab/cli). The only place that starts servers or reads the
 environment (through `Config.from_env`).
@@ -7,20 +8,28 @@ environment (through `Config.from_env`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import kopf
 from kopf._cogs.structs.references import Insights  # kopf pinned: see kube/resolve.py
 from kubernetes import client
 from kubernetes import config as kube_config
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from scalelab.api import GROUP
-from scalelab.kube import handlers, resolve
+from scalelab.kube import handlers, leader, resolve
 from scalelab.kube.apply import Kube
 from scalelab.kube.metrics import OperatorMetrics
 from scalelab.kube.operations import Context
 from scalelab.kube.settings import Config
+
+#: Exit status of a replica that lost the Lease: the kubelet restarts it, as a standby.
+EXIT_LOST_LEADERSHIP = 1
+log = logging.getLogger(__name__)
 
 #: Where kopf keeps its own bookkeeping on our objects (instead of kopf.zalando.org/*): our group.
 PREFIX = GROUP
@@ -56,25 +65,82 @@ def run(
     metrics_port: int | None = None,
     liveness_port: int = 8081,
 ) -> int:
-    """Run the operator until SIGTERM/SIGINT; watches `namespaces`, or all when empty."""
+    """Run the operator until SIGTERM/SIGINT; watches `namespaces`, or all when empty. With
+    `cfg.leader_elect`, stand by (serving /metrics and /healthz) until this replica holds the
+    Lease, and exit EXIT_LOST_LEADERSHIP the moment it cannot keep it."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     registry = CollectorRegistry()
     metrics = OperatorMetrics(registry, handlers.RECONCILING)
+    leading = leader.leader_gauge(registry)
     port = cfg.metrics_port if metrics_port is None else metrics_port
-    if port:
+    if port:  # before the Lease: a standby's /metrics says it stands by
         start_http_server(port, registry=registry)
     operator_registry, settings, insights = kopf.OperatorRegistry(), kopf_settings(), Insights()
     handlers.register(operator_registry, cfg)
     resolve.register(operator_registry, settings, insights, handlers.WATCHED)
-    ctx = Context(kube=Kube(load_credentials()), config=cfg, metrics=metrics)
-    kopf.run(
-        registry=operator_registry,
-        settings=settings,
-        insights=insights,
-        standalone=standalone,
-        clusterwide=not namespaces,
-        namespaces=list(namespaces),
-        liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None,
-        memo=kopf.Memo(ctx=ctx),
-    )
+    api = load_credentials()
+    ctx = Context(kube=Kube(api), config=cfg, metrics=metrics)
+    with _leadership(cfg, api, leading, liveness_port):
+        kopf.run(
+            registry=operator_registry,
+            settings=settings,
+            insights=insights,
+            standalone=standalone,
+            clusterwide=not namespaces,
+            namespaces=list(namespaces),
+            liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None,
+            memo=kopf.Memo(ctx=ctx),
+        )
     return 0
+
+
+@contextmanager
+def _leadership(
+    cfg: Config, api: client.ApiClient, leading: Gauge, liveness_port: int
+) -> Iterator[None]:
+    """Hold the Lease around the body (at once without leader election): wait for it, renew it
+    in a thread that ends the process if it is lost, release it when the body returns."""
+    if not cfg.leader_elect:
+        leading.set(1)
+        yield
+        return
+    elector = leader.Elector(
+        leader.KubeLeases(api, cfg.lease_name, cfg.pod_namespace),
+        leader.identity(cfg.pod_name),
+        leader.Timing(
+            cfg.lease_duration_seconds, cfg.lease_renew_deadline_seconds, cfg.lease_retry_seconds
+        ),
+    )
+    leading.set(0)
+    health = leader.StandbyHealth(liveness_port) if liveness_port else None
+    try:  # SIGTERM while standing by ends the process: nothing to hand over
+        elector.acquire(threading.Event())
+    finally:
+        if health is not None:
+            health.close()
+    leading.set(1)
+    stop = threading.Event()
+    renewer = threading.Thread(
+        target=_keep_or_exit, args=(elector, stop, leading), name="lease-renewer", daemon=True
+    )
+    renewer.start()
+    try:
+        yield
+    finally:  # kopf has stopped: nothing acts any more, so the standby may take over at once
+        stop.set()
+        renewer.join()
+        leading.set(0)
+        elector.release()
+
+
+def _keep_or_exit(elector: leader.Elector, stop: threading.Event, leading: Gauge) -> None:
+    """Renew until stopped; on lost leadership end the process now, from this thread: kopf's
+    handlers must not write once a standby may hold the Lease, and a clean kopf shutdown can
+    take longer than the gap left before the Lease expires for the standby."""
+    if elector.keep(stop):
+        leading.set(0)
+        log.critical("lost leadership; exiting %d to restart as a standby", EXIT_LOST_LEADERSHIP)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_LOST_LEADERSHIP)
