@@ -1,7 +1,9 @@
 """The planner: a ScaleExperiment's sweep → trials, and the one renderer of the trainer's argv.
 
-batchSizes × gpus × repeats become trials with deterministic names (see names.py), the global
-batch per the sweep's batchScope, the seed of each repeat and the resolved learning rate. Points
+batchSizes × gpus × learningRates × repeats become trials with deterministic names (see
+names.py), the global batch per the sweep's batchScope, the seed of each repeat and the resolved
+learning rate: with a sweep.learningRates axis, each trial's training.learningRate is its
+point's base rate, scaled by lrScaling as training.learningRate is without the axis. Points
 that cannot run become Skipped trials with the reason: `SKIP_RULES`, written once as expressions
 (scalelab.rules) that the planner evaluates per point and the CRD carries as the CEL rule
 `RUNNABLE_GRID` ("some point can run"), so `kubectl apply` and `scalelab validate` agree.
@@ -24,6 +26,7 @@ from scalelab.api import (
     LrScaling,
     Model,
     ScaleExperiment,
+    ScaleExperimentSpec,
     ScaleTrialSpec,
     SweepStrategy,
     Training,
@@ -44,6 +47,9 @@ class PlannedTrial:
     spec: ScaleTrialSpec
     phase: TrialPhase
     reason: str
+    #: The sweep.learningRates value of this point (its spec's training.learningRate); None
+    #: without the axis.
+    base_learning_rate: float | None = None
 
     @property
     def skipped(self) -> bool:
@@ -153,10 +159,21 @@ def _skip_reason(point: Env) -> str:
     return ""
 
 
+def _trainings(spec: ScaleExperimentSpec) -> list[tuple[float | None, Training]]:
+    """(base rate, training) of each point of the learning-rate axis; (None, training) without
+    one."""
+    rates = spec.sweep.learning_rates
+    if rates is None:
+        return [(None, spec.training)]
+    return [(rate, spec.training.model_copy(update={"learning_rate": rate})) for rate in rates]
+
+
 def plan(experiment: ScaleExperiment) -> list[PlannedTrial]:
     """Every grid point, in the sweep's order: batch sizes as listed (strategy adaptive: smallest
-    first, so a diverged batch is known before larger ones start), then GPUs, then repeats."""
+    first, so a diverged batch is known before larger ones start), then GPUs, then learning
+    rates as listed, then repeats."""
     spec = experiment.spec
+    name = experiment.metadata.name
     wire = spec.model_dump(by_alias=True, mode="json", exclude_none=True)
     trials: list[PlannedTrial] = []
     adaptive = spec.sweep.strategy is SweepStrategy.ADAPTIVE
@@ -165,28 +182,30 @@ def plan(experiment: ScaleExperiment) -> list[PlannedTrial]:
             point = {"self": wire, "g": processes, "b": batch}
             global_batch = int(GLOBAL_BATCH(point))
             reason = _skip_reason(point)
-            for repeat in range(spec.sweep.repeats):
-                trial_spec = ScaleTrialSpec(
-                    experiment=experiment.metadata.name,
-                    batch_size=global_batch,
-                    gpus=processes,
-                    repeat=repeat,
-                    seed=spec.workload.seed + repeat,
-                    learning_rate=resolved_learning_rate(spec.training, global_batch),
-                    workload=spec.workload,
-                    training=spec.training,
-                    measurement=spec.measurement,
-                    resources=spec.resources,
-                    execution=spec.execution,
-                )
-                trials.append(
-                    PlannedTrial(
-                        name=trial_name(experiment.metadata.name, global_batch, processes, repeat),
-                        spec=trial_spec,
-                        phase=TrialPhase.SKIPPED if reason else TrialPhase.PENDING,
-                        reason=reason,
+            for rate, training in _trainings(spec):
+                for repeat in range(spec.sweep.repeats):
+                    trial_spec = ScaleTrialSpec(
+                        experiment=name,
+                        batch_size=global_batch,
+                        gpus=processes,
+                        repeat=repeat,
+                        seed=spec.workload.seed + repeat,
+                        learning_rate=resolved_learning_rate(training, global_batch),
+                        workload=spec.workload,
+                        training=training,
+                        measurement=spec.measurement,
+                        resources=spec.resources,
+                        execution=spec.execution,
                     )
-                )
+                    trials.append(
+                        PlannedTrial(
+                            name=trial_name(name, global_batch, processes, repeat, rate),
+                            spec=trial_spec,
+                            phase=TrialPhase.SKIPPED if reason else TrialPhase.PENDING,
+                            reason=reason,
+                            base_learning_rate=rate,
+                        )
+                    )
     return trials
 
 
