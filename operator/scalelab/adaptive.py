@@ -4,14 +4,16 @@ McCandlish et al. (2018) show that B_simple, measured in one run, predicts the c
 size: below B_crit/width a batch buys little but costs many steps, above B_crit·width it costs
 GPU-seconds for no fewer steps. So the sweep runs one pilot first — the middle candidate batch
 (in log order) at the fewest GPUs, repeat 0, a real grid point whose result counts like any
-other — reads the B_simple it measured at the target (with its standard error), and Skips every
+other; with a learningRates axis, at the first rate listed — reads the B_simple it measured at
+the target (with its standard error), and Skips every
 candidate batch outside [(B̂ − 2·SE)/width, (B̂ + 2·SE)·width], keeping at least `minPoints`
 batches (the nearest to B̂ in log B) so the fit S = S_min(1 + B_crit/B) still has points.
-Every GPU count and repeat of a chosen batch runs.
+Every GPU count, learning rate and repeat of a chosen batch runs.
 
 Trials run smallest batch first, so a Diverged trial is known before larger ones start: when the
 learning rate grows with the batch (lrScaling linear or sqrt), a batch above a Diverged one would
-run at a rate at least as large, and is not started (the reason names the diverged trial).
+run at a rate at least as large, and is not started (the reason names the diverged trial); with a
+learningRates axis, only a Diverged trial at the same or a smaller base rate rules a batch out.
 
 If the pilot yields no B_simple (it failed, diverged or could not measure), nothing is skipped
 by placement: the sweep falls back to the grid and says so. Pure functions; the local executor
@@ -24,6 +26,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from scalelab.aggregate import Configuration, configuration
 from scalelab.api import (
     FINISHED_TRIAL_PHASES,
     LrScaling,
@@ -43,7 +46,8 @@ def is_adaptive(experiment: ScaleExperiment) -> bool:
 
 
 def pilot_trial(planned: Sequence[PlannedTrial]) -> PlannedTrial | None:
-    """The middle runnable batch size (lower middle in sorted order), fewest GPUs, repeat 0."""
+    """The middle runnable batch size (lower middle in sorted order), fewest GPUs, repeat 0 (and
+    the first learning rate of the plan's order)."""
     runnable = [p for p in planned if not p.skipped]
     if not runnable:
         return None
@@ -100,16 +104,25 @@ def _chosen(experiment: ScaleExperiment, batches: Sequence[int], p: Prediction) 
     return chosen
 
 
+def planned_configuration(trial: PlannedTrial) -> Configuration:
+    """The configuration of a planned trial (aggregate.configuration of its row)."""
+    return (trial.batch_size, trial.gpus, trial.base_learning_rate)
+
+
 def _diverged_below(
     experiment: ScaleExperiment, trial: PlannedTrial, rows: Mapping[str, ResultRow]
 ) -> ResultRow | None:
-    """The largest smaller batch that Diverged, when the rate grows with the batch."""
+    """The largest smaller batch that Diverged (at the same or a smaller base learning rate),
+    when the rate grows with the batch."""
     if experiment.spec.training.lr_scaling is LrScaling.NONE:
         return None
+    rate = trial.base_learning_rate
     diverged = [
         r
         for r in rows.values()
-        if r.phase is TrialPhase.DIVERGED and r.batch_size < trial.batch_size
+        if r.phase is TrialPhase.DIVERGED
+        and r.batch_size < trial.batch_size
+        and (rate is None or r.base_learning_rate is None or r.base_learning_rate <= rate)
     ]
     return max(diverged, key=lambda r: r.batch_size, default=None)
 
@@ -169,11 +182,9 @@ def _skip_after_results(
     """Adds to `skip` the pending trials that finished trials rule out: a configuration of which
     a trial was stopped, and a batch above one that Diverged under a growing learning rate (a
     reason already given stays)."""
-    stopped = {
-        (r.batch_size, r.gpus): r.trial for r in rows.values() if r.phase is TrialPhase.PRUNED
-    }
+    stopped = {configuration(r): r.trial for r in rows.values() if r.phase is TrialPhase.PRUNED}
     for p in pending:
-        first = stopped.get((p.batch_size, p.gpus))
+        first = stopped.get(planned_configuration(p))
         if first is not None and p.name not in skip:
             skip[p.name] = (
                 f"{PREFIX}not started: {first} of this configuration was stopped (it could not "
@@ -203,25 +214,15 @@ def dominated(
     (without one there is no time-to-target to compare)."""
     if experiment.spec.training.target_loss is None or not training_seconds:
         return None
-    own = (trial.batch_size, trial.gpus)
-    if any(
-        (r.batch_size, r.gpus) == own and r.phase is TrialPhase.SUCCEEDED for r in rows.values()
-    ):
+    own = planned_configuration(trial)
+    if any(configuration(r) == own and r.phase is TrialPhase.SUCCEEDED for r in rows.values()):
         return None  # a configuration is measured in full or not at all: no survivor bias
     spent = (training_seconds, trial.gpus * training_seconds)
-    times: dict[tuple[int, int], list[float]] = {}
-    names: dict[tuple[int, int], str] = {}
+    times: dict[Configuration, list[float]] = {}
+    names: dict[Configuration, str] = {}
     for r in rows.values():
-        key = (r.batch_size, r.gpus)
-        if (
-            r.phase is TrialPhase.SUCCEEDED
-            and r.time_to_target_seconds
-            and key
-            != (
-                trial.batch_size,
-                trial.gpus,
-            )
-        ):
+        key = configuration(r)
+        if r.phase is TrialPhase.SUCCEEDED and r.time_to_target_seconds and key != own:
             times.setdefault(key, []).append(r.time_to_target_seconds)
             names.setdefault(key, r.trial)
     for key, runs in sorted(times.items(), key=lambda kv: sum(kv[1]) / len(kv[1])):

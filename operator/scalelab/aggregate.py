@@ -13,6 +13,12 @@ executor and the kopf operator compute the same table and the same recommendatio
 - uncertainty over repeats: scaling efficiency with a 95% interval per configuration, and the
   recommendation's confidence (share of bootstrap resamples that pick the same configuration).
 - the critical batch size (predicted, fitted, 20% rule): critical.py; `analysis` joins both.
+
+A configuration is (global batch, processes), and with a sweep.learningRates axis (batch,
+processes, base learning rate) (`configuration`): every table, interval and recommendation is
+then per learning rate, and the recommendation names the rate ("batch B on N GPU(s) at learning
+rate η"). Throughput does not depend on the rate, but the 1-process baseline of an efficiency is
+still the one at the same rate, so a diverged rate's trials never stand in for another's.
 """
 
 from __future__ import annotations
@@ -53,16 +59,37 @@ def trial_counts(phases: Iterable[TrialPhase]) -> TrialCounts:
     return counts
 
 
+#: A configuration: global batch, processes, and the base learning rate of a sweep with a
+#: learningRates axis (None without one).
+Configuration = tuple[int, int, float | None]
+
+
+def configuration(row: ResultRow) -> Configuration:
+    """The configuration a row measures: its repeats are the runs of the same configuration."""
+    return (row.batch_size, row.gpus, row.base_learning_rate)
+
+
+def order(key: Configuration) -> tuple[int, int, float]:
+    """Sort key of configurations: batch, then processes, then learning rate."""
+    return (key[0], key[1], key[2] or 0.0)
+
+
+def described(batch: int, gpus: int, learning_rate: float | None) -> str:
+    """ "batch 256 on 2 GPU(s)", with " at learning rate 0.1" when the sweep has the axis."""
+    rate = f" at learning rate {learning_rate:g}" if learning_rate is not None else ""
+    return f"batch {batch} on {gpus} GPU(s){rate}"
+
+
 def with_scaling(rows: Sequence[ResultRow], weak: bool = False) -> list[ResultRow]:
     """Copies of `rows` with scalingEfficiency (strong, or weak) and gpuSeconds filled in."""
-    baseline: dict[int, list[float]] = defaultdict(list)
+    baseline: dict[tuple[int, float | None], list[float]] = defaultdict(list)
     for row in rows:
         if row.gpus == 1 and row.phase in MEASURED and row.samples_per_second:
-            baseline[row.batch_size].append(row.samples_per_second)
+            baseline[(row.batch_size, row.base_learning_rate)].append(row.samples_per_second)
     base = {key: mean(speeds) for key, speeds in baseline.items()}  # once per batch, not row
     out: list[ResultRow] = []
     for row in rows:
-        key = row.batch_size // row.gpus if weak else row.batch_size
+        key = (row.batch_size // row.gpus if weak else row.batch_size, row.base_learning_rate)
         efficiency = None
         if row.phase in MEASURED and row.samples_per_second and key in base:
             efficiency = row.samples_per_second / (row.gpus * base[key])
@@ -82,18 +109,23 @@ class _Config:
     time: float
     gpu_seconds: float
     times: tuple[float, ...] = ()  # each repeat's time (the bootstrap resamples these)
+    learning_rate: float | None = None  # the base rate, with a learningRates axis
+
+    @property
+    def text(self) -> str:
+        return described(self.batch_size, self.gpus, self.learning_rate)
 
 
 def _candidates(rows: Sequence[ResultRow], max_gpus: int, has_target: bool) -> list[_Config]:
     # A configuration with a repeat the adaptive sweep stopped is out: the mean of its other
     # repeats would be biased towards the fast ones.
-    stopped = {(r.batch_size, r.gpus) for r in rows if r.phase is TrialPhase.PRUNED}
+    stopped = {configuration(r) for r in rows if r.phase is TrialPhase.PRUNED}
     usable = [
         r
         for r in rows
         if r.phase is TrialPhase.SUCCEEDED
         and r.gpus <= max_gpus
-        and (r.batch_size, r.gpus) not in stopped
+        and configuration(r) not in stopped
     ]
     if has_target:
         timed = [(r, r.time_to_target_seconds) for r in usable]
@@ -103,15 +135,15 @@ def _candidates(rows: Sequence[ResultRow], max_gpus: int, has_target: bool) -> l
             return []
         bar = min(losses) * NO_TARGET_SLACK if min(losses) > 0 else min(losses)
         timed = [(r, r.seconds) for r in usable if r.final_loss is not None and r.final_loss <= bar]
-    grouped: dict[tuple[int, int], list[tuple[ResultRow, float]]] = defaultdict(list)
+    grouped: dict[Configuration, list[tuple[ResultRow, float]]] = defaultdict(list)
     for row, time in timed:
         if time is not None and math.isfinite(time):
-            grouped[(row.batch_size, row.gpus)].append((row, time))
+            grouped[configuration(row)].append((row, time))
     configs = []
-    for (batch, gpus), runs in sorted(grouped.items()):
+    for (batch, gpus, rate), runs in sorted(grouped.items(), key=lambda kv: order(kv[0])):
         time = mean(t for _, t in runs)
         times = tuple(t for _, t in runs)
-        configs.append(_Config(batch, gpus, runs[0][0].trial, time, gpus * time, times))
+        configs.append(_Config(batch, gpus, runs[0][0].trial, time, gpus * time, times, rate))
     return configs
 
 
@@ -149,14 +181,22 @@ def recommend(
     best = front[0]
     cheapest = min(front, key=lambda c: c.gpu_seconds)
     goal = "the target loss" if has_target else "convergence (within 1% of the best final loss)"
+    resolved = (learning_rates or {}).get(best.trial)
+    scaled = (
+        f" (scaled to {resolved:g} at this batch)"
+        if best.learning_rate is not None
+        and resolved is not None
+        and not math.isclose(resolved, best.learning_rate, rel_tol=1e-9)
+        else ""
+    )
     reason = (
-        f"batch {best.batch_size} on {best.gpus} GPU(s) reaches {goal} fastest "
+        f"{best.text}{scaled} reaches {goal} fastest "
         f"({best.time:.3g} s, {best.gpu_seconds:.3g} GPU-s) among {len(configs)} "
         f"configuration(s) within maxGPUs={max_gpus}"
     )
     if cheapest is not best:
         reason += (
-            f"; batch {cheapest.batch_size} on {cheapest.gpus} GPU(s) is cheapest "
+            f"; {cheapest.text} is cheapest "
             f"({cheapest.gpu_seconds:.3g} GPU-s, {cheapest.time:.3g} s)"
         )
     confidence = recommendation_confidence(configs, best)
@@ -172,13 +212,15 @@ def recommend(
         trial=best.trial,
         batch_size=best.batch_size,
         gpus=best.gpus,
-        learning_rate=(learning_rates or {}).get(best.trial),
+        learning_rate=resolved,
+        base_learning_rate=best.learning_rate,
         reason=reason,
         pareto=[
             ParetoPoint(
                 trial=c.trial,
                 batch_size=c.batch_size,
                 gpus=c.gpus,
+                base_learning_rate=c.learning_rate,
                 time_to_target_seconds=c.time,
                 gpu_seconds=c.gpu_seconds,
             )
@@ -214,15 +256,16 @@ def _t95(df: int) -> float:
 
 
 def efficiency_intervals(rows: Sequence[ResultRow], weak: bool = False) -> list[EfficiencyInterval]:
-    """Scaling efficiency per (batch, GPUs > 1) as a ratio of mean throughputs, with a 95%
-    interval from both means' standard errors (delta method, Student's t on the fewer runs)."""
-    speeds: dict[tuple[int, int], list[float]] = defaultdict(list)
+    """Scaling efficiency per configuration (batch, GPUs > 1[, learning rate]) as a ratio of
+    mean throughputs, with a 95% interval from both means' standard errors (delta method,
+    Student's t on the fewer runs)."""
+    speeds: dict[Configuration, list[float]] = defaultdict(list)
     for r in rows:
         if r.phase in MEASURED and r.samples_per_second:
-            speeds[(r.batch_size, r.gpus)].append(r.samples_per_second)
+            speeds[configuration(r)].append(r.samples_per_second)
     out = []
-    for (batch, gpus), runs in sorted(speeds.items()):
-        base = speeds.get((batch // gpus if weak else batch, 1))
+    for (batch, gpus, rate), runs in sorted(speeds.items(), key=lambda kv: order(kv[0])):
+        base = speeds.get((batch // gpus if weak else batch, 1, rate))
         if gpus == 1 or not base:
             continue
         value = mean(runs) / (gpus * mean(base))
@@ -236,7 +279,13 @@ def efficiency_intervals(rows: Sequence[ResultRow], weak: bool = False) -> list[
             low, high = value - half, value + half
         out.append(
             EfficiencyInterval(
-                batch_size=batch, gpus=gpus, runs=len(runs), mean=value, low=low, high=high
+                batch_size=batch,
+                gpus=gpus,
+                base_learning_rate=rate,
+                runs=len(runs),
+                mean=value,
+                low=low,
+                high=high,
             )
         )
     return out

@@ -8,6 +8,14 @@
   smallest batch by 20%, interpolated in log B between measured batches. Under the fitted model
   this is B ≈ 1.2·B₀ + 0.2·B_crit, so it sits well below the fitted value; both are reported.
 
+With a sweep.learningRates axis, S(B) is the steps-to-target of each batch at its best learning
+rate: the rate at which the most repeats reached the target, then the fewest mean steps (as
+Shallue et al. 2019 and McCandlish et al. 2018 measure S(B), with the learning rate tuned per
+batch). One fit per rate was the alternative; but a rate too large for large batches diverges
+there and one too small crawls at them, so a fixed rate's S(B) measures the rate as much as the
+batch, and the critical batch of the workload is where the best-tuned steps stop falling. The
+rate chosen per batch is in `steps` (BatchSteps.baseLearningRate).
+
 When no measured batch exceeds linear scaling by 20%, every batch still scales (near) perfectly:
 the answer is "B_crit is beyond the largest batch measured", never an extrapolated number (a fit
 through a straight line of S ∝ 1/B puts B_crit anywhere above the data with R² = 1).
@@ -89,18 +97,27 @@ def fit_critical_batch(batches: Sequence[float], steps: Sequence[float]) -> Crit
     return CriticalBatchFit(s_min=fit.s_min, b_crit=fit.b_crit, r2=r2, plateau=plateau)
 
 
-def steps_by_batch(rows: Sequence[ResultRow]) -> dict[int, list[float]]:
-    """Steps-to-target of the trials that reached it, per global batch, at the fewest GPUs of
-    that batch (the same global batch on more processes repeats the same arithmetic, not a new
-    draw, so it would understate the spread)."""
+def best_rate_steps(rows: Sequence[ResultRow]) -> dict[int, tuple[float | None, list[float]]]:
+    """Per global batch, (base learning rate, steps-to-target of its trials that reached it):
+    at the fewest GPUs of that batch (the same global batch on more processes repeats the same
+    arithmetic, not a new draw, so it would understate the spread) and, with a learningRates
+    axis, at the batch's best rate (most repeats at the target, then fewest mean steps)."""
     fewest: dict[int, int] = {}
     for r in rows:
         fewest[r.batch_size] = min(fewest.get(r.batch_size, r.gpus), r.gpus)
-    out: dict[int, list[float]] = defaultdict(list)
+    by_rate: dict[int, dict[float | None, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         if r.phase is TrialPhase.SUCCEEDED and r.steps_to_target and r.gpus == fewest[r.batch_size]:
-            out[r.batch_size].append(float(r.steps_to_target))
-    return dict(sorted(out.items()))
+            by_rate[r.batch_size][r.base_learning_rate].append(float(r.steps_to_target))
+    return {
+        batch: min(rates.items(), key=lambda kv: (-len(kv[1]), mean(kv[1]), kv[0] or 0.0))
+        for batch, rates in sorted(by_rate.items())
+    }
+
+
+def steps_by_batch(rows: Sequence[ResultRow]) -> dict[int, list[float]]:
+    """Steps-to-target per global batch as the fit takes them (`best_rate_steps`)."""
+    return {batch: steps for batch, (_, steps) in best_rate_steps(rows).items()}
 
 
 def twenty_percent_batch(means: Mapping[int, float]) -> float | None:
@@ -155,27 +172,29 @@ def _noise_predictions(rows: Sequence[ResultRow]) -> list[float]:
     return values
 
 
-def _step_rows(samples: Mapping[int, Sequence[float]]) -> list[BatchSteps]:
+def _step_rows(points: Mapping[int, tuple[float | None, Sequence[float]]]) -> list[BatchSteps]:
     return [
         BatchSteps(
             batch_size=b,
+            base_learning_rate=rate,
             runs=len(v),
             mean=mean(v),
             stdev=stdev(v) if len(v) > 1 else None,
         )
-        for b, v in samples.items()
+        for b, (rate, v) in points.items()
     ]
 
 
 def critical_batch(rows: Sequence[ResultRow]) -> CriticalBatch:
     """Predicted, fitted and 20%-rule B_crit of an experiment's rows, with the verdict."""
-    samples = steps_by_batch(rows)
+    points = best_rate_steps(rows)
+    samples = {batch: steps for batch, (_, steps) in points.items()}
     noise = _noise_predictions(rows)
     out = CriticalBatch(
         predicted=median(noise) if noise else None,
         predicted_low=min(noise) if noise else None,
         predicted_high=max(noise) if noise else None,
-        steps=_step_rows(samples),
+        steps=_step_rows(points),
         largest_batch=max(samples) if samples else None,
     )
     means = {b: mean(v) for b, v in samples.items()}

@@ -8,6 +8,12 @@ from pydantic import Field
 from scalelab.api.base import ApiModel
 from scalelab.api.enums import ConditionStatus, ConditionType, ExperimentPhase, TrialPhase
 
+#: What a `baseLearningRate` is, after what it is of.
+_BASE_RATE = (
+    "(at training.referenceBatchSize, before lrScaling); null without a learningRates axis. "
+    "Unit: per step. Default: null."
+)
+
 
 class Condition(ApiModel):
     """A Kubernetes-style condition (metav1.Condition)."""
@@ -59,6 +65,10 @@ class ResultRow(ApiModel):
     trial: str = Field(..., description="ScaleTrial name.")
     batch_size: int = Field(..., gt=0, description="Global batch size. Unit: examples.")
     gpus: int = Field(..., gt=0, description="Horovod processes. Unit: processes.")
+    base_learning_rate: float | None = Field(
+        default=None,
+        description="The sweep.learningRates value the trial trained at " + _BASE_RATE,
+    )
     repeat: int = Field(default=0, ge=0, description="Repeat index. Default: 0.")
     phase: TrialPhase = Field(..., description="Trial phase.")
     reason: str = Field(default="", description='Why the trial ended as it did. Default: "".')
@@ -118,6 +128,10 @@ class ParetoPoint(ApiModel):
     trial: str = Field(..., description="ScaleTrial name.")
     batch_size: int = Field(..., gt=0, description="Global batch size. Unit: examples.")
     gpus: int = Field(..., gt=0, description="Horovod processes. Unit: processes.")
+    base_learning_rate: float | None = Field(
+        default=None,
+        description="The sweep.learningRates value the trial trained at " + _BASE_RATE,
+    )
     time_to_target_seconds: float = Field(
         ...,
         description="Time to the target loss (without a target: to convergence). Unit: seconds.",
@@ -129,6 +143,11 @@ class BatchSteps(ApiModel):
     """Steps-to-target at one batch size over its repeats."""
 
     batch_size: int = Field(..., gt=0, description="Global batch size. Unit: examples.")
+    base_learning_rate: float | None = Field(
+        default=None,
+        description="The batch's best sweep.learningRates value, whose steps these are "
+        + _BASE_RATE,
+    )
     runs: int = Field(..., ge=1, description="Repeats that reached the target. Unit: runs.")
     mean: float = Field(..., description="Mean steps-to-target. Unit: steps.")
     stdev: float | None = Field(
@@ -141,6 +160,10 @@ class EfficiencyInterval(ApiModel):
 
     batch_size: int = Field(..., gt=0, description="Global batch size. Unit: examples.")
     gpus: int = Field(..., gt=0, description="Horovod processes. Unit: processes.")
+    base_learning_rate: float | None = Field(
+        default=None,
+        description="The sweep.learningRates value the trial trained at " + _BASE_RATE,
+    )
     runs: int = Field(..., ge=1, description="Repeats measured. Unit: runs.")
     mean: float = Field(..., description="Mean scaling efficiency. Unit: ratio.")
     low: float | None = Field(default=None, description="95% interval, lower. Unit: ratio.")
@@ -206,6 +229,10 @@ class Recommendation(ApiModel):
     gpus: int | None = Field(default=None, description="Horovod processes. Unit: processes.")
     learning_rate: float | None = Field(
         default=None, description="Resolved learning rate. Unit: per step."
+    )
+    base_learning_rate: float | None = Field(
+        default=None,
+        description="The recommended sweep.learningRates value " + _BASE_RATE,
     )
     reason: str = Field(default="", description='Why, in one sentence. Default: "".')
     confidence: float | None = Field(

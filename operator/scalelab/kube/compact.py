@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from scalelab.aggregate import MEASURED
-from scalelab.api import CriticalBatch, ParetoPoint, Recommendation, ResultRow
+from scalelab.api import CriticalBatch, EfficiencyInterval, ParetoPoint, Recommendation, ResultRow
 
 #: Rows of status.results, Pareto points and efficiency intervals kept in the status, each.
 STATUS_ROWS = 20
@@ -86,12 +86,16 @@ def compact_recommendation(recommendation: Recommendation) -> Recommendation:
     return recommendation.model_copy(update={"pareto": thin(recommendation.pareto)})
 
 
+def _key(interval: EfficiencyInterval) -> tuple[int, int, float | None]:
+    return (interval.batch_size, interval.gpus, interval.base_learning_rate)
+
+
 def compact_critical(critical: CriticalBatch, shown: Sequence[ResultRow]) -> CriticalBatch:
     """The critical-batch analysis with at most STATUS_ROWS efficiency intervals: those of the
     shown rows' configurations first, then the others in order."""
     if len(critical.efficiency) <= STATUS_ROWS:
         return critical
-    wanted = {(r.batch_size, r.gpus) for r in shown}
-    first = [e for e in critical.efficiency if (e.batch_size, e.gpus) in wanted]
-    rest = [e for e in critical.efficiency if (e.batch_size, e.gpus) not in wanted]
+    wanted = {(r.batch_size, r.gpus, r.base_learning_rate) for r in shown}
+    first = [e for e in critical.efficiency if _key(e) in wanted]
+    rest = [e for e in critical.efficiency if _key(e) not in wanted]
     return critical.model_copy(update={"efficiency": (first + rest)[:STATUS_ROWS]})

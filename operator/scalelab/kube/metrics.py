@@ -3,7 +3,9 @@ errors, and every finished trial's results, so scaling curves stay queryable aft
 
 Per-experiment series come from a collector over the latest snapshot of each experiment (set by
 every reconciliation, dropped when the experiment is deleted), so no series outlives its object.
-Labels are bounded: namespace, experiment, phase, batch_size, gpus, repeat (never a uid), and
+Labels are bounded: namespace, experiment, phase, batch_size, gpus, repeat (never a uid), the
+result rows of an experiment with a sweep.learningRates axis also `learning_rate` (its base rate,
+one of at most 16; without the axis the series are exactly as they were), and
 `handler`, the id of the kopf handler that ran a reconciliation pass (kube/handlers.py:
 plan, resume, reconcile); every handler's series exist at 0 from the start, so `rate()` sees the
 first error. The registry is injected; the HTTP server is started by `scalelab operator`, never
@@ -167,11 +169,20 @@ class OperatorMetrics(Collector):
             for state in GPU_STATES:
                 gpus.add_metric([*exp, snap.queue, state], getattr(snap.usage, state))
             for row in snap.rows:
-                labels = [*exp, str(row.batch_size), str(row.gpus), str(row.repeat)]
+                labels = dict(
+                    zip(
+                        ROW_LABELS,
+                        [*exp, str(row.batch_size), str(row.gpus), str(row.repeat)],
+                        strict=True,
+                    )
+                )
+                if row.base_learning_rate is not None:
+                    labels["learning_rate"] = repr(row.base_learning_rate)
                 for name, attr, _ in RESULT_GAUGES:
                     value = getattr(row, attr)
                     if value is not None:
-                        results[name].add_metric(labels, float(value))
+                        family = results[name]
+                        family.add_sample(family.name, labels, float(value))
         yield trials
         yield gpus
         yield stalled

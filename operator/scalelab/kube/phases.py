@@ -119,6 +119,7 @@ def row(
         trial=planned.name,
         batch_size=planned.batch_size,
         gpus=planned.gpus,
+        base_learning_rate=planned.base_learning_rate,
         repeat=planned.repeat,
         phase=phase,
         reason=reason,

@@ -2,7 +2,9 @@
 
 Each column names a `TrialRecord` field once; every table takes the columns it shows in this
 order, so a new measurement is added here and appears in all three. The CSV header is the field's
-camelCase name (the results.json key); the report and the live table show `label`.
+camelCase name (the results.json key); the report and the live table show `label`. A column of
+the learning-rate axis (`axis`) is in results.csv and report.html only when the sweep has
+learningRates (`shown`), so a sweep without one writes the tables it always did.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class Column:
     html: bool = True  # in report.html's results table
     live: bool = False  # in `scalelab run`'s live table
     text: bool = False  # left-aligned text rather than a number
+    axis: bool = False  # only with a sweep.learningRates axis
 
     @property
     def key(self) -> str:
@@ -33,6 +36,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("name", "trial", live=True, text=True),
     Column("batch_size", "batch", live=True),
     Column("gpus", "GPUs", live=True),
+    Column("base_learning_rate", "base lr", axis=True),
     Column("repeat", "rep"),
     Column("seed", "seed", html=False),
     Column("learning_rate", "learning rate", html=False),
@@ -56,6 +60,12 @@ COLUMNS: tuple[Column, ...] = (
     Column("params", "params", csv=False, text=True),
     Column("optimum", "optimum", csv=False, text=True),
 )
+
+
+def shown(columns: tuple[Column, ...], learning_rates: bool) -> tuple[Column, ...]:
+    """`columns` less those of the learning-rate axis when the sweep has none."""
+    return columns if learning_rates else tuple(c for c in columns if not c.axis)
+
 
 CSV_COLUMNS = tuple(c for c in COLUMNS if c.csv)
 HTML_COLUMNS = tuple(c for c in COLUMNS if c.html)

@@ -51,6 +51,7 @@ class TrialRecord(ResultsModel):
     repeat: int = 0
     seed: int = 0
     learning_rate: float | None = None  # resolved by the planner (the trainer reports its own)
+    base_learning_rate: float | None = None  # the sweep.learningRates value; None without one
     phase: TrialPhase = TrialPhase.PENDING
     reason: str = ""
     epochs: int | None = None
@@ -138,6 +139,12 @@ def new_results(
     )
 
 
+def has_learning_rates(results: ResultsFile) -> bool:
+    """Whether the run's sweep has a learningRates axis (then its tables and plots show it)."""
+    sweep = results.spec.get("sweep")
+    return isinstance(sweep, dict) and bool(sweep.get("learningRates"))
+
+
 def data_file(trial: str) -> str:
     """Where a trial's exported dataset lives, relative to the results directory."""
     return f"data/{trial}.npz"
@@ -152,6 +159,7 @@ def planned_record(trial: PlannedTrial, argv: list[str]) -> TrialRecord:
         repeat=trial.repeat,
         seed=trial.spec.seed,
         learning_rate=trial.spec.learning_rate,
+        base_learning_rate=trial.base_learning_rate,
         phase=trial.phase,
         reason=trial.reason,
         argv=argv,
@@ -265,6 +273,7 @@ def result_row(record: TrialRecord) -> ResultRow:
         trial=record.name,
         batch_size=record.batch_size,
         gpus=record.gpus,
+        base_learning_rate=record.base_learning_rate,
         repeat=record.repeat,
         phase=record.phase,
         reason=record.reason,

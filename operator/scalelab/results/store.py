@@ -17,8 +17,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from scalelab.results.columns import CSV_COLUMNS
-from scalelab.results.model import SCHEMA_VERSION, ResultsFile
+from scalelab.results.columns import CSV_COLUMNS, shown
+from scalelab.results.model import SCHEMA_VERSION, ResultsFile, has_learning_rates
 
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
@@ -59,7 +59,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 def _csv(results: ResultsFile) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    keys = [c.key for c in CSV_COLUMNS]
+    keys = [c.key for c in shown(CSV_COLUMNS, has_learning_rates(results))]
     writer.writerow(keys)
     for trial in results.trials:
         row = trial.model_dump(by_alias=True, mode="json")
