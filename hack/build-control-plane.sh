@@ -4,6 +4,7 @@
 # the Go module proxy, once, into a cache outside the repository keyed by version. Called by
 # hack/test.sh and by the cluster test fixture.
 # Prints the bin directory on the last line of stdout. The Kubernetes build: hack/lib.sh.
+# SCALELAB_FETCH_ONLY=1: only download the Go modules (hack/lib.sh fetch_only).
 set -euo pipefail
 # shellcheck source=hack/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -34,15 +35,17 @@ trap 'rm -rf "$work"' EXIT
 start=$(date +%s)
 
 # --- Kubernetes -------------------------------------------------------------
-log "building kubernetes v${K8S_VERSION}"
+if fetch_only; then log "downloading the modules"; else log "building kubernetes v${K8S_VERSION}"; fi
 k8s_build "$K8S_VERSION" "$work/k8s" "$BIN" kube-apiserver kube-controller-manager kube-scheduler kubectl
 
 # --- etcd -------------------------------------------------------------------
 mkdir -p "$work/etcd" && cd "$work/etcd"
 go mod init local/etcdbin >/dev/null 2>&1
 go get "go.etcd.io/etcd/server/v3@v${ETCD_VERSION}" >&2
-log "building etcd v${ETCD_VERSION}"
-go build -trimpath -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3 >&2
+if ! fetch_only; then
+  log "building etcd v${ETCD_VERSION}"
+  go build -trimpath -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3 >&2
+fi
 
 # --- Kubeflow MPI operator (the real MPIJob controller and its CRD) ----------
 # A wrapper module again: `go install module@version` would ask the proxy for the module's
@@ -50,6 +53,10 @@ go build -trimpath -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3 >&2
 mkdir -p "$work/mpi" && cd "$work/mpi"
 go mod init local/mpioperator >/dev/null 2>&1
 go get "github.com/kubeflow/mpi-operator/cmd/mpi-operator@v${MPI_OPERATOR_VERSION}" >&2
+if fetch_only; then
+  log "modules downloaded in $(( $(date +%s) - start )) s"
+  exit 0
+fi
 log "building mpi-operator v${MPI_OPERATOR_VERSION}"
 go build -trimpath -ldflags "-s -w" -o "$BIN/mpi-operator" \
   github.com/kubeflow/mpi-operator/cmd/mpi-operator >&2

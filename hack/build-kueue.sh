@@ -2,12 +2,15 @@
 # Builds Kueue's controller manager from the Go module proxy, once, into a cache outside the
 # repository keyed by version, with the CRDs and webhook configurations of the same release.
 # Called by hack/test.sh and by the Kueue test fixture (tests/harness/kueue.py).
-# Prints the directory on the last line of stdout.
+# Prints the directory on the last line of stdout. SCALELAB_FETCH_ONLY=1: only download the Go
+# modules (hack/lib.sh fetch_only).
 #
 # v0.17.0: the newest release the proxy serves; its go.mod requires the MPI operator v0.8.0 (the
 # MPIJob v2beta1 types our tests run) and k8s.io/* v0.35, whose clients speak to our 1.36 API
 # server within the supported skew; MPIJob v2beta1 has been a Kueue integration since v0.3.
 set -euo pipefail
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/lib.sh"
 KUEUE_VERSION="${KUEUE_VERSION:-0.17.0}"
 CACHE="${SCALELAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/scalelab}"
 OUT="$CACHE/kueue/v${KUEUE_VERSION}"
@@ -28,6 +31,10 @@ cd "$work"
 # module@version` asks the proxy for a version list it may refuse.
 go mod init local/kueuebin >/dev/null 2>&1
 go get "sigs.k8s.io/kueue/cmd/kueue@v${KUEUE_VERSION}" >&2
+if fetch_only; then
+  log "modules downloaded in $(( $(date +%s) - start )) s"
+  exit 0
+fi
 log "building kueue v${KUEUE_VERSION}"
 go build -trimpath -ldflags "-s -w" -o "$OUT/kueue.tmp" sigs.k8s.io/kueue/cmd/kueue >&2
 dir=$(go mod download -json "sigs.k8s.io/kueue@v${KUEUE_VERSION}" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')

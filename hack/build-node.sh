@@ -6,6 +6,7 @@
 # device plugin (hack/node/fake-gpu-plugin). Installs the Debian packages of the node runtime
 # (containerd, runc, CNI plugins, iptables, conntrack) when missing.
 # Called by hack/test.sh and by tests/harness/cluster.py. Prints the bin directory last.
+# SCALELAB_FETCH_ONLY=1: only download the Go modules (no packages, no compiling).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=hack/lib.sh
@@ -19,11 +20,13 @@ export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 
 log() { echo "build-node: $*" >&2; }
 
-apt_ensure containerd runc containernetworking-plugins iptables conntrack iproute2 ethtool socat
-# Debian starts containerd as a service on install; the test node runs its own instance.
-if [[ " ${APT_INSTALLED[*]} " == *" containerd "* ]] && command -v systemctl >/dev/null \
-   && systemctl is-active -q containerd 2>/dev/null; then
-  systemctl disable --now containerd >&2 || true
+if ! fetch_only; then
+  apt_ensure containerd runc containernetworking-plugins iptables conntrack iproute2 ethtool socat
+  # Debian starts containerd as a service on install; the test node runs its own instance.
+  if [[ " ${APT_INSTALLED[*]} " == *" containerd "* ]] && command -v systemctl >/dev/null \
+     && systemctl is-active -q containerd 2>/dev/null; then
+    systemctl disable --now containerd >&2 || true
+  fi
 fi
 
 have_all() {
@@ -41,6 +44,13 @@ trap 'rm -rf "$work"' EXIT
 start=$(date +%s)
 
 # --- kubelet and kube-proxy (hack/lib.sh; shares the control plane's Go cache) --------------
+if fetch_only; then
+  log "downloading the modules"
+  k8s_build "$K8S_VERSION" "$work/k8s" "$BIN" kubelet kube-proxy
+  (cd "$REPO/hack/node/coredns" && go list -deps . >/dev/null)
+  (cd "$REPO/hack/node/fake-gpu-plugin" && go list -deps . >/dev/null)
+  exit 0
+fi
 log "building kubelet and kube-proxy v${K8S_VERSION}"
 k8s_build "$K8S_VERSION" "$work/k8s" "$BIN" kubelet kube-proxy
 

@@ -20,6 +20,10 @@ apt_ensure() {
     "${APT_INSTALLED[@]}" >&2
 }
 
+# fetch_only: SCALELAB_FETCH_ONLY=1 makes the Go build scripts download their modules and stop
+# before compiling (hack/test.sh runs them so beside the Python install, which is CPU bound).
+fetch_only() { [ "${SCALELAB_FETCH_ONLY:-0}" = 1 ]; }
+
 # k8s_build: Kubernetes commands at one release from the Go module proxy.
 #
 # Why a wrapper module: `go install k8s.io/kubernetes/cmd/...` fails because
@@ -30,7 +34,8 @@ apt_ensure() {
 # the control plane are reused for the kubelet.
 
 # k8s_build VERSION DIR OUT CMD...: build k8s.io/kubernetes/cmd/CMD... at vVERSION into OUT,
-# in a wrapper module made in DIR, with the version stamped as a release build stamps it.
+# in a wrapper module made in DIR, with the version stamped as a release build stamps it. Only
+# downloads the modules under fetch_only.
 k8s_build() {
   local version=$1 dir=$2 out=$3; shift 3
   local staging="v0.${version#1.}" minor="${version#1.}" gomod m c
@@ -46,6 +51,7 @@ k8s_build() {
     local pkgs=()
     for c in "$@"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
     go get "${pkgs[@]/%/@v${version}}" >&2
+    if fetch_only; then exit 0; fi
     go build -trimpath -o "$out/" -ldflags "-s -w \
       -X k8s.io/component-base/version.gitVersion=v${version} \
       -X k8s.io/component-base/version.gitMajor=1 \

@@ -30,17 +30,42 @@ if has cluster; then builds+=(kueue); fi
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 
+# Module downloads (network) of the Go builds run beside the install (CPU: Horovod's compile);
+# the builds below then compile from the module cache. Best effort: a build downloads whatever
+# is still missing itself.
+fetch=""
+if [ ${#builds[@]} -gt 0 ]; then
+  for b in "${builds[@]}"; do SCALELAB_FETCH_ONLY=1 bash "hack/build-$b.sh" || true; done \
+    >/dev/null 2>"$logs/fetch.log" &
+  fetch=$!
+fi
 step install;             bash hack/install.sh "${tiers[@]:-unit}"
-# The images build (network and disk bound) runs beside the Go builds (CPU bound).
+
+# The images build (network and disk bound) runs beside the Go builds (CPU bound), and so do the
+# checks of the Python code; both are waited for before pytest.
 images=""
 if has node; then bash hack/build-images.sh >/dev/null 2>"$logs/images.log" & images=$!; fi
+# One command a line: under set -e a failure on the left of && would not stop the script.
+lint() {
+  step ruff;              .venv/bin/ruff check .; .venv/bin/ruff format --check .
+  step mypy;              .venv/bin/mypy
+  step import-contracts;  .venv/bin/lint-imports
+}
+checks=""
+if [ ${#builds[@]} -gt 0 ]; then lint >"$logs/lint.log" 2>&1 & checks=$!; fi
 for b in "${builds[@]}"; do
   step "$b";              bash "hack/build-$b.sh" >/dev/null
 done
+[ -z "$fetch" ] || wait "$fetch" || true
 if [ -n "$images" ]; then
   step images;            wait "$images" || { cat "$logs/images.log" >&2; exit 1; }
 fi
-step ruff;                .venv/bin/ruff check . && .venv/bin/ruff format --check .
-step mypy;                .venv/bin/mypy
-step import-contracts;    .venv/bin/lint-imports
-step pytest;              .venv/bin/python -m pytest "$@"
+if [ -n "$checks" ]; then
+  step "lint (ran beside the builds)"
+  wait "$checks" && rc=0 || rc=$?
+  cat "$logs/lint.log" >&2
+  [ "$rc" = 0 ] || exit "$rc"
+else
+  lint
+fi
+step pytest;              .venv/bin/python -m pytest --durations=30 "$@"
