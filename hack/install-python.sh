@@ -11,6 +11,20 @@ log() { echo "install-python: $*" >&2; }
 
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 PY="$VENV/bin/python"
+# A virtualenv this script completed from the same inputs is left as it is: pip's resolve, the
+# editable builds (setuptools in an isolated environment) and two TensorFlow imports cost about
+# half a minute on every test run otherwise. Sources need no reinstall (editable installs).
+stamp="$VENV/.scalelab-installed"
+inputs=$( {
+  "$PY" -V
+  cat "$REQ"/*.txt manifests/monitoring/requirements.txt operator/pyproject.toml \
+    trainer/pyproject.toml hack/install-python.sh
+} | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" = "$inputs" ]; then
+  log "up to date: $VENV"
+  exit 0
+fi
+rm -f "$stamp"
 "$PY" -m pip install -q -r "$REQ/trainer.txt" -r "$REQ/operator.txt" -r "$REQ/report.txt" \
   -r "$REQ/dev.txt" -r manifests/monitoring/requirements.txt >&2
 
@@ -32,4 +46,5 @@ if ! "$PY" -c "import horovod, sys; sys.exit(horovod.__version__ != '$hvd')" 2>/
 fi
 "$PY" -m pip install -q --no-deps -e operator -e trainer >&2
 "$PY" -m pip check >&2
+echo "$inputs" >"$stamp"
 log "ready: $VENV (horovod $hvd, tensorflow-cpu $tf)"
