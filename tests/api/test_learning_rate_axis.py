@@ -5,6 +5,7 @@ configuration the aggregation groups, fits and recommends."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,14 @@ from scalelab.kube.metrics import OperatorMetrics, Snapshot
 from scalelab.kube.state import Usage
 from scalelab.names import MAX_TRIAL_NAME_LENGTH, learning_rate_part, trial_name
 from scalelab.planner import plan, trainer_flags
+from scalelab.report import render
+from scalelab.results import store
+from scalelab.results.model import (
+    aggregate_results,
+    has_learning_rates,
+    new_results,
+    planned_record,
+)
 from scalelab.validation import InvalidExperimentError, parse_experiment
 
 pytestmark = pytest.mark.unit
@@ -306,3 +315,29 @@ def test_result_metrics_get_a_learning_rate_label_only_with_the_axis() -> None:
         'scalelab_trial_result_final_loss{batch_size="8",experiment="plain",gpus="1",'
         'namespace="ns",repeat="0"} 3.0'
     ) in text
+
+
+# ---------------------------------------------------------------------------- results tables
+
+
+def _saved(tmp_path: Path, **sweep: Any) -> tuple[dict[str, Any], str, str]:
+    exp = experiment(sweep={"batchSizes": [8], **sweep})
+    records = [planned_record(t, []) for t in plan(exp)]
+    results = new_results(exp, records, {})
+    aggregate_results(results, exp)
+    store.save(tmp_path, results)
+    table = render._table(results.trials, "strong", learning_rates=has_learning_rates(results))
+    header = (tmp_path / "results.csv").read_text().splitlines()[0]
+    return results.spec, header, table
+
+
+def test_the_tables_show_the_learning_rate_only_with_the_axis(tmp_path: Path) -> None:
+    spec, header, table = _saved(tmp_path / "plain")
+    assert "learningRates" not in spec["sweep"]  # the spec it always wrote
+    assert "baseLearningRate" not in header.split(",")
+    assert "base lr" not in table
+    spec, header, table = _saved(tmp_path / "rates", learningRates=[0.1, 0.2])
+    assert spec["sweep"]["learningRates"] == [0.1, 0.2]
+    assert header.split(",")[:4] == ["name", "batchSize", "gpus", "baseLearningRate"]
+    assert "<th>base lr</th>" in table
+    assert "<td>0.2</td>" in table

@@ -4,6 +4,11 @@ The lab's plots as the lab drew them (loss vs epoch for GD, loss vs update for S
 trajectory over the loss surface) and the scaling plots (loss per batch size, steps-/epochs-to-
 target with the S = S_min(1 + B_crit/B) fit, throughput and efficiency vs GPUs, the Pareto
 front). matplotlib with the Agg backend: no display needed. Called by render.py.
+
+With a sweep.learningRates axis a curve is one (batch, learning rate): the loss curves are one per
+pair, steps-to-target draws one line per rate and fits the best rate of each batch (critical.py
+says why), and the Pareto points name their rate. Throughput does not depend on the rate, so
+the throughput plot stays one line per batch size.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from matplotlib.figure import Figure
 from scalelab.aggregate import MEASURED
 from scalelab.critical import CriticalBatchFit, fit_critical_batch
 from scalelab.report.surface import LineStats, load_line_data, surface
-from scalelab.results.model import ResultsFile, TrialRecord
+from scalelab.results.model import ResultsFile, TrialRecord, has_learning_rates
 
 DPI = 90
 
@@ -63,13 +68,21 @@ def _measured(results: ResultsFile) -> list[TrialRecord]:
     return [t for t in results.trials if t.phase in MEASURED and t.curves.get("epochLoss")]
 
 
+def _label(record: TrialRecord) -> str:
+    """ "B=64", or "B=64, lr=0.1" with a learning-rate axis."""
+    rate = record.base_learning_rate
+    return f"B={record.batch_size}" + (f", lr={rate:g}" if rate is not None else "")
+
+
 def _single_process(results: ResultsFile) -> list[TrialRecord]:
-    """Repeat-0 curves at the smallest process count of each batch size, by batch size."""
-    best: dict[int, TrialRecord] = {}
+    """Repeat-0 curves at the smallest process count of each batch size (and learning rate), by
+    batch size."""
+    best: dict[tuple[int, float], TrialRecord] = {}
     for t in _measured(results):
-        if t.repeat == 0 and (t.batch_size not in best or t.gpus < best[t.batch_size].gpus):
-            best[t.batch_size] = t
-    return [best[b] for b in sorted(best)]
+        key = (t.batch_size, t.base_learning_rate or 0.0)
+        if t.repeat == 0 and (key not in best or t.gpus < best[key].gpus):
+            best[key] = t
+    return [best[k] for k in sorted(best)]
 
 
 def _updates(record: TrialRecord) -> list[float]:
@@ -220,8 +233,8 @@ def loss_per_batch(results: ResultsFile) -> bytes | None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
     for t in trials:
         loss = _curve(t, "epochLoss")
-        left.plot(range(1, len(loss) + 1), loss, label=f"B={t.batch_size}")
-        right.plot(*_from_zero(t, "epochLoss"), label=f"B={t.batch_size}")
+        left.plot(range(1, len(loss) + 1), loss, label=_label(t))
+        right.plot(*_from_zero(t, "epochLoss"), label=_label(t))
     left.set(
         xlabel="epoch",
         ylabel="full-dataset loss",
@@ -257,20 +270,52 @@ def _to_target_by_batch(results: ResultsFile) -> dict[int, list[TrialRecord]]:
     return by_batch
 
 
+def _by_rate(trials: Sequence[TrialRecord]) -> dict[float | None, list[TrialRecord]]:
+    rates: dict[float | None, list[TrialRecord]] = defaultdict(list)
+    for t in trials:
+        rates[t.base_learning_rate].append(t)
+    return rates
+
+
+def _best_rate(trials: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """The trials of one batch at its best learning rate, as critical.best_rate_steps picks it
+    (most runs at the target, then fewest mean steps); all of them without the axis."""
+    return min(
+        _by_rate(trials).values(),
+        key=lambda ts: (-len(ts), mean(float(t.steps_to_target or 0) for t in ts)),
+    )
+
+
+def _rate_lines(ax: Any, by_batch: dict[int, list[TrialRecord]], key: str) -> None:
+    """One faint line per learning rate (with an axis): `key` (steps or epochs) vs batch."""
+    by_rate: dict[float, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for batch, trials in by_batch.items():
+        for t in trials:
+            if t.base_learning_rate is not None:
+                by_rate[t.base_learning_rate][batch].append(float(getattr(t, key) or 0))
+    for rate, points in sorted(by_rate.items()):
+        batches = sorted(points)
+        values = [mean(points[b]) for b in batches]
+        ax.plot(batches, values, ".--", lw=1, alpha=0.6, label=f"lr={rate:g}")
+
+
 def steps_to_target_fit(results: ResultsFile) -> tuple[bytes | None, CriticalBatchFit | None]:
     """Steps- and epochs-to-target vs batch with the fit S = S_min(1 + B_crit/B)."""
     by_batch = _to_target_by_batch(results)
     if len(by_batch) < 2:
         return None, None
+    rated = {b: _best_rate(ts) for b, ts in by_batch.items()}
     batches = sorted(by_batch)
-    steps = [mean(float(t.steps_to_target or 0) for t in by_batch[b]) for b in batches]
-    epochs = [mean(float(t.epochs_to_target or 0) for t in by_batch[b]) for b in batches]
+    steps = [mean(float(t.steps_to_target or 0) for t in rated[b]) for b in batches]
+    epochs = [mean(float(t.epochs_to_target or 0) for t in rated[b]) for b in batches]
     fit = fit_critical_batch(batches, steps)
     noise = [
         t.gradient_noise_scale for ts in by_batch.values() for t in ts if t.gradient_noise_scale
     ]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    _rate_lines(left, by_batch, "steps_to_target")
     _steps_panel(left, results, batches, steps, fit, noise)
+    _rate_lines(right, by_batch, "epochs_to_target")
     right.plot(batches, epochs, "o-", color="tab:purple")
     # A custom workload without datasetSize trains on what it provides: no size to draw with.
     size = results.spec.get("workload", {}).get("datasetSize")
@@ -303,8 +348,10 @@ def _steps_panel(  # noqa: PLR0917 - one panel's inputs, drawn once
     fit: CriticalBatchFit | None,
     noise: list[float],
 ) -> None:
-    """Steps to target vs batch: the measurements, the fit, its B_crit and B_simple."""
-    ax.plot(batches, steps, "o", label="measured")
+    """Steps to target vs batch: the measurements (each batch's best learning rate, with an
+    axis), the fit, its B_crit and B_simple."""
+    rates = has_learning_rates(results)
+    ax.plot(batches, steps, "o", label="measured, best rate per batch" if rates else "measured")
     if fit is not None:
         grid = np.geomspace(min(batches), max(batches), 100)
         ax.plot(
@@ -440,8 +487,9 @@ def pareto(results: ResultsFile) -> bytes | None:
         label="Pareto front",
     )
     for p in front:
+        rate = f", lr={p.base_learning_rate:g}" if p.base_learning_rate is not None else ""
         ax.annotate(
-            f"B={p.batch_size}, N={p.gpus}",
+            f"B={p.batch_size}, N={p.gpus}{rate}",
             (p.time_to_target_seconds, p.gpu_seconds),
             fontsize=7,
             xytext=(4, 4),

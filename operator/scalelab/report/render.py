@@ -22,8 +22,8 @@ import yaml
 from scalelab.aggregate import trial_counts
 from scalelab.report import plots
 from scalelab.results import store
-from scalelab.results.columns import HTML_COLUMNS, Column
-from scalelab.results.model import ResultsFile, TrialRecord
+from scalelab.results.columns import HTML_COLUMNS, Column, shown
+from scalelab.results.model import ResultsFile, TrialRecord, has_learning_rates
 
 REPORT_HTML = "report.html"
 PLOTS_DIR = "plots"
@@ -68,10 +68,13 @@ def _cell(column: Column, trial: TrialRecord) -> str:
 _CPU_LABELS = {"gpus": "processes", "gpu_seconds": "process-s"}
 
 
-def _table(trials: list[TrialRecord], kind: str, cpu: bool = False) -> str:
-    labels = [_CPU_LABELS.get(c.field, c.label) if cpu else c.label for c in HTML_COLUMNS]
+def _table(
+    trials: list[TrialRecord], kind: str, cpu: bool = False, learning_rates: bool = False
+) -> str:
+    columns = shown(HTML_COLUMNS, learning_rates)
+    labels = [_CPU_LABELS.get(c.field, c.label) if cpu else c.label for c in columns]
     header = "".join(f"<th>{label.format(kind=kind)}</th>" for label in labels)
-    rows = ["<tr>" + "".join(_cell(c, t) for c in HTML_COLUMNS) + "</tr>" for t in trials]
+    rows = ["<tr>" + "".join(_cell(c, t) for c in columns) + "</tr>" for t in trials]
     return f"<table><tr>{header}</tr>{''.join(rows)}</table>"
 
 
@@ -117,15 +120,21 @@ def _critical(results: ResultsFile) -> str:
         else f"{_fmt(c.fitted)} (95% CI {_fmt(c.fitted_low)}–{_fmt(c.fitted_high)}), "
         f"R²(log S) {_fmt(c.fit_r2)}"
     )
+    rates = has_learning_rates(results)
+    rate_th = "<th>learning rate</th>" if rates else ""
+
+    def rate(value: float | None) -> str:
+        return f"<td>{_fmt(value)}</td>" if rates else ""
+
     steps = "".join(
-        f"<tr><td>{s.batch_size}</td><td>{s.runs}</td><td>{_fmt(s.mean)}</td>"
-        f"<td>{_fmt(s.stdev)}</td></tr>"
+        f"<tr><td>{s.batch_size}</td>{rate(s.base_learning_rate)}<td>{s.runs}</td>"
+        f"<td>{_fmt(s.mean)}</td><td>{_fmt(s.stdev)}</td></tr>"
         for s in c.steps
     )
     devices = "processes" if plots.on_cpu(results) else "GPUs"
     eff = "".join(
-        f"<tr><td>{e.batch_size}</td><td>{e.gpus}</td><td>{e.runs}</td><td>{_fmt(e.mean)}</td>"
-        f"<td>{_fmt(e.low)}–{_fmt(e.high)}</td></tr>"
+        f"<tr><td>{e.batch_size}</td><td>{e.gpus}</td>{rate(e.base_learning_rate)}"
+        f"<td>{e.runs}</td><td>{_fmt(e.mean)}</td><td>{_fmt(e.low)}–{_fmt(e.high)}</td></tr>"
         for e in c.efficiency
     )
     return (
@@ -134,11 +143,14 @@ def _critical(results: ResultsFile) -> str:
         "<th>fitted S = S_min(1 + B_crit/B)</th><th>20% over linear</th></tr>"
         f"<tr><td>{_fmt(c.predicted)} ({_fmt(c.predicted_low)}–{_fmt(c.predicted_high)})</td>"
         f"<td>{fitted}</td><td>{_fmt(c.twenty_percent)}</td></tr></table>"
-        "<h3>Steps to target per batch size</h3><table><tr><th>batch</th><th>runs</th>"
+        "<h3>Steps to target per batch size"
+        + (" (at its best learning rate)" if rates else "")
+        + f"</h3><table><tr><th>batch</th>{rate_th}<th>runs</th>"
         f"<th>mean steps</th><th>std dev</th></tr>{steps}</table>"
         + (
             "<h3>Scaling efficiency, 95% interval over repeats</h3><table><tr><th>batch</th>"
-            f"<th>{devices}</th><th>runs</th><th>efficiency</th><th>95% interval</th></tr>"
+            f"<th>{devices}</th>{rate_th}<th>runs</th><th>efficiency</th><th>95% interval</th>"
+            "</tr>"
             f"{eff}</table>"
             if eff
             else ""
@@ -252,6 +264,12 @@ def _recommendation(results: ResultsFile) -> str:
     else:
         where = f"{rec.gpus} CPU process(es)" if plots.on_cpu(results) else f"{rec.gpus} GPU(s)"
         rate = f", learning rate {rec.learning_rate:.4g}" if rec.learning_rate else ""
+        if rec.base_learning_rate is not None:
+            rate = f", learning rate {rec.base_learning_rate:.4g} at the reference batch" + (
+                f" ({rec.learning_rate:.4g} at this batch)"
+                if rec.learning_rate and rec.learning_rate != rec.base_learning_rate
+                else ""
+            )
         text = f"batch {rec.batch_size} on {where}{rate}. {html.escape(rec.reason)}"
     return f'<div class="rec"><b>Recommendation:</b> {text}</div>'
 
@@ -285,7 +303,12 @@ def build_html(results: ResultsFile, directory: Path) -> tuple[str, dict[str, by
         _recommendation(results),
         _critical(results),
         "<h2>Results</h2>",
-        _table(results.trials, results.scaling_efficiency_kind, plots.on_cpu(results)),
+        _table(
+            results.trials,
+            results.scaling_efficiency_kind,
+            plots.on_cpu(results),
+            has_learning_rates(results),
+        ),
         "<h2>Plots</h2>",
         *(_figure(n, *figures[n]) for n in _ORDER if n in figures),
         "<h2>Diagnostics</h2>",

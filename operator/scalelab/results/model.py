@@ -129,6 +129,8 @@ def new_results(
     scope = experiment.spec.sweep.batch_scope
     spec = experiment.spec.model_dump(by_alias=True, mode="json")
     spec["workload"]["datasetSize"] = experiment.spec.workload.examples()
+    if spec["sweep"]["learningRates"] is None:  # without the axis, the spec it always wrote
+        del spec["sweep"]["learningRates"]
     return ResultsFile(
         experiment=experiment.metadata.name,
         spec=spec,
