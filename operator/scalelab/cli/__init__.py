@@ -23,7 +23,14 @@ from typing import Any
 
 from scalelab.adaptive import is_adaptive, pilot_trial
 from scalelab.api import ScaleExperiment
-from scalelab.planner import local_command, plan, trainer_command, trainer_flags
+from scalelab.planner import (
+    PlannedTrial,
+    dataset_size_text,
+    local_command,
+    plan,
+    trainer_command,
+    trainer_flags,
+)
 from scalelab.results import store
 from scalelab.results.model import ResultsFile
 from scalelab.validation import InvalidExperimentError, Problem, load_experiment
@@ -60,52 +67,69 @@ def cmd_validate(args: argparse.Namespace) -> int:
             continue
         trials = plan(experiment)
         skipped = sum(t.skipped for t in trials)
-        print(f"{file}: ok ({experiment.metadata.name}: {len(trials)} trials, {skipped} skipped)")
+        print(
+            f"{file}: ok ({experiment.metadata.name}: {len(trials)} trials, {skipped} skipped); "
+            f"each trial: {dataset_size_text(experiment.spec.workload)}"
+        )
     return EXIT_INVALID if invalid else EXIT_OK
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    """Print the trials of one experiment: grid point, seed, learning rate, phase, command.
-    An adaptive sweep's pilot (the trial that runs first and measures B_simple) is marked."""
+    """Print the trials of one experiment: grid point, seed, learning rate, phase, command,
+    and the dataset size every trial trains on. An adaptive sweep's pilot (the trial that runs
+    first and measures B_simple) is marked; a sweep with learningRates gets a base-rate column."""
     experiment = _load(args.file)
     if experiment is None:
         return EXIT_INVALID
     trials = plan(experiment)
     pilot = pilot_trial(trials) if is_adaptive(experiment) else None
     if args.json:
-        rows = [
-            {
-                "name": t.name,
-                "batchSize": t.batch_size,
-                "gpus": t.gpus,
-                "repeat": t.repeat,
-                "seed": t.spec.seed,
-                "learningRate": t.spec.learning_rate,
-                "phase": t.phase.value,
-                "reason": t.reason,
-                "pilot": t is pilot,
-                "argv": trainer_command(trainer_flags(t.spec, t.name)),
-            }
-            for t in trials
-        ]
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([_plan_row(t, t is pilot) for t in trials], indent=2))
         return EXIT_OK
-    header = f"{'trial':<48} {'batch':>6} {'gpus':>4} {'rep':>3} {'seed':>5} {'lr':>11}  phase"
-    print(header)
-    for t in trials:
-        line = (
-            f"{t.name:<48} {t.batch_size:>6} {t.gpus:>4} {t.repeat:>3} {t.spec.seed:>5} "
-            f"{t.spec.learning_rate:>11.6g}  {t.phase.value}"
-        )
-        if t is pilot:
-            line += f" {PILOT_MARK}"
-        print(line + (f" ({t.reason})" if t.reason else ""))
+    _plan_table(trials, pilot, axis=experiment.spec.sweep.learning_rates is not None)
+    print()
+    print(f"each trial: {dataset_size_text(experiment.spec.workload)}")
     print()
     for t in trials:
         if not t.skipped:
             command = local_command(t.gpus, trainer_command(trainer_flags(t.spec, t.name)))
             print(f"{t.name}: {shlex.join(command)}")
     return EXIT_OK
+
+
+def _plan_row(t: PlannedTrial, pilot: bool) -> dict[str, Any]:
+    """One trial of `scalelab plan --json`. datasetSize null: every example the custom
+    workload provides; baseLearningRate null: the sweep has no learningRates axis."""
+    return {
+        "name": t.name,
+        "batchSize": t.batch_size,
+        "gpus": t.gpus,
+        "repeat": t.repeat,
+        "seed": t.spec.seed,
+        "learningRate": t.spec.learning_rate,
+        "baseLearningRate": t.base_learning_rate,
+        "datasetSize": t.spec.workload.examples(),
+        "phase": t.phase.value,
+        "reason": t.reason,
+        "pilot": pilot,
+        "argv": trainer_command(trainer_flags(t.spec, t.name)),
+    }
+
+
+def _plan_table(trials: list[PlannedTrial], pilot: PlannedTrial | None, axis: bool) -> None:
+    """The table of `scalelab plan`: one line per trial, the pilot marked; `axis` adds the
+    base learning rate of each trial (the lr column is that rate scaled to its batch)."""
+    base = f" {'base lr':>11}" if axis else ""
+    print(f"{'trial':<48} {'batch':>6} {'gpus':>4} {'rep':>3} {'seed':>5}{base} {'lr':>11}  phase")
+    for t in trials:
+        base = f" {t.base_learning_rate or 0.0:>11.6g}" if axis else ""
+        line = (
+            f"{t.name:<48} {t.batch_size:>6} {t.gpus:>4} {t.repeat:>3} {t.spec.seed:>5}{base} "
+            f"{t.spec.learning_rate:>11.6g}  {t.phase.value}"
+        )
+        if t is pilot:
+            line += f" {PILOT_MARK}"
+        print(line + (f" ({t.reason})" if t.reason else ""))
 
 
 def _error(message: str) -> int:
@@ -139,7 +163,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                     f"use or out of range (rank r of a trial listens on {args.metrics_port} + r); "
                     "choose another port"
                 )
-        run.progress = make_progress(run.results.trials, experiment.spec.training.max_epochs)
+        run.progress = make_progress(
+            run.results.trials,
+            experiment.spec.training.max_epochs,
+            learning_rates=experiment.spec.sweep.learning_rates is not None,
+        )
         if not args.no_report:
             _preload_report()
         if kept := run.finished():

@@ -2,8 +2,9 @@
 
 Both implement local.progress.Progress; the executor calls `trial_started`, `epoch`,
 `trial_finished` and `note` and does not know which display is on. Plain lines stay greppable
-in CI logs: one at start, at most one per trial every `interval` seconds, one at the end. Part
-of the CLI layer: the only place besides cli/__init__.py that prints.
+in CI logs: one at start, at most one per trial every `interval` seconds, one at the end. With a
+sweep.learningRates axis both say each trial's base learning rate (the live table in a column of
+its own). Part of the CLI layer: the only place besides cli/__init__.py that prints.
 """
 
 from __future__ import annotations
@@ -18,12 +19,25 @@ from rich.table import Table
 
 from scalelab.api import TrialPhase
 from scalelab.local.progress import Progress
-from scalelab.results.columns import LIVE_COLUMNS
+from scalelab.results.columns import COLUMNS, Column, shown
 from scalelab.results.model import TrialRecord
 
 
 def _fmt(value: Any, spec: str = ".4g") -> str:
     return "-" if value is None else format(value, spec)
+
+
+def live_columns(learning_rates: bool) -> tuple[Column, ...]:
+    """The live table's columns: results.columns' live ones, and the base learning rate when
+    the sweep has the axis (trials of one batch and GPU count differ only by it)."""
+    return shown(tuple(c for c in COLUMNS if c.live or c.axis), learning_rates)
+
+
+def _rate(record: TrialRecord) -> str:
+    """The start line's words for a trial of the learningRates axis: ", at base learning rate
+    0.1"; empty without the axis."""
+    rate = record.base_learning_rate
+    return "" if rate is None else f", at base learning rate {rate:g}"
 
 
 class PlainProgress:
@@ -48,6 +62,7 @@ class PlainProgress:
         self._last[record.name] = time.monotonic()
         self._print(
             f"[{record.name}] started: batch {record.batch_size}, {record.gpus} process(es)"
+            f"{_rate(record)}"
         )
 
     def epoch(self, record: TrialRecord, event: dict[str, Any]) -> None:
@@ -72,10 +87,13 @@ class PlainProgress:
 
 
 class RichProgress:
-    """A live table, one row per trial: phase, epoch, loss, samples/s."""
+    """A live table, one row per trial: phase, epoch, loss, samples/s (and base lr)."""
 
-    def __init__(self, records: list[TrialRecord], max_epochs: int) -> None:
+    def __init__(
+        self, records: list[TrialRecord], max_epochs: int, learning_rates: bool = False
+    ) -> None:
         self.max_epochs = max_epochs
+        self.columns = live_columns(learning_rates)
         self.rows: dict[str, list[str]] = {
             r.name: self._row(r, r.epochs, r.final_loss, r.samples_per_second) for r in records
         }
@@ -90,14 +108,15 @@ class RichProgress:
             "samples_per_second": _fmt(speed, ".4g"),
             "reason": r.reason[:60],
             "phase": r.phase.value,
+            "base_learning_rate": _fmt(r.base_learning_rate, "g"),
         }
         return [
-            live[c.field] if c.field in live else str(getattr(r, c.field)) for c in LIVE_COLUMNS
+            live[c.field] if c.field in live else str(getattr(r, c.field)) for c in self.columns
         ]
 
     def _table(self) -> Table:
         table = Table(title="scalelab run", expand=False)
-        for column in LIVE_COLUMNS:
+        for column in self.columns:
             table.add_column(column.label, justify="left" if column.text else "right")
         for row in self.rows.values():
             table.add_row(*row)
@@ -137,8 +156,11 @@ class RichProgress:
         self.live.console.print(text)
 
 
-def make_progress(records: list[TrialRecord], max_epochs: int) -> Progress:
-    """A rich display when stdout is a terminal, plain lines otherwise."""
+def make_progress(
+    records: list[TrialRecord], max_epochs: int, learning_rates: bool = False
+) -> Progress:
+    """A rich display when stdout is a terminal, plain lines otherwise; `learning_rates`: the
+    sweep has a learningRates axis, so the live table gets a base-lr column."""
     if sys.stdout.isatty():
-        return RichProgress(records, max_epochs)
+        return RichProgress(records, max_epochs, learning_rates)
     return PlainProgress(max_epochs)
