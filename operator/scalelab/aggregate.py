@@ -201,7 +201,7 @@ def recommend(
         )
     confidence = recommendation_confidence(configs, best)
     if confidence is None:
-        reason += "; one run per configuration, so no confidence figure (repeats ≥ 3 give one)"
+        reason += "; one run per configuration, so no confidence figure (repeats ≥ 2 give one)"
     else:
         reason += (
             f"; {confidence:.0%} of {CONFIDENCE_RESAMPLES} bootstrap resamples over repeats pick "

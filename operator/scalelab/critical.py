@@ -246,7 +246,7 @@ def _summary(c: CriticalBatch, fit: CriticalBatchFit | None, repeated: bool) -> 
         + (f"{c.fitted_high:.3g}" if c.fitted_high is not None else "unbounded")
         + ")"
         if repeated and c.fitted_low is not None
-        else " (one run per batch: no interval; repeats ≥ 3 give one)"
+        else " (one run per batch: no interval; repeats ≥ 2 give one)"
     )
     fitted = (
         f"B_crit ≈ {c.fitted:.3g}{interval} by the fit S = S_min(1 + B_crit/B), R² {c.fit_r2:.3f}"
