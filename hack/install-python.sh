@@ -12,8 +12,8 @@ log() { echo "install-python: $*" >&2; }
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 PY="$VENV/bin/python"
 # A virtualenv this script completed from the same inputs is left as it is: pip's resolve, the
-# editable builds (setuptools in an isolated environment) and two TensorFlow imports cost about
-# half a minute on every test run otherwise. Sources need no reinstall (editable installs).
+# editable builds (setuptools in an isolated environment) and two TensorFlow imports took 56 s
+# of every test run otherwise (two busy cores). Sources need no reinstall (editable installs).
 stamp="$VENV/.scalelab-installed"
 inputs=$( {
   "$PY" -V
