@@ -1,4 +1,5 @@
-"""User workloads for the plugin tests: one that works and one per way of being broken.
+"""User workloads for the plugin tests: ones that work (in memory, plugin API 1, and streamed as
+records, plugin API 2) and one per way of being broken.
 
 The trainer imports them by entry point (`tests.trainer.plugin_cases:<name>`), as it would a
 team's package."""
@@ -6,12 +7,13 @@ team's package."""
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from scalelab_trainer.plugin import Context, Workload
+from scalelab_trainer.plugin import Context, Records, Workload
 
 
 def _data(ctx: Context, features: int = 2, classes: int = 2) -> tuple[Any, Any]:
@@ -103,3 +105,126 @@ def fails_on_rank_1(ctx: Context) -> Workload:
     if os.environ.get("HOROVOD_RANK", "0") == "1":
         raise OSError("a file only rank 0 has")
     return good(ctx)
+
+
+# --- plugin API 2: records streamed through tf.data ------------------------------------------
+# The keys are example indices; `load` computes example i from i alone (a stateless draw), so
+# the same examples can also be handed over in memory and the two paths compared.
+
+
+def _indexed(key: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    i = tf.strings.to_number(key, tf.int64)
+    x = tf.random.stateless_normal([2], seed=tf.stack([i, tf.constant(7, tf.int64)]))
+    return x, tf.cast(x[0] > 0, tf.int64)
+
+
+def _indexed_arrays(n: int, first: int = 0) -> tuple[Any, Any]:
+    pairs = [_indexed(tf.constant(str(i))) for i in range(first, first + n)]
+    return np.stack([p[0].numpy() for p in pairs]), np.array([int(p[1]) for p in pairs])
+
+
+def _keys(n: int, first: int = 0) -> list[str]:
+    return [str(i) for i in range(first, first + n)]
+
+
+def streamed(ctx: Context) -> Workload:
+    """The examples of `in_memory`, streamed: one key per example, loaded by tf.data."""
+    return Workload(
+        model=lambda: _mlp(2, 2, int(ctx.parameters.get("units", 8))),
+        loss="sparse_categorical_crossentropy",
+        accuracy="sparse_categorical",
+        records=Records(keys=_keys(ctx.dataset_size), load=_indexed),
+        test_records=Records(keys=_keys(64, first=100_000), load=_indexed),
+    )
+
+
+def in_memory(ctx: Context) -> Workload:
+    """The examples of `streamed`, as arrays (plugin API 1)."""
+    x, y = _indexed_arrays(ctx.dataset_size)
+    x_test, y_test = _indexed_arrays(64, first=100_000)
+    return Workload(
+        model=lambda: _mlp(2, 2, int(ctx.parameters.get("units", 8))),
+        x=x,
+        y=y,
+        loss="sparse_categorical_crossentropy",
+        accuracy="sparse_categorical",
+        x_test=x_test,
+        y_test=y_test,
+        api_version=1,
+    )
+
+
+def slow_input(ctx: Context) -> Workload:
+    """Records whose loading sleeps: the step loop waits for its input."""
+
+    def load(key: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        x, y = _indexed(key)
+        x = tf.py_function(lambda v: (time.sleep(0.02), v)[1], [x], tf.float32)
+        return tf.ensure_shape(x, [2]), y
+
+    return Workload(
+        model=lambda: _mlp(2, 2),
+        loss="sparse_categorical_crossentropy",
+        records=Records(keys=_keys(ctx.dataset_size), load=load),
+    )
+
+
+def _regularised_mlp(l2: float) -> tf.keras.Model:
+    reg = tf.keras.regularizers.L2(l2) if l2 else None
+    return tf.keras.Sequential(
+        [
+            tf.keras.Input((2,)),
+            tf.keras.layers.Dense(8, activation="relu", kernel_regularizer=reg),
+            tf.keras.layers.Dense(2, kernel_regularizer=reg),
+        ]
+    )
+
+
+def regularised(ctx: Context) -> Workload:
+    """`good`'s data, an MLP with an L2 penalty on its kernels (`l2` from the parameters)."""
+    x, y = _data(ctx)
+    l2 = float(ctx.parameters.get("l2", 0.0))
+    return Workload(
+        model=lambda: _regularised_mlp(l2), x=x, y=y, loss="sparse_categorical_crossentropy"
+    )
+
+
+def streamed_regularised(ctx: Context) -> Workload:
+    """`streamed` with an L2 penalty on the kernels."""
+    l2 = float(ctx.parameters.get("l2", 0.0))
+    return Workload(
+        model=lambda: _regularised_mlp(l2),
+        loss="sparse_categorical_crossentropy",
+        records=Records(keys=_keys(ctx.dataset_size), load=_indexed),
+    )
+
+
+def activity_regularised(ctx: Context) -> Workload:
+    x, y = _data(ctx)
+
+    def model() -> tf.keras.Model:
+        return tf.keras.Sequential(
+            [tf.keras.Input((2,)), tf.keras.layers.Dense(2, activity_regularizer="l2")]
+        )
+
+    return Workload(model=model, x=x, y=y, loss="sparse_categorical_crossentropy")
+
+
+def records_of_unknown_shape(ctx: Context) -> Workload:
+    def load(key: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        n = tf.strings.to_number(key, tf.int64) % 3 + 1
+        return tf.ones([n]), tf.constant(0, tf.int64)
+
+    return Workload(
+        model=lambda: _mlp(2, 2),
+        loss="sparse_categorical_crossentropy",
+        records=Records(keys=_keys(ctx.dataset_size), load=load),
+    )
+
+
+def too_few_records(ctx: Context) -> Workload:
+    return Workload(
+        model=lambda: _mlp(2, 2),
+        loss="sparse_categorical_crossentropy",
+        records=Records(keys=_keys(ctx.dataset_size - 1), load=_indexed),
+    )

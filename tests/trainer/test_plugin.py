@@ -30,6 +30,9 @@ TRIALS: dict[str, tuple[str, str | None]] = {
     "input": (f"{CASES}:wrong_input_shape", "the model cannot take the data: x examples of shape"),
     "uneven": (f"{CASES}:uneven", "x has 128 examples but y has 127"),
     "not-workload": (f"{CASES}:not_a_workload", "must return scalelab_trainer.plugin.Workload"),
+    "activity": (f"{CASES}:activity_regularised", "activity regularisers are not supported"),
+    "shape": (f"{CASES}:records_of_unknown_shape", "load must give every example the same shape"),
+    "few-records": (f"{CASES}:too_few_records", "records has 127 keys; workload.datasetSize"),
     "regression": (f"{CASES}:regression", None),
     "good-again": (f"{CASES}:good", None),
 }

@@ -89,6 +89,28 @@ def test_progress_is_sent_at_most_once_per_interval_and_the_result_always() -> N
     assert len(sent) == 4
 
 
+def test_progress_inside_a_long_epoch_refreshes_the_status_but_keeps_the_last_epoch() -> None:
+    """A `progress` event (an epoch longer than the stall threshold) patches steps, pace and
+    updatedAt; epoch and loss stay the last finished epoch's (a merge patch leaves them)."""
+    sent: list[dict[str, Any]] = []
+    clock = FakeClock()
+    reporter = StatusReporter(sent.append, interval_seconds=2.0, clock=clock)
+    reporter(epoch(3))
+    inside = {**epoch(4), "event": "progress", "steps": 35, "epochSteps": 5, "updateLoss": 0.2}
+    del inside["loss"]
+    reporter(inside)  # within the interval: dropped, never held for the result
+    clock.now += 60.0
+    reporter(inside)
+    assert len(sent) == 2
+    progress = sent[1]["status"]["progress"]
+    assert progress["steps"] == 35
+    assert "epoch" not in progress
+    assert "loss" not in progress
+    assert progress["updatedAt"] == "2026-11-18T11:06:44Z"
+    reporter({"event": "result", "phase": "Succeeded"})
+    assert sent[-1] == {"status": {"result": {"phase": "Succeeded"}}}
+
+
 def test_the_result_alone_when_the_last_epoch_was_already_sent() -> None:
     sent: list[dict[str, Any]] = []
     reporter = StatusReporter(sent.append, interval_seconds=0.0)

@@ -16,6 +16,7 @@ import tensorflow as tf
 from scalelab_trainer import custom, datasets, linear, models, schedule, step, world
 from scalelab_trainer.config import TrialConfig
 from scalelab_trainer.optimizers import Optimizer
+from scalelab_trainer.stream import Stream, streamed_mean
 
 #: Per-update parameters are recorded (--record-update-losses, linear models) while
 #: parameters × steps per epoch × max epochs stays within this many numbers.
@@ -37,21 +38,22 @@ class Plan:
 class Built:
     """Everything one trial builds before its first step: data, model, schedule, compiled calls."""
 
-    ds: datasets.Dataset
+    ds: datasets.Dataset | None  # the examples in memory (None: streamed)
     model: models.Model
     opt: Optimizer
     layout: step.Layout
     sched: schedule.Schedule
-    perm: tf.Variable  # the epoch's example order (identity unless shuffling)
-    x: tf.Tensor
-    y: tf.Tensor
+    perm: tf.Variable | None  # the epoch's example order (identity unless shuffling)
+    x: tf.Tensor | None
+    y: tf.Tensor | None
     plan: Plan
     loop: step.Compiled
     compiled_loss: step.Compiled | None  # models other than linear: the full loss, compiled
     full_loss: Callable[[], tf.Tensor]
-    accuracy: step.Compiled | None
+    accuracy: Callable[[], tf.Tensor] | None
     lin: models.Linear | None = None
     diag: linear.Diagnostics | None = None
+    stream: Stream | None = None  # plugin API 2: the examples read through tf.data
 
     def distance(self, theta: linear.F64 | None = None) -> float | None:
         """|θ − θ*| of the linear model (now, or at `theta`), where the optimum is known."""
@@ -61,18 +63,44 @@ class Built:
         return float(np.linalg.norm(now - self.diag.optimum))
 
 
+@dataclass(frozen=True)
+class _Parts:
+    """What every trial builds the same way, whether its data is in memory or streamed."""
+
+    model: models.Model
+    opt: Optimizer
+    layout: step.Layout
+    sched: schedule.Schedule
+    plan: Plan
+    measure_noise: bool
+
+
 def build_trial(cfg: TrialConfig) -> Built:
-    """Data on the computing device, the model, its optimizer and the compiled calls."""
+    """Data (on the computing device, or streamed), the model, its optimizer and the compiled
+    calls."""
     rank, size = world.rank(), world.size()
-    ds, model = _data_and_model(cfg)
-    if cfg.export_data and rank == 0:
-        datasets.export(ds, cfg.export_data)
+    data, model = _data_and_model(cfg)
+    if cfg.export_data and rank == 0 and isinstance(data, datasets.Dataset):
+        datasets.export(data, cfg.export_data)
     opt = Optimizer(cfg, model.trainable)
     if size > 1:
         # Horovod: every rank starts from rank 0's weights and optimizer state. Horovod's
         # examples broadcast after the first step only because Keras creates optimizer slots
         # lazily; ours exist already, so the first step is already identical everywhere.
         world.hvd().broadcast_variables([*model.state, *opt.variables], root_rank=0)
+    measure_noise = cfg.gradient_noise_scale and (size > 1 or cfg.batch_size // size >= 2)
+    micro = 2 if measure_noise and size == 1 else 1
+    layout = step.Layout(data.size, cfg.batch_size, size, rank, micro)
+    sched = _schedule(cfg, layout.steps_per_epoch)
+    parts = _Parts(model, opt, layout, sched, _plan(cfg, layout, model), measure_noise)
+    if isinstance(data, Stream):
+        return _streamed(cfg, data, parts)
+    return _in_memory(cfg, data, parts)
+
+
+def _in_memory(cfg: TrialConfig, ds: datasets.Dataset, p: _Parts) -> Built:
+    """The dataset on the device, gathered by the step loop in the epoch's order."""
+    model, layout = p.model, p.layout
     labels = tf.int64 if np.issubdtype(ds.y.dtype, np.integer) else model.dtype  # class labels
     # The data lives on the device that computes (a GPU when one is visible), so no call
     # copies the dataset from host memory.
@@ -80,21 +108,13 @@ def build_trial(cfg: TrialConfig) -> Built:
     with tf.device(device):
         x = tf.identity(tf.constant(ds.x, model.dtype))
         y = tf.identity(tf.constant(ds.y, labels))
-    measure_noise = cfg.gradient_noise_scale and (size > 1 or cfg.batch_size // size >= 2)
-    layout = step.Layout(
-        ds.size, cfg.batch_size, size, rank, 2 if measure_noise and size == 1 else 1
-    )
-    sched = _schedule(cfg, layout.steps_per_epoch)
     perm = tf.Variable(tf.range(ds.size, dtype=tf.int64), trainable=False)
     lin = model if isinstance(model, models.Linear) else None
     quad = _quadratic(lin, ds.x, ds.y) if lin is not None else None
-    plan = _plan(cfg, layout, model)
-    options = _options(cfg, plan, measure_noise=measure_noise, quadratic_loss=quad)
-    loop = step.build_step_loop(model, opt, sched, layout, x=x, y=y, perm=perm, options=options)
-    # evaluation batch: bounded activation memory
-    chunk = 256 if cfg.model in ("cnn", "custom") else 1024
+    options = _options(cfg, p.plan, measure_noise=p.measure_noise, quadratic_loss=quad)
+    loop = step.build_step_loop(model, p.opt, p.sched, layout, x=x, y=y, perm=perm, options=options)
     # Linear models: the exact quadratic form, eagerly (nothing to trace); others: compiled.
-    compiled_loss = None if quad else step.build_full_loss(model, layout, x, y, chunk)
+    compiled_loss = None if quad else step.build_full_loss(model, layout, x, y, _chunk(cfg))
     full_loss: Callable[[], tf.Tensor] = quad or compiled_loss  # type: ignore[assignment]
     accuracy = (
         step.build_accuracy(
@@ -104,13 +124,45 @@ def build_trial(cfg: TrialConfig) -> Built:
         else None
     )
     return Built(
-        ds=ds, model=model, opt=opt, layout=layout, sched=sched, perm=perm, x=x, y=y, plan=plan,
-        loop=loop, compiled_loss=compiled_loss, full_loss=full_loss, accuracy=accuracy, lin=lin,
-        diag=_diagnose(cfg, ds, sched, layout.steps_per_epoch) if lin is not None else None,
+        ds=ds, model=model, opt=p.opt, layout=layout, sched=p.sched, perm=perm, x=x, y=y,
+        plan=p.plan, loop=loop, compiled_loss=compiled_loss, full_loss=full_loss,
+        accuracy=accuracy, lin=lin,
+        diag=_diagnose(cfg, ds, p.sched, layout.steps_per_epoch) if lin is not None else None,
     )  # fmt: skip
 
 
-def _data_and_model(cfg: TrialConfig) -> tuple[datasets.Dataset, models.Model]:
+def _streamed(cfg: TrialConfig, data: Stream, p: _Parts) -> Built:
+    """Plugin API 2: one step per call on this rank's share, fed from tf.data (stream.py); the
+    full-dataset loss and the accuracy are streamed passes over the data."""
+    model, layout = p.model, p.layout
+    options = _options(cfg, p.plan, measure_noise=p.measure_noise, quadratic_loss=None)
+    loop = step.build_fed_step(model, p.opt, p.sched, layout, options)
+
+    def summed_loss(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(model.per_example_loss(x, y, training=False))
+
+    mean = streamed_mean(summed_loss, data, layout, _chunk(cfg))
+    penalty = model.has_penalty()
+
+    def full_loss() -> tf.Tensor:
+        loss = mean()
+        return loss + tf.cast(model.penalty(), tf.float64) if penalty else loss
+
+    test = data.test
+    accuracy = streamed_mean(model.correct, test, layout, _chunk(cfg)) if test else None
+    return Built(
+        ds=None, model=model, opt=p.opt, layout=layout, sched=p.sched, perm=None, x=None,
+        y=None, plan=p.plan, loop=loop, compiled_loss=None, full_loss=full_loss,
+        accuracy=accuracy, stream=data,
+    )  # fmt: skip
+
+
+def _chunk(cfg: TrialConfig) -> int:
+    """Evaluation batch: bounded activation memory."""
+    return 256 if cfg.model in ("cnn", "custom") else 1024
+
+
+def _data_and_model(cfg: TrialConfig) -> tuple[datasets.Dataset | Stream, models.Model]:
     if cfg.model == "custom":  # a user workload: its data and model, checked on every rank
         return custom.build(cfg)
     ds = datasets.build(cfg)
@@ -200,6 +252,12 @@ def trace(b: Built) -> float:
     t_compile = time.perf_counter()
     scalar = tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)
     losses = [tf.TensorSpec([], tf.float64)] * (3 if b.plan.epoch_loop else 2)
+    if b.stream is not None:  # ... and this rank's share of a step's examples
+        x, y = b.stream.x_spec, b.stream.y_spec
+        losses += [
+            tf.TensorSpec([None, *x.shape], x.dtype),
+            tf.TensorSpec([None, *y.shape], y.dtype),
+        ]
     b.loop.get_concrete_function(*scalar, *losses)
     if b.compiled_loss is not None:
         b.compiled_loss.get_concrete_function()

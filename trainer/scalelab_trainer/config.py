@@ -139,6 +139,11 @@ class TrialConfig:
     )
     metrics_port: int = _flag_field(0, "each rank serves /metrics on P + local rank; 0 = off")
     progress_interval_seconds: float = _flag_field(2.0, "rate limit of status patches")
+    progress_seconds: float = _flag_field(
+        60.0,
+        "a `progress` event (and its status patch) every S seconds inside a long epoch, so an "
+        "epoch longer than the operator's stall threshold is not taken for a stall; 0 = off",
+    )
     export_data: str | None = _flag_field(None, "write the exact dataset used (.npz)")
     loss_surface_points: int = _flag_field(
         0, "linear 1-D: K×K loss surface over (w, b) in the result; 0 = off"

@@ -1,5 +1,5 @@
-"""`--model custom`: load a user workload (plugin.py), check it, and hand train.py a Dataset and a
-Model like the built-in ones.
+"""`--model custom`: load a user workload (plugin.py), check it, and hand build.py a Dataset (or,
+plugin API 2, a Stream of records) and a Model like the built-in ones.
 
 Every check runs on every rank before the first collective, and the ranks then agree on the
 outcome with one allgather (failed?, data checksums): a plugin that fails anywhere fails the
@@ -25,13 +25,15 @@ from scalelab_trainer.datasets import Dataset
 from scalelab_trainer.models import Keras
 from scalelab_trainer.plugin import (
     ACCURACIES,
-    API_VERSION,
     LOSSES,
+    SPOKEN,
     Context,
     PerExample,
     PluginError,
+    Records,
     Workload,
 )
+from scalelab_trainer.stream import Stream, stream_of
 
 PROBE = 2  # examples of the output check
 
@@ -53,10 +55,10 @@ class Custom(Keras):
         return tf.reduce_sum(tf.cast(hits, tf.float32))
 
 
-def build(cfg: TrialConfig) -> tuple[Dataset, Custom]:
+def build(cfg: TrialConfig) -> tuple[Dataset | Stream, Custom]:
     """The user's data and model, identical on every rank, or PluginError on every rank."""
     try:
-        built: tuple[Dataset, Custom] | None = _load(cfg)
+        built: tuple[Dataset | Stream, Custom] | None = _load(cfg)
         error = None
     except PluginError as e:
         built, error = None, str(e)
@@ -65,12 +67,22 @@ def build(cfg: TrialConfig) -> tuple[Dataset, Custom]:
     return built
 
 
-def _load(cfg: TrialConfig) -> tuple[Dataset, Custom]:
+def _load(cfg: TrialConfig) -> tuple[Dataset | Stream, Custom]:
     wl = _call_entry_point(cfg)
-    ds = _dataset(wl, cfg.dataset_size)
+    data: Dataset | Stream
+    if wl.records is not None:
+        data = _stream(wl, cfg.dataset_size)
+        has_test = data.test is not None
+    else:
+        data = _dataset(wl, cfg.dataset_size)
+        has_test = data.x_test is not None
+    if wl.loss is None:
+        raise PluginError("the workload has no loss (Workload.loss is required)")
     loss, accuracy = _loss(wl.loss), _accuracy(wl.accuracy)
-    if accuracy is not None and ds.x_test is None:
-        raise PluginError("accuracy needs x_test and y_test (a held-out set to measure it on)")
+    if accuracy is not None and not has_test:
+        raise PluginError(
+            "accuracy needs a held-out set to measure it on (x_test and y_test, or test_records)"
+        )
     tf.keras.utils.set_random_seed(cfg.seed)
     try:
         net = wl.model()
@@ -79,10 +91,14 @@ def _load(cfg: TrialConfig) -> tuple[Dataset, Custom]:
     if not isinstance(net, tf.keras.Model):
         raise PluginError(f"the model builder must return a keras.Model, got {_kind(net)}")
     model = Custom(net, loss, accuracy)
-    _probe(model, ds, wl.loss)
+    _probe(model, data if isinstance(data, Dataset) else _first(data), wl.loss)
     if accuracy is None:  # the held-out set serves only the accuracy
-        ds = Dataset(x=ds.x, y=ds.y)
-    return ds, model
+        data = Dataset(data.x, data.y) if isinstance(data, Dataset) else _without_test(data)
+    return data, model
+
+
+def _without_test(stream: Stream) -> Stream:
+    return Stream(stream.keys, stream.load, stream.x_spec, stream.y_spec)
 
 
 def _call_entry_point(cfg: TrialConfig) -> Workload:
@@ -110,9 +126,10 @@ def _call_entry_point(cfg: TrialConfig) -> Workload:
         raise PluginError(
             f"entry point {target} must return scalelab_trainer.plugin.Workload, got {_kind(wl)}"
         )
-    if wl.api_version != API_VERSION:
+    if wl.api_version not in SPOKEN:
+        spoken = " and ".join(map(str, SPOKEN))
         raise PluginError(
-            f"the workload speaks plugin API {wl.api_version}; this trainer speaks {API_VERSION}"
+            f"the workload speaks plugin API {wl.api_version}; this trainer speaks {spoken}"
         )
     return wl
 
@@ -147,7 +164,62 @@ def _pair(x: Any, y: Any, names: tuple[str, str]) -> tuple[np.ndarray[Any, Any],
     return xa.astype(np.float32), ya
 
 
+def _records(records: Any, size: int, name: str) -> Stream:
+    """The first `size` keys of `records` (all when `size` is 0) as a Stream, its example
+    shapes read from the first example."""
+    if not isinstance(records, Records):
+        raise PluginError(f"{name} must be scalelab_trainer.plugin.Records, got {_kind(records)}")
+    keys = np.asarray([str(k) for k in records.keys], dtype=str)
+    if size and len(keys) < size:
+        raise PluginError(
+            f"{name} has {len(keys)} keys; workload.datasetSize asks for {size} examples "
+            "(lower datasetSize or give more)"
+        )
+    if not len(keys):
+        raise PluginError(f"{name} has no keys")
+    try:
+        stream = stream_of(keys[:size] if size else keys, records.load)
+    except Exception as e:
+        raise PluginError(
+            f"{name}: load({keys[0]!r}) cannot be traced ({type(e).__name__}: {_first_line(e)})"
+        ) from e
+    for what, spec in (("x", stream.x_spec), ("y", stream.y_spec)):
+        if not spec.shape.is_fully_defined():
+            raise PluginError(
+                f"{name}: load must give every example the same shape; {what} is {spec.shape} "
+                "(set it with tf.ensure_shape or tf.reshape)"
+            )
+    return stream
+
+
+def _stream(wl: Workload, size: int) -> Stream:
+    if wl.x is not None or wl.x_test is not None:
+        raise PluginError("records replaces x, y, x_test and y_test: give one or the other")
+    train = _records(wl.records, size, "records")
+    if wl.test_records is None:
+        return train
+    test = _records(wl.test_records, 0, "test_records")
+    if test.x_spec.shape != train.x_spec.shape:
+        raise PluginError(
+            f"test_records examples are {test.x_spec.shape}, records' are {train.x_spec.shape}"
+        )
+    return Stream(train.keys, train.load, train.x_spec, train.y_spec, test)
+
+
+def _first(stream: Stream) -> Dataset:
+    """The stream's first examples, in memory: what the model and the loss are checked on."""
+    try:
+        x, y = next(iter(stream.examples(np.arange(min(PROBE, stream.size))).batch(PROBE)))
+    except Exception as e:
+        raise PluginError(
+            f"records: load({stream.keys[0]!r}) raised {type(e).__name__}: {_first_line(e)}"
+        ) from e
+    return Dataset(x=x.numpy(), y=y.numpy())
+
+
 def _dataset(wl: Workload, size: int) -> Dataset:
+    if wl.x is None or wl.y is None:
+        raise PluginError("the workload has no data: give x and y, or records (plugin API 2)")
     x, y = _pair(wl.x, wl.y, ("x", "y"))
     if x.shape[0] < size:
         raise PluginError(
@@ -223,6 +295,12 @@ def _probe(model: Custom, ds: Dataset, loss_name: Any) -> None:
             f"the model cannot take the data: x examples of shape {ds.x.shape[1:]} "
             f"({type(e).__name__}: {_first_line(e)})"
         ) from e
+    active = [m.name for m in model.net.submodules if getattr(m, "activity_regularizer", None)]
+    if active:
+        raise PluginError(
+            f"activity regularisers are not supported (layers {active}); the trainer adds "
+            "the model's weight regularisers (kernel_regularizer, bias_regularizer) to the loss"
+        )
     if loss_name == "sparse_categorical_crossentropy":
         classes = int(out.shape[-1]) if out.shape.rank == 2 else 0
         low, high = int(ds.y.min()), int(ds.y.max())
@@ -249,12 +327,15 @@ def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [""])[0][:300]
 
 
-def _checksum(ds: Dataset) -> list[int]:
-    """CRC-32 of the training data and labels (low 31 bits: exact in an int64 tensor)."""
+def _checksum(ds: Dataset | Stream) -> list[int]:
+    """CRC-32 of the training data and labels, or of a stream's keys and its size (low 31 bits:
+    exact in an int64 tensor)."""
+    if isinstance(ds, Stream):
+        return [zlib.crc32("\n".join(ds.keys).encode()) & 0x7FFFFFFF, ds.size]
     return [zlib.crc32(np.ascontiguousarray(a).tobytes()) & 0x7FFFFFFF for a in (ds.x, ds.y)]
 
 
-def _agree(error: str | None, ds: Dataset | None) -> None:
+def _agree(error: str | None, ds: Dataset | Stream | None) -> None:
     """Every rank learns whether any rank failed and whether their data agree."""
     if world.size() == 1:
         if error:
@@ -270,6 +351,6 @@ def _agree(error: str | None, ds: Dataset | None) -> None:
         raise PluginError(f"the workload failed on rank(s) {failed} (see their logs)")
     if len({tuple(row[1:]) for row in rows}) > 1:
         raise PluginError(
-            "the workload's data differ between ranks: build x and y from ctx.seed "
-            "(never from the rank, the host or the clock)"
+            "the workload's data differ between ranks: build x and y (or the records' keys, "
+            "in a sorted order) from ctx.seed (never from the rank, the host or the clock)"
         )

@@ -2,18 +2,22 @@
 
 An epoch is trained in one of two ways, chosen once per trial (`Plan.epoch_loop`):
 - steps per call (`_steps_of_one_epoch`): the epoch's steps, K per call of the step loop, then the
-  epoch is closed on the host;
+  epoch is closed on the host; with streamed data (plugin API 2) one step per call, each fed this
+  rank's share of its global batch from tf.data (stream.Feed), the input's wait timed apart;
 - epochs per call (`_epochs_in_one_call`, linear models): one call runs whole epochs with the
   stopping rules inside the graph, and each epoch it returns is closed as if it had been run alone
   (the same sums, events and rules).
 
 Closing an epoch (`_close`) measures the full-dataset loss (comparable across batch sizes), writes
 the `epoch` event and metrics, and applies the stopping rules on the host in this order:
-divergence, target loss, the lab's relative-change rule, the epoch cap. Called by train.py.
+divergence, target loss, the lab's relative-change rule, the epoch cap. Inside an epoch of the
+first kind a `progress` event is written every --progress-seconds (an epoch may be longer than
+the operator's stall threshold). Called by train.py.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +33,7 @@ from scalelab_trainer.config import TrialConfig
 from scalelab_trainer.events import Emitter
 from scalelab_trainer.metrics import TrialMetrics
 from scalelab_trainer.noise import NoiseAccumulator
+from scalelab_trainer.stream import INPUT_FIELDS, Feed, InputTime, input_time
 
 STOP_CHECK_CALLS = 50  # with N > 1, ranks agree on a stop request every this many calls
 #: Linear models on one process run whole epochs per call, as many as the last call's pace fits
@@ -70,6 +75,8 @@ class Run:
     noise: NoiseAccumulator = field(default_factory=NoiseAccumulator)  # smoothed across epochs
     noise_at_target: dict[str, Any] | None = None  # noise.summary() when the target was reached
     noise_unmeasured: str | None = None  # why B_simple is not estimated at all
+    input: InputTime | None = None  # streamed data: the input's wait over all epochs so far
+    last_progress: float = 0.0  # perf_counter of the last epoch or progress event
 
     def noise_summary(self) -> dict[str, Any]:
         """B_simple so far, its standard error, and why it is null when it is."""
@@ -92,6 +99,7 @@ class Epoch:
     diverged: bool = False
     target_hit: int | None = None  # global step at which the target was first reached
     last: step.CallOutput | None = None
+    input: InputTime | None = None  # streamed data: the epoch's wait for input and step calls
 
 
 def train(cfg: TrialConfig, b: Built, sinks: Sinks) -> Run:
@@ -118,61 +126,98 @@ class EpochLoop:
             tf.constant(cfg.target_loss or 0.0, tf.float64),
         )
         self.previous = loss0 if cfg.stopping_loss == "full" else None
+        self.feed: Feed | None = None
+        if b.stream is not None:
+            self.run.input = InputTime()
+            order = functools.partial(step.epoch_order, b.layout.n, cfg.seed, shuffle=cfg.shuffle)
+            self.feed = Feed(b.stream, b.layout, order, (1, cfg.max_epochs))
 
     def train(self) -> Run:
         run = self.run
-        run.t_train = time.perf_counter()
+        run.t_train = run.last_progress = time.perf_counter()
         while run.stop is None:
             if self.b.plan.epoch_loop:
                 self._epochs_in_one_call()
                 continue
             run.epoch += 1
             t_epoch = time.perf_counter()
-            if self.cfg.shuffle:
+            if self.cfg.shuffle and self.b.stream is None:  # (a feed draws its own order)
                 self._shuffle(run.epoch)
-            epoch = self._steps_of_one_epoch()
+            epoch = self._steps_of_one_epoch(t_epoch)
             now = time.perf_counter()
             self._close(epoch, (now - t_epoch, now))
         return run
 
     def _shuffle(self, epoch: int) -> None:
         """Same permutation on every rank: drawn from the trial seed and the epoch number."""
-        self.b.perm.assign(
-            np.random.default_rng([self.cfg.seed, epoch]).permutation(self.b.ds.size)
-        )
+        assert self.b.perm is not None  # data in memory
+        self.b.perm.assign(step.epoch_order(self.b.layout.n, self.cfg.seed, epoch, shuffle=True))
 
     # --- steps per call ---------------------------------------------------------------------
 
-    def _steps_of_one_epoch(self) -> Epoch:
-        """The epoch's steps, K per call, until the epoch ends, a step diverges or SIGTERM."""
+    def _steps_of_one_epoch(self, t_epoch: float) -> Epoch:
+        """The epoch's steps, K per call, until the epoch ends, a step diverges or SIGTERM;
+        streamed data: one step per call on the batch the feed hands over."""
         cfg, b, run = self.cfg, self.b, self.run
         S, K = b.layout.steps_per_epoch, b.plan.steps_per_call
         samples_per_call = K * cfg.batch_size
+        feed = self.feed
         epoch = Epoch()
         pos = 0
         while pos < S:
             k = min(K, S - pos)
+            fed = feed.batch(pos) if feed is not None else ()
             t0 = time.perf_counter()
             vector = b.loop(
-                tf.constant(run.steps, tf.int64), tf.constant(k, tf.int64), *self.bounds
+                tf.constant(run.steps, tf.int64), tf.constant(k, tf.int64), *self.bounds, *fed
             )
             out = step.CallOutput.decode(vector.numpy(), b.plan.recorded_params)
             dt = time.perf_counter() - t0
             done = out.done
-            whole = done == K and (pos + K < S or b.ds.size % cfg.batch_size == 0)  # no short batch
+            whole = done == K and (
+                pos + K < S or b.layout.n % cfg.batch_size == 0
+            )  # no short batch
             samples = samples_per_call if whole else b.layout.batch_sizes(run.steps, done)
-            run.clock.add(dt, done, samples)
+            # (a step's time includes the wait for its input: the step loop's pace)
+            run.clock.add(dt + (feed.last_wait if feed else 0.0), done, samples)
             if self.sinks.metrics:
                 self.sinks.metrics.on_steps(done, samples, dt)
             self._add_call(epoch, out)
             pos += k
             run.calls += 1
+            if feed is not None:
+                feed.called += dt
+            self._progress(epoch, t_epoch, feed)
             if out.diverged:
                 break
             if agreed_stop(self.sinks.stop_requested, b.layout.size, run.calls):
                 run.interrupted = True
                 break
+        if feed is not None:
+            epoch.input = input_time(*feed.epoch_done(), b.layout.size)
         return epoch
+
+    def _progress(self, epoch: Epoch, t_epoch: float, feed: Feed | None) -> None:
+        """A `progress` event when --progress-seconds passed since the last event: the epoch so
+        far (rank 0's own input wait; the epoch event gives the largest of every rank's)."""
+        run, b, every = self.run, self.b, self.cfg.progress_seconds
+        now = time.perf_counter()
+        if every <= 0 or now - run.last_progress < every:
+            return
+        run.last_progress = now
+        spent = input_time(feed.waited, feed.called, 1) if feed is not None else None
+        samples = b.layout.batch_sizes(run.steps - epoch.updates, epoch.updates)
+        self.sinks.emitter.emit(
+            "progress",
+            epoch=run.epoch,
+            epochSteps=epoch.updates,
+            stepsPerEpoch=b.layout.steps_per_epoch,
+            steps=run.steps,
+            updateLoss=epoch.update_loss_sum / epoch.updates if epoch.updates else None,
+            samplesPerSecond=samples / (now - t_epoch),
+            trainingSeconds=now - run.t_train,
+            **_input_fields(spent),
+        )
 
     # --- epochs per call --------------------------------------------------------------------
 
@@ -315,7 +360,11 @@ class EpochLoop:
             learningRate=lr_now,
             **noise,
             testAccuracy=acc,
+            **_input_fields(epoch.input),
         )
+        run.last_progress = time.perf_counter()
+        if epoch.input is not None and run.input is not None:
+            run.input.add(epoch.input)
         if self.sinks.metrics:
             self.sinks.metrics.on_epoch(run.epoch, run.loss, update_loss, gns, lr_now)
         return update_loss
@@ -338,6 +387,18 @@ def _curves(cfg: TrialConfig, b: Built) -> dict[str, list[Any]]:
     if b.plan.recorded_params:
         curves["updateParams"] = []  # every update's parameters: the lab's SGD path
     return curves
+
+
+def _input_fields(spent: InputTime | None) -> dict[str, Any]:
+    """The input-time fields of an event or the result: null when the data is in memory."""
+    if spent is None:
+        return dict.fromkeys(INPUT_FIELDS)
+    return spent.fields()
+
+
+def input_summary(run: Run) -> dict[str, Any]:
+    """The result's input-time fields: the sums over the epochs (null with data in memory)."""
+    return _input_fields(run.input)
 
 
 def _unmeasured(cfg: TrialConfig, b: Built) -> str | None:

@@ -30,6 +30,14 @@ class Model(Protocol):
 
     def summary(self) -> dict[str, Any]: ...
 
+    def has_penalty(self) -> bool:
+        """Whether the model has losses of its own (Keras weight regularisers)."""
+        ...
+
+    def penalty(self) -> tf.Tensor:
+        """Their sum, once per step, added to the training and the full-dataset loss."""
+        ...
+
 
 class Linear:
     """y = x·w + b, squared error; w and b start at zero as in the lab."""
@@ -46,6 +54,12 @@ class Linear:
         return tf.square(tf.linalg.matvec(x, self.w) + self.b - y)
 
     def correct(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        return tf.zeros([], tf.float64)
+
+    def has_penalty(self) -> bool:
+        return False
+
+    def penalty(self) -> tf.Tensor:
         return tf.zeros([], tf.float64)
 
     def theta(self) -> npt.NDArray[np.float64]:
@@ -86,6 +100,12 @@ class Keras:
     def correct(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         pred = tf.argmax(self.net(x, training=False), axis=-1)
         return tf.reduce_sum(tf.cast(tf.equal(pred, y), tf.float32))
+
+    def has_penalty(self) -> bool:
+        return bool(self.net.losses)
+
+    def penalty(self) -> tf.Tensor:
+        return tf.add_n([tf.cast(v, tf.float32) for v in self.net.losses])
 
     def summary(self) -> dict[str, Any]:
         sq = sum(float(tf.reduce_sum(tf.square(v))) for v in self.trainable)

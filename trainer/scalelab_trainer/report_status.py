@@ -1,14 +1,16 @@
 """Out channel 2 of the trial contract: rank 0 merge-patches ScaleTrial.status in a cluster.
 
 `StatusReporter` listens to the trial's events: `epoch` events become a rate-limited
-`status.progress` patch, the `result` event becomes `status.result` (always sent, without `config`
-and `curves`, which belong to the results, not to the status: store_results.py keeps them). It
-remembers the ScaleTrial's uid from the patch answers (the owner of those results). Reporting
-never stops training: every failure is logged to stderr and the next event tries again. The
-result is the one write that must not be lost (a restarting API server or etcd must not turn a
-finished trial into NoResult): it is retried with backoff for up to RESULT_RETRY_SECONDS, unless
-the API server refused the body itself (400, 413, 422). The Kubernetes client is loaded from
-the in-cluster service account, or KUBECONFIG outside one. Attached by __main__.py.
+`status.progress` patch, and so do `progress` events inside a long epoch (steps, pace and
+`updatedAt` only: epoch and loss stay the last finished epoch's); the `result` event becomes
+`status.result` (always sent, without `config` and `curves`, which belong to the results, not to the
+status: store_results.py keeps them). It remembers the ScaleTrial's uid from the patch answers (the
+owner of those results). Reporting never stops training: every failure is logged to stderr and the
+next event tries again. The result is the one write that must not be lost (a restarting API server
+or etcd must not turn a finished trial into NoResult): it is retried with backoff for up to
+RESULT_RETRY_SECONDS, unless the API server refused the body itself (400, 413, 422). The Kubernetes
+client is loaded from the in-cluster service account, or KUBECONFIG outside one. Attached by
+__main__.py.
 """
 
 from __future__ import annotations
@@ -81,6 +83,14 @@ def progress_payload(event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def in_epoch_payload(event: dict[str, Any]) -> dict[str, Any]:
+    """The merge patch for a `progress` event inside an epoch: what changes before its end."""
+    progress = progress_payload(event)["status"]["progress"]
+    for kept in ("epoch", "loss"):  # the last finished epoch's, kept as they are
+        del progress[kept]
+    return {"status": {"progress": progress}}
+
+
 def result_payload(event: dict[str, Any]) -> dict[str, Any]:
     """The merge patch for the `result` event: the result minus config, curves and envelope."""
     return {"status": {"result": {k: v for k, v in event.items() if k not in RESULT_DROP}}}
@@ -115,6 +125,11 @@ class StatusReporter:
                 return
             self.last, self.held = now, None
             self._send(progress_payload(event))
+        elif kind == "progress":  # inside an epoch: never held, the epoch's event follows
+            now = self.clock()
+            if self.last is None or now - self.last >= self.interval:
+                self.last = now
+                self._send(in_epoch_payload(event))
         elif kind == "result":
             body = result_payload(event)
             if self.held is not None:

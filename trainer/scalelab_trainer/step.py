@@ -11,6 +11,7 @@ For linear models the call runs whole epochs and applies the stopping rules at e
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -142,6 +143,21 @@ class Layout:
         pos = (np.arange(first, first + count) % self.steps_per_epoch) * self.batch
         return int(np.minimum(self.batch, self.n - pos).sum())
 
+    def shares(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Positions [lo, hi) of the epoch's order that this rank takes in each step of an
+        epoch: the rule `StepProgram.one_step` applies in the graph, on the host."""
+        start = np.arange(self.steps_per_epoch, dtype=np.int64) * self.batch
+        g = np.minimum(self.batch, self.n - start)
+        return start + g * self.rank // self.size, start + g * (self.rank + 1) // self.size
+
+
+def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> npt.NDArray[np.int64]:
+    """The epoch's order of the n examples: the identity, or with shuffling a permutation drawn
+    from (trial seed, epoch), the same on every rank."""
+    if not shuffle:
+        return np.arange(n, dtype=np.int64)
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
 
 def sq_norm(tensors: list[tf.Tensor]) -> tf.Tensor:
     return tf.add_n([tf.reduce_sum(tf.square(t)) for t in tensors])
@@ -210,11 +226,11 @@ class StepProgram:
         schedule: Schedule,
         layout: Layout,
         *,
-        data: tuple[tf.Tensor, tf.Tensor, tf.Variable],
+        data: tuple[tf.Tensor | None, tf.Tensor | None, tf.Variable | None],
         options: Options,
     ) -> None:
         self.model, self.opt, self.schedule, self.layout = model, opt, schedule, layout
-        self.x, self.y, self.perm = data  # the dataset and the epoch's order
+        self.x, self.y, self.perm = data  # the dataset and the epoch's order (None: fed)
         self.o = options
         self.variables = model.trainable
         self.params = sum(int(np.prod(v.shape)) for v in self.variables)  # P
@@ -240,8 +256,10 @@ class StepProgram:
         small = small_sq / tf.maximum(small_n, 1) if self.o.measure_noise else small_sq
         return grads, loss, small, gf
 
-    def examples(self, lo: tf.Tensor, hi: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Positions [lo, hi) of the epoch's order: their x and y."""
+    def examples(self, lo: tf.Tensor, hi: tf.Tensor, share: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        """Positions [lo, hi) of the epoch's order (within this rank's share, which starts at
+        `share`): their x and y."""
+        assert self.perm is not None
         idx = self.perm[lo:hi]
         return tf.gather(self.x, idx), tf.gather(self.y, idx)
 
@@ -249,8 +267,10 @@ class StepProgram:
         self, lo: tf.Tensor, hi: tf.Tensor, gf: tf.Tensor
     ) -> tuple[list[tf.Tensor], tf.Tensor, tf.Tensor, tf.Tensor]:
         """This rank's share [lo, hi) of the global batch of gf examples: the gradient of its
-        summed losses / gf, that loss, and the noise estimator's micro-batch sums."""
+        summed losses / gf (plus 1/N of the model's own penalty), that loss, and the noise
+        estimator's micro-batch sums."""
         dt, M = self.model.dtype, self.layout.micro
+        penalty = self._penalty()
         grads: list[tf.Tensor] | None = None
         loss: tf.Tensor | None = None
         small_sq: tf.Tensor | None = None
@@ -258,7 +278,7 @@ class StepProgram:
         for m in range(M):  # micro-batches: the small batches of the noise estimator on 1 process
             mlo = lo if m == 0 else lo + (hi - lo) * m // M
             mhi = hi if m == M - 1 else lo + (hi - lo) * (m + 1) // M
-            xb, yb = self.examples(mlo, mhi)
+            xb, yb = self.examples(mlo, mhi, lo)
             with tf.GradientTape() as tape:
                 part = tf.reduce_sum(self.model.per_example_loss(xb, yb, training=True)) / gf
             gm = tape.gradient(part, self.variables)
@@ -269,14 +289,35 @@ class StepProgram:
                 k = tf.cast(mhi - mlo, dt)
                 # Gradient of the micro-batch's own mean loss is gm·g/k; its squared norm.
                 has = tf.cast(k > 0, dt)
-                sq = has * sq_norm(gm) * tf.square(gf / tf.maximum(k, 1))
+                if penalty is None:
+                    sq = has * sq_norm(gm) * tf.square(gf / tf.maximum(k, 1))
+                else:  # ... plus the penalty's, which every batch size shares
+                    scale = gf / tf.maximum(k, 1)
+                    sq = has * sq_norm([a * scale + p for a, p in zip(gm, penalty[1], strict=True)])
                 small_sq = sq if small_sq is None else small_sq + sq
                 small_n = has if small_n is None else small_n + has
         assert grads is not None
         assert loss is not None
+        if penalty is not None:  # each rank adds 1/N: the sum over ranks adds it once
+            N = self.layout.size
+            loss = loss + penalty[0] / N
+            grads = [a + p / N for a, p in zip(grads, penalty[1], strict=True)]
         if small_sq is None or small_n is None:  # not measuring noise: nothing to carry
             small_sq, small_n = tf.zeros([], dt), tf.ones([], dt)
         return grads, loss, small_sq, small_n
+
+    def _penalty(self) -> tuple[tf.Tensor, list[tf.Tensor]] | None:
+        """The model's own losses (weight regularisers) and their gradient; None without any
+        (no op is emitted then)."""
+        if not self.model.has_penalty():
+            return None
+        with tf.GradientTape() as tape:
+            value = self.model.penalty()
+        grads = tape.gradient(value, self.variables)
+        zero = tf.zeros_like
+        return value, [
+            zero(v) if g is None else g for g, v in zip(grads, self.variables, strict=True)
+        ]
 
     # --- the loop body ----------------------------------------------------------------------
 
@@ -504,13 +545,25 @@ def _sharded_mean(
 def build_full_loss(
     model: Model, layout: Layout, x: tf.Tensor, y: tf.Tensor, chunk: int = 1024
 ) -> Compiled:
-    """Mean loss over the whole dataset, sharded over the ranks."""
-    return _sharded_mean(
+    """Mean loss over the whole dataset, sharded over the ranks (plus the model's penalty)."""
+    mean = _sharded_mean(
         lambda s, e: tf.reduce_sum(model.per_example_loss(x[s:e], y[s:e], training=False)),
         layout.n,
         layout,
         chunk,
     )
+    return with_penalty(model, mean)
+
+
+def with_penalty(model: Model, mean: Compiled) -> Compiled:
+    """`mean` plus the model's own losses, when it has any (the objective it trains on)."""
+    if not model.has_penalty():
+        return mean
+
+    def total() -> tf.Tensor:
+        return mean() + tf.cast(model.penalty(), tf.float64)
+
+    return cast(Compiled, tf.function(total, autograph=False))
 
 
 def build_accuracy(
@@ -518,3 +571,31 @@ def build_accuracy(
 ) -> Compiled:
     """Share of held-out examples classified correctly, sharded like `build_full_loss`."""
     return _sharded_mean(lambda s, e: model.correct(x[s:e], y[s:e]), int(x.shape[0]), layout, chunk)
+
+
+class FedProgram(StepProgram):
+    """The step program of streamed data (plugin API 2): one step per call, on this rank's
+    share of the global batch handed to the call (`fed`), instead of gathered from the dataset
+    on the device."""
+
+    fed: tuple[tf.Tensor, tf.Tensor]
+
+    def call(self, first: tf.Tensor, count: tf.Tensor, *rest: tf.Tensor) -> tf.Tensor:
+        """`rest`: limit, target, then this rank's share of the step's x and y."""
+        limit, target, x, y = rest
+        self.fed = (x, y)  # read at tracing by `examples`
+        return self.loop(first, count, limit, target)
+
+    def examples(self, lo: tf.Tensor, hi: tf.Tensor, share: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        x, y = self.fed
+        return x[lo - share : hi - share], y[lo - share : hi - share]
+
+
+def build_fed_step(
+    model: Model, opt: Optimizer, schedule: Schedule, layout: Layout, options: Options
+) -> Compiled:
+    """A tf.function of one step on a fed batch: (first, 1, limit, target, x, y), this rank's
+    share of global step `first` as x and y; returns the step loop's vector."""
+    one = dataclasses.replace(options, one_per_call=True, epoch_rule=None)
+    program = FedProgram(model, opt, schedule, layout, data=(None, None, None), options=one)
+    return cast(Compiled, tf.function(program.call, autograph=False))

@@ -20,7 +20,7 @@ from scalelab_trainer import linear, step
 from scalelab_trainer.build import UPDATE_PARAMS_LIMIT, Built, build_trial, trace
 from scalelab_trainer.clock import Clock
 from scalelab_trainer.config import TrialConfig
-from scalelab_trainer.epochs import Run, Sinks, train
+from scalelab_trainer.epochs import Run, Sinks, input_summary, train
 from scalelab_trainer.events import Emitter
 from scalelab_trainer.metrics import TrialMetrics
 
@@ -78,7 +78,7 @@ def _run_trial(
         baseLearningRate=b.sched.base,
         warmupSteps=b.sched.warmup_steps,
         stepsPerEpoch=b.layout.steps_per_epoch,
-        datasetSize=b.ds.size,
+        datasetSize=b.layout.n,
         diagnostics=b.diag.as_event() if b.diag else None,
     )
     compile_seconds = trace(b)
@@ -100,7 +100,9 @@ def _run_trial(
     result["trainingSeconds"] = time.perf_counter() - run.t_train
     # The compute/communication split costs one more trace; it matters for throughput
     # workloads, not for the line (whose steps take microseconds).
-    if result["phase"] == "Succeeded" and not run.interrupted and run.clock.steps and not b.lin:
+    # (streamed data: not measured, the twin would need the data on the device)
+    timed = result["phase"] == "Succeeded" and not run.interrupted and run.clock.steps
+    if timed and not b.lin and b.stream is None:
         result["stepTimeSplit"] = _measure_split(b, run.clock)
     if surface is not None:
         result["lossSurface"] = surface
@@ -109,7 +111,7 @@ def _run_trial(
 
 def _loss_surface(cfg: TrialConfig, b: Built) -> dict[str, Any] | None:
     """Linear model on 1-D data with --loss-surface-points K: the loss on a K×K (w, b) grid."""
-    if b.lin is None or cfg.loss_surface_points <= 0 or b.ds.x.shape[1] != 1:
+    if b.lin is None or b.ds is None or cfg.loss_surface_points <= 0 or b.ds.x.shape[1] != 1:
         return None
     wg, bg = linear.surface_grid(cfg.data_w, cfg.data_b, cfg.loss_surface_points)
     return {
@@ -155,6 +157,7 @@ def _result(cfg: TrialConfig, b: Built, run: Run, warnings: list[str]) -> dict[s
         "curves": curves,
         "warnings": warnings,
         "interrupted": run.interrupted,
+        **input_summary(run),
     }
 
 
