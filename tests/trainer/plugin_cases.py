@@ -15,10 +15,17 @@ import tensorflow as tf
 
 from scalelab_trainer.plugin import Context, Records, Workload
 
+#: The examples a case gives when the trial sets no --dataset-size (then all of them are used).
+ALL = 80
+
+
+def _size(ctx: Context) -> int:
+    return ALL if ctx.dataset_size is None else ctx.dataset_size
+
 
 def _data(ctx: Context, features: int = 2, classes: int = 2) -> tuple[Any, Any]:
     rng = np.random.default_rng(ctx.seed)
-    x = rng.normal(size=(ctx.dataset_size, features)).astype(np.float32)
+    x = rng.normal(size=(_size(ctx), features)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int64) % classes
     return x, y
 
@@ -77,7 +84,7 @@ def output_misfit(ctx: Context) -> Workload:
 
 def labels_outside(ctx: Context) -> Workload:
     x, _ = _data(ctx)
-    y = np.arange(ctx.dataset_size) % 5
+    y = np.arange(_size(ctx)) % 5
     return Workload(model=lambda: _mlp(2, 2), x=x, y=y, loss="sparse_categorical_crossentropy")
 
 
@@ -133,14 +140,14 @@ def streamed(ctx: Context) -> Workload:
         model=lambda: _mlp(2, 2, int(ctx.parameters.get("units", 8))),
         loss="sparse_categorical_crossentropy",
         accuracy="sparse_categorical",
-        records=Records(keys=_keys(ctx.dataset_size), load=_indexed),
+        records=Records(keys=_keys(_size(ctx)), load=_indexed),
         test_records=Records(keys=_keys(64, first=100_000), load=_indexed),
     )
 
 
 def in_memory(ctx: Context) -> Workload:
     """The examples of `streamed`, as arrays (plugin API 1)."""
-    x, y = _indexed_arrays(ctx.dataset_size)
+    x, y = _indexed_arrays(_size(ctx))
     x_test, y_test = _indexed_arrays(64, first=100_000)
     return Workload(
         model=lambda: _mlp(2, 2, int(ctx.parameters.get("units", 8))),
@@ -165,7 +172,7 @@ def slow_input(ctx: Context) -> Workload:
     return Workload(
         model=lambda: _mlp(2, 2),
         loss="sparse_categorical_crossentropy",
-        records=Records(keys=_keys(ctx.dataset_size), load=load),
+        records=Records(keys=_keys(_size(ctx)), load=load),
     )
 
 
@@ -195,7 +202,7 @@ def streamed_regularised(ctx: Context) -> Workload:
     return Workload(
         model=lambda: _regularised_mlp(l2),
         loss="sparse_categorical_crossentropy",
-        records=Records(keys=_keys(ctx.dataset_size), load=_indexed),
+        records=Records(keys=_keys(_size(ctx)), load=_indexed),
     )
 
 
@@ -218,7 +225,7 @@ def records_of_unknown_shape(ctx: Context) -> Workload:
     return Workload(
         model=lambda: _mlp(2, 2),
         loss="sparse_categorical_crossentropy",
-        records=Records(keys=_keys(ctx.dataset_size), load=load),
+        records=Records(keys=_keys(_size(ctx)), load=load),
     )
 
 
@@ -226,5 +233,5 @@ def too_few_records(ctx: Context) -> Workload:
     return Workload(
         model=lambda: _mlp(2, 2),
         loss="sparse_categorical_crossentropy",
-        records=Records(keys=_keys(ctx.dataset_size - 1), load=_indexed),
+        records=Records(keys=_keys(_size(ctx) - 1), load=_indexed),
     )

@@ -1,7 +1,8 @@
 """Streamed data (plugin API 2) on real processes: the records' examples train exactly as the same
 examples in memory, on 1 and 2 Horovod processes alike (shuffled, an uneven last batch); a slow
 input pipeline is reported input-bound; long epochs write progress events; a model's weight
-regularisers are part of the loss it reports."""
+regularisers are part of the loss it reports; without --dataset-size a workload trains on every
+example it gives."""
 
 from __future__ import annotations
 
@@ -18,14 +19,21 @@ pytestmark = pytest.mark.horovod
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = "tests.trainer.plugin_cases"
+#: The examples a plugin case gives without --dataset-size (plugin_cases.ALL; not imported,
+#: which would load TensorFlow into the test process).
+ALL = 80
 FIELDS = ("inputWaitSeconds", "stepCallSeconds", "inputWaitFraction", "inputBound")
 
 
-def _trial(name: str, entry: str, *extra: str, params: dict[str, Any] | None = None) -> list[str]:
+def _trial(
+    name: str, entry: str, *extra: str, params: dict[str, Any] | None = None, size: int | None = 100
+) -> list[str]:
+    """One trial's argv; `size` None: no --dataset-size (every example the workload gives)."""
     return [
         "--trial", name, "--model", "custom", "--dataset", "custom", "--entry-point",
         f"{CASES}:{entry}", "--workload-parameters", json.dumps(params or {}),
-        "--dataset-size", "100", "--batch-size", "32", "--optimizer", "momentum",
+        *(["--dataset-size", str(size)] if size is not None else []),
+        "--batch-size", "32", "--optimizer", "momentum",
         "--learning-rate", "0.05", "--max-epochs", "3", "--relative-tolerance", "0",
         "--shuffle", *extra,
     ]  # fmt: skip
@@ -53,6 +61,8 @@ def one(tmp_path_factory: pytest.TempPathFactory) -> Run:
         _trial("plain", "regularised", "--learning-rate", "1e-12", "--max-epochs", "1"),
         _trial("l2", "regularised", "--learning-rate", "1e-12", "--max-epochs", "1",
                params={"l2": 0.1}),
+        _trial("all-memory", "in_memory", size=None),
+        _trial("all-streamed", "streamed", size=None),
     ]  # fmt: skip
     return _run(tmp_path_factory.mktemp("one"), 1, trials)
 
@@ -133,3 +143,21 @@ def test_a_models_weight_regularisers_are_part_of_its_loss(one: Run) -> None:
     assert l2["curves"]["updateLoss"][0] - plain["curves"]["updateLoss"][0] == pytest.approx(
         0.1 * norm2, rel=1e-5
     )
+
+
+def test_a_custom_workload_without_a_dataset_size_trains_on_every_example_it_gives(
+    one: Run,
+) -> None:
+    """No --dataset-size: the workload is told None and gives ALL examples; all of them train
+    (ceil(80 / 32) = 3 steps an epoch), and the start event and the result say 80."""
+    for trial in ("all-memory", "all-streamed"):
+        (start,) = one.of("start", trial)
+        result = _result(one, trial)
+        assert start["config"]["datasetSize"] is None
+        assert (start["datasetSize"], start["stepsPerEpoch"]) == (ALL, 3)
+        assert (result["phase"], result["datasetSize"], result["steps"]) == ("Succeeded", ALL, 9)
+    memory, streamed = _result(one, "all-memory"), _result(one, "all-streamed")
+    np.testing.assert_allclose(
+        streamed["curves"]["epochLoss"], memory["curves"]["epochLoss"], rtol=1e-6
+    )
+    assert _result(one, "memory")["datasetSize"] == 100

@@ -24,6 +24,9 @@ LR_SCALINGS = ("none", "linear", "sqrt")
 STOPPING_LOSSES = ("full", "update")
 CNN_ARCHS = ("resnet-small", "resnet50")
 
+#: The examples of a built-in dataset without --dataset-size (lab1-line: the lab's n = 100).
+DEFAULT_DATASET_SIZE = 100
+
 
 def _flag_field(default: Any, help_: str) -> Any:
     """A TrialConfig field: its default and the one text that documents it (its --help)."""
@@ -62,7 +65,11 @@ class TrialConfig:
     workload_parameters: str = _flag_field(
         "{}", "custom: JSON object handed to the entry point as ctx.parameters"
     )
-    dataset_size: int = _flag_field(100, "examples (lab1-line: the lab's n = 100)")
+    dataset_size: int | None = _flag_field(
+        None,
+        f"examples; absent: {DEFAULT_DATASET_SIZE} for a built-in dataset (lab1-line: the lab's "
+        "n), every example a custom workload provides",
+    )
     seed: int = _flag_field(
         0, "data and initialisation seed (lab1-line: equals the lab's np.random.seed(S))"
     )
@@ -195,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
                 help=help_,
             )
             continue
-        kind: type[Any] = {"int": int, "float": float, "float | None": float}.get(str(f.type), str)
+        kinds = {"int": int, "int | None": int, "float": float, "float | None": float}
+        kind: type[Any] = kinds.get(str(f.type), str)
         p.add_argument(
             flag, dest=f.name, type=kind, default=default, choices=_CHOICES.get(f.name), help=help_
         )
@@ -218,7 +226,8 @@ def parse_config(argv: Sequence[str]) -> TrialConfig:
 
 
 def validate(cfg: TrialConfig) -> TrialConfig:
-    """Refuse configurations that cannot run, with a message a person can act on."""
+    """Refuse configurations that cannot run, with a message a person can act on; a built-in
+    dataset without --dataset-size gets DEFAULT_DATASET_SIZE (a custom one keeps None: all)."""
     pairs = {
         "linear": ("lab1-line", "regression"),
         "mlp": ("digits", "regression"),
@@ -231,12 +240,16 @@ def validate(cfg: TrialConfig) -> TrialConfig:
         )
     _validate_custom(cfg)
     for name in ("dataset_size", "batch_size", "reference_batch_size", "max_epochs"):
-        if getattr(cfg, name) < 1:
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     if cfg.learning_rate <= 0:
         raise ValueError("--learning-rate must be > 0")
     if cfg.warmup_epochs < 0 or cfg.relative_tolerance < 0:
         raise ValueError("--warmup-epochs and --relative-tolerance must be >= 0")
+    if cfg.dataset_size is None and cfg.dataset != "custom":
+        # Resolved here so that events and results name the size a built-in trial used.
+        return dataclasses.replace(cfg, dataset_size=DEFAULT_DATASET_SIZE)
     return cfg
 
 

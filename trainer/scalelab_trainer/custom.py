@@ -164,13 +164,13 @@ def _pair(x: Any, y: Any, names: tuple[str, str]) -> tuple[np.ndarray[Any, Any],
     return xa.astype(np.float32), ya
 
 
-def _records(records: Any, size: int, name: str) -> Stream:
-    """The first `size` keys of `records` (all when `size` is 0) as a Stream, its example
+def _records(records: Any, size: int | None, name: str) -> Stream:
+    """The first `size` keys of `records` (all when `size` is None) as a Stream, its example
     shapes read from the first example."""
     if not isinstance(records, Records):
         raise PluginError(f"{name} must be scalelab_trainer.plugin.Records, got {_kind(records)}")
     keys = np.asarray([str(k) for k in records.keys], dtype=str)
-    if size and len(keys) < size:
+    if size is not None and len(keys) < size:
         raise PluginError(
             f"{name} has {len(keys)} keys; workload.datasetSize asks for {size} examples "
             "(lower datasetSize or give more)"
@@ -178,7 +178,7 @@ def _records(records: Any, size: int, name: str) -> Stream:
     if not len(keys):
         raise PluginError(f"{name} has no keys")
     try:
-        stream = stream_of(keys[:size] if size else keys, records.load)
+        stream = stream_of(keys[:size], records.load)
     except Exception as e:
         raise PluginError(
             f"{name}: load({keys[0]!r}) cannot be traced ({type(e).__name__}: {_first_line(e)})"
@@ -192,13 +192,13 @@ def _records(records: Any, size: int, name: str) -> Stream:
     return stream
 
 
-def _stream(wl: Workload, size: int) -> Stream:
+def _stream(wl: Workload, size: int | None) -> Stream:
     if wl.x is not None or wl.x_test is not None:
         raise PluginError("records replaces x, y, x_test and y_test: give one or the other")
     train = _records(wl.records, size, "records")
     if wl.test_records is None:
         return train
-    test = _records(wl.test_records, 0, "test_records")
+    test = _records(wl.test_records, None, "test_records")
     if test.x_spec.shape != train.x_spec.shape:
         raise PluginError(
             f"test_records examples are {test.x_spec.shape}, records' are {train.x_spec.shape}"
@@ -217,11 +217,14 @@ def _first(stream: Stream) -> Dataset:
     return Dataset(x=x.numpy(), y=y.numpy())
 
 
-def _dataset(wl: Workload, size: int) -> Dataset:
+def _dataset(wl: Workload, size: int | None) -> Dataset:
+    """The first `size` examples of x and y (all when `size` is None), and the held-out set."""
     if wl.x is None or wl.y is None:
         raise PluginError("the workload has no data: give x and y, or records (plugin API 2)")
     x, y = _pair(wl.x, wl.y, ("x", "y"))
-    if x.shape[0] < size:
+    if not x.shape[0]:
+        raise PluginError("x and y hold no examples")
+    if size is not None and x.shape[0] < size:
         raise PluginError(
             f"the workload has {x.shape[0]} training examples; workload.datasetSize asks for "
             f"{size} (lower datasetSize or return more)"

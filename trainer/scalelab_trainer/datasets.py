@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from scalelab_trainer.config import TrialConfig
+from scalelab_trainer.config import DEFAULT_DATASET_SIZE, TrialConfig
 
 F64 = npt.NDArray[np.float64]
 Array = npt.NDArray[np.floating[Any]] | npt.NDArray[np.integer[Any]]
@@ -79,17 +79,18 @@ def synthetic_images(n: int, size: int, classes: int, seed: int) -> Dataset:
 
 def build(cfg: TrialConfig) -> Dataset:
     """The dataset the config names, identical on every rank."""
+    n = DEFAULT_DATASET_SIZE if cfg.dataset_size is None else cfg.dataset_size
     if cfg.dataset == "lab1-line":
-        x, y = lab1_line(cfg.dataset_size, cfg.seed, cfg.data_w, cfg.data_b, cfg.data_noise)
+        x, y = lab1_line(n, cfg.seed, cfg.data_w, cfg.data_b, cfg.data_noise)
         return Dataset(x=x[:, None], y=y)
     if cfg.dataset == "regression":
-        x, y = regression(cfg.dataset_size, cfg.features, cfg.data_noise, cfg.seed)
+        x, y = regression(n, cfg.features, cfg.data_noise, cfg.seed)
         if cfg.model != "linear":
             return Dataset(x=x.astype(np.float32), y=y.astype(np.float32))
         return Dataset(x=x, y=y)
     if cfg.dataset == "digits":
-        return digits(cfg.dataset_size, cfg.test_fraction, cfg.seed)
-    return synthetic_images(cfg.dataset_size, cfg.image_size, cfg.num_classes, cfg.seed)
+        return digits(n, cfg.test_fraction, cfg.seed)
+    return synthetic_images(n, cfg.image_size, cfg.num_classes, cfg.seed)
 
 
 def export(ds: Dataset, path: str) -> None:

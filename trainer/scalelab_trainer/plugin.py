@@ -9,7 +9,7 @@ the data either in memory (arrays, version 1) or streamed from files (`Records`,
 
     def workload(ctx: Context) -> Workload:
         rng = np.random.default_rng(ctx.seed)  # the same data on every rank
-        x = rng.normal(size=(ctx.dataset_size, 8)).astype("float32")
+        x = rng.normal(size=(ctx.dataset_size or 1000, 8)).astype("float32")
         y = (x.sum(axis=1) > 0).astype("int64")
         units = int(ctx.parameters.get("units", 32))
         return Workload(
@@ -24,21 +24,25 @@ the data either in memory (arrays, version 1) or streamed from files (`Records`,
                         records=Records(keys=files, load=load_png))  # load(key) -> (x, y)
 
 The trainer does everything else exactly as for its built-in workloads: the first
-`dataset_size` examples are the dataset; global batch s is examples [s·B, (s+1)·B) of the epoch's
-order and rank r of N takes its r-th contiguous share, so a global batch is the same examples for
-any N; rank 0's initial weights are broadcast; the learning-rate rule and warmup, every optimizer,
-the gradient noise scale, divergence, stopping rules, events, metrics and status apply unchanged.
-The model's own losses (`model.losses`: kernel regularisers, `add_loss`) are added to the loss it
-trains on and to the full-dataset loss it reports, once per step (not per example).
+`ctx.dataset_size` examples are the dataset (every example given when it is None: the experiment
+left workload.datasetSize out; the result's `datasetSize` says how many were used); global batch
+s is examples [s·B, (s+1)·B) of the epoch's order and rank r of N takes its r-th contiguous share,
+so a global batch is the same examples for any N; rank 0's initial weights are broadcast; the
+learning-rate rule and warmup, every optimizer, the gradient noise scale, divergence, stopping
+rules, events, metrics and status apply unchanged. The model's own losses (`model.losses`:
+kernel regularisers, `add_loss`) are added to the loss it trains on and to the full-dataset loss
+it reports, once per step (not per example).
 
 Rules the trainer checks before the first step (a broken plugin ends the trial Failed with a
 `PluginError` naming the cause, on every rank together, never a hang):
 - `x` and `y` are numeric arrays with the same number of examples (first axis), at least
-  `dataset_size` of them, all finite; `x` is given to the model as float32 (Keras' Embedding
-  casts it back to integers); `y` is int64 when integer (class labels), else float32.
-- Or (version 2) `records`: at least `dataset_size` keys (strings, e.g. file paths) in a fixed
-  order and `load(key) -> (x, y)` written in TensorFlow ops (it runs inside tf.data); the same
-  casts apply to what it returns. Only keys are held in memory; see `Records`.
+  `dataset_size` of them (at least one when it is None), all finite; `x` is given to the model
+  as float32 (Keras' Embedding casts it back to integers); `y` is int64 when integer (class
+  labels), else float32.
+- Or (version 2) `records`: at least `dataset_size` keys (at least one when it is None; strings,
+  e.g. file paths) in a fixed order and `load(key) -> (x, y)` written in TensorFlow ops (it runs
+  inside tf.data); the same casts apply to what it returns. Only keys are held in memory; see
+  `Records`.
 - The data is the same on every rank (a checksum of the arrays, or of the keys, is compared):
   draw it from `ctx.seed`, never from the rank or the clock; list files in a sorted order.
 - `model()` builds a fresh `keras.Model` (called once per trial, after the trainer seeded Keras'
@@ -89,7 +93,9 @@ class Context:
 
     parameters: Mapping[str, Any]  # workload.parameters of the experiment (read-only)
     seed: int  # the trial's seed (workload.seed + repeat): draw data and anything random from it
-    dataset_size: int  # workload.datasetSize: return at least this many training examples
+    # workload.datasetSize: return at least this many training examples (the first this many
+    # are the dataset); None when the experiment leaves it out: every example returned is.
+    dataset_size: int | None
     api_version: int = API_VERSION
 
 
@@ -98,7 +104,8 @@ class Records:
     """Examples read through tf.data, for data larger than memory (plugin API 2).
 
     `keys` holds one string per example in a fixed base order (typically the sorted paths of
-    one file per example, e.g. PNG images); the first `dataset_size` are the dataset.
+    one file per example, e.g. PNG images); the first `dataset_size` are the dataset (all of
+    them when it is None).
     `load(key)` turns one key (a scalar tf.string) into the example `(x, y)` with TensorFlow
     ops (`tf.io.read_file`, `tf.io.decode_png`, ...): it runs inside tf.data, in parallel, for
     exactly the examples this rank computes, in the order the trainer asks for them. Its

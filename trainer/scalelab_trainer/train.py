@@ -150,6 +150,7 @@ def _result(cfg: TrialConfig, b: Built, run: Run, warnings: list[str]) -> dict[s
         "testAccuracy": curves["testAccuracy"][-1] if curves.get("testAccuracy") else None,
         "learningRate": b.sched.target,
         "processes": b.layout.size,
+        "datasetSize": b.layout.n,  # the examples trained on (a custom workload's: all it gave)
         "seconds": None,
         "compileSeconds": None,
         "trainingSeconds": None,
