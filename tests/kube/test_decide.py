@@ -183,6 +183,28 @@ def test_all_trials_finished_makes_the_experiment_succeeded_with_a_recommendatio
     assert not is_active(d.status)
 
 
+def test_a_rows_input_fields_come_from_the_trials_result_and_are_null_for_data_in_memory() -> None:
+    """A streamed trial's result says how much of its step loop waited for input; its row in the
+    experiment's status says so too, so a sweep shows which configurations are input-bound."""
+    body = _body({"sweep": {"batchSizes": [8, 16]}, "resources": {"gpusPerProcess": 0}})
+    experiment = parse(body)
+    streamed = {"phase": "Succeeded", "finalLoss": 1.0, "samplesPerSecond": 100.0,
+                "inputWaitSeconds": 3.0, "stepCallSeconds": 1.0, "inputWaitFraction": 0.75,
+                "inputBound": True, "datasetSize": 3000}  # fmt: skip
+    in_memory = {"phase": "Succeeded", "finalLoss": 1.0, "samplesPerSecond": 100.0,
+                 "inputWaitFraction": None, "inputBound": None}  # fmt: skip
+    first, second = plan(experiment)
+    trials = [
+        TrialState(first.name, "u", TrialPhase.SUCCEEDED, result=streamed),
+        TrialState(second.name, "u", TrialPhase.SUCCEEDED, result=in_memory),
+    ]
+    d = decide(experiment, body, trials, [], Memory(), now=NOW)
+    rows = {r["trial"]: r for r in d.status["results"]}
+    assert (rows[first.name]["inputWaitFraction"], rows[first.name]["inputBound"]) == (0.75, True)
+    assert rows[second.name].get("inputWaitFraction") is None
+    assert rows[second.name].get("inputBound") is None
+
+
 def test_unchanged_status_is_not_written_again() -> None:
     body = _body(SPEC)
     experiment, trials = parse(body), _trials(body)
@@ -250,6 +272,7 @@ def test_the_status_of_a_thousand_points_keeps_the_top_rows_within_its_budget() 
             "finalLoss": 0.123456789012, "samplesPerSecond": 12345.6789012 * (1 + i % 7),
             "seconds": seconds, "gradientNoiseScaleReason": "y" * 2000,
             "criticalBatchSize": 1234.56789, "criticalBatchSizeStderr": 12.3456789,
+            "inputWaitFraction": 0.123456789012, "inputBound": True,
         }  # fmt: skip
         trials.append(TrialState(p.name, "u", TrialPhase.SUCCEEDED, "converged", result=result))
     d = decide(experiment, body, trials, [], Memory(), now=NOW, planned=planned)

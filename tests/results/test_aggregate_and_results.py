@@ -159,7 +159,7 @@ def test_the_csv_header_is_the_column_spec_and_every_column_names_a_record_field
         "name,batchSize,gpus,repeat,seed,learningRate,phase,reason,epochs,steps,finalLoss,"
         "samplesPerSecond,scalingEfficiency,scalingEfficiencyKind,stepsToTarget,epochsToTarget,"
         "timeToTargetSeconds,seconds,wallSeconds,gpuSeconds,gradientNoiseScale,"
-        "gradientNoiseScaleStderr,criticalBatchSize"
+        "gradientNoiseScaleStderr,criticalBatchSize,datasetSize,inputWaitFraction,inputBound"
     )
     for column in COLUMNS:
         assert column.field in TrialRecord.model_fields, column

@@ -115,6 +115,16 @@ class ResultRow(ApiModel):
     steps_to_target: int | None = Field(
         default=None, ge=0, description="Optimizer steps to the target loss. Unit: steps."
     )
+    input_wait_fraction: float | None = Field(
+        default=None,
+        description="Streamed data (plugin API 2): the share of the step loop spent waiting for "
+        "input; null for data in memory. Unit: ratio.",
+    )
+    input_bound: bool | None = Field(
+        default=None,
+        description="Streamed data: inputWaitFraction > 0.1, the input pipeline, not the "
+        "model, set the pace; null for data in memory.",
+    )
     pruned: bool = Field(
         default=False,
         description="Skipped or stopped by the adaptive sweep (the reason says why). "

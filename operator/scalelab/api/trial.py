@@ -72,6 +72,30 @@ class TrialResult(ApiModel):
         default=None, description="Standard error of the prediction. Unit: examples."
     )
     seconds: float | None = Field(default=None, description="Training time. Unit: seconds.")
+    dataset_size: int | None = Field(
+        default=None, ge=0, description="Training examples the trial used. Unit: examples."
+    )
+    input_wait_seconds: float | None = Field(
+        default=None,
+        description="Streamed data (plugin API 2): time the step loop waited for its input "
+        "(with several processes the largest rank's); null for data in memory. Unit: seconds.",
+    )
+    step_call_seconds: float | None = Field(
+        default=None,
+        description="Streamed data: time in step calls (rank 0's); null for data in memory. "
+        "Unit: seconds.",
+    )
+    input_wait_fraction: float | None = Field(
+        default=None,
+        description="Streamed data: inputWaitSeconds / (inputWaitSeconds + stepCallSeconds), "
+        "the share of the step loop spent waiting for input; null for data in memory. "
+        "Unit: ratio.",
+    )
+    input_bound: bool | None = Field(
+        default=None,
+        description="Streamed data: inputWaitFraction > 0.1, the input pipeline set the pace; "
+        "null for data in memory.",
+    )
     warnings: list[str] = Field(default_factory=list, description="Diagnostics. Default: [].")
     interrupted: bool = Field(default=False, description="Stopped by SIGTERM. Default: false.")
 

@@ -106,9 +106,9 @@ class Workload(SpecModel):
         max_length=256,
         pattern=ENTRY_POINT_PATTERN,
         description="model custom only, and required there: the user workload plugin, "
-        "package.module:function returning a scalelab_trainer.plugin.Workload (API version 1, "
-        "docs/plugins.md); its package must be installed in the trainer image (locally: in the "
-        "trainer's Python). Default: null.",
+        "package.module:function returning a scalelab_trainer.plugin.Workload (plugin API "
+        "version 1 or 2, docs/plugins.md); its package must be installed in the trainer "
+        "image (locally: in the trainer's Python). Default: null.",
     )
     parameters: dict[ParameterName, ParameterValue] = Field(
         default_factory=dict,

@@ -51,6 +51,8 @@ MEASURED_FIELDS = frozenset(
         "gradient_noise_scale_reason",
         "critical_batch_size",
         "critical_batch_size_stderr",
+        "input_wait_fraction",
+        "input_bound",
     }
 )
 

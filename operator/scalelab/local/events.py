@@ -11,7 +11,8 @@ import re
 from typing import Any
 
 SCHEMA = "scalelab.trainer/v1"
-EVENTS = frozenset({"start", "epoch", "result", "error"})
+#: The trainer's event kinds; `progress` comes inside a long epoch (every --progress-seconds).
+EVENTS = frozenset({"start", "epoch", "progress", "result", "error"})
 _PREFIX = re.compile(r"^(?:\[[0-9,]+\](?:<std(?:out|err)>)?:?)?\s*")
 
 

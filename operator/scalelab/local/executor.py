@@ -149,6 +149,14 @@ class _Launch:
         return None
 
 
+def _within_epoch(events: _TrialEvents, progress: dict[str, Any]) -> dict[str, Any]:
+    """What the display shows during a long epoch: the last finished epoch (its number and
+    loss, as ScaleTrial.status.progress keeps them) with the progress event's speed and time."""
+    last = events.epochs[-1] if events.epochs else {"epoch": 0, "loss": None}
+    moving = ("steps", "samplesPerSecond", "trainingSeconds")
+    return {**last, **{k: progress.get(k) for k in moving}}
+
+
 def trainer_env(resources: Resources) -> dict[str, str]:
     """The trainer's environment: ours with spec.resources.env's plain values over it (as a pod
     gets them), TensorFlow's C++ logs quiet unless asked, and always unbuffered (the executor
@@ -380,7 +388,8 @@ class LocalRun:
         return self._command(processes, trial_list), logs / f"{stem}.log"
 
     def _on_line(self, launch: _Launch, trainer: Supervisor, line: str) -> None:
-        """Fold one stdout line into the launch: progress on start and epoch, save on result."""
+        """Fold one stdout line into the launch: progress on start, epoch and progress events
+        (the last a long epoch's speed, kept out of the epochs), save on result."""
         event = parse_event(line)
         name = event.get("trial") if event else None
         if event is None or not isinstance(name, str) or name not in launch.events:
@@ -396,6 +405,8 @@ class LocalRun:
             reason = self._dominated(launch.by_name[name], event.get("trainingSeconds"))
             if reason is not None:
                 launch.pruned = (name, reason)
+        elif kind == "progress":
+            self.progress.epoch(self._record(name), _within_epoch(launch.events[name], event))
         elif kind == "error":
             launch.events[name].error = event
         elif kind == "result" and launch.by_name[name] in launch.remaining:

@@ -57,6 +57,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("gradient_noise_scale", "B_simple"),
     Column("gradient_noise_scale_stderr", "B_simple SE"),
     Column("critical_batch_size", "B_crit", html=False),
+    Column("dataset_size", "examples", html=False),
+    Column("input_wait_fraction", "input wait", html=False),
+    Column("input_bound", "input-bound", html=False, text=True),
     Column("params", "params", csv=False, text=True),
     Column("optimum", "optimum", csv=False, text=True),
 )

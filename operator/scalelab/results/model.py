@@ -30,6 +30,10 @@ from scalelab.planner import PlannedTrial
 
 SCHEMA_VERSION = "scalelab.results/v1"
 
+#: A trial is input-bound when its step loop waited for input more than this share of its time
+#: (the trainer's rule, docs/trial-contract.md; applied here only to a trial without a result).
+INPUT_BOUND_FRACTION = 0.1
+
 #: Trial phases a rerun with the same --out does not run again (Failed only with --retry-failed).
 DONE_PHASES = frozenset(
     {TrialPhase.SUCCEEDED, TrialPhase.DIVERGED, TrialPhase.SKIPPED, TrialPhase.PRUNED}
@@ -71,6 +75,11 @@ class TrialRecord(ResultsModel):
     gradient_noise_scale_reason: str | None = None  # why gradient_noise_scale is None
     critical_batch_size: float | None = None
     critical_batch_size_stderr: float | None = None
+    # Streamed data (plugin API 2): the step loop's share of time waiting for input, and whether
+    # that made the trial input-bound; None for data in memory.
+    input_wait_fraction: float | None = None
+    input_bound: bool | None = None
+    dataset_size: int | None = None  # the examples trained on (the trainer's count)
     initial_loss: float | None = None
     initial_params: dict[str, Any] | None = None
     params: dict[str, Any] | None = None
@@ -187,6 +196,7 @@ def record_from_events(
     if start is not None:
         update["diagnostics"] = dict(start.get("diagnostics") or {})
         update["started_at"] = _num(start.get("time"))
+        update["dataset_size"] = _int(start.get("datasetSize"))
     curves: dict[str, list[Any]] = {
         "epochLoss": [e.get("loss") for e in epochs],
         "updateLoss": [e.get("updateLoss") for e in epochs],
@@ -210,6 +220,7 @@ def record_from_events(
             "steps": _int(last.get("steps")),
             "final_loss": _num(last.get("loss")),
             "samples_per_second": _num(last.get("samplesPerSecond")),
+            **_input_time(epochs),
         }
     if start is not None and not update.get("warnings"):
         update["warnings"] = [str(w) for w in update["diagnostics"].get("warnings") or []]
@@ -235,13 +246,27 @@ def _learning_rate_disagreement(planned: TrialRecord, start: Mapping[str, Any] |
     )
 
 
+def _input_time(epochs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A trial without a result (stopped or failed mid-run): the input-time fields of its epochs
+    so far, as the result would sum them; nothing for data in memory (epochs without them)."""
+    waits = [_num(e.get("inputWaitSeconds")) for e in epochs]
+    calls = [_num(e.get("stepCallSeconds")) for e in epochs]
+    if any(w is None for w in waits) or any(c is None for c in calls):
+        return {}
+    wait, call = sum(w or 0.0 for w in waits), sum(c or 0.0 for c in calls)
+    if wait + call <= 0:
+        return {}
+    fraction = wait / (wait + call)
+    return {"input_wait_fraction": fraction, "input_bound": fraction > INPUT_BOUND_FRACTION}
+
+
 def _from_result(result: dict[str, Any]) -> dict[str, Any]:
     """The record's fields from a `result` event: the typed ones through api.TrialResult, plus
     what only the results file keeps (initial loss and parameters, the trainer's own params)."""
     typed = read_trial_result(result)
     if typed is None:
         return {"phase": TrialPhase.FAILED, "reason": "", "finished_at": _num(result.get("time"))}
-    return typed.model_dump(
+    fields = typed.model_dump(
         include={
             "phase",
             "reason",
@@ -258,6 +283,8 @@ def _from_result(result: dict[str, Any]) -> dict[str, Any]:
             "gradient_noise_scale_reason",
             "critical_batch_size",
             "critical_batch_size_stderr",
+            "input_wait_fraction",
+            "input_bound",
             "warnings",
         }
     ) | {
@@ -267,6 +294,9 @@ def _from_result(result: dict[str, Any]) -> dict[str, Any]:
         "optimum": result.get("optimum"),
         "finished_at": _num(result.get("time")),
     }
+    if typed.dataset_size is not None:  # else the start event's count stands
+        fields["dataset_size"] = typed.dataset_size
+    return fields
 
 
 def result_row(record: TrialRecord) -> ResultRow:
@@ -294,6 +324,8 @@ def result_row(record: TrialRecord) -> ResultRow:
         critical_batch_size_stderr=record.critical_batch_size_stderr,
         pruned=record.pruned,
         steps_to_target=record.steps_to_target,
+        input_wait_fraction=record.input_wait_fraction,
+        input_bound=record.input_bound,
     )
 
 

@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -63,8 +64,17 @@ def _csv(results: ResultsFile) -> bytes:
     writer.writerow(keys)
     for trial in results.trials:
         row = trial.model_dump(by_alias=True, mode="json")
-        writer.writerow(["" if row.get(k) is None else row[k] for k in keys])
+        writer.writerow([_cell(row.get(k)) for k in keys])
     return buffer.getvalue().encode()
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell: empty for null, true/false as in results.json, else the value."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
 
 
 def _drop_torn_temporaries(directory: Path) -> None:
