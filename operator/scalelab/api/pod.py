@@ -35,8 +35,11 @@ from scalelab.rules import (
     var,
 )
 
-#: Most volumes, mounts, env entries, envFrom sources, items or attributes in one list or map.
+#: Most volumes, mounts, env entries, envFrom sources or attributes in one list or map.
 MAX_ITEMS = 64
+#: Most keys a ConfigMap or Secret volume projects one by one: each item's path rule is checked
+#: for every item of every volume, and the API server's CEL cost budget (per CRD) refused 64 × 64.
+MAX_KEY_ITEMS = 16
 #: Most characters of an environment variable's value and of a CSI volume attribute's value.
 MAX_ENV_VALUE, MAX_ATTRIBUTE_VALUE = 32_768, 4096
 #: The file mode bits a volume file may get: 0 to 0777 (octal), i.e. 0 to 511.
@@ -81,7 +84,7 @@ class ConfigMapVolumeSource(SpecModel):
     name: ObjectName = Field(..., description="Name of the ConfigMap. Required.")
     items: list[KeyToPath] = Field(
         default_factory=list,
-        max_length=MAX_ITEMS,
+        max_length=MAX_KEY_ITEMS,
         description="Keys to project, and where; empty = every key as a file named after it. "
         "Default: [].",
     )
@@ -101,7 +104,7 @@ class SecretVolumeSource(SpecModel):
     secret_name: ObjectName = Field(..., description="Name of the Secret. Required.")
     items: list[KeyToPath] = Field(
         default_factory=list,
-        max_length=MAX_ITEMS,
+        max_length=MAX_KEY_ITEMS,
         description="Keys to project, and where; empty = every key as a file named after it. "
         "Default: [].",
     )
