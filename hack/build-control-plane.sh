@@ -5,6 +5,11 @@
 # hack/test.sh and by the cluster test fixture.
 # Prints the bin directory on the last line of stdout. The Kubernetes build: hack/lib.sh.
 # SCALELAB_FETCH_ONLY=1: only download the Go modules (hack/lib.sh fetch_only).
+#
+#   bash hack/build-control-plane.sh [BINARY...]
+#
+# Binaries named as arguments are the only ones built (the prometheus tier needs only kubectl,
+# for the monitoring manifests' kustomize); without arguments, all of them.
 set -euo pipefail
 # shellcheck source=hack/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -17,10 +22,16 @@ export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 
 log() { echo "build-control-plane: $*" >&2; }
 
+K8S_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+WANT=("$@")
+[ ${#WANT[@]} -gt 0 ] || WANT=("${K8S_CMDS[@]}" etcd mpi-operator)
+wants() { [[ " ${WANT[*]} " == *" $1 "* ]]; }
+for b in "${WANT[@]}"; do
+  [[ " ${K8S_CMDS[*]} etcd mpi-operator " == *" $b "* ]] || { log "no binary $b here"; exit 2; }
+done
+
 have_all() {
-  for b in kube-apiserver kube-controller-manager kube-scheduler kubectl etcd mpi-operator; do
-    [ -x "$BIN/$b" ] || return 1
-  done
+  for b in "${WANT[@]}"; do [ -x "$BIN/$b" ] || return 1; done
 }
 
 if have_all; then
@@ -35,34 +46,45 @@ trap 'rm -rf "$work"' EXIT
 start=$(date +%s)
 
 # --- Kubernetes -------------------------------------------------------------
-if fetch_only; then log "downloading the modules"; else log "building kubernetes v${K8S_VERSION}"; fi
-k8s_build "$K8S_VERSION" "$work/k8s" "$BIN" kube-apiserver kube-controller-manager kube-scheduler kubectl
+cmds=()
+for c in "${K8S_CMDS[@]}"; do if wants "$c"; then cmds+=("$c"); fi; done
+if [ ${#cmds[@]} -gt 0 ]; then
+  if fetch_only; then log "downloading the modules"; else log "building ${cmds[*]} v${K8S_VERSION}"; fi
+  k8s_build "$K8S_VERSION" "$work/k8s" "$BIN" "${cmds[@]}"
+fi
 
 # --- etcd -------------------------------------------------------------------
-mkdir -p "$work/etcd" && cd "$work/etcd"
-go mod init local/etcdbin >/dev/null 2>&1
-go get "go.etcd.io/etcd/server/v3@v${ETCD_VERSION}" >&2
-if ! fetch_only; then
-  log "building etcd v${ETCD_VERSION}"
-  go build -trimpath -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3 >&2
+if wants etcd; then
+  mkdir -p "$work/etcd" && cd "$work/etcd"
+  go mod init local/etcdbin >/dev/null 2>&1
+  go get "go.etcd.io/etcd/server/v3@v${ETCD_VERSION}" >&2
+  if ! fetch_only; then
+    log "building etcd v${ETCD_VERSION}"
+    go build -trimpath -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3 >&2
+  fi
 fi
 
 # --- Kubeflow MPI operator (the real MPIJob controller and its CRD) ----------
 # A wrapper module again: `go install module@version` would ask the proxy for the module's
 # version list (to check deprecation), which this proxy refuses for this module.
-mkdir -p "$work/mpi" && cd "$work/mpi"
-go mod init local/mpioperator >/dev/null 2>&1
-go get "github.com/kubeflow/mpi-operator/cmd/mpi-operator@v${MPI_OPERATOR_VERSION}" >&2
+if wants mpi-operator; then
+  mkdir -p "$work/mpi" && cd "$work/mpi"
+  go mod init local/mpioperator >/dev/null 2>&1
+  go get "github.com/kubeflow/mpi-operator/cmd/mpi-operator@v${MPI_OPERATOR_VERSION}" >&2
+  if ! fetch_only; then
+    log "building mpi-operator v${MPI_OPERATOR_VERSION}"
+    go build -trimpath -ldflags "-s -w" -o "$BIN/mpi-operator" \
+      github.com/kubeflow/mpi-operator/cmd/mpi-operator >&2
+    mpi_dir=$(go mod download -json "github.com/kubeflow/mpi-operator@v${MPI_OPERATOR_VERSION}" \
+      | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+    cp "$mpi_dir/manifests/base/kubeflow.org_mpijobs.yaml" "$BIN/mpijobs-crd.yaml"
+  fi
+fi
+
 if fetch_only; then
   log "modules downloaded in $(( $(date +%s) - start )) s"
   exit 0
 fi
-log "building mpi-operator v${MPI_OPERATOR_VERSION}"
-go build -trimpath -ldflags "-s -w" -o "$BIN/mpi-operator" \
-  github.com/kubeflow/mpi-operator/cmd/mpi-operator >&2
-mpi_dir=$(go mod download -json "github.com/kubeflow/mpi-operator@v${MPI_OPERATOR_VERSION}" \
-  | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
-cp "$mpi_dir/manifests/base/kubeflow.org_mpijobs.yaml" "$BIN/mpijobs-crd.yaml"
 
 log "built in $(( $(date +%s) - start )) s into $BIN"
 echo "$BIN"

@@ -9,7 +9,7 @@
 #   horovod     + Chromium
 #   cluster     + the control plane, etcd and the MPI operator (hack/build-control-plane.sh) and
 #               Kueue (hack/build-kueue.sh; its harness writes /etc/kueue, so root)
-#   prometheus  + Prometheus and the control plane's kubectl (the monitoring manifests' kustomize)
+#   prometheus  + Prometheus and kubectl alone (the monitoring manifests' kustomize)
 #   node        + the control plane, the node (hack/build-node.sh) and the images
 #               (hack/build-images.sh); root
 set -euo pipefail
@@ -23,10 +23,16 @@ if has node && [ "$(id -u)" != 0 ]; then
     "other tiers, e.g. -m 'not node'" >&2
   exit 1
 fi
-builds=()
-if has cluster || has prometheus || has node; then builds+=(control-plane); fi
+builds=()          # hack/build-*.sh
+control_plane=()   # which control-plane binaries (all when empty)
+if has cluster || has node; then builds+=(control-plane)
+elif has prometheus; then builds+=(control-plane); control_plane=(kubectl); fi
 if has node; then builds+=(node); fi
 if has cluster; then builds+=(kueue); fi
+build() { # NAME: hack/build-NAME.sh with the arguments this run needs
+  if [ "$1" = control-plane ]; then bash hack/build-control-plane.sh "${control_plane[@]}"
+  else bash "hack/build-$1.sh"; fi
+}
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 
@@ -35,7 +41,7 @@ trap 'rm -rf "$logs"' EXIT
 # is still missing itself.
 fetch=""
 if [ ${#builds[@]} -gt 0 ]; then
-  for b in "${builds[@]}"; do SCALELAB_FETCH_ONLY=1 bash "hack/build-$b.sh" || true; done \
+  for b in "${builds[@]}"; do SCALELAB_FETCH_ONLY=1 build "$b" || true; done \
     >/dev/null 2>"$logs/fetch.log" &
   fetch=$!
 fi
@@ -54,7 +60,7 @@ lint() {
 checks=""
 if [ ${#builds[@]} -gt 0 ]; then lint >"$logs/lint.log" 2>&1 & checks=$!; fi
 for b in "${builds[@]}"; do
-  step "$b";              bash "hack/build-$b.sh" >/dev/null
+  step "$b";              build "$b" >/dev/null
 done
 [ -z "$fetch" ] || wait "$fetch" || true
 if [ -n "$images" ]; then

@@ -70,10 +70,11 @@ class NodeNetwork:
         return str(ipaddress.ip_network(self.service_cidr)[1])
 
 
-def control_plane_bin() -> Path:
-    """The directory holding the built binaries (builds them on first use, minutes)."""
+def control_plane_bin(*binaries: str) -> Path:
+    """The directory holding the built binaries (builds them on first use, minutes): all of them,
+    or only `binaries` when named (e.g. "kubectl")."""
     out = subprocess.run(
-        ["bash", str(BUILD_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True
+        ["bash", str(BUILD_SCRIPT), *binaries], check=True, stdout=subprocess.PIPE, text=True
     ).stdout
     return Path(out.strip().splitlines()[-1])
 

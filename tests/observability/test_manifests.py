@@ -43,8 +43,9 @@ def kustomize(overlay: Path, **extra: Any) -> list[dict[str, Any]]:
         **extra,
     }
     (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
-    # The control plane's kubectl when none is installed (hack/build-control-plane.sh caches it).
-    kubectl = shutil.which("kubectl") or str(control_plane_bin() / "kubectl")
+    # The control plane's kubectl when none is installed (hack/build-control-plane.sh caches it;
+    # only kubectl is built for this tier).
+    kubectl = shutil.which("kubectl") or str(control_plane_bin("kubectl") / "kubectl")
     out = subprocess.run(
         [kubectl, "kustomize", str(overlay)], capture_output=True, text=True, check=False
     )
