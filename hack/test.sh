@@ -47,10 +47,13 @@ if [ ${#builds[@]} -gt 0 ]; then
 fi
 step install;             bash hack/install.sh "${tiers[@]:-unit}"
 
-# The images build (network and disk bound) runs beside the Go builds (CPU bound), and so do the
-# checks of the Python code; both are waited for before pytest.
+# The images build (network and disk bound) runs beside the Go builds (CPU bound) and, when it
+# has work left (sources changed since the cached archives: minutes), beside the tiers pytest runs
+# before the node tier, whose fixtures wait for it (hack/build-images.sh takes a lock; the node
+# tier runs last, tests/conftest.py). Niced, so the builds and tests it runs beside come first.
 images=""
-if has node; then bash hack/build-images.sh >/dev/null 2>"$logs/images.log" & images=$!; fi
+if has node; then nice -n 10 bash hack/build-images.sh >/dev/null 2>"$logs/images.log" & images=$!; fi
+# The checks of the Python code run beside the builds too, and are waited for before pytest.
 # One command a line: under set -e a failure on the left of && would not stop the script.
 lint() {
   step ruff;              .venv/bin/ruff check .; .venv/bin/ruff format --check .
@@ -63,9 +66,6 @@ for b in "${builds[@]}"; do
   step "$b";              build "$b" >/dev/null
 done
 [ -z "$fetch" ] || wait "$fetch" || true
-if [ -n "$images" ]; then
-  step images;            wait "$images" || { cat "$logs/images.log" >&2; exit 1; }
-fi
 if [ -n "$checks" ]; then
   step "lint (ran beside the builds)"
   wait "$checks" && rc=0 || rc=$?
@@ -74,4 +74,8 @@ if [ -n "$checks" ]; then
 else
   lint
 fi
-step pytest;              .venv/bin/python -m pytest --durations=30 "$@"
+step pytest;              .venv/bin/python -m pytest --durations=30 "$@" && rc=0 || rc=$?
+if [ -n "$images" ] && [ "$rc" != 2 ]; then # 2: pytest was interrupted; no waiting then
+  step images;            wait "$images" || { cat "$logs/images.log" >&2; exit 1; }
+fi
+exit "$rc"

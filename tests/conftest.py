@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 pytest_plugins = ["tests.harness.fixtures"]
 TIERS = ("unit", "horovod", "cluster", "prometheus", "node")
+BUILD_IMAGES = Path(__file__).resolve().parents[1] / "hack" / "build-images.sh"
+_IMAGES_AWAITED = pytest.StashKey[bool]()
 
 
 def _stop(signum: int, frame: object) -> None:
@@ -29,13 +33,34 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Every test belongs to exactly one tier, so `-m <tier>` selections add up to the suite."""
+    """Every test belongs to exactly one tier, so `-m <tier>` selections add up to the suite.
+
+    The node tier runs last, each tier's tests otherwise in their order: hack/test.sh lets the
+    images the node tier needs finish building beside the other tiers (its fixtures wait for
+    the build), and tiers depend on nothing of each other (each runs alone with -m)."""
     for item in items:
         tiers = [t for t in TIERS if item.get_closest_marker(t)]
         if len(tiers) != 1:
             item.add_marker(
                 pytest.mark.usefixtures("_tier_marker_missing" if not tiers else "_tier_ambiguous")
             )
+    items.sort(key=lambda item: item.get_closest_marker("node") is not None)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Before the first node-tier test, the images it runs: hack/test.sh may still be building
+    them (minutes when sources changed). Here, outside the test's timeout, which pytest-timeout
+    starts inside this wrapper; a failed build is left to the fixtures, which run it again."""
+    if item.get_closest_marker("node") and not item.config.stash.get(_IMAGES_AWAITED, False):
+        item.config.stash[_IMAGES_AWAITED] = True
+        subprocess.run(
+            ["bash", str(BUILD_IMAGES)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
+    return (yield)
 
 
 @pytest.fixture
