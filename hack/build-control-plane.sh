@@ -49,7 +49,8 @@ start=$(date +%s)
 cmds=()
 for c in "${K8S_CMDS[@]}"; do if wants "$c"; then cmds+=("$c"); fi; done
 if [ ${#cmds[@]} -gt 0 ]; then
-  if fetch_only; then log "downloading the modules"; else log "building ${cmds[*]} v${K8S_VERSION}"; fi
+  if fetch_only; then log "downloading the modules"
+  else log "building ${cmds[*]} v${K8S_VERSION}"; fi
   k8s_build "$K8S_VERSION" "$work/k8s" "$BIN" "${cmds[@]}"
 fi
 

@@ -52,7 +52,9 @@ step install;             bash hack/install.sh "${tiers[@]:-unit}"
 # before the node tier, whose fixtures wait for it (hack/build-images.sh takes a lock; the node
 # tier runs last, tests/conftest.py). Niced, so the builds and tests it runs beside come first.
 images=""
-if has node; then nice -n 10 bash hack/build-images.sh >/dev/null 2>"$logs/images.log" & images=$!; fi
+if has node; then
+  nice -n 10 bash hack/build-images.sh >/dev/null 2>"$logs/images.log" & images=$!
+fi
 # The checks of the Python code run beside the builds too, and are waited for before pytest.
 # One command a line: under set -e a failure on the left of && would not stop the script.
 lint() {
