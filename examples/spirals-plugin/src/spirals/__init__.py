@@ -53,7 +53,8 @@ def workload(ctx: Context) -> Workload:
     """The scalelab entry point: data drawn from the trial seed, the same on every rank."""
     p = _parameters(ctx.parameters)
     rng = np.random.default_rng(ctx.seed)
-    x, y = points(ctx.dataset_size, p["turns"], p["noise"], rng)
+    # A generated dataset has no natural size: without workload.datasetSize, draw 2,048 points.
+    x, y = points(ctx.dataset_size or 2048, p["turns"], p["noise"], rng)
     x_test, y_test = points(p["test_examples"], p["turns"], p["noise"], rng)
 
     def model() -> tf.keras.Model:
