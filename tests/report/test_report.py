@@ -209,3 +209,17 @@ def test_figures_drawn_in_forked_processes_are_the_bytes_drawn_here(tmp_path: Pa
     assert seen["same"]
     assert seen["trajectory"]
     assert seen["drew_elsewhere"]
+
+
+def test_the_input_time_columns_appear_only_when_a_trial_streamed_its_input(
+    tmp_path: Path,
+) -> None:
+    in_memory, _ = build_html(sweep(), tmp_path)
+    assert "<th>input-bound</th>" not in in_memory
+    results = sweep()
+    results.trials[0] = results.trials[0].model_copy(
+        update={"input_wait_fraction": 0.25, "input_bound": True}
+    )
+    page, _ = build_html(results, tmp_path)
+    assert "<th>input wait</th><th>input-bound</th>" in page
+    assert '<td>0.25</td><td class="l">True</td>' in page

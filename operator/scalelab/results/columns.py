@@ -4,7 +4,8 @@ Each column names a `TrialRecord` field once; every table takes the columns it s
 order, so a new measurement is added here and appears in all three. The CSV header is the field's
 camelCase name (the results.json key); the report and the live table show `label`. A column of
 the learning-rate axis (`axis`) is in results.csv and report.html only when the sweep has
-learningRates (`shown`), so a sweep without one writes the tables it always did.
+learningRates (`shown`), so a sweep without one writes the tables it always did; the input-time
+columns (`streamed`) are in report.html only when a trial streamed its input (plugin API 2).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Column:
     live: bool = False  # in `scalelab run`'s live table
     text: bool = False  # left-aligned text rather than a number
     axis: bool = False  # only with a sweep.learningRates axis
+    streamed: bool = False  # in report.html only when a trial measured its input time
 
     @property
     def key(self) -> str:
@@ -58,8 +60,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("gradient_noise_scale_stderr", "B_simple SE"),
     Column("critical_batch_size", "B_crit", html=False),
     Column("dataset_size", "examples", html=False),
-    Column("input_wait_fraction", "input wait", html=False),
-    Column("input_bound", "input-bound", html=False, text=True),
+    Column("input_wait_fraction", "input wait", streamed=True),
+    Column("input_bound", "input-bound", text=True, streamed=True),
     Column("params", "params", csv=False, text=True),
     Column("optimum", "optimum", csv=False, text=True),
 )
