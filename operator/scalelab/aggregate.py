@@ -179,34 +179,16 @@ def recommend(
         return Recommendation(reason=why)
     front = pareto_front(configs)
     best = front[0]
-    cheapest = min(front, key=lambda c: c.gpu_seconds)
-    goal = "the target loss" if has_target else "convergence (within 1% of the best final loss)"
     resolved = (learning_rates or {}).get(best.trial)
-    scaled = (
-        f" (scaled to {resolved:g} at this batch)"
-        if best.learning_rate is not None
-        and resolved is not None
-        and not math.isclose(resolved, best.learning_rate, rel_tol=1e-9)
-        else ""
-    )
-    reason = (
-        f"{best.text}{scaled} reaches {goal} fastest "
-        f"({best.time:.3g} s, {best.gpu_seconds:.3g} GPU-s) among {len(configs)} "
-        f"configuration(s) within maxGPUs={max_gpus}"
-    )
-    if cheapest is not best:
-        reason += (
-            f"; {cheapest.text} is cheapest "
-            f"({cheapest.gpu_seconds:.3g} GPU-s, {cheapest.time:.3g} s)"
-        )
     confidence = recommendation_confidence(configs, best)
-    if confidence is None:
-        reason += "; one run per configuration, so no confidence figure (repeats ≥ 2 give one)"
-    else:
-        reason += (
-            f"; {confidence:.0%} of {CONFIDENCE_RESAMPLES} bootstrap resamples over repeats pick "
-            "it too"
-        )
+    reason = _reason(
+        configs,
+        front,
+        resolved=resolved,
+        confidence=confidence,
+        max_gpus=max_gpus,
+        has_target=has_target,
+    )
     return Recommendation(
         confidence=confidence,
         trial=best.trial,
@@ -226,6 +208,45 @@ def recommend(
             )
             for c in front
         ],
+    )
+
+
+def _reason(
+    configs: Sequence[_Config],
+    front: Sequence[_Config],
+    *,
+    resolved: float | None,
+    confidence: float | None,
+    max_gpus: int,
+    has_target: bool,
+) -> str:
+    """The recommendation as a sentence: the fastest, the cheapest, and how sure it is."""
+    best = front[0]
+    cheapest = min(front, key=lambda c: c.gpu_seconds)
+    goal = "the target loss" if has_target else "convergence (within 1% of the best final loss)"
+    scaled = (
+        f" (scaled to {resolved:g} at this batch)"
+        if best.learning_rate is not None
+        and resolved is not None
+        and not math.isclose(resolved, best.learning_rate, rel_tol=1e-9)
+        else ""
+    )
+    reason = (
+        f"{best.text}{scaled} reaches {goal} fastest "
+        f"({best.time:.3g} s, {best.gpu_seconds:.3g} GPU-s) among {len(configs)} "
+        f"configuration(s) within maxGPUs={max_gpus}"
+    )
+    if cheapest is not best:
+        reason += (
+            f"; {cheapest.text} is cheapest "
+            f"({cheapest.gpu_seconds:.3g} GPU-s, {cheapest.time:.3g} s)"
+        )
+    if confidence is None:
+        return (
+            reason + "; one run per configuration, so no confidence figure (repeats ≥ 2 give one)"
+        )
+    return reason + (
+        f"; {confidence:.0%} of {CONFIDENCE_RESAMPLES} bootstrap resamples over repeats pick it too"
     )
 
 
