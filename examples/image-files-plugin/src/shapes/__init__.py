@@ -8,11 +8,18 @@ rank's share of every global batch through tf.data. Parameters (`workload.parame
   dataDir (str, required)  the folder holding train/ and test/
   filters (int, 16)        filters of the first convolution (the second has twice as many)
   l2 (float, 0.0001)       L2 penalty on the kernels (a Keras regulariser: part of the loss)
+  requireEnvSha256 (list of str, [])  "NAME=HEX" items, HEX the sha256 of NAME's value: fail
+                           fast, on every rank, when a credential the workload needs (a Secret
+                           given to the trainer with spec.resources.env or envFrom) is missing
+                           or not the one meant; the error names the variable, never its value
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +29,7 @@ from scalelab_trainer.plugin import Context, Records, Workload
 
 SIZE = 16
 CLASSES = 3
-DEFAULTS: dict[str, Any] = {"dataDir": None, "filters": 16, "l2": 1e-4}
+DEFAULTS: dict[str, Any] = {"dataDir": None, "filters": 16, "l2": 1e-4, "requireEnvSha256": []}
 
 
 def load(path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -52,12 +59,38 @@ def _parameters(given: Any) -> dict[str, Any]:
         raise ValueError(f"parameter filters must be a positive integer, got {p['filters']!r}")
     if float(p["l2"]) < 0:
         raise ValueError("parameter l2 must be >= 0")
+    required = p["requireEnvSha256"]
+    if not isinstance(required, list) or not all(
+        isinstance(item, str) and "=" in item for item in required
+    ):
+        raise ValueError('parameter requireEnvSha256 is a list of "NAME=HEX" (HEX: a sha256)')
     return p
+
+
+def check_environment(required: list[str], environ: Mapping[str, str]) -> None:
+    """Every "NAME=HEX" of `required` names a variable set to a value whose sha256 is HEX: a
+    missing or wrong credential fails the trial before the first step instead of at its first
+    use. The error names the variable, never its value (a trial's reason is stored and shown)."""
+    for item in required:
+        name, digest = item.split("=", 1)
+        value = environ.get(name)
+        if value is None:
+            raise ValueError(
+                f"environment variable {name} is not set (requireEnvSha256); give it to the "
+                "trainer with spec.resources.env or envFrom"
+            )
+        actual = hashlib.sha256(value.encode()).hexdigest()
+        if not hmac.compare_digest(actual, digest.strip().lower()):
+            raise ValueError(
+                f"environment variable {name} does not have the value requireEnvSha256 names "
+                "(its sha256 differs)"
+            )
 
 
 def workload(ctx: Context) -> Workload:
     """The scalelab entry point: the files under dataDir, the same list on every rank."""
     p = _parameters(ctx.parameters)
+    check_environment(p["requireEnvSha256"], os.environ)
     root = Path(os.path.expandvars(p["dataDir"]))
     l2 = float(p["l2"])
 
