@@ -65,9 +65,25 @@ def trial_diagnostics(cp: ControlPlane, namespace: str) -> str:
     return "\n".join([pods, *logs, trials[-3000:], operator_diagnostics(cp)])
 
 
+def active_operator_pod(cp: ControlPlane) -> dict[str, Any] | None:
+    """The operator replica that acts: the pod named in the holder identity of the Lease
+    scalelab-operator ("POD_SUFFIX", kube/leader.py); None while no running pod holds it. The
+    standby serves /metrics too, without the gauges of the experiments."""
+    lease = get(cp, "lease", "scalelab-operator", OPERATOR_NS)
+    holder = (lease.get("spec") or {}).get("holderIdentity") or ""
+    pod_name = holder.rpartition("_")[0]  # pod names have no "_"
+    pods = items(cp, "pods", OPERATOR_NS, "-l", "app.kubernetes.io/name=scalelab-operator")
+    return next(
+        (p for p in pods if p["metadata"]["name"] == pod_name and p["status"].get("podIP")), None
+    )
+
+
 def operator_metrics(cp: ControlPlane) -> str:
-    """The operator pod's /metrics, fetched from the host at the pod's IP."""
-    pod = items(cp, "pods", OPERATOR_NS, "-l", "app.kubernetes.io/name=scalelab-operator")[0]
+    """The active operator pod's /metrics, fetched from the host at the pod's IP ("" while no
+    replica holds the Lease)."""
+    pod = active_operator_pod(cp)
+    if pod is None:
+        return ""
     url = f"http://{pod['status']['podIP']}:8080/metrics"
     with urllib.request.urlopen(url, timeout=5) as r:
         return str(r.read().decode())
