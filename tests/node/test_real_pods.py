@@ -243,7 +243,9 @@ def test_the_operator_pod_deleted_mid_experiment_is_recreated_and_makes_no_dupli
     ))  # fmt: skip
     wait_for(lambda: items(cp, "mpijobs", namespace), 120, "the first MPIJob")
     selector = "app.kubernetes.io/name=scalelab-operator"
-    before = items(cp, "pods", OPERATOR_NS, "-l", selector)[0]["metadata"]["name"]
+    # The replica that acts (the standby's loss would change nothing).
+    active = wait_for(lambda: active_operator_pod(cp), 60, "the operator holding the Lease")
+    before = active["metadata"]["name"]
     cp.kubectl("delete", "pod", "-n", OPERATOR_NS, before, "--wait=false")
 
     def replaced() -> bool:
