@@ -42,11 +42,15 @@ CONTROLLERS = [
 ]  # fmt: skip
 #: What pods on a real node need besides: the kube-root-ca.crt ConfigMap every projected token
 #: volume mounts, Deployments, Services' endpoints (CoreDNS and kube-proxy read EndpointSlices),
-#: the collection of deleted pods, and the node lifecycle (taints).
+#: the collection of deleted pods, the node lifecycle (taints), and PersistentVolumes: a claim
+#: binds to its volume, and both lose the protection finalizers the API server adds once unused
+#: (without those controllers a claim, and its namespace, would never finish deleting).
 NODE_CONTROLLERS = [
     "root-ca-certificate-publisher-controller", "deployment-controller",
     "replicaset-controller", "endpointslice-controller", "pod-garbage-collector-controller",
     "node-lifecycle-controller",  # lifts the not-ready taint the kubelet registers with
+    "persistentvolume-binder-controller", "persistentvolume-protection-controller",
+    "persistentvolumeclaim-protection-controller",
 ]  # fmt: skip
 
 
