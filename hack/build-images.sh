@@ -18,6 +18,8 @@
 #             way examples/spirals-plugin/README.md tells a team to: that folder's Dockerfile
 #             (`FROM` the trainer image + `pip install` of the example package), TRAINER_IMAGE=
 #             the trainer above. Built without a network (unshare --net): it installs offline.
+#   shapes    localhost/scalelab/trainer-shapes:test    the same for examples/image-files-plugin
+#             (a team's model reading PNG files from a volume; tests/node/test_image_files.py).
 #
 # Builds use buildah (vfs storage, chroot isolation, --pull=never) with its store under the cache,
 # from a staged build context holding exactly the files the Dockerfile reads. Each archive
@@ -26,18 +28,18 @@
 # build arguments), so a warm run rebuilds nothing. pip inside the build uses the host's pip
 # index settings (pip config / PIP_* / /etc/pip.conf), passed as build secrets, never stored.
 #
-# Prints `NAME=ARCHIVE` lines (base, pause, operator, trainer, spirals) on stdout, nothing else;
-# logs go to stderr. Needs root (debootstrap, chroot). Environment: SCALELAB_CACHE (default
+# Prints `NAME=ARCHIVE` lines (base, pause, operator, trainer, spirals, shapes) on stdout, nothing
+# else; logs go to stderr. Needs root (debootstrap, chroot). Environment: SCALELAB_CACHE (default
 # ~/.cache/scalelab), SCALELAB_DEBIAN_MIRROR (overrides the mirror found in the apt sources),
-# SCALELAB_IMAGES (space-separated subset of "base pause operator trainer spirals"; default all).
+# SCALELAB_IMAGES (space-separated subset of "base pause operator trainer spirals shapes"; default
+# all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$PWD"
 CACHE="${SCALELAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/scalelab}"
 OUT="$CACHE/images"
 STORE="$OUT/buildah"
-WANT="${SCALELAB_IMAGES:-base pause operator trainer spirals}"
-EXAMPLE=examples/spirals-plugin
+WANT="${SCALELAB_IMAGES:-base pause operator trainer spirals shapes}"
 SUITE=bookworm
 BASE_PACKAGES=ca-certificates,python3,python3-venv
 declare -A NAME=(
@@ -46,7 +48,11 @@ declare -A NAME=(
   [operator]=localhost/scalelab/operator:test
   [trainer]=localhost/scalelab/trainer:test
   [spirals]=localhost/scalelab/trainer-spirals:test
+  [shapes]=localhost/scalelab/trainer-shapes:test
 )
+# The teams' derived images: each built from its example folder's Dockerfile FROM the trainer.
+DERIVED=(spirals shapes)
+declare -A EXAMPLE=([spirals]=examples/spirals-plugin [shapes]=examples/image-files-plugin)
 log() { echo "build-images: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
@@ -183,10 +189,11 @@ repo_files() {
 # Exactly what the target's COPY and RUN --mount instructions read (tests/images checks the list).
 stage_context() { # TARGET DIR
   local ctx="$2"
-  if [ "$1" = spirals ]; then # the example's own folder is the context, as in its README
-    repo_files "$EXAMPLE" | while read -r f; do
-      mkdir -p "$ctx/$(dirname "${f#"$EXAMPLE"/}")"
-      cp -p "$f" "$ctx/${f#"$EXAMPLE"/}"
+  if [ -n "${EXAMPLE[$1]:-}" ]; then # the example's own folder is the context, as in its README
+    local dir="${EXAMPLE[$1]}"
+    repo_files "$dir" | while read -r f; do
+      mkdir -p "$ctx/$(dirname "${f#"$dir"/}")"
+      cp -p "$f" "$ctx/${f#"$dir"/}"
     done
     return
   fi
@@ -256,15 +263,15 @@ build_target() { # TARGET KEY CTX
 
 # The team's image: their Dockerfile FROM the trainer image in the store, no network (the package
 # installs from its source folder with the trainer's own build backend).
-build_derived() { # KEY CTX
-  log "spirals: buildah bud $EXAMPLE/Dockerfile FROM ${NAME[trainer]} (log: $work/spirals.log)"
+build_derived() { # NAME KEY CTX
+  log "$1: buildah bud ${EXAMPLE[$1]}/Dockerfile FROM ${NAME[trainer]} (log: $work/$1.log)"
   # unshare --net: a network namespace with loopback only (chroot isolation has no --network).
   if ! unshare --net "${B[@]}" bud --isolation chroot --pull=never --layers=false --force-rm \
-    --build-arg "TRAINER_IMAGE=${NAME[trainer]}" --label "org.scalelab.key=$1" \
-    -f "$2/Dockerfile" -t "${NAME[spirals]}" "$2" >"$work/spirals.log" 2>&1; then
-    tail -40 "$work/spirals.log" >&2
-    cp "$work/spirals.log" "$OUT/spirals.failed.log"
-    die "spirals build failed (full log: $OUT/spirals.failed.log)"
+    --build-arg "TRAINER_IMAGE=${NAME[trainer]}" --label "org.scalelab.key=$2" \
+    -f "$3/Dockerfile" -t "${NAME[$1]}" "$3" >"$work/$1.log" 2>&1; then
+    tail -40 "$work/$1.log" >&2
+    cp "$work/$1.log" "$OUT/$1.failed.log"
+    die "$1 build failed (full log: $OUT/$1.failed.log)"
   fi
 }
 
@@ -276,11 +283,11 @@ for t in operator trainer; do
   stage_context "$t" "$work/ctx-$t"
   KEY[$t]=$( { echo "${KEY[base]}"; declare -f build_target; tree_hash "$work/ctx-$t"; } | sha)
 done
-stage_context spirals "$work/ctx-spirals"
-KEY[spirals]=$( {
-  echo "${KEY[trainer]}"; declare -f build_derived; tree_hash "$work/ctx-spirals"
-} | sha)
-for n in base pause operator trainer spirals; do ARCHIVE[$n]="$OUT/$n-${KEY[$n]}.tar"; done
+for d in "${DERIVED[@]}"; do
+  stage_context "$d" "$work/ctx-$d"
+  KEY[$d]=$( { echo "${KEY[trainer]}"; declare -f build_derived; tree_hash "$work/ctx-$d"; } | sha)
+done
+for n in base pause operator trainer "${DERIVED[@]}"; do ARCHIVE[$n]="$OUT/$n-${KEY[$n]}.tar"; done
 
 needs() { # NAME: wanted (or needed by a wanted image) and not archived yet
   [ -f "${ARCHIVE[$1]}" ] && return 1
@@ -288,8 +295,14 @@ needs() { # NAME: wanted (or needed by a wanted image) and not archived yet
   return 1
 }
 need_base=0
-# The derived image builds FROM the trainer: wanting it wants the trainer archive too.
-if needs spirals && ! needs trainer && [ ! -f "${ARCHIVE[trainer]}" ]; then WANT="$WANT trainer"; fi
+# A derived image builds FROM the trainer: wanting one wants the trainer archive too.
+need_derived=0
+for d in "${DERIVED[@]}"; do
+  if needs "$d"; then need_derived=1; fi
+done
+if [ "$need_derived" = 1 ] && ! needs trainer && [ ! -f "${ARCHIVE[trainer]}" ]; then
+  WANT="$WANT trainer"
+fi
 for n in base operator trainer; do
   if needs "$n"; then need_base=1; fi
 done
@@ -328,24 +341,26 @@ for t in operator trainer; do
   prune "$t" "${ARCHIVE[$t]}"
   report "$t" "${ARCHIVE[$t]}" $(($(date +%s) - start))
   # The archive is the product; vfs keeps a full copy per image, so the store keeps only the base
-  # (and the trainer while the derived image still needs it).
-  [ "$t" = trainer ] && needs spirals && continue
+  # (and the trainer while a derived image still needs it).
+  [ "$t" = trainer ] && [ "$need_derived" = 1 ] && continue
   "${B[@]}" rmi -f "${NAME[$t]}" >/dev/null 2>&1 || true
 done
 
-if needs spirals; then
+for d in "${DERIVED[@]}"; do
+  needs "$d" || continue
   start=$(date +%s)
   if [ "$(key_of "${NAME[trainer]}")" != "${KEY[trainer]}" ]; then
-    log "spirals: loading ${ARCHIVE[trainer]} into the build store"
+    log "$d: loading ${ARCHIVE[trainer]} into the build store"
     "${B[@]}" pull -q "docker-archive:${ARCHIVE[trainer]}" >/dev/null
   fi
-  build_derived "${KEY[spirals]}" "$work/ctx-spirals"
-  export_archive "${NAME[spirals]}" "${ARCHIVE[spirals]}"
-  prune spirals "${ARCHIVE[spirals]}"
-  report spirals "${ARCHIVE[spirals]}" $(($(date +%s) - start))
-  "${B[@]}" rmi -f "${NAME[spirals]}" "${NAME[trainer]}" >/dev/null 2>&1 || true
-fi
+  build_derived "$d" "${KEY[$d]}" "$work/ctx-$d"
+  export_archive "${NAME[$d]}" "${ARCHIVE[$d]}"
+  prune "$d" "${ARCHIVE[$d]}"
+  report "$d" "${ARCHIVE[$d]}" $(($(date +%s) - start))
+  "${B[@]}" rmi -f "${NAME[$d]}" >/dev/null 2>&1 || true
+done
+if [ "$need_derived" = 1 ]; then "${B[@]}" rmi -f "${NAME[trainer]}" >/dev/null 2>&1 || true; fi
 
-for n in base pause operator trainer spirals; do
+for n in base pause operator trainer "${DERIVED[@]}"; do
   case " $WANT " in *" $n "*) echo "$n=${ARCHIVE[$n]}" ;; esac
 done
