@@ -1,8 +1,8 @@
-"""The images hack/build-images.sh builds from the Dockerfile and from the example team's
-(examples/spirals-plugin/Dockerfile) with buildah, no registry and no daemon, do what the real
-node needs of them. Each check runs inside the exported archive — the very file the node's
-containerd imports — in a throwaway buildah container (chroot isolation, its own store under the
-test's temporary folder), so no container runtime or daemon is involved.
+"""The images hack/build-images.sh builds from the Dockerfile and from the example teams'
+(examples/spirals-plugin/, examples/image-files-plugin/) with buildah, no registry and no
+daemon, do what the real node needs of them. Each check runs inside the exported archive — the
+very file the node's containerd imports — in a throwaway buildah container (chroot isolation, its
+own store under the test's temporary folder), so no container runtime or daemon is involved.
 
 Cold, the build takes minutes (hack/build-images.sh caches archives keyed by their inputs; warm,
 it returns at once); each image is then unpacked once per session.
@@ -70,7 +70,7 @@ def archives() -> dict[str, Path]:
         ["bash", str(BUILD)], check=True, stdout=subprocess.PIPE, text=True, timeout=3000
     ).stdout
     found = dict(line.split("=", 1) for line in out.splitlines())
-    assert set(found) == {"base", "pause", "operator", "trainer", "spirals"}, out
+    assert set(found) == {"base", "pause", "operator", "trainer", "spirals", "shapes"}, out
     return {k: Path(v) for k, v in found.items()}
 
 
@@ -108,11 +108,11 @@ def trainer(archives: dict[str, Path], store: list[str]) -> Container:
     return container(store, archives["trainer"])
 
 
-@pytest.fixture(scope="session")
-def spirals(archives: dict[str, Path], store: list[str], trainer: Container) -> Container:
-    """The team's derived image (examples/spirals-plugin/Dockerfile); after the trainer, whose
-    layers it shares, so only its own layer unpacks."""
-    return container(store, archives["spirals"])
+#: The teams' derived images (examples/<folder>/Dockerfile): archive key → (package, module).
+DERIVED = {
+    "spirals": ("scalelab-example-spirals", "spirals"),
+    "shapes": ("scalelab-example-shapes", "shapes"),
+}
 
 
 def test_each_archive_carries_the_name_the_node_runs_it_by(archives: dict[str, Path]) -> None:
@@ -123,6 +123,7 @@ def test_each_archive_carries_the_name_the_node_runs_it_by(archives: dict[str, P
         "operator": "localhost/scalelab/operator:test",
         "trainer": "localhost/scalelab/trainer:test",
         "spirals": "localhost/scalelab/trainer-spirals:test",
+        "shapes": "localhost/scalelab/trainer-shapes:test",
     }
     for key, archive in archives.items():
         with tarfile.open(archive) as tar:
@@ -231,17 +232,24 @@ def test_the_pause_image_is_one_static_binary(archives: dict[str, Path], store: 
         subprocess.run([*store, "umount", c.name], capture_output=True, check=False)
 
 
+@pytest.mark.parametrize("key", sorted(DERIVED))
 def test_the_derived_image_is_the_trainer_plus_the_teams_package_only(
-    trainer: Container, spirals: Container
+    key: str, archives: dict[str, Path], store: list[str], trainer: Container
 ) -> None:
-    """examples/spirals-plugin/Dockerfile as its README builds it: the trainer's packages kept
-    (--no-deps), the example's added, the trainer's user and entrypoint unchanged."""
+    """examples/<package>/Dockerfile as its README builds it: the trainer's packages kept
+    (--no-deps), the example's added, the trainer's user and entrypoint unchanged. Unpacked
+    after the trainer, whose layers it shares, so only its own layer unpacks."""
+    package, module = DERIVED[key]
+    derived = container(store, archives[key])
     ours = set(trainer.run("pip freeze --all").stdout.splitlines())
-    theirs = set(spirals.run("pip freeze --all").stdout.splitlines())
+    theirs = set(derived.run("pip freeze --all").stdout.splitlines())
     assert ours - theirs == set(), ours - theirs
     added = theirs - ours
-    assert [a.split(" ")[0] for a in added] == ["scalelab-example-spirals"], added
-    r = spirals.run("python -c 'import spirals, scalelab_trainer.plugin; print(spirals.__file__)'")
-    assert r.stdout.strip().startswith("/opt/venv/lib/python3.11/site-packages/spirals/"), r.stdout
-    for key in ("User", "Entrypoint", "Cmd", "Env"):
-        assert spirals.config()[key] == trainer.config()[key], key
+    assert [a.split(" ")[0] for a in added] == [package], added
+    r = derived.run(
+        f"python -c 'import {module}, scalelab_trainer.plugin; print({module}.__file__)'"
+    )
+    site = f"/opt/venv/lib/python3.11/site-packages/{module}/"
+    assert r.stdout.strip().startswith(site), r.stdout
+    for field in ("User", "Entrypoint", "Cmd", "Env"):
+        assert derived.config()[field] == trainer.config()[field], field
