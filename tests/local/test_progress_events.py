@@ -12,6 +12,7 @@ import pytest
 
 from scalelab.local.events import parse_event
 from scalelab.local.executor import LocalRun, _Launch
+from scalelab.local.progress import Quiet
 from scalelab.results.model import TrialRecord
 from scalelab.validation import parse_experiment
 
@@ -24,29 +25,14 @@ def _line(kind: str, **fields: Any) -> str:
     return "[0]<stdout>:" + json.dumps({"schema": SCHEMA, "event": kind, "trial": TRIAL, **fields})
 
 
-class Shown:
-    """A Progress that keeps what it was given."""
+class Shown(Quiet):
+    """A Progress that keeps the epoch events it was given and reports nothing else."""
 
     def __init__(self) -> None:
         self.epochs: list[dict[str, Any]] = []
 
-    def __enter__(self) -> Shown:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def trial_started(self, record: TrialRecord) -> None:
-        return None
-
     def epoch(self, record: TrialRecord, event: dict[str, Any]) -> None:
         self.epochs.append(event)
-
-    def trial_finished(self, record: TrialRecord) -> None:
-        return None
-
-    def note(self, text: str) -> None:
-        return None
 
 
 class Log:
