@@ -9,15 +9,14 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.cluster.conftest import Operator, get, items, phase_of, wait_for
 from tests.cluster.processes import OPERATOR_NS
 from tests.cluster.standin import StandIn
+from tests.cluster.test_experiments import _experiment as lab1_experiment
 from tests.harness.controlplane import ControlPlane
 
 pytestmark = pytest.mark.cluster
@@ -131,23 +130,12 @@ def pair(
 
 def _experiment(name: str) -> str:
     """Three lab1 trials one at a time: the experiment outlives the kill and the takeover."""
-    body: dict[str, Any] = {
-        "apiVersion": "scalelab.dev/v1alpha1",
-        "kind": "ScaleExperiment",
-        "metadata": {"name": name},
-        "spec": {
-            "workload": {"model": "linear", "dataset": "lab1-line", "datasetSize": 64},
-            "sweep": {"batchSizes": [64, 32, 16], "gpus": [1]},
-            "training": {
-                "learningRate": 0.01,
-                "maxEpochs": 2000,
-                "convergence": {"relativeTolerance": 0},
-            },
-            "resources": {"gpusPerProcess": 0, "cpu": "1", "memory": "1Gi"},
-            "execution": {"maxConcurrentTrials": 1, "maxGPUs": 1, "backoffLimit": 0},
-        },
-    }
-    return yaml.safe_dump(body)
+    return lab1_experiment(
+        name,
+        sweep={"batchSizes": [64, 32, 16], "gpus": [1]},
+        training={"learningRate": 0.01, "maxEpochs": 2000, "convergence": {"relativeTolerance": 0}},
+        execution={"maxConcurrentTrials": 1, "maxGPUs": 1, "backoffLimit": 0},
+    )
 
 
 def test_the_standby_takes_over_a_killed_operator_within_15_s_and_nothing_is_lost_or_doubled(

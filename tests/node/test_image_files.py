@@ -34,6 +34,7 @@ from tests.harness.controlplane import ControlPlane
 from tests.harness.objects import get
 from tests.node.conftest import REPO, finished
 from tests.node.test_real_pods import trial_diagnostics
+from tests.node.test_user_workload import local_run
 
 pytestmark = pytest.mark.node
 
@@ -115,18 +116,6 @@ def trimmed_example(path: Path, folder: Path, token_sha256: str) -> Path:
     spec["execution"].update(backoffLimit=0)
     path.write_text(yaml.safe_dump(doc))
     return path
-
-
-def local_run(spec_file: Path, out: Path, token: str) -> dict[str, Any]:
-    """`scalelab run` of the file here: the package on PYTHONPATH, the credential in the
-    environment (a local run reads no Secret)."""
-    env = {**os.environ, "PYTHONPATH": str(PLUGIN_SRC), TOKEN_VARIABLE: token}
-    subprocess.run(
-        [sys.executable, "-m", "scalelab", "run", str(spec_file), "--out", str(out), "--no-report"],
-        check=True, capture_output=True, cwd=REPO, timeout=600, env=env,
-    )  # fmt: skip
-    data: dict[str, Any] = json.loads((out / "results.json").read_text())
-    return data
 
 
 def _pod_trainers() -> list[psutil.Process]:
@@ -253,7 +242,8 @@ def test_a_teams_model_trains_on_its_files_from_a_volume_with_a_secret_on_real_p
         spec_file = trimmed_example(tmp_path / "shapes.yaml", folder, token_sha256)
         cp.kubectl("apply", "-n", namespace, "-f", str(spec_file))
         watcher.start()
-        local = local_run(spec_file, tmp_path / "local", token)  # runs while the pods do
+        # The credential in the environment: a local run reads no Secret.
+        local = local_run(spec_file, tmp_path / "local", PLUGIN_SRC, {TOKEN_VARIABLE: token})
         phase = finished(cp, "shapes", namespace)
         watcher.stopped.set()
         watcher.join()

@@ -57,9 +57,12 @@ def trimmed_example(path: Path, name: str, image: str | None, gpus: list[int]) -
     return path
 
 
-def local_run(spec_file: Path, out: Path) -> dict[str, Any]:
-    """`scalelab run` of the file here, the example package on the trainer's PYTHONPATH."""
-    env = {**os.environ, "PYTHONPATH": str(PLUGIN_SRC)}
+def local_run(
+    spec_file: Path, out: Path, plugin_src: Path = PLUGIN_SRC, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """`scalelab run` of the file here, the example package `plugin_src` on the trainer's
+    PYTHONPATH and `env` added to the environment."""
+    env = {**os.environ, "PYTHONPATH": str(plugin_src), **(env or {})}
     subprocess.run(
         [sys.executable, "-m", "scalelab", "run", str(spec_file), "--out", str(out), "--no-report"],
         check=True, capture_output=True, cwd=REPO, timeout=600, env=env,
