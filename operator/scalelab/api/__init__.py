@@ -10,10 +10,10 @@ description that states its default and unit; names are camelCase on the wire (s
 Python).
 
 One module per concept: `base` (group, kinds, bounds, the base models), `enums`, the spec
-sections (`workload`, `sweep`, `training`, `measurement`, `resources`, `execution`), what the
-pods may reach (`pod`: volumes, environment, pull secrets), `status`, and the two resources
-(`experiment`, `trial`). Import from `scalelab.api`, which re-exports every public name; the
-submodules are how the package is laid out, not separate interfaces.
+sections (`workload`, `sweep`, `training`, `measurement`, `objective`, `resources`,
+`execution`), what the pods may reach (`pod`: volumes, environment, pull secrets), `status`,
+and the two resources (`experiment`, `trial`). Import from `scalelab.api`, which re-exports
+every public name; the submodules are how the package is laid out, not separate interfaces.
 """
 
 from scalelab.api.base import (
@@ -48,6 +48,7 @@ from scalelab.api.enums import (
 from scalelab.api.execution import Execution
 from scalelab.api.experiment import ObjectMeta, ScaleExperiment, ScaleExperimentSpec
 from scalelab.api.measurement import Measurement
+from scalelab.api.objective import Goal, Objective
 from scalelab.api.pod import (
     MAX_ENV_VALUE,
     RESERVED_MOUNT_PATHS,
@@ -80,6 +81,7 @@ from scalelab.api.status import (
     CriticalBatch,
     EfficiencyInterval,
     GpuUsage,
+    ModelledConfiguration,
     ParetoPoint,
     Recommendation,
     ResultRow,
@@ -155,6 +157,7 @@ __all__ = [
     "EnvVarSource",
     "Execution",
     "ExperimentPhase",
+    "Goal",
     "GpuUsage",
     "HostPathType",
     "HostPathVolumeSource",
@@ -163,7 +166,9 @@ __all__ = [
     "LrScaling",
     "Measurement",
     "Model",
+    "ModelledConfiguration",
     "ObjectMeta",
+    "Objective",
     "Optimizer",
     "ParamSummary",
     "ParameterName",

@@ -9,6 +9,7 @@ from pydantic import Field
 from scalelab.api.base import SpecModel
 from scalelab.api.execution import Execution
 from scalelab.api.measurement import Measurement
+from scalelab.api.objective import Objective
 from scalelab.api.resources import Resources
 from scalelab.api.status import ScaleExperimentStatus
 from scalelab.api.sweep import Sweep
@@ -28,6 +29,10 @@ class ScaleExperimentSpec(SpecModel):
     training: Training = Field(default_factory=Training, description="Training settings.")
     measurement: Measurement = Field(
         default_factory=Measurement, description="What every trial measures and records."
+    )
+    objective: Objective = Field(
+        default_factory=Objective,
+        description="What the recommendation optimises. Default: goal fastest, tolerance 0.05.",
     )
     resources: Resources = Field(default_factory=Resources, description="Pod resources.")
     execution: Execution = Field(

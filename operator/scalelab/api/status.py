@@ -80,9 +80,16 @@ class ResultRow(ApiModel):
     )
     scaling_efficiency: float | None = Field(
         default=None,
-        description="Scaling efficiency. batchScope global: strong, thr(N,B)/(N·thr(1,B)) "
-        "against the 1-process trial of the same global batch; perProcess: weak, "
-        "thr(N,b·N)/(N·thr(1,b)). Unit: ratio.",
+        description="Scaling efficiency. batchScope global: strong, thr(N,B)/((N/N₀)·thr(N₀,B)) "
+        "against the trials of the same global batch on N₀ processes, the fewest measured "
+        "(N₀ = 1 when measured); perProcess: weak, thr(N,b·N)/((N/N₀)·thr(N₀,b·N₀)). "
+        "Unit: ratio.",
+    )
+    efficiency_base_gpus: int | None = Field(
+        default=None,
+        gt=0,
+        description="N₀ of scalingEfficiency: the fewest processes measured at this batch (1 "
+        "when a 1-process trial was). Unit: processes. Default: null.",
     )
     time_to_target_seconds: float | None = Field(
         default=None, description="Training time until the target loss was reached. Unit: seconds."
@@ -115,6 +122,13 @@ class ResultRow(ApiModel):
     steps_to_target: int | None = Field(
         default=None, ge=0, description="Optimizer steps to the target loss. Unit: steps."
     )
+    step_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="Median steady-state step time: the trainer's stepTimeSeconds.p50 where the "
+        "row was folded from its events (results.json); null where the result does not carry "
+        "it, and then batchSize / samplesPerSecond stands in. Unit: seconds. Default: null.",
+    )
     input_wait_fraction: float | None = Field(
         default=None,
         description="Streamed data (plugin API 2): the share of the step loop spent waiting for "
@@ -133,7 +147,7 @@ class ResultRow(ApiModel):
 
 
 class ParetoPoint(ApiModel):
-    """A configuration on the Pareto front of time-to-target vs GPU-seconds."""
+    """A configuration on the Pareto front of modelled time-to-target vs GPU-seconds."""
 
     trial: str = Field(..., description="ScaleTrial name.")
     batch_size: int = Field(..., gt=0, description="Global batch size. Unit: examples.")
@@ -144,9 +158,70 @@ class ParetoPoint(ApiModel):
     )
     time_to_target_seconds: float = Field(
         ...,
-        description="Time to the target loss (without a target: to convergence). Unit: seconds.",
+        description="Modelled time to the target loss (without a target: to convergence): "
+        "steps-to-target × median step time. Unit: seconds.",
     )
-    gpu_seconds: float = Field(..., description="Processes × time-to-target. Unit: GPU-seconds.")
+    gpu_seconds: float = Field(
+        ..., description="Processes × modelled time-to-target. Unit: GPU-seconds."
+    )
+    measured_seconds: float | None = Field(
+        default=None,
+        description="Mean measured time-to-target over the repeats (the trainer's stopwatch); "
+        "null where no trial of the configuration reached the target. Unit: seconds. "
+        "Default: null.",
+    )
+
+
+class ModelledConfiguration(ApiModel):
+    """One configuration's modelled time-to-target, its interval, and what it rests on."""
+
+    trial: str = Field(..., description="A ScaleTrial of the configuration (the first repeat).")
+    batch_size: int = Field(..., gt=0, description="Global batch size. Unit: examples.")
+    gpus: int = Field(..., gt=0, description="Horovod processes. Unit: processes.")
+    base_learning_rate: float | None = Field(
+        default=None,
+        description="The sweep.learningRates value the trial trained at " + _BASE_RATE,
+    )
+    modelled_seconds: float = Field(
+        ...,
+        description="Steps-to-target of the batch × median step time of the configuration. "
+        "Unit: seconds.",
+    )
+    low: float | None = Field(
+        default=None,
+        description="95% bootstrap interval over repeats of modelledSeconds, lower; null with one "
+        "repeat. Unit: seconds. Default: null.",
+    )
+    high: float | None = Field(
+        default=None, description="The same interval, upper. Unit: seconds. Default: null."
+    )
+    gpu_seconds: float = Field(
+        ..., description="Processes × modelledSeconds. Unit: GPU-seconds (process-seconds on CPU)."
+    )
+    measured_seconds: float | None = Field(
+        default=None,
+        description="Mean measured time-to-target over the repeats; null where none reached it. "
+        "Unit: seconds. Default: null.",
+    )
+    steps_to_target: float | None = Field(
+        default=None,
+        description="Steps-to-target of the batch the model used (mean over its trials, or the "
+        "fit S(B)). Unit: steps. Default: null.",
+    )
+    steps_source: str = Field(
+        default="measured",
+        description="measured: the batch's trials reached the target; fit: S(B) = S_min(1 + "
+        "B_crit/B) fitted to the other batches; time: no step count, the measured time stands "
+        'in. Default: "measured".',
+    )
+    step_seconds: float | None = Field(
+        default=None,
+        description="Median over the repeats of each trial's median step time. Unit: seconds. "
+        "Default: null.",
+    )
+    scaling_efficiency: float | None = Field(
+        default=None, description="Mean scaling efficiency over the repeats. Unit: ratio."
+    )
 
 
 class BatchSteps(ApiModel):
@@ -170,6 +245,12 @@ class EfficiencyInterval(ApiModel):
 
     batch_size: int = Field(..., gt=0, description="Global batch size. Unit: examples.")
     gpus: int = Field(..., gt=0, description="Horovod processes. Unit: processes.")
+    base_gpus: int = Field(
+        default=1,
+        gt=0,
+        description="The process count the efficiency is relative to: the fewest measured at "
+        "this batch. Unit: processes. Default: 1.",
+    )
     base_learning_rate: float | None = Field(
         default=None,
         description="The sweep.learningRates value the trial trained at " + _BASE_RATE,
@@ -249,12 +330,42 @@ class Recommendation(ApiModel):
         default=None,
         ge=0,
         le=1,
-        description="Share of bootstrap resamples over repeats that recommend the same "
-        "configuration (null with one repeat). Unit: ratio. Default: null.",
+        description="Share of bootstrap resamples over repeats in which the recommended "
+        "configuration is within tolerance of the resample's best (null with one repeat). "
+        "Unit: ratio. Default: null.",
     )
     pareto: list[ParetoPoint] = Field(
         default_factory=list,
-        description="Pareto front of time-to-target vs GPU-seconds. Default: [].",
+        description="Pareto front of modelled time-to-target vs GPU-seconds. Default: [].",
+    )
+    goal: str = Field(
+        default="",
+        description="The objective the recommendation answers: fastest, cheapest, with the "
+        'floor or budget when set. Default: "".',
+    )
+    fastest: ModelledConfiguration | None = Field(
+        default=None,
+        description="The answer of goal fastest (no floor or budget). Default: null.",
+    )
+    cheapest: ModelledConfiguration | None = Field(
+        default=None, description="The answer of goal cheapest. Default: null."
+    )
+    indistinguishable: list[ModelledConfiguration] = Field(
+        default_factory=list,
+        description="The configurations the data cannot tell apart from the best under the "
+        "objective (within tolerance, or the bootstrap's 5% tail of the ratio), best first; at "
+        "most 20. Default: [].",
+    )
+    indistinguishable_count: int = Field(
+        default=0,
+        ge=0,
+        description="How many configurations are indistinguishable (all of them, listed or "
+        "not). Unit: configurations. Default: 0.",
+    )
+    noise: str = Field(
+        default="",
+        description="What the indistinguishable set and the intervals rest on, in one sentence. "
+        'Default: "".',
     )
 
 
