@@ -56,11 +56,12 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="session")
-def installed(node_cluster: Cluster) -> Iterator[ControlPlane]:
-    """scalelab installed from the local-images overlay, the operator pod Available, and the
-    real MPI operator running."""
+def mpi_operator(node_cluster: Cluster) -> Iterator[None]:
+    """The real MPI operator running, its MPIJob CRD served (before any scalelab install: an
+    operator pod that starts before the CRD serves can miss it for good)."""
     cp = node_cluster.cp
-    install(cp, OVERLAY)
+    cp.kubectl("apply", "--server-side", "-f", str(cp.bin / "mpijobs-crd.yaml"))
+    cp.kubectl("wait", "--for=condition=Established", "crd/mpijobs.kubeflow.org", "--timeout=60s")
     cp.kubectl("create", "namespace", "mpi-operator")  # its leader-election lock lives there
     log = open(cp.workdir / "mpi-operator.log", "wb")  # noqa: SIM115 - process lifetime
     mpi = subprocess.Popen(
@@ -71,15 +72,24 @@ def installed(node_cluster: Cluster) -> Iterator[ControlPlane]:
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
-        r = cp.kubectl(
-            "-n", OPERATOR_NS, "rollout", "status", "deploy/scalelab-operator", "--timeout=180s",
-            check=False,
-        )  # fmt: skip
-        assert r.returncode == 0, operator_diagnostics(cp)
-        yield cp
+        yield
     finally:
         mpi.terminate()
         mpi.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def installed(node_cluster: Cluster, mpi_operator: None) -> ControlPlane:
+    """scalelab installed from the local-images overlay, the operator pod Available, and the
+    real MPI operator running."""
+    cp = node_cluster.cp
+    install(cp, OVERLAY)
+    r = cp.kubectl(
+        "-n", OPERATOR_NS, "rollout", "status", "deploy/scalelab-operator", "--timeout=180s",
+        check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, operator_diagnostics(cp)
+    return cp
 
 
 def operator_diagnostics(cp: ControlPlane) -> str:
