@@ -8,6 +8,10 @@ ScaleTrial's status decides the phase and reason (the operator's verdict: an MPI
 after the result, a deadline); timings come from the trainer, `wallSeconds` from the trial's
 start and completion times. Trials not finished yet stay Running or Pending and are named in the
 file's warnings. `fetch` makes the API calls; `assemble` is pure.
+
+A finished experiment's file is dated when it finished (its Complete condition turned True), not
+when it was read, so every read of it, and the copy the operator archives (kube/archive.py), is
+the same file; an unfinished one is dated now.
 """
 
 from __future__ import annotations
@@ -28,7 +32,14 @@ from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from scalelab.api import FINISHED_TRIAL_PHASES, GROUP, VERSION, TrialPhase
+from scalelab.api import (
+    FINISHED_TRIAL_PHASES,
+    GROUP,
+    VERSION,
+    ConditionType,
+    ExperimentPhase,
+    TrialPhase,
+)
 from scalelab.kube.mpijob import LABEL_EXPERIMENT, LABEL_TRIAL
 from scalelab.kube.observed import InvalidSpecError, parse
 from scalelab.kube.resources import EXPERIMENTS, TRIALS
@@ -50,7 +61,16 @@ NOT_FOUND = 404
 
 
 class ClusterReadError(Exception):
-    """The experiment cannot be read from the cluster (no config, not found, forbidden, down)."""
+    """The experiment cannot be read from the cluster (no config, not found, forbidden, down);
+    `status` is the API server's HTTP status when it answered."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ExperimentNotFoundError(ClusterReadError):
+    """The API server answered that the experiment does not exist (deleted, or a wrong name)."""
 
 
 @dataclass
@@ -110,10 +130,13 @@ def fetch(api: client.ApiClient, namespace: str, name: str) -> Snapshot:
         )
     except ApiException as error:
         if error.status == NOT_FOUND:
-            raise ClusterReadError(
-                f"{where} not found (kubectl get sx -n {namespace} lists the experiments there)"
+            raise ExperimentNotFoundError(
+                f"{where} not found (kubectl get sx -n {namespace} lists the experiments there)",
+                NOT_FOUND,
             ) from None
-        raise ClusterReadError(f"cannot read {where}: {error.status} {error.reason}") from None
+        raise ClusterReadError(
+            f"cannot read {where}: {error.status} {error.reason}", error.status
+        ) from None
     except (HTTPError, OSError) as error:
         raise ClusterReadError(f"cannot reach the API server for {where}: {error}") from None
     serialize: Any = api.sanitize_for_serialization
@@ -128,6 +151,18 @@ def _rfc3339(value: Any) -> float | None:
         return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
     except ValueError:
         return None
+
+
+def finished_at(experiment: Mapping[str, Any]) -> float | None:
+    """When a finished experiment finished: its Complete condition's last transition to True
+    (None while it runs, or when the condition carries no time)."""
+    status = experiment.get("status") or {}
+    if status.get("phase") not in (ExperimentPhase.SUCCEEDED, ExperimentPhase.FAILED):
+        return None
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == ConditionType.COMPLETE and condition.get("status") == "True":
+            return _rfc3339(condition.get("lastTransitionTime"))
+    return None
 
 
 def decode_events(configmap: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -202,7 +237,8 @@ def _record(
 
 
 def assemble(snapshot: Snapshot, now: float | None = None) -> ClusterResults:
-    """The results file of the experiment in `snapshot`, as `scalelab run` would have written it."""
+    """The results file of the experiment in `snapshot`, as `scalelab run` would have written it,
+    dated `now`, else when the experiment finished, else the current time."""
     try:
         experiment = parse(snapshot.experiment)
     except InvalidSpecError as error:
@@ -226,5 +262,7 @@ def assemble(snapshot: Snapshot, now: float | None = None) -> ClusterResults:
             f"{experiment.metadata.name}` for the rest"
         )
     aggregate_results(results, experiment)
-    results.updated_at = time.time() if now is None else now
+    if now is None:
+        now = finished_at(snapshot.experiment) or time.time()
+    results.updated_at = now
     return ClusterResults(results, files, running, pending)
