@@ -19,6 +19,7 @@ nameserver (kubelet `clusterDNS`); the MPI operator names workers by Service DNS
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -63,6 +64,11 @@ SYSCTLS = [
 ]  # fmt: skip
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_NAMES = ("kubepods", "k8s.io")
+#: One real node per machine: the node's address, bridge, cgroups and host paths above are
+#: fixed, so a second node (a second pytest session, the playground beside the suite) waits here
+#: for the first to stop instead of breaking both.
+NODE_LOCK = Path("/run/lock/scalelab-node.lock")
+NODE_LOCK_WAIT_SECONDS = 1800.0
 
 
 def _script_output(script: str) -> str:
@@ -522,6 +528,7 @@ class Cluster:
     cp: ControlPlane
     node: Node
     images: dict[str, Path]
+    lock: int = -1  # the NODE_LOCK descriptor, closed (released) by stop()
 
     @property
     def kubeconfig(self) -> Path:
@@ -531,7 +538,41 @@ class Cluster:
         self.node.drain()
         problems = self.node.stop()
         self.cp.stop()
+        _release(self.lock)
+        self.lock = -1
         return problems
+
+
+def _node_lock(wait: float = NODE_LOCK_WAIT_SECONDS) -> int:
+    """Hold NODE_LOCK (a descriptor to close), waiting at most `wait` seconds for another node."""
+    NODE_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(NODE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait
+    said = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise TimeoutError(
+                    f"another real-node cluster held {NODE_LOCK} for {wait:.0f} s; stop it "
+                    "(its pytest session or `python -m tests.harness.cluster`) and retry"
+                ) from None
+            if not said:
+                print(f"# waiting for {NODE_LOCK}: another real node runs here", file=sys.stderr)
+                said = True
+            time.sleep(2)
+            continue
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return fd
+
+
+def _release(fd: int) -> None:
+    if fd >= 0:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def start_cluster(workdir: Path | None = None, gpus: int = 4) -> Cluster:
@@ -541,6 +582,15 @@ def start_cluster(workdir: Path | None = None, gpus: int = 4) -> Cluster:
     d = workdir or Path(tempfile.mkdtemp(prefix="scalelab-cluster-"))
     archives = built_images()
     nbin = node_bin()
+    lock = _node_lock()
+    try:
+        return _start_locked(d, archives, nbin, gpus, lock)
+    except BaseException:
+        _release(lock)
+        raise
+
+
+def _start_locked(d: Path, archives: dict[str, Path], nbin: Path, gpus: int, lock: int) -> Cluster:
     net = NodeNetwork()
     snapshot = HostSnapshot.take(net.ip)
     # The node address exists before the API server, which binds it.
@@ -559,7 +609,7 @@ def start_cluster(workdir: Path | None = None, gpus: int = 4) -> Cluster:
         node.stop()
         cp.stop()
         raise
-    return Cluster(cp=cp, node=node, images=archives)
+    return Cluster(cp=cp, node=node, images=archives, lock=lock)
 
 
 def main() -> None:
