@@ -76,7 +76,31 @@ if [ -n "$checks" ]; then
 else
   lint
 fi
-step pytest;              .venv/bin/python -m pytest --durations=30 "$@" && rc=0 || rc=$?
+# The node tier runs in a pytest process of its own beside the other tiers: most of its time is
+# waiting (containers starting, pods scheduled, the trainer's epochs in pods), and it shares no
+# component with them (its own control plane; one real node per machine, tests/harness/cluster.py).
+# Its output is printed after the others'. Each process gets the command line with its -m
+# expression narrowed (pytest takes the last -m).
+pytest_cmd=(.venv/bin/python -m pytest --durations=30)
+if has node && [ ${#tiers[@]} -gt 1 ]; then
+  expr=$(python3 hack/tiers.py --expression "$@")
+  both() { if [ -n "$expr" ]; then echo "($expr) and $1"; else echo "$1"; fi; }
+  step "pytest (the node tier beside the others)"
+  "${pytest_cmd[@]}" "$@" -m "$(both node)" >"$logs/node-tier.log" 2>&1 & node_tier=$!
+  trap 'kill -TERM "$node_tier" 2>/dev/null; wait "$node_tier"; rm -rf "$logs"' EXIT
+  "${pytest_cmd[@]}" "$@" -m "$(both "not node")" && rc=0 || rc=$?
+  wait "$node_tier" && node_rc=0 || node_rc=$?
+  trap 'rm -rf "$logs"' EXIT
+  step "pytest: the node tier"
+  cat "$logs/node-tier.log"
+  # One status for both: a failure or an interruption wins over success, and 5 (nothing
+  # collected: a -k or -m that selects tests of one side only) over nothing else.
+  if [ "$rc" = 5 ] || { [ "$node_rc" != 0 ] && [ "$node_rc" != 5 ] && [ "$rc" != 2 ]; }; then
+    rc=$node_rc
+  fi
+else
+  step pytest;            "${pytest_cmd[@]}" "$@" && rc=0 || rc=$?
+fi
 if [ -n "$images" ] && [ "$rc" != 2 ]; then # 2: pytest was interrupted; no waiting then
   step images;            wait "$images" || { cat "$logs/images.log" >&2; exit 1; }
 fi

@@ -1,7 +1,9 @@
 """Which test tiers a pytest command line can run, so hack/test.sh builds only what they start.
 
 Called by hack/test.sh with the arguments it passes on to pytest, before the virtualenv exists
-(standard library only). Prints the tier names, space-separated, in suite order.
+(standard library only). Prints the tier names, space-separated, in suite order; with
+`--expression` first, the command line's own -m expression instead (empty without one), which
+hack/test.sh narrows to run the node tier in a pytest process of its own.
 
 Every test carries exactly one tier marker (tests/conftest.py enforces it), so a test of tier T
 is selected by `-m EXPR` exactly when EXPR is true with T's marker set and the other tiers'
@@ -93,4 +95,7 @@ def selected(expr: str | None) -> list[str]:
 
 
 if __name__ == "__main__":
-    print(" ".join(selected(marker_expression(sys.argv[1:]))))
+    if sys.argv[1:2] == ["--expression"]:
+        print(marker_expression(sys.argv[2:]) or "")
+    else:
+        print(" ".join(selected(marker_expression(sys.argv[1:]))))

@@ -61,3 +61,23 @@ def test_no_expression_or_one_it_cannot_follow_builds_for_every_tier(args: list[
 
 def test_arguments_after_a_double_dash_are_not_options() -> None:
     assert tiers("--", "-m", "unit") == list(TIERS)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ([], ""),
+        (["-x", "-m", "unit or node"], "unit or node"),
+        (["-mnode", "-m", "cluster"], "cluster"),
+    ],
+)
+def test_the_expression_hack_test_narrows_for_its_node_process_is_the_last_one_given(
+    args: list[str], expected: str
+) -> None:
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--expression", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.strip() == expected
