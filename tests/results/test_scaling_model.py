@@ -11,6 +11,7 @@ import random
 import pytest
 
 from scalelab.api import ResultRow, TrialPhase
+from scalelab.report.predictions import predictions_html
 from scalelab.scaling import (
     Context,
     Series,
@@ -223,3 +224,13 @@ def test_epoch_step_times_leave_out_the_first_epoch_of_three_or_more() -> None:
     assert curve_step_seconds(100, [50.0, 1000.0, 500.0]) == [0.1, 0.2]
     assert curve_step_seconds(100, [50.0, None, 0, 1000.0]) == [2.0, 0.1]
     assert curve_step_seconds(100, [50.0, 1000.0]) == [2.0, 0.1]
+
+
+def test_the_report_section_shows_each_point_with_its_interval_and_caveats() -> None:
+    rows = rows_of(StepModel(compute=0.4, comm=0.02), [256], [1, 2], steps={256: 10}, repeats=2)
+    section = predictions_html(predictions(rows, weak=False, max_gpus=8, cores=2), cpu=True)
+    assert section.count("<tr") == 1 + 4  # header, then 1, 2, 4 and 8 processes
+    assert section.count("predicted</td>") == 2
+    assert "8 processes on 2 cores" in section
+    assert "Where the model fails" in section
+    assert predictions_html(predictions(rows[:1], weak=False, max_gpus=8)) == ""
