@@ -25,8 +25,8 @@ published figures the saturating shape misses VGG-16's fall from 128 to 512 GPUs
 points, see bench/scaling_prediction.py), and the interval covers both shapes.
 
 Interval: a 95% percentile bootstrap. Each resample draws, at every measured count, that
-count's step-time observations with replacement (each epoch's step time where the results file
-has the curves, else each trial's) and fits the model to their medians; steps-to-target are
+count's trials' step times with replacement (a count with one trial: its epochs' step times,
+where the results file keeps the curves) and fits the model to their medians; steps-to-target are
 drawn from the batch's repeats likewise (and the S(B) fit of critical.py refitted where the
 batch was not run to the target). The interval is the union of the 2.5–97.5% ranges under
 both communication shapes, so it carries model-form uncertainty as well as measurement noise.
@@ -229,9 +229,14 @@ class Series:
 
 
 def row_step_seconds(row: ResultRow) -> float | None:
-    """A trial's steady-state seconds per step: global batch / global throughput."""
+    """A trial's steady-state seconds per step: the trainer's median (stepSeconds), else
+    global batch / global throughput (the mean), as timing.py takes it."""
+    if row.phase not in MEASURED:
+        return None
+    if row.step_seconds is not None and row.step_seconds > 0:
+        return row.step_seconds
     speed = row.samples_per_second
-    if row.phase not in MEASURED or not speed or speed <= 0 or not math.isfinite(speed):
+    if not speed or speed <= 0 or not math.isfinite(speed):
         return None
     return row.batch_size / speed
 
@@ -239,21 +244,31 @@ def row_step_seconds(row: ResultRow) -> float | None:
 def collect_series(
     rows: Sequence[ResultRow], weak: bool, step_samples: Mapping[str, Sequence[float]] | None = None
 ) -> list[Series]:
-    """Step-time observations per batch and count: a trial's per-epoch step times where
-    `step_samples` has them (trial name → seconds), else its steady-state step time. Throughput
-    does not depend on the learning rate, so a learningRates axis adds observations, not series."""
-    found: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    """Step-time observations per batch and count: each trial's steady-state step time
+    (`row_step_seconds`), so that the median at a count is timing.py's t(B, N). Where a count has
+    one trial only and `step_samples` has its per-epoch step times (trial name → seconds), those
+    stand in, scaled to the trial's median: the bootstrap then draws the epoch-to-epoch spread,
+    the only spread one run shows. Throughput does not depend on the learning rate, so a
+    learningRates axis adds observations, not series."""
+    found: dict[int, dict[int, list[tuple[str, float]]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         step = row_step_seconds(row)
-        if step is None:
-            continue
-        samples = [s for s in (step_samples or {}).get(row.trial, ()) if s > 0]
-        key = row.batch_size // row.gpus if weak else row.batch_size
-        found[key][row.gpus].extend(samples or [step])
-    return [
-        Series(batch, weak, {n: tuple(v) for n, v in sorted(by_count.items())})
-        for batch, by_count in sorted(found.items())
-    ]
+        if step is not None:
+            key = row.batch_size // row.gpus if weak else row.batch_size
+            found[key][row.gpus].append((row.trial, step))
+    out = []
+    for batch, by_count in sorted(found.items()):
+        observations = {}
+        for n, trials in sorted(by_count.items()):
+            observations[n] = tuple(t for _, t in trials)
+            if len(trials) == 1:
+                name, step = trials[0]
+                epochs = [v for v in (step_samples or {}).get(name, ()) if v > 0]
+                if epochs:
+                    centre = median(epochs)
+                    observations[n] = tuple(step * v / centre for v in epochs)
+        out.append(Series(batch, weak, observations))
+    return out
 
 
 def prediction_counts(measured: Sequence[int], max_gpus: int) -> list[int]:
@@ -442,8 +457,9 @@ def point_warnings(series: Series, gpus: int, steps_kind: str | None, ctx: Conte
     ppw = ctx.processes_per_worker
     if ppw is not None and measured <= ppw < gpus:
         out.append(
-            f"every measured count fits in one worker ({ppw} processes); {gpus} cross the "
-            "network between workers, which the fit has not seen (expect more communication)"
+            f"every measured count fits in one worker ({ppw} processes per worker); {gpus} "
+            "cross the network between workers, which the fit has not seen (expect more "
+            "communication)"
         )
     batch = series.global_batch(gpus)
     if steps_kind == "fit" and ctx.largest_steps_batch is not None:
@@ -584,9 +600,9 @@ def predictions(
         if fitted is not None:
             batches.append(fitted)
     interval = (
-        f"95% bootstrap ({resamples} resamples): step-time observations drawn with replacement "
-        "at each measured count (each epoch's where the curves are kept, else each trial's), "
-        "steps-to-target from the repeats; the union of the log2 N and ring-allreduce fits"
+        f"95% bootstrap ({resamples} resamples): each measured count's trial step times drawn "
+        "with replacement (a count with one trial: its epochs' step times, where the curves are "
+        "kept), steps-to-target from the repeats; the union of the log2 N and ring-allreduce fits"
     )
     return ScalingPredictions(
         model=MODEL_TEXT[weak],

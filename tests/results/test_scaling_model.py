@@ -17,12 +17,14 @@ from scalelab.scaling import (
     Series,
     StepModel,
     StepsSource,
+    collect_series,
     curve_step_seconds,
     fit_step_model,
     holdout,
     predict_series,
     prediction_counts,
     predictions,
+    row_step_seconds,
 )
 
 pytestmark = pytest.mark.unit
@@ -234,3 +236,25 @@ def test_the_report_section_shows_each_point_with_its_interval_and_caveats() -> 
     assert "8 processes on 2 cores" in section
     assert "Where the model fails" in section
     assert predictions_html(predictions(rows[:1], weak=False, max_gpus=8)) == ""
+
+
+def test_the_trainers_median_step_time_wins_over_batch_per_throughput() -> None:
+    row = ResultRow(
+        trial="t", batch_size=100, gpus=1, phase=TrialPhase.SUCCEEDED,
+        samples_per_second=100.0, step_seconds=0.5,
+    )  # fmt: skip
+    assert row_step_seconds(row) == 0.5
+    assert row_step_seconds(row.model_copy(update={"step_seconds": None})) == 1.0
+    assert row_step_seconds(row.model_copy(update={"phase": TrialPhase.FAILED})) is None
+
+
+def test_one_trial_per_count_borrows_its_epochs_spread_around_its_median() -> None:
+    rows = rows_of(StepModel(compute=0.4, comm=0.02), [256], [1, 2], steps={256: 10})
+    epochs = {rows[0].trial: [1.0, 2.0, 3.0]}  # median 2: scaled to the trial's 0.4 s
+    (series,) = collect_series(rows, weak=False, step_samples=epochs)
+    assert series.observations[1] == pytest.approx((0.2, 0.4, 0.6))
+    assert series.medians()[1] == pytest.approx(0.4)
+    assert series.observations[2] == pytest.approx((0.22,))
+    repeated = rows_of(StepModel(compute=0.4, comm=0.02), [256], [1], steps={256: 10}, repeats=2)
+    (twice,) = collect_series(repeated, weak=False, step_samples=epochs)
+    assert len(twice.observations[1]) == 2  # repeats: the trials' step times, not epochs
