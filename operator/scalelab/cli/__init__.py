@@ -216,7 +216,14 @@ def _render(directory: Path, results: ResultsFile) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Re-render DIR/report.html and the plots from DIR/results.json, or write a cluster
-    experiment's results.json, results.csv and report.html (--experiment)."""
+    experiment's results.json, results.csv and report.html (--experiment), or delete old
+    results archives (--prune)."""
+    if args.prune:
+        if args.dir is not None or args.out is not None:
+            return _error("--prune takes no DIR and no --out")
+        return _prune_archives(args)
+    if args.older_than is not None:
+        return _error("--older-than goes with --prune")
     if args.experiment is not None:
         if args.dir is not None:
             return _error("give either DIR or --experiment NAME (with --out DIR), not both")
@@ -234,7 +241,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _report_cluster(args: argparse.Namespace) -> int:
-    """Fetch a cluster experiment, write its results files and report; say what still runs."""
+    """Fetch a cluster experiment (or, once it is deleted, its results archive), write its
+    results files and report; say what still runs."""
+    from scalelab.kube import archive
     from scalelab.kube import results as cluster
 
     name = args.experiment
@@ -243,12 +252,27 @@ def _report_cluster(args: argparse.Namespace) -> int:
         api, namespace = cluster.connect()
         namespace = args.namespace or namespace
         with api:
-            snapshot = cluster.fetch(api, namespace, name)
-        fetched = cluster.assemble(snapshot)
+            try:
+                fetched = cluster.assemble(cluster.fetch(api, namespace, name))
+            except cluster.ExperimentNotFoundError as gone:
+                found = archive.find(api, namespace, name)
+                if found is None:
+                    raise cluster.ClusterReadError(
+                        f"{gone}; no results archive of it either (kubectl get configmaps -n "
+                        f"{namespace} -l {archive.LABEL_ARCHIVE} lists the archives there)"
+                    ) from None
+                fetched = archive.as_fetched(found, str(api.configuration.host))
+                print(
+                    f"{namespace}/{name}: the experiment is gone; read its results archive, "
+                    f"configmap {found.name} (archived {found.archived_at or 'at an unknown time'})"
+                )
+                if found.left_out:
+                    print(f"{found.left_out} data file(s) were over the archive's budget: the "
+                          "report draws without them")  # fmt: skip
         store.load(out, experiment=name)  # never overwrite another experiment's results
         store.save(out, fetched.results)
         store.save_files(out, fetched.files)
-    except cluster.ClusterReadError as error:
+    except (cluster.ClusterReadError, archive.ArchiveReadError) as error:
         return _error(str(error))
     except (store.ResultsReadError, store.ResultsWriteError) as error:
         return _error(str(error))
@@ -264,6 +288,26 @@ def _report_cluster(args: argparse.Namespace) -> int:
     if _render(out, fetched.results) != EXIT_OK:
         return EXIT_INVALID
     print(f"results: {out / store.RESULTS_JSON}")
+    return EXIT_OK
+
+
+def _prune_archives(args: argparse.Namespace) -> int:
+    """Delete the results archives of deleted experiments (older than --older-than days)."""
+    from scalelab.kube import archive
+    from scalelab.kube import results as cluster
+
+    days = args.older_than or 0.0
+    try:
+        api, namespace = cluster.connect()
+        namespace = args.namespace or namespace
+        with api:
+            names = archive.prune(api, namespace, days * 86400.0, args.experiment)
+    except cluster.ClusterReadError as error:
+        return _error(str(error))
+    for target in names:
+        print(f"deleted configmap {namespace}/{target}")
+    age = f", archived over {days:g} day(s) ago" if days else ""
+    print(f"{namespace}: {len(names)} results archive(s) of deleted experiments pruned{age}")
     return EXIT_OK
 
 
@@ -320,6 +364,17 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{port} is not a port number (0-65535)")
     return port
+
+
+def _days(text: str) -> float:
+    """A number of days, zero or more, for argparse."""
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
+    if not days >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} is not a number of days (0 or more)")
+    return days
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -386,7 +441,8 @@ def _add_report(sub: Any) -> None:
     report.add_argument(
         "--experiment", metavar="NAME",
         help="a ScaleExperiment on the cluster of the current kubeconfig context (as kubectl "
-        "finds it): write results.json, results.csv and report.html of what has finished",
+        "finds it): write results.json, results.csv and report.html of what has finished; "
+        "once it is deleted, of its results archive",
     )  # fmt: skip
     report.add_argument(
         "--namespace", "-n", metavar="NS",
@@ -395,6 +451,15 @@ def _add_report(sub: Any) -> None:
     report.add_argument(
         "--out", metavar="DIR", help="with --experiment: where to write (default out/<name>)"
     )
+    report.add_argument(
+        "--prune", action="store_true",
+        help="delete the results archives (kept when an experiment finishes) of experiments "
+        "that were deleted, in --namespace; with --experiment NAME only that name's",
+    )  # fmt: skip
+    report.add_argument(
+        "--older-than", type=_days, metavar="DAYS",
+        help="with --prune: only archives made more than DAYS ago (default: all)",
+    )  # fmt: skip
     report.set_defaults(func=cmd_report)
 
 

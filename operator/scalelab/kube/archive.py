@@ -43,7 +43,8 @@ import gzip
 import json
 import time
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -51,8 +52,9 @@ from typing import Any, TypeVar
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
+from urllib3.exceptions import HTTPError
 
-from scalelab.api import GROUP, VERSION
+from scalelab.api import GROUP, VERSION, TrialPhase
 from scalelab.kube import results as cluster
 from scalelab.kube.apply import CONFLICT, NOT_FOUND, Kube
 from scalelab.kube.mpijob import LABEL_MANAGED_BY, MANAGED_BY
@@ -216,6 +218,16 @@ def decode(configmap: Mapping[str, Any]) -> Archived:
     )
 
 
+def as_fetched(found: Archived, server: str) -> cluster.ClusterResults:
+    """An archive as `scalelab report --experiment` writes a live experiment's results: the
+    host's `cluster` is the API server it was read from (the operator may address the same
+    cluster otherwise, e.g. by its in-cluster Service)."""
+    results = found.results.model_copy(update={"host": {**found.results.host, "cluster": server}})
+    running = [t.name for t in results.trials if t.phase is TrialPhase.RUNNING]
+    pending = [t.name for t in results.trials if t.phase is TrialPhase.PENDING]
+    return cluster.ClusterResults(results, found.files, running, pending)
+
+
 def newest(configmaps: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     """Of several archives of one name (the experiment was recreated), the last archived."""
     stamped = [(_annotation(m, ARCHIVED_AT), m) for m in configmaps]
@@ -347,11 +359,25 @@ class Archiver:
         return target
 
 
+@contextmanager
+def _api_errors(what: str) -> Iterator[None]:
+    """API and connection errors of `what` as a ClusterReadError saying so."""
+    try:
+        yield
+    except ApiException as error:
+        message = f"cannot {what}: {error.status} {error.reason}"
+        raise cluster.ClusterReadError(message, error.status) from None
+    except (HTTPError, OSError) as error:
+        raise cluster.ClusterReadError(f"cannot {what}: {error}") from None
+
+
 def find(api: client.ApiClient, namespace: str, name: str) -> Archived | None:
-    """The newest archive of experiment `name` in `namespace`, or None (ApiException: raised)."""
+    """The newest archive of experiment `name` in `namespace`, or None. Raises ClusterReadError
+    (the API) or ArchiveReadError (the archive)."""
     core: Any = client.CoreV1Api(api)
-    maps = core.list_namespaced_config_map(namespace, label_selector=f"{LABEL_ARCHIVE}={name}")
     serialize: Any = api.sanitize_for_serialization
+    with _api_errors(f"list the results archives in {namespace}"):
+        maps = core.list_namespaced_config_map(namespace, label_selector=f"{LABEL_ARCHIVE}={name}")
     found = newest([serialize(m) for m in maps.items])
     return decode(found) if found is not None else None
 
@@ -364,20 +390,22 @@ def prune(
     now: float | None = None,
 ) -> list[str]:
     """Delete the archives in `namespace` (of `experiment` only, if given) whose experiment is
-    gone and that are older than `older_than_seconds`; their names."""
+    gone and that are older than `older_than_seconds`; their names. Raises ClusterReadError."""
     core: Any = client.CoreV1Api(api)
     custom: Any = client.CustomObjectsApi(api)
-    selector = f"{LABEL_ARCHIVE}={experiment}" if experiment else LABEL_ARCHIVE
-    maps = core.list_namespaced_config_map(namespace, label_selector=selector)
-    live = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, EXPERIMENTS)["items"]
-    uids = {str((x.get("metadata") or {}).get("uid")) for x in live}
     serialize: Any = api.sanitize_for_serialization
+    selector = f"{LABEL_ARCHIVE}={experiment}" if experiment else LABEL_ARCHIVE
+    with _api_errors(f"list the results archives and experiments in {namespace}"):
+        maps = core.list_namespaced_config_map(namespace, label_selector=selector)
+        live = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, EXPERIMENTS)
+    uids = {str((x.get("metadata") or {}).get("uid")) for x in live["items"]}
     bodies = [serialize(m) for m in maps.items]
     names = prunable(bodies, uids, older_than_seconds, time.time() if now is None else now)
     for target in names:
-        try:
-            core.delete_namespaced_config_map(target, namespace)
-        except ApiException as error:
-            if error.status != NOT_FOUND:  # deleted meanwhile: what this call wanted
-                raise
+        with _api_errors(f"delete configmap {namespace}/{target}"):
+            try:
+                core.delete_namespaced_config_map(target, namespace)
+            except ApiException as error:
+                if error.status != NOT_FOUND:  # deleted meanwhile: what this call wanted
+                    raise
     return names

@@ -7,6 +7,10 @@ Runs in kopf's event loop; the indexes are read there (kopf mutates them on the 
 the synchronous kubernetes client runs in a thread so one slow call never stalls the watches.
 Errors follow the house taxonomy: an invalid spec is a `kopf.PermanentError` plus a
 Ready=False/InvalidSpec condition; an API failure is a `kopf.TemporaryError` retried later.
+
+An experiment's results are archived (kube/archive.py) by the pass that finishes it, and on
+RESUME of a finished one whose archive is missing (one that failed, or finished before this
+version); the archive's name is deterministic, so replicas and restarts write it once.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from scalelab.api import API_VERSION, TRIAL_KIND, ExperimentPhase, ScaleExperiment
 from scalelab.kube import apply
 from scalelab.kube.apply import NOT_FOUND, Kube
+from scalelab.kube.archive import Archiver
 from scalelab.kube.decide import decide
 from scalelab.kube.metrics import OperatorMetrics, Snapshot
 from scalelab.kube.observed import (
@@ -42,6 +47,7 @@ from scalelab.planner import PlannedTrial
 from scalelab.planner import plan as plan_trials
 
 RETRY_SECONDS = 5.0
+FINISHED = (ExperimentPhase.SUCCEEDED, ExperimentPhase.FAILED)
 
 
 @dataclass
@@ -52,6 +58,7 @@ class Context:
     config: Config
     metrics: OperatorMetrics
     accounts: set[str] = field(default_factory=set)  # namespaces with the trainer account
+    archiver: Archiver = field(default_factory=Archiver)
     prerequisites: Prerequisites = field(init=False)
 
     def __post_init__(self) -> None:
@@ -138,6 +145,7 @@ async def plan(memo: kopf.Memo, body: kopf.Body, indexes: Indexes, handler: str)
         seen = decide(cache.experiment, body, *indexes.seen(key), Memory(), planned=cache.trials)
         queue = cache.experiment.spec.execution.queue_name or ""
         ctx.metrics.observe(*key, Snapshot(seen.phases, seen.usage, seen.rows, queue=queue))
+        await _archive(ctx, handler, body)  # an error: kopf retries the resume
         return
     namespace, _ = _key(body)
     if namespace not in ctx.accounts:
@@ -191,6 +199,11 @@ async def _pass(
     )
     await _apply(ctx, handler, memo, body, decision)
     _post_events(body, key[0], decision)
+    if (decision.actions.experiment_status or {}).get("phase") in FINISHED:
+        try:
+            await _archive(ctx, handler, body)
+        except Exception as error:  # the status is written: RESUME retries at the next start
+            kopf.warn(body, reason="ResultsNotArchived", message=f"{type(error).__name__}: {error}")
     ctx.metrics.observe(
         *key,
         Snapshot(
@@ -222,6 +235,17 @@ async def _apply(
         if isinstance(cause, ApiException) and cause.status == NOT_FOUND:
             ctx.prerequisites.forget(MPIJOB_API.key)  # an MPIJob create may have found no API
         raise
+
+
+async def _archive(ctx: Context, handler: str, body: kopf.Body) -> None:
+    """Archive a finished experiment's results unless its archive exists; an Event says where."""
+    namespace, name = _key(body)
+    made = await _call(
+        ctx, handler, ctx.archiver.ensure, ctx.kube, namespace, name, str(body.metadata.uid)
+    )
+    if made:
+        message = f"configmap {made} keeps the results after the experiment is deleted"
+        kopf.event(body, type="Normal", reason="ResultsArchived", message=message)
 
 
 def _post_events(body: kopf.Body, namespace: str, decision: Decision) -> None:
