@@ -54,6 +54,7 @@ from scalelab.kube.phases import (
     row,
     trial_phase,
 )
+from scalelab.kube.queue import Position, with_position
 from scalelab.kube.state import Decision, Found, Memory, Pass, Seen, TrialEvent, Usage
 from scalelab.kube.status import experiment_status, now_rfc3339
 from scalelab.planner import PlannedTrial, devices_needed, plan
@@ -70,6 +71,7 @@ def decide(
     planned: Sequence[PlannedTrial] | None = None,
     stall_seconds: float = 0.0,
     missing: Sequence[Missing] = (),
+    positions: Mapping[str, Position] | None = None,
 ) -> Decision:
     """One reconciliation of a planned experiment, in five steps: create the missing trials,
     read each trial's phase, admit trials into free capacity, patch changed trial statuses, and
@@ -80,6 +82,8 @@ def decide(
     started) more than `stall_seconds` ago is flagged stalled: an Event once, a TrialsStalled
     condition while it lasts, a metric. Hung collectives leave MPIJobs Running forever otherwise.
     With `missing` prerequisites nothing is launched and the experiment says what to install.
+    `positions` (kube/queue.py, by trial): where Kueue's queue holds each trial waiting for
+    quota, shown in its reason.
     """
     p = Pass(
         experiment=experiment,
@@ -93,6 +97,9 @@ def decide(
     )
     create_missing_trials(p)
     observe_phases(p)
+    for name, (phase, reason) in p.phases.items():
+        if phase is TrialPhase.PENDING and positions and name in positions:
+            p.phases[name] = (phase, with_position(reason, positions[name]))
     plan_note = prune(p)
     p.actions.delete_jobs = [
         t.name
