@@ -11,7 +11,8 @@ progress under them, so renaming one loses state on running experiments.
 - QUEUE_INDEX: Kueue Workloads of MPIJobs by namespace (why Kueue holds a trial back); empty,
   and its watch idle, where Kueue is not installed.
 - LOGIN: in-cluster ServiceAccount token, else KUBECONFIG (through the kubernetes client).
-- FORGET (event): drop a deleted experiment's metric series.
+- FORGET (event): drop a deleted experiment's metric series, and a finished one's plan and pass
+  memory (nothing of a finished experiment's trials stays in memory but its metrics).
 No deletion handler: owner references and the garbage collector remove trials and MPIJobs, and
 no finalizer blocks a deletion while the operator is down (the timer's finalizer goes when the
 experiment finishes).
@@ -112,3 +113,5 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     def forget(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         if type == "DELETED":
             operations.forget(memo, body)
+        else:
+            operations.unload(memo, body)

@@ -104,14 +104,16 @@ def _memory(memo: kopf.Memo) -> Memory:
     return memory
 
 
-def _planned(memo: kopf.Memo, body: kopf.Body) -> PlanCache:
+def _planned(memo: kopf.Memo, body: kopf.Body, *, keep: bool = True) -> PlanCache:
+    """The plan of the body's generation: the cached one, else parsed (and cached if `keep`)."""
     generation = generation_of(body)
     cached = memo.get("plan")
     if isinstance(cached, PlanCache) and cached.generation == generation:
         return cached
     experiment = parse(body)
     fresh = PlanCache(generation, experiment, plan_trials(experiment))
-    memo["plan"] = fresh
+    if keep:
+        memo["plan"] = fresh
     return fresh
 
 
@@ -134,7 +136,7 @@ async def plan(memo: kopf.Memo, body: kopf.Body, indexes: Indexes, handler: str)
     status = body.get("status") or {}
     finished = status.get("phase") in (ExperimentPhase.SUCCEEDED, ExperimentPhase.FAILED)
     try:
-        cache = _planned(memo, body)
+        cache = _planned(memo, body, keep=not finished)  # a finished one is planned no more
     except InvalidSpecError as error:
         if finished:
             return  # refused before this operator started; the condition says why
@@ -278,3 +280,12 @@ async def _call(ctx: Context, handler: str, fn: Any, *args: Any, **kwargs: Any) 
 def forget(memo: kopf.Memo, body: kopf.Body) -> None:
     """FORGET: a deleted experiment's series go away."""
     context(memo).metrics.forget(*_key(body))
+
+
+def unload(memo: kopf.Memo, body: kopf.Body) -> None:
+    """FORGET, on every other event: once the body shows the experiment finished (the timer no
+    longer runs it), drop its plan and pass memory, so that finished experiments hold no
+    per-trial state here (the metrics keep their results)."""
+    if (body.get("status") or {}).get("phase") in FINISHED:
+        memo.pop("plan", None)
+        memo.pop("memory", None)
