@@ -1,5 +1,6 @@
 """`scalelab operator`: load the API credentials, start /metrics, register the handlers, run kopf;
-with leader election, only while holding the Lease (kube/leader.py, docs/operator-ha.md).
+with leader election, only while holding the Lease (kube/leader.py, docs/operator-ha.md). Every
+API request the process makes, kopf's included, is counted in /metrics (`count_requests`).
 
 Called by `scalelab operator` (scalelab/cli). The only place that starts servers or reads the
 environment (through `Config.from_env`).
@@ -13,9 +14,11 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import kopf
-from kopf._cogs.structs.references import Insights  # kopf pinned: see kube/resolve.py
+from kopf._cogs.clients import api as kopf_api  # kopf pinned: see kube/resolve.py
+from kopf._cogs.structs.references import Insights
 from kubernetes import client
 from kubernetes import config as kube_config
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
@@ -79,6 +82,7 @@ def run(
     handlers.register(operator_registry, cfg)
     resolve.register(operator_registry, settings, insights, handlers.WATCHED)
     api = load_credentials()
+    count_requests(api, metrics)
     ctx = Context(kube=Kube(api), config=cfg, metrics=metrics)
     with _leadership(cfg, api, leading, liveness_port):
         kopf.run(
@@ -92,6 +96,31 @@ def run(
             memo=kopf.Memo(ctx=ctx),
         )
     return 0
+
+
+def count_requests(api: client.ApiClient, metrics: OperatorMetrics) -> None:
+    """Count every request to the API server in `metrics`: those of the kubernetes client `api`
+    (reconciliation, prerequisites, the Lease) and kopf's. kopf has no hook for its requests;
+    all of them go through one function of its API module, wrapped here (the kopf version is
+    pinned, see kube/resolve.py). Wrapping again replaces the earlier wrapper."""
+    rest = api.rest_client
+    sync_request = getattr(rest.request, "__wrapped__", rest.request)
+
+    def counted(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        metrics.request("scalelab", method, url)
+        return sync_request(method, url, *args, **kwargs)
+
+    counted.__wrapped__ = sync_request  # type: ignore[attr-defined]
+
+    original = getattr(kopf_api.request, "__wrapped__", kopf_api.request)
+
+    async def kopf_counted(method: str, url: str, **kwargs: Any) -> Any:
+        metrics.request("kopf", method, url)
+        return await original(method, url, **kwargs)
+
+    kopf_counted.__wrapped__ = original  # type: ignore[attr-defined]
+    setattr(rest, "request", counted)  # noqa: B010 - an instance attribute, not the method
+    setattr(kopf_api, "request", kopf_counted)  # noqa: B010 - the module global kopf calls
 
 
 @contextmanager

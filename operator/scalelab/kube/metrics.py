@@ -9,7 +9,12 @@ one of at most 16; without the axis the series are exactly as they were), and
 `handler`, the id of the kopf handler that ran a reconciliation pass (kube/handlers.py:
 plan, resume, reconcile); every handler's series exist at 0 from the start, so `rate()` sees the
 first error. The registry is injected; the HTTP server is started by `scalelab operator`, never
-at import. kube/main.py builds `OperatorMetrics`; kube/operations.py records every pass in it.
+at import. kube/main.py builds `OperatorMetrics` and counts every API request in it (`request`);
+kube/operations.py records every pass in it.
+
+A snapshot keeps what the series need and no more: the number of trials in each phase (not
+every trial's phase by name) and the result rows as label and value tuples (not the rows), so
+that the memory of finished experiments' series stays small.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -74,13 +81,77 @@ class Snapshot:
     missing: tuple[str, ...] = ()  # keys of the prerequisites the cluster lacks
 
 
+#: One result row as the series need it: its batch_size, gpus and repeat labels, its base
+#: learning rate (None without the axis), and its value for each RESULT_GAUGES entry.
+RowSeries = tuple[tuple[str, str, str], float | None, tuple[float | None, ...]]
+
+
+@dataclass(frozen=True)
+class _Series:
+    """What the collector keeps of a snapshot: counts and plain tuples, no rows, no trial names."""
+
+    phases: tuple[int, ...]  # trials in each TrialPhase, in its order
+    usage: Usage
+    rows: tuple[RowSeries, ...]
+    stalled: int
+    queue: str
+    missing: tuple[str, ...]
+
+    @classmethod
+    def of(cls, snap: Snapshot) -> _Series:
+        counts = dict.fromkeys(TrialPhase, 0)
+        for phase in snap.phases.values():
+            counts[phase] += 1
+        rows = tuple(
+            (
+                (str(row.batch_size), str(row.gpus), str(row.repeat)),
+                row.base_learning_rate,
+                tuple(_value(getattr(row, attr)) for _, attr, _ in RESULT_GAUGES),
+            )
+            for row in snap.rows
+        )
+        return cls(tuple(counts.values()), snap.usage, rows, snap.stalled, snap.queue, snap.missing)
+
+
+def _value(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+#: The `verb` label of a request, as the API server's apiserver_request_total names it.
+VERBS = {"post": "create", "put": "update", "patch": "patch", "delete": "delete"}
+
+
+def request_labels(method: str, url: str) -> tuple[str, str]:
+    """(verb, resource) of one API request, as the API server's request metrics name them: verb
+    get, list, watch, create, update, patch or delete; resource the plural with its subresource
+    (scaletrials/status), "" for discovery (/api, /apis/GROUP/VERSION, /version)."""
+    parts = urlsplit(url)
+    path = [p for p in parts.path.split("/") if p]
+    if path[:1] == ["api"]:
+        rest = path[2:]
+    elif path[:1] == ["apis"]:
+        rest = path[3:]
+    else:
+        rest = []
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        rest = rest[2:]  # a namespaced object; /namespaces/NAME alone is the namespace itself
+    resource = "/".join(rest[:1] + rest[2:3])
+    verb = VERBS.get(method.lower())
+    if verb is None:
+        if "true" in parse_qs(parts.query).get("watch", []):
+            verb = "watch"
+        else:
+            verb = "get" if len(rest) >= 2 else "list"
+    return verb, resource if rest else ""
+
+
 class OperatorMetrics(Collector):
     """Metrics of one operator process, registered in `registry`."""
 
     def __init__(self, registry: CollectorRegistry, handlers: Sequence[str]) -> None:
         """`handlers`: the kopf handler ids that run reconciliation passes (their label values)."""
         self._lock = threading.Lock()
-        self._snapshots: dict[tuple[str, str], Snapshot] = {}
+        self._series: dict[tuple[str, str], _Series] = {}
         self.reconcile_errors = Counter(
             "scalelab_operator_reconcile_errors_total",
             "Reconciliation passes that failed on a Kubernetes API call (retried later), by kopf "
@@ -111,6 +182,17 @@ class OperatorMetrics(Collector):
             ["verb", "resource"],
             registry=registry,
         )
+        self.api_requests = Counter(
+            "scalelab_operator_api_requests_total",
+            "Requests the operator made to the Kubernetes API server, reads and watches included: "
+            "its own (client scalelab: reconciliation, prerequisites, the Lease) and kopf's "
+            "(client kopf: watches, its annotations and finalizers, Events), by verb (get, list, "
+            "watch, create, update, patch, delete) and resource as the API server's "
+            'apiserver_request_total names them ("" for discovery). A retried request counts '
+            "once.",
+            ["client", "verb", "resource"],
+            registry=registry,
+        )
         for handler in handlers:
             # A labelled series exports nothing until its child exists: create every one now.
             self.reconcile_errors.labels(handler)
@@ -120,18 +202,23 @@ class OperatorMetrics(Collector):
 
     def observe(self, namespace: str, experiment: str, snapshot: Snapshot) -> None:
         """Replace an experiment's snapshot."""
+        series = _Series.of(snapshot)
         with self._lock:
-            self._snapshots[(namespace, experiment)] = snapshot
+            self._series[(namespace, experiment)] = series
 
     def forget(self, namespace: str, experiment: str) -> None:
         """Drop a deleted experiment's series."""
         with self._lock:
-            self._snapshots.pop((namespace, experiment), None)
+            self._series.pop((namespace, experiment), None)
+
+    def request(self, client: str, method: str, url: str) -> None:
+        """Count one API request of `client` (kopf or scalelab) by its method and URL."""
+        self.api_requests.labels(client, *request_labels(method, url)).inc()
 
     def collect(self) -> Iterator[Metric]:
         """Called by the registry on every scrape."""
         with self._lock:
-            snapshots = dict(self._snapshots)
+            series = dict(self._series)
         trials = GaugeMetricFamily(
             "scalelab_operator_trials", "Trials by phase.", labels=[*EXP_LABELS, "phase"]
         )
@@ -158,31 +245,23 @@ class OperatorMetrics(Collector):
             name: GaugeMetricFamily(f"scalelab_trial_result_{name}", doc, labels=ROW_LABELS)
             for name, _, doc in RESULT_GAUGES
         }
-        for (namespace, experiment), snap in sorted(snapshots.items()):
+        for (namespace, experiment), snap in sorted(series.items()):
             exp = [namespace, experiment]
-            for phase in TrialPhase:
-                count = sum(1 for p in snap.phases.values() if p is phase)
+            for phase, count in zip(TrialPhase, snap.phases, strict=True):
                 trials.add_metric([*exp, phase.value], count)
             stalled.add_metric(exp, snap.stalled)
             for key in PREREQUISITES:
                 missing.add_metric([*exp, key], float(key in snap.missing))
             for state in GPU_STATES:
                 gpus.add_metric([*exp, snap.queue, state], getattr(snap.usage, state))
-            for row in snap.rows:
-                labels = dict(
-                    zip(
-                        ROW_LABELS,
-                        [*exp, str(row.batch_size), str(row.gpus), str(row.repeat)],
-                        strict=True,
-                    )
-                )
-                if row.base_learning_rate is not None:
-                    labels["learning_rate"] = repr(row.base_learning_rate)
-                for name, attr, _ in RESULT_GAUGES:
-                    value = getattr(row, attr)
+            for point, rate, values in snap.rows:
+                labels = dict(zip(ROW_LABELS, [*exp, *point], strict=True))
+                if rate is not None:
+                    labels["learning_rate"] = repr(rate)
+                for (name, _, _), value in zip(RESULT_GAUGES, values, strict=True):
                     if value is not None:
                         family = results[name]
-                        family.add_sample(family.name, labels, float(value))
+                        family.add_sample(family.name, labels, value)
         yield trials
         yield gpus
         yield stalled

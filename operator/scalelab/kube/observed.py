@@ -2,7 +2,11 @@
 ScaleTrials, MPIJobs and Kueue Workloads), the prerequisites the cluster lacks, and the
 experiment's spec, validated.
 
-kube/handlers.py fills kopf's indexes with `trial_entry`, `job_entry` and `workload_entry`;
+kube/handlers.py fills kopf's indexes with `trial_entry`, `job_entry` and `workload_entry`, which
+keep only what reconciliation reads (an index holds an entry for every object in the cluster,
+finished experiments' included): of a trial's result, the keys the operator's result model
+knows, not the curves or config a trainer may add; strings repeated in every entry once;
+`__slots__` entries.
 kube/operations.py reads them (`with_queue` folds Kueue's reason into each suspended MPIJob) and
 parses the spec with `parse` (so does kube/results.py); kube/prerequisites.py names what is
 missing as `Missing`. kube/decide.py decides from these values; nothing here talks to the API.
@@ -10,12 +14,13 @@ missing as `Missing`. kube/decide.py decides from these values; nothing here tal
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from scalelab.api import API_VERSION, EXPERIMENT_KIND, ScaleExperiment, TrialPhase
+from scalelab.api import API_VERSION, EXPERIMENT_KIND, ScaleExperiment, TrialPhase, TrialResult
 from scalelab.kube.mpijob import LABEL_EXPERIMENT, LABEL_TRIAL
 from scalelab.kube.resources import MPIJOB_GROUP
 from scalelab.validation import InvalidExperimentError, parse_experiment
@@ -46,7 +51,11 @@ class JobPhase(StrEnum):
     FAILED = "Failed"
 
 
-@dataclass(frozen=True)
+#: The keys of a trial's status.result that the operator reads (read_trial_result drops the rest).
+RESULT_KEYS = frozenset(f.alias or name for name, f in TrialResult.model_fields.items())
+
+
+@dataclass(frozen=True, slots=True)
 class TrialState:
     """What the trial index keeps of one ScaleTrial."""
 
@@ -61,7 +70,7 @@ class TrialState:
     training_seconds: float | None = None  # status.progress.trainingSeconds
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class JobState:
     """What the MPIJob index keeps of one MPIJob."""
 
@@ -85,7 +94,7 @@ KUEUE_WAITING = "waiting for Kueue quota"
 KUEUE_PREEMPTED = "preempted by Kueue, reruns from the start"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class QueueState:
     """What the Workload index keeps of one Kueue Workload of one of our MPIJobs."""
 
@@ -99,7 +108,7 @@ class QueueState:
 def _controller_uid(meta: Mapping[str, Any]) -> str | None:
     for ref in meta.get("ownerReferences") or []:
         if ref.get("controller"):
-            return str(ref.get("uid"))
+            return sys.intern(str(ref.get("uid")))  # the same owner in a thousand entries
     return None
 
 
@@ -134,7 +143,7 @@ def index_key(body: Mapping[str, Any]) -> Key | None:
     experiment = (meta.get("labels") or {}).get(LABEL_EXPERIMENT)
     if not experiment:
         return None
-    return (str(meta.get("namespace") or ""), str(experiment))
+    return (sys.intern(str(meta.get("namespace") or "")), sys.intern(str(experiment)))
 
 
 def trial_entry(body: Mapping[str, Any]) -> dict[Key, TrialState]:
@@ -152,13 +161,18 @@ def trial_entry(body: Mapping[str, Any]) -> dict[Key, TrialState]:
             uid=str(meta.get("uid")),
             phase=phase,
             reason=str(status.get("reason") or ""),
-            result=result if isinstance(result, Mapping) else None,
+            result=_known(result) if isinstance(result, Mapping) else None,
             start_time=status.get("startTime"),
             owner=_controller_uid(meta),
             updated_at=(status.get("progress") or {}).get("updatedAt"),
             training_seconds=_seconds((status.get("progress") or {}).get("trainingSeconds")),
         )
     }
+
+
+def _known(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of a result the operator reads; a trainer may report curves and more besides."""
+    return {key: value for key, value in result.items() if key in RESULT_KEYS}
 
 
 def _seconds(value: Any) -> float | None:
