@@ -134,7 +134,7 @@ def held_out(directory: Path) -> int:
         return 1
     print(f"{results.experiment}: {'weak' if weak else 'strong'} scaling, host cores {cores}, "
           f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")  # fmt: skip
-    failed = 0
+    failed = flagged = 0
     for c in checks:
         p = c.predicted
         wall = f"{c.wall_time_seconds:.3g} s" if c.wall_time_seconds is not None else "–"
@@ -156,6 +156,11 @@ def held_out(directory: Path) -> int:
         for warning in p.warnings:
             print(f"  caveat: {warning}")
         failed += not c.inside
+        flagged += not c.inside and bool(p.warnings)
+    print(
+        f"{len(checks) - failed} of {len(checks)} held-out counts inside their interval; "
+        f"{flagged} of the {failed} outside carry a caveat that says the model may not hold there"
+    )
     return 1 if failed else 0
 
 
