@@ -74,7 +74,7 @@ def run(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     registry = CollectorRegistry()
     metrics = OperatorMetrics(registry, handlers.RECONCILING)
-    leading = leader.leader_gauge(registry)
+    leading = metrics.leader
     port = cfg.metrics_port if metrics_port is None else metrics_port
     if port:  # before the Lease: a standby's /metrics says it stands by
         start_http_server(port, registry=registry)

@@ -30,6 +30,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from scalelab.api import ResultRow, TrialPhase
+from scalelab.kube.leader import leader_gauge
 from scalelab.kube.state import Usage
 
 EXP_LABELS = ["namespace", "experiment"]
@@ -193,6 +194,7 @@ class OperatorMetrics(Collector):
             ["client", "verb", "resource"],
             registry=registry,
         )
+        self.leader = leader_gauge(registry)  # set by kube/main.py while it holds the Lease
         for handler in handlers:
             # A labelled series exports nothing until its child exists: create every one now.
             self.reconcile_errors.labels(handler)
