@@ -22,6 +22,9 @@ DEFAULT_WINDOWS = {
     "errors_for": "10m",
     # GPUs admitted (MPIJob created) but not running for this long.
     "pending_for": "15m",
+    # No operator replica, or more than one, holding the leader Lease for this long (a failover
+    # takes up to the Lease's duration, 10 s by default, and a scrape interval or two).
+    "leader_for": "2m",
 }
 
 
@@ -96,7 +99,7 @@ def _trial_rules(w: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def _operator_rules(w: dict[str, str]) -> list[dict[str, Any]]:
-    """The operator failing on API calls; GPUs admitted but not running."""
+    """The operator failing on API calls; GPUs admitted but not running; no leader, or two."""
     errors = (
         "sum by (namespace, handler) (\n"
         f"  rate(scalelab_operator_reconcile_errors_total[{w['errors_window']}])\n"
@@ -108,6 +111,7 @@ def _operator_rules(w: dict[str, str]) -> list[dict[str, Any]]:
         '  - sum by (namespace, experiment) (scalelab_operator_gpus{state="running"})\n'
         ") > 0\n"
     )
+    leaders = "sum(scalelab_operator_leader) != 1\n"
     return [
         {
             "alert": "ScalelabOperatorReconcileErrors",
@@ -136,6 +140,21 @@ def _operator_rules(w: dict[str, str]) -> list[dict[str, Any]]:
                 "running: the cluster lacks free nvidia.com/gpu, a queue (Kueue) "
                 "has not admitted them, or images are still pulling. Size the GPU "
                 "pool or lower spec.execution.maxGPUs.",
+            },
+        },
+        {
+            "alert": "ScalelabOperatorLeader",
+            "expr": leaders,
+            "for": w["leader_for"],
+            "labels": {"severity": "critical"},
+            "annotations": {
+                "summary": "{{ $value }} scalelab operator replicas hold the leader Lease "
+                "(one should).",
+                "description": "With none, nothing admits trials or updates experiments: "
+                "the replicas are down or cannot reach the API server (check the "
+                "operator Deployment's pods and the scalelab-operator Lease in its "
+                "namespace). With two, both act at once, which the Lease should "
+                "prevent: check the replicas' clocks and logs (docs/operator-ha.md).",
             },
         },
     ]
