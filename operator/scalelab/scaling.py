@@ -1,36 +1,29 @@
 """Predicted step time, time-to-target and GPU-seconds at GPU counts the sweep did not measure.
 
 Per batch, a step-time model over the process count N is fitted to the measured step times and
-evaluated at counts up to 4× the largest measured (within maxGPUs); time-to-target is the
-steps-to-target of the batch times the predicted step time (the same product as the modelled
-time-to-target of a measured configuration), and GPU-seconds is N times that.
+evaluated up to 4× the largest measured count (within maxGPUs). Time-to-target is the batch's
+steps-to-target × the predicted step time (the modelled time-to-target of a measured
+configuration, timing.py, is the same product); GPU-seconds is N × that. The model
+(docs/scaling-model.md says why, and where it fails):
 
-The model (docs/scaling-model.md says why, and where it fails):
+- strong scaling (batchScope global, global batch B fixed): t(N) = compute/N + comm·log2 N
+  [+ serial]: forward and backward over B/N examples, one gradient allreduce whose cost grows
+  with log2 N (a tree or hierarchical allreduce; a bound on a larger network's congestion),
+  and work every process repeats (fitted only from 4 distinct counts, so that a fit never has
+  as many parameters as points);
+- weak scaling (batchScope perProcess, b per process, global b·N): t(N) = compute + comm·log2 N.
 
-- strong scaling (batchScope global, the global batch B fixed):
-  t(N) = compute/N + comm·log2 N [+ serial]: the forward and backward pass over B/N examples
-  per process, plus one gradient allreduce whose cost grows with log2 N (a tree or
-  hierarchical allreduce's latency; also a bound on a ring's growing congestion);
-- weak scaling (batchScope perProcess, b examples per process, global batch b·N):
-  t(N) = compute + comm·log2 N: the work per process does not shrink, only the allreduce
-  grows.
-
-comm·log2 N is zero at N = 1 (Horovod does no allreduce on one process). `serial` (work every
-process repeats in full, such as the optimizer update) is fitted only from 4 distinct counts up,
-so that a fit never has as many parameters as points; every coefficient is ≥ 0 (an exhaustive
-active-set least squares, relative residuals so that fast and slow counts weigh alike).
-The ring-allreduce bandwidth shape 2(N−1)/N, which saturates, is fitted beside it: log2 N is the
-central prediction (a capacity plan should not promise more than the data support, and on the
-published figures the saturating shape misses VGG-16's fall from 128 to 512 GPUs by 11
-points, see bench/scaling_prediction.py), and the interval covers both shapes.
+comm·log2 N is 0 at N = 1. Coefficients are ≥ 0 (least squares over every subset of terms,
+relative residuals). The ring allreduce's saturating 2(N−1)/N is fitted beside log2 N: log2 N
+is the central prediction (on published figures the ring shape misses VGG-16's fall from 128
+to 512 GPUs by 11 points: bench/scaling_prediction.py) and the interval covers both.
 
 Interval: a 95% percentile bootstrap. Each resample draws, at every measured count, that
-count's trials' step times with replacement (a count with one trial: its epochs' step times,
-where the results file keeps the curves) and fits the model to their medians; steps-to-target are
-drawn from the batch's repeats likewise (and the S(B) fit of critical.py refitted where the
-batch was not run to the target). The interval is the union of the 2.5–97.5% ranges under
-both communication shapes, so it carries model-form uncertainty as well as measurement noise.
-With one observation per count the interval rests on the choice of shape alone.
+count's step times with replacement (each epoch's, scaled to its trial's median step time and
+pooled over the trials, where the results file keeps the curves; else each trial's) and fits
+the model to their medians; steps-to-target are drawn from the batch's repeats (the S(B) fit of
+critical.py refitted where used). The interval is the union of the 2.5–97.5% ranges under
+both shapes: model form as well as measurement noise.
 
 Pure functions over `ResultRow`s (no numpy: the operator runs without it), called by
 results/model.py (the results file), report/predictions.py (the report) and
@@ -217,15 +210,18 @@ class Series:
 
     batch: int
     weak: bool
-    observations: Mapping[int, tuple[float, ...]]
+    observations: Mapping[int, tuple[float, ...]]  # what the bootstrap draws from
+    trial_steps: Mapping[int, tuple[float, ...]] | None = None  # each trial's step time
 
     def global_batch(self, gpus: int) -> int:
         """The global batch of this series on `gpus` processes."""
         return self.batch * gpus if self.weak else self.batch
 
     def medians(self) -> dict[int, float]:
-        """The median step time at each measured count (what the central fit goes through)."""
-        return {n: median(v) for n, v in self.observations.items()}
+        """The median over trials of the step time at each measured count (timing.py's
+        t(B, N), what the central fit goes through)."""
+        steps = self.trial_steps or self.observations
+        return {n: median(v) for n, v in steps.items()}
 
 
 def row_step_seconds(row: ResultRow) -> float | None:
@@ -244,12 +240,13 @@ def row_step_seconds(row: ResultRow) -> float | None:
 def collect_series(
     rows: Sequence[ResultRow], weak: bool, step_samples: Mapping[str, Sequence[float]] | None = None
 ) -> list[Series]:
-    """Step-time observations per batch and count: each trial's steady-state step time
-    (`row_step_seconds`), so that the median at a count is timing.py's t(B, N). Where a count has
-    one trial only and `step_samples` has its per-epoch step times (trial name → seconds), those
-    stand in, scaled to the trial's median: the bootstrap then draws the epoch-to-epoch spread,
-    the only spread one run shows. Throughput does not depend on the learning rate, so a
-    learningRates axis adds observations, not series."""
+    """Step-time observations per batch and count. The central fit goes through the median of
+    the trials' step times (`row_step_seconds`, timing.py's t(B, N)). The bootstrap draws from
+    each trial's per-epoch step times where `step_samples` has them (trial name → seconds),
+    scaled to that trial's step time and pooled over the count's trials, so that it sees the
+    spread within runs as well as between them (a bootstrap over 2 runs alone only ever
+    spans those 2); else from the trials' step times. Throughput does not depend on the
+    learning rate, so a learningRates axis adds observations, not series."""
     found: dict[int, dict[int, list[tuple[str, float]]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         step = row_step_seconds(row)
@@ -258,16 +255,16 @@ def collect_series(
             found[key][row.gpus].append((row.trial, step))
     out = []
     for batch, by_count in sorted(found.items()):
+        trial_steps = {n: tuple(t for _, t in trials) for n, trials in sorted(by_count.items())}
         observations = {}
         for n, trials in sorted(by_count.items()):
-            observations[n] = tuple(t for _, t in trials)
-            if len(trials) == 1:
-                name, step = trials[0]
+            pooled: list[float] = []
+            for name, step in trials:
                 epochs = [v for v in (step_samples or {}).get(name, ()) if v > 0]
-                if epochs:
-                    centre = median(epochs)
-                    observations[n] = tuple(step * v / centre for v in epochs)
-        out.append(Series(batch, weak, observations))
+                centre = median(epochs) if epochs else step
+                pooled.extend(step * v / centre for v in epochs or [step])
+            observations[n] = tuple(pooled)
+        out.append(Series(batch, weak, observations, trial_steps))
     return out
 
 
@@ -396,8 +393,7 @@ class ScalingPredictions(PredictionModel):
 
 @dataclass(frozen=True)
 class Context:
-    """What the point warnings need besides the series: the smallest per-process batch measured
-    anywhere, the host's cores (a local CPU run), processes per worker (a cluster's pods)."""
+    """What the point warnings need besides the series (cores: of a local CPU run's host)."""
 
     smallest_per_process: float
     largest_steps_batch: int | None
@@ -600,9 +596,10 @@ def predictions(
         if fitted is not None:
             batches.append(fitted)
     interval = (
-        f"95% bootstrap ({resamples} resamples): each measured count's trial step times drawn "
-        "with replacement (a count with one trial: its epochs' step times, where the curves are "
-        "kept), steps-to-target from the repeats; the union of the log2 N and ring-allreduce fits"
+        f"95% bootstrap ({resamples} resamples): each measured count's step times drawn with "
+        "replacement (each epoch's, scaled to its trial's median and pooled over repeats, where "
+        "the curves are kept; else each trial's), steps-to-target from the repeats; the union "
+        "of the log2 N and ring-allreduce fits"
     )
     return ScalingPredictions(
         model=MODEL_TEXT[weak],
@@ -657,7 +654,12 @@ def holdout(
         if len(full.observations) < 3:
             continue
         held = max(full.observations)
-        series = Series(full.batch, weak, {n: v for n, v in full.observations.items() if n != held})
+        series = Series(
+            full.batch,
+            weak,
+            {n: v for n, v in full.observations.items() if n != held},
+            {n: v for n, v in (full.trial_steps or {}).items() if n != held},
+        )
         fit_rows = [r for r in rows if not (r.gpus == held and _in_series(r, full))]
         steps = steps_source(fit_rows)
         ctx = Context(
@@ -673,7 +675,7 @@ def holdout(
         )
         if fitted is None:
             continue
-        measured_step = median(full.observations[held])
+        measured_step = full.medians()[held]
         own = measured_steps(full.global_batch(held))
         walls = [
             r.time_to_target_seconds

@@ -248,13 +248,10 @@ def test_the_trainers_median_step_time_wins_over_batch_per_throughput() -> None:
     assert row_step_seconds(row.model_copy(update={"phase": TrialPhase.FAILED})) is None
 
 
-def test_one_trial_per_count_borrows_its_epochs_spread_around_its_median() -> None:
-    rows = rows_of(StepModel(compute=0.4, comm=0.02), [256], [1, 2], steps={256: 10})
+def test_epochs_are_scaled_to_their_trials_step_time_and_pooled_over_repeats() -> None:
+    rows = rows_of(StepModel(compute=0.4, comm=0.02), [256], [1, 2], steps={256: 10}, repeats=2)
     epochs = {rows[0].trial: [1.0, 2.0, 3.0]}  # median 2: scaled to the trial's 0.4 s
     (series,) = collect_series(rows, weak=False, step_samples=epochs)
-    assert series.observations[1] == pytest.approx((0.2, 0.4, 0.6))
-    assert series.medians()[1] == pytest.approx(0.4)
-    assert series.observations[2] == pytest.approx((0.22,))
-    repeated = rows_of(StepModel(compute=0.4, comm=0.02), [256], [1], steps={256: 10}, repeats=2)
-    (twice,) = collect_series(repeated, weak=False, step_samples=epochs)
-    assert len(twice.observations[1]) == 2  # repeats: the trials' step times, not epochs
+    assert series.observations[1] == pytest.approx((0.2, 0.4, 0.6, 0.4))  # + the other repeat
+    assert series.medians()[1] == pytest.approx(0.4)  # the trials' median, not the epochs'
+    assert series.observations[2] == pytest.approx((0.22, 0.22))
