@@ -24,12 +24,13 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from scalelab.api import API_VERSION, TRIAL_KIND, ExperimentPhase, ScaleExperiment
-from scalelab.kube import apply
+from scalelab.kube import apply, queue
 from scalelab.kube.apply import NOT_FOUND, Kube
 from scalelab.kube.archive import Archiver
 from scalelab.kube.decide import decide
 from scalelab.kube.metrics import OperatorMetrics, Snapshot
 from scalelab.kube.observed import (
+    QUEUED,
     InvalidSpecError,
     JobPhase,
     JobState,
@@ -189,6 +190,12 @@ async def _pass(
         ctx, handler, ctx.prerequisites.missing, ctx.kube, cache.experiment, key[0], ctx.config,
         starting,
     )  # fmt: skip
+    local_queue = cache.experiment.spec.execution.queue_name
+    positions: dict[str, queue.Position] = {}
+    if local_queue and any(j.reason == QUEUED for j in seen_jobs):  # one GET, only while held
+        positions = await _call(
+            ctx, handler, queue.read_positions, ctx.kube.api, key[0], local_queue
+        )
     decision = decide(
         cache.experiment,
         body,
@@ -198,6 +205,7 @@ async def _pass(
         planned=cache.trials,
         stall_seconds=ctx.config.stall_seconds,
         missing=missing,
+        positions=positions,
     )
     await _apply(ctx, handler, memo, body, decision)
     _post_events(body, key[0], decision)
