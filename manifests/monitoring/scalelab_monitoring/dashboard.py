@@ -181,26 +181,40 @@ def _loss_panels(by_config: str) -> list[timeseries.Panel]:
     ]
 
 
+#: DCGM_FI_DEV_GPU_UTIL with the GPU's pod and namespace as `pod` and `namespace`, whether the
+#: scrape kept dcgm-exporter's labels (honorLabels) or renamed them exported_pod/_namespace.
+GPU_UTIL = (
+    "label_replace(label_replace(DCGM_FI_DEV_GPU_UTIL,\n"
+    '    "pod", "$1", "exported_pod", "(.+)"),\n'
+    '    "namespace", "$1", "exported_namespace", "(.+)")'
+)
+
+
 def _dcgm_panel() -> timeseries.Panel:
-    """GPU utilisation from NVIDIA's dcgm-exporter, joined to the experiment's trainer pods."""
+    """GPU utilisation from NVIDIA's dcgm-exporter, joined to the experiment's trainer pods:
+    each GPU, and the mean of a configuration's GPUs (batch size, GPU count)."""
+    join = (
+        "  * on (namespace, pod) group_left (batch_size, gpus)\n"
+        "  group by (namespace, pod, experiment, batch_size, gpus) (\n"
+        f"    scalelab_trainer_samples_total{{{SELECT}}})\n"
+    )
     return _place(
         timeseries.Panel(),
         "GPU utilization of the experiment's pods (DCGM)",
-        "DCGM_FI_DEV_GPU_UTIL of each GPU, joined to the trainer pods by (namespace, pod). "
-        "Empty without NVIDIA's dcgm-exporter (with Kubernetes pod mapping). Works whether "
-        "its scrape keeps the pod labels (honorLabels) or renames them exported_pod.",
+        "DCGM_FI_DEV_GPU_UTIL of each GPU, joined to the trainer pods by (namespace, pod), and "
+        "the mean over each configuration's GPUs. Empty without NVIDIA's dcgm-exporter (with "
+        "Kubernetes pod mapping). Works whether its scrape keeps the pod labels (honorLabels) "
+        "or renames them exported_pod.",
         [
             _target(
-                "avg by (batch_size, gpus, pod, gpu) (\n"
-                "  label_replace(label_replace(DCGM_FI_DEV_GPU_UTIL,\n"
-                '    "pod", "$1", "exported_pod", "(.+)"),\n'
-                '    "namespace", "$1", "exported_namespace", "(.+)")\n'
-                "  * on (namespace, pod) group_left (batch_size, gpus)\n"
-                "  group by (namespace, pod, batch_size, gpus) (\n"
-                f"    scalelab_trainer_samples_total{{{SELECT}}})\n"
-                ")",
+                f"avg by (batch_size, gpus, pod, gpu) (\n  {GPU_UTIL}\n{join})",
                 "{{pod}} GPU {{gpu}} (" + CONFIG + ")",
-            )
+            ),
+            _target(
+                f"avg by (batch_size, gpus) (\n  {GPU_UTIL}\n{join})",
+                "mean (" + CONFIG + ")",
+                ref="B",
+            ),
         ],
         (12, 17, 12, 8),
         unit="percent",
