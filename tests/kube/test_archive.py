@@ -202,3 +202,13 @@ def test_a_forbidden_answer_is_retried_while_a_new_role_binding_takes_effect() -
             lambda: (_ for _ in ()).throw(cluster.ClusterReadError("404", 404)),
             sleep=lambda _: None,
         )
+
+
+def test_an_archive_read_back_names_the_api_server_it_was_read_from() -> None:
+    assembled = cluster.assemble(finished_snapshot())
+    body = archive.body("ns", finished_snapshot().experiment,
+                        archive.pack(assembled.results, assembled.files), "")  # fmt: skip
+    fetched = archive.as_fetched(archive.decode(body), "https://public:6443")
+    assert fetched.results.host == {"cluster": "https://public:6443", "namespace": "ns"}
+    assert (fetched.running, fetched.pending) == (assembled.running, assembled.pending)
+    assert fetched.files == assembled.files
