@@ -57,6 +57,7 @@ TEST_WINDOWS = {
     "errors_window": "10s",
     "errors_for": "5s",
     "pending_for": "5s",
+    "idle_for": "5s",
 }
 
 #: The local sweep whose results feed the operator's result gauges (2 batch sizes × 1, 2 GPUs).

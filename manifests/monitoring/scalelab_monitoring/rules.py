@@ -25,7 +25,11 @@ DEFAULT_WINDOWS = {
     # No operator replica, or more than one, holding the leader Lease for this long (a failover
     # takes up to the Lease's duration, 10 s by default, and a scrape interval or two).
     "leader_for": "2m",
+    # A running trial's GPUs below IDLE_PERCENT utilisation (dcgm-exporter) for this long.
+    "idle_for": "10m",
 }
+#: Mean utilisation (percent) of a trial's GPUs under which they count as idle.
+IDLE_PERCENT = 10
 
 
 def rule_groups(**windows: str) -> dict[str, Any]:
@@ -42,8 +46,42 @@ def rule_groups(**windows: str) -> dict[str, Any]:
     }
 
 
+def _idle_gpus(w: dict[str, str]) -> dict[str, Any]:
+    """A trial whose GPUs stay idle: dcgm-exporter's utilisation of the GPUs of its pods (their
+    pod labels kept or renamed exported_*), joined to the trial through the PodMonitor's labels
+    on `up`, which stay while a stopped rank cannot be scraped."""
+    expr = (
+        "avg by (namespace, experiment, trial) (\n"
+        "  label_replace(label_replace(\n"
+        "    label_replace(label_replace(DCGM_FI_DEV_GPU_UTIL,\n"
+        '      "pod", "$1", "exported_pod", "(.+)"),\n'
+        '      "namespace", "$1", "exported_namespace", "(.+)")\n'
+        "    * on (namespace, pod) group_left (scalelab_dev_experiment, scalelab_dev_trial)\n"
+        "    group by (namespace, pod, scalelab_dev_experiment, scalelab_dev_trial) (\n"
+        '      up{scalelab_dev_trial!=""}),\n'
+        '    "experiment", "$1", "scalelab_dev_experiment", "(.+)"),\n'
+        '    "trial", "$1", "scalelab_dev_trial", "(.+)")\n'
+        f") < {IDLE_PERCENT}\n"
+    )
+    return {
+        "alert": "ScalelabTrialGPUsIdle",
+        "expr": expr,
+        "for": w["idle_for"],
+        "labels": {"severity": "warning"},
+        "annotations": {
+            "summary": "The GPUs of trial {{ $labels.namespace }}/{{ $labels.trial }} have "
+            f"been under {IDLE_PERCENT}% utilisation for {w['idle_for']}.",
+            "description": "dcgm-exporter reads {{ $value | humanize }}% mean utilisation of "
+            "the GPUs held by the pods of trial {{ $labels.trial }} (experiment "
+            "{{ $labels.experiment }}). They are allocated but do no work: the input "
+            "pipeline starves them, the batch is too small for the GPU count, or a rank "
+            "is stuck. The report's input-time columns and the trial's logs say which.",
+        },
+    }
+
+
 def _trial_rules(w: dict[str, str]) -> list[dict[str, Any]]:
-    """A trial that stopped making progress; trials that diverged."""
+    """A trial that stopped making progress; trials that diverged; trials whose GPUs idle."""
     stalled = (
         "(\n"
         "  sum by (namespace, experiment, trial) (\n"
@@ -95,6 +133,7 @@ def _trial_rules(w: dict[str, str]) -> list[dict[str, Any]]:
                 "not a failure; check the learning-rate scaling rule and warmup.",
             },
         },
+        _idle_gpus(w),
     ]
 
 
