@@ -613,7 +613,13 @@ def _start_locked(d: Path, archives: dict[str, Path], nbin: Path, gpus: int, loc
 
 
 def main() -> None:
-    """Start a cluster for development and keep it up until Ctrl-C or SIGTERM."""
+    """Start a cluster for development and keep it up until Ctrl-C or SIGTERM; `--install`: with
+    scalelab, the MPI operator and Kueue running on it (tests/harness/playground.py)."""
+    if "--install" in sys.argv[1:]:
+        from tests.harness import playground  # here: playground imports this module
+
+        playground.main()
+        return
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM during start-up too
     workdir = Path(tempfile.mkdtemp(prefix="scalelab-cluster-"))
     try:

@@ -1,0 +1,121 @@
+"""A playground cluster in one command, for an admin trying scalelab by hand (docs/gpu-pools.md
+walks through it): the real one-node cluster of tests/harness/cluster.py with its fake
+`nvidia.com/gpu` devices, scalelab installed as a user installs it (the operator as a pod, from
+the local-images overlay), the Kubeflow MPI operator, and Kueue with its webhooks and its
+visibility API. Prints `export KUBECONFIG=…` once everything is ready and tears it all down on
+Ctrl-C or SIGTERM.
+
+    sudo .venv/bin/python -m tests.harness.playground   # or: -m tests.harness.cluster --install
+
+Needs root (containerd, kubelet, iptables) and the builds of hack/build-control-plane.sh,
+hack/build-node.sh, hack/build-images.sh and hack/build-kueue.sh (each builds once, then answers
+from its cache). The MPI operator and Kueue's manager run as host processes with the admin
+kubeconfig, as on the node tier (tests/node/conftest.py says why).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.cluster.processes import install
+from tests.harness.cluster import Cluster, start_cluster
+from tests.harness.controlplane import REPO, ControlPlane, NodeNetwork
+from tests.harness.kueue import Kueue
+from tests.harness.ports import serve_until_interrupted
+
+OVERLAY = REPO / "tests" / "node" / "local-images"
+OPERATOR_NS = "scalelab-system"
+
+
+def start_mpi_operator(cp: ControlPlane) -> subprocess.Popen[bytes]:
+    """The Kubeflow MPI operator as a host process (its leader-election lock needs its
+    namespace); the caller terminates it."""
+    cp.kubectl("create", "namespace", "mpi-operator", check=False)
+    log = open(cp.workdir / "mpi-operator.log", "wb")  # noqa: SIM115 - process lifetime
+    return subprocess.Popen(
+        [
+            str(cp.bin / "mpi-operator"), f"--kubeConfig={cp.kubeconfig}",
+            "--monitoring-port=0", "--kube-api-qps=50", "--kube-api-burst=100",
+        ],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+
+
+@dataclass
+class Playground:
+    """What `playground` started, for the caller to print and to use."""
+
+    cluster: Cluster
+    kueue: Kueue
+    mpi_operator: subprocess.Popen[bytes]
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.cluster.kubeconfig
+
+
+@contextlib.contextmanager
+def playground(workdir: Path) -> Iterator[Playground]:
+    """Start everything in `workdir`; stop it all, in reverse order, on leaving."""
+    with contextlib.ExitStack() as stack:
+        cluster = start_cluster(workdir / "cluster")
+
+        def stop_cluster() -> None:
+            left = cluster.stop()
+            if left:
+                print(f"# teardown left: {left}", file=sys.stderr)
+
+        stack.callback(stop_cluster)
+        cp = cluster.cp
+        install(cp, OVERLAY)
+        mpi = start_mpi_operator(cp)
+        stack.callback(_terminate, mpi)
+        (workdir / "kueue").mkdir()
+        kueue = Kueue(cp, workdir / "kueue", visibility_ip=NodeNetwork().ip)
+        stack.callback(kueue.stop)  # also after a failed start: /etc/kueue and the webhooks go
+        kueue.start()
+        cp.kubectl(
+            "-n", OPERATOR_NS, "rollout", "status", "deploy/scalelab-operator", "--timeout=300s"
+        )
+        yield Playground(cluster, kueue, mpi)
+
+
+def _terminate(p: subprocess.Popen[bytes]) -> None:
+    p.terminate()
+    try:
+        p.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
+def main() -> None:
+    """Start the playground and keep it up until Ctrl-C or SIGTERM."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM during start-up too
+    workdir = Path(tempfile.mkdtemp(prefix="scalelab-playground-"))
+    try:
+        with playground(workdir) as p:
+            print(f"export KUBECONFIG={p.kubeconfig}", flush=True)
+            print(
+                f"# kubectl: {p.cluster.cp.kubectl_path}; Kueue: {p.kueue.home.name}; "
+                f"logs: {workdir}",
+                file=sys.stderr,
+                flush=True,
+            )
+            serve_until_interrupted()
+    finally:
+        if os.environ.get("KEEP") != "1":
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
