@@ -17,6 +17,11 @@ With its own certificate management off, the manager reads a metrics serving cer
 fixed path /etc/kueue/metrics/certs (cmd/kueue/main.go) and exits without one (its metrics server
 stays off here). The harness writes the same test certificate there when /etc/kueue does not
 exist, and removes /etc/kueue at stop; a machine that has /etc/kueue is refused, not changed.
+
+On the real-node tier (`visibility_ip`: the node address) the manager also serves Kueue's
+visibility API, the pending workloads of a queue with their positions, through the API server
+(tests/harness/kueue_visibility.py); `wait_for_pods_ready` turns on Kueue's WaitForPodsReady
+(a workload whose pods are not all ready in time is evicted and requeued).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from tests.harness import kueue_visibility
 from tests.harness.controlplane import REPO, ControlPlane
 from tests.harness.ports import free_port, wait_until
 
@@ -98,9 +104,27 @@ def crds(release: str, port: int, ca: bytes) -> list[dict[str, Any]]:
     return out
 
 
-def manager_configuration(webhook_port: int, health_port: int, certs: Path) -> dict[str, Any]:
-    """Kueue's Configuration (config.kueue.x-k8s.io/v1beta2) for a manager on this machine."""
+def manager_configuration(
+    webhook_port: int,
+    health_port: int,
+    certs: Path,
+    visibility: tuple[str, int] | None = None,
+    wait_for_pods_ready: str | None = None,
+) -> dict[str, Any]:
+    """Kueue's Configuration (config.kueue.x-k8s.io/v1beta2) for a manager on this machine;
+    `visibility`: the visibility server's address and port (else off); `wait_for_pods_ready`:
+    the timeout of Kueue's WaitForPodsReady (e.g. "40s"; else off)."""
+    extra: dict[str, Any] = {}
+    if visibility is not None:
+        extra["visibilityServer"] = {"bindAddress": visibility[0], "bindPort": visibility[1]}
+    if wait_for_pods_ready is not None:
+        extra["waitForPodsReady"] = {
+            "timeout": wait_for_pods_ready,
+            # Requeue at once, without Kueue's exponential backoff (the tests wait for the rerun).
+            "requeuingStrategy": {"timestamp": "Eviction", "backoffBaseSeconds": 1},
+        }
     return {
+        **extra,
         "apiVersion": "config.kueue.x-k8s.io/v1beta2",
         "kind": "Configuration",
         "namespace": NAMESPACE,
@@ -111,8 +135,8 @@ def manager_configuration(webhook_port: int, health_port: int, certs: Path) -> d
         "internalCertManagement": {"enable": False},
         "integrations": {"frameworks": ["kubeflow.org/mpijob"]},
         # The pending-workloads API is an aggregated API server with its own certificate at a
-        # fixed path (/visibility); nothing here reads it.
-        "featureGates": {"VisibilityOnDemand": False},
+        # fixed path (/visibility): served only where the harness can route to it.
+        "featureGates": {"VisibilityOnDemand": visibility is not None},
     }
 
 
@@ -124,8 +148,12 @@ class Kueue:
     workdir: Path
     home: Path = field(default_factory=Path)
     proc: subprocess.Popen[bytes] | None = None
+    visibility_ip: str | None = None  # serve the visibility API at this (non-loopback) address
+    wait_for_pods_ready: str | None = None
     webhook_port: int = 0
+    visibility_port: int = 0
     made_etc: bool = False
+    made_visibility: bool = False
 
     def start(self) -> Kueue:
         self.home = kueue_home()
@@ -155,11 +183,27 @@ class Kueue:
         for name, src in (("tls.crt", "server.crt"), ("tls.key", "server.key")):
             for folder in (certs, METRICS_CERTS):
                 (folder / name).write_bytes((self.cp.workdir / src).read_bytes())
+        visibility = None
+        if self.visibility_ip is not None:
+            if not kueue_visibility.enable(self.cp, self.workdir):
+                raise RuntimeError(f"{kueue_visibility.CERT_DIR} exists on this machine")
+            self.made_visibility = True
+            self.visibility_port = free_port()
+            visibility = (self.visibility_ip, self.visibility_port)
         config = self.workdir / "kueue-config.yaml"
-        config.write_text(yaml.safe_dump(manager_configuration(self.webhook_port, health, certs)))
+        config.write_text(yaml.safe_dump(manager_configuration(
+            self.webhook_port, health, certs, visibility, self.wait_for_pods_ready
+        )))  # fmt: skip
         log = open(self.workdir / "kueue.log", "wb")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
-            [str(self.home / "kueue"), f"--config={config}", "--zap-log-level=info"],
+            # --kubeconfig, not only $KUBECONFIG: the visibility server's delegated authentication
+            # reads the flag (else it looks for an in-cluster account).
+            [
+                str(self.home / "kueue"),
+                f"--config={config}",
+                f"--kubeconfig={self.cp.kubeconfig}",
+                "--zap-log-level=info",
+            ],
             env={**os.environ, "KUBECONFIG": str(self.cp.kubeconfig)},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -173,6 +217,8 @@ class Kueue:
             (self.home / "webhooks.yaml").read_text(), self.webhook_port, ca
         )
         self.cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(hooks))
+        if visibility is not None:
+            kueue_visibility.register(self.cp, NAMESPACE, *visibility)
         return self
 
     def _serving(self) -> bool:
@@ -199,6 +245,9 @@ class Kueue:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.made_visibility:
+            kueue_visibility.disable(self.cp, NAMESPACE)
+            self.made_visibility = False
         if self.made_etc:
             shutil.rmtree(ETC, ignore_errors=True)
             self.made_etc = False
