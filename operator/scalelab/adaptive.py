@@ -16,8 +16,12 @@ run at a rate at least as large, and is not started (the reason names the diverg
 learningRates axis, only a Diverged trial at the same or a smaller base rate rules a batch out.
 
 If the pilot yields no B_simple (it failed, diverged or could not measure), nothing is skipped
-by placement: the sweep falls back to the grid and says so. Pure functions; the local executor
-and the operator's `decide` both call `verdicts`.
+by placement: the sweep falls back to the grid and says so.
+
+A running trial is stopped (`dominated`) on the same modelled time-to-target and tolerance the
+recommendation uses (timing.py, choice.py), so the adaptive sweep and the grid decide alike.
+Pure functions; the local executor and the operator's `decide` both call `verdicts` and
+`dominated`.
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ from scalelab.api import (
     SweepStrategy,
     TrialPhase,
 )
+from scalelab.choice import eligible
 from scalelab.planner import PlannedTrial
+from scalelab.timing import modelled
 
 PREFIX = "adaptive: "
 
@@ -188,7 +194,7 @@ def _skip_after_results(
         if first is not None and p.name not in skip:
             skip[p.name] = (
                 f"{PREFIX}not started: {first} of this configuration was stopped (it could not "
-                "enter the Pareto front)"
+                "be the answer)"
             )
     for p in pending:
         below = _diverged_below(experiment, p, rows)
@@ -206,31 +212,37 @@ def dominated(
     training_seconds: float | None,
     rows: Mapping[str, ResultRow],
 ) -> str | None:
-    """Why a running trial can no longer enter the Pareto front of time-to-target vs
-    GPU-seconds (None while it still can): another configuration reached the target in less
-    time AND fewer GPU-seconds than this trial has already spent. Its final time and
-    GPU-seconds can only grow, so it ends strictly dominated whatever it does next; the grid's
-    recommendation (the fastest configuration) is therefore never stopped. Needs a targetLoss
-    (without one there is no time-to-target to compare)."""
+    """Why a running trial can no longer be the answer nor within the noise of it (None while
+    it still can), judged on the modelled time-to-target the recommendation uses (timing.py).
+
+    A finished configuration c that meets the objective (choice.eligible) has modelled time T_c
+    and GPU-seconds N_c·T_c. The running trial has not reached the target after
+    `training_seconds`; its own measured time-to-target is at least that, and the finished
+    trials' largest measured/modelled ratio r (≥ 1: start-up and evaluation the model leaves
+    out) turns it into a lower bound of its modelled time, T ≥ training_seconds / r. When that
+    bound exceeds (1 + tolerance)·T_c and N·T exceeds (1 + tolerance)·N_c·T_c, the trial ends
+    strictly dominated beyond the tolerance whatever it does next: never the fastest, the
+    cheapest nor indistinguishable from either, so neither the grid's answer nor a member of its
+    indistinguishable set is stopped. Needs a targetLoss (else there is no time-to-target)."""
     if experiment.spec.training.target_loss is None or not training_seconds:
         return None
     own = planned_configuration(trial)
     if any(configuration(r) == own and r.phase is TrialPhase.SUCCEEDED for r in rows.values()):
         return None  # a configuration is measured in full or not at all: no survivor bias
-    spent = (training_seconds, trial.gpus * training_seconds)
-    times: dict[Configuration, list[float]] = {}
-    names: dict[Configuration, str] = {}
-    for r in rows.values():
-        key = configuration(r)
-        if r.phase is TrialPhase.SUCCEEDED and r.time_to_target_seconds and key != own:
-            times.setdefault(key, []).append(r.time_to_target_seconds)
-            names.setdefault(key, r.trial)
-    for key, runs in sorted(times.items(), key=lambda kv: sum(kv[1]) / len(kv[1])):
-        time = sum(runs) / len(runs)
-        if time < spent[0] and key[1] * time < spent[1]:
+    objective = experiment.spec.objective
+    others = [r for r in rows.values() if configuration(r) != own]
+    configs = eligible(modelled(others, experiment.spec.execution.max_gpus, True), objective)
+    ratios = [c.measured / c.seconds for c in configs if c.measured and c.seconds > 0]
+    bound = training_seconds / max([1.0, *ratios])
+    limit = 1 + objective.tolerance
+    cost = "process-s" if experiment.spec.resources.gpus_per_process == 0 else "GPU-s"
+    for c in sorted(configs, key=lambda c: c.seconds):
+        if bound > limit * c.seconds and trial.gpus * bound > limit * c.gpu_seconds:
             return (
-                f"{PREFIX}stopped after {spent[0]:.3g} s of training ({spent[1]:.3g} GPU-s): "
-                f"{names[key]} reached the target in {time:.3g} s ({key[1] * time:.3g} GPU-s), "
-                "less on both, so this trial cannot enter the Pareto front"
+                f"{PREFIX}stopped after {training_seconds:.3g} s of training "
+                f"({trial.gpus * training_seconds:.3g} {cost}, at least {bound:.3g} s modelled): "
+                f"{c.trial} reached the target in {c.seconds:.3g} s modelled ({c.gpu_seconds:.3g} "
+                f"{cost}), less on both by more than the {objective.tolerance:.0%} tolerance, so "
+                "this trial cannot be the answer nor within its noise"
             )
     return None

@@ -3,50 +3,60 @@
 Pure functions over `ResultRow`s (the rows of ScaleExperiment.status.results), so the local
 executor and the kopf operator compute the same table and the same recommendation.
 
-- scaling efficiency: strong E = thr(N,B)/(N·thr(1,B)) when the sweep's batches are global;
-  weak E = thr(N,b·N)/(N·thr(1,b)) when they are per process. The 1-process throughput is the
-  mean over repeats of that grid point.
+- scaling efficiency: strong E = thr(N,B)/((N/N₀)·thr(N₀,B)) when the sweep's batches are
+  global; weak E = thr(N,b·N)/((N/N₀)·thr(N₀,b·N₀)) when they are per process. N₀ is the fewest
+  processes measured at that batch (1 whenever a 1-process trial was; a sweep without one, or a
+  batch too large for one GPU, gets efficiency relative to its smallest count, and
+  `efficiencyBaseGpus` says which). The N₀ throughput is the mean over repeats.
 - GPU-seconds: processes × time-to-target (× training time when the trial has no target time).
-- recommendation: the fastest configuration to the target within maxGPUs, and the Pareto front
-  of time-to-target vs GPU-seconds. Without a target loss, "target" is convergence to within 1%
-  of the best final loss of the sweep, and time is the training time.
-- uncertainty over repeats: scaling efficiency with a 95% interval per configuration, and the
-  recommendation's confidence (share of bootstrap resamples that pick the same configuration).
+- recommendation: on the modelled time-to-target (timing.py: steps-to-target × median step
+  time), the answer to spec.objective among the configurations within maxGPUs (choice.py: the
+  best, the set the data cannot tell apart, the tie rule), the fastest and the cheapest answer,
+  and the Pareto front of modelled time vs GPU-seconds. Without a target loss, "target" is
+  convergence to within 1% of the best final loss of the sweep, and the steps are those run.
+- uncertainty over repeats: scaling efficiency with a 95% interval per configuration; the
+  recommendation's confidence and intervals from a bootstrap over repeats (timing.Draws).
 - the critical batch size (predicted, fitted, 20% rule): critical.py; `analysis` joins both.
 
 A configuration is (global batch, processes), and with a sweep.learningRates axis (batch,
 processes, base learning rate) (`configuration`): every table, interval and recommendation is
 then per learning rate, and the recommendation names the rate ("batch B on N GPU(s) at learning
-rate η"). Throughput does not depend on the rate, but the 1-process baseline of an efficiency is
-still the one at the same rate, so a diverged rate's trials never stand in for another's.
+rate η"). Throughput does not depend on the rate, but the baseline of an efficiency is still the
+one at the same rate, so a diverged rate's trials never stand in for another's.
 """
 
 from __future__ import annotations
 
 import math
-import random
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from statistics import mean, stdev
 
 from scalelab.api import (
     CriticalBatch,
     EfficiencyInterval,
+    Goal,
+    ModelledConfiguration,
+    Objective,
     ParetoPoint,
     Recommendation,
     ResultRow,
     TrialCounts,
     TrialPhase,
 )
+from scalelab.choice import answer, goal_text
 from scalelab.critical import critical_batch
+from scalelab.sentence import Context, noise_text, reason
+from scalelab.timing import Draws, Modelled, modelled
 
 MEASURED = frozenset({TrialPhase.SUCCEEDED, TrialPhase.DIVERGED})
-NO_TARGET_SLACK = 1.01  # without a targetLoss: within 1% of the best final loss counts as there
-CONFIDENCE_RESAMPLES = 1000
+SET_LIMIT = 20  # indistinguishable configurations listed (the status has a size budget)
 #: Student's t, two-sided 95%, by degrees of freedom (the nearest smaller df is used).
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 8: 2.306, 10: 2.228,
        15: 2.131, 20: 2.086, 30: 2.042, 60: 2.000, 120: 1.980}  # fmt: skip
+#: What shares an efficiency baseline: the global batch (strong) or the per-process batch (weak),
+#: and the base learning rate.
+BaseKey = tuple[int, float | None]
 
 
 def trial_counts(phases: Iterable[TrialPhase]) -> TrialCounts:
@@ -74,92 +84,70 @@ def order(key: Configuration) -> tuple[int, int, float]:
     return (key[0], key[1], key[2] or 0.0)
 
 
-def described(batch: int, gpus: int, learning_rate: float | None) -> str:
-    """ "batch 256 on 2 GPU(s)", with " at learning rate 0.1" when the sweep has the axis."""
+def described(batch: int, gpus: int, learning_rate: float | None, cpu: bool = False) -> str:
+    """ "batch 256 on 2 GPU(s)" ("on 2 process(es)" on CPU), with " at learning rate 0.1" when
+    the sweep has the axis."""
     rate = f" at learning rate {learning_rate:g}" if learning_rate is not None else ""
-    return f"batch {batch} on {gpus} GPU(s){rate}"
+    return f"batch {batch} on {gpus} {'process(es)' if cpu else 'GPU(s)'}{rate}"
+
+
+def efficiency_bases(rows: Sequence[ResultRow], weak: bool = False) -> dict[BaseKey, int]:
+    """N₀ per baseline key: the fewest processes measured at that batch (1 when measured)."""
+    bases: dict[BaseKey, int] = {}
+    for row in rows:
+        if row.phase in MEASURED and row.samples_per_second:
+            key = _base_key(row.batch_size, row.gpus, row.base_learning_rate, weak)
+            bases[key] = min(bases.get(key, row.gpus), row.gpus)
+    return bases
+
+
+def _base_key(batch: int, gpus: int, rate: float | None, weak: bool) -> BaseKey:
+    return (batch // gpus if weak else batch, rate)
 
 
 def with_scaling(rows: Sequence[ResultRow], weak: bool = False) -> list[ResultRow]:
-    """Copies of `rows` with scalingEfficiency (strong, or weak) and gpuSeconds filled in."""
-    baseline: dict[tuple[int, float | None], list[float]] = defaultdict(list)
+    """Copies of `rows` with scalingEfficiency (strong, or weak; against the fewest processes
+    measured at the batch, `efficiency_bases`), its base and gpuSeconds filled in."""
+    bases = efficiency_bases(rows, weak)
+    baseline: dict[BaseKey, list[float]] = defaultdict(list)
     for row in rows:
-        if row.gpus == 1 and row.phase in MEASURED and row.samples_per_second:
-            baseline[(row.batch_size, row.base_learning_rate)].append(row.samples_per_second)
+        key = _base_key(row.batch_size, row.gpus, row.base_learning_rate, weak)
+        if row.phase in MEASURED and row.samples_per_second and bases.get(key) == row.gpus:
+            baseline[key].append(row.samples_per_second)
     base = {key: mean(speeds) for key, speeds in baseline.items()}  # once per batch, not row
     out: list[ResultRow] = []
     for row in rows:
-        key = (row.batch_size // row.gpus if weak else row.batch_size, row.base_learning_rate)
+        key = _base_key(row.batch_size, row.gpus, row.base_learning_rate, weak)
         efficiency = None
         if row.phase in MEASURED and row.samples_per_second and key in base:
-            efficiency = row.samples_per_second / (row.gpus * base[key])
+            efficiency = row.samples_per_second * bases[key] / (row.gpus * base[key])
         time = row.time_to_target_seconds if row.time_to_target_seconds else row.seconds
         gpu_seconds = row.gpus * time if time is not None else None
         out.append(
-            row.model_copy(update={"scaling_efficiency": efficiency, "gpu_seconds": gpu_seconds})
+            row.model_copy(
+                update={
+                    "scaling_efficiency": efficiency,
+                    "efficiency_base_gpus": bases[key] if efficiency is not None else None,
+                    "gpu_seconds": gpu_seconds,
+                }
+            )
         )
     return out
 
 
-@dataclass(frozen=True)
-class _Config:
-    batch_size: int
-    gpus: int
-    trial: str
-    time: float
-    gpu_seconds: float
-    times: tuple[float, ...] = ()  # each repeat's time (the bootstrap resamples these)
-    learning_rate: float | None = None  # the base rate, with a learningRates axis
-
-    @property
-    def text(self) -> str:
-        return described(self.batch_size, self.gpus, self.learning_rate)
-
-
-def _candidates(rows: Sequence[ResultRow], max_gpus: int, has_target: bool) -> list[_Config]:
-    # A configuration with a repeat the adaptive sweep stopped is out: the mean of its other
-    # repeats would be biased towards the fast ones.
-    stopped = {configuration(r) for r in rows if r.phase is TrialPhase.PRUNED}
-    usable = [
-        r
-        for r in rows
-        if r.phase is TrialPhase.SUCCEEDED
-        and r.gpus <= max_gpus
-        and configuration(r) not in stopped
-    ]
-    if has_target:
-        timed = [(r, r.time_to_target_seconds) for r in usable]
-    else:
-        losses = [r.final_loss for r in usable if r.final_loss is not None]
-        if not losses:
-            return []
-        bar = min(losses) * NO_TARGET_SLACK if min(losses) > 0 else min(losses)
-        timed = [(r, r.seconds) for r in usable if r.final_loss is not None and r.final_loss <= bar]
-    grouped: dict[Configuration, list[tuple[ResultRow, float]]] = defaultdict(list)
-    for row, time in timed:
-        if time is not None and math.isfinite(time):
-            grouped[configuration(row)].append((row, time))
-    configs = []
-    for (batch, gpus, rate), runs in sorted(grouped.items(), key=lambda kv: order(kv[0])):
-        time = mean(t for _, t in runs)
-        times = tuple(t for _, t in runs)
-        configs.append(_Config(batch, gpus, runs[0][0].trial, time, gpus * time, times, rate))
-    return configs
-
-
-def pareto_front(configs: Sequence[_Config]) -> list[_Config]:
-    """Configurations no other one beats on both time and GPU-seconds, fastest first."""
+def pareto_front(configs: Sequence[Modelled]) -> list[Modelled]:
+    """Configurations no other one beats on both modelled time and GPU-seconds, fastest first."""
     front = [
         c
         for c in configs
         if not any(
-            o.time <= c.time
+            o.seconds <= c.seconds
             and o.gpu_seconds <= c.gpu_seconds
-            and (o.time < c.time or o.gpu_seconds < c.gpu_seconds)
+            and (o.seconds < c.seconds or o.gpu_seconds < c.gpu_seconds)
             for o in configs
         )
     ]
-    return sorted(front, key=lambda c: (c.time, c.gpu_seconds))
+    return sorted(front, key=lambda c: (c.seconds, c.gpu_seconds))
 
 
 def recommend(
@@ -167,109 +155,86 @@ def recommend(
     max_gpus: int,
     has_target: bool,
     learning_rates: dict[str, float] | None = None,
+    *,
+    objective: Objective | None = None,
+    cpu: bool = False,
 ) -> Recommendation:
-    """The fastest configuration to the target within the GPU budget, with the Pareto front."""
-    configs = _candidates(rows, max_gpus, has_target)
+    """The objective's answer on modelled time-to-target within the GPU budget (timing.py,
+    choice.py): the recommended configuration, the fastest and the cheapest, the set the data
+    cannot tell apart, and the Pareto front. `cpu`: the trials ran on CPU (gpusPerProcess 0),
+    so the reason speaks of processes and process-seconds."""
+    objective = objective or Objective()
+    configs = modelled(rows, max_gpus, has_target)
     if not configs:
         why = (
             "no trial reached the target loss within maxGPUs"
             if has_target
             else "no trial succeeded within maxGPUs"
         )
-        return Recommendation(reason=why)
+        return Recommendation(reason=why, goal=goal_text(objective))
+    draws = Draws.of(rows)
+    main = answer(configs, objective, draws)
+    fastest = answer(configs, Objective(tolerance=objective.tolerance), draws, constrained=False)
+    cheapest = answer(configs, Objective(goal=Goal.CHEAPEST, tolerance=objective.tolerance), draws)
     front = pareto_front(configs)
-    best = front[0]
-    resolved = (learning_rates or {}).get(best.trial)
-    confidence = recommendation_confidence(configs, best)
-    reason = _reason(
-        configs,
-        front,
-        resolved=resolved,
-        confidence=confidence,
-        max_gpus=max_gpus,
-        has_target=has_target,
-    )
+    picked = main.chosen
+    resolved = (learning_rates or {}).get(picked.trial) if picked is not None else None
+    context = Context(len(configs), max_gpus, has_target, objective.tolerance, cpu, draws)
+    cheapest_pick = cheapest.chosen
     return Recommendation(
-        confidence=confidence,
-        trial=best.trial,
-        batch_size=best.batch_size,
-        gpus=best.gpus,
+        confidence=main.confidence,
+        trial=picked.trial if picked else None,
+        batch_size=picked.batch_size if picked else None,
+        gpus=picked.gpus if picked else None,
         learning_rate=resolved,
-        base_learning_rate=best.learning_rate,
-        reason=reason,
+        base_learning_rate=picked.learning_rate if picked else None,
+        reason=reason(main, cheapest_pick, resolved, context),
+        goal=main.goal,
+        fastest=_modelled(fastest.chosen, draws),
+        cheapest=_modelled(cheapest.chosen, draws),
+        indistinguishable=[
+            m for c in main.members[:SET_LIMIT] if (m := _modelled(c, draws)) is not None
+        ],
+        indistinguishable_count=len(main.members),
+        noise=noise_text(context, main),
         pareto=[
             ParetoPoint(
                 trial=c.trial,
                 batch_size=c.batch_size,
                 gpus=c.gpus,
                 base_learning_rate=c.learning_rate,
-                time_to_target_seconds=c.time,
+                time_to_target_seconds=c.seconds,
                 gpu_seconds=c.gpu_seconds,
+                measured_seconds=c.measured,
             )
             for c in front
         ],
     )
 
 
-def _reason(
-    configs: Sequence[_Config],
-    front: Sequence[_Config],
-    *,
-    resolved: float | None,
-    confidence: float | None,
-    max_gpus: int,
-    has_target: bool,
-) -> str:
-    """The recommendation as a sentence: the fastest, the cheapest, and how sure it is."""
-    best = front[0]
-    cheapest = min(front, key=lambda c: c.gpu_seconds)
-    goal = "the target loss" if has_target else "convergence (within 1% of the best final loss)"
-    scaled = (
-        f" (scaled to {resolved:g} at this batch)"
-        if best.learning_rate is not None
-        and resolved is not None
-        and not math.isclose(resolved, best.learning_rate, rel_tol=1e-9)
-        else ""
-    )
-    reason = (
-        f"{best.text}{scaled} reaches {goal} fastest "
-        f"({best.time:.3g} s, {best.gpu_seconds:.3g} GPU-s) among {len(configs)} "
-        f"configuration(s) within maxGPUs={max_gpus}"
-    )
-    if cheapest is not best:
-        reason += (
-            f"; {cheapest.text} is cheapest "
-            f"({cheapest.gpu_seconds:.3g} GPU-s, {cheapest.time:.3g} s)"
-        )
-    if confidence is None:
-        return (
-            reason + "; one run per configuration, so no confidence figure (repeats ≥ 2 give one)"
-        )
-    return reason + (
-        f"; {confidence:.0%} of {CONFIDENCE_RESAMPLES} bootstrap resamples over repeats pick it too"
-    )
-
-
-def recommendation_confidence(configs: Sequence[_Config], best: _Config) -> float | None:
-    """Share of bootstrap resamples (each configuration's repeats drawn with replacement) in
-    which `best` is still the fastest; None when no configuration has two runs."""
-    if max(len(c.times) for c in configs) < 2:
+def _modelled(c: Modelled | None, draws: Draws) -> ModelledConfiguration | None:
+    """The API form of a modelled configuration, with its 95% interval where repeats give one."""
+    if c is None:
         return None
-    # A resample's mean lies between a configuration's fastest and slowest run, so only those
-    # whose fastest run beats best's slowest can ever win (keeps 1000-point sweeps cheap).
-    rivals = [c for c in configs if c is best or min(c.times or (c.time,)) <= max(best.times)]
-    rng = random.Random(0)
-    wins = 0
-    # math.fsum/n, not statistics.mean: the same mean to the last bit or one ulp, without the
-    # exact Fractions that made this loop most of the operator's CPU at 1,000 points.
-    for _ in range(CONFIDENCE_RESAMPLES):
-        times = [
-            (math.fsum(rng.choices(c.times, k=len(c.times))) / len(c.times), c.gpu_seconds, c)
-            for c in rivals
-        ]
-        fastest = min(times, key=lambda t: (t[0], t[1]))[2]
-        wins += fastest is best
-    return wins / CONFIDENCE_RESAMPLES
+    low = high = None
+    if draws.repeated([c]):
+        values = sorted(draws.seconds(c))
+        low, high = values[int(0.025 * len(values))], values[int(0.975 * len(values)) - 1]
+    return ModelledConfiguration(
+        trial=c.trial,
+        batch_size=c.batch_size,
+        gpus=c.gpus,
+        base_learning_rate=c.learning_rate,
+        modelled_seconds=c.seconds,
+        low=low,
+        high=high,
+        gpu_seconds=c.gpu_seconds,
+        measured_seconds=c.measured,
+        steps_to_target=c.steps,
+        steps_source=c.source,
+        step_seconds=c.step_time,
+        scaling_efficiency=c.efficiency,
+    )
 
 
 def _t95(df: int) -> float:
@@ -277,19 +242,21 @@ def _t95(df: int) -> float:
 
 
 def efficiency_intervals(rows: Sequence[ResultRow], weak: bool = False) -> list[EfficiencyInterval]:
-    """Scaling efficiency per configuration (batch, GPUs > 1[, learning rate]) as a ratio of
+    """Scaling efficiency per configuration (batch, GPUs > N₀[, learning rate]) as a ratio of
     mean throughputs, with a 95% interval from both means' standard errors (delta method,
-    Student's t on the fewer runs)."""
+    Student's t on the fewer runs). N₀: `efficiency_bases`."""
+    bases = efficiency_bases(rows, weak)
     speeds: dict[Configuration, list[float]] = defaultdict(list)
     for r in rows:
         if r.phase in MEASURED and r.samples_per_second:
             speeds[configuration(r)].append(r.samples_per_second)
     out = []
     for (batch, gpus, rate), runs in sorted(speeds.items(), key=lambda kv: order(kv[0])):
-        base = speeds.get((batch // gpus if weak else batch, 1, rate))
-        if gpus == 1 or not base:
+        n0 = bases.get(_base_key(batch, gpus, rate, weak), gpus)
+        base = speeds.get((batch // gpus * n0 if weak else batch, n0, rate))
+        if gpus == n0 or not base:
             continue
-        value = mean(runs) / (gpus * mean(base))
+        value = mean(runs) * n0 / (gpus * mean(base))
         low = high = None
         if len(runs) > 1 and len(base) > 1:
             rel = math.sqrt(
@@ -302,6 +269,7 @@ def efficiency_intervals(rows: Sequence[ResultRow], weak: bool = False) -> list[
             EfficiencyInterval(
                 batch_size=batch,
                 gpus=gpus,
+                base_gpus=n0,
                 base_learning_rate=rate,
                 runs=len(runs),
                 mean=value,

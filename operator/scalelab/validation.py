@@ -323,6 +323,26 @@ def load_experiment(file: str | Path, warnings: list[Problem] | None = None) -> 
             name, [Problem("", f"expected one YAML document, got {len(documents)}")]
         )
     try:
-        return parse_experiment(documents[0])
+        experiment = parse_experiment(documents[0])
     except InvalidExperimentError as error:
         raise InvalidExperimentError(name, error.problems) from None
+    if warnings is not None:
+        warnings.extend(advice(experiment))
+    return experiment
+
+
+def advice(experiment: ScaleExperiment) -> list[Problem]:
+    """What is valid but changes what the results mean: a sweep without 1 process measures
+    scaling efficiency against its smallest process count, not against one."""
+    gpus = experiment.spec.sweep.gpus
+    if 1 in gpus or len(gpus) < 2:
+        return []
+    smallest = min(gpus)
+    return [
+        Problem(
+            "spec.sweep.gpus",
+            f"no 1-process point: scaling efficiency will be relative to the fewest processes "
+            f"measured at each batch ({smallest} here, N₀), E = thr(N)/((N/N₀)·thr(N₀)), and "
+            f"says nothing about the loss from 1 to {smallest}; add 1 to gpus to measure it",
+        )
+    ]

@@ -26,7 +26,7 @@ def sweep() -> ResultsFile:
                 TrialRecord(
                     name=f"s-b{batch}-g{gpus}", batch_size=batch, gpus=gpus,
                     phase=TrialPhase.SUCCEEDED, epochs=3, steps=3 * steps, final_loss=1.0,
-                    samples_per_second=1000.0 * gpus ** 0.8, steps_to_target=steps,
+                    samples_per_second=100.0 * batch * gpus ** 0.8, steps_to_target=steps,
                     epochs_to_target=2, time_to_target_seconds=steps / gpus ** 0.8 / 100,
                     seconds=1.0, gradient_noise_scale=30.0, initial_loss=9.0,
                     curves={"epochLoss": [4.0, 2.0, 1.0], "updateLoss": [5.0, 2.5, 1.2],

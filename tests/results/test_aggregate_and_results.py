@@ -33,7 +33,20 @@ def test_strong_scaling_efficiency_divides_by_n_times_the_one_process_throughput
     assert eff[(64, 1)] == pytest.approx(1.0)
     assert eff[(64, 2)] == pytest.approx(0.75)
     assert eff[(64, 4)] == pytest.approx(0.5)
-    assert eff[(32, 2)] is None  # no 1-process trial at batch 32: no baseline, no number
+    # no 1-process trial at batch 32: its smallest count measured is the baseline
+    assert eff[(32, 2)] == pytest.approx(1.0)
+    bases = {(r.batch_size, r.gpus): r.efficiency_base_gpus for r in rows}
+    assert bases == {(64, 1): 1, (64, 2): 1, (64, 4): 1, (32, 2): 2}
+
+
+def test_without_a_one_process_point_efficiency_is_relative_to_the_fewest_measured() -> None:
+    rows = with_scaling([row(64, 2, 100.0), row(64, 4, 150.0), row(64, 8, 200.0)])
+    eff = {r.gpus: (r.scaling_efficiency, r.efficiency_base_gpus) for r in rows}
+    assert eff[4] == (pytest.approx(0.75), 2)  # 150 / (2 × 100)
+    assert eff[8] == (pytest.approx(0.5), 2)
+    weak = with_scaling([row(64, 2, 100.0), row(128, 4, 180.0)], weak=True)
+    assert weak[1].scaling_efficiency == pytest.approx(0.9)
+    assert weak[1].efficiency_base_gpus == 2
 
 
 def test_weak_scaling_efficiency_compares_with_the_per_process_batch_on_one_process() -> None:
@@ -157,8 +170,9 @@ def test_the_csv_header_is_the_column_spec_and_every_column_names_a_record_field
     header = (tmp_path / "results.csv").read_text().splitlines()[0]
     assert header == (
         "name,batchSize,gpus,repeat,seed,learningRate,phase,reason,epochs,steps,finalLoss,"
-        "samplesPerSecond,scalingEfficiency,scalingEfficiencyKind,stepsToTarget,epochsToTarget,"
-        "timeToTargetSeconds,seconds,wallSeconds,gpuSeconds,gradientNoiseScale,"
+        "samplesPerSecond,stepSeconds,scalingEfficiency,efficiencyBaseGpus,scalingEfficiencyKind,"
+        "stepsToTarget,epochsToTarget,modelledSeconds,timeToTargetSeconds,modelRatio,seconds,"
+        "wallSeconds,gpuSeconds,gradientNoiseScale,"
         "gradientNoiseScaleStderr,criticalBatchSize,datasetSize,inputWaitFraction,inputBound"
     )
     for column in COLUMNS:

@@ -55,9 +55,14 @@ def test_the_recommendation_picks_the_learning_rate_that_converges(tmp_path: Pat
 
     rec = results["recommendation"]
     assert (rec["trial"], rec["baseLearningRate"]) == ("rates-b50-g1-lr0p002", 0.002)
+    # a CPU run (gpusPerProcess 0) speaks of processes, not GPUs
     assert rec["reason"].startswith(
-        "batch 50 on 1 GPU(s) at learning rate 0.002 reaches the target loss fastest"
+        "batch 50 on 1 process(es) at learning rate 0.002 reaches the target loss fastest"
     )
+    assert "GPU(s)" not in rec["reason"]
+    assert slow["stepSeconds"] > 0  # the trainer's median step time, folded from its result
+    assert slow["modelledSeconds"] == pytest.approx(slow["stepsToTarget"] * slow["stepSeconds"])
+    assert rec["fastest"]["trial"] == rec["cheapest"]["trial"] == "rates-b50-g1-lr0p002"
     with (out / "results.csv").open() as table:
         rows = {r["name"]: r for r in csv.DictReader(table)}
     assert rows["rates-b50-g1-lr0p05"]["baseLearningRate"] == "0.05"

@@ -132,11 +132,14 @@ def _results(p: Pass, rows: Sequence[ResultRow], measured: Sequence[ResultRow]) 
     left out, the recommendation and the critical batch."""
     recommendation = critical = best = None
     if measured:
+        spec = p.experiment.spec
         best = aggregate.recommend(
             rows,
-            p.experiment.spec.execution.max_gpus,
-            p.experiment.spec.training.target_loss is not None,
+            spec.execution.max_gpus,
+            spec.training.target_loss is not None,
             {t.name: t.spec.learning_rate for t in p.planned},
+            objective=spec.objective,
+            cpu=spec.resources.gpus_per_process == 0,
         )
     shown = compact.top_rows(rows, best)
     if best is not None:

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from scalelab.aggregate import trial_counts
-from scalelab.report import plots
+from scalelab.report import answer, plots
 from scalelab.results import store
 from scalelab.results.columns import HTML_COLUMNS, Column, shown
 from scalelab.results.model import ResultsFile, TrialRecord, has_learning_rates
@@ -135,9 +135,16 @@ def _critical(results: ResultsFile) -> str:
     )
     devices = "processes" if plots.on_cpu(results) else "GPUs"
     eff = "".join(
-        f"<tr><td>{e.batch_size}</td><td>{e.gpus}</td>{rate(e.base_learning_rate)}"
-        f"<td>{e.runs}</td><td>{_fmt(e.mean)}</td><td>{_fmt(e.low)}–{_fmt(e.high)}</td></tr>"
+        f"<tr><td>{e.batch_size}</td><td>{e.gpus}</td><td>{e.base_gpus}</td>"
+        f"{rate(e.base_learning_rate)}<td>{e.runs}</td><td>{_fmt(e.mean)}</td>"
+        f"<td>{_fmt(e.low)}–{_fmt(e.high)}</td></tr>"
         for e in c.efficiency
+    )
+    relative = (
+        f" (relative to the fewest {devices} measured at each batch, N₀, where no 1-process "
+        "trial ran: E = thr(N) / ((N/N₀)·thr(N₀)))"
+        if any(e.base_gpus > 1 for e in c.efficiency)
+        else ""
     )
     return (
         f'<h2>Critical batch size</h2><div class="rec">{html.escape(c.summary)}</div>'
@@ -150,8 +157,9 @@ def _critical(results: ResultsFile) -> str:
         + f"</h3><table><tr><th>batch</th>{rate_th}<th>runs</th>"
         f"<th>mean steps</th><th>std dev</th></tr>{steps}</table>"
         + (
-            "<h3>Scaling efficiency, 95% interval over repeats</h3><table><tr><th>batch</th>"
-            f"<th>{devices}</th>{rate_th}<th>runs</th><th>efficiency</th><th>95% interval</th>"
+            f"<h3>Scaling efficiency, 95% interval over repeats{relative}</h3><table><tr>"
+            f"<th>batch</th><th>{devices}</th><th>vs N₀</th>{rate_th}<th>runs</th>"
+            "<th>efficiency</th><th>95% interval</th>"
             "</tr>"
             f"{eff}</table>"
             if eff
@@ -273,7 +281,9 @@ def _recommendation(results: ResultsFile) -> str:
                 else ""
             )
         text = f"batch {rec.batch_size} on {where}{rate}. {html.escape(rec.reason)}"
-    return f'<div class="rec"><b>Recommendation:</b> {text}</div>'
+    return f'<div class="rec"><b>Recommendation:</b> {text}</div>' + answer.section(
+        rec, plots.on_cpu(results)
+    )
 
 
 def _overview(results: ResultsFile) -> str:

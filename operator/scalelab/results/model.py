@@ -2,7 +2,8 @@
 
 `TrialRecord` is one trial as the local executor saw it: the planned grid point, the trainer's
 `start`, `epoch` and `result` events folded together (`record_from_events`), and what the
-aggregation adds (scaling efficiency, GPU-seconds). `ResultsFile` is what `scalelab report`
+aggregation adds (scaling efficiency and its base, GPU-seconds, the configuration's modelled
+time-to-target and the measured/modelled ratio). `ResultsFile` is what `scalelab report`
 re-renders from. Pure data and pure functions; reading and writing live in
 results/store.py.
 """
@@ -16,8 +17,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from scalelab.aggregate import MEASURED, analysis, recommend, with_scaling
+from scalelab.aggregate import MEASURED, analysis, configuration, recommend, with_scaling
 from scalelab.api import (
+    MAX_INT,
     BatchScope,
     CriticalBatch,
     Recommendation,
@@ -27,6 +29,7 @@ from scalelab.api import (
     read_trial_result,
 )
 from scalelab.planner import PlannedTrial
+from scalelab.timing import modelled
 
 SCHEMA_VERSION = "scalelab.results/v1"
 
@@ -64,9 +67,16 @@ class TrialRecord(ResultsModel):
     samples_per_second: float | None = None
     scaling_efficiency: float | None = None
     scaling_efficiency_kind: str | None = None  # "strong" or "weak", see aggregate.py
+    efficiency_base_gpus: int | None = None  # N₀: the fewest processes measured at the batch
     steps_to_target: int | None = None
     epochs_to_target: int | None = None
     time_to_target_seconds: float | None = None
+    # The configuration's modelled time-to-target (timing.py: steps-to-target × median step
+    # time) and this trial's measured time-to-target over it (a diagnostic: start-up, evaluation
+    # and bursts the model leaves out).
+    modelled_seconds: float | None = None
+    model_ratio: float | None = None
+    step_seconds: float | None = None  # median steady-state step time (stepTimeSeconds.p50)
     seconds: float | None = None  # training time reported by the trainer
     wall_seconds: float | None = None  # this trial's share of wall time, start-up included
     gpu_seconds: float | None = None
@@ -293,10 +303,17 @@ def _from_result(result: dict[str, Any]) -> dict[str, Any]:
         "params": result.get("params"),
         "optimum": result.get("optimum"),
         "finished_at": _num(result.get("time")),
+        "step_seconds": _median_step(result.get("stepTimeSeconds")),
     }
     if typed.dataset_size is not None:  # else the start event's count stands
         fields["dataset_size"] = typed.dataset_size
     return fields
+
+
+def _median_step(step_time: Any) -> float | None:
+    """The trainer's median steady-state step time (stepTimeSeconds.p50), if it reported one."""
+    value = _num(step_time.get("p50")) if isinstance(step_time, dict) else None
+    return value if value is not None and value > 0 else None
 
 
 def result_row(record: TrialRecord) -> ResultRow:
@@ -324,37 +341,48 @@ def result_row(record: TrialRecord) -> ResultRow:
         critical_batch_size_stderr=record.critical_batch_size_stderr,
         pruned=record.pruned,
         steps_to_target=record.steps_to_target,
+        step_seconds=record.step_seconds,
         input_wait_fraction=record.input_wait_fraction,
         input_bound=record.input_bound,
     )
 
 
 def aggregate_results(results: ResultsFile, experiment: ScaleExperiment) -> None:
-    """Fill scaling efficiency, GPU-seconds and the recommendation from the records (in place)."""
+    """Fill scaling efficiency, GPU-seconds, the modelled times and the recommendation from the
+    records (in place)."""
     weak = results.scaling_efficiency_kind == "weak"
     rows = {r.trial: r for r in with_scaling([result_row(t) for t in results.trials], weak=weak)}
+    spec = experiment.spec
+    has_target = spec.training.target_loss is not None
+    times = {c.key: c.seconds for c in modelled(list(rows.values()), MAX_INT, has_target)}
     kind = results.scaling_efficiency_kind
     trials = []
     for record in results.trials:
         row = rows[record.name]
+        model = times.get(configuration(row)) if row.phase is TrialPhase.SUCCEEDED else None
+        measured = row.time_to_target_seconds if has_target else row.seconds
         trials.append(
             record.model_copy(
                 update={
                     "scaling_efficiency": row.scaling_efficiency,
                     "scaling_efficiency_kind": kind if row.scaling_efficiency is not None else None,
+                    "efficiency_base_gpus": row.efficiency_base_gpus,
                     "gpu_seconds": row.gpu_seconds,
+                    "modelled_seconds": model,
+                    "model_ratio": measured / model if model and measured else None,
                 }
             )
         )
     results.trials = trials
-    spec = experiment.spec
     results.recommendation = recommend(
         list(rows.values()),
         max_gpus=spec.execution.max_gpus,
-        has_target=spec.training.target_loss is not None,
+        has_target=has_target,
         learning_rates={
             t.name: t.learning_rate for t in results.trials if t.learning_rate is not None
         },
+        objective=spec.objective,
+        cpu=spec.resources.gpus_per_process == 0,
     )
-    measured = any(r.phase in MEASURED for r in rows.values())
-    results.critical_batch = analysis(list(rows.values()), weak) if measured else None
+    measured_any = any(r.phase in MEASURED for r in rows.values())
+    results.critical_batch = analysis(list(rows.values()), weak) if measured_any else None
