@@ -137,11 +137,34 @@ def _error(message: str) -> int:
     return EXIT_INVALID
 
 
+#: The newest Python that TensorFlow 2.15 (with Horovod 0.28.1, the trainer's pair) has wheels for.
+TRAINER_PYTHON_MAX = (3, 11)
+
+
+def trainer_python_problem(overridden: bool, version: tuple[int, int]) -> str | None:
+    """Why `scalelab run` cannot train with this interpreter (None when it may): said before a
+    sweep starts, rather than as an import error of every trial."""
+    if overridden or version <= TRAINER_PYTHON_MAX:
+        return None
+    return (
+        f"scalelab run trains with TensorFlow 2.15 and Horovod 0.28.1, which have wheels up to "
+        f"Python {'.'.join(map(str, TRAINER_PYTHON_MAX))}; this is Python "
+        f"{'.'.join(map(str, version))}. Run it from a Python 3.11 environment "
+        "(hack/install-python.sh), or set SCALELAB_TRAINER_PYTHON to one's interpreter. "
+        "validate, plan and report work on this Python (pip install './operator[report]')."
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the experiment on this machine and write results and the report."""
+    import os
+
     from scalelab.cli.progress import make_progress
     from scalelab.local.executor import LocalRun, Outcome, busy_ports
 
+    problem = trainer_python_problem("SCALELAB_TRAINER_PYTHON" in os.environ, sys.version_info[:2])
+    if problem:
+        return _error(problem)
     experiment = _load(args.file)
     if experiment is None:
         return EXIT_INVALID
