@@ -212,3 +212,59 @@ def test_an_archive_read_back_names_the_api_server_it_was_read_from() -> None:
     assert fetched.results.host == {"cluster": "https://public:6443", "namespace": "ns"}
     assert (fetched.running, fetched.pending) == (assembled.running, assembled.pending)
     assert fetched.files == assembled.files
+
+
+class FakeKube:
+    """The API calls `Archiver.ensure` makes, against an in-memory namespace of ConfigMaps."""
+
+    def __init__(self) -> None:
+        self.api = None
+        self.core, self.rbac = self, self
+        self.maps: dict[str, dict[str, Any]] = {}
+        self.bindings: list[dict[str, Any]] = []
+        self.writes: list[tuple[str, str]] = []
+
+    def wrote(self, verb: str, resource: str) -> None:
+        self.writes.append((verb, resource))
+
+    def create_namespaced_role_binding(self, namespace: str, body: dict[str, Any]) -> None:
+        if self.bindings:
+            raise archive.ApiException(status=409)
+        self.bindings.append(body)
+
+    def read_namespaced_config_map(self, name: str, namespace: str) -> dict[str, Any]:
+        if name not in self.maps:
+            raise archive.ApiException(status=404)
+        return self.maps[name]
+
+    def create_namespaced_config_map(self, namespace: str, body: dict[str, Any]) -> None:
+        if body["metadata"]["name"] in self.maps:
+            raise archive.ApiException(status=409)
+        self.maps[body["metadata"]["name"]] = body
+
+
+def test_an_archive_is_written_once_across_restarts_and_replicas(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cluster, "fetch", lambda api, ns, name: finished_snapshot())
+    sa = {"kind": "ServiceAccount", "name": "scalelab-operator", "namespace": "scalelab-system"}
+    monkeypatch.setattr(archive, "_subject", lambda api: sa)
+    kube: Any = FakeKube()
+
+    assert archive.Archiver().ensure(kube, "ns", "lab", "x") == "lab-results-archive-x"
+    assert kube.bindings[0]["subjects"] == [sa]
+    assert kube.bindings[0]["roleRef"]["name"] == archive.READER_ROLE
+    written = kube.maps["lab-results-archive-x"]
+    # A restarted operator (a fresh Archiver) finds it and writes nothing but its binding (409).
+    restarted = archive.Archiver()
+    assert restarted.ensure(kube, "ns", "lab", "x") is None
+    assert restarted.ensure(kube, "ns", "lab", "x") is None  # remembered: no call at all
+    assert kube.writes == [("create", "rolebindings"), ("create", "configmaps"),
+                           ("create", "rolebindings")]  # fmt: skip
+    # Two replicas racing: the one that loses gets 409 for the same bytes, and counts it written.
+    racing = archive.Archiver()
+    monkeypatch.setattr(kube, "read_namespaced_config_map", FakeKube().read_namespaced_config_map)
+    assert racing.ensure(kube, "ns", "lab", "x") == "lab-results-archive-x"
+    assert kube.maps["lab-results-archive-x"] is written
+    # An experiment recreated under the same name meanwhile is not archived as the old one.
+    assert archive.Archiver().ensure(FakeKube(), "ns", "lab", "other-uid") is None

@@ -311,7 +311,15 @@ class Archiver:
         if namespace in self.bound:
             return
         if self.subject is None:
-            self.subject = _subject(kube.api)
+            try:
+                self.subject = _subject(kube.api)
+            except ApiException as error:
+                if error.status != NOT_FOUND:
+                    raise
+                self.subject = {}  # no SelfSubjectReview API (before 1.28): unknown
+        if not self.subject:  # whoever we are must hold the ConfigMap rights some other way
+            self.bound.add(namespace)
+            return
         binding = {
             "metadata": {"name": READER_BINDING, "labels": {LABEL_MANAGED_BY: MANAGED_BY}},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
