@@ -47,24 +47,24 @@ def trial_argvs(argv: Sequence[str]) -> list[list[str]]:
     return [[str(a) for a in e] for e in entries]
 
 
-def _start_runtime(first: TrialConfig | None) -> tuple[int, int, int]:
+def _start_runtime(first: TrialConfig | None, requested: int) -> tuple[int, int, int, Any]:
     """Configure TensorFlow, start Horovod (N > 1), pin the GPU; return (rank, size, local
-    rank)."""
+    rank, the device Placement or the DeviceError that stops every trial)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    from scalelab_trainer import world
+    from scalelab_trainer import devices, world
 
     if first is not None and first.intra_op_threads > 0:
         tf.config.threading.set_intra_op_parallelism_threads(first.intra_op_threads)
     rank, size, local_rank = world.start()
-    gpus = tf.config.list_physical_devices("GPU")
-    for gpu in gpus:
-        tf.config.experimental.set_memory_growth(gpu, True)
-    if gpus:
-        # Horovod: one GPU per process, chosen by local rank, so processes on a node never share.
-        tf.config.set_visible_devices(gpus[local_rank % len(gpus)], "GPU")
-    return rank, size, local_rank
+    chosen: devices.Placement | devices.DeviceError
+    try:
+        chosen = devices.place(requested, local_rank, world.local_size())
+    except devices.DeviceError as e:
+        chosen = e
+    placement = devices.gather(chosen, world.hvd() if size > 1 else None)
+    return rank, size, local_rank, placement
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (ValueError, SystemExit) as e:
             configs.append(ValueError(str(e) or "invalid flags"))
     first = next((c for c in configs if isinstance(c, TrialConfig)), None)
-    rank, size, local_rank = _start_runtime(first)
+    requested = max((c.gpus_per_process for c in configs if isinstance(c, TrialConfig)), default=0)
+    rank, size, local_rank, placement = _start_runtime(first, requested)
 
     from scalelab_trainer.events import Emitter
     from scalelab_trainer.train import run_trial
@@ -88,18 +89,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     _EXIT.fast = not needs_teardown(configs, size, serving_metrics=metrics is not None)
     code = 0
     for a, cfg in zip(argvs, configs, strict=True):
-        if isinstance(cfg, Exception):
-            em = Emitter("local", _trial_name(a), rank)
-            _fail(em, cfg, None)
+        if isinstance(cfg, Exception) or isinstance(placement, Exception):
+            # An invalid trial, or no device for any: a Failed result with the reason, at once.
+            error = cfg if isinstance(cfg, Exception) else placement
+            config = cfg if isinstance(cfg, TrialConfig) else None
+            _fail(_emitter(Emitter, config, a, rank), error, config)
             code = 1
             continue
-        listeners: list[Callable[[dict[str, Any]], None]] = []
-        if cfg.report_status and rank == 0:
-            listeners.append(_status_listener(cfg))
-        em = Emitter(cfg.experiment, cfg.trial, rank, listeners=listeners)
+        em = _emitter(Emitter, cfg, a, rank)
         series = metrics.for_trial(cfg, size, rank) if metrics else None
         try:
-            result = run_trial(cfg, em, stop, series)
+            result = run_trial(cfg, em, stop, series, placement)
             if result.get("phase") == "Failed":
                 code = max(code, 1)
         except Exception as e:  # one failed trial is a result, not a crash of the trial list
@@ -113,6 +113,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if stop.set:
             return SIGTERM_EXIT
     return code
+
+
+def _emitter(kind: Any, cfg: TrialConfig | None, argv: Sequence[str], rank: int) -> Any:
+    """The trial's event writer; rank 0 of a trial that reports status patches its ScaleTrial."""
+    if cfg is None:
+        return kind("local", _trial_name(argv), rank)
+    listeners: list[Callable[[dict[str, Any]], None]] = []
+    if cfg.report_status and rank == 0:
+        listeners.append(_status_listener(cfg))
+    return kind(cfg.experiment, cfg.trial, rank, listeners=listeners)
 
 
 def _trial_name(argv: Sequence[str]) -> str:

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from scalelab_trainer import custom, datasets, linear, models, schedule, step, world
+from scalelab_trainer import custom, datasets, linear, models, precision, schedule, step, world
 from scalelab_trainer.config import TrialConfig
 from scalelab_trainer.optimizers import Optimizer
+from scalelab_trainer.precision import LossScale
 from scalelab_trainer.stream import Stream, streamed_mean
 
 #: Per-update parameters are recorded (--record-update-losses, linear models) while
@@ -54,6 +55,7 @@ class Built:
     lin: models.Linear | None = None
     diag: linear.Diagnostics | None = None
     stream: Stream | None = None  # plugin API 2: the examples read through tf.data
+    loss_scale: LossScale | None = None  # float16 mixed precision on a Keras model
 
     def distance(self, theta: linear.F64 | None = None) -> float | None:
         """|θ − θ*| of the linear model (now, or at `theta`), where the optimum is known."""
@@ -73,13 +75,15 @@ class _Parts:
     sched: schedule.Schedule
     plan: Plan
     measure_noise: bool
+    loss_scale: LossScale | None
 
 
 def build_trial(cfg: TrialConfig) -> Built:
     """Data (on the computing device, or streamed), the model, its optimizer and the compiled
     calls."""
     rank, size = world.rank(), world.size()
-    data, model = _data_and_model(cfg)
+    with precision.keras_policy(cfg.mixed_precision):
+        data, model = _data_and_model(cfg)
     if cfg.export_data and rank == 0 and isinstance(data, datasets.Dataset):
         datasets.export(data, cfg.export_data)
     opt = Optimizer(cfg, model.trainable)
@@ -92,7 +96,10 @@ def build_trial(cfg: TrialConfig) -> Built:
     micro = 2 if measure_noise and size == 1 else 1
     layout = step.Layout(data.size, cfg.batch_size, size, rank, micro)
     sched = _schedule(cfg, layout.steps_per_epoch)
-    parts = _Parts(model, opt, layout, sched, _plan(cfg, layout, model), measure_noise)
+    # float16 needs its loss scaled; the float64 linear model does not compute in it.
+    scaled = cfg.mixed_precision == "float16" and not isinstance(model, models.Linear)
+    plan = _plan(cfg, layout, model)
+    parts = _Parts(model, opt, layout, sched, plan, measure_noise, LossScale() if scaled else None)
     if isinstance(data, Stream):
         return _streamed(cfg, data, parts)
     return _in_memory(cfg, data, parts)
@@ -111,7 +118,7 @@ def _in_memory(cfg: TrialConfig, ds: datasets.Dataset, p: _Parts) -> Built:
     perm = tf.Variable(tf.range(ds.size, dtype=tf.int64), trainable=False)
     lin = model if isinstance(model, models.Linear) else None
     quad = _quadratic(lin, ds.x, ds.y) if lin is not None else None
-    options = _options(cfg, p.plan, measure_noise=p.measure_noise, quadratic_loss=quad)
+    options = _options(cfg, p, quadratic_loss=quad)
     loop = step.build_step_loop(model, p.opt, p.sched, layout, x=x, y=y, perm=perm, options=options)
     # Linear models: the exact quadratic form, eagerly (nothing to trace); others: compiled.
     compiled_loss = None if quad else step.build_full_loss(model, layout, x, y, _chunk(cfg))
@@ -128,6 +135,7 @@ def _in_memory(cfg: TrialConfig, ds: datasets.Dataset, p: _Parts) -> Built:
         plan=p.plan, loop=loop, compiled_loss=compiled_loss, full_loss=full_loss,
         accuracy=accuracy, lin=lin,
         diag=_diagnose(cfg, ds, p.sched, layout.steps_per_epoch) if lin is not None else None,
+        loss_scale=p.loss_scale,
     )  # fmt: skip
 
 
@@ -135,7 +143,7 @@ def _streamed(cfg: TrialConfig, data: Stream, p: _Parts) -> Built:
     """Plugin API 2: one step per call on this rank's share, fed from tf.data (stream.py); the
     full-dataset loss and the accuracy are streamed passes over the data."""
     model, layout = p.model, p.layout
-    options = _options(cfg, p.plan, measure_noise=p.measure_noise, quadratic_loss=None)
+    options = _options(cfg, p, quadratic_loss=None)
     loop = step.build_fed_step(model, p.opt, p.sched, layout, options)
 
     def summed_loss(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
@@ -153,7 +161,7 @@ def _streamed(cfg: TrialConfig, data: Stream, p: _Parts) -> Built:
     return Built(
         ds=None, model=model, opt=p.opt, layout=layout, sched=p.sched, perm=None, x=None,
         y=None, plan=p.plan, loop=loop, compiled_loss=None, full_loss=full_loss,
-        accuracy=accuracy, stream=data,
+        accuracy=accuracy, stream=data, loss_scale=p.loss_scale,
     )  # fmt: skip
 
 
@@ -199,21 +207,20 @@ def _plan(cfg: TrialConfig, layout: step.Layout, model: models.Model) -> Plan:
 
 
 def _options(
-    cfg: TrialConfig,
-    plan: Plan,
-    *,
-    measure_noise: bool,
-    quadratic_loss: Callable[[], tf.Tensor] | None,
+    cfg: TrialConfig, p: _Parts, *, quadratic_loss: Callable[[], tf.Tensor] | None
 ) -> step.Options:
     """What the training step loop computes besides the steps."""
+    plan = p.plan
     return step.Options(
-        measure_noise=measure_noise,
+        measure_noise=p.measure_noise,
         quadratic_loss=quadratic_loss,
         track_target=cfg.target_loss is not None,
         one_per_call=plan.steps_per_call == 1,
         record_updates=cfg.record_update_losses,
         record_params=plan.recorded_params > 0,
         epoch_rule=(cfg.stopping_loss, cfg.relative_tolerance) if plan.epoch_loop else None,
+        loss_scale=p.loss_scale,
+        jit_compile=cfg.jit_compile,
     )
 
 

@@ -23,6 +23,7 @@ OPTIMIZERS = ("sgd", "momentum", "adam", "lars", "lamb")
 LR_SCALINGS = ("none", "linear", "sqrt")
 STOPPING_LOSSES = ("full", "update")
 CNN_ARCHS = ("resnet-small", "resnet50")
+PRECISIONS = ("off", "float16", "bfloat16")
 
 #: The examples of a built-in dataset without --dataset-size (lab1-line: the lab's n = 100).
 DEFAULT_DATASET_SIZE = 100
@@ -111,6 +112,21 @@ class TrialConfig:
     trust_coefficient: float = _flag_field(
         0.001, "lars: η_LARS in the local-lr formula (You et al. 2017)"
     )
+    # --- compute: precision, compilation, devices ---
+    mixed_precision: str = _flag_field(
+        "off",
+        "off | float16 | bfloat16: Keras models compute in it with float32 variables, float16 "
+        "with dynamic loss scaling (precision.py); the float64 linear model is unaffected",
+    )
+    jit_compile: bool = _flag_field(
+        False, "compile each step's forward and backward pass with XLA (the allreduce stays out)"
+    )
+    gpus_per_process: int = _flag_field(
+        0,
+        "GPUs this process was given, 0 or 1: with 1, a process whose TensorFlow sees no GPU "
+        "for it fails at start instead of measuring the CPU (devices.py; CPU-backed test GPUs "
+        "that declare themselves in SCALELAB_FAKE_GPUS are accepted)",
+    )
     # --- stopping ---
     max_epochs: int = _flag_field(1000, "epoch cap (lab: 1000)")
     relative_tolerance: float = _flag_field(
@@ -180,6 +196,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "lr_scaling": LR_SCALINGS,
     "stopping_loss": STOPPING_LOSSES,
     "cnn_arch": CNN_ARCHS,
+    "mixed_precision": PRECISIONS,
 }
 
 
@@ -245,6 +262,11 @@ def validate(cfg: TrialConfig) -> TrialConfig:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     if cfg.learning_rate <= 0:
         raise ValueError("--learning-rate must be > 0")
+    if cfg.gpus_per_process not in (0, 1):
+        raise ValueError(
+            "--gpus-per-process must be 0 or 1: Horovod runs one process per GPU, so a trial of "
+            "G GPUs runs G processes"
+        )
     if cfg.warmup_epochs < 0 or cfg.relative_tolerance < 0:
         raise ValueError("--warmup-epochs and --relative-tolerance must be >= 0")
     if cfg.dataset_size is None and cfg.dataset != "custom":

@@ -22,7 +22,7 @@ import tensorflow as tf
 from scalelab_trainer import world
 from scalelab_trainer.config import TrialConfig
 from scalelab_trainer.datasets import Dataset
-from scalelab_trainer.models import Keras
+from scalelab_trainer.models import Keras, float32_outputs
 from scalelab_trainer.plugin import (
     ACCURACIES,
     LOSSES,
@@ -47,7 +47,8 @@ class Custom(Keras):
         self.accuracy = accuracy
 
     def per_example_loss(self, x: tf.Tensor, y: tf.Tensor, training: bool) -> tf.Tensor:
-        return tf.cast(self.loss(y, self.net(x, training=training)), tf.float32)
+        out = float32_outputs(self.net(x, training=training))
+        return tf.cast(self.loss(y, out), tf.float32)
 
     def correct(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         assert self.accuracy is not None  # only built with a test set and an accuracy

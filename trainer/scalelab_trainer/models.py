@@ -80,6 +80,13 @@ class Linear:
         )
 
 
+def float32_outputs(out: tf.Tensor) -> tf.Tensor:
+    """A mixed-precision network's outputs in float32, so the loss (a softmax's exponentials, a
+    squared error) is taken in float32 as Keras's mixed-precision guide asks; float32 and float64
+    outputs are returned as they are (no op)."""
+    return tf.cast(out, tf.float32) if out.dtype in (tf.float16, tf.bfloat16) else out
+
+
 class Keras:
     """A Keras network trained with our own loop; the loss is cross entropy or squared error."""
 
@@ -92,7 +99,7 @@ class Keras:
         self.state = list(net.variables)
 
     def per_example_loss(self, x: tf.Tensor, y: tf.Tensor, training: bool) -> tf.Tensor:
-        out = self.net(x, training=training)
+        out = float32_outputs(self.net(x, training=training))
         if self.classes:
             return tf.keras.losses.sparse_categorical_crossentropy(y, out, from_logits=True)
         return tf.square(tf.squeeze(out, -1) - y)

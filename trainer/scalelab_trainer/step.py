@@ -25,6 +25,7 @@ from scalelab_trainer import world
 from scalelab_trainer.models import Model
 from scalelab_trainer.noise import two_batch_estimates
 from scalelab_trainer.optimizers import Optimizer
+from scalelab_trainer.precision import LossScale, all_finite
 from scalelab_trainer.schedule import Schedule
 
 # Positions in the vector a call returns (one host sync per call); read it through `CallOutput`.
@@ -176,6 +177,8 @@ class Options:
     record_params: bool = False  # ... and the trainable parameters after every step
     reduce: bool = True  # False: the compute-only twin (no allreduce, no update)
     epoch_rule: tuple[str, float] | None = None  # the epoch loop: stopping loss and tolerance
+    loss_scale: LossScale | None = None  # float16: the dynamic loss scale (precision.py)
+    jit_compile: bool = False  # each micro-batch's forward and backward pass compiled by XLA
 
 
 def build_step_loop(
@@ -234,6 +237,13 @@ class StepProgram:
         self.o = options
         self.variables = model.trainable
         self.params = sum(int(np.prod(v.shape)) for v in self.variables)  # P
+        # XLA compiles the forward and backward pass only: the examples' slice has a size known
+        # at run time and Horovod's allreduce is not an XLA op, so both stay outside.
+        self.micro = (
+            tf.function(self._micro, jit_compile=True, autograph=False)
+            if options.jit_compile
+            else self._micro
+        )
 
     # --- one step -------------------------------------------------------------------------
 
@@ -291,9 +301,7 @@ class StepProgram:
             mlo = lo if m == 0 else lo + (hi - lo) * m // M
             mhi = hi if m == M - 1 else lo + (hi - lo) * (m + 1) // M
             xb, yb = self.examples(mlo, mhi, lo)
-            with tf.GradientTape() as tape:
-                part = tf.reduce_sum(self.model.per_example_loss(xb, yb, training=True)) / gf
-            gm = tape.gradient(part, self.variables)
+            part, gm = self.micro(xb, yb, gf)
             # (sums start from the first term, not from 0.0: the same value, one op less)
             loss = part if loss is None else loss + part
             grads = gm if grads is None else [a + b for a, b in zip(grads, gm, strict=True)]
@@ -313,6 +321,16 @@ class StepProgram:
         if small_sq is None or small_n is None:  # not measuring noise: nothing to carry
             small_sq, small_n = tf.zeros([], dt), tf.ones([], dt)
         return grads, loss, small_sq, small_n
+
+    def _micro(self, xb: tf.Tensor, yb: tf.Tensor, gf: tf.Tensor) -> tuple[tf.Tensor, Any]:
+        """One micro-batch: its summed losses / gf and their gradient (float16: through the
+        scaled loss, unscaled in float32 before anything reads it)."""
+        scale = self.o.loss_scale
+        with tf.GradientTape() as tape:
+            part = tf.reduce_sum(self.model.per_example_loss(xb, yb, training=True)) / gf
+            scaled = part if scale is None else scale.scaled(part)
+        gm = tape.gradient(scaled, self.variables)
+        return part, gm if scale is None else scale.unscaled(gm)
 
     def _penalty(self) -> tuple[tf.Tensor, list[tf.Tensor]] | None:
         """The model's own losses (weight regularisers) and their gradient; None without any
@@ -349,13 +367,13 @@ class StepProgram:
         # A diverging step is not applied (zero rate and gradient, no branch: a tf.cond per
         # step costs a function call), and the loop ends; the parameters stay finite.
         keep = 1.0 - tf.cast(bad, tf.float64)
-        grads = [tf.where(bad, tf.zeros_like(g), g) for g in grads]
+        grads, applied = self._finite(grads, bad, keep)
         noise = (g2_sum, tr_sum, noise_n, g2_sq, tr_sq, g2_tr)
         if self.o.measure_noise:
-            noise = self._noise(noise, small_sq, grads, (gf, gf64), keep)
+            noise = self._noise(noise, small_sq, grads, (gf, gf64), applied)
         if self.o.reduce:
             rate = self.schedule.rate_tensor(tf.cast(step, tf.float64))
-            self.opt.apply(grads, self.variables, rate * keep)
+            self.opt.apply(grads, self.variables, rate * applied)
         if self.o.track_target and self.o.quadratic_loss is not None:
             # the exact full loss after the update
             reached = tf.logical_and(hit < 0, self.o.quadratic_loss() <= target)
@@ -363,6 +381,23 @@ class StepProgram:
         at = tf.cast(i if offset is None else offset + i, tf.int32)
         rec = self._record(rec, at, loss64)
         return (i + 1, done + keep, loss_sum + loss64 * keep, 1.0 - keep, *noise, hit, *rec)
+
+    def _finite(
+        self, grads: list[tf.Tensor], bad: tf.Tensor, keep: tf.Tensor
+    ) -> tuple[list[tf.Tensor], tf.Tensor]:
+        """The gradients to apply (zero on a diverging step) and the weight of the update
+        (`keep`). With a loss scale, a step whose allreduced gradient overflowed is counted but
+        not applied, nor read by the noise estimator, and the scale is halved (precision.py)."""
+        scale = self.o.loss_scale
+        if scale is None:
+            return [tf.where(bad, tf.zeros_like(g), g) for g in grads], keep
+        finite = all_finite(grads)
+        if self.o.reduce:  # (the compute-only twin leaves the scale alone)
+            scale.update(finite)
+        skip = tf.logical_or(bad, tf.logical_not(finite))
+        return [tf.where(skip, tf.zeros_like(g), g) for g in grads], keep * tf.cast(
+            finite, tf.float64
+        )
 
     def _noise(
         self,

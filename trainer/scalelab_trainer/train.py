@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from scalelab_trainer import linear, step
+from scalelab_trainer import linear, precision, step
 from scalelab_trainer.build import UPDATE_PARAMS_LIMIT, Built, build_trial, trace
 from scalelab_trainer.clock import Clock
 from scalelab_trainer.config import TrialConfig
+from scalelab_trainer.devices import Placement
 from scalelab_trainer.epochs import Run, Sinks, input_summary, train
 from scalelab_trainer.events import Emitter
 from scalelab_trainer.metrics import TrialMetrics
@@ -49,10 +50,15 @@ def run_trial(
     emitter: Emitter,
     stop_requested: Callable[[], bool],
     metrics: TrialMetrics | None = None,
+    placement: Placement | None = None,
 ) -> dict[str, Any]:
-    """Train one trial; write `start`, `epoch`s and `result`; return the result event."""
+    """Train one trial on `placement`'s device (devices.py; None: whatever TensorFlow sees);
+    write `start`, `epoch`s and `result`; return the result event."""
+    if placement is None:
+        gpu = bool(tf.config.list_logical_devices("GPU"))
+        placement = Placement("gpu" if gpu else "cpu", 0 if gpu else None, None, ())
     with graph_rewrites(cfg.model != "linear"):
-        return _run_trial(cfg, emitter, stop_requested, metrics)
+        return _run_trial(cfg, emitter, stop_requested, metrics, placement)
 
 
 def _run_trial(
@@ -60,11 +66,14 @@ def _run_trial(
     emitter: Emitter,
     stop_requested: Callable[[], bool],
     metrics: TrialMetrics | None,
+    placement: Placement,
 ) -> dict[str, Any]:
     t_start = time.perf_counter()
     b = build_trial(cfg)
     initial_params = b.model.summary()  # after the broadcast: what every rank starts from
     warnings = list(b.diag.warnings) if b.diag else []
+    warnings += placement.warnings
+    warnings += precision.warnings(cfg.mixed_precision, cfg.model, placement.on_gpu)
     if cfg.record_update_losses and b.lin is not None and not b.plan.recorded_params:
         warnings.append(
             f"per-update parameters not recorded: parameters × updates could exceed "
@@ -80,6 +89,7 @@ def _run_trial(
         stepsPerEpoch=b.layout.steps_per_epoch,
         datasetSize=b.layout.n,
         diagnostics=b.diag.as_event() if b.diag else None,
+        device=placement.as_event(),
     )
     compile_seconds = trace(b)
     run = train(cfg, b, Sinks(emitter, metrics, stop_requested))
@@ -97,13 +107,17 @@ def _run_trial(
     result["seconds"] = time.perf_counter() - t_start
     result["compileSeconds"] = compile_seconds
     result["initialParams"] = initial_params
+    result["device"] = placement.as_event()
+    result["precision"] = precision.summary(
+        cfg.mixed_precision, cfg.model, placement.on_gpu, b.loss_scale
+    )
     result["trainingSeconds"] = time.perf_counter() - run.t_train
     # The compute/communication split costs one more trace; it matters for throughput
     # workloads, not for the line (whose steps take microseconds).
     # (streamed data: not measured, the twin would need the data on the device)
     timed = result["phase"] == "Succeeded" and not run.interrupted and run.clock.steps
     if timed and not b.lin and b.stream is None:
-        result["stepTimeSplit"] = _measure_split(b, run.clock)
+        result["stepTimeSplit"] = _measure_split(b, run.clock, cfg.jit_compile)
     if surface is not None:
         result["lossSurface"] = surface
     return emitter.emit("result", **result)
@@ -162,7 +176,7 @@ def _result(cfg: TrialConfig, b: Built, run: Run, warnings: list[str]) -> dict[s
     }
 
 
-def _measure_split(b: Built, clock: Clock) -> dict[str, float]:
+def _measure_split(b: Built, clock: Clock, jit_compile: bool) -> dict[str, float]:
     """Build the compute-only twin of the step loop and split the step time with it."""
     S, K = b.layout.steps_per_epoch, b.plan.steps_per_call
     probe = step.build_step_loop(
@@ -173,7 +187,12 @@ def _measure_split(b: Built, clock: Clock) -> dict[str, float]:
         x=b.x,
         y=b.y,
         perm=b.perm,
-        options=step.Options(one_per_call=min(S, K) == 1, reduce=False),
+        options=step.Options(
+            one_per_call=min(S, K) == 1,
+            reduce=False,
+            loss_scale=b.loss_scale,
+            jit_compile=jit_compile,
+        ),
     )
     return _split_step_time(probe, clock, min(S, K))
 

@@ -57,3 +57,8 @@ def size() -> int:
 
 def local_rank() -> int:
     return int(_started.local_rank()) if _started else 0
+
+
+def local_size() -> int:
+    """Processes of this trial on this node (this pod): 1 when running alone."""
+    return int(_started.local_size()) if _started else 1
