@@ -292,6 +292,8 @@ def _report_cluster(args: argparse.Namespace) -> int:
                 if found.left_out:
                     print(f"{found.left_out} data file(s) were over the archive's budget: the "
                           "report draws without them")  # fmt: skip
+        if args.prometheus:
+            _gpu_utilisation(fetched.results, namespace, args.prometheus)
         store.load(out, experiment=name)  # never overwrite another experiment's results
         store.save(out, fetched.results)
         store.save_files(out, fetched.files)
@@ -312,6 +314,24 @@ def _report_cluster(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     print(f"results: {out / store.RESULTS_JSON}")
     return EXIT_OK
+
+
+def _gpu_utilisation(results: ResultsFile, namespace: str, url: str) -> None:
+    """Each trial's mean GPU utilisation from Prometheus into its diagnostics, printed; a
+    Prometheus that cannot answer is said and leaves the results as they are."""
+    import time
+
+    from scalelab.kube import utilisation
+
+    try:
+        means = utilisation.annotate(results, namespace, url, time.time())
+    except utilisation.PrometheusReadError as error:
+        print(f"scalelab: no GPU utilisation: {error}", file=sys.stderr)
+        return
+    if not means:
+        print(f"{url}: no DCGM_FI_DEV_GPU_UTIL series of this experiment's pods")
+    for trial, mean in sorted(means.items()):
+        print(f"{trial}: mean GPU utilisation {mean:.0f}%")
 
 
 def _prune_archives(args: argparse.Namespace) -> int:
@@ -474,6 +494,11 @@ def _add_report(sub: Any) -> None:
     report.add_argument(
         "--out", metavar="DIR", help="with --experiment: where to write (default out/<name>)"
     )
+    report.add_argument(
+        "--prometheus", metavar="URL",
+        help="with --experiment: a Prometheus scraping dcgm-exporter and the trainer pods; adds "
+        "each trial's mean GPU utilisation (diagnostics.gpuUtilisationPercent in results.json)",
+    )  # fmt: skip
     report.add_argument(
         "--prune", action="store_true",
         help="delete the results archives (kept when an experiment finishes) of experiments "
