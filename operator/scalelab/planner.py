@@ -63,7 +63,7 @@ class PlannedTrial:
 
     @property
     def gpus(self) -> int:
-        """Horovod processes."""
+        """Horovod processes: GPUs, one each (or CPU processes with gpusPerProcess 0)."""
         return self.spec.gpus
 
     @property
@@ -99,13 +99,21 @@ DATASET_SIZE = if_(_SIZE_SET, at("workload.datasetSize"), DEFAULT_DATASET_SIZE)
 @dataclass(frozen=True)
 class SkipRule:
     """A grid point that cannot run: `when` holds; `reason` is formatted with the point's
-    devices, batch (global), processes, maxGPUs and datasetSize."""
+    devices, batch (global), processes, maxGPUs, datasetSize and gpusPerProcess (perProcess)."""
 
     when: Expr
     reason: str
 
 
 SKIP_RULES = (
+    # Horovod's convention: one process per GPU, so sweep.gpus counts GPUs and processes alike.
+    # A process given two would use one (the trainer pins the GPU of its local rank) while the
+    # pod holds both; a spec asking for it has no point that can run, so the CRD refuses it.
+    SkipRule(
+        _PER_PROCESS > 1,
+        "resources.gpusPerProcess={perProcess}: a Horovod process drives one GPU, so set "
+        "gpusPerProcess 1 and count the GPUs in sweep.gpus",
+    ),
     SkipRule(
         at("execution.maxGPUs") < DEVICES, "needs {devices} GPUs, over execution.maxGPUs={maxGPUs}"
     ),
@@ -126,9 +134,9 @@ RUNNABLE_GRID = Rule(
     at("sweep.gpus").exists(
         "g", at("sweep.batchSizes").exists("b", all_of(~rule.when for rule in SKIP_RULES))
     ),
-    "no grid point can run: every (batch size, gpus) pair needs more GPUs than "
-    "execution.maxGPUs, is smaller than or not divisible by its process count, or exceeds "
-    "workload.datasetSize",
+    "no grid point can run: resources.gpusPerProcess is over 1 (one process per GPU), or every "
+    "(batch size, gpus) pair needs more GPUs than execution.maxGPUs, is smaller than or not "
+    "divisible by its process count, or exceeds workload.datasetSize",
     field="sweep",
 )
 
@@ -155,6 +163,7 @@ def _skip_reason(point: Env) -> str:
                 processes=point["g"],
                 maxGPUs=spec["execution"]["maxGPUs"],
                 datasetSize=DATASET_SIZE(point),
+                perProcess=_PER_PROCESS(point),
             )
     return ""
 
@@ -217,8 +226,11 @@ def trainer_flags(
     report_status: bool = False,
     store_results: bool = False,
     metrics_port: int = 0,
+    gpus_per_process: int = 0,
 ) -> list[str]:
-    """The trainer's flags for one trial (docs/trial-contract.md), without the program itself."""
+    """The trainer's flags for one trial (docs/trial-contract.md), without the program itself.
+    `gpus_per_process` 1 (the MPIJob launcher's, from resources.gpusPerProcess) makes a process
+    that finds no GPU fail at start; the local executor runs on what this machine has."""
     training = spec.training
     flags = [
         "--experiment", spec.experiment,
@@ -242,12 +254,16 @@ def trainer_flags(
         "--stopping-loss", training.convergence.stopping_loss.value,
         "--divergence-factor", repr(training.divergence_factor),
         "--shuffle" if training.shuffle else "--no-shuffle",
+        "--mixed-precision", training.mixed_precision.value,
+        "--jit-compile" if training.jit_compile else "--no-jit-compile",
         *_measurement_flags(spec),
     ]  # fmt: skip
     if training.target_loss is not None:
         flags += ["--target-loss", repr(training.target_loss)]
     if metrics_port:
         flags += ["--metrics-port", str(metrics_port)]
+    if gpus_per_process:
+        flags += ["--gpus-per-process", str(gpus_per_process)]
     if namespace is not None:
         flags += ["--namespace", namespace]
     if report_status:

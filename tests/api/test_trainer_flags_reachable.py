@@ -20,6 +20,7 @@ NOT_FROM_THE_SPEC = {
     "namespace", "report_status", "metrics_port", "progress_interval_seconds", "export_data",
     "store_results",  # the operator's launcher sets it (cluster results), not the spec
     "progress_seconds",  # the trainer's default keeps long epochs under the stall threshold
+    "gpus_per_process",  # the MPIJob launcher's, from resources.gpusPerProcess (kube/mpijob.py)
 }  # fmt: skip
 
 TRAINING = {
@@ -27,6 +28,7 @@ TRAINING = {
     "warmupEpochs": 0.5, "momentum": 0.8, "beta2": 0.99, "epsilon": 1e-8, "weightDecay": 0.01,
     "trustCoefficient": 0.02, "maxEpochs": 7, "divergenceFactor": 50.0, "targetLoss": 0.3,
     "convergence": {"relativeTolerance": 0.01, "stoppingLoss": "update"}, "shuffle": True,
+    "mixedPrecision": "bfloat16", "jitCompile": True,
 }  # fmt: skip
 MEASUREMENT = {
     "gradientNoiseScale": False, "recordUpdateLosses": True, "lossSurfacePoints": 50,

@@ -31,7 +31,7 @@ def _render(trial: PlannedTrial, config: Config | None = None) -> dict[str, Any]
 
 
 def test_one_gpu_count_derives_np_replicas_slots_and_gpu_limits() -> None:
-    job = _render(_trial(gpus=6, gpusPerProcess=2, processesPerWorker=4))
+    job = _render(_trial(gpus=6, gpusPerProcess=1, processesPerWorker=4))
     spec = job["spec"]
     worker = spec["mpiReplicaSpecs"]["Worker"]
     command = spec["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0]["command"]
@@ -39,7 +39,7 @@ def test_one_gpu_count_derives_np_replicas_slots_and_gpu_limits() -> None:
     assert spec["slotsPerWorker"] == 3  # the largest divisor of 6 that is at most 4
     assert worker["replicas"] == 2
     limits = worker["template"]["spec"]["containers"][0]["resources"]["limits"]
-    assert limits["nvidia.com/gpu"] == "6"  # 3 slots × 2 GPUs per process
+    assert limits["nvidia.com/gpu"] == "3"  # 3 slots, one GPU each
 
 
 @pytest.mark.parametrize("ppw", range(1, 17))
@@ -77,7 +77,7 @@ def test_a_single_process_gets_one_slot_and_a_cpu_trial_no_gpu_limit() -> None:
 
 
 def test_the_launcher_runs_the_planners_trainer_command_with_status_and_stored_results() -> None:
-    trial = _trial()
+    trial = _trial(gpusPerProcess=0)
     command = _render(trial)["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]
     argv = command["containers"][0]["command"]
     flags = trainer_flags(
@@ -96,7 +96,7 @@ def test_the_launcher_runs_the_planners_trainer_command_with_status_and_stored_r
 
 
 def test_workers_run_unprivileged_sshd_as_the_trainer_account() -> None:
-    pod = _render(_trial())["spec"]["mpiReplicaSpecs"]["Worker"]["template"]["spec"]
+    pod = _render(_trial(gpusPerProcess=0))["spec"]["mpiReplicaSpecs"]["Worker"]["template"]["spec"]
     assert pod["serviceAccountName"] == "scalelab-trainer"
     assert pod["containers"][0]["command"] == mpijob.WORKER_COMMAND
     assert pod["securityContext"]["runAsUser"] == 1000
@@ -216,7 +216,7 @@ def _pods(trial: PlannedTrial) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def test_workers_get_the_specs_volumes_mounts_and_environment_as_kubernetes_takes_them() -> None:
-    _, worker = _pods(_trial(**_DATA))
+    _, worker = _pods(_trial(gpusPerProcess=0, **_DATA))
     container = worker["containers"][0]
     assert worker["volumes"] == [
         {"name": "data", "persistentVolumeClaim": {"claimName": "imagenet", "readOnly": True}},
@@ -259,14 +259,14 @@ def test_ranks_source_the_workers_environment_because_ssh_sessions_start_without
     assert program[:4] == ["sh", "-c", f'. {env_file} && exec "$@"', "sh"]
     flags = trainer_flags(
         trial.spec, trial.name, namespace="ns", report_status=True, store_results=True,
-        metrics_port=9400,
+        metrics_port=9400, gpus_per_process=1,
     )  # fmt: skip
     expected = trainer_command([*flags, "--export-data", "/tmp/scalelab-data-uid-1.npz"])
     assert program[4:] == expected
 
 
 def test_without_data_fields_the_pods_are_as_before() -> None:
-    launcher, worker = _pods(_trial())
+    launcher, worker = _pods(_trial(gpusPerProcess=0))
     for pod in (launcher, worker):
         assert not {"volumes", "imagePullSecrets"} & pod.keys()
         assert not {"volumeMounts", "env", "envFrom"} & pod["containers"][0].keys()

@@ -89,7 +89,7 @@ from scalelab.api.status import (
     TrialCounts,
 )
 from scalelab.api.sweep import AdaptiveSweep, Sweep
-from scalelab.api.training import Convergence, Training
+from scalelab.api.training import Convergence, MixedPrecision, Training
 from scalelab.api.trial import (
     ParamSummary,
     ScaleTrialSpec,
@@ -165,6 +165,7 @@ __all__ = [
     "LocalObjectReference",
     "LrScaling",
     "Measurement",
+    "MixedPrecision",
     "Model",
     "ModelledConfiguration",
     "ObjectMeta",

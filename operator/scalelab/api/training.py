@@ -1,11 +1,22 @@
-"""spec.training: the optimizer, learning-rate rule, epoch cap and stopping rule of every trial."""
+"""spec.training: the optimizer, learning-rate rule, epoch cap, stopping rule, compute precision
+and compilation of every trial."""
 
 from __future__ import annotations
+
+from enum import StrEnum
 
 from pydantic import Field
 
 from scalelab.api.base import MAX_INT, SpecModel
 from scalelab.api.enums import LrScaling, Optimizer, StoppingLoss
+
+
+class MixedPrecision(StrEnum):
+    """The low precision a trial's Keras model computes in, or off (float32)."""
+
+    OFF = "off"
+    FLOAT16 = "float16"
+    BFLOAT16 = "bfloat16"
 
 
 class Convergence(SpecModel):
@@ -107,4 +118,16 @@ class Training(SpecModel):
         default=False,
         description="Reshuffle the data every epoch (same permutation on every rank). "
         "Default: false (the lab does not shuffle).",
+    )
+    mixed_precision: MixedPrecision = Field(
+        default=MixedPrecision.OFF,
+        description="Compute precision of Keras models (mlp, cnn, custom): float16 or bfloat16 "
+        "with float32 variables, float16 with dynamic loss scaling; the float64 linear model "
+        "is unaffected (its result says so). On a CPU it runs in emulation and the result says "
+        "so. The noise-scale statistics stay in float32. Default: off (float32).",
+    )
+    jit_compile: bool = Field(
+        default=False,
+        description="Compile each step's forward and backward pass with XLA (the allreduce "
+        "stays outside). Default: false.",
     )

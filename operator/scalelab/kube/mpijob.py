@@ -2,9 +2,12 @@
 a trial. Pure: no API calls. kube/apply.py creates what `render` returns.
 
 Everything that depends on the trial's GPU count comes from one number N (= spec.gpus, the
-Horovod process count): `mpirun -np N`, `slotsPerWorker` (the largest divisor of N that is at most
-processesPerWorker), worker replicas N / slots, and each worker's `nvidia.com/gpu` limit
-(slots × gpusPerProcess) — so the workers together request exactly N × gpusPerProcess GPUs.
+Horovod process count, one GPU each: gpusPerProcess is 0 or 1, the planner refuses more):
+`mpirun -np N`, `slotsPerWorker` (the largest divisor of N that is at most processesPerWorker),
+worker replicas N / slots, and each worker's `nvidia.com/gpu` limit (slots × gpusPerProcess) — so
+the workers together request exactly the N GPUs their ranks use. With GPUs the trainer gets
+--gpus-per-process 1 and fails at start, with the reason, where it finds no GPU to compute on;
+the workers get a memory-backed /dev/shm for NCCL (`SHM_PER_RANK_MIB`).
 The launcher runs the planner's trainer command unchanged (`planner.trainer_flags`, the one
 renderer of the trainer argv), so a trial runs the same way under `horovodrun` locally and
 `mpirun` here.
@@ -18,7 +21,9 @@ hold a worker back) and keeps no API token. Both pull the same image, so both ge
 imagePullSecrets. Ranks start in ssh sessions, which sshd gives a fresh environment, not the
 worker container's: with env or envFrom set, the worker writes its environment (as the kubelet
 resolved it, Secrets included) to a file only the trainer user can read before sshd starts, and
-each rank sources it before the trainer (`ENV_FILE`).
+each rank sources it before the trainer (`ENV_FILE`). A worker with GPUs does the same, so
+that what the device plugin set (the test node's SCALELAB_FAKE_GPUS, NVIDIA_VISIBLE_DEVICES)
+reaches the ranks too.
 """
 
 from __future__ import annotations
@@ -55,6 +60,14 @@ WORKER_COMMAND = ["/usr/sbin/sshd", "-De", "-f", "/home/mpiuser/.sshd_config"]
 #: trial's uid keeps it apart from any other trial's (as the exported dataset's path does).
 ENV_FILE = "/tmp/scalelab-env-{uid}.sh"
 TRAINER_UID = 1000
+#: NCCL's ranks in one pod exchange data through /dev/shm when they cannot reach each other's
+#: GPU memory directly, and a container's default /dev/shm is 64 MiB, which NCCL exhausts with a
+#: few ranks ("unhandled system error" at the first allreduce). Each connection holds about
+#: 9 MiB of buffers per channel (NCCL_BUFFSIZE 4 MiB for the Simple protocol, about 4.6 MiB for
+#: LL128, 0.25 MiB for LL); a ring rank has two peers, and with 16 channels that is ~290 MiB. So
+#: 512 MiB per rank, memory-backed (a tmpfs counts against the pod's memory limit only as used).
+SHM_PER_RANK_MIB = 512
+SHM_VOLUME = "scalelab-shm"
 #: mpirun flags from the MPI operator's Horovod example: no core binding (Horovod threads), one
 #: rank per slot in hostfile order, and the environment every rank needs. Ranks start in ssh
 #: sessions, which do not inherit the worker container's environment: rank 0 finds the API server
@@ -115,6 +128,7 @@ def launcher_command(
         report_status=True,
         store_results=True,
         metrics_port=config.trainer_metrics_port,
+        gpus_per_process=trial.spec.resources.gpus_per_process,
     )
     if exports_data(trial.spec):
         # Rank 0 writes it in worker 0 and stores it with the results; the trial's uid keeps
@@ -129,9 +143,10 @@ def launcher_command(
 
 
 def _has_env(trial: PlannedTrial) -> bool:
-    """Whether the spec gives the trainer environment variables (env or envFrom)."""
+    """Whether the ranks need the worker container's environment: the spec gives the trainer
+    variables (env or envFrom), or the workers hold GPUs (the device plugin's variables)."""
     res = trial.spec.resources
-    return bool(res.env or res.env_from)
+    return bool(res.env or res.env_from) or gpus_per_worker(trial) > 0
 
 
 def worker_command(trial: PlannedTrial, trial_uid: str) -> list[str]:
@@ -201,9 +216,19 @@ def _worker_pod(trial: PlannedTrial, trial_uid: str, config: Config, slots: int)
     pod = _pod_spec(trial, container)
     if res.volumes:
         pod["volumes"] = res.pod_fields()["volumes"]
+    if gpus_per_worker(trial):
+        _add_shm(pod, container, slots)
     # Rank 0 runs in worker 0 and patches ScaleTrial status with this account's token.
     pod["serviceAccountName"] = res.service_account_name or config.trainer_service_account
     return pod
+
+
+def _add_shm(pod: dict[str, Any], container: dict[str, Any], slots: int) -> None:
+    """A memory-backed /dev/shm of SHM_PER_RANK_MIB per rank, for NCCL."""
+    size = {"medium": "Memory", "sizeLimit": f"{SHM_PER_RANK_MIB * slots}Mi"}
+    pod.setdefault("volumes", []).append({"name": SHM_VOLUME, "emptyDir": size})
+    mount = {"name": SHM_VOLUME, "mountPath": "/dev/shm"}
+    container["volumeMounts"] = [*container.get("volumeMounts", []), mount]
 
 
 def _launcher_pod(
