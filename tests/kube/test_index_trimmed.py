@@ -5,6 +5,7 @@ finished experiments, and every API request (kopf's too) is counted by verb and 
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 import kopf
@@ -147,6 +148,10 @@ def test_every_request_of_the_client_and_of_kopf_is_counted_once(
 ) -> None:
     sent: list[tuple[str, str]] = []
 
+    async def unauthenticated(method: str, url: str, **_: Any) -> str:
+        raise AssertionError("kopf's authentication wrapper was bypassed")
+
+    @functools.wraps(unauthenticated)  # as kopf's auth.authenticated wraps its request
     async def kopf_request(method: str, url: str, **_: Any) -> str:
         sent.append((method, url))
         return "kopf response"
@@ -179,3 +184,24 @@ def test_a_finished_experiment_keeps_no_plan_or_pass_memory(phase: str, kept: bo
     operations.unload(memo, body)
     assert ("plan" in memo, "memory" in memo) == (kept, kept)
     assert "ctx" in memo
+
+
+def test_kopf_lists_in_pages_and_is_sent_only_the_trials_and_mpijobs_scalelab_made() -> None:
+    from kopf._cogs.structs.references import Resource
+
+    settings = main.kopf_settings()
+    assert settings.watching.chunk_size == main.LIST_CHUNK
+    assert settings.queueing.idle_timeout == main.WORKER_IDLE_SECONDS < 5
+    ours = "app.kubernetes.io/managed-by=scalelab-operator"
+    for group, version, plural in (
+        ("scalelab.dev", "v1alpha1", "scaletrials"),
+        ("kubeflow.org", "v2beta1", "mpijobs"),
+    ):
+        resource = Resource(group=group, version=version, plural=plural, namespaced=True)
+        assert settings.watching.label_selectors.collect(resource) == [ours]
+    for group, version, plural in (
+        ("scalelab.dev", "v1alpha1", "scaleexperiments"),
+        ("kueue.x-k8s.io", "v1beta2", "workloads"),  # Kueue makes those, unlabelled
+    ):
+        resource = Resource(group=group, version=version, plural=plural, namespaced=True)
+        assert settings.watching.label_selectors.collect(resource) == []

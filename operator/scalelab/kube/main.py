@@ -28,6 +28,7 @@ from scalelab.kube import handlers, leader, resolve
 from scalelab.kube.apply import Kube
 from scalelab.kube.metrics import OperatorMetrics
 from scalelab.kube.operations import Context
+from scalelab.kube.resources import MPIJOB_RESOURCE, TRIAL_RESOURCE
 from scalelab.kube.settings import Config
 
 #: Exit status of a replica that lost the Lease: the kubelet restarts it, as a standby.
@@ -47,10 +48,28 @@ def load_credentials() -> client.ApiClient:
     return client.ApiClient()
 
 
+#: Objects per page of kopf's initial listing (client-go's default page size).
+LIST_CHUNK = 500
+#: Seconds an object's kopf worker waits for its next event before it exits (kopf's default 5).
+WORKER_IDLE_SECONDS = 0.5
+
+
 def kopf_settings() -> kopf.OperatorSettings:
     """kopf settings: our own annotation prefix and finalizer name; only warnings as Events (every
-    handler success as an Event would be an API write per handler call)."""
+    handler success as an Event would be an API write per handler call).
+
+    And memory that does not grow with what the cluster holds: the API server sends only the
+    ScaleTrials and MPIJobs scalelab made (a label selector, not kopf's filter after parsing
+    every object); the initial listing comes in pages of LIST_CHUNK, not all objects in one
+    response (tens of thousands with many finished experiments); and each object's worker,
+    which holds its last body, exits WORKER_IDLE_SECONDS after its last event (a burst of a
+    thousand trials and their MPIJobs kept two thousand bodies for five seconds)."""
     settings = kopf.OperatorSettings()
+    ours = ",".join(f"{key}={value}" for key, value in handlers.OURS.items())
+    for group, _, plural in (TRIAL_RESOURCE, MPIJOB_RESOURCE):
+        settings.watching.label_selectors[group, plural] = ours
+    settings.watching.chunk_size = LIST_CHUNK
+    settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -98,27 +117,31 @@ def run(
     return 0
 
 
+#: The attribute of a counting wrapper that holds the function it wraps.
+UNCOUNTED = "_scalelab_uncounted"
+
+
 def count_requests(api: client.ApiClient, metrics: OperatorMetrics) -> None:
     """Count every request to the API server in `metrics`: those of the kubernetes client `api`
     (reconciliation, prerequisites, the Lease) and kopf's. kopf has no hook for its requests;
     all of them go through one function of its API module, wrapped here (the kopf version is
     pinned, see kube/resolve.py). Wrapping again replaces the earlier wrapper."""
     rest = api.rest_client
-    sync_request = getattr(rest.request, "__wrapped__", rest.request)
+    sync_request = getattr(rest.request, UNCOUNTED, rest.request)
 
     def counted(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
         metrics.request("scalelab", method, url)
         return sync_request(method, url, *args, **kwargs)
 
-    counted.__wrapped__ = sync_request  # type: ignore[attr-defined]
-
-    original = getattr(kopf_api.request, "__wrapped__", kopf_api.request)
+    # Not __wrapped__: kopf's request is itself a functools.wraps wrapper (its authentication).
+    original = getattr(kopf_api.request, UNCOUNTED, kopf_api.request)
 
     async def kopf_counted(method: str, url: str, **kwargs: Any) -> Any:
         metrics.request("kopf", method, url)
         return await original(method, url, **kwargs)
 
-    kopf_counted.__wrapped__ = original  # type: ignore[attr-defined]
+    setattr(counted, UNCOUNTED, sync_request)
+    setattr(kopf_counted, UNCOUNTED, original)
     setattr(rest, "request", counted)  # noqa: B010 - an instance attribute, not the method
     setattr(kopf_api, "request", kopf_counted)  # noqa: B010 - the module global kopf calls
 
