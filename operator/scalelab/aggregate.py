@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from statistics import mean, stdev
 
 from scalelab.api import (
@@ -158,13 +158,15 @@ def recommend(
     *,
     objective: Objective | None = None,
     cpu: bool = False,
+    epochs: Mapping[str, Sequence[float]] | None = None,
 ) -> Recommendation:
     """The objective's answer on modelled time-to-target within the GPU budget (timing.py,
     choice.py): the recommended configuration, the fastest and the cheapest, the set the data
     cannot tell apart, and the Pareto front. `cpu`: the trials ran on CPU (gpusPerProcess 0),
-    so the reason speaks of processes and process-seconds."""
+    so the reason speaks of processes and process-seconds. `epochs`: each trial's per-epoch step
+    times (timing.epoch_step_seconds), which the bootstrap draws too."""
     objective = objective or Objective()
-    configs = modelled(rows, max_gpus, has_target)
+    configs = modelled(rows, max_gpus, has_target, epochs)
     if not configs:
         why = (
             "no trial reached the target loss within maxGPUs"
@@ -179,7 +181,8 @@ def recommend(
     front = pareto_front(configs)
     picked = main.chosen
     resolved = (learning_rates or {}).get(picked.trial) if picked is not None else None
-    context = Context(len(configs), max_gpus, has_target, objective.tolerance, cpu, draws)
+    basis = "repeats" if draws.repeated(configs) else "epochs" if draws.varies(configs) else ""
+    context = Context(len(configs), max_gpus, has_target, objective.tolerance, cpu, draws, basis)
     cheapest_pick = cheapest.chosen
     return Recommendation(
         confidence=main.confidence,
@@ -217,7 +220,7 @@ def _modelled(c: Modelled | None, draws: Draws) -> ModelledConfiguration | None:
     if c is None:
         return None
     low = high = None
-    if draws.repeated([c]):
+    if draws.varies([c]):
         values = sorted(draws.seconds(c))
         low, high = values[int(0.025 * len(values))], values[int(0.975 * len(values)) - 1]
     return ModelledConfiguration(

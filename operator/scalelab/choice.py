@@ -91,7 +91,7 @@ def answer(
     # Only a configuration whose fastest draw can come within tolerance of best's slowest can be
     # a member or a resample's best: the rest are never drawn (1,000-point sweeps stay cheap).
     rivals = [c for c in pool if c is best or draws.bounds(c)[0] * weight(c) <= limit * best_high]
-    repeated = draws.repeated(rivals)
+    repeated = draws.varies(rivals)
     members = [
         c
         for c in rivals

@@ -23,6 +23,7 @@ class Context:
     tolerance: float
     cpu: bool
     draws: Draws
+    basis: str = ""  # "repeats", "epochs" (one repeat, per-epoch step times) or "" (neither)
 
     @property
     def devices(self) -> str:
@@ -85,8 +86,9 @@ def reason(main: Answer, cheapest: Modelled | None, resolved: float | None, ctx:
         )
     if main.confidence is None:
         return out + "; one run per configuration, so no confidence figure (repeats ≥ 2 give one)"
+    over = "repeats" if ctx.basis == "repeats" else "each trial's per-epoch step times"
     return out + (
-        f"; in {main.confidence:.0%} of {ctx.draws.resamples} bootstrap resamples over repeats "
+        f"; in {main.confidence:.0%} of {ctx.draws.resamples} bootstrap resamples over {over} "
         f"it is within {ctx.tolerance:.0%} of the best"
     )
 
@@ -99,8 +101,14 @@ def noise_text(ctx: Context, main: Answer) -> str:
             f"are indistinguishable only within the {ctx.tolerance:.0%} tolerance (repeats ≥ 2 "
             "add a bootstrap)"
         )
+    if ctx.basis == "epochs":
+        return (
+            f"one run per configuration: a bootstrap ({ctx.draws.resamples} resamples) over each "
+            "trial's per-epoch step times, which sees the load changing within a run but not "
+            f"between runs, plus the {ctx.tolerance:.0%} tolerance (repeats ≥ 2 add that)"
+        )
     return (
         f"bootstrap over repeats ({ctx.draws.resamples} resamples of each batch's "
-        "steps-to-target and each configuration's per-trial median step times; the rows keep no "
-        f"single steps), plus the {ctx.tolerance:.0%} tolerance"
+        "steps-to-target and each configuration's trials, and within each trial of its "
+        f"per-epoch step times where kept), plus the {ctx.tolerance:.0%} tolerance"
     )

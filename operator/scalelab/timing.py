@@ -22,9 +22,12 @@ unlike the stopwatch of one trial). So a configuration's time is modelled as
   its measured mean time-to-target ("time").
 
 Bootstrap (`Draws`): each resample draws every batch's steps-to-target runs and every
-configuration's per-trial step times with replacement (the same batch draw for all configurations
-of that batch, so their comparison is one of step times only); the rows keep no single steps, so
-the resampling is over repeats, not over steps. Seeded: the same rows give the same draws.
+configuration's trials with replacement (the same batch draw for all configurations of that
+batch, so their comparison is one of step times only), and, where the caller passes each trial's
+per-epoch step times (`epochs`: results.json keeps the samplesPerSecond curve; the status rows do
+not), each drawn trial's step time is its median × the median of its epochs' step times (relative
+to their median) drawn with replacement: a bootstrap over repeats and over step times at epoch
+granularity, so even one repeat has an interval. Seeded: the same rows give the same draws.
 Pure; called by choice.py and adaptive.py.
 """
 
@@ -33,7 +36,7 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from statistics import mean, median
 
@@ -75,6 +78,8 @@ class Modelled:
     steps: float | None = None
     step_time: float | None = None
     step_runs: tuple[float, ...] = ()  # each repeat's step time
+    # each repeat's per-epoch step times over their median (empty where the row has no curve)
+    spreads: tuple[tuple[float, ...], ...] = ()
     time_runs: tuple[float, ...] = ()  # each repeat's measured time (the TIME source's draws)
     measured: float | None = None  # mean measured time-to-target
     efficiency: float | None = None  # mean scaling efficiency over the repeats
@@ -117,7 +122,23 @@ def _fit(rows: Sequence[ResultRow]) -> CriticalBatchFit | None:
     return fit_critical_batch(list(means), list(means.values())) if means else None
 
 
-def modelled(rows: Sequence[ResultRow], max_gpus: int, has_target: bool) -> list[Modelled]:
+def epoch_step_seconds(batch_size: int, samples_per_second: Sequence[object]) -> list[float]:
+    """Each epoch's seconds per step from a trial's samplesPerSecond curve (global batch /
+    throughput), without the first epoch when there are 3 or more (it carries the start-up)."""
+    values = [
+        batch_size / float(v)
+        for v in samples_per_second
+        if isinstance(v, int | float) and not isinstance(v, bool) and v > 0 and math.isfinite(v)
+    ]
+    return values[1:] if len(values) >= 3 else values
+
+
+def modelled(
+    rows: Sequence[ResultRow],
+    max_gpus: int,
+    has_target: bool,
+    epochs: Mapping[str, Sequence[float]] | None = None,
+) -> list[Modelled]:
     """The modelled configurations within maxGPUs, in (batch, processes, rate) order. A
     configuration with a repeat the adaptive sweep stopped is out (the mean of the rest would be
     biased towards the fast ones)."""
@@ -144,6 +165,7 @@ def modelled(rows: Sequence[ResultRow], max_gpus: int, has_target: bool) -> list
             steps=steps.get((key[0], key[2])),
             fit=fit,
             reached_batches=reached_batches,
+            epochs=epochs or {},
         )
         if m is not None:
             out.append(m)
@@ -158,6 +180,7 @@ def _one(
     steps: Sequence[float] | None,
     fit: CriticalBatchFit | None,
     reached_batches: set[int],
+    epochs: Mapping[str, Sequence[float]],
 ) -> Modelled | None:
     """One configuration's model from its trials (see the module docstring for the rules)."""
     batch, gpus, rate = key
@@ -167,7 +190,9 @@ def _one(
         if (t := r.time_to_target_seconds if has_target else r.seconds) is not None
         and math.isfinite(t)
     ]
-    step_runs = tuple(s for r in runs if (s := step_seconds(r)) is not None)
+    timed = [(r, s) for r in runs if (s := step_seconds(r)) is not None]
+    step_runs = tuple(s for _, s in timed)
+    spreads = tuple(_spread(epochs.get(r.trial, ())) for r, _ in timed)
     efficiencies = [r.scaling_efficiency for r in runs if r.scaling_efficiency is not None]
     common = Modelled(
         batch_size=batch,
@@ -184,9 +209,21 @@ def _one(
     if step_runs and count is not None:
         t = median(step_runs)
         return replace(
-            common, seconds=count * t, source=source, steps=count, step_time=t, step_runs=step_runs
+            common,
+            seconds=count * t,
+            source=source,
+            steps=count,
+            step_time=t,
+            step_runs=step_runs,
+            spreads=spreads if any(len(set(x)) > 1 for x in spreads) else (),
         )
     return common if times else None
+
+
+def _spread(values: Sequence[float]) -> tuple[float, ...]:
+    """Per-epoch step times relative to their median (1.0 alone without a curve)."""
+    centre = median(values) if values else 0.0
+    return tuple(v / centre for v in values) if centre > 0 else (1.0,)
 
 
 def _steps(
@@ -222,13 +259,18 @@ class Draws:
         return Draws(steps=batch_steps(rows), resamples=resamples)
 
     def repeated(self, configs: Iterable[Modelled]) -> bool:
-        """Whether any configuration rests on two runs or more (else draws are constant)."""
+        """Whether any configuration rests on two runs or more."""
         return any(
             len(c.step_runs) > 1
             or (c.source == MEASURED and len(self.steps.get(c.batch_key, ())) > 1)
             or (c.source == TIME and len(c.time_runs) > 1)
             for c in configs
         )
+
+    def varies(self, configs: Iterable[Modelled]) -> bool:
+        """Whether the draws vary: repeats, or per-epoch step times within a trial."""
+        configs = list(configs)
+        return self.repeated(configs) or any(c.spreads for c in configs)
 
     def seconds(self, c: Modelled) -> list[float]:
         """`resamples` draws of c's modelled time (paired with every other configuration's)."""
@@ -244,9 +286,18 @@ class Draws:
             return [math.fsum(rng.choices(c.time_runs, k=k)) / k for _ in range(n)]
         steps = self._steps(c) if c.source == MEASURED else [c.steps or 0.0] * n
         k = len(c.step_runs)
-        if k == 1:
-            return [s * c.step_runs[0] for s in steps]
-        return [s * median(rng.choices(c.step_runs, k=k)) for s in steps]
+        if not c.spreads:
+            if k == 1:
+                return [s * c.step_runs[0] for s in steps]
+            return [s * median(rng.choices(c.step_runs, k=k)) for s in steps]
+        # over repeats, then within each drawn repeat over its epochs' step times
+        trials = list(zip(c.step_runs, c.spreads, strict=True))
+        out = []
+        for s in steps:
+            drawn = rng.choices(trials, k=k) if k > 1 else trials
+            times = [t * median(rng.choices(f, k=len(f))) for t, f in drawn]
+            out.append(s * median(times))
+        return out
 
     def _steps(self, c: Modelled) -> list[float]:
         if c.batch_key not in self._batch:
@@ -265,4 +316,8 @@ class Draws:
             return min(c.time_runs), max(c.time_runs)
         runs = self.steps.get(c.batch_key) if c.source == MEASURED else None
         s = runs or [c.steps or 0.0]
-        return min(s) * min(c.step_runs), max(s) * max(c.step_runs)
+        spreads = c.spreads or tuple((1.0,) for _ in c.step_runs)
+        pairs = list(zip(c.step_runs, spreads, strict=True))
+        low = min(t * min(f) for t, f in pairs)
+        high = max(t * max(f) for t, f in pairs)
+        return min(s) * low, max(s) * high

@@ -159,3 +159,21 @@ def test_validate_warns_when_the_sweep_has_no_one_process_point(tmp_path: Path) 
     warnings.clear()
     load_experiment(file, warnings)
     assert warnings == []
+
+
+def test_with_one_repeat_the_epochs_step_times_give_the_bootstrap_its_noise() -> None:
+    rows = with_scaling([row(64, 1, 100, 0.0100), row(16, 1, 380, 0.0029)])  # 1.0 s vs 1.1 s
+    quiet = recommend(rows, 1, True)
+    assert quiet.indistinguishable_count == 1  # 10% apart, one run each: not a tie
+    assert quiet.confidence is None
+    bursty = {"t-b64-g1": [0.008, 0.010, 0.013, 0.009, 0.011, 0.016],
+              "t-b16-g1": [0.0029, 0.0028, 0.0030, 0.0029]}  # fmt: skip
+    noisy = recommend(rows, 1, True, epochs=bursty)
+    assert noisy.indistinguishable_count == 2  # b64's epochs spread ±30%: it may be as slow
+    assert (noisy.batch_size, noisy.gpus) == (16, 1)  # the tie rule: the smaller batch
+    assert "per-epoch step times" in noisy.noise
+    assert noisy.confidence is not None
+    member = next(c for c in noisy.indistinguishable if c.batch_size == 64)
+    assert member.low is not None
+    assert member.high is not None
+    assert member.low < member.modelled_seconds < member.high
