@@ -205,6 +205,26 @@ def test_a_rows_input_fields_come_from_the_trials_result_and_are_null_for_data_i
     assert rows[second.name].get("inputBound") is None
 
 
+def test_a_rows_step_time_is_the_trainers_median_step_time_as_in_a_local_run() -> None:
+    """The modelled time-to-target multiplies steps by the median step time; the operator's row
+    must carry the same median the local executor reads from the result event."""
+    body = _body({"sweep": {"batchSizes": [8, 16]}, "resources": {"gpusPerProcess": 0}})
+    experiment = parse(body)
+    timed = {"phase": "Succeeded", "finalLoss": 1.0, "samplesPerSecond": 100.0,
+             "stepTimeSeconds": {"mean": 0.03, "p50": 0.025, "p90": 0.05, "max": 0.2,
+                                 "count": 400}}  # fmt: skip
+    untimed = {"phase": "Succeeded", "finalLoss": 1.0, "samplesPerSecond": 100.0}
+    first, second = plan(experiment)
+    trials = [
+        TrialState(first.name, "u", TrialPhase.SUCCEEDED, result=timed),
+        TrialState(second.name, "u", TrialPhase.SUCCEEDED, result=untimed),
+    ]
+    d = decide(experiment, body, trials, [], Memory(), now=NOW)
+    rows = {r["trial"]: r for r in d.status["results"]}
+    assert rows[first.name]["stepSeconds"] == 0.025
+    assert rows[second.name].get("stepSeconds") is None
+
+
 def test_unchanged_status_is_not_written_again() -> None:
     body = _body(SPEC)
     experiment, trials = parse(body), _trials(body)

@@ -40,6 +40,18 @@ class ParamSummary(ApiModel):
     count: int | None = Field(default=None, ge=0, description="Number of weights (other models).")
 
 
+class StepTime(ApiModel):
+    """Steady-state step times over the trial's steps (the trainer's `stepTimeSeconds`)."""
+
+    mean: float | None = Field(default=None, ge=0, description="Unit: seconds.")
+    p50: float | None = Field(
+        default=None, ge=0, description="Median: what the modelled time uses. Unit: seconds."
+    )
+    p90: float | None = Field(default=None, ge=0, description="Unit: seconds.")
+    max: float | None = Field(default=None, ge=0, description="Unit: seconds.")
+    count: int | None = Field(default=None, ge=0, description="Steps timed. Unit: steps.")
+
+
 class TrialResult(ApiModel):
     """The trainer's `result` event minus config and curves (see docs/trial-contract.md)."""
 
@@ -74,6 +86,9 @@ class TrialResult(ApiModel):
     seconds: float | None = Field(default=None, description="Training time. Unit: seconds.")
     dataset_size: int | None = Field(
         default=None, ge=0, description="Training examples the trial used. Unit: examples."
+    )
+    step_time_seconds: StepTime | None = Field(
+        default=None, description="Steady-state step times (after the warm-up epochs)."
     )
     input_wait_seconds: float | None = Field(
         default=None,

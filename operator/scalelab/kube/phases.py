@@ -115,6 +115,8 @@ def row(
     measured: dict[str, Any] = {}
     if result is not None:
         measured = result.model_dump(include=set(MEASURED_FIELDS))
+        if result.step_time_seconds is not None:  # the median, as a local run's row has it
+            measured["step_seconds"] = result.step_time_seconds.p50
     if phase is TrialPhase.PRUNED and trial is not None:  # what it spent before it was stopped
         measured["seconds"] = trial.training_seconds
     return ResultRow(
