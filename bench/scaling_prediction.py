@@ -132,8 +132,9 @@ def held_out(directory: Path) -> int:
     if not checks:
         print("no batch measured on 3 or more process counts: nothing to hold out")
         return 1
-    print(f"{results.experiment}: {'weak' if weak else 'strong'} scaling, host cores {cores}, "
-          f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")  # fmt: skip
+    load = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    scaling = "weak" if weak else "strong"
+    print(f"{results.experiment}: {scaling} scaling, host cores {cores}, load average now {load}")
     failed = flagged = 0
     for c in checks:
         p = c.predicted
