@@ -74,6 +74,8 @@ def _table(
     columns = shown(HTML_COLUMNS, learning_rates)
     if all(t.input_wait_fraction is None for t in trials):  # no trial streamed its input
         columns = tuple(c for c in columns if not c.streamed)
+    if not any(t.precision or t.jit_compile for t in trials):  # all float32, no XLA
+        columns = tuple(c for c in columns if not c.compute)
     labels = [_CPU_LABELS.get(c.field, c.label) if cpu else c.label for c in columns]
     header = "".join(f"<th>{label.format(kind=kind)}</th>" for label in labels)
     rows = ["<tr>" + "".join(_cell(c, t) for c in columns) + "</tr>" for t in trials]

@@ -5,7 +5,8 @@ order, so a new measurement is added here and appears in all three. The CSV head
 camelCase name (the results.json key); the report and the live table show `label`. A column of
 the learning-rate axis (`axis`) is in results.csv and report.html only when the sweep has
 learningRates (`shown`), so a sweep without one writes the tables it always did; the input-time
-columns (`streamed`) are in report.html only when a trial streamed its input (plugin API 2).
+columns (`streamed`) are in report.html only when a trial streamed its input (plugin API 2), and
+the precision and XLA columns (`compute`) only when a trial set mixedPrecision or jitCompile.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Column:
     text: bool = False  # left-aligned text rather than a number
     axis: bool = False  # only with a sweep.learningRates axis
     streamed: bool = False  # in report.html only when a trial measured its input time
+    compute: bool = False  # in report.html only when a trial set mixedPrecision or jitCompile
 
     @property
     def key(self) -> str:
@@ -66,6 +68,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("dataset_size", "examples", html=False),
     Column("input_wait_fraction", "input wait", streamed=True),
     Column("input_bound", "input-bound", text=True, streamed=True),
+    Column("precision", "precision", csv=False, text=True, compute=True),
+    Column("jit_compile", "XLA", csv=False, text=True, compute=True),
     Column("params", "params", csv=False, text=True),
     Column("optimum", "optimum", csv=False, text=True),
 )

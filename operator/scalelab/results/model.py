@@ -90,6 +90,10 @@ class TrialRecord(ResultsModel):
     input_wait_fraction: float | None = None
     input_bound: bool | None = None
     dataset_size: int | None = None  # the examples trained on (the trainer's count)
+    # What the model computed in (training.mixedPrecision as planned; after the trial the
+    # trainer's: float32, float64, float16 or bfloat16, "(emulated)" on a CPU), and XLA.
+    precision: str | None = None
+    jit_compile: bool | None = None
     initial_loss: float | None = None
     initial_params: dict[str, Any] | None = None
     params: dict[str, Any] | None = None
@@ -184,7 +188,21 @@ def planned_record(trial: PlannedTrial, argv: list[str]) -> TrialRecord:
         phase=trial.phase,
         reason=trial.reason,
         argv=argv,
+        precision=_planned_precision(trial),
+        jit_compile=trial.spec.training.jit_compile,
     )
+
+
+def _planned_precision(trial: PlannedTrial) -> str | None:
+    mode = trial.spec.training.mixed_precision.value
+    return None if mode == "off" else mode
+
+
+def _precision(summary: Any) -> str | None:
+    """The result's `precision` as a cell: what the model computed in, and whether emulated."""
+    if not isinstance(summary, dict) or not isinstance(summary.get("compute"), str):
+        return None
+    return str(summary["compute"]) + (" (emulated)" if summary.get("emulated") else "")
 
 
 def _num(value: Any) -> float | None:
@@ -307,6 +325,9 @@ def _from_result(result: dict[str, Any]) -> dict[str, Any]:
     }
     if typed.dataset_size is not None:  # else the start event's count stands
         fields["dataset_size"] = typed.dataset_size
+    computed = _precision(result.get("precision"))
+    if computed is not None:  # (a trainer without the field: the planned value stands)
+        fields["precision"] = computed
     return fields
 
 
