@@ -21,6 +21,7 @@ import yaml
 
 from scalelab.aggregate import trial_counts
 from scalelab.report import answer, plots
+from scalelab.report.predictions import predictions_html
 from scalelab.results import store
 from scalelab.results.columns import HTML_COLUMNS, Column, shown
 from scalelab.results.model import ResultsFile, TrialRecord, has_learning_rates
@@ -316,6 +317,7 @@ def build_html(results: ResultsFile, directory: Path) -> tuple[str, dict[str, by
         _overview(results),
         _recommendation(results),
         _critical(results),
+        predictions_html(results.scaling_predictions, cpu=plots.on_cpu(results)),
         "<h2>Results</h2>",
         _table(
             results.trials,

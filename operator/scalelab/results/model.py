@@ -29,7 +29,8 @@ from scalelab.api import (
     read_trial_result,
 )
 from scalelab.planner import PlannedTrial
-from scalelab.timing import modelled
+from scalelab.scaling import ScalingPredictions, predictions
+from scalelab.timing import epoch_step_seconds, modelled
 
 SCHEMA_VERSION = "scalelab.results/v1"
 
@@ -134,6 +135,8 @@ class ResultsFile(ResultsModel):
     trials: list[TrialRecord] = Field(default_factory=list)
     recommendation: Recommendation | None = None
     critical_batch: CriticalBatch | None = None
+    # Step time, time-to-target and GPU-seconds at GPU counts not measured (scaling.py).
+    scaling_predictions: ScalingPredictions | None = None
     groups: list[GroupTiming] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
 
@@ -375,6 +378,10 @@ def aggregate_results(results: ResultsFile, experiment: ScaleExperiment) -> None
     rows = {r.trial: r for r in with_scaling([result_row(t) for t in results.trials], weak=weak)}
     spec = experiment.spec
     has_target = spec.training.target_loss is not None
+    epochs = {
+        t.name: epoch_step_seconds(t.batch_size, t.curves.get("samplesPerSecond") or [])
+        for t in results.trials
+    }
     times = {c.key: c.seconds for c in modelled(list(rows.values()), MAX_INT, has_target)}
     kind = results.scaling_efficiency_kind
     trials = []
@@ -404,6 +411,21 @@ def aggregate_results(results: ResultsFile, experiment: ScaleExperiment) -> None
         },
         objective=spec.objective,
         cpu=spec.resources.gpus_per_process == 0,
+        epochs=epochs,
     )
     measured_any = any(r.phase in MEASURED for r in rows.values())
     results.critical_batch = analysis(list(rows.values()), weak) if measured_any else None
+    results.scaling_predictions = (
+        predictions(
+            list(rows.values()),
+            weak=weak,
+            max_gpus=spec.execution.max_gpus,
+            step_samples=epochs,
+            cores=results.host.get("cores") if spec.resources.gpus_per_process == 0 else None,
+            processes_per_worker=(
+                spec.resources.processes_per_worker if spec.resources.gpus_per_process else None
+            ),
+        )
+        if measured_any
+        else None
+    )
