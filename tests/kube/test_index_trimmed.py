@@ -205,3 +205,10 @@ def test_kopf_lists_in_pages_and_is_sent_only_the_trials_and_mpijobs_scalelab_ma
     ):
         resource = Resource(group=group, version=version, plural=plural, namespaced=True)
         assert settings.watching.label_selectors.collect(resource) == []
+
+
+def test_glibc_is_told_to_hand_freed_memory_back_in_a_thread_of_its_own() -> None:
+    import threading
+
+    assert main.tune_malloc(trim_seconds=0.01)  # the test images are glibc
+    assert any(t.name == "malloc-trim" and t.daemon for t in threading.enumerate())
