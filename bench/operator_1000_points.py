@@ -1,7 +1,19 @@
 """Benchmark: a 1,000-point ScaleExperiment against the real control plane and the real operator.
 
 Run: .venv/bin/python bench/operator_1000_points.py [--concurrent 50] [--interval 1]
+     [--experiments 1] [--repeats 10] [--running-window S] [--idle-window S]
      [--dump-status FILE] [--profile FILE.speedscope (py-spy, images/requirements/dev.txt)]
+     [--tracemalloc FILE (bench/tracemalloc_site: what the operator allocated, at its peak)]
+
+`--experiments N` applies N such experiments at once (thousand-00, thousand-01, ...; 10 of them:
+10,000 trials) and reports, for each, when all its trials existed and its status size;
+`--repeats R` makes each 100 × R points. `--running-window S` first holds the stand-in back for
+S seconds once every trial exists (the first wave's MPIJobs stay Created: N experiments running,
+nothing progressing) and reports the operator's API requests per second over that window, from
+its own scalelab_operator_api_requests_total. `--idle-window S` reports the same, and the
+operator's RSS, over S idle seconds before anything is applied, S seconds after every
+experiment Succeeded, and S seconds after restarting the operator with the finished experiments
+kept in the cluster (what an operator pod started later holds for them).
 
 Starts etcd + kube-apiserver + controller manager (tests/harness), `kubectl apply -k manifests/`,
 the real MPIJob CRD, and `scalelab operator` as its ServiceAccount. Applies a sweep of
@@ -40,13 +52,16 @@ with 1,000 rows, 4.08 writes per trial; on a quiet machine that version gave 3.5
 from __future__ import annotations
 
 import argparse
+import calendar
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,24 +73,29 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.cluster.processes import Operator, install
 from tests.cluster.standin import InstantStandIn
 from tests.harness.controlplane import ControlPlane, start_control_plane
+from tests.harness.ports import wait_until
+
+from scalelab.kube.mpijob import LABEL_EXPERIMENT
 
 NS = "bench"
 NAME = "thousand"
+RFC3339 = "%Y-%m-%dT%H:%M:%SZ"
 WRITE_VERBS = {"POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE"}
+TRACEMALLOC_SITE = Path(__file__).resolve().parent / "tracemalloc_site"
 
 
-def experiment(concurrent: int) -> dict[str, Any]:
-    """20 batch sizes × 5 GPU counts × 10 repeats = 1,000 trials, all runnable."""
+def experiment(name: str, concurrent: int, repeats: int = 10) -> dict[str, Any]:
+    """20 batch sizes × 5 GPU counts × `repeats` (10: 1,000 trials), all runnable."""
     return {
         "apiVersion": "scalelab.dev/v1alpha1",
         "kind": "ScaleExperiment",
-        "metadata": {"name": NAME},
+        "metadata": {"name": name},
         "spec": {
             "workload": {"model": "linear", "dataset": "lab1-line", "datasetSize": 1_000_000},
             "sweep": {
                 "batchSizes": [2**i * 16 for i in range(10)] + [3 * 2**i * 16 for i in range(10)],
                 "gpus": [1, 2, 4, 8, 16],
-                "repeats": 10,
+                "repeats": repeats,
             },
             "training": {"maxEpochs": 10},
             "resources": {"gpusPerProcess": 1},
@@ -84,11 +104,35 @@ def experiment(concurrent: int) -> dict[str, Any]:
     }
 
 
-def count(api: client.CustomObjectsApi, group: str, plural: str) -> int:
-    """Objects of a kind in the bench namespace, from a one-item page (cheap at any size)."""
+def count(api: client.CustomObjectsApi, group: str, plural: str, experiment: str = "") -> int:
+    """Objects of a kind in the bench namespace (of one experiment, if named), from a one-item
+    page (cheap at any size)."""
     version = "v1alpha1" if group == "scalelab.dev" else "v2beta1"
-    page = api.list_namespaced_custom_object(group, version, NS, plural, limit=1)
+    selector = f"{LABEL_EXPERIMENT}={experiment}" if experiment else ""
+    page: Any = api.list_namespaced_custom_object(
+        group, version, NS, plural, limit=1, label_selector=selector
+    )
     return len(page["items"]) + int(page["metadata"].get("remainingItemCount") or 0)
+
+
+def last_created(api: client.CustomObjectsApi, since: float) -> dict[str, float]:
+    """Per experiment, seconds from `since` (wall clock) to its newest ScaleTrial's
+    creationTimestamp (whole seconds: the API server's resolution). One paged read of every
+    trial, once they all exist: a one-item page with a label selector has no item count."""
+    newest: dict[str, float] = {}
+    token = None
+    while True:
+        page: Any = api.list_namespaced_custom_object(
+            "scalelab.dev", "v1alpha1", NS, "scaletrials", limit=500, _continue=token
+        )
+        for item in page["items"]:
+            meta = item["metadata"]
+            stamp = calendar.timegm(time.strptime(meta["creationTimestamp"], RFC3339))
+            name = meta["labels"][LABEL_EXPERIMENT]
+            newest[name] = max(newest.get(name, 0.0), stamp - since)
+        token = page["metadata"].get("continue")
+        if not token:
+            return newest
 
 
 def api_writes(cp: ControlPlane) -> Counter[str]:
@@ -104,6 +148,17 @@ def api_writes(cp: ControlPlane) -> Counter[str]:
                 res = s.labels.get("resource", "")
                 sub = s.labels.get("subresource", "")
                 out[f"{s.labels['verb']} {res}{'/' + sub if sub else ''}"] += int(s.value)
+    return out
+
+
+def operator_requests(op: Operator) -> Counter[str]:
+    """The operator's own count of its API requests, by "client verb resource"."""
+    out: Counter[str] = Counter()
+    for family in text_string_to_metric_families(op.metrics()):
+        for s in family.samples:
+            if s.name == "scalelab_operator_api_requests_total":
+                labels = s.labels
+                out[f"{labels['client']} {labels['verb']} {labels['resource']}"] += int(s.value)
     return out
 
 
@@ -135,108 +190,248 @@ def cpu_since(start: dict[str, float], now: dict[str, float]) -> str:
     return ", ".join(f"{k} {now[k] - start[k]:.1f}" for k in start)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def start(op: Operator) -> Operator:
+    """Start the operator; a traced one may need more than the harness's 60 s to answer."""
+    try:
+        return op.start()
+    except TimeoutError:
+        wait_until(op.healthy, 600, "the traced operator's /healthz")
+        return op
+
+
+def pid_of(op: Operator) -> int:
+    assert op.proc is not None
+    return op.proc.pid
+
+
+def settle(op: Operator, quiet_cpu: float = 0.2, limit: float = 300.0) -> float:
+    """Wait until the operator used under `quiet_cpu` CPU-s in each of three 2-s intervals in a
+    row (done with what it listed at start); the seconds waited."""
+    t0, last, quiet = time.monotonic(), cpu_seconds(pid_of(op)), 0
+    while time.monotonic() - t0 < limit and quiet < 3:
+        time.sleep(2)
+        now = cpu_seconds(pid_of(op))
+        quiet = quiet + 1 if now - last < quiet_cpu else 0
+        last = now
+    return time.monotonic() - t0
+
+
+def request_rate(op: Operator, seconds: float, what: str) -> float:
+    """Print and return the operator's API requests per second over `seconds` from now."""
+    before = operator_requests(op)
+    time.sleep(seconds)
+    delta = operator_requests(op) - before
+    rate = sum(delta.values()) / seconds
+    rss_now, rss_peak = rss_mib(pid_of(op))
+    print(
+        f"{what}: operator API requests {rate:.2f}/s over {seconds:.0f} s "
+        f"({', '.join(f'{k} {v}' for k, v in delta.most_common(6)) or 'none'}); "
+        f"RSS {rss_now:.0f} MiB (peak {rss_peak:.0f}); load {load()}",
+        flush=True,
+    )
+    return rate
+
+
+def wait_for_each(
+    names: list[str], ready: Callable[[str], bool], timeout: float, what: str, t0: float
+) -> dict[str, float]:
+    """Seconds since `t0` at which `ready(name)` first held, for each name (printed)."""
+    left, at = list(names), {}
+    while left and time.monotonic() - t0 < timeout:
+        for name in list(left):
+            if ready(name):
+                at[name] = time.monotonic() - t0
+                left.remove(name)
+                print(f"  {name}: {what} after {at[name]:.1f} s", flush=True)
+        time.sleep(1.0)
+    return at
+
+
+def profiled_env(path: Path | None) -> dict[str, str]:
+    """The environment that makes bench/tracemalloc_site profile the operator into `path`."""
+    if path is None:
+        return {}
+    pythonpath = os.pathsep.join(
+        p for p in (str(TRACEMALLOC_SITE), os.environ.get("PYTHONPATH")) if p
+    )
+    return {"PYTHONPATH": pythonpath, "SCALELAB_TRACEMALLOC_OUT": str(path.resolve())}
+
+
+def trace(op: Operator) -> None:
+    """Start tracing the operator's allocations (bench/tracemalloc_site)."""
+    os.kill(pid_of(op), signal.SIGUSR1)
+    time.sleep(1)
+
+
+def dump_profile(op: Operator, path: Path) -> None:
+    """Ask the traced operator for its allocations (SIGUSR2) and wait for the file."""
+    path.unlink(missing_ok=True)
+    os.kill(pid_of(op), signal.SIGUSR2)
+    deadline = time.monotonic() + 120
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(1)
+    print(f"tracemalloc profile: {path} ({path.stat().st_size if path.exists() else 0} bytes)")
+
+
+def arguments() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--concurrent", type=int, default=50, help="maxConcurrentTrials (first wave)")
     ap.add_argument("--interval", type=float, default=1.0, help="operator reconcile interval, s")
+    ap.add_argument("--experiments", type=int, default=1, help="experiments applied at once")
+    ap.add_argument("--repeats", type=int, default=10, help="repeats: 100 × R points each")
+    ap.add_argument("--running-window", type=float, default=0.0, help="s, stand-in held back")
+    ap.add_argument("--idle-window", type=float, default=0.0, help="s, idle request rates")
     ap.add_argument("--timeout", type=float, default=900.0)
-    ap.add_argument("--dump-status", type=Path, help="write the final status JSON here")
+    ap.add_argument("--dump-status", type=Path, help="write the (first) final status JSON here")
     ap.add_argument(
         "--profile", type=Path, help="py-spy record the operator into this file (speedscope)"
     )
-    args = ap.parse_args()
-    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    ap.add_argument("--tracemalloc", type=Path, help="the operator's allocations into this file")
+    return ap.parse_args()
 
+
+def names(args: argparse.Namespace) -> list[str]:
+    return [NAME] if args.experiments == 1 else [f"{NAME}-{i:02d}" for i in range(args.experiments)]
+
+
+def run_experiments(
+    args: argparse.Namespace, cp: ControlPlane, op: Operator, api: client.CustomObjectsApi
+) -> tuple[dict[str, dict[str, Any]], int]:
+    """Apply the experiments and run them to the end; their final bodies, the stand-in's writes."""
+    points = 100 * args.repeats
+    every = names(args)
+    standin = None if args.running_window > 0 else InstantStandIn(cp.kubeconfig, NS)
+    cpu0 = cpu_snapshot(cp, pid_of(op))
+    docs = [experiment(n, args.concurrent, args.repeats) for n in every]
+    t0, applied = time.monotonic(), time.time()
+    cp.kubectl("apply", "-n", NS, "-f", "-", input=yaml.safe_dump_all(docs))
+    total = points * len(every)
+    while (
+        count(api, "scalelab.dev", "scaletrials") < total and time.monotonic() - t0 < args.timeout
+    ):
+        time.sleep(0.5)
+    print(f"all {total} ScaleTrials exist after {time.monotonic() - t0:.1f} s", flush=True)
+    created = last_created(api, applied)
+    for name in every:
+        print(
+            f"  {name}: its last trial created {created.get(name, float('nan')):.0f} s after apply"
+        )
+    if created:
+        print(f"every experiment's trials exist after {max(created.values()):.0f} s", flush=True)
+    print(f"  CPU seconds until then: {cpu_since(cpu0, cpu_snapshot(cp, pid_of(op)))}")
+    wave = count(api, "kubeflow.org", "mpijobs")
+    print(f"MPIJobs now: {wave} (first waves: {args.concurrent} each)", flush=True)
+    if standin is None:
+        request_rate(op, args.running_window, f"{len(every)} running, nothing progressing")
+        standin = InstantStandIn(cp.kubeconfig, NS)
+    bodies: dict[str, dict[str, Any]] = {}
+
+    def succeeded(name: str) -> bool:
+        body: Any = api.get_namespaced_custom_object(
+            "scalelab.dev", "v1alpha1", NS, "scaleexperiments", name
+        )
+        bodies[name] = body
+        return bool((body.get("status") or {}).get("phase") == "Succeeded")
+
+    print("Succeeded:", flush=True)
+    done = wait_for_each(every, succeeded, args.timeout, "Succeeded", t0)
+    rss_now, rss_peak = rss_mib(pid_of(op))
+    print(f"  CPU seconds in all: {cpu_since(cpu0, cpu_snapshot(cp, pid_of(op)))}")
+    last = max(done.values(), default=0.0)
+    print(f"{len(done)} of {len(every)} Succeeded, the last after {last:.1f} s")
+    print(f"operator RSS: now {rss_now:.0f} MiB, peak {rss_peak:.0f} MiB; load {load()}")
+    standin.stop.set()
+    return bodies, standin.writes
+
+
+def report_statuses(bodies: dict[str, dict[str, Any]]) -> None:
+    sizes = []
+    for name, body in bodies.items():
+        status = body.get("status") or {}
+        status_bytes = len(json.dumps(status, separators=(",", ":")))
+        object_bytes = len(json.dumps(body, separators=(",", ":")))
+        sizes.append(status_bytes)
+        print(f"  {name} status: {status_bytes} bytes ({len(status.get('results', []))} result "
+              f"rows); whole object {object_bytes} bytes")  # fmt: skip
+    print(f"largest status: {max(sizes, default=0)} bytes")
+
+
+def report_writes(op: Operator, delta: Counter[str], standin_writes: int, trials: int) -> None:
+    # Not the operator's: the stand-in's, this script's apply, and the controller manager's
+    # and scheduler's leader-election lease renewals (the operator runs standalone).
+    others = standin_writes + delta["POST scaleexperiments"] + delta["PUT leases"]
+    operator_writes = sum(delta.values()) - others
+    print(
+        f"API writes: {sum(delta.values())} total, stand-in {standin_writes}, bench apply and "
+        f"leader-election leases {others - standin_writes}, operator+kopf {operator_writes} "
+        f"= {operator_writes / trials:.3f} per trial"
+    )
+    for family in text_string_to_metric_families(op.metrics()):
+        for sample in family.samples:
+            if sample.name.startswith(
+                ("scalelab_operator_reconcile_duration_seconds_", "scalelab_operator_api_writes")
+            ) and not sample.name.endswith("_created"):
+                print(f"  operator {sample.name} {sample.labels} {sample.value:g}")
+    for key, value in sorted(delta.items(), key=lambda kv: -kv[1]):
+        print(f"  {value:6d}  {key}")
+
+
+def main() -> None:
+    args = arguments()
+    print(f"load average at start: {load()}", flush=True)
     cp = start_control_plane()
     op: Operator | None = None
     try:
         install(cp)
         cp.kubectl("create", "namespace", NS)
-        op = Operator(
-            cp,
-            cp.workdir,
-            env={"SCALELAB_RECONCILE_INTERVAL_SECONDS": str(args.interval)},
-        ).start()
-        api = client.CustomObjectsApi(config.new_client_from_config(config_file=str(cp.kubeconfig)))
-        assert op.proc is not None
+        env = {"SCALELAB_RECONCILE_INTERVAL_SECONDS": str(args.interval)}
+        op = start(Operator(cp, cp.workdir, env={**env, **profiled_env(args.tracemalloc)}))
+        admin = config.new_client_from_config(config_file=str(cp.kubeconfig))  # type: ignore[no-untyped-call]
+        api = client.CustomObjectsApi(admin)
         time.sleep(2)
-        rss_idle, _ = rss_mib(op.proc.pid)
+        print(f"operator RSS idle: {rss_mib(pid_of(op))[0]:.0f} MiB", flush=True)
+        if args.idle_window > 0:
+            request_rate(op, args.idle_window, "no experiments, idle")
+        if args.tracemalloc is not None:
+            trace(op)
         before = api_writes(cp)
-        standin = InstantStandIn(cp.kubeconfig, NS)
         spy = None
         if args.profile is not None:
             spy = subprocess.Popen(
                 [str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
-                 str(op.proc.pid), "--rate", "50", "--format", "speedscope", "--output",
+                 str(pid_of(op)), "--rate", "50", "--format", "speedscope", "--output",
                  str(args.profile), "--nonblocking"],
                 stdout=subprocess.DEVNULL,
             )  # fmt: skip
             time.sleep(1)
-
-        cpu0 = cpu_snapshot(cp, op.proc.pid)
-        t0 = time.monotonic()
-        cp.kubectl("apply", "-n", NS, "-f", "-", input=yaml.safe_dump(experiment(args.concurrent)))
-        t_trials = t_wave = t_done = None
-        while time.monotonic() - t0 < args.timeout:
-            elapsed = time.monotonic() - t0
-            if t_trials is None and count(api, "scalelab.dev", "scaletrials") >= 1000:
-                t_trials = elapsed
-                print(f"all 1000 ScaleTrials exist after {t_trials:.1f} s", flush=True)
-                cpu = cpu_since(cpu0, cpu_snapshot(cp, op.proc.pid))
-                print(f"  CPU seconds until then: {cpu}", flush=True)
-            if t_wave is None and count(api, "kubeflow.org", "mpijobs") >= args.concurrent:
-                t_wave = elapsed
-                print(f"first wave of {args.concurrent} MPIJobs after {t_wave:.1f} s", flush=True)
-            if t_wave is not None:
-                # Reading the 250 kB experiment is itself load: every 2 s, after the first wave.
-                body = api.get_namespaced_custom_object(
-                    "scalelab.dev", "v1alpha1", NS, "scaleexperiments", NAME
-                )
-                if (body.get("status") or {}).get("phase") == "Succeeded":
-                    t_done = elapsed
-                    break
-                time.sleep(1.5)
-            time.sleep(0.5)
-        rss_now, rss_peak = rss_mib(op.proc.pid)
-        cpu_total = cpu_since(cpu0, cpu_snapshot(cp, op.proc.pid))
-        standin.stop.set()
+        bodies, standin_writes = run_experiments(args, cp, op, api)
         if spy is not None:
             spy.send_signal(2)
             spy.wait(timeout=60)
-        if args.dump_status is not None:
-            args.dump_status.write_text(json.dumps(body.get("status"), indent=1))
-        status = body.get("status") or {}
-        status_bytes = len(json.dumps(status, separators=(",", ":")))
-        object_bytes = len(json.dumps(body, separators=(",", ":")))
-        after = api_writes(cp)
-        delta = after - before
-        # Not the operator's: the stand-in's, this script's apply, and the controller manager's
-        # and scheduler's leader-election lease renewals (the operator runs standalone).
-        others = standin.writes + delta["POST scaleexperiments"] + delta["PUT leases"]
-        operator_writes = sum(delta.values()) - others
-        print(f"experiment Succeeded after {t_done if t_done is None else round(t_done, 1)} s")
-        print(f"  CPU seconds in all: {cpu_total}")
-        print(f"status: {status_bytes} bytes ({len(status.get('results', []))} result rows); "
-              f"whole object {object_bytes} bytes")  # fmt: skip
-        print(
-            f"operator RSS: idle {rss_idle:.0f} MiB, now {rss_now:.0f} MiB, peak {rss_peak:.0f} MiB"
-        )
-        per_trial = operator_writes / 1000
-        print(
-            f"API writes: {sum(delta.values())} total, stand-in {standin.writes}, bench apply and "
-            f"leader-election leases {others - standin.writes}, operator+kopf {operator_writes} "
-            f"= {per_trial:.3f} per trial"
-        )
-        for family in text_string_to_metric_families(op.metrics()):
-            for sample in family.samples:
-                if sample.name.startswith(
-                    ("scalelab_operator_reconcile_duration_seconds_", "scalelab_operator_api_")
-                ) and not sample.name.endswith("_created"):
-                    print(f"  operator {sample.name} {sample.labels} {sample.value:g}")
-        for key, value in sorted(delta.items(), key=lambda kv: -kv[1]):
-            print(f"  {value:6d}  {key}")
+        if args.tracemalloc is not None:
+            dump_profile(op, args.tracemalloc)
+        if args.dump_status is not None and bodies:
+            args.dump_status.write_text(
+                json.dumps(next(iter(bodies.values())).get("status"), indent=1)
+            )
+        report_statuses(bodies)
+        trials = 100 * args.repeats * args.experiments
+        report_writes(op, api_writes(cp) - before, standin_writes, trials)
+        if args.idle_window > 0:
+            time.sleep(5)
+            request_rate(
+                op, args.idle_window, f"{len(bodies)} finished, the operator that ran them"
+            )
+            op.stop()
+            start(op)
+            print(f"restarted operator settled after {settle(op):.0f} s", flush=True)
+            request_rate(op, args.idle_window, f"{len(bodies)} finished, a restarted operator")
         print(f"control plane RSS MiB: { {k: round(v) for k, v in cp.memory_rss_mib().items()} }")
-        print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(f"load average at end: {load()}")
     finally:
         if op is not None:
             op.stop()
