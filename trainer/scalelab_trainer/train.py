@@ -69,6 +69,8 @@ def _run_trial(
     placement: Placement,
 ) -> dict[str, Any]:
     t_start = time.perf_counter()
+    if placement.on_gpu:  # this trial's peak, not an earlier one's of the trial list
+        tf.config.experimental.reset_memory_stats("GPU:0")
     b = build_trial(cfg)
     initial_params = b.model.summary()  # after the broadcast: what every rank starts from
     warnings = list(b.diag.warnings) if b.diag else []
@@ -108,6 +110,9 @@ def _run_trial(
     result["compileSeconds"] = compile_seconds
     result["initialParams"] = initial_params
     result["device"] = placement.as_event()
+    result["gpuMemoryPeakBytes"] = (
+        tf.config.experimental.get_memory_info("GPU:0")["peak"] if placement.on_gpu else None
+    )
     result["precision"] = precision.summary(
         cfg.mixed_precision, cfg.model, placement.on_gpu, b.loss_scale
     )
