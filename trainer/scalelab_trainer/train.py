@@ -73,14 +73,7 @@ def _run_trial(
         tf.config.experimental.reset_memory_stats("GPU:0")
     b = build_trial(cfg)
     initial_params = b.model.summary()  # after the broadcast: what every rank starts from
-    warnings = list(b.diag.warnings) if b.diag else []
-    warnings += placement.warnings
-    warnings += precision.warnings(cfg.mixed_precision, cfg.model, placement.on_gpu)
-    if cfg.record_update_losses and b.lin is not None and not b.plan.recorded_params:
-        warnings.append(
-            f"per-update parameters not recorded: parameters × updates could exceed "
-            f"{UPDATE_PARAMS_LIMIT}"
-        )
+    warnings = _start_warnings(cfg, b, placement)
     emitter.emit(
         "start",
         config=cfg.as_dict(),
@@ -109,14 +102,8 @@ def _run_trial(
     result["seconds"] = time.perf_counter() - t_start
     result["compileSeconds"] = compile_seconds
     result["initialParams"] = initial_params
-    result["device"] = placement.as_event()
-    result["gpuMemoryPeakBytes"] = (
-        tf.config.experimental.get_memory_info("GPU:0")["peak"] if placement.on_gpu else None
-    )
-    result["precision"] = precision.summary(
-        cfg.mixed_precision, cfg.model, placement.on_gpu, b.loss_scale
-    )
     result["trainingSeconds"] = time.perf_counter() - run.t_train
+    result |= _compute(cfg, b, placement)
     # The compute/communication split costs one more trace; it matters for throughput
     # workloads, not for the line (whose steps take microseconds).
     # (streamed data: not measured, the twin would need the data on the device)
@@ -126,6 +113,32 @@ def _run_trial(
     if surface is not None:
         result["lossSurface"] = surface
     return emitter.emit("result", **result)
+
+
+def _start_warnings(cfg: TrialConfig, b: Built, placement: Placement) -> list[str]:
+    """What the result must say from the start: the linear diagnostics', the device's, the
+    precision's, and records left out."""
+    warnings = list(b.diag.warnings) if b.diag else []
+    warnings += placement.warnings
+    warnings += precision.warnings(cfg.mixed_precision, cfg.model, placement.on_gpu)
+    if cfg.record_update_losses and b.lin is not None and not b.plan.recorded_params:
+        warnings.append(
+            f"per-update parameters not recorded: parameters × updates could exceed "
+            f"{UPDATE_PARAMS_LIMIT}"
+        )
+    return warnings
+
+
+def _compute(cfg: TrialConfig, b: Built, placement: Placement) -> dict[str, Any]:
+    """The result's device, GPU memory peak and precision."""
+    peak = tf.config.experimental.get_memory_info("GPU:0")["peak"] if placement.on_gpu else None
+    return {
+        "device": placement.as_event(),
+        "gpuMemoryPeakBytes": peak,
+        "precision": precision.summary(
+            cfg.mixed_precision, cfg.model, placement.on_gpu, b.loss_scale
+        ),
+    }
 
 
 def _loss_surface(cfg: TrialConfig, b: Built) -> dict[str, Any] | None:
