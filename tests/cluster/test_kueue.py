@@ -6,6 +6,7 @@ preempts for a sweep of higher priority says so, and reruns when readmitted."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +22,21 @@ from tests.harness.kueue import Kueue
 pytestmark = pytest.mark.cluster
 
 KUEUE = "kueue.x-k8s.io/v1beta2"
+FAKE_GPUS = "SCALELAB_FAKE_GPUS"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fake_gpus() -> Iterator[None]:
+    """The stand-in kubelet has no device plugin: its trainers are told, as the node tier's fake
+    plugin tells them (SCALELAB_FAKE_GPUS), that their GPUs are CPU-backed test devices, else a
+    trial asking for GPUs refuses to measure the CPU."""
+    before = os.environ.get(FAKE_GPUS)
+    os.environ[FAKE_GPUS] = ",".join(f"fake-gpu-{i}" for i in range(8))
+    yield
+    if before is None:
+        os.environ.pop(FAKE_GPUS, None)
+    else:
+        os.environ[FAKE_GPUS] = before
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +126,13 @@ def _gpu_gauges(operator: Operator, namespace: str) -> dict[str, float]:
     }
 
 
+def _team_roles(cluster: ControlPlane, namespace: str) -> None:
+    """RoleBindings of the built-in `edit` and `view` ClusterRoles in the team's namespace."""
+    for user, role in (("team-member", "edit"), ("team-viewer", "view")):
+        cluster.kubectl("create", "rolebinding", user, f"--clusterrole={role}", f"--user={user}",
+                        "-n", namespace)  # fmt: skip
+
+
 def _trial_status(cluster: ControlPlane, name: str, namespace: str) -> dict[str, Any]:
     status: dict[str, Any] = get(cluster, "scaletrial", name, namespace).get("status") or {}
     return status
@@ -128,7 +151,20 @@ def test_kueue_admits_within_quota_holds_the_rest_and_skips_what_never_fits(
                               "--as", operator_account, check=False)  # fmt: skip
         assert can.stdout.strip() == answer, (verb, can.stderr)
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(_queues(namespace, gpus=1)))
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(_experiment()))
+    # A team member with Kubernetes' built-in `edit` role (scalelab's aggregated rules) submits
+    # the sweep; `view` reads it and its trials but may not start one.
+    _team_roles(cluster, namespace)
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", "--as", "team-member",
+                    input=yaml.safe_dump(_experiment()))  # fmt: skip
+    for user, verb, kind, answer in (
+        ("team-member", "delete", "scaleexperiments", "yes"),
+        ("team-member", "patch", "scaletrials", "no"),  # the operator's objects
+        ("team-viewer", "list", "scaletrials", "yes"),
+        ("team-viewer", "create", "scaleexperiments", "no"),
+    ):
+        can = cluster.kubectl("auth", "can-i", verb, f"{kind}.scalelab.dev", "-n", namespace,
+                              "--as", user, check=False)  # fmt: skip
+        assert can.stdout.strip() == answer, (user, verb, kind, can.stderr)
     small = ["queued-b32-g1", "queued-b64-g1"]
     big = ["queued-b32-g2", "queued-b64-g2"]
 
@@ -180,7 +216,7 @@ def test_kueue_admits_within_quota_holds_the_rest_and_skips_what_never_fits(
     # Quota frees when the first trial finishes; Kueue resumes the second; both run, in turn.
     finished = wait_for(
         lambda: (p := phase_of(cluster, "queued", namespace)) in ("Succeeded", "Failed") and p,
-        240,
+        600,  # two 30 s trials in turn, given minutes on a loaded CI machine
         "the experiment to finish",
     )
     assert finished == "Succeeded", operator.log_tail()
