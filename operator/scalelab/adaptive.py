@@ -217,9 +217,10 @@ def dominated(
 
     A finished configuration c that meets the objective (choice.eligible) has modelled time T_c
     and GPU-seconds N_c·T_c. The running trial has not reached the target after
-    `training_seconds`; its own measured time-to-target is at least that, and the finished
-    trials' largest measured/modelled ratio r (≥ 1: start-up and evaluation the model leaves
-    out) turns it into a lower bound of its modelled time, T ≥ training_seconds / r. When that
+    `training_seconds`; its own measured time-to-target is at least that, and what the model
+    leaves out (start-up, evaluation) is taken as large as in any finished trial, both as a
+    ratio r and as seconds c (a fixed start-up weighs more in a shorter run, so neither alone
+    bounds it): T ≥ min(training_seconds / r, training_seconds − c). When that
     bound exceeds (1 + tolerance)·T_c and N·T exceeds (1 + tolerance)·N_c·T_c, the trial ends
     strictly dominated beyond the tolerance whatever it does next: never the fastest, the
     cheapest nor indistinguishable from either, so neither the grid's answer nor a member of its
@@ -232,8 +233,10 @@ def dominated(
     objective = experiment.spec.objective
     others = [r for r in rows.values() if configuration(r) != own]
     configs = eligible(modelled(others, experiment.spec.execution.max_gpus, True), objective)
-    ratios = [c.measured / c.seconds for c in configs if c.measured and c.seconds > 0]
-    bound = training_seconds / max([1.0, *ratios])
+    timed = [c for c in configs if c.measured and c.seconds > 0]
+    ratio = max([1.0, *(c.measured / c.seconds for c in timed if c.measured)])
+    overhead = max([0.0, *(c.measured - c.seconds for c in timed if c.measured)])
+    bound = min(training_seconds / ratio, training_seconds - overhead)
     limit = 1 + objective.tolerance
     cost = "process-s" if experiment.spec.resources.gpus_per_process == 0 else "GPU-s"
     for c in sorted(configs, key=lambda c: c.seconds):

@@ -274,3 +274,21 @@ def test_pruning_judges_the_finished_configurations_on_their_modelled_time() -> 
     why = dominated(experiment, b512g2, 9.0, rows)
     assert why is not None
     assert "reached the target in 2 s modelled" in why
+
+
+def test_a_fixed_start_up_seen_in_a_long_trial_protects_a_short_running_one() -> None:
+    """A long finished trial's ratio understates a short trial's start-up share: the larger of
+    its overhead in seconds bounds the running trial's modelled time too."""
+    spec = SPEC | {"training": SPEC["training"] | {"targetLoss": 1.0}}
+    experiment = parse(_body(spec))
+    b512g2 = next(p for p in plan(experiment) if p.name == "exp-b512-g2")
+    rows = {
+        "exp-b256-g1": ResultRow(trial="exp-b256-g1", batch_size=256, gpus=1, steps_to_target=100,
+                                 phase=TrialPhase.SUCCEEDED, time_to_target_seconds=2.6,
+                                 step_seconds=0.02),  # 2 s modelled, 0.6 s start-up
+        "exp-b64-g1": ResultRow(trial="exp-b64-g1", batch_size=64, gpus=1, steps_to_target=1000,
+                                phase=TrialPhase.SUCCEEDED, time_to_target_seconds=23.0,
+                                step_seconds=0.02),  # 20 s modelled, 3 s start-up: ratio 1.15
+    }  # fmt: skip
+    assert dominated(experiment, b512g2, 4.5, rows) is None  # 4.5 − 3 = 1.5 s: may still win
+    assert dominated(experiment, b512g2, 6.0, rows) is not None  # at least 3 s > 2.1 s
