@@ -4,7 +4,7 @@ operator): Python imports `sitecustomize` at start, and this installs two signal
 
 SIGUSR1 starts tracing (not at start: tracing the imports made the operator take minutes to
 start on a busy machine, and what they allocate does not grow); a thread then samples the traced
-memory every 2 s and keeps a snapshot of the largest. On SIGUSR2 the process writes, to
+memory every SAMPLE_SECONDS and keeps a snapshot of the largest. On SIGUSR2 the process writes, to
 SCALELAB_TRACEMALLOC_OUT, the allocations live at that peak and now, by package, by source line
 and by call stack. Tracing slows the process and costs memory of its own: compare resident
 sizes only from runs without it.
@@ -23,6 +23,9 @@ from types import FrameType
 
 OUT = os.environ.get("SCALELAB_TRACEMALLOC_OUT", "")
 FRAMES = 8
+#: A snapshot holds the GIL for seconds with a few hundred thousand blocks traced, stalling the
+#: operator's event loop (its watches fall behind): sample seldom, keep only 10% larger peaks.
+SAMPLE_SECONDS = 10
 IGNORED = (tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, __file__))
 
 
@@ -64,9 +67,9 @@ class _Peak:
 
     def sample(self) -> None:
         while True:
-            time.sleep(2)
+            time.sleep(SAMPLE_SECONDS)
             current, _ = tracemalloc.get_traced_memory()
-            if current > self.size * 1.03:
+            if current > self.size * 1.1:
                 snapshot = tracemalloc.take_snapshot().filter_traces(IGNORED)
                 with self.lock:
                     self.size, self.snapshot = current, snapshot
