@@ -20,6 +20,13 @@
 #             the trainer above. Built without a network (unshare --net): it installs offline.
 #   shapes    localhost/scalelab/trainer-shapes:test    the same for examples/image-files-plugin
 #             (a team's model reading PNG files from a volume; tests/node/test_image_files.py).
+#   cuda      localhost/scalelab/trainer-cuda:test      Dockerfile --target trainer,
+#             BASE_IMAGE=base, ACCELERATOR=cuda: the Dockerfile's default GPU build
+#             (tensorflow[and-cuda] with the CUDA wheels of images/requirements/cuda.txt, Horovod
+#             compiled with NCCL, images/cuda-toolchain.sh giving nvcc for that step only). Only
+#             on request (SCALELAB_IMAGES names it): a few GB to download and several GB
+#             unpacked, which the node harness would otherwise import into containerd every
+#             session; tests/images/test_cuda_image.py and tests/node/test_cuda_image.py ask for it.
 #
 # Builds use buildah (vfs storage, chroot isolation, --pull=never) with its store under the cache,
 # from a staged build context holding exactly the files the Dockerfile reads. Each archive
@@ -28,11 +35,11 @@
 # build arguments), so a warm run rebuilds nothing. pip inside the build uses the host's pip
 # index settings (pip config / PIP_* / /etc/pip.conf), passed as build secrets, never stored.
 #
-# Prints `NAME=ARCHIVE` lines (base, pause, operator, trainer, spirals, shapes) on stdout, nothing
-# else; logs go to stderr. Needs root (debootstrap, chroot). Environment: SCALELAB_CACHE (default
-# ~/.cache/scalelab), SCALELAB_DEBIAN_MIRROR (overrides the mirror found in the apt sources),
-# SCALELAB_IMAGES (space-separated subset of "base pause operator trainer spirals shapes"; default
-# all).
+# Prints `NAME=ARCHIVE` lines (base, pause, operator, trainer, spirals, shapes; cuda when asked)
+# on stdout, nothing else; logs go to stderr. Needs root (debootstrap, chroot). Environment:
+# SCALELAB_CACHE (default ~/.cache/scalelab), SCALELAB_DEBIAN_MIRROR (overrides the mirror found
+# in the apt sources), SCALELAB_IMAGES (space-separated subset of "base pause operator trainer
+# spirals shapes cuda"; default all but cuda).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$PWD"
@@ -49,6 +56,7 @@ declare -A NAME=(
   [trainer]=localhost/scalelab/trainer:test
   [spirals]=localhost/scalelab/trainer-spirals:test
   [shapes]=localhost/scalelab/trainer-shapes:test
+  [cuda]=localhost/scalelab/trainer-cuda:test
 )
 # The teams' derived images: each built from its example folder's Dockerfile FROM the trainer.
 DERIVED=(spirals shapes)
@@ -64,8 +72,6 @@ apt_ensure buildah debootstrap gcc libc6-dev
 
 mkdir -p "$OUT" "$STORE"
 exec 9>"$OUT/.lock"
-# One build at a time per cache (the harness and tests/images may both ask).
-flock -n 9 || { log "waiting for another build-images.sh to finish"; flock 9; }
 B=(buildah --root "$STORE/root" --runroot "$STORE/run" --storage-driver vfs)
 remove_tree() {
   # debootstrap mounts proc/sys inside its target; never let rm cross into them.
@@ -74,11 +80,8 @@ remove_tree() {
   done
   rm -rf --one-file-system "$1"
 }
-for stale in "$OUT"/.work.*; do # left by a killed run (we hold the lock: no other run is live)
-  [ -d "$stale" ] && remove_tree "$stale"
-done
-rm -f "$OUT"/*.tar.part
-work="$(mktemp -d "$OUT/.work.XXXXXX")"
+# Named by the run's pid: a warm run works here without the lock (below).
+work="$(mktemp -d "$OUT/.work.$$.XXXXXX")"
 trap 'remove_tree "$work"' EXIT
 
 sha() { sha256sum | cut -c1-16; }
@@ -198,13 +201,16 @@ stage_context() { # TARGET DIR
     return
   fi
   mkdir -p "$ctx/images/wheels"
+  local build=$1
+  [ "$1" = cuda ] && set -- trainer "$2" # the same target, its CUDA build
   case "$1" in
     operator) set -- operator images/requirements/operator.txt operator ;;
     trainer) set -- trainer images/requirements/trainer.txt images/requirements/horovod.txt \
-      images/ssh_config images/sshd_config images/entrypoint-trainer.sh trainer ;;
+      images/requirements/cuda.txt images/cuda-toolchain.sh images/ssh_config images/sshd_config \
+      images/entrypoint-trainer.sh trainer ;;
   esac
   repo_files Dockerfile "${@:2}" | while read -r f; do cp --parents -p "$f" "$ctx/"; done
-  if [ "$1" = trainer ]; then
+  if [ "$build" = trainer ]; then
     local hvd tf wheels
     hvd=$(sed -n 's/^horovod==\([^ #]*\).*/\1/p' images/requirements/horovod.txt)
     tf=$(sed -n 's/^tensorflow-cpu==\([^ #]*\).*/\1/p' images/requirements/trainer.txt)
@@ -248,12 +254,15 @@ pip_secrets() {
   SECRETS=(--secret "id=pip.conf,src=$conf" --secret "id=pip-ca.crt,src=$ca")
 }
 
-build_target() { # TARGET KEY CTX
-  local args=(--build-arg "BASE_IMAGE=${NAME[base]}")
-  [ "$1" = trainer ] && args+=(--build-arg ACCELERATOR=cpu)
-  log "$1: buildah bud --target $1 (log: $work/$1.log)"
+build_target() { # NAME KEY CTX: operator, trainer (its CPU build) or cuda (its CUDA build)
+  local args=(--build-arg "BASE_IMAGE=${NAME[base]}") target=$1
+  case "$1" in
+    trainer) args+=(--build-arg ACCELERATOR=cpu) ;;
+    cuda) args+=(--build-arg ACCELERATOR=cuda) target=trainer ;;
+  esac
+  log "$1: buildah bud --target $target ${args[*]:2} (log: $work/$1.log)"
   if ! "${B[@]}" bud --isolation chroot --pull=never --layers=false --force-rm \
-    --target "$1" "${args[@]}" "${SECRETS[@]}" --label "org.scalelab.key=$2" \
+    --target "$target" "${args[@]}" "${SECRETS[@]}" --label "org.scalelab.key=$2" \
     -f "$3/Dockerfile" -t "${NAME[$1]}" "$3" >"$work/$1.log" 2>&1; then
     tail -40 "$work/$1.log" >&2
     cp "$work/$1.log" "$OUT/$1.failed.log"
@@ -279,15 +288,37 @@ build_derived() { # NAME KEY CTX
 declare -A KEY ARCHIVE
 KEY[base]=$( { declare -f build_base; echo "$SUITE $BASE_PACKAGES"; } | sha)
 KEY[pause]=$( { declare -f build_pause; cat images/pause/pause.c; } | sha)
-for t in operator trainer; do
+for t in operator trainer cuda; do
   stage_context "$t" "$work/ctx-$t"
-  KEY[$t]=$( { echo "${KEY[base]}"; declare -f build_target; tree_hash "$work/ctx-$t"; } | sha)
+  # The name too: the trainer's two builds may stage the same files.
+  KEY[$t]=$( { echo "${KEY[base]} $t"; declare -f build_target; tree_hash "$work/ctx-$t"; } | sha)
 done
 for d in "${DERIVED[@]}"; do
   stage_context "$d" "$work/ctx-$d"
   KEY[$d]=$( { echo "${KEY[trainer]}"; declare -f build_derived; tree_hash "$work/ctx-$d"; } | sha)
 done
-for n in base pause operator trainer "${DERIVED[@]}"; do ARCHIVE[$n]="$OUT/$n-${KEY[$n]}.tar"; done
+for n in base pause operator trainer "${DERIVED[@]}" cuda; do
+  ARCHIVE[$n]="$OUT/$n-${KEY[$n]}.tar"
+done
+
+# One build at a time per cache (the harness, tests/images and hack/test.sh may all ask), but a
+# run whose images are all archived answers without waiting: hack/test.sh builds the CUDA image
+# beside the node tier, whose fixtures ask for the other images.
+for n in "${!ARCHIVE[@]}"; do
+  case " $WANT " in *" $n "*) [ -f "${ARCHIVE[$n]}" ] || missing=1 ;; esac
+done
+if [ "${missing:-0}" = 1 ]; then
+  flock -n 9 || { log "waiting for another build-images.sh to finish"; flock 9; }
+  # Left by a killed run: we hold the lock, so no other run builds; a warm run may be reading.
+  for stale in "$OUT"/.work.*; do
+    [ -d "$stale" ] && [ "$stale" != "$work" ] || continue
+    pid=${stale#"$OUT/.work."}
+    pid=${pid%%.*}
+    if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then continue; fi
+    remove_tree "$stale"
+  done
+  rm -f "$OUT"/*.tar.part
+fi
 
 needs() { # NAME: wanted (or needed by a wanted image) and not archived yet
   [ -f "${ARCHIVE[$1]}" ] && return 1
@@ -303,7 +334,7 @@ done
 if [ "$need_derived" = 1 ] && ! needs trainer && [ ! -f "${ARCHIVE[trainer]}" ]; then
   WANT="$WANT trainer"
 fi
-for n in base operator trainer; do
+for n in base operator trainer cuda; do
   if needs "$n"; then need_base=1; fi
 done
 
@@ -361,6 +392,17 @@ for d in "${DERIVED[@]}"; do
 done
 if [ "$need_derived" = 1 ]; then "${B[@]}" rmi -f "${NAME[trainer]}" >/dev/null 2>&1 || true; fi
 
-for n in base pause operator trainer "${DERIVED[@]}"; do
+# Last: the CUDA build takes longest, and the images the node tier starts with come first.
+if needs cuda; then
+  pip_secrets
+  start=$(date +%s)
+  build_target cuda "${KEY[cuda]}" "$work/ctx-cuda"
+  export_archive "${NAME[cuda]}" "${ARCHIVE[cuda]}"
+  prune cuda "${ARCHIVE[cuda]}"
+  report cuda "${ARCHIVE[cuda]}" $(($(date +%s) - start))
+  "${B[@]}" rmi -f "${NAME[cuda]}" >/dev/null 2>&1 || true
+fi
+
+for n in base pause operator trainer "${DERIVED[@]}" cuda; do
   case " $WANT " in *" $n "*) echo "$n=${ARCHIVE[$n]}" ;; esac
 done
