@@ -1,0 +1,78 @@
+"""The trainer image's CUDA build (the Dockerfile's default; tests/images/test_cuda_image.py) on
+real pods: a two-process trial on the node's fake GPUs, launcher and workers from that image, so
+the entrypoint, sshd, ssh and mpirun path of a GPU cluster runs with TensorFlow's CUDA build and
+Horovod's NCCL build. The fake GPUs are CPU-backed and say so (SCALELAB_FAKE_GPUS), so the trainer
+accepts them and computes on the CPU; the same trial from the CPU image is the reference.
+
+The node harness imports only the images every node test uses; this module imports the CUDA
+image (several GB) into the node's containerd itself, once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness.cluster import Cluster
+from tests.harness.controlplane import ControlPlane
+from tests.harness.objects import get, items
+from tests.images.test_cuda_image import NAME as CUDA_IMAGE
+from tests.images.test_cuda_image import cuda_archive
+from tests.node.conftest import apply, finished
+from tests.node.test_real_pods import experiment, trial_diagnostics
+
+pytestmark = [pytest.mark.node, pytest.mark.timeout(7200)]
+
+CPU_IMAGE = "localhost/scalelab/trainer:test"
+
+
+@pytest.fixture(scope="module")
+def cuda_image(node_cluster: Cluster) -> str:
+    """The CUDA trainer image, built (once) and imported into the node's containerd."""
+    archive: Path = cuda_archive()
+    node_cluster.node.import_images({"cuda": archive})
+    return CUDA_IMAGE
+
+
+def two_gpu_trial(name: str, image: str) -> dict[str, Any]:
+    """One trial of two processes with one (fake) GPU each, from `image`."""
+    return experiment(
+        name,
+        sweep={"batchSizes": [16], "gpus": [2]},
+        resources={"image": image, "gpusPerProcess": 1},
+    )
+
+
+def test_a_two_process_trial_runs_from_the_cuda_image_on_fake_gpus(
+    installed: ControlPlane, cuda_image: str, namespace: str
+) -> None:
+    cp = installed
+    cuda = apply(cp, namespace, two_gpu_trial("cuda", cuda_image))
+    cpu = apply(cp, namespace, two_gpu_trial("cpu", CPU_IMAGE))
+    for name in (cuda, cpu):
+        assert finished(cp, name, namespace) == "Succeeded", trial_diagnostics(cp, namespace)
+
+    results = {}
+    for name in (cuda, cpu):
+        (trial,) = [
+            t for t in items(cp, "st", namespace) if t["metadata"]["name"] == f"{name}-b16-g2"
+        ]
+        results[name] = trial["status"]["result"]
+    assert results[cuda]["processes"] == 2, results[cuda]
+    # The same training from either image: the CUDA build computes on the CPU here.
+    for key in ("epochs", "steps"):
+        assert results[cuda][key] == results[cpu][key], key
+    assert results[cuda]["finalLoss"] == pytest.approx(results[cpu]["finalLoss"], rel=1e-9)
+
+    # Launcher and both workers of the CUDA trial ran the CUDA image; each worker held one GPU.
+    pods = [p for p in items(cp, "pods", namespace) if p["metadata"]["name"].startswith(cuda)]
+    images = {c["image"] for p in pods for c in p["spec"]["containers"]}
+    assert images == {cuda_image}, images
+    workers = [p for p in pods if "launcher" not in p["metadata"]["name"]]
+    gpus = [c["resources"]["limits"].get("nvidia.com/gpu") for p in workers
+            for c in p["spec"]["containers"]]  # fmt: skip
+    assert gpus == ["1", "1"], gpus
+    sx = get(cp, "sx", cuda, namespace)["status"]
+    assert sx["trials"]["succeeded"] == 1, sx
