@@ -1,8 +1,11 @@
-"""A real Prometheus (Debian's `prometheus` package) for tests: started with a generated scrape
-config on a free loopback port, queried through its HTTP API.
+"""A real Prometheus for tests: started with a generated scrape config on a free loopback port,
+queried through its HTTP API.
 
-Used by the `prometheus` pytest fixture (tests/harness/fixtures.py). Targets are added at run time
-through a file_sd file, so one server serves every test of a session.
+Used by the `prometheus` pytest fixture (tests/harness/fixtures.py), with Debian's `prometheus`
+package; targets are added at run time through a file_sd file, so one server serves every test
+of a session. The node tier runs one built from the Go module with Kubernetes discovery instead,
+from the configuration the Prometheus Operator renders (tests/harness/promop.py: `binary`,
+`config`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,10 @@ class Prometheus:
     rule_files: list[Path] = field(default_factory=list)
     #: Scrape configs besides the file_sd job (e.g. kubernetes_sd against a test cluster).
     scrape_configs: list[dict[str, Any]] = field(default_factory=list)
+    #: The Prometheus server to run.
+    binary: str = PROMETHEUS
+    #: A whole configuration to run as it is (rule_files and scrape_configs above unused).
+    config: dict[str, Any] | None = None
     port: int = 0
     start_seconds: float = 0.0
     proc: subprocess.Popen[bytes] | None = None
@@ -65,11 +72,13 @@ class Prometheus:
                 *self.scrape_configs,
             ],
         }
+        if self.config is not None:
+            config = self.config
         (self.workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
         log = open(self.workdir / "prometheus.log", "wb")  # noqa: SIM115 - lives with the process
         self.proc = subprocess.Popen(
             [
-                PROMETHEUS,
+                self.binary,
                 f"--config.file={self.workdir / 'prometheus.yml'}",
                 f"--storage.tsdb.path={self.workdir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
