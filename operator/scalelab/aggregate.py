@@ -200,18 +200,20 @@ def recommend(
         ],
         indistinguishable_count=len(main.members),
         noise=noise_text(context, main),
-        pareto=[
-            ParetoPoint(
-                trial=c.trial,
-                batch_size=c.batch_size,
-                gpus=c.gpus,
-                base_learning_rate=c.learning_rate,
-                time_to_target_seconds=c.seconds,
-                gpu_seconds=c.gpu_seconds,
-                measured_seconds=c.measured,
-            )
-            for c in front
-        ],
+        pareto=[_pareto_point(c) for c in front],
+    )
+
+
+def _pareto_point(c: Modelled) -> ParetoPoint:
+    """The API form of a configuration on the Pareto front (modelled time, measured beside)."""
+    return ParetoPoint(
+        trial=c.trial,
+        batch_size=c.batch_size,
+        gpus=c.gpus,
+        base_learning_rate=c.learning_rate,
+        time_to_target_seconds=c.seconds,
+        gpu_seconds=c.gpu_seconds,
+        measured_seconds=c.measured,
     )
 
 

@@ -97,15 +97,9 @@ def decide(
     )
     create_missing_trials(p)
     observe_phases(p)
-    for name, (phase, reason) in p.phases.items():
-        if phase is TrialPhase.PENDING and positions and name in positions:
-            p.phases[name] = (phase, with_position(reason, positions[name]))
+    _place_in_queue(p, positions or {})
     plan_note = prune(p)
-    p.actions.delete_jobs = [
-        t.name
-        for t in p.planned
-        if t.name in p.seen.jobs and p.phases[t.name][0] in (TrialPhase.SKIPPED, TrialPhase.PRUNED)
-    ]
+    p.actions.delete_jobs = _jobs_to_delete(p)
     admission = hold(p) if p.blocking else admit(p)
     patch_trial_statuses(p)
     final = {name: phase for name, (phase, _) in p.phases.items()}
@@ -125,6 +119,22 @@ def decide(
         stalled=list(found.stalled),
         missing=list(missing),
     )
+
+
+def _jobs_to_delete(p: Pass) -> list[str]:
+    """The MPIJobs of trials that will not run: Skipped (never fits) or Pruned."""
+    return [
+        t.name
+        for t in p.planned
+        if t.name in p.seen.jobs and p.phases[t.name][0] in (TrialPhase.SKIPPED, TrialPhase.PRUNED)
+    ]
+
+
+def _place_in_queue(p: Pass, positions: Mapping[str, Position]) -> None:
+    """A Pending trial's reason says where Kueue's queue holds it, when it is known."""
+    for name, (phase, reason) in p.phases.items():
+        if phase is TrialPhase.PENDING and name in positions:
+            p.phases[name] = (phase, with_position(reason, positions[name]))
 
 
 def _gpus_in(p: Pass, phases: Mapping[str, TrialPhase], state: JobPhase) -> int:
