@@ -144,7 +144,8 @@ def cluster_report(
 #: What differs between two runs of one experiment on two machines: timings and where it ran.
 TIMING_TRIAL_KEYS = frozenset(
     {"samplesPerSecond", "seconds", "wallSeconds", "gpuSeconds", "scalingEfficiency",
-     "timeToTargetSeconds", "startedAt", "finishedAt"}
+     "timeToTargetSeconds", "startedAt", "finishedAt", "modelledSeconds", "modelRatio",
+     "stepSeconds"}
 )  # fmt: skip
 TIMING_CURVES = frozenset({"seconds", "samplesPerSecond"})
 TIMING_CRITICAL_BATCH = frozenset({"efficiency"})

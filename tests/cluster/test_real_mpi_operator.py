@@ -110,9 +110,12 @@ def test_the_real_mpi_operator_runs_the_mpijobs_our_operator_creates(
         60,
         "two worker pods",
     )  # fmt: skip
+    trial_uid = get(cluster, "scaletrial", name, namespace)["metadata"]["uid"]
     for pod in workers:
         container = pod["spec"]["containers"][0]
-        assert container["command"] == mpijob.WORKER_COMMAND
+        # Workers holding GPUs save their environment (the device plugin's) for the ranks.
+        assert container["command"] == mpijob.worker_command(trial, trial_uid)
+        assert container["command"][-len(mpijob.WORKER_COMMAND) :] == mpijob.WORKER_COMMAND
         assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
         assert pod["spec"]["serviceAccountName"] == "scalelab-trainer"
         mounts = {m["mountPath"] for m in container["volumeMounts"]}
@@ -128,7 +131,7 @@ def test_the_real_mpi_operator_runs_the_mpijobs_our_operator_creates(
     assert container["command"] == mpijob.launcher_command(
         trial,
         namespace,
-        get(cluster, "scaletrial", name, namespace)["metadata"]["uid"],
+        trial_uid,
         Config(trainer_metrics_port=0),  # as the test operator runs
     )
     assert container["command"][:3] == ["mpirun", "-np", "4"]

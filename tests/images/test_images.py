@@ -139,7 +139,8 @@ def test_both_targets_build_from_one_base_image_argument_defaulting_to_the_publi
     )
     assert froms == {
         "operator": "${BASE_IMAGE:-python:3.11-slim-bookworm}",
-        "trainer": "${BASE_IMAGE:-nvidia/cuda:12.2.2-cudnn8-devel-ubuntu22.04}",
+        # Every CUDA library comes from pip (tensorflow[and-cuda]): no CUDA base image.
+        "trainer": "${BASE_IMAGE:-debian:bookworm-slim}",
     }
     assert re.search(r"^ARG BASE_IMAGE$", DOCKERFILE, re.M)
 
