@@ -35,7 +35,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Every test belongs to exactly one tier, so `-m <tier>` selections add up to the suite.
 
-    The node tier runs last, each tier's tests otherwise in their order: hack/test.sh lets the
+    The node tier runs last (a Helm install before the shared kustomize one), each tier's tests
+    otherwise in their order: hack/test.sh lets the
     images the node tier needs finish building beside the other tiers (its fixtures wait for
     the build), and tiers depend on nothing of each other (each runs alone with -m)."""
     for item in items:
@@ -44,7 +45,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(
                 pytest.mark.usefixtures("_tier_marker_missing" if not tiers else "_tier_ambiguous")
             )
-    items.sort(key=lambda item: item.get_closest_marker("node") is not None)
+    items.sort(key=_order)
+
+
+def _order(item: pytest.Item) -> tuple[bool, bool]:
+    """Node tier last; within it, modules that install scalelab themselves (RUNS_BEFORE_INSTALL,
+    e.g. with Helm) before the session's kustomize install, which the others share."""
+    module = getattr(item, "module", None)
+    return (
+        item.get_closest_marker("node") is not None,
+        not getattr(module, "RUNS_BEFORE_INSTALL", False),
+    )
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -28,13 +28,16 @@ def install(cp: ControlPlane, kustomization: Path = REPO / "manifests") -> Contr
     served"), and its trials then never leave Pending."""
     # The MPIJob CRD is too large for client-side apply's last-applied annotation.
     cp.kubectl("apply", "--server-side", "-f", str(cp.bin / "mpijobs-crd.yaml"))
-    _wait_established(cp, CRDS[2:])
+    wait_established(cp, CRDS[2:])
     cp.kubectl("apply", "-k", str(kustomization))
-    _wait_established(cp, CRDS[:2])
+    wait_established(cp, CRDS[:2])
     return cp
 
 
-def _wait_established(cp: ControlPlane, crds: tuple[str, ...]) -> None:
+def wait_established(cp: ControlPlane, crds: tuple[str, ...]) -> None:
+    """Until each CRD is Established. Polled: `kubectl wait --for=condition=Established` fails
+    at once (kubectl 1.36: "status.conditions accessor error") while the status has no
+    conditions yet, which a busy API server leaves for a moment after the create."""
     for crd in crds:
         wait_until(
             lambda crd=crd: "True" in cp.kubectl("get", "crd", crd, "-o", ESTABLISHED).stdout,

@@ -36,6 +36,7 @@ from tests.harness.controlplane import REPO, ControlPlane
 from tests.harness.ports import free_port, wait_until
 from tests.harness.prometheus import Prometheus
 
+ESTABLISHED = "jsonpath={.status.conditions[?(@.type=='Established')].status}"
 NAMESPACE = "monitoring"
 #: Where the operator's pods mount the rule ConfigMaps (pkg/prometheus/common.go RulesDir).
 RULES_DIR = "/etc/prometheus/rules"
@@ -88,10 +89,14 @@ class PrometheusOperator:
     def start(self) -> PrometheusOperator:
         # The CRDs are too large for client-side apply's last-applied annotation.
         self.cp.kubectl("apply", "--server-side", "-f", str(self.home / "crds.yaml"))
-        self.cp.kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s",
-            *(f"crd/{k}.monitoring.coreos.com" for k in CRDS),
-        )  # fmt: skip
+        for crd in (f"{k}.monitoring.coreos.com" for k in CRDS):  # polled: see wait_established
+            wait_until(
+                lambda crd=crd: (
+                    "True" in self.cp.kubectl("get", "crd", crd, "-o", ESTABLISHED).stdout
+                ),
+                60,
+                f"CRD {crd} established",
+            )
         self.cp.kubectl("create", "namespace", NAMESPACE)
         self.port = free_port()
         log = open(self.workdir / "prometheus-operator.log", "wb")  # noqa: SIM115 - process

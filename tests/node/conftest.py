@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cluster.processes import install
+from tests.cluster.processes import install, wait_established
 from tests.harness.cluster import Cluster, start_cluster
 from tests.harness.controlplane import ControlPlane
 from tests.harness.objects import get, wait_for
@@ -61,7 +61,7 @@ def mpi_operator(node_cluster: Cluster) -> Iterator[None]:
     operator pod that starts before the CRD serves can miss it for good)."""
     cp = node_cluster.cp
     cp.kubectl("apply", "--server-side", "-f", str(cp.bin / "mpijobs-crd.yaml"))
-    cp.kubectl("wait", "--for=condition=Established", "crd/mpijobs.kubeflow.org", "--timeout=60s")
+    wait_established(cp, ("mpijobs.kubeflow.org",))
     cp.kubectl("create", "namespace", "mpi-operator")  # its leader-election lock lives there
     log = open(cp.workdir / "mpi-operator.log", "wb")  # noqa: SIM115 - process lifetime
     mpi = subprocess.Popen(
