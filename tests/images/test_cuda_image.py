@@ -109,8 +109,11 @@ def test_no_cuda_compiler_or_driver_is_left_in_the_image(cuda: Container) -> Non
 
 
 def test_horovods_library_finds_every_library_it_links(cuda: Container) -> None:
-    """NCCL from the pinned wheel (through ld.so.conf), the CUDA runtime linked statically."""
+    """NCCL from the pinned wheel (through ld.so.conf), the CUDA runtime linked statically.
+    TensorFlow's own two libraries are in the process before Horovod's (horovod.tensorflow
+    imports tensorflow first), so ldd gets their folder as the loader effectively has it."""
     r = cuda.run(
+        "LD_LIBRARY_PATH=/opt/venv/lib/python3.11/site-packages/tensorflow "
         "ldd $(python -c 'import horovod.tensorflow.mpi_lib as m; print(m.__file__)' "
         "2>/dev/null || ls /opt/venv/lib/python3.11/site-packages/horovod/tensorflow/mpi_lib*.so)"
     )
