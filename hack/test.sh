@@ -7,11 +7,13 @@
 # is installed and built (hack/tiers.py decides which):
 #   unit        the virtualenv and OpenMPI (hack/install.sh); no root once OpenMPI is installed
 #   horovod     + Chromium
-#   cluster     + the control plane, etcd and the MPI operator (hack/build-control-plane.sh) and
-#               Kueue (hack/build-kueue.sh; its harness writes /etc/kueue, so root)
+#   cluster     + the control plane, etcd and the MPI operator (hack/build-control-plane.sh),
+#               Kueue (hack/build-kueue.sh; its harness writes /etc/kueue, so root) and Helm
 #   prometheus  + Prometheus and kubectl alone (the monitoring manifests' kustomize)
-#   node        + the control plane, the node (hack/build-node.sh) and the images
-#               (hack/build-images.sh); root
+#   node        + the control plane, the node (hack/build-node.sh), the images
+#               (hack/build-images.sh; the CUDA trainer image when its tests ask), Helm, Prometheus
+#               and the Prometheus Operator (hack/build-{helm,prometheus,prometheus-operator}.sh);
+#               root
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { echo "== $* ($(date -u +%H:%M:%S))" >&2; }
@@ -29,6 +31,8 @@ if has cluster || has node; then builds+=(control-plane)
 elif has prometheus; then builds+=(control-plane); control_plane=(kubectl); fi
 if has node; then builds+=(node); fi
 if has cluster; then builds+=(kueue); fi
+if has cluster || has node; then builds+=(helm); fi          # the chart's tests, helm install
+if has node; then builds+=(prometheus prometheus-operator); fi # monitoring as the operator runs it
 build() { # NAME: hack/build-NAME.sh with the arguments this run needs
   if [ "$1" = control-plane ]; then bash hack/build-control-plane.sh "${control_plane[@]}"
   else bash "hack/build-$1.sh"; fi

@@ -495,6 +495,12 @@ state = "{d / "state"}"
         if shutil.which(str(self.bin / "kube-proxy")):
             _run(str(self.bin / "kube-proxy"), "--cleanup", check=False)
         _unmount_below(self.workdir)
+        # The image store holds every imported image unpacked (16 GB with the CUDA image), made
+        # again from the cached archives by the next node: deleted once nothing is mounted in it,
+        # so that kept test directories do not fill the disk.
+        store = self.workdir / "containerd" / "root"
+        if not _mounts_below(store):
+            shutil.rmtree(store, ignore_errors=True)
         problems = self.snapshot.restore() if self.snapshot else []
         return problems
 
