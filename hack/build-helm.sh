@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds Helm from the Go module proxy, once, into a cache outside the repository keyed by
-# version. Called by hack/test.sh (the unit tier renders charts/scalelab and compares it with
+# version. Called by hack/test.sh (the cluster tier renders charts/scalelab and compares it with
 # `kubectl kustomize manifests/`; the node tier installs it) and by tests/harness/helm.py.
 # Prints the directory on the last line of stdout. SCALELAB_FETCH_ONLY=1: only download the Go
 # modules (hack/lib.sh fetch_only).
@@ -21,19 +21,8 @@ if [ -x "$OUT/helm" ]; then
   echo "$OUT"
   exit 0
 fi
-mkdir -p "$OUT"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-start=$(date +%s)
-cd "$work"
-# A wrapper module, as for Kueue (hack/build-kueue.sh): `go install module@version` asks the
-# proxy for a version list it may refuse.
-go mod init local/helmbin >/dev/null 2>&1
-go get "helm.sh/helm/v3/cmd/helm@v${HELM_VERSION}" >&2
-if fetch_only; then
-  log "modules downloaded in $(( $(date +%s) - start )) s"
-  exit 0
-fi
+go_tool_workdir helmbin
+go_tool_get "helm.sh/helm/v3/cmd/helm@v${HELM_VERSION}"
 log "building helm v${HELM_VERSION}"
 # The version stamp `helm version` prints (a release build sets it the same way).
 go build -trimpath -o "$OUT/helm.tmp" -ldflags "-s -w \

@@ -22,19 +22,8 @@ if [ -x "$OUT/kueue" ] && [ -s "$OUT/crds.yaml" ] && [ -s "$OUT/webhooks.yaml" ]
   echo "$OUT"
   exit 0
 fi
-mkdir -p "$OUT"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-start=$(date +%s)
-cd "$work"
-# A wrapper module, as for the MPI operator (hack/build-control-plane.sh): `go install
-# module@version` asks the proxy for a version list it may refuse.
-go mod init local/kueuebin >/dev/null 2>&1
-go get "sigs.k8s.io/kueue/cmd/kueue@v${KUEUE_VERSION}" >&2
-if fetch_only; then
-  log "modules downloaded in $(( $(date +%s) - start )) s"
-  exit 0
-fi
+go_tool_workdir kueuebin
+go_tool_get "sigs.k8s.io/kueue/cmd/kueue@v${KUEUE_VERSION}"
 log "building kueue v${KUEUE_VERSION}"
 go build -trimpath -ldflags "-s -w" -o "$OUT/kueue.tmp" sigs.k8s.io/kueue/cmd/kueue >&2
 dir=$(go mod download -json "sigs.k8s.io/kueue@v${KUEUE_VERSION}" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')

@@ -23,23 +23,14 @@ if [ -x "$OUT/operator" ] && [ -s "$OUT/crds.yaml" ]; then
   echo "$OUT"
   exit 0
 fi
-mkdir -p "$OUT"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-start=$(date +%s)
-cd "$work"
+go_tool_workdir promopbin
 v="v${PROMETHEUS_OPERATOR_VERSION}"
 m=github.com/prometheus-operator/prometheus-operator
-go mod init local/promopbin >/dev/null 2>&1
 gomod=$(go mod download -json "$m@$v" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
 for sub in $(sed -n "s|^[[:space:]]*\($m/[^ ]*\) => \./.*|\1|p" "$gomod"); do
   go mod edit "-replace=$sub=$sub@$v"
 done
-go get "$m/cmd/operator@$v" >&2
-if fetch_only; then
-  log "modules downloaded in $(( $(date +%s) - start )) s"
-  exit 0
-fi
+go_tool_get "$m/cmd/operator@$v"
 log "building prometheus-operator $v"
 go build -trimpath -o "$OUT/operator.tmp" -ldflags "-s -w \
   -X github.com/prometheus/common/version.Version=${PROMETHEUS_OPERATOR_VERSION}" \

@@ -22,19 +22,10 @@ if [ -x "$OUT/prometheus" ] && [ -x "$OUT/promtool" ]; then
   echo "$OUT"
   exit 0
 fi
-mkdir -p "$OUT"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-start=$(date +%s)
-cd "$work"
-# A wrapper module (hack/build-kueue.sh says why).
-go mod init local/prometheusbin >/dev/null 2>&1
+go_tool_workdir prometheusbin
 m=github.com/prometheus/prometheus
-go get "$m/cmd/prometheus@v${PROMETHEUS_MODULE_VERSION}" "$m/cmd/promtool@v${PROMETHEUS_MODULE_VERSION}" >&2
-if fetch_only; then
-  log "modules downloaded in $(( $(date +%s) - start )) s"
-  exit 0
-fi
+go_tool_get "$m/cmd/prometheus@v${PROMETHEUS_MODULE_VERSION}" \
+  "$m/cmd/promtool@v${PROMETHEUS_MODULE_VERSION}"
 log "building prometheus (module v${PROMETHEUS_MODULE_VERSION})"
 # Module v0.X.Y is Prometheus 3.X/100... as the release tags say: v0.316.0 is 3.16.0.
 minor=${PROMETHEUS_MODULE_VERSION#0.}

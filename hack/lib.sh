@@ -24,6 +24,28 @@ apt_ensure() {
 # before compiling (hack/test.sh runs them so beside the Python install, which is CPU bound).
 fetch_only() { [ "${SCALELAB_FETCH_ONLY:-0}" = 1 ]; }
 
+# The Go tools built from the module proxy (Helm, Kueue, Prometheus, the Prometheus Operator)
+# start alike: go_tool_workdir NAME makes a wrapper module local/NAME in a temporary directory
+# (removed on exit) and continues there, with `start` set for the timing; go_tool_get PKG@V...
+# downloads the packages and, under fetch_only, ends the script. A wrapper module because `go
+# install module@version` asks the proxy for a version list it may refuse. Both expect the
+# script's OUT and log().
+go_tool_workdir() {
+  mkdir -p "$OUT"
+  work="$(mktemp -d)"
+  trap 'rm -rf "$work"' EXIT
+  start=$(date +%s)
+  cd "$work"
+  go mod init "local/$1" >/dev/null 2>&1
+}
+go_tool_get() {
+  go get "$@" >&2
+  if fetch_only; then
+    log "modules downloaded in $(( $(date +%s) - start )) s"
+    exit 0
+  fi
+}
+
 # k8s_build: Kubernetes commands at one release from the Go module proxy.
 #
 # Why a wrapper module: `go install k8s.io/kubernetes/cmd/...` fails because
