@@ -152,11 +152,12 @@ TIMING_TRIAL_KEYS = frozenset(
 )  # fmt: skip
 TIMING_CURVES = frozenset({"seconds", "samplesPerSecond"})
 TIMING_CRITICAL_BATCH = frozenset({"efficiency"})
-HOST_KEYS = frozenset({"host", "updatedAt", "groups", "recommendation"})
+HOST_KEYS = frozenset({"host", "updatedAt", "groups", "recommendation", "scalingPredictions"})
 
 
 def comparable(results: dict[str, Any]) -> dict[str, Any]:
-    """A results.json without timings and host fields (the recommendation weighs timings)."""
+    """A results.json without timings and host fields (the recommendation and the scaling
+    predictions are fitted to timings)."""
     out = {k: v for k, v in results.items() if k not in HOST_KEYS}
     if out.get("criticalBatch"):  # its scaling efficiencies are throughput ratios
         out["criticalBatch"] = {

@@ -23,6 +23,7 @@ from tests.harness.objects import get, items
 from tests.images.test_cuda_image import NAME as CUDA_IMAGE
 from tests.images.test_cuda_image import cuda_archive
 from tests.node.conftest import apply, finished
+from tests.node.test_gpu_allocation import stored_result
 from tests.node.test_real_pods import experiment, trial_diagnostics
 
 pytestmark = [pytest.mark.node, pytest.mark.timeout(7200)]
@@ -71,19 +72,26 @@ def test_a_two_process_trial_runs_from_the_cuda_image_on_fake_gpus(
             t for t in items(cp, "st", namespace) if t["metadata"]["name"] == f"{name}-b16-g2"
         ]
         results[name] = trial["status"]["result"]
-    assert results[cuda]["processes"] == 2, results[cuda]
+    # Two ranks, each on the fake GPU its pod was allocated (the trainer's own account).
+    device = stored_result(cp, namespace, f"{cuda}-b16-g2")["device"]
+    assert device["kind"] == "fake-gpu", device
+    assert len(device["ranks"]) == 2, device
     # The same training from either image: the CUDA build computes on the CPU here.
     for key in ("epochs", "steps"):
         assert results[cuda][key] == results[cpu][key], key
     assert results[cuda]["finalLoss"] == pytest.approx(results[cpu]["finalLoss"], rel=1e-9)
 
-    # Launcher and both workers of the CUDA trial ran the CUDA image; each worker held one GPU.
+    # The launcher pod (kept: a finished Job's pod stays) ran the CUDA image. The workers are
+    # deleted when the launcher ends (cleanPodPolicy Running): their MPIJob says what they ran,
+    # two workers of one GPU each from the CUDA image.
     pods = [p for p in items(cp, "pods", namespace) if p["metadata"]["name"].startswith(cuda)]
     images = {c["image"] for p in pods for c in p["spec"]["containers"]}
     assert images == {cuda_image}, images
-    workers = [p for p in pods if "launcher" not in p["metadata"]["name"]]
-    gpus = [c["resources"]["limits"].get("nvidia.com/gpu") for p in workers
-            for c in p["spec"]["containers"]]  # fmt: skip
-    assert gpus == ["1", "1"], gpus
+    (job,) = [j for j in items(cp, "mpijobs", namespace) if j["metadata"]["name"].startswith(cuda)]
+    worker = job["spec"]["mpiReplicaSpecs"]["Worker"]
+    (container,) = worker["template"]["spec"]["containers"]
+    assert worker["replicas"] == 2, worker
+    assert container["image"] == cuda_image
+    assert str(container["resources"]["limits"]["nvidia.com/gpu"]) == "1", container
     sx = get(cp, "sx", cuda, namespace)["status"]
     assert sx["trials"]["succeeded"] == 1, sx
