@@ -41,13 +41,15 @@ CONTROLLERS = [
     "serviceaccount-token-controller", "job-controller", "clusterrole-aggregation-controller",
 ]  # fmt: skip
 #: What pods on a real node need besides: the kube-root-ca.crt ConfigMap every projected token
-#: volume mounts, Deployments, Services' endpoints (CoreDNS and kube-proxy read EndpointSlices),
+#: volume mounts, Deployments, Services' endpoints (CoreDNS and kube-proxy read EndpointSlices;
+#: the Prometheus Operator's ServiceMonitors discover Endpoints, its default role),
 #: the collection of deleted pods, the node lifecycle (taints), and PersistentVolumes: a claim
 #: binds to its volume, and both lose the protection finalizers the API server adds once unused
 #: (without those controllers a claim, and its namespace, would never finish deleting).
 NODE_CONTROLLERS = [
     "root-ca-certificate-publisher-controller", "deployment-controller",
-    "replicaset-controller", "endpointslice-controller", "pod-garbage-collector-controller",
+    "replicaset-controller", "endpointslice-controller", "endpoints-controller",
+    "pod-garbage-collector-controller",
     "node-lifecycle-controller",  # lifts the not-ready taint the kubelet registers with
     "persistentvolume-binder-controller", "persistentvolume-protection-controller",
     "persistentvolumeclaim-protection-controller",

@@ -1,8 +1,9 @@
 """Fixtures of the real-node tier: a one-node cluster (tests/harness/cluster.py) with scalelab
 installed as a user installs it — `kubectl apply -k tests/node/local-images`, the operator
 running as a Deployment pod from the image built by hack/build-images.sh — the real MPI operator,
-and a Prometheus that finds trainer pods through the real API server and scrapes them with the
-relabelling of our PodMonitor.
+and our monitoring as kube-prometheus-stack runs it: the real Prometheus Operator renders our
+PodMonitor, ServiceMonitor and PrometheusRule into the configuration of a real Prometheus, which
+discovers the trainer and operator pods through the real API server.
 
 The MPI operator runs as a host process with the admin kubeconfig: it is one static Go binary,
 no registry can serve its image here, and wrapping the binary in an image of our own would test
@@ -19,7 +20,6 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,13 +29,15 @@ import yaml
 
 from tests.cluster.processes import install, wait_established
 from tests.harness.cluster import Cluster, start_cluster
-from tests.harness.controlplane import ControlPlane
+from tests.harness.controlplane import ControlPlane, NodeNetwork
 from tests.harness.objects import get, wait_for
-from tests.harness.prometheus import Prometheus, start_prometheus
+from tests.harness.prometheus import Prometheus
+from tests.harness.promop import PrometheusOperator, operated
+from tests.observability.scene import TEST_WINDOWS, load_generator
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAY = REPO / "tests" / "node" / "local-images"
-PODMONITOR = REPO / "manifests" / "monitoring" / "podmonitor.yaml"
+MONITORING_OVERLAY = REPO / "tests" / "node" / "monitoring"
 OPERATOR_NS = "scalelab-system"
 FAKE_GPUS = 4
 _names = itertools.count()
@@ -101,112 +103,28 @@ def operator_diagnostics(cp: ControlPlane) -> str:
     return f"{desc[-3000:]}\n--- operator log\n{logs}"
 
 
-def _sanitise(label: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in label)
-
-
-def podmonitor_scrape_config(targets_file: Path) -> dict[str, Any]:
-    """The scrape config the Prometheus Operator makes of our PodMonitor: pod discovery, the
-    selector as a keep rule, the PodMonitor's own relabelings, then podTargetLabels copied from
-    the pod's labels (sanitised as Prometheus does). Discovery is `pod_targets` through a file:
-    Debian's Prometheus is built without kubernetes_sd ("field kubernetes_sd_configs not found"),
-    so the same `__meta_kubernetes_pod_*` labels come from the real API server that way."""
-    pm = yaml.safe_load(PODMONITOR.read_text())["spec"]
-    endpoint = pm["podMetricsEndpoints"][0]
-    relabel: list[dict[str, Any]] = []
-    for expr in pm["selector"]["matchExpressions"]:
-        assert expr["operator"] == "Exists"
-        relabel.append({
-            "action": "keep",
-            "source_labels": [f"__meta_kubernetes_pod_labelpresent_{_sanitise(expr['key'])}"],
-            "regex": "true",
-        })  # fmt: skip
-    relabel += [
-        {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-        {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-    ]
-    for r in endpoint["relabelings"]:
-        rule = {"action": r["action"], "source_labels": r["sourceLabels"]}
-        rule.update({k: r[k] for k in ("regex",) if k in r})
-        if "targetLabel" in r:
-            rule["target_label"] = r["targetLabel"]
-        relabel.append(rule)
-    for label in pm["podTargetLabels"]:
-        relabel.append({
-            "source_labels": [f"__meta_kubernetes_pod_label_{_sanitise(label)}"],
-            "target_label": _sanitise(label),
-        })  # fmt: skip
-    return {
-        "job_name": "podMonitor/scalelab-system/scalelab-trainers/0",
-        "metrics_path": endpoint["path"],
-        "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": "1s"}],
-        "relabel_configs": relabel,
-    }
-
-
-def pod_targets(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Prometheus's kubernetes_sd `role: pod` targets: one per container port of every pod
-    with an IP, with the `__meta_kubernetes_pod_*` labels relabelling reads."""
-    groups = []
-    for pod in pods:
-        ip = pod["status"].get("podIP")
-        if not ip:
-            continue
-        meta = {
-            "__meta_kubernetes_namespace": pod["metadata"]["namespace"],
-            "__meta_kubernetes_pod_name": pod["metadata"]["name"],
-            "__meta_kubernetes_pod_ip": ip,
-            "__meta_kubernetes_pod_phase": pod["status"].get("phase", ""),
-        }
-        for key, value in (pod["metadata"].get("labels") or {}).items():
-            meta[f"__meta_kubernetes_pod_label_{_sanitise(key)}"] = value
-            meta[f"__meta_kubernetes_pod_labelpresent_{_sanitise(key)}"] = "true"
-        for c in pod["spec"]["containers"]:
-            for port in c.get("ports", []):
-                labels = {
-                    **meta,
-                    "__meta_kubernetes_pod_container_name": c["name"],
-                    "__meta_kubernetes_pod_container_port_name": port.get("name", ""),
-                    "__meta_kubernetes_pod_container_port_number": str(port["containerPort"]),
-                }
-                groups.append({"targets": [f"{ip}:{port['containerPort']}"], "labels": labels})
-    return groups
-
-
-class PodDiscovery(threading.Thread):
-    """Writes `pod_targets` of every pod in the cluster to a file_sd file once a second."""
-
-    def __init__(self, cp: ControlPlane, path: Path) -> None:
-        super().__init__(daemon=True)
-        self.cp, self.path, self.stopped = cp, path, threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.is_set():
-            r = self.cp.kubectl("get", "pods", "-A", "-o", "json", check=False)
-            if r.returncode == 0:
-                tmp = self.path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(pod_targets(json.loads(r.stdout)["items"])))
-                tmp.replace(self.path)
-            self.stopped.wait(1.0)
+@pytest.fixture(scope="session")
+def operated_monitoring(
+    installed: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[PrometheusOperator, Prometheus]]:
+    """Our monitoring component added to the install as a user adds it (tests/node/monitoring),
+    the real Prometheus Operator turning its PodMonitor, ServiceMonitor and PrometheusRule into
+    Prometheus's configuration, and Prometheus running that configuration with Kubernetes
+    service discovery; with the fake dcgm-exporter of the node's fake GPUs and a copy of our
+    rules with the tests' short windows (tests/harness/promop.py). No scrape configuration here
+    is written by hand."""
+    rules_text = load_generator().rules_text(**TEST_WINDOWS)
+    with operated(
+        installed, MONITORING_OVERLAY, rules_text, tmp_path_factory.mktemp("monitoring"),
+        NodeNetwork().ip,
+    ) as pair:  # fmt: skip
+        yield pair
 
 
 @pytest.fixture(scope="session")
-def pod_prometheus(
-    node_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Prometheus]:
-    """A real Prometheus discovering trainer pods as our PodMonitor would have it do."""
-    d = tmp_path_factory.mktemp("pod-prometheus")
-    targets = d / "pods.json"
-    targets.write_text("[]")
-    discovery = PodDiscovery(node_cluster.cp, targets)
-    discovery.start()
-    p = start_prometheus(d, scrape_configs=[podmonitor_scrape_config(targets)])
-    try:
-        yield p
-    finally:
-        p.stop()
-        discovery.stopped.set()
-        discovery.join()
+def pod_prometheus(operated_monitoring: tuple[PrometheusOperator, Prometheus]) -> Prometheus:
+    """The Prometheus that the Prometheus Operator configured from our monitors."""
+    return operated_monitoring[1]
 
 
 @pytest.fixture
