@@ -25,7 +25,9 @@ from tests.cluster.conftest import Operator, get, items, phase_of, wait_for
 from tests.cluster.standin import StandIn
 from tests.harness.controlplane import ControlPlane
 
-pytestmark = pytest.mark.cluster
+#: The node tier's MPI operator holds the same fixed host port: hack/test.sh runs this module in
+#: the node tier's pytest process, before the node tests (pyproject.toml's markers).
+pytestmark = [pytest.mark.cluster, pytest.mark.mpi_operator_port]
 
 
 @pytest.fixture
