@@ -449,12 +449,74 @@ def test_a_trial_kueue_preempted_says_so_and_that_it_reruns_when_readmitted() ->
         f"waiting for Kueue quota: {WAITING}",
     )
     assert trial_phase(p, None, b, NOW)[1].endswith(f"start: {PREEMPTED}")
-    assert trial_phase(p, None, c, NOW) == (
-        TrialPhase.PENDING, f"waiting for Kueue quota: {WAITING}"
-    )  # fmt: skip
+    assert trial_phase(p, None, c, NOW) == (  # evicted, not preempted: interrupted
+        TrialPhase.PENDING,
+        "interrupted by Kueue, reruns from the start: PodsReadyTimeout: pods not ready; "
+        f"waiting for Kueue quota: {WAITING}",
+    )
     # Readmitted: it runs again, and Kueue's old word no longer applies.
     running = JobState("a", JobPhase.RUNNING)
     assert trial_phase(p, None, with_queue([running], [both])[0], NOW) == (TrialPhase.RUNNING, "")
+
+
+def test_kueue_evictions_other_than_preemption_rerun_and_deactivations_fail_with_the_cause() -> (
+    None
+):
+    requeued = {"type": "QuotaReserved", "status": "False", "reason": "Pending",
+                "message": WAITING}  # fmt: skip
+    timeout = {"type": "Evicted", "status": "True", "reason": "PodsReadyTimeout",
+               "message": "Exceeded the PodsReady timeout ns/mpijob-a-1"}  # fmt: skip
+    out_of_time = {**timeout, "reason": "DeactivatedDueToMaximumExecutionTimeExceeded",
+                   "message": "exceeding the maximum execution time"}  # fmt: skip
+    given_up = {**timeout, "reason": "DeactivatedDueToRequeuingLimitExceeded",
+                "message": "exceeding the maximum number of re-queuing retries"}  # fmt: skip
+    checking = _workload("e", _cond("QuotaReserved"), queue="gpus")
+    checking["status"]["admissionChecks"] = [
+        {"name": "provisioning", "state": "Pending", "message": "waiting for nodes"},
+        {"name": "other", "state": "Ready", "message": "ok"},
+    ]
+    entries = [
+        workload_entry(_workload("a", timeout, requeued)),
+        workload_entry(_workload("b", timeout)),
+        workload_entry(_workload("c", out_of_time)),
+        workload_entry(_workload("d", given_up)),
+        workload_entry(checking),
+    ]
+    queue = [q for e in entries for q in e.values()]
+    assert [q.preempted for q in queue] == [""] * 5  # only a Preempted eviction is preemption
+    jobs = [JobState(t, JobPhase.SUSPENDED, "MPIJobSuspended") for t in "abcde"]
+    [p] = plan(parse(_body({"sweep": {"batchSizes": [8]}})))
+    a, b, c, d, e = (trial_phase(p, None, j, NOW) for j in with_queue(jobs, queue))
+    assert a == (
+        TrialPhase.PENDING,
+        "interrupted by Kueue, reruns from the start: PodsReadyTimeout: Exceeded the PodsReady "
+        f"timeout ns/mpijob-a-1; waiting for Kueue quota: {WAITING}",
+    )
+    assert b[0] is TrialPhase.PENDING
+    assert b[1].endswith("timeout ns/mpijob-a-1")
+    assert c == (
+        TrialPhase.FAILED,
+        "DeadlineExceeded: Kueue stopped it (DeactivatedDueToMaximumExecutionTimeExceeded: "
+        "exceeding the maximum execution time)",
+    )
+    assert d[0] is TrialPhase.FAILED
+    assert d[1].startswith("Kueue deactivated its workload and will not readmit it (")
+    assert "RequeuingLimitExceeded" in d[1]
+    assert e == (TrialPhase.PENDING, "waiting for capacity: provisioning: waiting for nodes")
+
+
+def test_a_trial_kueue_deactivated_fails_and_its_suspended_mpijob_is_deleted() -> None:
+    body = _body({"sweep": {"batchSizes": [8, 16]}, "execution": {"queueName": "gpus"}})
+    experiment, trials = parse(body), _trials(body)
+    out, waits = (t.name for t in trials)
+    jobs = [
+        JobState(out, JobPhase.SUSPENDED, "KueueMaxExecTimeExceeded", "exceeded"),
+        JobState(waits, JobPhase.SUSPENDED, "KueueInterrupted", "PodsReadyTimeout: not ready"),
+    ]
+    d = decide(experiment, body, trials, jobs, Memory(), now=NOW)
+    assert d.phases[out] is TrialPhase.FAILED
+    assert d.phases[waits] is TrialPhase.PENDING
+    assert d.actions.delete_jobs == [out]
 
 
 def test_a_trial_kueue_can_never_admit_is_skipped_and_its_mpijob_deleted() -> None:

@@ -136,10 +136,15 @@ def test_labels_owner_name_and_run_policy() -> None:
 
 def test_a_queue_name_creates_a_suspended_job_with_the_kueue_label() -> None:
     experiment = ScaleExperiment.model_validate(
-        {"metadata": {"name": "q"}, "spec": {"execution": {"queueName": "gpus"}}}
-    )
+        {"metadata": {"name": "q"},
+         "spec": {"execution": {"queueName": "gpus", "activeDeadlineSeconds": 900}}}
+    )  # fmt: skip
     job = _render(plan(experiment)[0])
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpus"
+    # Kueue's maximum execution time (admitted time, across requeues) is the trial's deadline.
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/max-exec-time-seconds"] == "900"
+    unqueued = _render(plan(ScaleExperiment.model_validate({"metadata": {"name": "u"}}))[0])
+    assert not any(k.startswith("kueue.x-k8s.io/") for k in unqueued["metadata"]["labels"])
     assert job["spec"]["runPolicy"]["suspend"] is True
     assert job["spec"]["launcherCreationPolicy"] == "AtStartup"
 

@@ -37,6 +37,8 @@ from scalelab.api import (
 )
 from scalelab.kube import conditions
 from scalelab.kube.observed import (
+    KUEUE_CHECKING,
+    KUEUE_INTERRUPTED,
     KUEUE_PREEMPTED,
     KUEUE_WAITING,
     JobPhase,
@@ -122,11 +124,16 @@ def decide(
 
 
 def _jobs_to_delete(p: Pass) -> list[str]:
-    """The MPIJobs of trials that will not run: Skipped (never fits) or Pruned."""
+    """The MPIJobs of trials that will not run: Skipped (never fits), Pruned, or Failed while
+    suspended (Kueue deactivated it: it would run, unobserved, if someone reactivated it)."""
     return [
         t.name
         for t in p.planned
-        if t.name in p.seen.jobs and p.phases[t.name][0] in (TrialPhase.SKIPPED, TrialPhase.PRUNED)
+        if (job := p.seen.jobs.get(t.name)) is not None
+        and (
+            p.phases[t.name][0] in (TrialPhase.SKIPPED, TrialPhase.PRUNED)
+            or (p.phases[t.name][0] is TrialPhase.FAILED and job.phase is JobPhase.SUSPENDED)
+        )
     ]
 
 
@@ -265,14 +272,16 @@ def hold(p: Pass) -> Usage:
     return Usage(requested=used, queued=queued)
 
 
+#: How the reasons of a trial held back start (a missing prerequisite, Kueue): written when changed.
+HELD_REASONS = (BLOCKED, KUEUE_WAITING, KUEUE_PREEMPTED, KUEUE_INTERRUPTED, KUEUE_CHECKING)
+
+
 def _reason_news(old: str, new: str) -> bool:
     """A Pending trial's reason is rewritten when it enters or leaves a missing prerequisite, when
     Kueue says why it waits, or when a trial without a reason gets one beyond the QUIET ones
     (other reason changes ride along with the next phase)."""
     return old != new and (
-        old.startswith(BLOCKED)
-        or new.startswith((BLOCKED, KUEUE_WAITING, KUEUE_PREEMPTED))
-        or (not old and new not in QUIET)
+        old.startswith(BLOCKED) or new.startswith(HELD_REASONS) or (not old and new not in QUIET)
     )
 
 

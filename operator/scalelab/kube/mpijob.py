@@ -45,6 +45,11 @@ LABEL_REPEAT = f"{GROUP}/repeat"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "scalelab-operator"
 KUEUE_QUEUE_LABEL = f"{KUEUE_GROUP}/queue-name"
+#: Kueue counts a job's admitted time across evictions and requeues, deactivates the job once it
+#: reaches this, and frees its quota (Kueue's "Setup maximum execution time" task): the trial's
+#: activeDeadlineSeconds, which the launcher Job (Kubernetes resets a resumed Job's start time)
+#: counts afresh at each admission.
+KUEUE_MAX_EXEC_LABEL = f"{KUEUE_GROUP}/max-exec-time-seconds"
 GPU_RESOURCE = "nvidia.com/gpu"
 #: A measurement cut short by node consolidation is lost: Karpenter does not voluntarily disrupt a
 #: node running a pod with do-not-disrupt (karpenter.sh docs, "Disruption"), and the cluster
@@ -260,7 +265,10 @@ def render(trial: PlannedTrial, namespace: str, trial_uid: str, config: Config) 
     replicas, slots = workers(trial.gpus, res.processes_per_worker)
     labels = trial_labels(trial)
     queued = execution.queue_name is not None
-    job_labels = {**labels, **({KUEUE_QUEUE_LABEL: execution.queue_name} if queued else {})}
+    job_labels = dict(labels)
+    if execution.queue_name is not None:
+        job_labels[KUEUE_QUEUE_LABEL] = execution.queue_name
+        job_labels[KUEUE_MAX_EXEC_LABEL] = str(execution.active_deadline_seconds)
     worker_pod = _worker_pod(trial, trial_uid, config, slots)
     launcher_pod = _launcher_pod(trial, namespace, trial_uid, config)
     run_policy: dict[str, Any] = {

@@ -82,9 +82,17 @@ class JobState:
     owner: str | None = None  # uid of the owning trial; None: not checked
 
 
-#: A suspended MPIJob's JobState.reason once Kueue says why it holds the job (PREEMPTED: it
-#: was admitted and ran, then Kueue evicted it for a workload of higher priority).
+#: A suspended MPIJob's JobState.reason once Kueue says why it holds the job. PREEMPTED: it was
+#: admitted and ran, then Kueue evicted it for a workload of higher priority or to reclaim quota
+#: its cohort lent; INTERRUPTED: evicted for another reason Kueue requeues after (its pods were
+#: not all ready within WaitForPodsReady's timeout, a stopped queue, failed nodes); CHECKING:
+#: quota is reserved, an admission check (e.g. a ProvisioningRequest) has not passed yet;
+#: OUT_OF_TIME: Kueue deactivated it once its admitted time reached the MPIJob's
+#: max-exec-time-seconds; DEACTIVATED: deactivated for any other cause (the requeuing limit of
+#: WaitForPodsReady, a person): Kueue will not readmit it.
 QUEUED, NEVER_ADMITTED, PREEMPTED = "KueuePending", "KueueCannotAdmit", "KueuePreempted"
+INTERRUPTED, CHECKING = "KueueInterrupted", "KueueAdmissionCheck"
+OUT_OF_TIME, DEACTIVATED = "KueueMaxExecTimeExceeded", "KueueDeactivated"
 #: Kueue's flavor assigner says this when a request exceeds all that the ClusterQueue (with what
 #: its cohort could lend) has (pkg/scheduler/flavorassigner, fitsResourceQuota: "No Fit"); less
 #: than that waits for quota to free ("insufficient unused quota").
@@ -92,6 +100,12 @@ NEVER_FITS = "> maximum capacity"
 #: How a held trial's reason starts (Kueue's message follows).
 KUEUE_WAITING = "waiting for Kueue quota"
 KUEUE_PREEMPTED = "preempted by Kueue, reruns from the start"
+KUEUE_INTERRUPTED = "interrupted by Kueue, reruns from the start"
+KUEUE_CHECKING = "waiting for capacity"
+#: Kueue's Evicted reasons (apis/kueue/v1beta2 workload_types.go): Preempted; a deactivation is
+#: "Deactivated" or "DeactivatedDueTo<cause>" (pkg/workload ReasonWithCause).
+EVICTED_PREEMPTED, EVICTED_DEACTIVATED = "Preempted", "Deactivated"
+OUT_OF_TIME_CAUSE = "MaximumExecutionTimeExceeded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +116,14 @@ class QueueState:
     admitted: bool
     message: str = ""  # why quota is not reserved yet (QuotaReserved=False)
     cluster_queue: str = ""
-    preempted: str = ""  # Kueue's message when it evicted the workload to preempt it
+    evicted: str = ""  # Kueue's reason when it evicted the workload (Evicted=True), e.g. Preempted
+    evicted_message: str = ""
+    checks: str = ""  # the admission checks not passed yet, "name: message; …"
+
+    @property
+    def preempted(self) -> str:
+        """Kueue's message when it evicted the workload to preempt it, else empty."""
+        return self.evicted_message if self.evicted == EVICTED_PREEMPTED else ""
 
 
 def _controller_uid(meta: Mapping[str, Any]) -> str | None:
@@ -208,40 +229,65 @@ def workload_entry(body: Mapping[str, Any]) -> dict[str, QueueState]:
     conditions = list(status.get("conditions") or [])
     reserved = next((c for c in conditions if c.get("type") == "QuotaReserved"), None)
     waiting = reserved is not None and reserved.get("status") == "False"
-    # Kueue evicts an admitted workload to make room for one of higher priority (condition
-    # Evicted, reason Preempted) and requeues it; its MPIJob is suspended again meanwhile.
-    evicted = condition_true(conditions, "Evicted")
-    preempted = evicted is not None and evicted.get("reason") == "Preempted"
+    # Kueue evicts an admitted workload (condition Evicted: for one of higher priority, after
+    # WaitForPodsReady's timeout, ...) and requeues it, or deactivates it; its MPIJob is
+    # suspended again meanwhile.
+    evicted = condition_true(conditions, "Evicted") or {}
+    reason = str(evicted.get("reason") or "")
     return {
         str(meta.get("namespace") or ""): QueueState(
             trial=str(owner.get("name")),
             admitted=condition_true(conditions, "Admitted") is not None,
             message=str(reserved.get("message") or "") if waiting and reserved else "",
             cluster_queue=str((status.get("admission") or {}).get("clusterQueue") or ""),
-            preempted=str(evicted.get("message") or "Preempted") if preempted and evicted else "",
+            evicted=reason,
+            evicted_message=str(evicted.get("message") or reason),
+            checks=_pending_checks(status) if reserved and not waiting else "",
         )
     }
 
 
+def _pending_checks(status: Mapping[str, Any]) -> str:
+    """The admission checks of a workload with quota reserved that have not passed (state
+    Pending or Retry), "name: message; …"."""
+    return "; ".join(
+        f"{c.get('name')}: {c.get('message') or c.get('state')}"
+        for c in status.get("admissionChecks") or []
+        if c.get("state") in ("Pending", "Retry")
+    )
+
+
+def _held(job: JobState, q: QueueState) -> JobState:
+    """A suspended MPIJob with Kueue's reason for holding it (see QUEUED ... DEACTIVATED)."""
+    waiting = f"; {KUEUE_WAITING}: {q.message}" if q.message else ""
+    if q.evicted.startswith(EVICTED_DEACTIVATED):
+        cause = OUT_OF_TIME if q.evicted.endswith(OUT_OF_TIME_CAUSE) else DEACTIVATED
+        return replace(job, reason=cause, message=f"{q.evicted}: {q.evicted_message}")
+    if NEVER_FITS in q.message:
+        return replace(job, reason=NEVER_ADMITTED, message=q.message)
+    if q.preempted:
+        return replace(job, reason=PREEMPTED, message=f"{q.preempted}{waiting}")
+    if q.evicted:
+        message = f"{q.evicted}: {q.evicted_message}{waiting}"
+        return replace(job, reason=INTERRUPTED, message=message)
+    if q.checks:
+        return replace(job, reason=CHECKING, message=q.checks)
+    return replace(job, reason=QUEUED, message=q.message)
+
+
 def with_queue(jobs: Iterable[JobState], queue: Iterable[QueueState]) -> list[JobState]:
     """The MPIJobs, each suspended one that Kueue holds back carrying Kueue's reason: QUEUED
-    (waits for quota to free), NEVER_ADMITTED (asks for more than the queue can ever give) or
-    PREEMPTED (ran, was evicted for a workload of higher priority, waits to be readmitted)."""
-    held = {q.trial: q for q in queue if not q.admitted and (q.message or q.preempted)}
-    out = []
-    for job in jobs:
-        q = held.get(job.trial)
-        if job.phase is JobPhase.SUSPENDED and q is not None:
-            if NEVER_FITS in q.message:
-                out.append(replace(job, reason=NEVER_ADMITTED, message=q.message))
-            elif q.preempted:
-                waiting = f"; {KUEUE_WAITING}: {q.message}" if q.message else ""
-                out.append(replace(job, reason=PREEMPTED, message=f"{q.preempted}{waiting}"))
-            else:
-                out.append(replace(job, reason=QUEUED, message=q.message))
-        else:
-            out.append(job)
-    return out
+    (waits for quota to free), NEVER_ADMITTED (asks for more than the queue can ever give),
+    PREEMPTED or INTERRUPTED (ran, was evicted, waits to be readmitted), CHECKING (quota
+    reserved, an admission check pending), OUT_OF_TIME or DEACTIVATED (Kueue will not readmit
+    it)."""
+    held = {q.trial: q for q in queue if not q.admitted and (q.message or q.evicted or q.checks)}
+    return [
+        _held(job, held[job.trial])
+        if job.phase is JobPhase.SUSPENDED and job.trial in held
+        else job
+        for job in jobs
+    ]
 
 
 class InvalidSpecError(Exception):

@@ -13,9 +13,15 @@ from typing import Any
 from scalelab import adaptive
 from scalelab.api import FINISHED_TRIAL_PHASES, ResultRow, TrialPhase, read_trial_result
 from scalelab.kube.observed import (
+    CHECKING,
+    DEACTIVATED,
+    INTERRUPTED,
+    KUEUE_CHECKING,
+    KUEUE_INTERRUPTED,
     KUEUE_PREEMPTED,
     KUEUE_WAITING,
     NEVER_ADMITTED,
+    OUT_OF_TIME,
     PREEMPTED,
     QUEUED,
     JobPhase,
@@ -104,6 +110,15 @@ def _suspended(job: JobState) -> tuple[TrialPhase, str]:
         return TrialPhase.PENDING, f"{KUEUE_WAITING}: {job.message}"
     if job.reason == PREEMPTED:  # its pods are gone; the trainer starts over when readmitted
         return TrialPhase.PENDING, f"{KUEUE_PREEMPTED}: {job.message}"
+    if job.reason == INTERRUPTED:  # e.g. WaitForPodsReady's timeout: requeued, never Failed
+        return TrialPhase.PENDING, f"{KUEUE_INTERRUPTED}: {job.message}"
+    if job.reason == CHECKING:
+        return TrialPhase.PENDING, f"{KUEUE_CHECKING}: {job.message}"
+    if job.reason == OUT_OF_TIME:  # activeDeadlineSeconds of admitted time, as without Kueue
+        return TrialPhase.FAILED, f"DeadlineExceeded: Kueue stopped it ({job.message})"
+    if job.reason == DEACTIVATED:
+        why = f"Kueue deactivated its workload and will not readmit it ({job.message})"
+        return TrialPhase.FAILED, why
     return TrialPhase.PENDING, f"MPIJob suspended ({job.reason or 'queued'})"
 
 
