@@ -92,6 +92,9 @@ class StandIn:
     ignore: set[str] = field(default_factory=set)  # namespaces left to another controller
     hang: set[str] = field(default_factory=set)  # trial/job names whose "container" hangs
     unpullable: dict[str, str] = field(default_factory=dict)  # trial/job name → image
+    #: trial/job name → seconds its first attempt's pods take to be ready (Running) after it
+    #: is created or admitted, e.g. longer than Kueue's WaitForPodsReady timeout
+    slow_start: dict[str, float] = field(default_factory=dict)
     runs: list[Run] = field(default_factory=list)
     uids: dict[str, set[str]] = field(default_factory=dict)  # "ns/name" → uids seen
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -268,6 +271,13 @@ class StandIn:
         while name in self.unpullable and not self._stop.is_set():
             self._pull_failed(namespace, f"{name}-worker-0", self.unpullable.get(name, ""))
             time.sleep(2)
+        until = time.monotonic() + self.slow_start.pop(name, 0.0)
+        while time.monotonic() < until and not self._stop.is_set():
+            if self._is_preempted(namespace, name):  # suspended before its pods were ready
+                suspended = _condition("Suspended", "MPIJobSuspended", "MPIJob suspended")
+                self._status(job, [created, suspended])
+                return True
+            time.sleep(0.2)
         kubeconfig = self._token(namespace, account)
         start = _now()
         running = {

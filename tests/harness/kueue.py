@@ -109,19 +109,22 @@ def manager_configuration(
     health_port: int,
     certs: Path,
     visibility: tuple[str, int] | None = None,
+    *,
     wait_for_pods_ready: str | None = None,
+    requeue_seconds: int = 1,
 ) -> dict[str, Any]:
     """Kueue's Configuration (config.kueue.x-k8s.io/v1beta2) for a manager on this machine;
     `visibility`: the visibility server's address and port (else off); `wait_for_pods_ready`:
-    the timeout of Kueue's WaitForPodsReady (e.g. "40s"; else off)."""
+    the timeout of Kueue's WaitForPodsReady (e.g. "40s"; else off), after which an evicted
+    workload is requeued in about `requeue_seconds` (the base of Kueue's exponential backoff)."""
     extra: dict[str, Any] = {}
     if visibility is not None:
         extra["visibilityServer"] = {"bindAddress": visibility[0], "bindPort": visibility[1]}
     if wait_for_pods_ready is not None:
         extra["waitForPodsReady"] = {
             "timeout": wait_for_pods_ready,
-            # Requeue at once, without Kueue's exponential backoff (the tests wait for the rerun).
-            "requeuingStrategy": {"timestamp": "Eviction", "backoffBaseSeconds": 1},
+            # Requeue soon (Kueue's default base is 60 s; the tests wait for the rerun).
+            "requeuingStrategy": {"timestamp": "Eviction", "backoffBaseSeconds": requeue_seconds},
         }
     return {
         **extra,
@@ -150,6 +153,7 @@ class Kueue:
     proc: subprocess.Popen[bytes] | None = None
     visibility_ip: str | None = None  # serve the visibility API at this (non-loopback) address
     wait_for_pods_ready: str | None = None
+    requeue_seconds: int = 1
     webhook_port: int = 0
     visibility_port: int = 0
     made_etc: bool = False
@@ -192,7 +196,8 @@ class Kueue:
             visibility = (self.visibility_ip, self.visibility_port)
         config = self.workdir / "kueue-config.yaml"
         config.write_text(yaml.safe_dump(manager_configuration(
-            self.webhook_port, health, certs, visibility, self.wait_for_pods_ready
+            self.webhook_port, health, certs, visibility,
+            wait_for_pods_ready=self.wait_for_pods_ready, requeue_seconds=self.requeue_seconds,
         )))  # fmt: skip
         log = open(self.workdir / "kueue.log", "wb")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
