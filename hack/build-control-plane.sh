@@ -15,7 +15,10 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 ETCD_VERSION="${ETCD_VERSION:-3.6.16}"
-MPI_OPERATOR_VERSION="${MPI_OPERATOR_VERSION:-0.8.0}"
+# The MPI operator v0.8.2: the newest the Go module proxy serves here (v0.8.1 and v0.9.0 refused);
+# over v0.8.0 it stops recreating launcher pods that are terminating and re-emits the Running
+# condition, and it is the version Kueue v0.19.2 is built against (hack/build-kueue.sh).
+MPI_OPERATOR_VERSION="${MPI_OPERATOR_VERSION:-0.8.2}"
 CACHE="${SCALELAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/scalelab}"
 BIN="$CACHE/control-plane/k8s-v${K8S_VERSION}-etcd-v${ETCD_VERSION}-mpi-v${MPI_OPERATOR_VERSION}"
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false

@@ -5,13 +5,15 @@
 # Prints the directory on the last line of stdout. SCALELAB_FETCH_ONLY=1: only download the Go
 # modules (hack/lib.sh fetch_only).
 #
-# v0.17.0: the newest release the proxy serves; its go.mod requires the MPI operator v0.8.0 (the
-# MPIJob v2beta1 types our tests run) and k8s.io/* v0.35, whose clients speak to our 1.36 API
-# server within the supported skew; MPIJob v2beta1 has been a Kueue integration since v0.3.
+# v0.19.2: the newest release the Go module proxy serves here (2026-12-07: v0.17.1, v0.18.1 and
+# v0.19.0-v0.19.2 served; v0.17.8, v0.18.0, v0.19.3 and v0.20.0 refused). Its go.mod requires the
+# MPI operator v0.8.2, the version hack/build-control-plane.sh builds, k8s.io/* v0.36 (our API
+# server's minor) and Go 1.26. It passes the Kueue tier unchanged from v0.17.0 (same v1beta2
+# API, Configuration and visibility API). MPIJob v2beta1 has been a Kueue integration since v0.3.
 set -euo pipefail
 # shellcheck source=hack/lib.sh
 source "$(dirname "$0")/lib.sh"
-KUEUE_VERSION="${KUEUE_VERSION:-0.17.0}"
+KUEUE_VERSION="${KUEUE_VERSION:-0.19.2}"
 CACHE="${SCALELAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/scalelab}"
 OUT="$CACHE/kueue/v${KUEUE_VERSION}"
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false

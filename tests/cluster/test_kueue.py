@@ -1,4 +1,4 @@
-"""Real Kueue (v0.17.0, built by hack/build-kueue.sh, webhooks served; tests/harness/kueue.py)
+"""Real Kueue (v0.19.2, built by hack/build-kueue.sh, webhooks served; tests/harness/kueue.py)
 admits scalelab's MPIJobs within a ClusterQueue's GPU quota, holds the rest suspended with its
 reason on the trial, resumes them when quota frees, and a grid point that could never fit the
 queue is Skipped with Kueue's words instead of waiting forever. A running trial that Kueue

@@ -1,4 +1,4 @@
-"""Kueue's WaitForPodsReady on scalelab's MPIJobs (real Kueue v0.17.0, tests/harness/kueue.py):
+"""Kueue's WaitForPodsReady on scalelab's MPIJobs (real Kueue v0.19.2, tests/harness/kueue.py):
 a trial whose pods are not all ready within the timeout is evicted and requeued by Kueue. The
 trial says it was interrupted and reruns from the start; it is never Failed, and it ends measured
 once. Kueue takes an MPIJob's pods as ready when the job's Running condition is True; the stand-in

@@ -1,4 +1,4 @@
-"""The real Kubeflow MPI operator (v0.8.0, built by hack/build-control-plane.sh) consumes the
+"""The real Kubeflow MPI operator (v0.8.2, built by hack/build-control-plane.sh) consumes the
 MPIJob our operator creates: it makes the `<job>-ssh` Secret, the hostfile ConfigMap, the headless
 Service and the worker Pods with our command and GPU limits, then — once the workers report
 Ready (this test plays the kubelet for their status) — the launcher Job running `mpirun -np N`

@@ -9,7 +9,7 @@ The MPI operator runs as a host process with the admin kubeconfig: it is one sta
 no registry can serve its image here, and wrapping the binary in an image of our own would test
 nothing of ours. Our two images, and a team's image derived from the trainer, are what this tier
 proves.
-Its health-check port is fixed at :8080 on the host (v0.8.0 has no flag for it), so the cluster
+Its health-check port is fixed at :8080 on the host (v0.8.2 has no flag for it), so the cluster
 tier's own mpi-operator tests and this tier cannot run at the same time: they carry the marker
 mpi_operator_port, and hack/test.sh runs them in this tier's pytest process, where they come
 first (tests/conftest.py puts the node tier last). Two suites at once on one machine would also

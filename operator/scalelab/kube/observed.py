@@ -103,7 +103,7 @@ KUEUE_PREEMPTED = "preempted by Kueue, reruns from the start"
 KUEUE_INTERRUPTED = "interrupted by Kueue, reruns from the start"
 KUEUE_CHECKING = "waiting for capacity"
 #: Kueue's Evicted reasons (apis/kueue/v1beta2 workload_types.go): Preempted; a deactivation is
-#: "Deactivated" or "DeactivatedDueTo<cause>" (pkg/workload ReasonWithCause).
+#: "Deactivated" or "DeactivatedDueTo<cause>" (ReasonWithCause, pkg/workload/patching in v0.19).
 EVICTED_PREEMPTED, EVICTED_DEACTIVATED = "Preempted", "Deactivated"
 OUT_OF_TIME_CAUSE = "MaximumExecutionTimeExceeded"
 

@@ -57,7 +57,7 @@ MPIJOB_API = Missing(
     "mpijob-api",
     "MPIJobAPIMissing",
     f"the MPIJob API ({MPIJOB_API_VERSION} {MPIJOBS}) is not served: install "
-    "the Kubeflow MPI operator v2 (its CRD and controller; tested with v0.8.0; README.md, "
+    "the Kubeflow MPI operator v2 (its CRD and controller; tested with v0.8.2; README.md, "
     "Install on a cluster); the trials start once it is there",
 )
 KUEUE_API = Missing(
