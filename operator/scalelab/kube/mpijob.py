@@ -259,16 +259,25 @@ def _pod_metadata(labels: dict[str, str]) -> dict[str, Any]:
     return {"labels": dict(labels), "annotations": dict(POD_ANNOTATIONS)}
 
 
+def _kueue_labels(trial: PlannedTrial) -> dict[str, str]:
+    """The MPIJob's Kueue labels: its LocalQueue and maximum execution time; none without a
+    queue."""
+    execution = trial.spec.execution
+    if execution.queue_name is None:
+        return {}
+    return {
+        KUEUE_QUEUE_LABEL: execution.queue_name,
+        KUEUE_MAX_EXEC_LABEL: str(execution.active_deadline_seconds),
+    }
+
+
 def render(trial: PlannedTrial, namespace: str, trial_uid: str, config: Config) -> dict[str, Any]:
     """The MPIJob of one trial, owned by the ScaleTrial (garbage-collected with it)."""
     res, execution = trial.spec.resources, trial.spec.execution
     replicas, slots = workers(trial.gpus, res.processes_per_worker)
     labels = trial_labels(trial)
     queued = execution.queue_name is not None
-    job_labels = dict(labels)
-    if execution.queue_name is not None:
-        job_labels[KUEUE_QUEUE_LABEL] = execution.queue_name
-        job_labels[KUEUE_MAX_EXEC_LABEL] = str(execution.active_deadline_seconds)
+    job_labels = {**labels, **_kueue_labels(trial)}
     worker_pod = _worker_pod(trial, trial_uid, config, slots)
     launcher_pod = _launcher_pod(trial, namespace, trial_uid, config)
     run_policy: dict[str, Any] = {
