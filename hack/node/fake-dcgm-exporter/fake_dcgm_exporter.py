@@ -68,12 +68,16 @@ def pod_names(log_dir: Path) -> dict[str, tuple[str, str]]:
 
 
 def pod_cpu_seconds(uid: str) -> float | None:
-    """CPU seconds the pod's cgroup has used (cgroup v1 cpuacct, else v2), None if not found."""
-    for f in CGROUP.glob(f"cpuacct/kubepods*/**/pod{uid}/cpuacct.usage"):
-        return int(f.read_text()) / 1e9
-    for f in CGROUP.glob(f"kubepods*/**/pod{uid}/cpu.stat"):
-        usage = re.search(r"^usage_usec (\d+)$", f.read_text(), re.MULTILINE)
-        return int(usage.group(1)) / 1e6 if usage else None
+    """CPU seconds the pod's cgroup has used (cgroup v1 cpuacct, else v2), None if not found
+    (or gone while it was looked for: the kubelet removes a deleted pod's cgroups at any time)."""
+    try:
+        for f in CGROUP.glob(f"cpuacct/kubepods*/**/pod{uid}/cpuacct.usage"):
+            return int(f.read_text()) / 1e9
+        for f in CGROUP.glob(f"kubepods*/**/pod{uid}/cpu.stat"):
+            usage = re.search(r"^usage_usec (\d+)$", f.read_text(), re.MULTILINE)
+            return int(usage.group(1)) / 1e6 if usage else None
+    except (FileNotFoundError, NotADirectoryError):
+        return None
     return None
 
 
