@@ -77,12 +77,14 @@ def playground(workdir: Path) -> Iterator[Playground]:
         stack.callback(stop_cluster)
         cp = cluster.cp
         install(cp, OVERLAY)
-        mpi = start_mpi_operator(cp)
-        stack.callback(_terminate, mpi)
         (workdir / "kueue").mkdir()
         kueue = Kueue(cp, workdir / "kueue", visibility_ip=NodeNetwork().ip)
         stack.callback(kueue.stop)  # also after a failed start: /etc/kueue and the webhooks go
         kueue.start()
+        # After Kueue: serving its visibility API restarts the API server, and the MPI operator
+        # exits when it cannot renew its leader lease (it did, and nothing ran).
+        mpi = start_mpi_operator(cp)
+        stack.callback(_terminate, mpi)
         cp.kubectl(
             "-n", OPERATOR_NS, "rollout", "status", "deploy/scalelab-operator", "--timeout=300s"
         )
