@@ -37,10 +37,6 @@ from scalelab.api import (
 )
 from scalelab.kube import conditions
 from scalelab.kube.observed import (
-    KUEUE_CHECKING,
-    KUEUE_INTERRUPTED,
-    KUEUE_PREEMPTED,
-    KUEUE_WAITING,
     JobPhase,
     JobState,
     Missing,
@@ -48,6 +44,7 @@ from scalelab.kube.observed import (
 )
 from scalelab.kube.phases import (
     BLOCKED,
+    KUEUE_PENDING,
     LAUNCHED,
     QUIET,
     WAITING,
@@ -273,7 +270,7 @@ def hold(p: Pass) -> Usage:
 
 
 #: How the reasons of a trial held back start (a missing prerequisite, Kueue): written when changed.
-HELD_REASONS = (BLOCKED, KUEUE_WAITING, KUEUE_PREEMPTED, KUEUE_INTERRUPTED, KUEUE_CHECKING)
+HELD_REASONS = (BLOCKED, *KUEUE_PENDING.values())
 
 
 def _reason_news(old: str, new: str) -> bool:

@@ -30,6 +30,15 @@ from scalelab.kube.observed import (
 )
 from scalelab.planner import PlannedTrial
 
+#: A trial Kueue holds and will run (again) stays Pending; its reason starts with the words for
+#: its MPIJob's Kueue reason: waiting for quota, preempted or interrupted (its pods are gone and
+#: the trainer starts over when readmitted: never Failed), or waiting on an admission check.
+KUEUE_PENDING = {
+    QUEUED: KUEUE_WAITING,
+    PREEMPTED: KUEUE_PREEMPTED,
+    INTERRUPTED: KUEUE_INTERRUPTED,
+    CHECKING: KUEUE_CHECKING,
+}
 #: A finished MPIJob whose trial has no result yet may be waiting on a slower watch; after this
 #: long the trial is Failed with reason NoResult. Unit: seconds.
 RESULT_GRACE_SECONDS = 30.0
@@ -106,14 +115,8 @@ def _suspended(job: JobState) -> tuple[TrialPhase, str]:
     """A trial whose MPIJob is suspended: Kueue's reason, when Kueue holds it."""
     if job.reason == NEVER_ADMITTED:
         return TrialPhase.SKIPPED, f"Kueue can never admit it: {job.message}"
-    if job.reason == QUEUED:
-        return TrialPhase.PENDING, f"{KUEUE_WAITING}: {job.message}"
-    if job.reason == PREEMPTED:  # its pods are gone; the trainer starts over when readmitted
-        return TrialPhase.PENDING, f"{KUEUE_PREEMPTED}: {job.message}"
-    if job.reason == INTERRUPTED:  # e.g. WaitForPodsReady's timeout: requeued, never Failed
-        return TrialPhase.PENDING, f"{KUEUE_INTERRUPTED}: {job.message}"
-    if job.reason == CHECKING:
-        return TrialPhase.PENDING, f"{KUEUE_CHECKING}: {job.message}"
+    if job.reason in KUEUE_PENDING:
+        return TrialPhase.PENDING, f"{KUEUE_PENDING[job.reason]}: {job.message}"
     if job.reason == OUT_OF_TIME:  # activeDeadlineSeconds of admitted time, as without Kueue
         return TrialPhase.FAILED, f"DeadlineExceeded: Kueue stopped it ({job.message})"
     if job.reason == DEACTIVATED:
