@@ -10,7 +10,7 @@
 #   cluster     + the control plane, etcd and the MPI operator (hack/build-control-plane.sh),
 #               Kueue (hack/build-kueue.sh; its harness writes /etc/kueue, so root) and Helm
 #   prometheus  + Prometheus and kubectl alone (the monitoring manifests' kustomize)
-#   node        + the control plane, the node (hack/build-node.sh), the images
+#   node        + the control plane, the node (hack/build-node.sh), Kueue, the images
 #               (hack/build-images.sh; the CUDA trainer image when its tests ask), Helm, Prometheus
 #               and the Prometheus Operator (hack/build-{helm,prometheus,prometheus-operator}.sh);
 #               root
@@ -30,7 +30,7 @@ control_plane=()   # which control-plane binaries (all when empty)
 if has cluster || has node; then builds+=(control-plane)
 elif has prometheus; then builds+=(control-plane); control_plane=(kubectl); fi
 if has node; then builds+=(node); fi
-if has cluster; then builds+=(kueue); fi
+if has cluster || has node; then builds+=(kueue); fi
 if has cluster || has node; then builds+=(helm); fi          # the chart's tests, helm install
 if has node; then builds+=(prometheus prometheus-operator); fi # monitoring as the operator runs it
 build() { # NAME: hack/build-NAME.sh with the arguments this run needs

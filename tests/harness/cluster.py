@@ -620,7 +620,7 @@ def _start_locked(d: Path, archives: dict[str, Path], nbin: Path, gpus: int, loc
 
 def main() -> None:
     """Start a cluster for development and keep it up until Ctrl-C or SIGTERM; `--install`: with
-    scalelab, the MPI operator and Kueue running on it (tests/harness/playground.py)."""
+    scalelab, the MPI operator, Kueue and Prometheus running on it (tests/harness/playground.py)."""
     if "--install" in sys.argv[1:]:
         from tests.harness import playground  # here: playground imports this module
 

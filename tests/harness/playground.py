@@ -1,16 +1,18 @@
 """A playground cluster in one command, for an admin trying scalelab by hand (docs/gpu-pools.md
 walks through it): the real one-node cluster of tests/harness/cluster.py with its fake
 `nvidia.com/gpu` devices, scalelab installed as a user installs it (the operator as a pod, from
-the local-images overlay), the Kubeflow MPI operator, and Kueue with its webhooks and its
-visibility API. Prints `export KUBECONFIG=…` once everything is ready and tears it all down on
-Ctrl-C or SIGTERM.
+the local-images overlay), the Kubeflow MPI operator, Kueue with its webhooks and its
+visibility API, and Prometheus configured by the Prometheus Operator from scalelab's monitors
+(tests/harness/promop.py), with the fake GPUs' dcgm-exporter. Prints `export KUBECONFIG=…` once
+everything is ready and tears it all down on Ctrl-C or SIGTERM.
 
     sudo .venv/bin/python -m tests.harness.playground   # or: -m tests.harness.cluster --install
 
 Needs root (containerd, kubelet, iptables) and the builds of hack/build-control-plane.sh,
-hack/build-node.sh, hack/build-images.sh and hack/build-kueue.sh (each builds once, then answers
-from its cache). The MPI operator and Kueue's manager run as host processes with the admin
-kubeconfig, as on the node tier (tests/node/conftest.py says why).
+hack/build-node.sh, hack/build-images.sh, hack/build-kueue.sh, hack/build-prometheus.sh and
+hack/build-prometheus-operator.sh (each builds once, then answers from its cache). The MPI
+operator, Kueue's manager and Prometheus run as host processes with the admin kubeconfig, as on
+the node tier (tests/node/conftest.py says why).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import contextlib
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -28,26 +29,17 @@ from pathlib import Path
 
 from tests.cluster.processes import install
 from tests.harness.cluster import Cluster, start_cluster
-from tests.harness.controlplane import REPO, ControlPlane, NodeNetwork
+from tests.harness.controlplane import REPO, NodeNetwork
 from tests.harness.kueue import Kueue
+from tests.harness.mpi_operator import MpiOperator
 from tests.harness.ports import serve_until_interrupted
+from tests.harness.prometheus import Prometheus
+from tests.harness.promop import operated
+from tests.observability.scene import load_generator
 
 OVERLAY = REPO / "tests" / "node" / "local-images"
+MONITORING_OVERLAY = REPO / "tests" / "node" / "monitoring"
 OPERATOR_NS = "scalelab-system"
-
-
-def start_mpi_operator(cp: ControlPlane) -> subprocess.Popen[bytes]:
-    """The Kubeflow MPI operator as a host process (its leader-election lock needs its
-    namespace); the caller terminates it."""
-    cp.kubectl("create", "namespace", "mpi-operator", check=False)
-    log = open(cp.workdir / "mpi-operator.log", "wb")  # noqa: SIM115 - process lifetime
-    return subprocess.Popen(
-        [
-            str(cp.bin / "mpi-operator"), f"--kubeConfig={cp.kubeconfig}",
-            "--monitoring-port=0", "--kube-api-qps=50", "--kube-api-burst=100",
-        ],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
 
 
 @dataclass
@@ -56,7 +48,8 @@ class Playground:
 
     cluster: Cluster
     kueue: Kueue
-    mpi_operator: subprocess.Popen[bytes]
+    mpi_operator: MpiOperator
+    prometheus: Prometheus
 
     @property
     def kubeconfig(self) -> Path:
@@ -82,22 +75,20 @@ def playground(workdir: Path) -> Iterator[Playground]:
         stack.callback(kueue.stop)  # also after a failed start: /etc/kueue and the webhooks go
         kueue.start()
         # After Kueue: serving its visibility API restarts the API server, and the MPI operator
-        # exits when it cannot renew its leader lease (it did, and nothing ran).
-        mpi = start_mpi_operator(cp)
-        stack.callback(_terminate, mpi)
+        # exits when it cannot renew its leader lease (MpiOperator restarts it then).
+        mpi = MpiOperator(cp)
+        mpi.start()
+        stack.callback(mpi.stop)
         cp.kubectl(
             "-n", OPERATOR_NS, "rollout", "status", "deploy/scalelab-operator", "--timeout=300s"
         )
-        yield Playground(cluster, kueue, mpi)
-
-
-def _terminate(p: subprocess.Popen[bytes]) -> None:
-    p.terminate()
-    try:
-        p.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
+        _, prometheus = stack.enter_context(
+            operated(
+                cp, MONITORING_OVERLAY, load_generator().rules_text(), workdir / "monitoring",
+                NodeNetwork().ip,
+            )
+        )  # fmt: skip
+        yield Playground(cluster, kueue, mpi, prometheus)
 
 
 def main() -> None:
@@ -109,7 +100,7 @@ def main() -> None:
             print(f"export KUBECONFIG={p.kubeconfig}", flush=True)
             print(
                 f"# kubectl: {p.cluster.cp.kubectl_path}; Kueue: {p.kueue.home.name}; "
-                f"logs: {workdir}",
+                f"Prometheus: {p.prometheus.url}; logs: {workdir}",
                 file=sys.stderr,
                 flush=True,
             )

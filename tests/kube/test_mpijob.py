@@ -3,6 +3,8 @@ the planner's trainer command; names, labels, owner, Kueue and scheduling fields
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -147,6 +149,57 @@ def test_a_queue_name_creates_a_suspended_job_with_the_kueue_label() -> None:
     assert not any(k.startswith("kueue.x-k8s.io/") for k in unqueued["metadata"]["labels"])
     assert job["spec"]["runPolicy"]["suspend"] is True
     assert job["spec"]["launcherCreationPolicy"] == "AtStartup"
+
+
+def test_a_queued_launcher_waits_for_every_workers_sshd_before_mpirun() -> None:
+    """AtStartup starts the launcher beside its workers: mpirun must not race their sshd."""
+    queued = ScaleExperiment.model_validate(
+        {"metadata": {"name": "q"}, "spec": {"sweep": {"batchSizes": [32], "gpus": [4]},
+                                             "execution": {"queueName": "gpus"}}}
+    )  # fmt: skip
+    unqueued = ScaleExperiment.model_validate(
+        {"metadata": {"name": "q"}, "spec": {"sweep": {"batchSizes": [32], "gpus": [4]}}}
+    )
+    launcher = _render(plan(queued)[0])["spec"]["mpiReplicaSpecs"]["Launcher"]
+    argv = launcher["template"]["spec"]["containers"][0]["command"]
+    plain = _render(plan(unqueued)[0])["spec"]["mpiReplicaSpecs"]["Launcher"]
+    plain_argv = plain["template"]["spec"]["containers"][0]["command"]
+    assert argv == ["sh", "-c", mpijob.WAIT_FOR_WORKERS, "sh", *plain_argv]
+    assert plain_argv[:3] == ["mpirun", "-np", "4"]
+    assert "/etc/mpi/hostfile" in mpijob.WAIT_FOR_WORKERS
+    assert mpijob.WAIT_FOR_WORKERS.endswith('exec "$@"')
+
+
+def test_the_wait_for_workers_script_tries_each_host_of_a_hostfile_then_runs_the_command(
+    tmp_path: Path,
+) -> None:
+    """The script as sh runs it, against a hostfile of the MPI operator's format and an `ssh`
+    that answers on its second try per host."""
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("j-worker-0.j.ns.svc slots=2\nj-worker-1.j.ns.svc slots=2\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tries = tmp_path / "tries"
+    ssh = bin_dir / "ssh"
+    ssh.write_text(
+        "#!/bin/sh\n"  # ssh -o ConnectTimeout=5 -o BatchMode=yes HOST true
+        f'echo "$5" >> {tries}\n'
+        f'[ "$(grep -c "^$5$" {tries})" -ge 2 ]\n'
+    )
+    ssh.chmod(0o755)
+    sleep = bin_dir / "sleep"
+    sleep.write_text("#!/bin/sh\n")
+    sleep.chmod(0o755)
+    script = mpijob.WAIT_FOR_WORKERS.replace("/etc/mpi/hostfile", str(hostfile))
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    out = subprocess.run(
+        ["sh", "-c", script, "sh", "echo", "ran"], env=env, capture_output=True, text=True,
+        check=True, timeout=30,
+    )  # fmt: skip
+    assert out.stdout == "ran\n"
+    assert tries.read_text().split() == [
+        "j-worker-0.j.ns.svc", "j-worker-0.j.ns.svc", "j-worker-1.j.ns.svc", "j-worker-1.j.ns.svc"
+    ]  # fmt: skip
 
 
 def test_scheduling_fields_are_copied_to_every_pod() -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import yaml
 from tests.cluster.processes import install, wait_established
 from tests.harness.cluster import Cluster, start_cluster
 from tests.harness.controlplane import ControlPlane, NodeNetwork
+from tests.harness.mpi_operator import MpiOperator
 from tests.harness.objects import get, wait_for
 from tests.harness.prometheus import Prometheus
 from tests.harness.promop import PrometheusOperator, operated
@@ -59,30 +59,22 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="session")
-def mpi_operator(node_cluster: Cluster) -> Iterator[None]:
+def mpi_operator(node_cluster: Cluster) -> Iterator[MpiOperator]:
     """The real MPI operator running, its MPIJob CRD served (before any scalelab install: an
     operator pod that starts before the CRD serves can miss it for good)."""
     cp = node_cluster.cp
     cp.kubectl("apply", "--server-side", "-f", str(cp.bin / "mpijobs-crd.yaml"))
     wait_established(cp, ("mpijobs.kubeflow.org",))
-    cp.kubectl("create", "namespace", "mpi-operator")  # its leader-election lock lives there
-    log = open(cp.workdir / "mpi-operator.log", "wb")  # noqa: SIM115 - process lifetime
-    mpi = subprocess.Popen(
-        [
-            str(cp.bin / "mpi-operator"), f"--kubeConfig={cp.kubeconfig}",
-            "--monitoring-port=0", "--kube-api-qps=50", "--kube-api-burst=100",
-        ],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+    mpi = MpiOperator(cp)
+    mpi.start()
     try:
-        yield
+        yield mpi
     finally:
-        mpi.terminate()
-        mpi.wait(timeout=15)
+        mpi.stop()
 
 
 @pytest.fixture(scope="session")
-def installed(node_cluster: Cluster, mpi_operator: None) -> ControlPlane:
+def installed(node_cluster: Cluster, mpi_operator: MpiOperator) -> ControlPlane:
     """scalelab installed from the local-images overlay, the operator pod Available, and the
     real MPI operator running."""
     cp = node_cluster.cp

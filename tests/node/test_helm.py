@@ -53,7 +53,7 @@ def ours(cp: ControlPlane) -> set[str]:
 
 
 def test_helm_install_runs_an_experiment_and_helm_uninstall_leaves_only_the_crds(
-    node_cluster: Cluster, mpi_operator: None, tmp_path: Path
+    node_cluster: Cluster, mpi_operator: object, tmp_path: Path
 ) -> None:
     cp = node_cluster.cp
     assert not ours(cp), "scalelab is installed already: run this test first, or alone"

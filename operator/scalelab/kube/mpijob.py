@@ -73,6 +73,18 @@ TRAINER_UID = 1000
 #: 512 MiB per rank, memory-backed (a tmpfs counts against the pod's memory limit only as used).
 SHM_PER_RANK_MIB = 512
 SHM_VOLUME = "scalelab-shm"
+#: Under Kueue the launcher starts with its workers (launcherCreationPolicy AtStartup: see render),
+#: and mpirun fails at once if a worker's sshd does not answer yet; the MPI operator retries only
+#: through the launcher Job's backoffLimit, which a sweep may set to 0. So the launcher first
+#: waits until sshd answers on every host of the hostfile the MPI operator mounts
+#: (/etc/mpi/hostfile, "<host> slots=N" lines), as WaitForWorkersReady would have waited. Bounded
+#: by the Job's activeDeadlineSeconds and by Kueue's WaitForPodsReady where that is on.
+WAIT_FOR_WORKERS = (
+    'for h in $(cut -d" " -f1 /etc/mpi/hostfile); do '
+    'until ssh -o ConnectTimeout=5 -o BatchMode=yes "$h" true 2>/dev/null; do sleep 2; done; '
+    'done; exec "$@"'
+)
+
 #: mpirun flags from the MPI operator's Horovod example: no core binding (Horovod threads), one
 #: rank per slot in hostfile order, and the environment every rank needs. Ranks start in ssh
 #: sessions, which do not inherit the worker container's environment: rank 0 finds the API server
@@ -237,13 +249,15 @@ def _add_shm(pod: dict[str, Any], container: dict[str, Any], slots: int) -> None
 
 
 def _launcher_pod(
-    trial: PlannedTrial, namespace: str, trial_uid: str, config: Config
+    trial: PlannedTrial, namespace: str, trial_uid: str, config: Config, queued: bool
 ) -> dict[str, Any]:
-    """The launcher: mpirun only, small, without an API token."""
+    """The launcher: mpirun only, small, without an API token; under Kueue it first waits for
+    its workers (WAIT_FOR_WORKERS)."""
+    command = launcher_command(trial, namespace, trial_uid, config)
     container = {
         "name": "launcher",
         "image": image(trial, config),
-        "command": launcher_command(trial, namespace, trial_uid, config),
+        "command": ["sh", "-c", WAIT_FOR_WORKERS, "sh", *command] if queued else command,
         "resources": {
             "requests": {"cpu": config.launcher_cpu, "memory": config.launcher_memory},
             "limits": {"memory": config.launcher_memory},
@@ -279,7 +293,7 @@ def render(trial: PlannedTrial, namespace: str, trial_uid: str, config: Config) 
     queued = execution.queue_name is not None
     job_labels = {**labels, **_kueue_labels(trial)}
     worker_pod = _worker_pod(trial, trial_uid, config, slots)
-    launcher_pod = _launcher_pod(trial, namespace, trial_uid, config)
+    launcher_pod = _launcher_pod(trial, namespace, trial_uid, config, queued)
     run_policy: dict[str, Any] = {
         # Stop the sshd workers as soon as the launcher finishes; keep failed pods' logs.
         "cleanPodPolicy": "Running",
