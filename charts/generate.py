@@ -144,7 +144,7 @@ def container(deploy: Obj) -> Obj:
 
 def splice_deployment(o: Obj, sp: Splices) -> None:
     """Images and their pull policy, replicas, resources, watched namespaces, stall seconds,
-    extra environment."""
+    the default Kueue queue, extra environment."""
     o["spec"]["replicas"] = sp.value(".Values.operator.replicas")
     c = container(o)
     c["image"] = sp.value('printf "%s:%s" .Values.operator.image.repository '
@@ -174,6 +174,10 @@ def splice_deployment(o: Obj, sp: Splices) -> None:
         '{{- if not (kindIs "invalid" .Values.stallSeconds) }}',
         "- name: SCALELAB_STALL_SECONDS",
         "  value: {{ .Values.stallSeconds | quote }}",
+        "{{- end }}",
+        "{{- with .Values.kueue.defaultQueueName }}",
+        "- name: SCALELAB_DEFAULT_QUEUE_NAME",
+        "  value: {{ . | quote }}",
         "{{- end }}",
         "{{- with .Values.operator.extraEnv }}",
         to_yaml(".", i),
@@ -288,6 +292,9 @@ kueue:
   # queued trial waits. Queues are chosen per experiment (spec.execution.queueName); false
   # drops the read access.
   enabled: true
+  # The LocalQueue, in each experiment's own namespace, of experiments without
+  # spec.execution.queueName (SCALELAB_DEFAULT_QUEUE_NAME); empty: those run without Kueue.
+  defaultQueueName: ""
 
 monitoring:
   # The PodMonitor, ServiceMonitor, PrometheusRule and Grafana dashboard ConfigMap

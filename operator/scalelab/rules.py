@@ -350,6 +350,18 @@ QUEUE_NAME = Format(
     "a Kueue LocalQueue name: lower-case letters, digits, '-' and '.', starting and ending "
     "with a letter or digit, at most 63 characters (it is also a label value)",
 )
+#: A Kueue topology level: the node label key a Topology object names as one of its levels. Kueue
+#: checks it as a label key, and a Workload's podSets[].topologyRequest keeps it in at most 63
+#: characters, so a longer key would let the MPIJob in and fail its Workload.
+TOPOLOGY_LEVEL = Format(
+    "topology level",
+    LABEL_KEY.patterns,
+    63,
+    "a node label key that a Kueue Topology names as a level (e.g. "
+    "cloud.google.com/gce-topology-block or kubernetes.io/hostname): an optional DNS-subdomain "
+    "prefix and '/', then letters, digits, '-', '_' or '.', at most 63 characters in all (Kueue's "
+    "limit)",
+)
 
 _PATH_COMPONENT = "[a-z0-9]+((?:[._]|__|[-]+)[a-z0-9]+)*"
 _DOMAIN_COMPONENT = "([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
@@ -432,6 +444,7 @@ CSI_DRIVER = Format(
 )
 
 FORMATS = (
-    DNS_LABEL, DNS_SUBDOMAIN, LABEL_KEY, LABEL_VALUE, QUEUE_NAME, IMAGE, CPU_QUANTITY,
-    MEMORY_QUANTITY, ABSOLUTE_PATH, RELATIVE_PATH, ENV_VAR_NAME, CONFIG_KEY, CSI_DRIVER,
+    DNS_LABEL, DNS_SUBDOMAIN, LABEL_KEY, LABEL_VALUE, QUEUE_NAME, TOPOLOGY_LEVEL, IMAGE,
+    CPU_QUANTITY, MEMORY_QUANTITY, ABSOLUTE_PATH, RELATIVE_PATH, ENV_VAR_NAME, CONFIG_KEY,
+    CSI_DRIVER,
 )  # fmt: skip

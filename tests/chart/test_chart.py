@@ -137,6 +137,21 @@ def test_kueue_disabled_drops_only_the_operators_reads_of_kueues_apis(
     assert len(rules) + len(dropped) == len(defaults[role]["rules"])
 
 
+def test_kueue_default_queue_name_sets_only_the_operators_default_queue(
+    home: Path, defaults: dict[Key, dict[str, Any]]
+) -> None:
+    objs = template(home, "kueue.defaultQueueName=team")
+    env = operator_container(objs)["env"]
+    assert {"name": "SCALELAB_DEFAULT_QUEUE_NAME", "value": "team"} in env
+    assert [e for e in env if e["name"] != "SCALELAB_DEFAULT_QUEUE_NAME"] == (
+        operator_container(defaults)["env"]
+    )
+    deployment = ("Deployment", "scalelab-system", "scalelab-operator")
+    assert {k: o for k, o in objs.items() if k != deployment} == {
+        k: o for k, o in defaults.items() if k != deployment
+    }
+
+
 def test_helm_lint_finds_nothing_wrong_with_the_chart(home: Path) -> None:
     r = helm("lint", "--strict", str(CHART), home=home, check=False)
     assert r.returncode == 0, r.stdout + r.stderr

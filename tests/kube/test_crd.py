@@ -82,8 +82,10 @@ def test_sweep_and_workload_are_immutable_and_concurrency_is_not() -> None:
     for field in ("workload", "sweep", "training", "resources"):
         rules = [r["rule"] for r in spec["properties"][field]["x-kubernetes-validations"]]
         assert "self == oldSelf" in rules
-    execution_rule = spec["properties"]["execution"]["x-kubernetes-validations"][0]["rule"]
+    execution = spec["properties"]["execution"]["x-kubernetes-validations"]
+    [execution_rule] = [r["rule"] for r in execution if "immutable" in r["message"]]
     assert "maxGPUs" in execution_rule
+    assert "self.topology == oldSelf.topology" in execution_rule
     assert "maxConcurrentTrials" not in execution_rule
 
 

@@ -330,3 +330,66 @@ def test_without_data_fields_the_pods_are_as_before() -> None:
         assert not {"volumeMounts", "env", "envFrom"} & pod["containers"][0].keys()
     assert worker["containers"][0]["command"] == mpijob.WORKER_COMMAND
     assert "sh" not in launcher["containers"][0]["command"]
+
+
+def _queued(execution: dict[str, Any]) -> PlannedTrial:
+    spec = {"sweep": {"gpus": [4]}, "resources": {"processesPerWorker": 2}, "execution": execution}
+    [trial] = plan(ScaleExperiment.model_validate({"metadata": {"name": "t"}, "spec": spec}))
+    return trial
+
+
+def _templates_annotations(job: dict[str, Any]) -> list[dict[str, str]]:
+    replicas = job["spec"]["mpiReplicaSpecs"]
+    return [replicas[role]["template"]["metadata"]["annotations"] for role in replicas]
+
+
+@pytest.mark.parametrize(
+    ("mode", "annotation"),
+    [
+        ("Required", "kueue.x-k8s.io/podset-required-topology"),
+        ("Preferred", "kueue.x-k8s.io/podset-preferred-topology"),
+    ],
+)
+def test_a_topology_asks_kueue_to_place_launcher_and_workers_in_one_domain(
+    mode: str, annotation: str
+) -> None:
+    level = "cloud.google.com/gce-topology-block"
+    job = _render(_queued({"queueName": "gpus", "topology": {"mode": mode, "level": level}}))
+    launcher, worker = _templates_annotations(job)
+    # The same request and group on both podsets: Kueue fits a group of exactly two podsets,
+    # one of a single pod, with equal topology requests, into one domain together.
+    assert launcher == worker
+    assert launcher == {
+        **mpijob.POD_ANNOTATIONS,
+        annotation: level,
+        "kueue.x-k8s.io/podset-group-name": "launcher-and-workers",
+    }
+    assert job["spec"]["mpiReplicaSpecs"]["Launcher"]["replicas"] == 1
+    assert not mpijob.PODSET_GROUP.isdigit()  # Kueue refuses a numeric group name
+
+
+def test_without_a_topology_the_pods_carry_no_kueue_annotation() -> None:
+    for execution in ({"queueName": "gpus"}, {}):
+        for found in _templates_annotations(_render(_queued(execution))):
+            assert found == mpijob.POD_ANNOTATIONS
+
+
+def test_the_operators_default_queue_makes_a_trial_without_queue_name_a_queued_one() -> None:
+    trial = _queued({"activeDeadlineSeconds": 900})
+    assert trial.spec.execution.queue_name is None
+    job = _render(trial, Config(default_queue_name="team"))
+    queued = _render(_queued({"queueName": "team", "activeDeadlineSeconds": 900}))
+    # Exactly as if the spec had named the queue: suspended, Kueue's labels, AtStartup.
+    assert job == queued
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team"
+    assert job["spec"]["runPolicy"]["suspend"] is True
+    assert job["spec"]["launcherCreationPolicy"] == "AtStartup"
+    assert trial.spec.execution.queue_name is None  # the spec is left as written
+
+
+def test_a_queue_name_in_the_spec_wins_over_the_operators_default_queue() -> None:
+    job = _render(_queued({"queueName": "mine"}), Config(default_queue_name="team"))
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "mine"
+    plain = _render(_queued({}))
+    assert "suspend" not in plain["spec"]["runPolicy"]
+    assert plain["spec"]["launcherCreationPolicy"] == "WaitForWorkersReady"

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from kopf._cogs.structs.references import Insights, Resource
 
+from scalelab.api import ScaleExperiment
+from scalelab.kube.apply import Kube
 from scalelab.kube.handlers import WATCHED
-from scalelab.kube.prerequisites import Prerequisites, unpullable_image
+from scalelab.kube.prerequisites import KUEUE_API, Prerequisites, unpullable_image
 from scalelab.kube.resolve import unresolved
+from scalelab.kube.settings import Config
 
 MAX_RETRY_SECONDS = SERVED_TTL_SECONDS = 60.0
 
@@ -112,3 +115,20 @@ def test_the_groups_kopf_has_not_resolved_are_the_ones_rescanned() -> None:
     assert unresolved(insights, WATCHED) == ["kueue.x-k8s.io"]
     insights.indexed_resources.add(Resource("kueue.x-k8s.io", "v1beta2", "workloads"))
     assert unresolved(insights, WATCHED) == []
+
+
+def test_the_kueue_api_is_needed_for_the_operators_default_queue_too_and_says_so() -> None:
+    checks = Prerequisites(60.0, clock=lambda: 0.0)
+    for key, served in (("mpijob-api", True), ("kueue-api", False), ("trainer-account/ns", True)):
+        checks._ask(key, lambda served=served: served)  # cached: no API call below
+    kube = cast(Kube, None)
+    unnamed = ScaleExperiment.model_validate({"metadata": {"name": "e"}})
+    named = ScaleExperiment.model_validate(
+        {"metadata": {"name": "e"}, "spec": {"execution": {"queueName": "mine"}}}
+    )
+    assert checks.missing(kube, unnamed, "ns", Config()) == []
+    assert checks.missing(kube, named, "ns", Config()) == [KUEUE_API]
+    assert checks.missing(kube, named, "ns", Config(default_queue_name="team")) == [KUEUE_API]
+    [missing] = checks.missing(kube, unnamed, "ns", Config(default_queue_name="team"))
+    assert (missing.key, missing.reason, missing.blocks) == ("kueue-api", "KueueAPIMissing", False)
+    assert "unset SCALELAB_DEFAULT_QUEUE_NAME" in missing.message

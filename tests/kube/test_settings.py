@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from scalelab.api import Execution
 from scalelab.cli import main
 from scalelab.kube.settings import Config
 
@@ -63,3 +64,31 @@ def test_scalelab_operator_names_the_bad_variable_instead_of_a_traceback(
     assert main(["operator"]) == 1
     err = capsys.readouterr().err
     assert "SCALELAB_STALL_SECONDS='soon': Input should be a valid number" in err
+
+
+def test_the_default_queue_is_read_checked_and_unset_when_empty(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert Config().default_queue_name is None
+    monkeypatch.setenv("SCALELAB_DEFAULT_QUEUE_NAME", "team-a.gpu")
+    assert Config.from_env().default_queue_name == "team-a.gpu"
+    monkeypatch.setenv("SCALELAB_DEFAULT_QUEUE_NAME", "")
+    assert Config.from_env().default_queue_name is None
+    # Checked as queueName is: a LocalQueue name that is also a label value.
+    for bad in ("Team_A", "q" * 64):
+        monkeypatch.setenv("SCALELAB_DEFAULT_QUEUE_NAME", bad)
+        with pytest.raises(ValidationError, match="default_queue_name"):
+            Config.from_env()
+    assert main(["operator"]) == 1
+    assert "SCALELAB_DEFAULT_QUEUE_NAME='" + "q" * 64 + "': must be a Kueue LocalQueue name" in (
+        capsys.readouterr().err
+    )
+
+
+def test_a_trials_local_queue_is_the_specs_queue_name_else_the_operators_default() -> None:
+    named, unnamed = Execution(queue_name="mine"), Execution()
+    assert Config().local_queue(unnamed) is None
+    assert Config().local_queue(named) == "mine"
+    assert Config(default_queue_name="team").local_queue(unnamed) == "team"
+    assert Config(default_queue_name="team").local_queue(named) == "mine"
+    assert unnamed.queue_name is None

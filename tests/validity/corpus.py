@@ -161,6 +161,8 @@ CUSTOM = {"model": "custom", "dataset": "custom", "entryPoint": "team.models:bui
 ALL_64 = list(range(1, 65))
 MOUNTS = "spec.resources.volumeMounts"
 DATA_VOLUME = {"name": "data", "persistentVolumeClaim": {"claimName": "imagenet"}}
+TOPOLOGY = "spec.execution.topology"
+RACK = {"mode": "Required", "level": "topology.example.com/rack"}
 INVALID_COMBINATIONS: list[tuple[str, dict[str, Any], str]] = [
     ("dataset-model", {"workload": {"model": "cnn", "dataset": "lab1-line"}}, WORKLOAD),
     ("mlp-images", {"workload": {"model": "mlp", "dataset": "synthetic-images"}}, WORKLOAD),
@@ -195,6 +197,19 @@ INVALID_COMBINATIONS: list[tuple[str, dict[str, Any], str]] = [
     ("cap-huge",
      {"workload": {"datasetSize": 10000}, "execution": {"maxGPUs": 64},
       "sweep": {"batchSizes": ALL_64, "gpus": ALL_64, "repeats": 100}}, SWEEP),
+    ("topology-no-queue", {"execution": {"topology": RACK}}, TOPOLOGY),
+    ("topology-level-long",
+     {"execution": {"queueName": "team", "topology": {**RACK, "level": "a" * 64}}},
+     f"{TOPOLOGY}.level"),
+    ("topology-level-key",
+     {"execution": {"queueName": "team", "topology": {**RACK, "level": "a/b/c"}}},
+     f"{TOPOLOGY}.level"),
+    ("topology-mode-case",
+     {"execution": {"queueName": "team", "topology": {**RACK, "mode": "required"}}},
+     f"{TOPOLOGY}.mode"),
+    ("topology-no-mode",
+     {"execution": {"queueName": "team", "topology": {"level": "kubernetes.io/hostname"}}},
+     f"{TOPOLOGY}.mode"),
 ]  # fmt: skip
 
 #: Refused by the models only, after `kubectl apply` (Case.after_apply): custom-workload
@@ -299,6 +314,9 @@ VALID_COMBINATIONS: list[tuple[str, dict[str, Any]]] = [
                          {"name": "scratch", "mountPath": "/home/mpiuser/.cache"}],
         "envFrom": [{"secretRef": {"name": "s3-credentials"}}],
         "imagePullSecrets": [{"name": "regcred"}]}}),
+    ("topology", {"execution": {"queueName": "team", "topology": RACK}}),
+    ("topology-preferred-63", {"execution": {"queueName": "team", "topology": {
+        "mode": "Preferred", "level": "t.example/" + "a" * 53}}}),
     ("parameters", {"workload": {**CUSTOM, "parameters": {
         "a" * 63: "x" * 1024, "_k": [1, 2.5, "s", True], "n": -1e300, "off": False, "e": [],
         "many": list(range(256)), "Mixed_Case9": "", "big": 9007199254740993}}}),

@@ -46,6 +46,11 @@ def test_an_expression_prints_as_cel_and_evaluates_the_same_rule_in_python() -> 
         (rules.LABEL_VALUE, ["", "v", "A_b.c-9", "a" * 63], ["-v", "v ", "a" * 64, "v/w"]),
         (rules.QUEUE_NAME, ["q", "team-a.gpu", "q" * 63], ["Q", "q_1", "q" * 64, "q."]),
         (
+            rules.TOPOLOGY_LEVEL,
+            ["kubernetes.io/hostname", "cloud.google.com/gce-topology-block", "rack", "a" * 63],
+            ["", "a/b/c", "example.com/", "/rack", "a" * 64, "t.example/" + "a" * 54],
+        ),
+        (
             rules.IMAGE,
             [
                 "busybox", "library/busybox:1.36", "localhost:5000/a/b", "my.registry/a/b:tag",
@@ -167,3 +172,14 @@ def test_a_spec_model_subclass_is_what_other_models_build_on() -> None:
     assert not issubclass(api.ScaleExperimentStatus, api.SpecModel)  # a NaN loss is a result
     assert isinstance(api.Sweep.rules[0], rules.Rule)
     assert issubclass(api.SpecModel, BaseModel)
+
+
+def test_a_topology_without_a_queue_name_is_refused_with_what_to_set(tmp_path: Path) -> None:
+    topology = "topology: {mode: Required, level: topology.example.com/rack}"
+    (message,) = problems_of(
+        tmp_path, f"metadata: {{name: a}}\nspec:\n  execution: {{{topology}}}\n"
+    )
+    assert message.startswith("x.yaml: spec.execution.topology: topology is carried out by Kueue")
+    assert "set queueName, or remove topology" in message
+    queued = f"metadata: {{name: a}}\nspec:\n  execution: {{queueName: team, {topology}}}\n"
+    assert problems_of(tmp_path, queued) == []

@@ -45,7 +45,7 @@ from scalelab.api.enums import (
     TolerationOperator,
     TrialPhase,
 )
-from scalelab.api.execution import Execution
+from scalelab.api.execution import Execution, Topology, TopologyMode
 from scalelab.api.experiment import ObjectMeta, ScaleExperiment, ScaleExperimentSpec
 from scalelab.api.measurement import Measurement
 from scalelab.api.objective import Goal, Objective
@@ -196,6 +196,8 @@ __all__ = [
     "TaintEffect",
     "Toleration",
     "TolerationOperator",
+    "Topology",
+    "TopologyMode",
     "Training",
     "TrialCounts",
     "TrialPhase",

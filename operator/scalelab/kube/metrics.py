@@ -78,7 +78,7 @@ class Snapshot:
     usage: Usage
     rows: Sequence[ResultRow]
     stalled: int = 0
-    queue: str = ""  # execution.queueName (Kueue LocalQueue), "" without one
+    queue: str = ""  # the trials' Kueue LocalQueue (Config.local_queue), "" without one
     missing: tuple[str, ...] = ()  # keys of the prerequisites the cluster lacks
 
 

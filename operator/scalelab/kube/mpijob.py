@@ -24,13 +24,18 @@ resolved it, Secrets included) to a file only the trainer user can read before s
 each rank sources it before the trainer (`ENV_FILE`). A worker with GPUs does the same, so
 that what the device plugin set (the test node's SCALELAB_FAKE_GPUS, NVIDIA_VISIBLE_DEVICES)
 reaches the ranks too.
+
+Under Kueue (a LocalQueue from `Config.local_queue`: the spec's queueName, else the operator's
+default queue) the MPIJob is created suspended with Kueue's labels, and with
+spec.execution.topology its launcher and worker templates ask Kueue's Topology Aware Scheduling
+to place both in one topology domain.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from scalelab.api import API_VERSION, GROUP, TRIAL_KIND
+from scalelab.api import API_VERSION, GROUP, TRIAL_KIND, TopologyMode
 from scalelab.kube.resources import KUEUE_GROUP, MPIJOB_API_VERSION
 from scalelab.kube.settings import Config
 from scalelab.planner import PlannedTrial, exports_data, trainer_command, trainer_flags
@@ -50,6 +55,19 @@ KUEUE_QUEUE_LABEL = f"{KUEUE_GROUP}/queue-name"
 #: activeDeadlineSeconds, which the launcher Job (Kubernetes resets a resumed Job's start time)
 #: counts afresh at each admission.
 KUEUE_MAX_EXEC_LABEL = f"{KUEUE_GROUP}/max-exec-time-seconds"
+#: Kueue's Topology Aware Scheduling reads a podset's topology request from its pod template's
+#: annotations (Kueue v0.19 apis/kueue/v1beta2/topology_types.go): all pods in one domain of the
+#: level named by the value (required), or preferably so (preferred).
+KUEUE_TOPOLOGY_ANNOTATIONS = {
+    TopologyMode.REQUIRED: f"{KUEUE_GROUP}/podset-required-topology",
+    TopologyMode.PREFERRED: f"{KUEUE_GROUP}/podset-preferred-topology",
+}
+#: Two podsets with the same group name are fitted into one topology domain together; Kueue
+#: takes groups of exactly two, one of them a single pod, with the same topology request: the
+#: launcher and the workers, so that mpirun's ssh to the workers stays inside the domain too.
+KUEUE_PODSET_GROUP_ANNOTATION = f"{KUEUE_GROUP}/podset-group-name"
+#: The group's name: any text but a number (Kueue refuses one), scoped to the one MPIJob.
+PODSET_GROUP = "launcher-and-workers"
 GPU_RESOURCE = "nvidia.com/gpu"
 #: A measurement cut short by node consolidation is lost: Karpenter does not voluntarily disrupt a
 #: node running a pod with do-not-disrupt (karpenter.sh docs, "Disruption"), and the cluster
@@ -269,46 +287,65 @@ def _launcher_pod(
     return pod
 
 
-def _pod_metadata(labels: dict[str, str]) -> dict[str, Any]:
-    return {"labels": dict(labels), "annotations": dict(POD_ANNOTATIONS)}
+def _pod_metadata(labels: dict[str, str], annotations: dict[str, str]) -> dict[str, Any]:
+    return {"labels": dict(labels), "annotations": {**POD_ANNOTATIONS, **annotations}}
 
 
-def _kueue_labels(trial: PlannedTrial) -> dict[str, str]:
-    """The MPIJob's Kueue labels: its LocalQueue and maximum execution time; none without a
-    queue."""
-    execution = trial.spec.execution
-    if execution.queue_name is None:
+def _kueue_labels(trial: PlannedTrial, queue: str | None) -> dict[str, str]:
+    """The MPIJob's Kueue labels: its LocalQueue (`Config.local_queue`) and maximum execution
+    time; none without a queue."""
+    if queue is None:
         return {}
     return {
-        KUEUE_QUEUE_LABEL: execution.queue_name,
-        KUEUE_MAX_EXEC_LABEL: str(execution.active_deadline_seconds),
+        KUEUE_QUEUE_LABEL: queue,
+        KUEUE_MAX_EXEC_LABEL: str(trial.spec.execution.active_deadline_seconds),
     }
 
 
-def render(trial: PlannedTrial, namespace: str, trial_uid: str, config: Config) -> dict[str, Any]:
-    """The MPIJob of one trial, owned by the ScaleTrial (garbage-collected with it)."""
-    res, execution = trial.spec.resources, trial.spec.execution
-    replicas, slots = workers(trial.gpus, res.processes_per_worker)
-    labels = trial_labels(trial)
-    queued = execution.queue_name is not None
-    job_labels = {**labels, **_kueue_labels(trial)}
-    worker_pod = _worker_pod(trial, trial_uid, config, slots)
-    launcher_pod = _launcher_pod(trial, namespace, trial_uid, config, queued)
-    run_policy: dict[str, Any] = {
+def _topology_annotations(trial: PlannedTrial, queue: str | None) -> dict[str, str]:
+    """The launcher's and the workers' podset annotations asking Kueue to place them together in
+    one domain of spec.execution.topology's level; none without a topology or a queue (Kueue
+    reads them only from the jobs it admits)."""
+    topology = trial.spec.execution.topology
+    if topology is None or queue is None:
+        return {}
+    return {
+        KUEUE_TOPOLOGY_ANNOTATIONS[topology.mode]: topology.level,
+        KUEUE_PODSET_GROUP_ANNOTATION: PODSET_GROUP,
+    }
+
+
+def _run_policy(trial: PlannedTrial, queued: bool) -> dict[str, Any]:
+    """Retries, deadline and pod cleanup; suspended under Kueue, which admits the job by
+    unsuspending it."""
+    execution = trial.spec.execution
+    policy: dict[str, Any] = {
         # Stop the sshd workers as soon as the launcher finishes; keep failed pods' logs.
         "cleanPodPolicy": "Running",
         "backoffLimit": execution.backoff_limit,
         "activeDeadlineSeconds": execution.active_deadline_seconds,
     }
     if queued:
-        run_policy["suspend"] = True  # Kueue admits the job by unsuspending it
+        policy["suspend"] = True
+    return policy
+
+
+def render(trial: PlannedTrial, namespace: str, trial_uid: str, config: Config) -> dict[str, Any]:
+    """The MPIJob of one trial, owned by the ScaleTrial (garbage-collected with it)."""
+    replicas, slots = workers(trial.gpus, trial.spec.resources.processes_per_worker)
+    labels = trial_labels(trial)
+    queue = config.local_queue(trial.spec.execution)  # the spec's queueName, else the default
+    queued = queue is not None
+    placement = _topology_annotations(trial, queue)
+    worker_pod = _worker_pod(trial, trial_uid, config, slots)
+    launcher_pod = _launcher_pod(trial, namespace, trial_uid, config, queued)
     return {
         "apiVersion": MPIJOB_API_VERSION,
         "kind": "MPIJob",
         "metadata": {
             "name": trial.name,
             "namespace": namespace,
-            "labels": job_labels,
+            "labels": {**labels, **_kueue_labels(trial, queue)},
             "ownerReferences": [
                 {
                     "apiVersion": API_VERSION,
@@ -329,17 +366,20 @@ def render(trial: PlannedTrial, namespace: str, trial_uid: str, config: Config) 
             # #386/#443); under Kueue it is AtStartup because suspend + WaitForWorkersReady
             # leaves the job stuck (#615).
             "launcherCreationPolicy": "AtStartup" if queued else "WaitForWorkersReady",
-            "runPolicy": run_policy,
+            "runPolicy": _run_policy(trial, queued),
             "mpiReplicaSpecs": {
                 "Launcher": {
                     "replicas": 1,
                     "restartPolicy": "Never",  # retries are the launcher Job's backoffLimit
-                    "template": {"metadata": _pod_metadata(labels), "spec": launcher_pod},
+                    "template": {
+                        "metadata": _pod_metadata(labels, placement),
+                        "spec": launcher_pod,
+                    },
                 },
                 "Worker": {
                     "replicas": replicas,
                     "restartPolicy": "Never",
-                    "template": {"metadata": _pod_metadata(labels), "spec": worker_pod},
+                    "template": {"metadata": _pod_metadata(labels, placement), "spec": worker_pod},
                 },
             },
         },

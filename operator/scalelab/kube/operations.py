@@ -147,7 +147,7 @@ async def plan(memo: kopf.Memo, body: kopf.Body, indexes: Indexes, handler: str)
         # Nothing to run, but the finished results go back into /metrics after a restart.
         key = _key(body)
         seen = decide(cache.experiment, body, *indexes.seen(key), Memory(), planned=cache.trials)
-        queue = cache.experiment.spec.execution.queue_name or ""
+        queue = ctx.config.local_queue(cache.experiment.spec.execution) or ""
         ctx.metrics.observe(*key, Snapshot(seen.phases, seen.usage, seen.rows, queue=queue))
         await _archive(ctx, handler, body)  # an error: kopf retries the resume
         return
@@ -191,7 +191,7 @@ async def _pass(
         ctx, handler, ctx.prerequisites.missing, ctx.kube, cache.experiment, key[0], ctx.config,
         starting,
     )  # fmt: skip
-    local_queue = cache.experiment.spec.execution.queue_name
+    local_queue = ctx.config.local_queue(cache.experiment.spec.execution)
     positions: dict[str, queue.Position] = {}
     if local_queue and any(j.reason == QUEUED for j in seen_jobs):  # one GET, only while held
         positions = await _call(
@@ -217,7 +217,7 @@ async def _pass(
             decision.usage,
             decision.rows,
             len(decision.stalled),
-            cache.experiment.spec.execution.queue_name or "",
+            local_queue or "",
             tuple(m.key for m in decision.missing),
         ),
     )

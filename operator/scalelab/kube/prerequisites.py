@@ -1,6 +1,7 @@
 """What an experiment needs from the cluster before its trials can run, checked where the API can
-say: the MPIJob API (the Kubeflow MPI operator's CRD), the Kueue API when `queueName` is set, and
-the trainer's ServiceAccount in the experiment's namespace (recreated when it went missing).
+say: the MPIJob API (the Kubeflow MPI operator's CRD), the Kueue API when its trials go through a
+LocalQueue (`queueName`, or the operator's default queue), and the trainer's ServiceAccount in
+the experiment's namespace (recreated when it went missing).
 
 kube/operations.py asks `Prerequisites.missing` once per pass. A missing prerequisite is not an
 error of the operator: the pass goes on and the experiment says what is missing and how to
@@ -66,6 +67,17 @@ KUEUE_API = Missing(
     f"spec.execution.queueName is set but the Kueue API ({KUEUE_GROUP}) is not served: install "
     "Kueue and create the LocalQueue (the suspended MPIJobs are admitted then), or remove "
     "queueName to run without Kueue",
+    blocks=False,
+)
+#: The same, for an experiment without queueName that the operator's default queue sends
+#: through Kueue.
+DEFAULT_QUEUE_KUEUE_API = Missing(
+    KUEUE_API.key,
+    KUEUE_API.reason,
+    "the operator's default queue (SCALELAB_DEFAULT_QUEUE_NAME) is set but the Kueue API "
+    f"({KUEUE_GROUP}) is not served: install Kueue and create that LocalQueue in this namespace "
+    "(the suspended MPIJobs are admitted then), or unset SCALELAB_DEFAULT_QUEUE_NAME in the "
+    "operator's Deployment to run without Kueue",
     blocks=False,
 )
 
@@ -208,10 +220,11 @@ class Prerequisites:
         out: list[Missing] = []
         if not self._ask(MPIJOB_API.key, lambda: served(kube, MPIJOB_API_VERSION, MPIJOBS)):
             out.append(MPIJOB_API)
-        if experiment.spec.execution.queue_name is not None and not self._ask(
-            KUEUE_API.key, lambda: group_served(kube, KUEUE_GROUP)
-        ):
-            out.append(KUEUE_API)
+        queued = config.local_queue(experiment.spec.execution) is not None
+        if queued and not self._ask(KUEUE_API.key, lambda: group_served(kube, KUEUE_GROUP)):
+            # The message says where the queue came from, so it says what to change.
+            named = experiment.spec.execution.queue_name is not None
+            out.append(KUEUE_API if named else DEFAULT_QUEUE_KUEUE_API)
         why: list[str] = []
         key = f"trainer-account/{namespace}"
         if not self._ask(key, lambda: _account(kube, namespace, config, why)):

@@ -19,7 +19,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from scalelab.rules import IMAGE
+from scalelab.api import Execution
+from scalelab.rules import IMAGE, QUEUE_NAME
 
 PREFIX = "SCALELAB_"
 
@@ -38,6 +39,11 @@ class Config(BaseSettings):
     trainer_service_account: str = "scalelab-trainer"
     #: ClusterRole bound in each experiment namespace for the trainer ServiceAccount.
     trainer_cluster_role: str = "scalelab-trainer"
+    #: Kueue LocalQueue of the trials of experiments without spec.execution.queueName, in each
+    #: experiment's own namespace: where every GPU is behind Kueue, sweeps go through it without
+    #: each team writing queueName (and are rendered as queued, which Kueue's own defaulting to a
+    #: LocalQueue named "default" would not tell the operator). Unset: they are made outside Kueue.
+    default_queue_name: Annotated[str, QUEUE_NAME] | None = None
     #: Directory the MPI operator mounts the job's SSH key pair at (the trainer image's contract).
     ssh_auth_mount_path: str = "/home/mpiuser/.ssh"
     #: Port every trainer rank serves /metrics on (plus its local rank). 0 turns it off.
@@ -85,6 +91,15 @@ class Config(BaseSettings):
         if duration is not None and value >= duration:
             raise ValueError(f"must be less than lease_duration_seconds ({duration})")
         return value
+
+    def local_queue(self, execution: Execution) -> str | None:
+        """The Kueue LocalQueue that trials of `execution` go through: its queueName, else the
+        operator's default queue, else None (no Kueue).
+
+        The one answer for everything that depends on it (the MPIJob's suspend, labels and
+        launcher policy, the Kueue prerequisite, queue positions, the metrics' queue label), so
+        no two of them can disagree; the spec stays as its author wrote it."""
+        return self.default_queue_name if execution.queue_name is None else execution.queue_name
 
     @classmethod
     def settings_customise_sources(
