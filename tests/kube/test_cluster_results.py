@@ -228,3 +228,25 @@ def test_the_status_reporter_learns_the_trials_uid_from_a_patch_answer() -> None
     for e in events("t", 2)[1:]:
         reporter(e)
     assert reporter.uid == "u-7"
+
+
+def test_a_trials_times_and_queue_wait_come_from_its_status_finished_or_not() -> None:
+    times = {"created": "2027-01-15T07:50:00Z", "admitted": "2027-01-15T07:55:00Z"}
+    snap = snapshot(
+        [
+            trial_body("lab-b64-g1", "Succeeded", reason="converged", queueSeconds=300,
+                       times={**times, "finished": "2027-01-15T08:00:00Z"}),
+            trial_body("lab-b32-g1", "Running", queueSeconds=0, times=times),
+            trial_body("lab-b64-g2", "Pending", times={"created": times["created"]}),
+        ],
+        [stored("lab-b64-g1", events("lab-b64-g1", 3))],
+    )  # fmt: skip
+    by_name = {t.name: t for t in cluster.assemble(snap, now=1.9e9).results.trials}
+    done, running, pending = (by_name[n] for n in ("lab-b64-g1", "lab-b32-g1", "lab-b64-g2"))
+    assert (done.queue_seconds, done.times and done.times.finished) == (
+        300.0, "2027-01-15T08:00:00Z",
+    )  # fmt: skip
+    assert (running.queue_seconds, running.times and running.times.admitted) == (
+        0.0, "2027-01-15T07:55:00Z",
+    )  # fmt: skip
+    assert (pending.queue_seconds, pending.times and pending.times.admitted) == (None, None)

@@ -136,6 +136,10 @@ def test_lab1_results_carry_params_optimum_curves_and_the_slow_mode_warning(
         assert trial["scalingEfficiency"] == pytest.approx(1.0)
         assert trial["scalingEfficiencyKind"] == "strong"
         assert trial["dataFile"] == f"data/{trial['name']}.npz"
+        # No queue here: admitted as created (the trainer's start event), waited 0 s.
+        assert trial["queueSeconds"] == 0.0
+        times = trial["times"]
+        assert times["created"] == times["admitted"] == times["running"] <= times["finished"]
     assert gd["steps"] == gd["epochs"]  # batch 100 of 100 examples: one step per epoch
     assert sgd["steps"] == 100 * sgd["epochs"]
     for trial in (gd, sgd):  # measurement.recordUpdateLosses: every update, from the real start

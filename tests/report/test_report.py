@@ -12,7 +12,7 @@ from scalelab.aggregate import analysis, recommend, with_scaling
 from scalelab.api import TrialPhase
 from scalelab.report.render import build_html, render_report
 from scalelab.report.surface import LineStats, surface
-from scalelab.results.model import ResultsFile, TrialRecord, result_row
+from scalelab.results.model import RecordTimes, ResultsFile, TrialRecord, result_row
 
 pytestmark = pytest.mark.unit
 
@@ -223,3 +223,28 @@ def test_the_input_time_columns_appear_only_when_a_trial_streamed_its_input(
     page, _ = build_html(results, tmp_path)
     assert "<th>input wait</th><th>input-bound</th>" in page
     assert '<td>0.25</td><td class="l">True</td>' in page
+
+
+def test_the_queue_wait_is_a_column_and_a_sentence_only_where_trials_waited_for_quota(
+    tmp_path: Path,
+) -> None:
+    local = sweep()
+    local.trials = [t.model_copy(update={"queue_seconds": 0.0}) for t in local.trials]
+    page, _ = build_html(local, tmp_path)
+    assert "<th>queue wait s</th>" not in page
+    assert "<code>scalelab run</code> has no queue" in page
+    cluster = sweep()
+    cluster.host = {"cluster": "https://api:6443", "namespace": "team-a"}
+    waits = {"s-b4-g1": (0.0, "07:50:00", "07:51:40"), "s-b4-g2": (300.0, "07:50:00", "08:00:00")}
+    for i, trial in enumerate(cluster.trials):
+        if trial.name in waits:
+            wait, created, finished = waits[trial.name]
+            times = RecordTimes(created=f"2027-01-15T{created}Z",
+                                finished=f"2027-01-15T{finished}Z")  # fmt: skip
+            cluster.trials[i] = trial.model_copy(update={"queue_seconds": wait, "times": times})
+    page, _ = build_html(cluster, tmp_path)
+    assert "<th>queue wait s</th>" in page
+    assert "<td>300</td>" in page
+    # 300 s of the 100 + 600 s the two trials took from submission to end.
+    assert "the trials waited 300 s for quota in all, 43% of the 700 s" in page
+    assert "the longest wait was 300 s (s-b4-g2)" in page

@@ -96,6 +96,7 @@ from scalelab.api.trial import (
     ScaleTrialStatus,
     TrialProgress,
     TrialResult,
+    TrialTimes,
     read_trial_result,
 )
 from scalelab.api.workload import (
@@ -203,6 +204,7 @@ __all__ = [
     "TrialPhase",
     "TrialProgress",
     "TrialResult",
+    "TrialTimes",
     "Volume",
     "VolumeMount",
     "Workload",

@@ -102,6 +102,14 @@ class ResultRow(ApiModel):
         description="Processes × time-to-target (or × training time without a target). "
         "Unit: GPU-seconds.",
     )
+    queue_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="How long the trial waited for quota once submitted: its MPIJob's creation "
+        "to its admission (Kueue's, or the MPI operator's start without Kueue); 0 in scalelab "
+        "run, which has no queue; null where it was never admitted. Unit: seconds. "
+        "Default: null.",
+    )
     gradient_noise_scale: float | None = Field(
         default=None, description="Measured B_simple = tr(Σ)/|G|². Unit: examples."
     )

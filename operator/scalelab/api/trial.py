@@ -31,6 +31,38 @@ class TrialProgress(ApiModel):
     updated_at: str | None = Field(default=None, description="RFC 3339 time of this progress.")
 
 
+class TrialTimes(ApiModel):
+    """When a trial asked for its GPUs, got them, ran and ended, as the objects the operator
+    watches recorded it (RFC 3339 UTC, second precision). A time not observed stays null; after
+    a Kueue preemption, admitted and running are the readmitted run's (the run that counts)."""
+
+    created: str | None = Field(
+        default=None,
+        description="RFC 3339 time its MPIJob was created (metadata.creationTimestamp): when the "
+        "operator, under maxConcurrentTrials and maxGPUs, asked the cluster for its GPUs. "
+        "scalelab run: the trainer's start event. Default: null.",
+    )
+    admitted: str | None = Field(
+        default=None,
+        description="RFC 3339 time it got its GPUs: Kueue admitted its Workload (the Admitted "
+        "condition's lastTransitionTime); without Kueue, the MPI operator started the MPIJob "
+        "(its status.startTime, at creation). scalelab run has no queue: equal to created. "
+        "Default: null.",
+    )
+    running: str | None = Field(
+        default=None,
+        description="RFC 3339 time all its pods ran: the MPIJob's Running condition "
+        "(lastTransitionTime); where that was never seen, the trainer's first progress "
+        "(progress.updatedAt − trainingSeconds). scalelab run: the trainer's start event. "
+        "Default: null.",
+    )
+    finished: str | None = Field(
+        default=None,
+        description="RFC 3339 time it ended: the MPIJob's completionTime, else when the operator "
+        "saw it end (Pruned, or failed while Kueue held it). Default: null.",
+    )
+
+
 class ParamSummary(ApiModel):
     """Final parameters: w and b for the linear model on lab1-line, a summary otherwise."""
 
@@ -174,3 +206,16 @@ class ScaleTrialStatus(ApiModel):
     result: TrialResult | None = Field(default=None, description="Final result. Default: null.")
     start_time: str | None = Field(default=None, description="RFC 3339 start. Default: null.")
     completion_time: str | None = Field(default=None, description="RFC 3339 end. Default: null.")
+    times: TrialTimes | None = Field(
+        default=None,
+        description="When its MPIJob was created, admitted, running and finished, from the "
+        "MPIJob's and its Kueue Workload's own times (startTime and completionTime are when the "
+        "operator saw the phase change). Default: null.",
+    )
+    queue_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="times.created → times.admitted: how long it waited for quota (Kueue) once "
+        "the operator submitted it; about 0 without Kueue; null until admitted. Unit: seconds. "
+        "Default: null.",
+    )

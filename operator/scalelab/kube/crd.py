@@ -332,6 +332,13 @@ TRIAL_COLUMNS = [
         "time to the target loss",
         priority=1,
     ),
+    _column(
+        "Queue-s",
+        "number",
+        ".status.queueSeconds",
+        "time waiting for quota: MPIJob created to admitted",
+        priority=1,
+    ),
     _column("Experiment", "string", ".spec.experiment", "owning experiment", priority=1),
     _column("Reason", "string", ".status.reason", "why it is in this phase", priority=1),
     _column("Age", "date", ".metadata.creationTimestamp", "age"),

@@ -50,8 +50,10 @@ from scalelab.kube.phases import (
     WAITING,
     WAITING_FOR_PILOT,
     parse_time,
+    queue_seconds,
     row,
     trial_phase,
+    trial_times,
 )
 from scalelab.kube.queue import Position, with_position
 from scalelab.kube.state import Decision, Found, Memory, Pass, Seen, TrialEvent, Usage
@@ -294,9 +296,9 @@ def _blocked_conditions(reason: str, stamp: str) -> list[dict[str, Any]]:
 
 def patch_trial_statuses(p: Pass) -> None:
     """Step 4: a status patch per trial whose phase changed, once per transition (the index may
-    lag behind our own writes; a reason rides along with its phase). Kueue's reason for holding
-    a trial is written when it changes too: it is what the user must read, and it comes after
-    the trial turned Pending."""
+    lag behind our own writes; a reason rides along with its phase, and so do the trial's times,
+    `trial_times`). Kueue's reason for holding a trial is written when it changes too: it is
+    what the user must read, and it comes after the trial turned Pending."""
     stamp = now_rfc3339(p.now)
     for t in p.planned:
         if t.name not in p.uids:
@@ -312,6 +314,7 @@ def patch_trial_statuses(p: Pass) -> None:
         if written is not None and written[0] is phase and not _reason_news(written[1], reason):
             continue
         patch: dict[str, Any] = {"phase": phase.value, "reason": reason}
+        patch |= trial_times(p.seen.jobs.get(t.name), trial, phase, stamp)
         was = written[1] if written is not None else trial.reason if trial is not None else ""
         if reason.startswith(BLOCKED) or was.startswith(BLOCKED):
             patch["conditions"] = _blocked_conditions(reason, stamp)
@@ -333,17 +336,26 @@ def patch_trial_statuses(p: Pass) -> None:
 def result_rows(p: Pass) -> list[ResultRow]:
     """The results table: one row per finished trial, with scaling efficiency. A row is built
     again only when its trial's phase, reason or result changed (`memory.rows`): reading 1,000
-    results every pass was half of a pass."""
+    results every pass was half of a pass. Its queue wait is the trial's (status.queueSeconds),
+    or its MPIJob's before the status shows it."""
     rows = []
     for t in p.planned:
         phase, reason = p.phases[t.name]
         if phase not in FINISHED_TRIAL_PHASES:
             continue
         trial = p.seen.trials.get(t.name)
-        key = (phase, reason, *((trial.result, trial.training_seconds) if trial else (None, None)))
+        queued = trial.queue_seconds if trial is not None else None
+        if queued is None:
+            queued = queue_seconds(p.seen.jobs.get(t.name))
+        key = (
+            phase,
+            reason,
+            queued,
+            *((trial.result, trial.training_seconds) if trial else (None, None)),
+        )
         cached = p.memory.rows.get(t.name)
         if cached is None or cached[0] != key:
-            cached = p.memory.rows[t.name] = (key, row(t, phase, reason, trial))
+            cached = p.memory.rows[t.name] = (key, row(t, phase, reason, trial, queued))
         rows.append(cached[1])
     weak = p.experiment.spec.sweep.batch_scope is BatchScope.PER_PROCESS
     return aggregate.with_scaling(rows, weak=weak)

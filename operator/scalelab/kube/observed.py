@@ -7,9 +7,10 @@ keep only what reconciliation reads (an index holds an entry for every object in
 finished experiments' included): of a trial's result, the keys the operator's result model
 knows, not the curves or config a trainer may add; strings repeated in every entry once;
 `__slots__` entries.
-kube/operations.py reads them (`with_queue` folds Kueue's reason into each suspended MPIJob) and
-parses the spec with `parse` (so does kube/results.py); kube/prerequisites.py names what is
-missing as `Missing`. kube/decide.py decides from these values; nothing here talks to the API.
+kube/operations.py reads them (`with_queue` folds Kueue's reason into each suspended MPIJob, and
+Kueue's admission time into each admitted one) and parses the spec with `parse` (so does
+kube/results.py); kube/prerequisites.py names what is missing as `Missing`. kube/decide.py
+decides from these values; nothing here talks to the API.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class TrialState:
     owner: str | None = None  # uid of the owning experiment; None: not checked
     updated_at: str | None = None  # status.progress.updatedAt: rank 0's last heartbeat
     training_seconds: float | None = None  # status.progress.trainingSeconds
+    queue_seconds: float | None = None  # status.queueSeconds, once written (its results row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,12 @@ class JobState:
     message: str = ""
     completion_time: str | None = None
     owner: str | None = None  # uid of the owning trial; None: not checked
+    # The trial's times (api.TrialTimes), RFC 3339: metadata.creationTimestamp; status.startTime
+    # while not suspended (the MPI operator's start: creation, or the last unsuspension), which
+    # `with_queue` replaces with Kueue's admission time; the Running condition's time.
+    created: str | None = None
+    admitted: str | None = None
+    running: str | None = None
 
 
 #: A suspended MPIJob's JobState.reason once Kueue says why it holds the job. PREEMPTED: it was
@@ -119,6 +127,7 @@ class QueueState:
     evicted: str = ""  # Kueue's reason when it evicted the workload (Evicted=True), e.g. Preempted
     evicted_message: str = ""
     checks: str = ""  # the admission checks not passed yet, "name: message; …"
+    admitted_at: str | None = None  # the Admitted condition's lastTransitionTime while True
 
     @property
     def preempted(self) -> str:
@@ -141,10 +150,26 @@ def condition_true(conditions: Iterable[Mapping[str, Any]], kind: str) -> Mappin
     return None
 
 
+#: The reason of the MPI operator's Running condition while the job runs; it keeps it (and its
+#: time) when the job ends and only the status turns False (pkg/controller, filterOutCondition).
+MPIJOB_RUNNING = "MPIJobRunning"
+
+
 def job_state(trial: str, status: Mapping[str, Any] | None) -> JobState:
-    """An MPIJob's phase from its conditions: terminal ones first, like the MPI operator."""
+    """An MPIJob's phase from its conditions: terminal ones first, like the MPI operator; with
+    when it started (status.startTime, unless suspended now) and ran (the Running condition's
+    time: True now, or ended after running, not False for a suspension)."""
     status = status or {}
     conditions = list(status.get("conditions") or [])
+    running = next(
+        (
+            c.get("lastTransitionTime")
+            for c in conditions
+            if c.get("type") == JobPhase.RUNNING.value
+            and (c.get("status") == "True" or c.get("reason") == MPIJOB_RUNNING)
+        ),
+        None,
+    )
     for phase in (JobPhase.FAILED, JobPhase.SUCCEEDED, JobPhase.SUSPENDED, JobPhase.RUNNING):
         c = condition_true(conditions, phase.value)
         if c is not None:
@@ -154,8 +179,10 @@ def job_state(trial: str, status: Mapping[str, Any] | None) -> JobState:
                 reason=str(c.get("reason") or ""),
                 message=str(c.get("message") or ""),
                 completion_time=status.get("completionTime"),
+                admitted=status.get("startTime") if phase is not JobPhase.SUSPENDED else None,
+                running=running,
             )
-    return JobState(trial=trial, phase=JobPhase.CREATED)
+    return JobState(trial=trial, phase=JobPhase.CREATED, admitted=status.get("startTime"))
 
 
 def index_key(body: Mapping[str, Any]) -> Key | None:
@@ -187,6 +214,7 @@ def trial_entry(body: Mapping[str, Any]) -> dict[Key, TrialState]:
             owner=_controller_uid(meta),
             updated_at=(status.get("progress") or {}).get("updatedAt"),
             training_seconds=_seconds((status.get("progress") or {}).get("trainingSeconds")),
+            queue_seconds=_seconds(status.get("queueSeconds")),
         )
     }
 
@@ -208,8 +236,9 @@ def job_entry(body: Mapping[str, Any]) -> dict[Key, JobState]:
     trial = ((body.get("metadata") or {}).get("labels") or {}).get(LABEL_TRIAL)
     if not trial:
         return {}
+    meta = body.get("metadata") or {}
     state = job_state(str(trial), body.get("status"))
-    return {key: replace(state, owner=_controller_uid(body.get("metadata") or {}))}
+    return {key: replace(state, owner=_controller_uid(meta), created=meta.get("creationTimestamp"))}
 
 
 def workload_entry(body: Mapping[str, Any]) -> dict[str, QueueState]:
@@ -234,15 +263,17 @@ def workload_entry(body: Mapping[str, Any]) -> dict[str, QueueState]:
     # suspended again meanwhile.
     evicted = condition_true(conditions, "Evicted") or {}
     reason = str(evicted.get("reason") or "")
+    admitted = condition_true(conditions, "Admitted")
     return {
         str(meta.get("namespace") or ""): QueueState(
             trial=str(owner.get("name")),
-            admitted=condition_true(conditions, "Admitted") is not None,
+            admitted=admitted is not None,
             message=str(reserved.get("message") or "") if waiting and reserved else "",
             cluster_queue=str((status.get("admission") or {}).get("clusterQueue") or ""),
             evicted=reason,
             evicted_message=str(evicted.get("message") or reason),
             checks=_pending_checks(status) if reserved and not waiting else "",
+            admitted_at=admitted.get("lastTransitionTime") if admitted is not None else None,
         )
     }
 
@@ -280,14 +311,17 @@ def with_queue(jobs: Iterable[JobState], queue: Iterable[QueueState]) -> list[Jo
     (waits for quota to free), NEVER_ADMITTED (asks for more than the queue can ever give),
     PREEMPTED or INTERRUPTED (ran, was evicted, waits to be readmitted), CHECKING (quota
     reserved, an admission check pending), OUT_OF_TIME or DEACTIVATED (Kueue will not readmit
-    it)."""
+    it); each one Kueue admitted carrying Kueue's admission time (`JobState.admitted`)."""
+    queue = list(queue)
     held = {q.trial: q for q in queue if not q.admitted and (q.message or q.evicted or q.checks)}
-    return [
-        _held(job, held[job.trial])
-        if job.phase is JobPhase.SUSPENDED and job.trial in held
-        else job
-        for job in jobs
-    ]
+    admitted = {q.trial: q.admitted_at for q in queue if q.admitted_at}
+    out = []
+    for seen in jobs:
+        when = admitted.get(seen.trial)
+        job = replace(seen, admitted=when) if when is not None and when != seen.admitted else seen
+        held_by = held.get(job.trial) if job.phase is JobPhase.SUSPENDED else None
+        out.append(_held(job, held_by) if held_by is not None else job)
+    return out
 
 
 class InvalidSpecError(Exception):

@@ -1,5 +1,5 @@
-"""A trial's phase, reason and results row, from what a pass observes of it: its MPIJob's state
-and the result its trainer reported.
+"""A trial's phase, reason, times and results row, from what a pass observes of it: its MPIJob's
+state (with Kueue's admission), and the result and progress its trainer reported.
 
 Called by kube/decide.py (steps 2 and 4 of a pass); pure. The reasons a Pending trial shows
 (LAUNCHED, WAITING, WAITING_FOR_PILOT, BLOCKED and Kueue's) are named here, where they are set.
@@ -82,6 +82,45 @@ def parse_time(value: str | None) -> float | None:
         return None
 
 
+def _rfc3339(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def queue_seconds(job: JobState | None) -> float | None:
+    """How long an MPIJob waited for quota: its creation to its admission (0 at least: the two
+    clocks are the API server's and Kueue's); None before it is admitted."""
+    if job is None or not job.admitted:
+        return None
+    created, admitted = parse_time(job.created), parse_time(job.admitted)
+    return max(0.0, admitted - created) if created is not None and admitted is not None else None
+
+
+def trial_times(
+    job: JobState | None, trial: TrialState | None, phase: TrialPhase, stamp: str
+) -> dict[str, Any]:
+    """The status fields `times` and `queueSeconds` (api.TrialTimes) as this pass observes them,
+    for a status patch written anyway: they ride along with a phase or reason change and never
+    cost a write of their own. A time not observed now is left out, so the merge patch keeps
+    what an earlier one wrote (a trial's MPIJob is gone; a preempted trial is not admitted
+    while it waits, and its readmission replaces the first). An MPIJob that ran between two
+    looks of the MPI operator has no Running time: the trainer's first step stands in."""
+    times = {}
+    if job is not None:
+        seen = {"created": job.created, "admitted": job.admitted, "running": job.running}
+        times = {key: value for key, value in seen.items() if value}
+        if not job.running and trial is not None and phase is not TrialPhase.PENDING:
+            heartbeat, training = parse_time(trial.updated_at), trial.training_seconds
+            if heartbeat is not None and training is not None:  # last report − training
+                times["running"] = _rfc3339(heartbeat - training)
+    if phase in FINISHED_TRIAL_PHASES and phase is not TrialPhase.SKIPPED:
+        times["finished"] = (job.completion_time if job is not None else None) or stamp
+    out: dict[str, Any] = {"times": times} if times else {}
+    waited = queue_seconds(job)
+    if waited is not None:
+        out["queueSeconds"] = waited
+    return out
+
+
 def trial_phase(
     planned: PlannedTrial, trial: TrialState | None, job: JobState | None, now: float
 ) -> tuple[TrialPhase, str]:
@@ -126,9 +165,14 @@ def _suspended(job: JobState) -> tuple[TrialPhase, str]:
 
 
 def row(
-    planned: PlannedTrial, phase: TrialPhase, reason: str, trial: TrialState | None
+    planned: PlannedTrial,
+    phase: TrialPhase,
+    reason: str,
+    trial: TrialState | None,
+    queued: float | None = None,
 ) -> ResultRow:
-    """The results-table row of a finished trial: its grid point, phase, reason and result."""
+    """The results-table row of a finished trial: its grid point, phase, reason, result, and how
+    long it waited for quota (`queued`)."""
     result = read_trial_result(trial.result if trial is not None else None)
     measured: dict[str, Any] = {}
     if result is not None:
@@ -147,5 +191,6 @@ def row(
         reason=reason,
         pruned=phase in (TrialPhase.SKIPPED, TrialPhase.PRUNED)
         and reason.startswith(adaptive.PREFIX),
+        queue_seconds=queued,
         **measured,
     )

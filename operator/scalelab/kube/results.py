@@ -6,8 +6,9 @@ gzip-compressed, and lab1-line's dataset) and folds them exactly as `scalelab ru
 trainer's stdout: `record_from_events` over the planner's records, then `aggregate_results`. The
 ScaleTrial's status decides the phase and reason (the operator's verdict: an MPIJob that failed
 after the result, a deadline); timings come from the trainer, `wallSeconds` from the trial's
-start and completion times. Trials not finished yet stay Running or Pending and are named in the
-file's warnings. `fetch` makes the API calls; `assemble` is pure.
+start and completion times, `times` and `queueSeconds` (its wait for quota) from its status.
+Trials not finished yet stay Running or Pending and are named in the file's warnings. `fetch`
+makes the API calls; `assemble` is pure.
 
 A finished experiment's file is dated when it finished (its Complete condition turned True), not
 when it was read, so every read of it, and the copy the operator archives (kube/archive.py), is
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import gzip
 import json
 import time
@@ -30,6 +32,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
 from urllib3.exceptions import HTTPError
 
 from scalelab.api import (
@@ -45,6 +48,7 @@ from scalelab.kube.observed import InvalidSpecError, parse
 from scalelab.kube.resources import EXPERIMENTS, TRIALS
 from scalelab.planner import PlannedTrial, exports_data, plan, trainer_command, trainer_flags
 from scalelab.results.model import (
+    RecordTimes,
     ResultsFile,
     TrialRecord,
     aggregate_results,
@@ -199,6 +203,19 @@ def _newest(configmaps: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, A
     return {trial: m for trial, (_, m) in best.items()}
 
 
+def _queue(status: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's times and queue wait as its status has them (nothing it does not have)."""
+    out: dict[str, Any] = {}
+    times = status.get("times")
+    if isinstance(times, Mapping):
+        with contextlib.suppress(ValidationError):  # not the operator's: left out
+            out["times"] = RecordTimes.model_validate(times)
+    waited = status.get("queueSeconds")
+    if isinstance(waited, int | float) and not isinstance(waited, bool):
+        out["queue_seconds"] = float(waited)
+    return out
+
+
 def _record(
     planned: PlannedTrial, trial: Mapping[str, Any] | None, stored: Mapping[str, Any] | None
 ) -> tuple[TrialRecord, bytes | None]:
@@ -210,7 +227,7 @@ def _record(
     except ValueError:
         phase = TrialPhase.PENDING
     if planned.skipped or phase not in FINISHED_TRIAL_PHASES:
-        update: dict[str, Any] = {} if planned.skipped else {"phase": phase}
+        update: dict[str, Any] = {} if planned.skipped else {"phase": phase, **_queue(status)}
         if not planned.skipped and status.get("reason"):
             update["reason"] = status["reason"]
         return record.model_copy(update=update), None
@@ -225,6 +242,7 @@ def _record(
         "reason": status.get("reason") or "",
         # As scalelab run marks them: Skipped by the adaptive sweep (not the planner), or Pruned.
         "pruned": phase in (TrialPhase.SKIPPED, TrialPhase.PRUNED),
+        **_queue(status),
     }
     if began is not None and ended is not None:
         update["wall_seconds"] = ended - began

@@ -69,6 +69,7 @@ from scalelab.results.model import (
     planned_record,
     record_from_events,
     result_row,
+    unqueued,
 )
 
 POLL_SECONDS = 0.2
@@ -295,6 +296,7 @@ class LocalRun:
             update["seconds"] = events.epochs[-1].get("trainingSeconds")
         if record.finished_at is None:
             update["finished_at"] = time.time()
+        update |= unqueued(record.started_at, update.get("finished_at", record.finished_at))
         if phase is not None:
             update |= {"phase": phase, "reason": reason}
         elif events.result is None:

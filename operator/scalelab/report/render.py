@@ -24,7 +24,7 @@ from scalelab.report import answer, plots
 from scalelab.report.predictions import predictions_html
 from scalelab.results import store
 from scalelab.results.columns import HTML_COLUMNS, Column, shown
-from scalelab.results.model import ResultsFile, TrialRecord, has_learning_rates
+from scalelab.results.model import ResultsFile, TrialRecord, has_learning_rates, seconds_between
 
 REPORT_HTML = "report.html"
 PLOTS_DIR = "plots"
@@ -77,6 +77,8 @@ def _table(
         columns = tuple(c for c in columns if not c.streamed)
     if not any(t.precision or t.jit_compile for t in trials):  # all float32, no XLA
         columns = tuple(c for c in columns if not c.compute)
+    if not any(t.queue_seconds for t in trials):  # no trial waited for quota
+        columns = tuple(c for c in columns if not c.queued)
     labels = [_CPU_LABELS.get(c.field, c.label) if cpu else c.label for c in columns]
     header = "".join(f"<th>{label.format(kind=kind)}</th>" for label in labels)
     rows = ["<tr>" + "".join(_cell(c, t) for c in columns) + "</tr>" for t in trials]
@@ -308,6 +310,44 @@ def _overview(results: ResultsFile) -> str:
     )
 
 
+def _queue_wait(results: ResultsFile) -> str:
+    """How much of the sweep's time its trials spent waiting for quota: Σ queueSeconds against
+    Σ (finished − created), each trial's time from its submission (MPIJob created) to its end."""
+    admitted = [t for t in results.trials if t.queue_seconds is not None]
+    if not admitted:
+        return ""
+    if not results.host.get("cluster"):
+        return (
+            "<p>Queue: <code>scalelab run</code> has no queue: each trial starts when its trainer "
+            "reaches it, so none waited for quota (queue wait 0 s).</p>"
+        )
+    waited = sum(t.queue_seconds or 0.0 for t in admitted)
+    if not waited:
+        return (
+            f"<p>Queue: none of the {len(admitted)} admitted trial(s) waited for quota: each was "
+            "admitted as it was submitted.</p>"
+        )
+    spans = {
+        t.name: (t.queue_seconds or 0.0, span)
+        for t in admitted
+        if t.times and (span := seconds_between(t.times.created, t.times.finished))
+    }
+    total = sum(span for _, span in spans.values())
+    share = (
+        f", {sum(w for w, _ in spans.values()) / total:.0%} of the {total:.0f} s its finished "
+        "trials took from submission to end"
+        if total > 0
+        else ""
+    )
+    longest = max(admitted, key=lambda t: t.queue_seconds or 0.0)
+    return (
+        f"<p>Queue: the trials waited {waited:.0f} s for quota in all{share}; the longest wait "
+        f"was {_fmt(longest.queue_seconds)} s ({html.escape(longest.name)}). More GPUs in the "
+        "queue could have saved that time; the sweep's own maxGPUs and maxConcurrentTrials hold "
+        "a trial before it is submitted and are not counted.</p>"
+    )
+
+
 def build_html(results: ResultsFile, directory: Path) -> tuple[str, dict[str, bytes]]:
     """The report's HTML and its PNGs by file stem."""
     figures = _figures(results, directory)
@@ -315,6 +355,7 @@ def build_html(results: ResultsFile, directory: Path) -> tuple[str, dict[str, by
     body = [
         f"<h1>{html.escape(title)}</h1>",
         _overview(results),
+        _queue_wait(results),
         _recommendation(results),
         _critical(results),
         predictions_html(results.scaling_predictions, cpu=plots.on_cpu(results)),

@@ -5,8 +5,10 @@ order, so a new measurement is added here and appears in all three. The CSV head
 camelCase name (the results.json key); the report and the live table show `label`. A column of
 the learning-rate axis (`axis`) is in results.csv and report.html only when the sweep has
 learningRates (`shown`), so a sweep without one writes the tables it always did; the input-time
-columns (`streamed`) are in report.html only when a trial streamed its input (plugin API 2), and
-the precision and XLA columns (`compute`) only when a trial set mixedPrecision or jitCompile.
+columns (`streamed`) are in report.html only when a trial streamed its input (plugin API 2), the
+precision and XLA columns (`compute`) only when a trial set mixedPrecision or jitCompile, and the
+queue wait (`queued`) only when a trial waited for quota (a cluster's queue; `scalelab run` has
+none).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class Column:
     axis: bool = False  # only with a sweep.learningRates axis
     streamed: bool = False  # in report.html only when a trial measured its input time
     compute: bool = False  # in report.html only when a trial set mixedPrecision or jitCompile
+    queued: bool = False  # in report.html only when a trial waited for quota
 
     @property
     def key(self) -> str:
@@ -62,6 +65,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("seconds", "training s", html=False),
     Column("wall_seconds", "wall s", html=False),
     Column("gpu_seconds", "GPU-s"),
+    Column("queue_seconds", "queue wait s", queued=True),
     Column("gradient_noise_scale", "B_simple"),
     Column("gradient_noise_scale_stderr", "B_simple SE"),
     Column("critical_batch_size", "B_crit", html=False),

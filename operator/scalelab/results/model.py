@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +27,7 @@ from scalelab.api import (
     ResultRow,
     ScaleExperiment,
     TrialPhase,
+    TrialTimes,
     read_trial_result,
 )
 from scalelab.planner import PlannedTrial
@@ -48,6 +50,12 @@ class ResultsModel(BaseModel):
     """camelCase on disk; unknown keys from newer writers are ignored, not fatal."""
 
     model_config = ConfigDict(extra="ignore", alias_generator=to_camel, populate_by_name=True)
+
+
+class RecordTimes(TrialTimes):
+    """A trial's times (api.TrialTimes) in results.json, read as leniently as the rest of it."""
+
+    model_config = ConfigDict(extra="ignore")
 
 
 class TrialRecord(ResultsModel):
@@ -80,6 +88,11 @@ class TrialRecord(ResultsModel):
     step_seconds: float | None = None  # median steady-state step time (stepTimeSeconds.p50)
     seconds: float | None = None  # training time reported by the trainer
     wall_seconds: float | None = None  # this trial's share of wall time, start-up included
+    # When it was created, admitted, running and finished (a cluster trial's status.times), and
+    # created → admitted: how long it waited for quota. scalelab run has no queue: 0, and its
+    # times are all the trainer's start event but the end.
+    queue_seconds: float | None = None
+    times: RecordTimes | None = None
     gpu_seconds: float | None = None
     gradient_noise_scale: float | None = None
     gradient_noise_scale_stderr: float | None = None
@@ -340,6 +353,35 @@ def _median_step(step_time: Any) -> float | None:
     return value if value is not None and value > 0 else None
 
 
+def rfc3339(seconds: float) -> str:
+    """RFC 3339 UTC time, second precision (as Kubernetes writes its times)."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def seconds_between(start: str | None, end: str | None) -> float | None:
+    """Seconds from one RFC 3339 time to another; None when either is missing or unreadable."""
+    try:
+        a, b = (datetime.fromisoformat(t) for t in (start or "", end or ""))
+    except ValueError:
+        return None
+    return (b - a).total_seconds() if a.tzinfo and b.tzinfo else None
+
+
+def unqueued(started: float | None, finished: float | None) -> dict[str, Any]:
+    """The times of a trial of `scalelab run`, which has no queue: created, admitted and running
+    are all its start event (the trainer's clock), and it waited 0 s; nothing before it started."""
+    if started is None:
+        return {}
+    begun = rfc3339(started)
+    times = RecordTimes(
+        created=begun,
+        admitted=begun,
+        running=begun,
+        finished=rfc3339(finished) if finished is not None else None,
+    )
+    return {"times": times, "queue_seconds": 0.0}
+
+
 def result_row(record: TrialRecord) -> ResultRow:
     """The compact row of the experiment's results table (as in ScaleExperiment.status)."""
     return ResultRow(
@@ -358,6 +400,7 @@ def result_row(record: TrialRecord) -> ResultRow:
         time_to_target_seconds=record.time_to_target_seconds,
         seconds=record.seconds,
         gpu_seconds=record.gpu_seconds,
+        queue_seconds=record.queue_seconds,
         gradient_noise_scale=record.gradient_noise_scale,
         gradient_noise_scale_stderr=record.gradient_noise_scale_stderr,
         gradient_noise_scale_reason=record.gradient_noise_scale_reason,
