@@ -16,12 +16,13 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from scalelab.api import ConditionType
+from scalelab.api import ConditionType, ScaleExperiment
 from scalelab.kube import handlers, operations
 from scalelab.kube.apply import Kube
-from scalelab.kube.metrics import OperatorMetrics
+from scalelab.kube.metrics import OperatorMetrics, Snapshot, device_of
 from scalelab.kube.operations import Context
 from scalelab.kube.settings import Config
+from scalelab.kube.state import Usage
 
 NO_INDEXES = operations.Indexes(trials={}, jobs={}, workloads={})
 
@@ -165,3 +166,24 @@ def test_every_operator_metric_states_its_unit_as_its_name_does() -> None:
             assert help_text.endswith("Unit: ratio."), name
         if name.endswith("per_second"):
             assert help_text.endswith("Unit: samples per second."), name
+
+
+def test_the_gpu_gauge_labels_a_cpu_only_experiments_processes_device_cpu() -> None:
+    """One device per process either way; GPU panels and alerts select device="gpu"."""
+    registry = CollectorRegistry()
+    metrics = OperatorMetrics(registry, handlers.RECONCILING)
+    for name, per_process in (("on-gpus", 1), ("on-cpus", 0), ("default", None)):
+        resources = {} if per_process is None else {"gpusPerProcess": per_process}
+        experiment = ScaleExperiment.model_validate(
+            {"metadata": {"name": name}, "spec": {"resources": resources}}
+        )
+        usage = Usage(requested=4, running=2)
+        metrics.observe("ns", name, Snapshot({}, usage, [], device=device_of(experiment)))
+    text = generate_latest(registry).decode()
+    requested = {
+        (s.labels["experiment"], s.labels["device"]): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "scalelab_operator_gpus" and s.labels["state"] == "requested"
+    }
+    assert requested == {("on-gpus", "gpu"): 4, ("on-cpus", "cpu"): 4, ("default", "gpu"): 4}

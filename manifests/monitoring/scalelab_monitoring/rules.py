@@ -144,10 +144,13 @@ def _operator_rules(w: dict[str, str]) -> list[dict[str, Any]]:
         f"  rate(scalelab_operator_reconcile_errors_total[{w['errors_window']}])\n"
         ") > 0\n"
     )
+    # device="gpu": the processes of CPU-only trials (gpusPerProcess 0) wait for no GPU.
     pending = (
         "(\n"
-        '  sum by (namespace, experiment) (scalelab_operator_gpus{state="requested"})\n'
-        '  - sum by (namespace, experiment) (scalelab_operator_gpus{state="running"})\n'
+        "  sum by (namespace, experiment) (\n"
+        '    scalelab_operator_gpus{device="gpu", state="requested"})\n'
+        "  - sum by (namespace, experiment) (\n"
+        '    scalelab_operator_gpus{device="gpu", state="running"})\n'
         ") > 0\n"
     )
     leaders = "sum(scalelab_operator_leader) != 1\n"

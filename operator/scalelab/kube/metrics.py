@@ -3,9 +3,11 @@ errors, and every finished trial's results, so scaling curves stay queryable aft
 
 Per-experiment series come from a collector over the latest snapshot of each experiment (set by
 every reconciliation, dropped when the experiment is deleted), so no series outlives its object.
-Labels are bounded: namespace, experiment, phase, batch_size, gpus, repeat (never a uid), the
-result rows of an experiment with a sweep.learningRates axis also `learning_rate` (its base rate,
-one of at most 16; without the axis the series are exactly as they were), and
+Labels are bounded: namespace, experiment, phase, batch_size, gpus, repeat (never a uid);
+`device` on scalelab_operator_gpus (gpu or cpu: what the experiment's processes hold, so that
+CPU-only trials stay out of GPU demand); the result rows of an experiment with a
+sweep.learningRates axis also `learning_rate` (its base rate, one of at most 16; without the axis
+the series are exactly as they were), and
 `handler`, the id of the kopf handler that ran a reconciliation pass (kube/handlers.py:
 plan, resume, reconcile); every handler's series exist at 0 from the start, so `rate()` sees the
 first error. The registry is injected; the HTTP server is started by `scalelab operator`, never
@@ -29,7 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from scalelab.api import ResultRow, TrialPhase
+from scalelab.api import ResultRow, ScaleExperiment, TrialPhase
 from scalelab.kube.leader import leader_gauge
 from scalelab.kube.state import Usage
 
@@ -80,6 +82,13 @@ class Snapshot:
     stalled: int = 0
     queue: str = ""  # the trials' Kueue LocalQueue (Config.local_queue), "" without one
     missing: tuple[str, ...] = ()  # keys of the prerequisites the cluster lacks
+    device: str = "gpu"  # what each process holds (`device_of`): "gpu" or "cpu"
+
+
+def device_of(experiment: ScaleExperiment) -> str:
+    """The `device` label of an experiment's usage: "gpu" when its processes hold a GPU each
+    (resources.gpusPerProcess 1, the default), "cpu" when they run on the CPU (0)."""
+    return "gpu" if experiment.spec.resources.gpus_per_process else "cpu"
 
 
 #: One result row as the series need it: its batch_size, gpus and repeat labels, its base
@@ -97,6 +106,7 @@ class _Series:
     stalled: int
     queue: str
     missing: tuple[str, ...]
+    device: str
 
     @classmethod
     def of(cls, snap: Snapshot) -> _Series:
@@ -111,7 +121,15 @@ class _Series:
             )
             for row in snap.rows
         )
-        return cls(tuple(counts.values()), snap.usage, rows, snap.stalled, snap.queue, snap.missing)
+        return cls(
+            tuple(counts.values()),
+            snap.usage,
+            rows,
+            snap.stalled,
+            snap.queue,
+            snap.missing,
+            snap.device,
+        )
 
 
 def _value(value: Any) -> float | None:
@@ -226,10 +244,12 @@ class OperatorMetrics(Collector):
         )
         gpus = GaugeMetricFamily(
             "scalelab_operator_gpus",
-            "GPUs of trials: requested (MPIJob not finished), running (MPIJob Running), "
-            "suspended (of the requested, MPIJob held by Kueue), queued (runnable, not admitted "
-            "under maxConcurrentTrials/maxGPUs yet). queue: the Kueue LocalQueue, or empty.",
-            labels=[*EXP_LABELS, "queue", "state"],
+            "Devices of trials, one per process: requested (MPIJob not finished), running "
+            "(MPIJob Running), suspended (of the requested, MPIJob held by Kueue), queued "
+            "(runnable, not admitted under maxConcurrentTrials/maxGPUs yet). queue: the Kueue "
+            'LocalQueue, or empty. device: "gpu" (resources.gpusPerProcess 1: GPUs) or "cpu" '
+            '(0: CPU-only processes, no GPU); GPU demand is device="gpu".',
+            labels=[*EXP_LABELS, "queue", "device", "state"],
         )
         stalled = GaugeMetricFamily(
             "scalelab_operator_stalled_trials",
@@ -255,7 +275,7 @@ class OperatorMetrics(Collector):
             for key in PREREQUISITES:
                 missing.add_metric([*exp, key], float(key in snap.missing))
             for state in GPU_STATES:
-                gpus.add_metric([*exp, snap.queue, state], getattr(snap.usage, state))
+                gpus.add_metric([*exp, snap.queue, snap.device, state], getattr(snap.usage, state))
             for point, rate, values in snap.rows:
                 labels = dict(zip(ROW_LABELS, [*exp, *point], strict=True))
                 if rate is not None:
