@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.cluster.conftest import Operator, get, items, phase_of, wait_for
 from tests.cluster.standin import StandIn
 from tests.harness.controlplane import ControlPlane
-from tests.harness.kueue import Kueue
+from tests.harness.kueue import Kueue, running
 
 pytestmark = pytest.mark.cluster
 
@@ -43,11 +43,8 @@ def fake_gpus() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def kueue(cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kueue]:
-    k = Kueue(cluster, tmp_path_factory.mktemp("kueue"))
-    try:
-        yield k.start()
-    finally:
-        k.stop()  # also after a failed start: /etc/kueue and the webhooks go
+    with running(cluster, tmp_path_factory.mktemp("kueue")) as k:
+        yield k
 
 
 def _queues(namespace: str, gpus: int, preempt: bool = False) -> list[dict[str, Any]]:
