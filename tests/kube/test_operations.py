@@ -158,7 +158,9 @@ def test_every_operator_metric_states_its_unit_as_its_name_does() -> None:
     families = {f.name: f.documentation for f in registry.collect()}
     assert "scalelab_trial_result_gpu_seconds" in families
     for name, help_text in families.items():
-        if name.endswith("_seconds") and not name.endswith("gpu_seconds"):
+        if name.endswith("device_seconds"):
+            assert help_text.endswith("Unit: device-seconds."), name
+        elif name.endswith("_seconds") and not name.endswith("gpu_seconds"):
             assert help_text.endswith("Unit: seconds."), name
         if name.endswith("gpu_seconds"):
             assert "Unit: GPU-seconds" in help_text, name
@@ -187,3 +189,18 @@ def test_the_gpu_gauge_labels_a_cpu_only_experiments_processes_device_cpu() -> N
         if s.name == "scalelab_operator_gpus" and s.labels["state"] == "requested"
     }
     assert requested == {("on-gpus", "gpu"): 4, ("on-cpus", "cpu"): 4, ("default", "gpu"): 4}
+
+
+def test_the_device_seconds_counter_exists_from_the_first_pass_and_adds_each_ended_run() -> None:
+    """A counter, not a snapshot: it outlives the experiment (increase() totals a team's time)."""
+    registry = CollectorRegistry()
+    metrics = OperatorMetrics(registry, handlers.RECONCILING)
+    labels = {"namespace": "ns", "queue": "team-a", "device": "gpu"}
+    snap = Snapshot({}, Usage(), [], queue="team-a")
+    metrics.observe("ns", "exp", snap)
+    total = "scalelab_operator_device_seconds_total"
+    assert registry.get_sample_value(total, labels) == 0.0  # at 0 before any run ends
+    metrics.observe("ns", "exp", snap, spent=240.0)
+    metrics.observe("ns", "exp", snap)  # a pass that ended no run adds nothing
+    metrics.forget("ns", "exp")
+    assert registry.get_sample_value(total, labels) == 240.0  # kept after the experiment goes

@@ -14,6 +14,12 @@ first error. The registry is injected; the HTTP server is started by `scalelab o
 at import. kube/main.py builds `OperatorMetrics` and counts every API request in it (`request`);
 kube/operations.py records every pass in it.
 
+`scalelab_operator_device_seconds_total{namespace, queue, device}` is a counter, not a snapshot:
+the device-seconds of every run that ended (preempted, interrupted, failed and finished ones:
+docs/measurements.md), added by the pass that writes the run's end, so a team's GPU time can be
+totalled after its experiments are deleted. Only the leader reconciles (kube/leader.py), and the
+run's end is written once, so the replicas' series together count each run once.
+
 A snapshot keeps what the series need and no more: the number of trials in each phase (not
 every trial's phase by name) and the result rows as label and value tuples (not the rows), so
 that the memory of finished experiments' series stays small.
@@ -212,6 +218,14 @@ class OperatorMetrics(Collector):
             ["client", "verb", "resource"],
             registry=registry,
         )
+        self.device_seconds = Counter(
+            "scalelab_operator_device_seconds",
+            "Devices × pod run time of the trials' runs, counted as each ends: preempted, "
+            "interrupted and failed runs included. queue: the Kueue LocalQueue, or empty. device: "
+            '"gpu" or "cpu" (CPU processes). Unit: device-seconds.',
+            ["namespace", "queue", "device"],
+            registry=registry,
+        )
         self.leader = leader_gauge(registry)  # set by kube/main.py while it holds the Lease
         for handler in handlers:
             # A labelled series exports nothing until its child exists: create every one now.
@@ -220,8 +234,15 @@ class OperatorMetrics(Collector):
             self.reconcile_seconds.labels(handler)
         registry.register(self)
 
-    def observe(self, namespace: str, experiment: str, snapshot: Snapshot) -> None:
-        """Replace an experiment's snapshot."""
+    def observe(
+        self, namespace: str, experiment: str, snapshot: Snapshot, spent: float = 0.0
+    ) -> None:
+        """Replace an experiment's snapshot, and count `spent`, the device-seconds of its runs
+        that ended (written to their trials' status). The device-seconds series is exported
+        from the first pass, at 0 until a run ends: `increase()` cannot see a first value."""
+        used = self.device_seconds.labels(namespace, snapshot.queue, snapshot.device)
+        if spent > 0:
+            used.inc(spent)
         series = _Series.of(snapshot)
         with self._lock:
             self._series[(namespace, experiment)] = series

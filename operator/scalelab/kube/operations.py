@@ -223,6 +223,7 @@ async def _pass(
             tuple(m.key for m in decision.missing),
             device_of(cache.experiment),
         ),
+        spent=sum(decision.actions.spent.values()),  # written: the runs that ended count once
     )
     _count_writes(ctx, writes)
     ctx.metrics.reconcile_seconds.labels(handler).observe(time.monotonic() - started)
