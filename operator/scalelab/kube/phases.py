@@ -30,6 +30,7 @@ from scalelab.kube.observed import (
     TrialState,
 )
 from scalelab.planner import PlannedTrial
+from scalelab.results.model import rfc3339
 
 #: A trial Kueue holds and will run (again) stays Pending; its reason starts with the words for
 #: its MPIJob's Kueue reason: waiting for quota, preempted or interrupted (its pods are gone and
@@ -83,10 +84,6 @@ def parse_time(value: str | None) -> float | None:
         return None
 
 
-def _rfc3339(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def queue_seconds(job: JobState | None) -> float | None:
     """How long an MPIJob waited for quota: its creation to its admission (0 at least: the two
     clocks are the API server's and Kueue's); None before it is admitted."""
@@ -127,7 +124,7 @@ def _first_step(trial: TrialState) -> str | None:
     heartbeat, training = parse_time(trial.updated_at), trial.training_seconds
     if heartbeat is None or training is None:
         return None
-    return _rfc3339(heartbeat - training)
+    return rfc3339(heartbeat - training)
 
 
 #: The reasons of a Pending trial whose run Kueue evicted (its pods are gone; it reruns).

@@ -17,7 +17,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
-from datetime import UTC, datetime
 from typing import Any
 
 from scalelab import aggregate
@@ -33,6 +32,7 @@ from scalelab.kube import compact, conditions
 from scalelab.kube.observed import condition_true
 from scalelab.kube.state import Found, Pass
 from scalelab.planner import devices_needed
+from scalelab.results.model import rfc3339
 
 
 def generation_of(body: Mapping[str, Any]) -> int:
@@ -42,9 +42,7 @@ def generation_of(body: Mapping[str, Any]) -> int:
 
 def now_rfc3339(now: float | None = None) -> str:
     """RFC 3339 UTC time, second precision (metav1.Time's wire format)."""
-    return datetime.fromtimestamp(time.time() if now is None else now, UTC).strftime(
-        "%Y-%m-%dT%H:%M:%SZ"
-    )
+    return rfc3339(time.time() if now is None else now)
 
 
 def outcome(counts: TrialCounts, measured: int) -> ExperimentPhase | None:
