@@ -30,7 +30,7 @@ from pathlib import Path
 from tests.cluster.processes import install
 from tests.harness.cluster import Cluster, start_cluster
 from tests.harness.controlplane import REPO, NodeNetwork
-from tests.harness.kueue import Kueue
+from tests.harness.kueue import Kueue, running
 from tests.harness.mpi_operator import MpiOperator
 from tests.harness.ports import serve_until_interrupted
 from tests.harness.prometheus import Prometheus
@@ -71,9 +71,7 @@ def playground(workdir: Path) -> Iterator[Playground]:
         cp = cluster.cp
         install(cp, OVERLAY)
         (workdir / "kueue").mkdir()
-        kueue = Kueue(cp, workdir / "kueue", visibility_ip=NodeNetwork().ip)
-        stack.callback(kueue.stop)  # also after a failed start: /etc/kueue and the webhooks go
-        kueue.start()
+        kueue = stack.enter_context(running(cp, workdir / "kueue", visibility_ip=NodeNetwork().ip))
         # After Kueue: serving its visibility API restarts the API server, and the MPI operator
         # exits when it cannot renew its leader lease (MpiOperator restarts it then).
         mpi = MpiOperator(cp)

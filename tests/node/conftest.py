@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -178,3 +179,17 @@ def gpus_held(cp: ControlPlane, namespaces: list[str]) -> int:
                 for c in p["spec"]["containers"]
             )
     return held
+
+
+class GpuWatch(threading.Thread):
+    """The most fake GPUs held at once by the pods of unfinished MPIJobs (`gpus_held`)."""
+
+    def __init__(self, cp: ControlPlane, namespaces: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.cp, self.namespaces, self.most = cp, namespaces, 0
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            self.most = max(self.most, gpus_held(self.cp, self.namespaces))
+            self.stopped.wait(0.5)

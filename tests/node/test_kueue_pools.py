@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +21,7 @@ from tests.harness.cluster import Cluster
 from tests.harness.controlplane import ControlPlane, NodeNetwork
 from tests.harness.kueue import Kueue, running
 from tests.harness.objects import get, items, wait_for
-from tests.node.conftest import apply, finished, gpus_held
+from tests.node.conftest import GpuWatch, apply, finished
 from tests.node.test_real_pods import experiment, trial_diagnostics
 
 pytestmark = pytest.mark.node
@@ -96,20 +95,6 @@ def sweep(name: str, batch_sizes: list[int], gpus: list[int], epochs: int) -> di
         resources={"gpusPerProcess": 1, "cpu": "100m", "memory": "1Gi"},
         execution={"maxConcurrentTrials": 8, "maxGPUs": 8, "queueName": "team"},
     )
-
-
-class GpuWatch(threading.Thread):
-    """The most fake GPUs held at once by the pods of unfinished MPIJobs (`gpus_held`)."""
-
-    def __init__(self, cp: ControlPlane, namespaces: list[str]) -> None:
-        super().__init__(daemon=True)
-        self.cp, self.namespaces, self.most = cp, namespaces, 0
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.is_set():
-            self.most = max(self.most, gpus_held(self.cp, self.namespaces))
-            self.stopped.wait(0.5)
 
 
 def reasons(cp: ControlPlane, namespace: str) -> dict[str, tuple[str, str]]:

@@ -8,7 +8,6 @@ Faults are real too: deleted worker pods, a deleted operator pod, GPU requests t
 from __future__ import annotations
 
 import json
-import threading
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -26,9 +25,9 @@ from tests.node.conftest import (
     FAKE_GPUS,
     OPERATOR_NS,
     REPO,
+    GpuWatch,
     apply,
     finished,
-    gpus_held,
     operator_diagnostics,
 )
 
@@ -324,20 +323,11 @@ def test_trials_that_together_exceed_max_gpus_run_one_after_the_other(
         resources={"gpusPerProcess": 1, "processesPerWorker": 1},
         execution={"maxConcurrentTrials": 2, "maxGPUs": 2},
     ))  # fmt: skip
-    most = 0
-    done = threading.Event()
-
-    def watch() -> None:
-        nonlocal most
-        while not done.is_set():
-            most = max(most, gpus_held(cp, [namespace]))
-            done.wait(0.5)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
+    watch = GpuWatch(cp, [namespace])
+    watch.start()
     try:
         assert finished(cp, name, namespace) == "Succeeded", trial_diagnostics(cp, namespace)
     finally:
-        done.set()
-        watcher.join()
-    assert most == 2, f"GPUs held at once: {most} (maxGPUs 2)"
+        watch.stopped.set()
+        watch.join()
+    assert watch.most == 2, f"GPUs held at once: {watch.most} (maxGPUs 2)"
