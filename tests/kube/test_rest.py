@@ -4,6 +4,7 @@ credentials it hands kopf, and that it never imports the official kubernetes cli
 from __future__ import annotations
 
 import base64
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
+import yaml
 from lightkube import ApiError, KubeConfig
 
 from scalelab.kube import leader, rest
@@ -87,6 +89,25 @@ def test_kopf_logs_in_with_the_same_token_ca_and_client_certificate(tmp_path: Pa
     assert Path(str(info.certificate_path)) == tmp_path / "crt.pem"
     anonymous = rest.login(config._replace(user=None), trust_env=False)
     assert (anonymous.scheme, anonymous.token) == (None, None)
+
+
+def test_several_kubeconfig_files_merge_as_kubectl_merges_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def write(name: str, conf: dict[str, Any]) -> str:
+        (tmp_path / name).write_text(yaml.safe_dump(conf))
+        return str(tmp_path / name)
+
+    first = write("a", {"clusters": [{"name": "k", "cluster": {"server": "https://a:6443"}}],
+                        "contexts": [], "users": []})  # fmt: skip
+    second = write("b", {
+        "current-context": "c",
+        "clusters": [{"name": "k", "cluster": {"server": "https://b:6443"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "k", "namespace": "team"}}],
+    })  # fmt: skip
+    monkeypatch.setenv("KUBECONFIG", os.pathsep.join([first, str(tmp_path / "gone"), second]))
+    config = rest.kubeconfig()
+    assert (config.cluster.server, config.namespace) == ("https://a:6443", "team")
 
 
 def test_a_leases_micro_time_reads_back_as_it_is_written() -> None:

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, cast
 
 import httpx2 as httpx
 import kopf
 import msgspec
+import yaml
 from lightkube import ApiError, ConfigError, KubeConfig
 from lightkube.config.client_adapter import ConnectionParams, user_auth
 from lightkube.config.kubeconfig import DEFAULT_KUBECONFIG, SingleConfig
@@ -189,8 +191,23 @@ def in_cluster() -> SingleConfig:
 
 def kubeconfig() -> SingleConfig:
     """The current context of the kubeconfig kubectl would use (KUBECONFIG, else
-    ~/.kube/config); ConfigError when there is none."""
-    return _single(KubeConfig.from_file(os.environ.get("KUBECONFIG") or DEFAULT_KUBECONFIG))
+    ~/.kube/config); ConfigError when there is none. Several files in KUBECONFIG are merged as
+    kubectl merges them: the first to name a context, cluster or user (or the current
+    context) wins; relative paths are taken from the first file's directory."""
+    files = [f for f in (os.environ.get("KUBECONFIG") or "").split(os.pathsep) if f]
+    if len(files) <= 1:
+        return _single(KubeConfig.from_file(files[0] if files else DEFAULT_KUBECONFIG))
+    merged: dict[str, Any] = {"clusters": [], "contexts": [], "users": []}
+    found = [Path(f).expanduser() for f in files if Path(f).expanduser().is_file()]
+    if not found:
+        raise ConfigError(f"no kubeconfig file of KUBECONFIG={os.environ['KUBECONFIG']} exists")
+    for file in found:
+        conf = yaml.safe_load(file.read_text()) or {}
+        merged["current-context"] = merged.get("current-context") or conf.get("current-context")
+        for key in ("clusters", "contexts", "users"):
+            names = {item["name"] for item in merged[key]}
+            merged[key] += [i for i in conf.get(key) or [] if i.get("name") not in names]
+    return _single(KubeConfig.from_dict(merged, fname=found[0]))
 
 
 def _single(config: KubeConfig) -> SingleConfig:
