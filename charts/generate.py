@@ -144,7 +144,7 @@ def container(deploy: Obj) -> Obj:
 
 def splice_deployment(o: Obj, sp: Splices) -> None:
     """Images and their pull policy, replicas, resources, watched namespaces, stall seconds,
-    the default Kueue queue, extra environment."""
+    the default Kueue queue, trial pods' disruption annotations, extra environment."""
     o["spec"]["replicas"] = sp.value(".Values.operator.replicas")
     c = container(o)
     c["image"] = sp.value('printf "%s:%s" .Values.operator.image.repository '
@@ -178,6 +178,10 @@ def splice_deployment(o: Obj, sp: Splices) -> None:
         "{{- with .Values.kueue.defaultQueueName }}",
         "- name: SCALELAB_DEFAULT_QUEUE_NAME",
         "  value: {{ . | quote }}",
+        "{{- end }}",
+        '{{- if eq (toString .Values.doNotDisruptTrials) "false" }}',
+        "- name: SCALELAB_DO_NOT_DISRUPT_TRIALS",
+        '  value: "false"',
         "{{- end }}",
         "{{- with .Values.operator.extraEnv }}",
         to_yaml(".", i),
@@ -286,6 +290,12 @@ watchNamespaces: []
 # Seconds without a progress report after which a Running trial is flagged stalled
 # (SCALELAB_STALL_SECONDS); null keeps the operator's default (900), 0 turns it off.
 stallSeconds: null
+
+# Trial pods carry karpenter.sh/do-not-disrupt and cluster-autoscaler.kubernetes.io/safe-to-evict
+# "false": node consolidation never ends a measurement, but a node running a trial is not scaled
+# down until the trial ends. false (SCALELAB_DO_NOT_DISRUPT_TRIALS=false): pods carry neither,
+# and a scale-down kills the trial (docs/gpu-pools.md, section 4).
+doNotDisruptTrials: true
 
 kueue:
   # Let the operator read Kueue's Workloads and pending workloads, to say why and where a

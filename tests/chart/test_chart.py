@@ -152,6 +152,22 @@ def test_kueue_default_queue_name_sets_only_the_operators_default_queue(
     }
 
 
+def test_do_not_disrupt_trials_false_sets_only_the_operators_setting_and_true_changes_nothing(
+    home: Path, defaults: dict[Key, dict[str, Any]]
+) -> None:
+    objs = template(home, "doNotDisruptTrials=false")
+    env = operator_container(objs)["env"]
+    assert {"name": "SCALELAB_DO_NOT_DISRUPT_TRIALS", "value": "false"} in env
+    assert [e for e in env if e["name"] != "SCALELAB_DO_NOT_DISRUPT_TRIALS"] == (
+        operator_container(defaults)["env"]
+    )
+    deployment = ("Deployment", "scalelab-system", "scalelab-operator")
+    assert {k: o for k, o in objs.items() if k != deployment} == {
+        k: o for k, o in defaults.items() if k != deployment
+    }
+    assert template(home, "doNotDisruptTrials=true") == defaults
+
+
 def test_helm_lint_finds_nothing_wrong_with_the_chart(home: Path) -> None:
     r = helm("lint", "--strict", str(CHART), home=home, check=False)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -148,7 +148,7 @@ def cluster_report(
 TIMING_TRIAL_KEYS = frozenset(
     {"samplesPerSecond", "seconds", "wallSeconds", "gpuSeconds", "scalingEfficiency",
      "timeToTargetSeconds", "startedAt", "finishedAt", "modelledSeconds", "modelRatio",
-     "stepSeconds", "queueSeconds", "times"}
+     "stepSeconds", "queueSeconds", "times", "deviceSeconds"}
 )  # fmt: skip
 TIMING_CURVES = frozenset({"seconds", "samplesPerSecond"})
 TIMING_CRITICAL_BATCH = frozenset({"efficiency"})

@@ -2,12 +2,14 @@
 admits scalelab's MPIJobs within a ClusterQueue's GPU quota, holds the rest suspended with its
 reason on the trial, resumes them when quota frees, and a grid point that could never fit the
 queue is Skipped with Kueue's words instead of waiting forever. A running trial that Kueue
-preempts for a sweep of higher priority says so, and reruns when readmitted."""
+preempts for a sweep of higher priority says so, and reruns when readmitted. The 32-GPU pool of
+docs/gpu-pools.md, applied as the page writes it, limits what a team may borrow."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.cluster.conftest import Operator, get, items, phase_of, wait_for
 from tests.cluster.standin import StandIn
 from tests.harness.controlplane import ControlPlane
-from tests.harness.kueue import Kueue
+from tests.harness.kueue import Kueue, running
 
 pytestmark = pytest.mark.cluster
 
@@ -41,11 +43,8 @@ def fake_gpus() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def kueue(cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kueue]:
-    k = Kueue(cluster, tmp_path_factory.mktemp("kueue"))
-    try:
-        yield k.start()
-    finally:
-        k.stop()  # also after a failed start: /etc/kueue and the webhooks go
+    with running(cluster, tmp_path_factory.mktemp("kueue")) as k:
+        yield k
 
 
 def _queues(namespace: str, gpus: int, preempt: bool = False) -> list[dict[str, Any]]:
@@ -308,3 +307,95 @@ def test_a_trial_kueue_preempts_for_higher_priority_says_so_and_reruns_when_read
                         check=False)  # fmt: skip
         cluster.kubectl("delete", "priorityclass", *(c["metadata"]["name"] for c in classes),
                         check=False)  # fmt: skip
+
+
+def _pool_recipe(interns_namespace: str) -> list[dict[str, Any]]:
+    """docs/gpu-pools.md's 32-GPU, three-team pool as written there, with the interns' queue
+    selecting this test's namespace."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "gpu-pools.md").read_text()
+    start = doc.index("**A real pool: 32 GPUs for three teams.**")
+    block = doc[doc.index("```yaml\n", start) + len("```yaml\n") : doc.index("```\n", start + 1)]
+    block = block.replace(
+        "kubernetes.io/metadata.name: interns}",
+        f"kubernetes.io/metadata.name: {interns_namespace}}}",
+    )
+    block = block.replace("namespace: interns}", f"namespace: {interns_namespace}}}")
+    return [d for d in yaml.safe_load_all(block) if d]
+
+
+def _pool_state(cluster: ControlPlane, namespace: str) -> dict[str, Any]:
+    """What a failed wait shows: the trials' phases and reasons, the Workloads' conditions."""
+    return {
+        "trials": {
+            t["metadata"]["name"]: ((t.get("status") or {}).get("phase"),
+                                    (t.get("status") or {}).get("reason"))
+            for t in items(cluster, "scaletrials", namespace)
+        },
+        "workloads": {
+            w["metadata"]["name"]: [(c["type"], c["status"], c.get("message", "")[:200])
+                                    for c in (w.get("status") or {}).get("conditions") or []]
+            for w in items(cluster, "workloads", namespace)
+        },
+        "experiment": (get(cluster, "scaleexperiment", "interns", namespace).get("status") or {})
+        .get("conditions"),
+    }  # fmt: skip
+
+
+def test_the_documented_32_gpu_pool_lets_interns_borrow_4_and_skips_what_never_fits(
+    cluster: ControlPlane,
+    operator: Operator,
+    standin: StandIn,
+    kueue: Kueue,
+    namespace: str,
+) -> None:
+    """The interns' queue holds 8 GPUs and may borrow 4: a 12-GPU point is admitted by borrowing
+    4 of the cohort's idle GPUs, a 16-GPU point can never be and is Skipped."""
+    recipe = _pool_recipe(namespace)
+    assert sum(
+        int(r["nominalQuota"])
+        for d in recipe if d["kind"] == "ClusterQueue"
+        for r in d["spec"]["resourceGroups"][0]["flavors"][0]["resources"]
+        if r["name"] == "nvidia.com/gpu"
+    ) == 32  # fmt: skip
+    standin.hang.add("interns-b48-g12")  # admission is the question here, not the training
+    others = ("research", "product")  # the teams lending to the interns: namespaces of their own
+    for team in others:
+        cluster.kubectl("create", "namespace", team)
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(recipe))
+    try:
+        spec = _experiment()
+        spec["metadata"]["name"] = "interns"
+        spec["spec"]["sweep"] = {"batchSizes": [48], "gpus": [12, 16]}
+        spec["spec"]["execution"]["maxGPUs"] = 32
+        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(spec))
+        try:
+            skipped = wait_for(
+                lambda: (
+                    (s := _trial_status(cluster, "interns-b48-g16", namespace)).get("phase")
+                    == "Skipped"
+                    and s
+                ),
+                120,
+                "the 16-GPU point Skipped",
+            )
+        except AssertionError as timeout:
+            raise AssertionError(f"{timeout}\n{_pool_state(cluster, namespace)}") from None
+        assert skipped["reason"].startswith("Kueue can never admit it: "), skipped
+        assert "maximum capacity (12)" in skipped["reason"], skipped
+
+        def borrowed() -> int | None:
+            cq = get(cluster, "clusterqueue", "interns", "default")  # cluster-scoped
+            for flavor in (cq.get("status") or {}).get("flavorsUsage") or []:
+                for r in flavor.get("resources") or []:
+                    if r["name"] == "nvidia.com/gpu" and int(r.get("borrowed") or 0):
+                        return int(r["borrowed"])
+            return None
+
+        assert wait_for(borrowed, 120, "the 12-GPU point admitted by borrowing") == 4
+        assert _suspended(cluster, namespace) == {"interns-b48-g12": False}
+    finally:
+        cluster.kubectl("delete", "-n", namespace, "scaleexperiment", "interns", "--wait=false")
+        standin.hang.discard("interns-b48-g12")
+        for name in ("research", "product", "interns"):
+            cluster.kubectl("delete", "clusterqueue", name, "--ignore-not-found", "--wait=false")
+        cluster.kubectl("delete", "namespace", *others, "--wait=false")

@@ -18,7 +18,7 @@ from tests.cluster.conftest import Operator, items, phase_of, wait_for
 from tests.cluster.standin import StandIn
 from tests.cluster.test_kueue import _experiment, _queues, _trial_status
 from tests.harness.controlplane import ControlPlane
-from tests.harness.kueue import Kueue
+from tests.harness.kueue import Kueue, running
 
 pytestmark = pytest.mark.cluster
 
@@ -29,16 +29,13 @@ TIMEOUT, REQUEUE_SECONDS = "10s", 15
 
 @pytest.fixture(scope="module")
 def kueue(cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kueue]:
-    k = Kueue(
+    with running(
         cluster,
         tmp_path_factory.mktemp("kueue-pods-ready"),
         wait_for_pods_ready=TIMEOUT,
         requeue_seconds=REQUEUE_SECONDS,
-    )
-    try:
-        yield k.start()
-    finally:
-        k.stop()
+    ) as k:
+        yield k
 
 
 def _slow_point() -> dict[str, Any]:

@@ -27,10 +27,12 @@ visibility API, the pending workloads of a queue with their positions, through t
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -256,3 +258,14 @@ class Kueue:
         if self.made_etc:
             shutil.rmtree(ETC, ignore_errors=True)
             self.made_etc = False
+
+
+@contextlib.contextmanager
+def running(cp: ControlPlane, workdir: Path, **options: Any) -> Iterator[Kueue]:
+    """A started Kueue (`options`: Kueue's fields, e.g. wait_for_pods_ready), stopped on leaving;
+    also after a failed start, so /etc/kueue and the webhooks go (a fixture's body)."""
+    k = Kueue(cp, workdir, **options)
+    try:
+        yield k.start()
+    finally:
+        k.stop()

@@ -14,7 +14,7 @@ from scalelab.api import TrialPhase
 from scalelab.kube import results as cluster
 from scalelab.kube.observed import parse
 from scalelab.planner import plan, trainer_command, trainer_flags
-from scalelab.results.model import planned_record, record_from_events
+from scalelab.results.model import planned_record, record_from_events, result_row
 from scalelab_trainer import store_results
 from scalelab_trainer.report_status import StatusReporter
 
@@ -250,3 +250,19 @@ def test_a_trials_times_and_queue_wait_come_from_its_status_finished_or_not() ->
         0.0, "2027-01-15T07:55:00Z",
     )  # fmt: skip
     assert (pending.queue_seconds, pending.times and pending.times.admitted) == (None, None)
+
+
+def test_every_runs_device_seconds_come_from_its_status_into_the_record_and_row() -> None:
+    snap = snapshot(
+        [
+            trial_body("lab-b64-g1", "Succeeded", reason="converged", deviceSeconds=660),
+            trial_body("lab-b32-g1", "Pending", reason="preempted by Kueue", deviceSeconds=240),
+            trial_body("lab-b64-g2", "Pending"),
+        ],
+        [stored("lab-b64-g1", events("lab-b64-g1", 3))],
+    )
+    by_name = {t.name: t for t in cluster.assemble(snap, now=1.9e9).results.trials}
+    assert [by_name[n].device_seconds for n in ("lab-b64-g1", "lab-b32-g1", "lab-b64-g2")] == [
+        660.0, 240.0, None,
+    ]  # fmt: skip
+    assert result_row(by_name["lab-b64-g1"]).device_seconds == 660.0

@@ -68,6 +68,25 @@ def test_training_pods_are_not_disrupted_by_node_consolidation() -> None:
         }
 
 
+def test_with_disruption_allowed_the_pods_carry_neither_annotation_nor_other_change() -> None:
+    config = Config(do_not_disrupt_trials=False)
+    for role in ("Launcher", "Worker"):
+        template = _render(_trial(), config)["spec"]["mpiReplicaSpecs"][role]["template"]
+        assert template["metadata"]["annotations"] == {}
+    protected, allowed = _render(_trial()), _render(_trial(), config)
+    for role in ("Launcher", "Worker"):
+        protected["spec"]["mpiReplicaSpecs"][role]["template"]["metadata"]["annotations"] = {}
+    assert allowed == protected
+    # Kueue's placement annotations stay.
+    topology = {"mode": "Required", "level": "topology.kubernetes.io/zone"}
+    job = _render(_queued({"queueName": "gpus", "topology": topology}), config)
+    for found in _templates_annotations(job):
+        assert found == {
+            "kueue.x-k8s.io/podset-required-topology": "topology.kubernetes.io/zone",
+            "kueue.x-k8s.io/podset-group-name": "launcher-and-workers",
+        }
+
+
 def test_a_single_process_gets_one_slot_and_a_cpu_trial_no_gpu_limit() -> None:
     job = _render(_trial(gpus=1, gpusPerProcess=0))
     assert job["spec"]["slotsPerWorker"] == 1

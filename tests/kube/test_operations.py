@@ -14,12 +14,13 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from scalelab.api import ConditionType
+from scalelab.api import ConditionType, ScaleExperiment
 from scalelab.kube import handlers, operations
 from scalelab.kube.apply import Kube
-from scalelab.kube.metrics import OperatorMetrics
+from scalelab.kube.metrics import OperatorMetrics, Snapshot, device_of
 from scalelab.kube.operations import Context
 from scalelab.kube.settings import Config
+from scalelab.kube.state import Usage
 from tests.kube.fake_api import fake_api, sent, status
 
 NO_INDEXES = operations.Indexes(trials={}, jobs={}, workloads={})
@@ -151,7 +152,9 @@ def test_every_operator_metric_states_its_unit_as_its_name_does() -> None:
     families = {f.name: f.documentation for f in registry.collect()}
     assert "scalelab_trial_result_gpu_seconds" in families
     for name, help_text in families.items():
-        if name.endswith("_seconds") and not name.endswith("gpu_seconds"):
+        if name.endswith("device_seconds"):
+            assert help_text.endswith("Unit: device-seconds."), name
+        elif name.endswith("_seconds") and not name.endswith("gpu_seconds"):
             assert help_text.endswith("Unit: seconds."), name
         if name.endswith("gpu_seconds"):
             assert "Unit: GPU-seconds" in help_text, name
@@ -159,3 +162,39 @@ def test_every_operator_metric_states_its_unit_as_its_name_does() -> None:
             assert help_text.endswith("Unit: ratio."), name
         if name.endswith("per_second"):
             assert help_text.endswith("Unit: samples per second."), name
+
+
+def test_the_gpu_gauge_labels_a_cpu_only_experiments_processes_device_cpu() -> None:
+    """One device per process either way; GPU panels and alerts select device="gpu"."""
+    registry = CollectorRegistry()
+    metrics = OperatorMetrics(registry, handlers.RECONCILING)
+    for name, per_process in (("on-gpus", 1), ("on-cpus", 0), ("default", None)):
+        resources = {} if per_process is None else {"gpusPerProcess": per_process}
+        experiment = ScaleExperiment.model_validate(
+            {"metadata": {"name": name}, "spec": {"resources": resources}}
+        )
+        usage = Usage(requested=4, running=2)
+        metrics.observe("ns", name, Snapshot({}, usage, [], device=device_of(experiment)))
+    text = generate_latest(registry).decode()
+    requested = {
+        (s.labels["experiment"], s.labels["device"]): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "scalelab_operator_gpus" and s.labels["state"] == "requested"
+    }
+    assert requested == {("on-gpus", "gpu"): 4, ("on-cpus", "cpu"): 4, ("default", "gpu"): 4}
+
+
+def test_the_device_seconds_counter_exists_from_the_first_pass_and_adds_each_ended_run() -> None:
+    """A counter, not a snapshot: it outlives the experiment (increase() totals a team's time)."""
+    registry = CollectorRegistry()
+    metrics = OperatorMetrics(registry, handlers.RECONCILING)
+    labels = {"namespace": "ns", "queue": "team-a", "device": "gpu"}
+    snap = Snapshot({}, Usage(), [], queue="team-a")
+    metrics.observe("ns", "exp", snap)
+    total = "scalelab_operator_device_seconds_total"
+    assert registry.get_sample_value(total, labels) == 0.0  # at 0 before any run ends
+    metrics.observe("ns", "exp", snap, spent=240.0)
+    metrics.observe("ns", "exp", snap)  # a pass that ended no run adds nothing
+    metrics.forget("ns", "exp")
+    assert registry.get_sample_value(total, labels) == 240.0  # kept after the experiment goes

@@ -5,6 +5,7 @@ its results row as queueSeconds."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from scalelab.kube.observed import (
     with_queue,
     workload_entry,
 )
-from scalelab.kube.phases import trial_times
+from scalelab.kube.phases import run_seconds, trial_times
 from scalelab.kube.state import Memory
 from scalelab.planner import plan
 
@@ -176,3 +177,94 @@ def test_a_trial_without_its_mpijobs_times_keeps_what_was_written_and_dates_its_
     # The two clocks (API server, Kueue) may disagree by a second: a wait is never negative.
     early = JobState("t", JobPhase.RUNNING, created=ADMITTED, admitted=CREATED)
     assert trial_times(early, None, TrialPhase.RUNNING, "x")["queueSeconds"] == 0.0
+
+
+# Device-seconds: every run's devices × pod run time, written with the transitions that end a run.
+EVICTED = "2027-01-15T07:57:30Z"  # 120 s after RUNNING
+TWO_GPUS: dict[str, Any] = {**SPEC, "sweep": {"batchSizes": [8], "gpus": [2]}}
+
+
+def _two_gpus() -> dict[str, Any]:
+    return {**_body(), "spec": TWO_GPUS}
+
+
+def test_a_preempted_run_adds_its_gpu_time_to_the_trial_and_the_experiment() -> None:
+    body = _two_gpus()
+    [name] = [t.name for t in plan(parse(body))]
+    running = [TrialState(name, "uid", TrialPhase.RUNNING, ran_at=RUNNING, device_seconds=50.0)]
+    held = JobState(name, JobPhase.SUSPENDED, reason="KueuePreempted", message="for team-b",
+                    created=CREATED, stopped=EVICTED)  # fmt: skip
+    memory = Memory()
+    d = decide(parse(body), body, running, [held], memory, now=NOW)
+    patch = d.actions.trial_status[name]
+    assert patch["reason"].startswith("preempted by Kueue")
+    assert patch["deviceSeconds"] == 50.0 + 2 * 120.0  # 2 GPUs from Running to the eviction
+    assert d.actions.spent == {name: 240.0}  # the operator's counter adds this run once
+    assert d.status["deviceSeconds"] == 290.0
+    assert d.status["gpuSeconds"] == 0  # the measurement's cost: no trial finished
+    ScaleTrialStatus.model_validate(patch)
+    # The index still shows Running: the reason's rewrite counts no run again.
+    again = replace(held, message="for team-c")
+    d2 = decide(parse(body), body, running, [again], memory, now=NOW + 5)
+    assert "deviceSeconds" not in d2.actions.trial_status.get(name, {})
+    assert d2.actions.spent == {}
+    assert d2.status["deviceSeconds"] == 290.0  # as written, while the index lags
+    # Shown Pending and preempted: a new message is no new run either.
+    waiting = [replace(running[0], phase=TrialPhase.PENDING, reason=patch["reason"],
+                       device_seconds=290.0)]  # fmt: skip
+    d3 = decide(parse(body), body, waiting, [again], Memory(), now=NOW + 10)
+    assert d3.actions.spent == {}
+    assert d3.status["deviceSeconds"] == 290.0
+
+
+def test_the_final_run_adds_its_gpu_time_and_the_row_carries_every_runs_cost() -> None:
+    body = _two_gpus()
+    [name] = [t.name for t in plan(parse(body))]
+    result = {"phase": "Succeeded", "reason": "converged", "seconds": 60.0}
+    shown = [TrialState(name, "uid", TrialPhase.RUNNING, result=result, ran_at=RUNNING,
+                        device_seconds=240.0)]  # fmt: skip
+    job = JobState(name, JobPhase.SUCCEEDED, completion_time=FINISHED, created=CREATED,
+                   admitted=ADMITTED, running=RUNNING)  # fmt: skip
+    d = decide(parse(body), body, shown, [job], Memory(), now=NOW)
+    assert d.actions.trial_status[name]["deviceSeconds"] == 240.0 + 2 * 210.0
+    assert [r.device_seconds for r in d.rows] == [660.0]
+    assert d.status["results"][0]["deviceSeconds"] == 660.0
+    assert (d.status["gpuSeconds"], d.status["deviceSeconds"]) == (120.0, 660.0)
+
+
+def test_a_failed_run_counts_and_a_run_the_operator_never_saw_start_is_not_guessed() -> None:
+    running = TrialState("t", "uid", TrialPhase.RUNNING, ran_at=RUNNING)
+    failed = JobState("t", JobPhase.FAILED, completion_time=FINISHED, running=RUNNING)
+    assert run_seconds(failed, running, TrialPhase.RUNNING, (TrialPhase.FAILED, "x"), "") == 210
+    # Deactivated by Kueue while it ran: its MPIJob is suspended, Running's time is gone.
+    stopped = JobState("t", JobPhase.SUSPENDED, reason="KueueMaxExecTimeExceeded", stopped=EVICTED)
+    assert run_seconds(stopped, running, TrialPhase.RUNNING, (TrialPhase.FAILED, "x"), "") == 120
+    # Pruned: its MPIJob is deleted now, the run ends with this pass.
+    pruned = JobState("t", JobPhase.RUNNING, running=RUNNING)
+    now = "2027-01-15T08:00:00Z"
+    assert run_seconds(pruned, running, TrialPhase.RUNNING, (TrialPhase.PRUNED, "x"), now) == 270
+    # Preempted after an earlier eviction that was counted: shown Pending, no start to trust.
+    pending = replace(running, phase=TrialPhase.PENDING)
+    evicted = (TrialPhase.PENDING, "preempted by Kueue, reruns from the start: x")
+    assert run_seconds(stopped, pending, TrialPhase.PENDING, evicted, now) is None
+    # Running, written Pending meanwhile (the index lags): not counted twice.
+    assert run_seconds(stopped, running, TrialPhase.PENDING, evicted, now) is None
+    # No run ends: Running, waiting for quota, Skipped.
+    for phase, reason in ((TrialPhase.RUNNING, ""), (TrialPhase.PENDING, "waiting for Kueue"),
+                          (TrialPhase.SKIPPED, "Kueue can never admit it")):  # fmt: skip
+        assert run_seconds(pruned, running, TrialPhase.RUNNING, (phase, reason), now) is None
+
+
+def test_the_entries_keep_the_run_start_its_end_and_the_trials_sum() -> None:
+    body = {
+        "metadata": {"name": "exp-b8-g1", "uid": "t", "labels": {LABEL_EXPERIMENT: "exp"}},
+        "status": {"phase": "Running", "deviceSeconds": 90.0, "times": {"running": RUNNING}},
+    }
+    [trial] = trial_entry(body).values()
+    assert (trial.ran_at, trial.device_seconds) == (RUNNING, 90.0)
+    suspended = _cond("Suspended", "True", "MPIJobSuspended", EVICTED)
+    stopped = _cond("Running", "False", "MPIJobSuspended", EVICTED)
+    [held] = job_entry(_mpijob(suspended, stopped)).values()
+    assert held.stopped == EVICTED
+    [running] = job_entry(_mpijob(_cond("Running", "True", "MPIJobRunning", RUNNING))).values()
+    assert running.stopped is None

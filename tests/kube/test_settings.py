@@ -85,6 +85,20 @@ def test_the_default_queue_is_read_checked_and_unset_when_empty(
     )
 
 
+def test_trials_are_not_disrupted_unless_the_admin_says_false(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Config().do_not_disrupt_trials is True
+    assert Config.from_env().do_not_disrupt_trials is True
+    monkeypatch.setenv("SCALELAB_DO_NOT_DISRUPT_TRIALS", "false")
+    assert Config.from_env().do_not_disrupt_trials is False
+    monkeypatch.setenv("SCALELAB_DO_NOT_DISRUPT_TRIALS", "")
+    assert Config.from_env().do_not_disrupt_trials is True
+    monkeypatch.setenv("SCALELAB_DO_NOT_DISRUPT_TRIALS", "sometimes")
+    with pytest.raises(ValidationError, match="do_not_disrupt_trials"):
+        Config.from_env()
+
+
 def test_a_trials_local_queue_is_the_specs_queue_name_else_the_operators_default() -> None:
     named, unnamed = Execution(queue_name="mine"), Execution()
     assert Config().local_queue(unnamed) is None

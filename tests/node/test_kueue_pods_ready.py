@@ -15,7 +15,7 @@ import yaml
 
 from tests.harness.cluster import NODE_NAME
 from tests.harness.controlplane import ControlPlane
-from tests.harness.kueue import Kueue
+from tests.harness.kueue import Kueue, running
 from tests.harness.objects import get, items, wait_for
 from tests.node.conftest import apply, finished
 from tests.node.test_kueue_pools import pools, sweep
@@ -33,16 +33,13 @@ EPOCHS = 50
 @pytest.fixture(scope="module")
 def kueue(installed: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kueue]:
     """Kueue with WaitForPodsReady (no visibility API: positions are the cohort test's)."""
-    k = Kueue(
+    with running(
         installed,
         tmp_path_factory.mktemp("kueue-pods-ready"),
         wait_for_pods_ready=TIMEOUT,
         requeue_seconds=REQUEUE_SECONDS,
-    )
-    try:
-        yield k.start()
-    finally:
-        k.stop()
+    ) as k:
+        yield k
 
 
 def test_a_trial_whose_pods_cannot_start_is_interrupted_by_kueue_then_rerun(

@@ -20,7 +20,7 @@ import yaml
 
 from tests.harness.cluster import Cluster
 from tests.harness.controlplane import ControlPlane, NodeNetwork
-from tests.harness.kueue import Kueue
+from tests.harness.kueue import Kueue, running
 from tests.harness.objects import get, items, wait_for
 from tests.node.conftest import apply, finished
 from tests.node.test_real_pods import experiment, trial_diagnostics
@@ -45,11 +45,8 @@ def kueue(
     node_cluster: Cluster, installed: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Kueue]:
     """Kueue's manager on the host beside the node, its visibility API at the node address."""
-    k = Kueue(installed, tmp_path_factory.mktemp("kueue"), visibility_ip=NodeNetwork().ip)
-    try:
-        yield k.start()
-    finally:
-        k.stop()
+    with running(installed, tmp_path_factory.mktemp("kueue"), visibility_ip=NodeNetwork().ip) as k:
+        yield k
 
 
 def pools(teams: dict[str, str], cohort: str = "gpus") -> list[dict[str, Any]]:

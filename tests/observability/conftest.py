@@ -24,8 +24,9 @@ SWEEP_GRID = [(b, g) for g in (1, 2) for b in (32, 128)]
 
 @pytest.fixture(scope="package")
 def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sc.Scene]:
-    """Prometheus (test-rendered rules) scraping 2 live trainers (3 ranks), the operator's
-    metrics module fed a real local sweep's results, and a fake DCGM exporter."""
+    """Prometheus (test-rendered rules) scraping 2 live trainers (3 ranks, on fake GPUs), the
+    operator's metrics module fed a real local sweep's results and a CPU-only experiment's
+    usage, and a fake DCGM exporter."""
     started = time.monotonic()
     workdir = tmp_path_factory.mktemp("observability")
     rules = workdir / "scalelab.rules.yaml"
@@ -44,6 +45,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sc.Scene]:
     live_gpus = sum(g for _, g in LIVE)
     operator.usage = Usage(requested=live_gpus, running=live_gpus, queued=2)
     operator.publish()
+    operator.publish_cpu_only()
     # The reconcile timer (every 2 s in the shipped Deployment) counts a pass even when the
     # snapshot does not change; tests that change it call publish() themselves.
     ticking = threading.Event()

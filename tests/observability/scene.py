@@ -1,6 +1,7 @@
 """The observability tier's live scene: a real Prometheus (with the shipped alert rules rendered
 with short windows) scraping real trainer ranks, the operator's metrics module and a fake DCGM
-exporter, plus the results of a real local sweep.
+exporter, plus the results of a real local sweep. Its trials declare GPUs (gpusPerProcess 1), as
+on a GPU cluster; a CPU-only experiment beside them (gpusPerProcess 0) must show in no GPU panel.
 
 Built once per package by conftest.py. What a cluster would provide is stood in for, and said so:
 - target labels: the PodMonitor's relabeling (namespace, pod, container, endpoint and the
@@ -11,7 +12,9 @@ Built once per package by conftest.py. What a cluster would provide is stood in 
 - DCGM: no GPU here, so tiny exporters serve `DCGM_FI_DEV_GPU_UTIL` with dcgm-exporter's
   Kubernetes labels for the trainer pods: one scraped as a ServiceMonitor without honorLabels
   would (its pod/namespace labels renamed exported_pod / exported_namespace), one as with
-  honorLabels (kept), so the dashboard's join is exercised both ways.
+  honorLabels (kept), so the dashboard's join is exercised both ways;
+- GPUs: the live trainers run with --gpus-per-process 1 on CPU-backed fake GPUs that declare
+  themselves in SCALELAB_FAKE_GPUS, as the test node's device plugin declares them.
 """
 
 from __future__ import annotations
@@ -36,11 +39,13 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from scalelab.api import ResultRow, TrialPhase
-from scalelab.kube.metrics import OperatorMetrics, Snapshot
+from scalelab.api import ResultRow, ScaleExperiment, TrialPhase
+from scalelab.kube.metrics import OperatorMetrics, Snapshot, device_of
 from scalelab.kube.state import Usage
 from scalelab.local import processes
 from scalelab.names import worker_pod_name
+from scalelab.validation import parse_experiment
+from scalelab_trainer.devices import FAKE_GPUS_VARIABLE
 from tests.harness.horovod import HOROVODRUN, quiet_env
 from tests.harness.ports import free_port, wait_until
 from tests.harness.prometheus import Prometheus
@@ -50,6 +55,11 @@ MONITORING = ROOT / "manifests" / "monitoring"
 BIN = Path(sys.executable).parent
 NAMESPACE = "lab"
 EXPERIMENT = "obs-sweep"
+#: A CPU-only experiment in the same namespace, in a queue of its own: its processes, admitted,
+#: running and queued, must count in no GPU panel and no GPU alert.
+CPU_EXPERIMENT = "obs-sweep-cpu"
+CPU_QUEUE = "cpu-only"
+CPU_USAGE = Usage(requested=3, running=1, queued=2)
 #: Short windows for the test rendering of the rules (shipped defaults: generate.DEFAULT_WINDOWS).
 TEST_WINDOWS = {
     "stall_window": "15s",
@@ -81,9 +91,15 @@ spec:
     convergence: {{relativeTolerance: 0}}
     targetLoss: 1.1
     shuffle: true
-  resources: {{gpusPerProcess: 0, cpu: "1", memory: 2Gi}}
+  resources: {{gpusPerProcess: 1, cpu: "1", memory: 2Gi}}
   execution: {{maxGPUs: 2, activeDeadlineSeconds: 300}}
 """
+
+
+def experiment(gpus_per_process: int = 1) -> ScaleExperiment:
+    """The sweep's spec, validated; with gpus_per_process 0 the CPU-only experiment's."""
+    text = SWEEP.replace("gpusPerProcess: 1", f"gpusPerProcess: {gpus_per_process}")
+    return parse_experiment(yaml.safe_load(text))
 
 
 def load_generator() -> Any:
@@ -166,7 +182,8 @@ class LiveTrial:
 
 
 def start_trainer(name: str, batch_size: int, gpus: int, workdir: Path) -> LiveTrial:
-    """A long linear-regression trial (no stopping rule) under horovodrun, niced below the test."""
+    """A long linear-regression trial (no stopping rule) under horovodrun, niced below the test,
+    one fake GPU per process (the MPIJob launcher's --gpus-per-process 1)."""
     port = free_port()
     while any(not _port_free(port + i) for i in range(gpus)):
         port = free_port()
@@ -179,15 +196,16 @@ def start_trainer(name: str, batch_size: int, gpus: int, workdir: Path) -> LiveT
         "--batch-size", str(batch_size), "--learning-rate", "0.004",
         "--reference-batch-size", "8", "--lr-scaling", "linear", "--warmup-epochs", "1",
         "--shuffle", "--relative-tolerance", "0", "--max-epochs", "1000000",
-        "--intra-op-threads", "1", "--metrics-port", str(port),
+        "--intra-op-threads", "1", "--metrics-port", str(port), "--gpus-per-process", "1",
     ]  # fmt: skip
+    fake_gpus = ",".join(f"fake-gpu-{i}" for i in range(gpus))
     log = workdir / f"{name}.log"
     process = subprocess.Popen(
         argv,
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         text=True,
-        env=quiet_env(),
+        env=quiet_env({FAKE_GPUS_VARIABLE: fake_gpus}),
         start_new_session=True,
     )
     return LiveTrial(name, batch_size, gpus, [port + i for i in range(gpus)], process, log)
@@ -291,9 +309,16 @@ class OperatorEndpoint:
 
     def publish(self) -> None:
         """What every reconcile does (scalelab.kube.operations): count it, replace the snapshot."""
-        snap = Snapshot(dict(self.phases), self.usage, list(self.rows))
+        device = device_of(experiment())
+        snap = Snapshot(dict(self.phases), self.usage, list(self.rows), device=device)
         self.metrics.reconciles.labels("reconcile").inc()
         self.metrics.observe(NAMESPACE, EXPERIMENT, snap)
+
+    def publish_cpu_only(self) -> None:
+        """The CPU-only experiment's snapshot, as its reconciles leave it (CPU_USAGE)."""
+        device = device_of(experiment(gpus_per_process=0))
+        snap = Snapshot({}, CPU_USAGE, [], queue=CPU_QUEUE, device=device)
+        self.metrics.observe(NAMESPACE, CPU_EXPERIMENT, snap)
 
 
 def serve(registry: CollectorRegistry) -> tuple[int, Any]:

@@ -11,7 +11,7 @@ import pytest
 from scalelab.api import TrialPhase
 from scalelab.kube.handlers import RECONCILE
 from scalelab.kube.state import Usage
-from tests.observability.scene import EXPERIMENT, NAMESPACE, Scene
+from tests.observability.scene import CPU_EXPERIMENT, CPU_USAGE, EXPERIMENT, NAMESPACE, Scene
 
 pytestmark = pytest.mark.prometheus
 
@@ -60,6 +60,9 @@ def test_reconcile_errors_that_keep_coming_fire_the_operator_alert(scene: Scene)
 
 
 def test_gpus_admitted_but_not_running_fire_the_pending_alert(scene: Scene) -> None:
+    """Not for the CPU-only experiment: its processes, admitted and not all running since the
+    scene started, hold no GPU."""
+    assert CPU_USAGE.requested > CPU_USAGE.running
     assert not scene.firing("ScalelabGPUDemandPending")
     op = scene.operator
     before = op.usage
@@ -74,6 +77,8 @@ def test_gpus_admitted_but_not_running_fire_the_pending_alert(scene: Scene) -> N
         print(f"[measure] ScalelabGPUDemandPending fired {seconds:.1f} s after (for: 5s)")
         assert time.monotonic() - provoked >= 5
         assert float(alert["value"]) == 2
+        active = scene.alerts("ScalelabGPUDemandPending")
+        assert not [a for a in active if a["labels"].get("experiment") == CPU_EXPERIMENT], active
     finally:
         op.usage = before
         op.publish()

@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from scalelab.kube.state import Usage
 from tests.harness.ports import wait_until
 from tests.observability import grafana, render
-from tests.observability.scene import NAMESPACE, Scene, load_generator
+from tests.observability.scene import (
+    CPU_EXPERIMENT,
+    CPU_QUEUE,
+    NAMESPACE,
+    Scene,
+    load_generator,
+)
 
 pytestmark = pytest.mark.prometheus
 RANGE_SECONDS = 120
@@ -107,6 +115,53 @@ def test_scaling_efficiency_panel_shows_the_sweep_results(
     assert got.keys() == want.keys()
     for key, value in want.items():
         assert got[key] == pytest.approx(value)
+
+
+#: The GPU panels: title → refId → the sweep's GPUs each target shows (from its Usage), by queue.
+GPU_PANELS: dict[str, dict[str, Callable[[Usage], int]]] = {
+    "GPUs requested / running / pending / queued": {
+        "A": lambda u: u.requested,
+        "B": lambda u: u.running,
+        "C": lambda u: u.requested - u.running,
+        "D": lambda u: u.queued,
+    },
+    "GPU pools: demand vs admitted vs running, by queue": {
+        "A": lambda u: u.requested + u.queued,
+        "B": lambda u: u.requested - u.suspended,
+        "C": lambda u: u.running,
+    },
+}
+
+
+def test_a_cpu_only_experiment_counts_in_no_gpu_panel(
+    scene: Scene, dashboard: dict[str, Any]
+) -> None:
+    """The CPU-only experiment's processes are in the operator's gauge as device="cpu", in the
+    sweep's namespace and a queue of their own; every GPU panel shows the GPU sweep alone."""
+    values = grafana.resolve_variables(dashboard, scene.prometheus)
+    cpu = scene.prometheus.query(f'scalelab_operator_gpus{{experiment="{CPU_EXPERIMENT}"}}')
+    assert {(s["metric"]["namespace"], s["metric"]["device"]) for s in cpu} == {(NAMESPACE, "cpu")}
+    want = {
+        (title, ref): {"": float(value(scene.operator.usage))}
+        for title, refs in GPU_PANELS.items()
+        for ref, value in refs.items()
+    }
+    got: dict[tuple[str, str], dict[str, float]] = {}
+
+    def shown() -> bool:
+        # Polled: an alert test may have just restored the sweep's usage (next scrape: 1 s).
+        for panel, target in grafana.targets(dashboard):
+            if panel["title"] in GPU_PANELS:
+                result = scene.prometheus.query(grafana.interpolate(target["expr"], values))
+                got[(panel["title"], target["refId"])] = {
+                    s["metric"].get("queue", ""): float(s["value"][1]) for s in result
+                }
+        return got == want
+
+    try:
+        wait_until(shown, 15, "GPU panels without the CPU-only experiment")
+    except TimeoutError:
+        assert got == want, f"{CPU_QUEUE} or the CPU-only processes in a GPU panel"
 
 
 def test_dashboard_picture_renders_from_the_run(scene: Scene, dashboard: dict[str, Any]) -> None:

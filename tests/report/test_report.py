@@ -248,3 +248,21 @@ def test_the_queue_wait_is_a_column_and_a_sentence_only_where_trials_waited_for_
     # 300 s of the 100 + 600 s the two trials took from submission to end.
     assert "the trials waited 300 s for quota in all, 43% of the 700 s" in page
     assert "the longest wait was 300 s (s-b4-g2)" in page
+
+
+def test_the_gpu_time_of_every_run_is_a_column_and_a_sentence_where_it_was_recorded(
+    tmp_path: Path,
+) -> None:
+    page, _ = build_html(sweep(), tmp_path)  # scalelab run records none
+    assert "incl. preempted runs" not in page
+    cluster = sweep()
+    spent = {"s-b4-g1": 120.0, "s-b4-g2": 7080.0}  # s-b4-g2 ran twice: preempted, then finished
+    cluster.trials = [
+        t.model_copy(update={"device_seconds": spent[t.name]}) if t.name in spent else t
+        for t in cluster.trials
+    ]
+    page, _ = build_html(cluster, tmp_path)
+    assert "<th>GPU-s incl. preempted runs</th>" in page
+    assert "<td>7080</td>" in page
+    assert "GPU time used incl. preempted runs: 7200 GPU-s (2.00 GPU-hours) over 2 trial(s)" in page
+    assert "runs Kueue preempted or interrupted and failed ones included" in page

@@ -172,7 +172,7 @@ def test_the_csv_header_is_the_column_spec_and_every_column_names_a_record_field
         "name,batchSize,gpus,repeat,seed,learningRate,phase,reason,epochs,steps,finalLoss,"
         "samplesPerSecond,stepSeconds,scalingEfficiency,efficiencyBaseGpus,scalingEfficiencyKind,"
         "stepsToTarget,epochsToTarget,modelledSeconds,timeToTargetSeconds,modelRatio,seconds,"
-        "wallSeconds,gpuSeconds,queueSeconds,gradientNoiseScale,"
+        "wallSeconds,gpuSeconds,deviceSeconds,queueSeconds,gradientNoiseScale,"
         "gradientNoiseScaleStderr,criticalBatchSize,datasetSize,inputWaitFraction,inputBound"
     )
     for column in COLUMNS:

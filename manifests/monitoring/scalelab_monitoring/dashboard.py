@@ -276,7 +276,8 @@ def result_panels() -> list[barchart.Panel | bargauge.Panel]:
 
 def demand_panels() -> list[timeseries.Panel]:
     """The cluster's GPU demand and the operator's health, across experiments."""
-    gpus = 'scalelab_operator_gpus{namespace=~"$namespace", state="%s"}'
+    # device="gpu": CPU-only trials (gpusPerProcess 0) count their processes as device="cpu".
+    gpus = 'scalelab_operator_gpus{namespace=~"$namespace", device="gpu", state="%s"}'
     return [
         _place(
             timeseries.Panel(),
@@ -284,7 +285,8 @@ def demand_panels() -> list[timeseries.Panel]:
             "requested: GPUs of admitted trials (MPIJob not finished); running: of those, "
             "MPIJob Running; pending: requested minus running (waiting for nodes, a queue or "
             "image pulls); queued: runnable trials the operator holds back under maxGPUs / "
-            "maxConcurrentTrials. A lasting pending line means the GPU pool is too small.",
+            "maxConcurrentTrials. A lasting pending line means the GPU pool is too small. "
+            "Trials with resources.gpusPerProcess 0 (CPU only) are not counted.",
             [
                 _target(f"sum({gpus % 'requested'})", "requested", "A"),
                 _target(f"sum({gpus % 'running'})", "running", "B"),
@@ -327,7 +329,7 @@ EXCESS = (
 def pool_panels() -> list[timeseries.Panel | barchart.Panel]:
     """GPU pools for admins: demand vs Kueue-admitted vs running by queue, scaling efficiency
     by experiment and GPU count, and the GPU-seconds spent past the knee of each sweep."""
-    gpus = 'scalelab_operator_gpus{namespace=~"$namespace", state=~"%s"}'
+    gpus = 'scalelab_operator_gpus{namespace=~"$namespace", device="gpu", state=~"%s"}'
     ns = 'namespace=~"$namespace"'
     return [
         _place(
@@ -337,7 +339,8 @@ def pool_panels() -> list[timeseries.Panel | barchart.Panel]:
             "operator holds under maxGPUs / maxConcurrentTrials); admitted: MPIJobs Kueue let "
             "run (not suspended); running: MPIJob Running. queue is execution.queueName (empty "
             "without Kueue). Demand above admitted is what the queue's quota refuses; admitted "
-            "above running is what the nodes cannot place.",
+            "above running is what the nodes cannot place. CPU-only trials (gpusPerProcess 0) "
+            "are not counted.",
             [
                 _target(f"sum by (queue) ({gpus % 'requested|queued'})", "demand {{queue}}", "A"),
                 _target(

@@ -1,4 +1,5 @@
-"""scalelab's Prometheus alert rules, as a rules file's {"groups": [...]} with adjustable windows.
+"""scalelab's Prometheus alert and recording rules, as a rules file's {"groups": [...]} with
+adjustable windows.
 
 Plain Prometheus rules (not Grafana alerting): `files.py` writes them as rules/scalelab.rules.yaml
 and as the PrometheusRule of the monitoring Component; tests/observability renders them with short
@@ -42,8 +43,24 @@ def rule_groups(**windows: str) -> dict[str, Any]:
         "groups": [
             {"name": "scalelab.trials", "rules": _trial_rules(w)},
             {"name": "scalelab.operator", "rules": _operator_rules(w)},
+            {"name": "scalelab.usage", "rules": _usage_rules()},
         ]
     }
+
+
+#: The recorded series of device time used per hour (docs/monitoring.md, "Device time").
+DEVICE_SECONDS_1H = "namespace_device:scalelab_operator_device_seconds:increase1h"
+
+
+def _usage_rules() -> list[dict[str, Any]]:
+    """Device time (GPU-seconds on GPUs) the trials' runs used in each hour, preempted and failed
+    runs included, by namespace and device: summed over the operator replicas' series (the
+    leader counts each run once; a restart's reset is what `increase` handles), kept after the
+    experiments are deleted. A month's total: sum_over_time(RULE[30d:1h]), one sample an hour."""
+    expr = (
+        "sum by (namespace, device) (\n  increase(scalelab_operator_device_seconds_total[1h])\n)\n"
+    )
+    return [{"record": DEVICE_SECONDS_1H, "expr": expr}]
 
 
 def _idle_gpus(w: dict[str, str]) -> dict[str, Any]:
@@ -144,10 +161,13 @@ def _operator_rules(w: dict[str, str]) -> list[dict[str, Any]]:
         f"  rate(scalelab_operator_reconcile_errors_total[{w['errors_window']}])\n"
         ") > 0\n"
     )
+    # device="gpu": the processes of CPU-only trials (gpusPerProcess 0) wait for no GPU.
     pending = (
         "(\n"
-        '  sum by (namespace, experiment) (scalelab_operator_gpus{state="requested"})\n'
-        '  - sum by (namespace, experiment) (scalelab_operator_gpus{state="running"})\n'
+        "  sum by (namespace, experiment) (\n"
+        '    scalelab_operator_gpus{device="gpu", state="requested"})\n'
+        "  - sum by (namespace, experiment) (\n"
+        '    scalelab_operator_gpus{device="gpu", state="running"})\n'
         ") > 0\n"
     )
     leaders = "sum(scalelab_operator_leader) != 1\n"

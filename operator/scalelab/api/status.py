@@ -102,6 +102,13 @@ class ResultRow(ApiModel):
         description="Processes × time-to-target (or × training time without a target). "
         "Unit: GPU-seconds.",
     )
+    device_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="GPU time all the trial's runs used, preempted, interrupted and failed ones "
+        "included: Σ devices × pod run time (the ScaleTrial's status.deviceSeconds); null where "
+        "none was recorded. Unit: device-seconds (process-seconds on CPU). Default: null.",
+    )
     queue_seconds: float | None = Field(
         default=None,
         ge=0,
@@ -416,6 +423,14 @@ class ScaleExperimentStatus(ApiModel):
         ge=0,
         description="GPU time the finished trials used: Σ GPUs × training seconds. Unit: "
         "GPU-seconds. Default: 0.",
+    )
+    device_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="GPU time used incl. preempted runs: Σ of the trials' deviceSeconds, every "
+        "run's devices × pod run time, those Kueue preempted or interrupted and those that "
+        "failed included (gpuSeconds counts the measurement only). Unit: device-seconds "
+        "(process-seconds on CPU). Default: 0.",
     )
     results: list[ResultRow] = Field(
         default_factory=list,

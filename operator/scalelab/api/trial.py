@@ -219,3 +219,13 @@ class ScaleTrialStatus(ApiModel):
         "the operator submitted it; about 0 without Kueue; null until admitted. Unit: seconds. "
         "Default: null.",
     )
+    device_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="What all its runs cost: Σ over every run of devices (GPUs; processes on "
+        "CPU) × pod run time, from its MPIJob's Running time to the run's end: Kueue's "
+        "preemption or interruption (it reruns from the start), a failure, or the end. Runs "
+        "that did not finish count, and start-up: more than the measurement's gpuSeconds. Added "
+        "when a run ends; null until one has. Unit: device-seconds (GPU-seconds on GPUs). "
+        "Default: null.",
+    )

@@ -52,6 +52,7 @@ from scalelab.kube.phases import (
     parse_time,
     queue_seconds,
     row,
+    run_seconds,
     trial_phase,
     trial_times,
 )
@@ -315,6 +316,7 @@ def patch_trial_statuses(p: Pass) -> None:
             continue
         patch: dict[str, Any] = {"phase": phase.value, "reason": reason}
         patch |= trial_times(p.seen.jobs.get(t.name), trial, phase, stamp)
+        patch |= _spend(p, t, written[0] if written is not None else shown[0], stamp)
         was = written[1] if written is not None else trial.reason if trial is not None else ""
         if reason.startswith(BLOCKED) or was.startswith(BLOCKED):
             patch["conditions"] = _blocked_conditions(reason, stamp)
@@ -333,12 +335,26 @@ def patch_trial_statuses(p: Pass) -> None:
         p.memory.written[t.name] = (phase, reason)
 
 
+def _spend(p: Pass, t: PlannedTrial, was: TrialPhase | None, stamp: str) -> dict[str, Any]:
+    """status.deviceSeconds with the run that ends at this write added (devices × its seconds,
+    phases.run_seconds), to ride along with the write; noted for the operator's counter."""
+    phase_now = p.phases[t.name]
+    ran = run_seconds(p.seen.jobs.get(t.name), p.seen.trials.get(t.name), was, phase_now, stamp)
+    if ran is None:
+        return {}
+    spent = devices_needed(p.experiment, t.gpus) * ran
+    total = p.spent([t.name])[t.name] + spent
+    p.actions.spent[t.name] = spent
+    p.memory.spent[t.name] = total
+    return {"deviceSeconds": total}
+
+
 def result_rows(p: Pass) -> list[ResultRow]:
     """The results table: one row per finished trial, with scaling efficiency. A row is built
     again only when its trial's phase, reason or result changed (`memory.rows`): reading 1,000
     results every pass was half of a pass. Its queue wait is the trial's (status.queueSeconds),
-    or its MPIJob's before the status shows it."""
-    rows = []
+    or its MPIJob's before the status shows it; every run's device-seconds, `Pass.spent`."""
+    rows, spent = [], p.spent()
     for t in p.planned:
         phase, reason = p.phases[t.name]
         if phase not in FINISHED_TRIAL_PHASES:
@@ -347,15 +363,18 @@ def result_rows(p: Pass) -> list[ResultRow]:
         queued = trial.queue_seconds if trial is not None else None
         if queued is None:
             queued = queue_seconds(p.seen.jobs.get(t.name))
+        used = spent.get(t.name) or None
         key = (
             phase,
             reason,
             queued,
+            used,
             *((trial.result, trial.training_seconds) if trial else (None, None)),
         )
         cached = p.memory.rows.get(t.name)
         if cached is None or cached[0] != key:
-            cached = p.memory.rows[t.name] = (key, row(t, phase, reason, trial, queued))
+            built = row(t, phase, reason, trial, queued=queued, spent=used)
+            cached = p.memory.rows[t.name] = (key, built)
         rows.append(cached[1])
     weak = p.experiment.spec.sweep.batch_scope is BatchScope.PER_PROCESS
     return aggregate.with_scaling(rows, weak=weak)

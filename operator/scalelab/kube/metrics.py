@@ -3,14 +3,22 @@ errors, and every finished trial's results, so scaling curves stay queryable aft
 
 Per-experiment series come from a collector over the latest snapshot of each experiment (set by
 every reconciliation, dropped when the experiment is deleted), so no series outlives its object.
-Labels are bounded: namespace, experiment, phase, batch_size, gpus, repeat (never a uid), the
-result rows of an experiment with a sweep.learningRates axis also `learning_rate` (its base rate,
-one of at most 16; without the axis the series are exactly as they were), and
+Labels are bounded: namespace, experiment, phase, batch_size, gpus, repeat (never a uid);
+`device` on scalelab_operator_gpus (gpu or cpu: what the experiment's processes hold, so that
+CPU-only trials stay out of GPU demand); the result rows of an experiment with a
+sweep.learningRates axis also `learning_rate` (its base rate, one of at most 16; without the axis
+the series are exactly as they were), and
 `handler`, the id of the kopf handler that ran a reconciliation pass (kube/handlers.py:
 plan, resume, reconcile); every handler's series exist at 0 from the start, so `rate()` sees the
 first error. The registry is injected; the HTTP server is started by `scalelab operator`, never
 at import. kube/main.py builds `OperatorMetrics` and counts every API request in it (`request`);
 kube/operations.py records every pass in it.
+
+`scalelab_operator_device_seconds_total{namespace, queue, device}` is a counter, not a snapshot:
+the device-seconds of every run that ended (preempted, interrupted, failed and finished ones:
+docs/measurements.md), added by the pass that writes the run's end, so a team's GPU time can be
+totalled after its experiments are deleted. Only the leader reconciles (kube/leader.py), and the
+run's end is written once, so the replicas' series together count each run once.
 
 A snapshot keeps what the series need and no more: the number of trials in each phase (not
 every trial's phase by name) and the result rows as label and value tuples (not the rows), so
@@ -29,7 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from scalelab.api import ResultRow, TrialPhase
+from scalelab.api import ResultRow, ScaleExperiment, TrialPhase
 from scalelab.kube.leader import leader_gauge
 from scalelab.kube.state import Usage
 
@@ -80,6 +88,13 @@ class Snapshot:
     stalled: int = 0
     queue: str = ""  # the trials' Kueue LocalQueue (Config.local_queue), "" without one
     missing: tuple[str, ...] = ()  # keys of the prerequisites the cluster lacks
+    device: str = "gpu"  # what each process holds (`device_of`): "gpu" or "cpu"
+
+
+def device_of(experiment: ScaleExperiment) -> str:
+    """The `device` label of an experiment's usage: "gpu" when its processes hold a GPU each
+    (resources.gpusPerProcess 1, the default), "cpu" when they run on the CPU (0)."""
+    return "gpu" if experiment.spec.resources.gpus_per_process else "cpu"
 
 
 #: One result row as the series need it: its batch_size, gpus and repeat labels, its base
@@ -97,6 +112,7 @@ class _Series:
     stalled: int
     queue: str
     missing: tuple[str, ...]
+    device: str
 
     @classmethod
     def of(cls, snap: Snapshot) -> _Series:
@@ -111,7 +127,15 @@ class _Series:
             )
             for row in snap.rows
         )
-        return cls(tuple(counts.values()), snap.usage, rows, snap.stalled, snap.queue, snap.missing)
+        return cls(
+            tuple(counts.values()),
+            snap.usage,
+            rows,
+            snap.stalled,
+            snap.queue,
+            snap.missing,
+            snap.device,
+        )
 
 
 def _value(value: Any) -> float | None:
@@ -194,6 +218,14 @@ class OperatorMetrics(Collector):
             ["client", "verb", "resource"],
             registry=registry,
         )
+        self.device_seconds = Counter(
+            "scalelab_operator_device_seconds",
+            "Devices × pod run time of the trials' runs, counted as each ends: preempted, "
+            "interrupted and failed runs included. queue: the Kueue LocalQueue, or empty. device: "
+            '"gpu" or "cpu" (CPU processes). Unit: device-seconds.',
+            ["namespace", "queue", "device"],
+            registry=registry,
+        )
         self.leader = leader_gauge(registry)  # set by kube/main.py while it holds the Lease
         for handler in handlers:
             # A labelled series exports nothing until its child exists: create every one now.
@@ -202,8 +234,15 @@ class OperatorMetrics(Collector):
             self.reconcile_seconds.labels(handler)
         registry.register(self)
 
-    def observe(self, namespace: str, experiment: str, snapshot: Snapshot) -> None:
-        """Replace an experiment's snapshot."""
+    def observe(
+        self, namespace: str, experiment: str, snapshot: Snapshot, spent: float = 0.0
+    ) -> None:
+        """Replace an experiment's snapshot, and count `spent`, the device-seconds of its runs
+        that ended (written to their trials' status). The device-seconds series is exported
+        from the first pass, at 0 until a run ends: `increase()` cannot see a first value."""
+        used = self.device_seconds.labels(namespace, snapshot.queue, snapshot.device)
+        if spent > 0:
+            used.inc(spent)
         series = _Series.of(snapshot)
         with self._lock:
             self._series[(namespace, experiment)] = series
@@ -226,10 +265,12 @@ class OperatorMetrics(Collector):
         )
         gpus = GaugeMetricFamily(
             "scalelab_operator_gpus",
-            "GPUs of trials: requested (MPIJob not finished), running (MPIJob Running), "
-            "suspended (of the requested, MPIJob held by Kueue), queued (runnable, not admitted "
-            "under maxConcurrentTrials/maxGPUs yet). queue: the Kueue LocalQueue, or empty.",
-            labels=[*EXP_LABELS, "queue", "state"],
+            "Devices of trials, one per process: requested (MPIJob not finished), running "
+            "(MPIJob Running), suspended (of the requested, MPIJob held by Kueue), queued "
+            "(runnable, not admitted under maxConcurrentTrials/maxGPUs yet). queue: the Kueue "
+            'LocalQueue, or empty. device: "gpu" (resources.gpusPerProcess 1: GPUs) or "cpu" '
+            '(0: CPU-only processes, no GPU); GPU demand is device="gpu".',
+            labels=[*EXP_LABELS, "queue", "device", "state"],
         )
         stalled = GaugeMetricFamily(
             "scalelab_operator_stalled_trials",
@@ -255,7 +296,7 @@ class OperatorMetrics(Collector):
             for key in PREREQUISITES:
                 missing.add_metric([*exp, key], float(key in snap.missing))
             for state in GPU_STATES:
-                gpus.add_metric([*exp, snap.queue, state], getattr(snap.usage, state))
+                gpus.add_metric([*exp, snap.queue, snap.device, state], getattr(snap.usage, state))
             for point, rate, values in snap.rows:
                 labels = dict(zip(ROW_LABELS, [*exp, *point], strict=True))
                 if rate is not None:

@@ -71,7 +71,9 @@ PODSET_GROUP = "launcher-and-workers"
 GPU_RESOURCE = "nvidia.com/gpu"
 #: A measurement cut short by node consolidation is lost: Karpenter does not voluntarily disrupt a
 #: node running a pod with do-not-disrupt (karpenter.sh docs, "Disruption"), and the cluster
-#: autoscaler does not scale down a node with a pod that is not safe to evict (its FAQ).
+#: autoscaler does not scale down a node with a pod that is not safe to evict (its FAQ). Only
+#: with Config.do_not_disrupt_trials (the default): an admin may trade them for a pool that
+#: scales down sooner (`pod_annotations`).
 POD_ANNOTATIONS = {
     "karpenter.sh/do-not-disrupt": "true",
     "cluster-autoscaler.kubernetes.io/safe-to-evict": "false",
@@ -287,8 +289,14 @@ def _launcher_pod(
     return pod
 
 
+def pod_annotations(config: Config) -> dict[str, str]:
+    """The annotations every trial pod carries: POD_ANNOTATIONS, or none where the operator's
+    do_not_disrupt_trials is off."""
+    return dict(POD_ANNOTATIONS) if config.do_not_disrupt_trials else {}
+
+
 def _pod_metadata(labels: dict[str, str], annotations: dict[str, str]) -> dict[str, Any]:
-    return {"labels": dict(labels), "annotations": {**POD_ANNOTATIONS, **annotations}}
+    return {"labels": dict(labels), "annotations": dict(annotations)}
 
 
 def _kueue_labels(trial: PlannedTrial, queue: str | None) -> dict[str, str]:
@@ -336,7 +344,7 @@ def render(trial: PlannedTrial, namespace: str, trial_uid: str, config: Config) 
     labels = trial_labels(trial)
     queue = config.local_queue(trial.spec.execution)  # the spec's queueName, else the default
     queued = queue is not None
-    placement = _topology_annotations(trial, queue)
+    annotations = {**pod_annotations(config), **_topology_annotations(trial, queue)}
     worker_pod = _worker_pod(trial, trial_uid, config, slots)
     launcher_pod = _launcher_pod(trial, namespace, trial_uid, config, queued)
     return {
@@ -372,14 +380,17 @@ def render(trial: PlannedTrial, namespace: str, trial_uid: str, config: Config) 
                     "replicas": 1,
                     "restartPolicy": "Never",  # retries are the launcher Job's backoffLimit
                     "template": {
-                        "metadata": _pod_metadata(labels, placement),
+                        "metadata": _pod_metadata(labels, annotations),
                         "spec": launcher_pod,
                     },
                 },
                 "Worker": {
                     "replicas": replicas,
                     "restartPolicy": "Never",
-                    "template": {"metadata": _pod_metadata(labels, placement), "spec": worker_pod},
+                    "template": {
+                        "metadata": _pod_metadata(labels, annotations),
+                        "spec": worker_pod,
+                    },
                 },
             },
         },

@@ -70,6 +70,10 @@ class TrialState:
     updated_at: str | None = None  # status.progress.updatedAt: rank 0's last heartbeat
     training_seconds: float | None = None  # status.progress.trainingSeconds
     queue_seconds: float | None = None  # status.queueSeconds, once written (its results row)
+    # status.times.running (the run the operator last saw start) and status.deviceSeconds (what
+    # its ended runs used): the start and the sum a run's cost is added to (phases.run_seconds)
+    ran_at: str | None = None
+    device_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +92,8 @@ class JobState:
     created: str | None = None
     admitted: str | None = None
     running: str | None = None
+    # While suspended, the Suspended condition's time: when a run Kueue evicted stopped.
+    stopped: str | None = None
 
 
 #: A suspended MPIJob's JobState.reason once Kueue says why it holds the job. PREEMPTED: it was
@@ -181,6 +187,7 @@ def job_state(trial: str, status: Mapping[str, Any] | None) -> JobState:
                 completion_time=status.get("completionTime"),
                 admitted=status.get("startTime") if phase is not JobPhase.SUSPENDED else None,
                 running=running,
+                stopped=c.get("lastTransitionTime") if phase is JobPhase.SUSPENDED else None,
             )
     return JobState(trial=trial, phase=JobPhase.CREATED, admitted=status.get("startTime"))
 
@@ -215,6 +222,8 @@ def trial_entry(body: Mapping[str, Any]) -> dict[Key, TrialState]:
             updated_at=(status.get("progress") or {}).get("updatedAt"),
             training_seconds=_seconds((status.get("progress") or {}).get("trainingSeconds")),
             queue_seconds=_seconds(status.get("queueSeconds")),
+            ran_at=(status.get("times") or {}).get("running"),
+            device_seconds=_seconds(status.get("deviceSeconds")),
         )
     }
 

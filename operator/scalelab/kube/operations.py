@@ -30,7 +30,7 @@ from scalelab.kube import apply, queue, rest
 from scalelab.kube.apply import NOT_FOUND, Kube
 from scalelab.kube.archive import Archiver
 from scalelab.kube.decide import decide
-from scalelab.kube.metrics import OperatorMetrics, Snapshot
+from scalelab.kube.metrics import OperatorMetrics, Snapshot, device_of
 from scalelab.kube.observed import (
     QUEUED,
     InvalidSpecError,
@@ -149,7 +149,9 @@ async def plan(memo: kopf.Memo, body: kopf.Body, indexes: Indexes, handler: str)
         key = _key(body)
         seen = decide(cache.experiment, body, *indexes.seen(key), Memory(), planned=cache.trials)
         queue = ctx.config.local_queue(cache.experiment.spec.execution) or ""
-        ctx.metrics.observe(*key, Snapshot(seen.phases, seen.usage, seen.rows, queue=queue))
+        device = device_of(cache.experiment)
+        snap = Snapshot(seen.phases, seen.usage, seen.rows, queue=queue, device=device)
+        ctx.metrics.observe(*key, snap)
         await _archive(ctx, handler, body)  # an error: kopf retries the resume
         return
     namespace, _ = _key(body)
@@ -220,7 +222,9 @@ async def _pass(
             len(decision.stalled),
             local_queue or "",
             tuple(m.key for m in decision.missing),
+            device_of(cache.experiment),
         ),
+        spent=sum(decision.actions.spent.values()),  # written: the runs that ended count once
     )
     _count_writes(ctx, writes)
     ctx.metrics.reconcile_seconds.labels(handler).observe(time.monotonic() - started)

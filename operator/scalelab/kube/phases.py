@@ -1,5 +1,6 @@
-"""A trial's phase, reason, times and results row, from what a pass observes of it: its MPIJob's
-state (with Kueue's admission), and the result and progress its trainer reported.
+"""A trial's phase, reason, times, the cost of its runs and results row, from what a pass
+observes of it: its MPIJob's state (with Kueue's admission), and the result and progress its
+trainer reported.
 
 Called by kube/decide.py (steps 2 and 4 of a pass); pure. The reasons a Pending trial shows
 (LAUNCHED, WAITING, WAITING_FOR_PILOT, BLOCKED and Kueue's) are named here, where they are set.
@@ -109,9 +110,9 @@ def trial_times(
         seen = {"created": job.created, "admitted": job.admitted, "running": job.running}
         times = {key: value for key, value in seen.items() if value}
         if not job.running and trial is not None and phase is not TrialPhase.PENDING:
-            heartbeat, training = parse_time(trial.updated_at), trial.training_seconds
-            if heartbeat is not None and training is not None:  # last report − training
-                times["running"] = _rfc3339(heartbeat - training)
+            first = _first_step(trial)
+            if first is not None:
+                times["running"] = first
     if phase in FINISHED_TRIAL_PHASES and phase is not TrialPhase.SKIPPED:
         times["finished"] = (job.completion_time if job is not None else None) or stamp
     out: dict[str, Any] = {"times": times} if times else {}
@@ -119,6 +120,53 @@ def trial_times(
     if waited is not None:
         out["queueSeconds"] = waited
     return out
+
+
+def _first_step(trial: TrialState) -> str | None:
+    """When the trainer took its first step: its last progress report less its training time."""
+    heartbeat, training = parse_time(trial.updated_at), trial.training_seconds
+    if heartbeat is None or training is None:
+        return None
+    return _rfc3339(heartbeat - training)
+
+
+#: The reasons of a Pending trial whose run Kueue evicted (its pods are gone; it reruns).
+EVICTED_REASONS = (KUEUE_PREEMPTED, KUEUE_INTERRUPTED)
+
+
+def run_seconds(
+    job: JobState | None,
+    trial: TrialState | None,
+    was: TrialPhase | None,
+    now: tuple[TrialPhase, str],
+    stamp: str,
+) -> float | None:
+    """How long the pods of the run that ends with this status write ran (docs/measurements.md,
+    "Device-seconds"), None when no run ends with it. A run ends when Kueue evicts it (the trial
+    turns Pending, preempted or interrupted: until the Suspended condition's time) and with the
+    trial's final phase (until the MPIJob's completionTime; suspended, the Suspended condition's
+    time; else `stamp`, when the operator saw it end: Pruned, its MPIJob deleted now). It began
+    at the MPIJob's Running time; a suspended MPIJob has lost that, and the trial's
+    times.running (else the trainer's first step) stands in while the trial shows Running and
+    was last written Running (`was`): the operator saw this run start. After an eviction it
+    shows Pending, so a rewrite of the reason, or a run the operator never saw start, is not
+    counted again."""
+    phase, reason = now
+    evicted = phase is TrialPhase.PENDING and reason.startswith(EVICTED_REASONS)
+    final = phase in FINISHED_TRIAL_PHASES and phase is not TrialPhase.SKIPPED
+    if not (evicted or final):
+        return None
+    end = stamp
+    if job is not None and job.phase is JobPhase.SUSPENDED:
+        end = job.stopped or stamp
+    elif job is not None and job.phase in (JobPhase.SUCCEEDED, JobPhase.FAILED):
+        end = job.completion_time or stamp
+    start = job.running if job is not None else None
+    seen = trial is not None and trial.phase is TrialPhase.RUNNING and was is TrialPhase.RUNNING
+    if not start and seen and trial is not None:
+        start = trial.ran_at or _first_step(trial)
+    begun, ended = parse_time(start), parse_time(end)
+    return max(0.0, ended - begun) if begun is not None and ended is not None else None
 
 
 def trial_phase(
@@ -169,10 +217,12 @@ def row(
     phase: TrialPhase,
     reason: str,
     trial: TrialState | None,
+    *,
     queued: float | None = None,
+    spent: float | None = None,
 ) -> ResultRow:
-    """The results-table row of a finished trial: its grid point, phase, reason, result, and how
-    long it waited for quota (`queued`)."""
+    """The results-table row of a finished trial: its grid point, phase, reason, result, how
+    long it waited for quota (`queued`) and the device-seconds all its runs used (`spent`)."""
     result = read_trial_result(trial.result if trial is not None else None)
     measured: dict[str, Any] = {}
     if result is not None:
@@ -192,5 +242,6 @@ def row(
         pruned=phase in (TrialPhase.SKIPPED, TrialPhase.PRUNED)
         and reason.startswith(adaptive.PREFIX),
         queue_seconds=queued,
+        device_seconds=spent,
         **measured,
     )

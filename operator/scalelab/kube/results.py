@@ -6,7 +6,8 @@ gzip-compressed, and lab1-line's dataset) and folds them exactly as `scalelab ru
 trainer's stdout: `record_from_events` over the planner's records, then `aggregate_results`. The
 ScaleTrial's status decides the phase and reason (the operator's verdict: an MPIJob that failed
 after the result, a deadline); timings come from the trainer, `wallSeconds` from the trial's
-start and completion times, `times` and `queueSeconds` (its wait for quota) from its status.
+start and completion times, `times`, `queueSeconds` (its wait for quota) and `deviceSeconds`
+(what all its runs used) from its status.
 Trials not finished yet stay Running or Pending and are named in the file's warnings. `fetch`
 makes the API calls; `assemble` is pure.
 
@@ -197,15 +198,17 @@ def _newest(configmaps: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, A
 
 
 def _queue(status: Mapping[str, Any]) -> dict[str, Any]:
-    """A trial's times and queue wait as its status has them (nothing it does not have)."""
+    """A trial's times, queue wait and every run's device-seconds as its status has them
+    (nothing it does not have)."""
     out: dict[str, Any] = {}
     times = status.get("times")
     if isinstance(times, Mapping):
         with contextlib.suppress(ValidationError):  # not the operator's: left out
             out["times"] = RecordTimes.model_validate(times)
-    waited = status.get("queueSeconds")
-    if isinstance(waited, int | float) and not isinstance(waited, bool):
-        out["queue_seconds"] = float(waited)
+    for key, name in (("queueSeconds", "queue_seconds"), ("deviceSeconds", "device_seconds")):
+        value = status.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out[name] = float(value)
     return out
 
 

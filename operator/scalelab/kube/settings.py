@@ -44,6 +44,11 @@ class Config(BaseSettings):
     #: each team writing queueName (and are rendered as queued, which Kueue's own defaulting to a
     #: LocalQueue named "default" would not tell the operator). Unset: they are made outside Kueue.
     default_queue_name: Annotated[str, QUEUE_NAME] | None = None
+    #: Trial pods carry karpenter.sh/do-not-disrupt and the cluster autoscaler's safe-to-evict
+    #: "false", so that node consolidation never ends a measurement; the price is that a node
+    #: running a trial is not scaled down until the trial ends. False: pods carry neither, and
+    #: a scale-down kills the trial's pods (docs/gpu-pools.md, section 4).
+    do_not_disrupt_trials: bool = True
     #: Directory the MPI operator mounts the job's SSH key pair at (the trainer image's contract).
     ssh_auth_mount_path: str = "/home/mpiuser/.ssh"
     #: Port every trainer rank serves /metrics on (plus its local rank). 0 turns it off.

@@ -32,6 +32,8 @@ class Memory:
     missing: set[str] = field(default_factory=set)  # prerequisites already reported missing
     #: trial name → (what its row was built from, the row): finished trials' rows, reused
     rows: dict[str, tuple[tuple[Any, ...], ResultRow]] = field(default_factory=dict)
+    #: trial name → the status.deviceSeconds last written, until the trial index shows it
+    spent: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,9 @@ class Actions:
     experiment_status: dict[str, Any] | None = None
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
     trial_events: list[TrialEvent] = field(default_factory=list)  # Events on one ScaleTrial
+    #: trial name → device-seconds of its run that ended in this pass (the patch adds them to its
+    #: status.deviceSeconds; kube/operations.py counts them once written)
+    spent: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,20 @@ class Pass:
     def blocking(self) -> list[Missing]:
         """The missing prerequisites that hold every launch back."""
         return [m for m in self.missing if m.blocks]
+
+    def spent(self, names: Iterable[str] | None = None) -> dict[str, float]:
+        """Each trial's status.deviceSeconds (every planned one, or `names`): as the index shows
+        it, or as this process last wrote it while the index lags (the sum only grows); a
+        written value the index shows is forgotten."""
+        out = {}
+        for name in (t.name for t in self.planned) if names is None else names:
+            trial = self.seen.trials.get(name)
+            shown = (trial.device_seconds or 0.0) if trial is not None else 0.0
+            written = self.memory.spent.get(name)
+            if written is not None and shown >= written:
+                del self.memory.spent[name]
+            out[name] = max(shown, written or 0.0)
+        return out
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,7 @@ def experiment_status(p: Pass, found: Found) -> dict[str, Any]:
         "gpuSeconds": sum(
             devices_needed(p.experiment, r.gpus) * (r.seconds or 0) for r in found.rows
         ),
+        "deviceSeconds": sum(p.spent().values()),
     }
     if any(previous.get(k) != v for k, v in status.items()):
         p.actions.experiment_status = status

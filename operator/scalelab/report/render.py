@@ -66,7 +66,11 @@ def _cell(column: Column, trial: TrialRecord) -> str:
 
 
 #: Column labels of a CPU run (resources.gpusPerProcess 0), whose "GPUs" are processes.
-_CPU_LABELS = {"gpus": "processes", "gpu_seconds": "process-s"}
+_CPU_LABELS = {
+    "gpus": "processes",
+    "gpu_seconds": "process-s",
+    "device_seconds": "process-s incl. preempted runs",
+}
 
 
 def _table(
@@ -79,6 +83,8 @@ def _table(
         columns = tuple(c for c in columns if not c.compute)
     if not any(t.queue_seconds for t in trials):  # no trial waited for quota
         columns = tuple(c for c in columns if not c.queued)
+    if all(t.device_seconds is None for t in trials):  # no run's GPU time recorded
+        columns = tuple(c for c in columns if not c.spent)
     labels = [_CPU_LABELS.get(c.field, c.label) if cpu else c.label for c in columns]
     header = "".join(f"<th>{label.format(kind=kind)}</th>" for label in labels)
     rows = ["<tr>" + "".join(_cell(c, t) for c in columns) + "</tr>" for t in trials]
@@ -348,6 +354,23 @@ def _queue_wait(results: ResultsFile) -> str:
     )
 
 
+def _spent(results: ResultsFile) -> str:
+    """GPU time used incl. preempted runs (Σ deviceSeconds: every run's devices × pod run time)
+    against the measurement's cost (Σ gpuSeconds of the finished trials)."""
+    counted = [t for t in results.trials if t.device_seconds is not None]
+    if not counted:
+        return ""
+    used = sum(t.device_seconds or 0.0 for t in counted)
+    measured = sum(t.gpu_seconds or 0.0 for t in results.trials)
+    unit = "process" if plots.on_cpu(results) else "GPU"
+    share = f"; the measurement itself cost {measured:.0f} {unit}-s" if measured else ""
+    return (
+        f"<p>{unit} time used incl. preempted runs: {used:.0f} {unit}-s "
+        f"({used / 3600:.2f} {unit}-hours) over {len(counted)} trial(s): every run's devices × "
+        f"pod run time, runs Kueue preempted or interrupted and failed ones included{share}.</p>"
+    )
+
+
 def build_html(results: ResultsFile, directory: Path) -> tuple[str, dict[str, bytes]]:
     """The report's HTML and its PNGs by file stem."""
     figures = _figures(results, directory)
@@ -356,6 +379,7 @@ def build_html(results: ResultsFile, directory: Path) -> tuple[str, dict[str, by
         f"<h1>{html.escape(title)}</h1>",
         _overview(results),
         _queue_wait(results),
+        _spent(results),
         _recommendation(results),
         _critical(results),
         predictions_html(results.scaling_predictions, cpu=plots.on_cpu(results)),

@@ -8,7 +8,7 @@ learningRates (`shown`), so a sweep without one writes the tables it always did;
 columns (`streamed`) are in report.html only when a trial streamed its input (plugin API 2), the
 precision and XLA columns (`compute`) only when a trial set mixedPrecision or jitCompile, and the
 queue wait (`queued`) only when a trial waited for quota (a cluster's queue; `scalelab run` has
-none).
+none), and the GPU time of all runs (`spent`) only when a trial recorded it (a cluster's trials).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class Column:
     streamed: bool = False  # in report.html only when a trial measured its input time
     compute: bool = False  # in report.html only when a trial set mixedPrecision or jitCompile
     queued: bool = False  # in report.html only when a trial waited for quota
+    spent: bool = False  # in report.html only when a trial recorded every run's device-seconds
 
     @property
     def key(self) -> str:
@@ -65,6 +66,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("seconds", "training s", html=False),
     Column("wall_seconds", "wall s", html=False),
     Column("gpu_seconds", "GPU-s"),
+    Column("device_seconds", "GPU-s incl. preempted runs", spent=True),
     Column("queue_seconds", "queue wait s", queued=True),
     Column("gradient_noise_scale", "B_simple"),
     Column("gradient_noise_scale_stderr", "B_simple SE"),

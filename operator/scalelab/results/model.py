@@ -94,6 +94,9 @@ class TrialRecord(ResultsModel):
     queue_seconds: float | None = None
     times: RecordTimes | None = None
     gpu_seconds: float | None = None
+    # Every run's devices × pod run time, preempted, interrupted and failed runs included (a
+    # cluster trial's status.deviceSeconds); None where not recorded (scalelab run).
+    device_seconds: float | None = None
     gradient_noise_scale: float | None = None
     gradient_noise_scale_stderr: float | None = None
     gradient_noise_scale_reason: str | None = None  # why gradient_noise_scale is None
@@ -401,6 +404,7 @@ def result_row(record: TrialRecord) -> ResultRow:
         seconds=record.seconds,
         gpu_seconds=record.gpu_seconds,
         queue_seconds=record.queue_seconds,
+        device_seconds=record.device_seconds,
         gradient_noise_scale=record.gradient_noise_scale,
         gradient_noise_scale_stderr=record.gradient_noise_scale_stderr,
         gradient_noise_scale_reason=record.gradient_noise_scale_reason,
