@@ -31,7 +31,7 @@ from tests.cluster.processes import install, wait_established
 from tests.harness.cluster import Cluster, start_cluster
 from tests.harness.controlplane import ControlPlane, NodeNetwork
 from tests.harness.mpi_operator import MpiOperator
-from tests.harness.objects import get, wait_for
+from tests.harness.objects import get, items, wait_for
 from tests.harness.prometheus import Prometheus
 from tests.harness.promop import PrometheusOperator, operated
 from tests.observability.scene import TEST_WINDOWS, load_generator
@@ -41,6 +41,8 @@ OVERLAY = REPO / "tests" / "node" / "local-images"
 MONITORING_OVERLAY = REPO / "tests" / "node" / "monitoring"
 OPERATOR_NS = "scalelab-system"
 FAKE_GPUS = 4
+#: The label the MPI operator puts on an MPIJob's pods: the job's name.
+MPIJOB_LABEL = "training.kubeflow.org/job-name"
 _names = itertools.count()
 
 
@@ -147,3 +149,32 @@ def apply(cp: ControlPlane, namespace: str, experiment: dict[str, Any]) -> str:
     cp.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(experiment))
     name: str = experiment["metadata"]["name"]
     return name
+
+
+def gpus_held(cp: ControlPlane, namespaces: list[str]) -> int:
+    """Fake GPUs held by the pods of unfinished MPIJobs in `namespaces`. A finished MPIJob's
+    workers are not counted: the MPI operator marks the job Succeeded in one sync and deletes its
+    running workers in the next (cleanPodPolicy Running, mpi_job_controller.go), so for a moment
+    on a busy node they outlive the job whose GPUs the operator (and Kueue) already gave to the
+    next trial."""
+    held = 0
+    for ns in namespaces:
+        finished_jobs = {
+            j["metadata"]["name"]
+            for j in items(cp, "mpijobs", ns)
+            if any(
+                c["type"] in ("Succeeded", "Failed") and c["status"] == "True"
+                for c in (j.get("status") or {}).get("conditions") or []
+            )
+        }
+        for p in items(cp, "pods", ns):
+            job = p["metadata"].get("labels", {}).get(MPIJOB_LABEL)
+            if p["status"].get("phase") in ("Succeeded", "Failed") or job in finished_jobs:
+                continue
+            if p["metadata"].get("deletionTimestamp"):
+                continue  # being deleted: its job was suspended or deleted
+            held += sum(
+                int(c["resources"].get("limits", {}).get("nvidia.com/gpu", 0))
+                for c in p["spec"]["containers"]
+            )
+    return held

@@ -22,7 +22,7 @@ from tests.harness.cluster import Cluster
 from tests.harness.controlplane import ControlPlane, NodeNetwork
 from tests.harness.kueue import Kueue, running
 from tests.harness.objects import get, items, wait_for
-from tests.node.conftest import apply, finished
+from tests.node.conftest import apply, finished, gpus_held
 from tests.node.test_real_pods import experiment, trial_diagnostics
 
 pytestmark = pytest.mark.node
@@ -99,7 +99,7 @@ def sweep(name: str, batch_sizes: list[int], gpus: list[int], epochs: int) -> di
 
 
 class GpuWatch(threading.Thread):
-    """The most fake GPUs held at once by unfinished pods of the given namespaces."""
+    """The most fake GPUs held at once by the pods of unfinished MPIJobs (`gpus_held`)."""
 
     def __init__(self, cp: ControlPlane, namespaces: list[str]) -> None:
         super().__init__(daemon=True)
@@ -108,14 +108,7 @@ class GpuWatch(threading.Thread):
 
     def run(self) -> None:
         while not self.stopped.is_set():
-            held = sum(
-                int(c["resources"].get("limits", {}).get("nvidia.com/gpu", 0))
-                for ns in self.namespaces
-                for p in items(self.cp, "pods", ns)
-                if p["status"].get("phase") not in ("Succeeded", "Failed")
-                for c in p["spec"]["containers"]
-            )
-            self.most = max(self.most, held)
+            self.most = max(self.most, gpus_held(self.cp, self.namespaces))
             self.stopped.wait(0.5)
 
 

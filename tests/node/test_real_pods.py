@@ -22,7 +22,15 @@ from tests.harness.cluster import Cluster
 from tests.harness.controlplane import ControlPlane
 from tests.harness.objects import get, items, wait_for
 from tests.harness.prometheus import Prometheus
-from tests.node.conftest import FAKE_GPUS, OPERATOR_NS, REPO, apply, finished, operator_diagnostics
+from tests.node.conftest import (
+    FAKE_GPUS,
+    OPERATOR_NS,
+    REPO,
+    apply,
+    finished,
+    gpus_held,
+    operator_diagnostics,
+)
 
 pytestmark = pytest.mark.node
 
@@ -322,14 +330,7 @@ def test_trials_that_together_exceed_max_gpus_run_one_after_the_other(
     def watch() -> None:
         nonlocal most
         while not done.is_set():
-            pods = items(cp, "pods", namespace)
-            held = sum(
-                int(c["resources"].get("limits", {}).get("nvidia.com/gpu", 0))
-                for p in pods
-                if p["status"].get("phase") not in ("Succeeded", "Failed")
-                for c in p["spec"]["containers"]
-            )
-            most = max(most, held)
+            most = max(most, gpus_held(cp, [namespace]))
             done.wait(0.5)
 
     watcher = threading.Thread(target=watch, daemon=True)
