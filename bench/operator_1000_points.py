@@ -16,7 +16,10 @@ experiment Succeeded, and S seconds after restarting the operator with the finis
 kept in the cluster (what an operator pod started later holds for them).
 
 Starts etcd + kube-apiserver + controller manager (tests/harness), `kubectl apply -k manifests/`,
-the real MPIJob CRD, and `scalelab operator` as its ServiceAccount. Applies a sweep of
+the real MPIJob CRD, and `scalelab operator` as its ServiceAccount, importing as in its image:
+without the kubernetes client (bench/image_site first on its PYTHONPATH makes the import fail;
+this venv has the client for the trainer and the tests, and kopf imports it whenever it can).
+Applies a sweep of
 20 batch sizes × 5 GPU counts × 10 repeats and measures:
   - seconds from apply until the first wave of MPIJobs (maxConcurrentTrials of them) exists, and
     until all 1,000 ScaleTrials exist, with the CPU seconds the operator, kube-apiserver and etcd
@@ -72,6 +75,17 @@ at 0.05 API requests/s; all 1,000 ScaleTrials after 7.7 s; Succeeded after 78.9 
 An operator restarted with the finished experiment in the cluster: 189 MiB (peak 198), since it
 lists and indexes all 1,000 finished ScaleTrials again. The goals of 120 MiB at the peak and of
 an idle replica that does not grow with finished experiments are not met.
+
+Then the operator on lightkube (kube/rest.py) instead of the kubernetes client, whose imports
+alone held ~29 MiB (--idle-window 20; three runs, 1-minute load at the start 3.3 / 5.2 / 4.5,
+beside two of the code before on the same bench, load 0.9 / 7.9): operator RSS idle 69-70 MiB
+(was 107); its high-water mark when the experiment Succeeded 125 / 119 / 92 MiB (was 155 / 155),
+and 133 MiB in each run once the finished experiment's results were archived (was 162 / 164: the
+archive reads every trial and assembles the results file at once, the peak of the whole run
+now); with the experiment finished 93 / 111 / 113 MiB (was 149 / 135); restarted with it kept
+155 / 155 / 156 MiB, peak 166 (was 190 / 191, peak 200); 3.032 / 3.033 / 3.038 writes per trial
+(was 3.034 / 3.031). Succeeded after 108 / 107 / 167 s (was 83 / 103; load). Still over the
+goals: the archive step's peak (133 MiB, goal 120) and a restarted operator (155 MiB, goal 150).
 """
 
 from __future__ import annotations
@@ -108,6 +122,8 @@ NAME = "thousand"
 RFC3339 = "%Y-%m-%dT%H:%M:%SZ"
 WRITE_VERBS = {"POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE"}
 TRACEMALLOC_SITE = Path(__file__).resolve().parent / "tracemalloc_site"
+#: First on the operator's PYTHONPATH: `import kubernetes` fails there, as in the operator image.
+IMAGE_SITE = Path(__file__).resolve().parent / "image_site"
 
 
 def experiment(name: str, concurrent: int, repeats: int = 10) -> dict[str, Any]:
@@ -288,12 +304,14 @@ def wait_for_each(
 
 
 def profiled_env(path: Path | None) -> dict[str, str]:
-    """The environment that makes bench/tracemalloc_site profile the operator into `path`."""
-    if path is None:
-        return {}
+    """The operator's environment: bench/image_site first on PYTHONPATH (no kubernetes client,
+    as in the operator image) and, with `path`, bench/tracemalloc_site profiling it there."""
+    sites = [str(TRACEMALLOC_SITE)] if path is not None else []
     pythonpath = os.pathsep.join(
-        p for p in (str(TRACEMALLOC_SITE), os.environ.get("PYTHONPATH")) if p
+        p for p in (*sites, str(IMAGE_SITE), os.environ.get("PYTHONPATH")) if p
     )
+    if path is None:
+        return {"PYTHONPATH": pythonpath}
     return {"PYTHONPATH": pythonpath, "SCALELAB_TRACEMALLOC_OUT": str(path.resolve())}
 
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import config as kube_config
+from lightkube import KubeConfig
 
+from scalelab.kube import rest
 from scalelab.kube.apply import Kube
 from scalelab.kube.archive import LABEL_ARCHIVE, READER_BINDING, Archiver
 from tests.cluster.conftest import REPO, Operator, get, items, phase_of, wait_for
@@ -92,10 +93,10 @@ def test_results_survive_deleting_the_experiment_until_pruned(
     )
 
     # Written once: another replica (or a restart) finds it and writes nothing.
-    api = kube_config.new_client_from_config(  # type: ignore[no-untyped-call]
-        config_file=str(cluster.service_account_kubeconfig(
-            OPERATOR_NS, OPERATOR_SA, tmp_path / "operator.kubeconfig")))  # fmt: skip
-    with api:
+    config = KubeConfig.from_file(cluster.service_account_kubeconfig(
+        OPERATOR_NS, OPERATOR_SA, tmp_path / "operator.kubeconfig")).get()  # fmt: skip
+    assert config is not None
+    with rest.Api(config) as api:
         assert Archiver().ensure(Kube(api), namespace, NAME, uid) is None
     again = get(cluster, "configmap", archived["metadata"]["name"], namespace)
     assert again["metadata"]["resourceVersion"] == archived["metadata"]["resourceVersion"]

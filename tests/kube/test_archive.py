@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from scalelab.api import TrialPhase
-from scalelab.kube import archive
+from scalelab.kube import archive, rest
 from scalelab.kube import results as cluster
 from scalelab.kube.observed import parse
 from scalelab.planner import plan, trainer_command, trainer_flags
@@ -23,6 +23,7 @@ from scalelab.results.model import (
     planned_record,
     record_from_events,
 )
+from tests.kube.fake_api import fake_api, sent, status
 from tests.kube.test_cluster_results import SPEC, events, snapshot, stored, trial_body
 
 pytestmark = pytest.mark.unit
@@ -189,7 +190,7 @@ def test_prune_deletes_only_old_archives_of_experiments_that_are_gone() -> None:
 
 
 def test_a_forbidden_answer_is_retried_while_a_new_role_binding_takes_effect() -> None:
-    answers: list[Any] = [cluster.ClusterReadError("403", 403), archive.ApiException(status=403)]
+    answers: list[Any] = [cluster.ClusterReadError("403", 403), rest.api_error(403, "Forbidden")]
 
     def call() -> str:
         if answers:
@@ -218,8 +219,7 @@ class FakeKube:
     """The API calls `Archiver.ensure` makes, against an in-memory namespace of ConfigMaps."""
 
     def __init__(self) -> None:
-        self.api = None
-        self.core, self.rbac = self, self
+        self.api = fake_api(self.answer)
         self.maps: dict[str, dict[str, Any]] = {}
         self.bindings: list[dict[str, Any]] = []
         self.writes: list[tuple[str, str]] = []
@@ -227,20 +227,31 @@ class FakeKube:
     def wrote(self, verb: str, resource: str) -> None:
         self.writes.append((verb, resource))
 
-    def create_namespaced_role_binding(self, namespace: str, body: dict[str, Any]) -> None:
+    def answer(self, request: Any) -> tuple[int, Any]:
+        """/api/v1/namespaces/ns/configmaps[/NAME], .../rolebindings"""
+        parts, body = request.url.path.split("/"), sent(request)
+        if parts[-1] == "rolebindings":
+            return self.create_role_binding(body)
+        if request.method == "GET":
+            return self.read_config_map(parts[-1])
+        return self.create_config_map(body)
+
+    def create_role_binding(self, body: dict[str, Any]) -> tuple[int, Any]:
         if self.bindings:
-            raise archive.ApiException(status=409)
+            return status(409, "AlreadyExists")
         self.bindings.append(body)
+        return 201, body
 
-    def read_namespaced_config_map(self, name: str, namespace: str) -> dict[str, Any]:
+    def read_config_map(self, name: str) -> tuple[int, Any]:
         if name not in self.maps:
-            raise archive.ApiException(status=404)
-        return self.maps[name]
+            return status(404, "NotFound")
+        return 200, self.maps[name]
 
-    def create_namespaced_config_map(self, namespace: str, body: dict[str, Any]) -> None:
+    def create_config_map(self, body: dict[str, Any]) -> tuple[int, Any]:
         if body["metadata"]["name"] in self.maps:
-            raise archive.ApiException(status=409)
+            return status(409, "AlreadyExists")
         self.maps[body["metadata"]["name"]] = body
+        return 201, body
 
 
 def test_an_archive_is_written_once_across_restarts_and_replicas(
@@ -263,7 +274,7 @@ def test_an_archive_is_written_once_across_restarts_and_replicas(
                            ("create", "rolebindings")]  # fmt: skip
     # Two replicas racing: the one that loses gets 409 for the same bytes, and counts it written.
     racing = archive.Archiver()
-    monkeypatch.setattr(kube, "read_namespaced_config_map", FakeKube().read_namespaced_config_map)
+    monkeypatch.setattr(kube, "read_config_map", FakeKube().read_config_map)
     assert racing.ensure(kube, "ns", "lab", "x") == "lab-results-archive-x"
     assert kube.maps["lab-results-archive-x"] is written
     # An experiment recreated under the same name meanwhile is not archived as the old one.

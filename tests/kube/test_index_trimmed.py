@@ -20,6 +20,7 @@ from scalelab.kube.metrics import OperatorMetrics, Snapshot, request_labels
 from scalelab.kube.mpijob import LABEL_EXPERIMENT
 from scalelab.kube.observed import trial_entry
 from scalelab.kube.state import Usage
+from tests.kube.fake_api import fake_api
 
 pytestmark = pytest.mark.unit
 
@@ -129,20 +130,6 @@ def test_a_request_is_labelled_as_the_api_server_counts_it(
     assert request_labels(method, url) == labels
 
 
-class FakeRest:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
-
-    def request(self, method: str, url: str, **_: Any) -> str:
-        self.calls.append((method, url))
-        return "response"
-
-
-class FakeApiClient:
-    def __init__(self) -> None:
-        self.rest_client = FakeRest()
-
-
 def test_every_request_of_the_client_and_of_kopf_is_counted_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -159,11 +146,11 @@ def test_every_request_of_the_client_and_of_kopf_is_counted_once(
     monkeypatch.setattr(kopf_api, "request", kopf_request)
     registry = CollectorRegistry()
     metrics = OperatorMetrics(registry, handlers.RECONCILING)
-    api: Any = FakeApiClient()
+    api = fake_api(lambda request: (200, {"kind": "Lease"}))
     main.count_requests(api, metrics)
     main.count_requests(api, metrics)  # wrapping again does not count twice
     lease = "/apis/coordination.k8s.io/v1/namespaces/s/leases/op"
-    assert api.rest_client.request("GET", lease) == "response"
+    assert api.get(lease) == {"kind": "Lease"}
     watch = "/apis/scalelab.dev/v1alpha1/scaletrials?watch=true"
     wrapped: Any = kopf_api.request
     reply = asyncio.run(wrapped(method="get", url=watch, settings=None))

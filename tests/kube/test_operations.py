@@ -10,8 +10,6 @@ from typing import Any
 
 import kopf
 import pytest
-from kubernetes.client import ApiClient
-from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -23,6 +21,7 @@ from scalelab.kube.metrics import OperatorMetrics, Snapshot, device_of
 from scalelab.kube.operations import Context
 from scalelab.kube.settings import Config
 from scalelab.kube.state import Usage
+from tests.kube.fake_api import fake_api, sent, status
 
 NO_INDEXES = operations.Indexes(trials={}, jobs={}, workloads={})
 
@@ -44,29 +43,24 @@ def events() -> Iterator[asyncio.Queue[Any]]:
 
 
 class RecordingCustomApi:
-    """Records status patches; fails every call with `fail` when set."""
+    """Records status patches; fails every call with `fail` when set (discovery, the first call
+    of a pass, always fails)."""
 
     def __init__(self, fail: int | None = None) -> None:
         self.patches: list[tuple[str, dict[str, Any]]] = []
         self.fail = fail
 
-    def patch_namespaced_custom_object_status(self, *args: Any, **_: Any) -> None:
-        if self.fail:
-            raise ApiException(status=self.fail, reason="Service Unavailable")
-        self.patches.append((args[4], args[5]))
-
-    def create_namespaced_custom_object(self, *args: Any, **_: Any) -> None:
-        if self.fail:
-            raise ApiException(status=self.fail, reason="Service Unavailable")
-
-    def get_api_resources(self, *args: Any, **_: Any) -> None:
-        """Discovery (the prerequisites check), the first call of a pass."""
-        raise ApiException(status=self.fail or 500, reason="Service Unavailable")
+    def __call__(self, request: Any) -> tuple[int, Any]:
+        parts = request.url.path.split("/")
+        if self.fail or len(parts) == 4:  # /apis/GROUP/VERSION: discovery
+            return status(self.fail or 500, "ServiceUnavailable")
+        if request.method == "PATCH" and parts[-1] == "status":
+            self.patches.append((parts[-2], sent(request)))
+        return 201, sent(request)
 
 
 def _context(custom: RecordingCustomApi, registry: CollectorRegistry | None = None) -> Context:
-    kube = Kube(ApiClient())
-    kube.custom, kube.parallelism = custom, 1  # type: ignore[assignment]
+    kube = Kube(fake_api(custom), parallelism=1)
     metrics = OperatorMetrics(registry or CollectorRegistry(), handlers.RECONCILING)
     return Context(kube=kube, config=Config(), metrics=metrics)
 

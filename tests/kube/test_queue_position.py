@@ -4,12 +4,10 @@ else changes where the API gives no answer."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import httpx2 as httpx
 import pytest
-from kubernetes.client import ApiClient, Configuration
-from kubernetes.client.exceptions import ApiException
 
 from scalelab.api import TrialPhase
 from scalelab.kube.decide import decide
@@ -17,6 +15,7 @@ from scalelab.kube.observed import JobPhase, JobState, TrialState, parse
 from scalelab.kube.queue import Position, positions, read_positions, with_position
 from scalelab.kube.state import Memory
 from scalelab.planner import plan
+from tests.kube.fake_api import fake_api, status
 
 pytestmark = pytest.mark.unit
 
@@ -83,36 +82,29 @@ def test_decide_writes_the_position_of_each_trial_kueue_holds() -> None:
     assert decision.phases[running] is TrialPhase.RUNNING
 
 
-class _Response:
-    def __init__(self, status: int, data: bytes) -> None:
-        self.status, self.data = status, data
+class _Api:
+    """Answers every request with one status and body, or raises; records the URLs."""
 
-    def read(self) -> bytes:
-        return self.data
-
-
-class _Api(ApiClient):
-    """An ApiClient that answers call_api with one status and body, or raises."""
-
-    def __init__(self, status: int, answer: Any = None) -> None:
-        super().__init__(Configuration(host="https://api.example"))
-        self.status, self.answer = status, answer
+    def __init__(self, code: int, answer: Any = None) -> None:
+        self.code, self.answer = code, answer
         self.urls: list[str] = []
+        self.api = fake_api(self)
 
-    def call_api(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        self.urls.append(url)
+    def __call__(self, request: httpx.Request) -> tuple[int, Any]:
+        self.urls.append(str(request.url))
         if isinstance(self.answer, Exception):
             raise self.answer
-        return _Response(self.status, json.dumps(self.answer).encode())
+        return self.code, self.answer
 
 
 def test_read_positions_asks_the_local_queue_and_answers_nothing_where_not_served() -> None:
     api = _Api(200, {"items": [_pending("a", 0, 0)]})
-    assert read_positions(api, "ns", "team") == {"a": Position("team", 1, 1, 1)}
+    assert read_positions(api.api, "ns", "team") == {"a": Position("team", 1, 1, 1)}
     assert api.urls == [
         "https://api.example/apis/visibility.kueue.x-k8s.io/v1beta2/namespaces/ns/localqueues"
         "/team/pendingworkloads?limit=1000"
     ]
-    for status in (403, 404, 503):
-        assert read_positions(_Api(status, {"kind": "Status"}), "ns", "team") == {}
-    assert read_positions(_Api(0, ApiException(status=0)), "ns", "team") == {}
+    for code in (403, 404, 503):
+        assert read_positions(_Api(*status(code, "Failure")).api, "ns", "team") == {}
+    assert read_positions(_Api(503, b"<html>no JSON</html>").api, "ns", "team") == {}
+    assert read_positions(_Api(200, b"not JSON").api, "ns", "team") == {}

@@ -284,7 +284,7 @@ def _report_cluster(args: argparse.Namespace) -> int:
                         f"{gone}; no results archive of it either (kubectl get configmaps -n "
                         f"{namespace} -l {archive.LABEL_ARCHIVE} lists the archives there)"
                     ) from None
-                fetched = archive.as_fetched(found, str(api.configuration.host))
+                fetched = archive.as_fetched(found, api.host)
                 print(
                     f"{namespace}/{name}: the experiment is gone; read its results archive, "
                     f"configmap {found.name} (archived {found.archived_at or 'at an unknown time'})"

@@ -5,7 +5,7 @@ their MPIJobs (kube/mpijob.py), the trainer account, and status patches.
 Every create is idempotent: names are deterministic, and 409 AlreadyExists means an earlier pass
 (or an operator that was killed) already made the object, so a restart never duplicates a trial
 or an MPIJob. Status writes are JSON merge patches of the `status` subresource. Called from the
-kopf handlers in a worker thread (the kubernetes client is synchronous).
+kopf handlers in a worker thread (the API client, kube/rest.py, is synchronous).
 """
 
 from __future__ import annotations
@@ -17,17 +17,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
+from lightkube import ApiError
 
 from scalelab.api import API_VERSION, EXPERIMENT_KIND, GROUP, TRIAL_KIND, VERSION
-from scalelab.kube import mpijob
+from scalelab.kube import mpijob, rest
 from scalelab.kube.resources import EXPERIMENTS, MPIJOB_GROUP, MPIJOB_VERSION, MPIJOBS, TRIALS
+from scalelab.kube.rest import code, path
 from scalelab.kube.settings import Config
 from scalelab.kube.state import Actions, Memory
 from scalelab.planner import PlannedTrial
 
-MERGE = "application/merge-patch+json"
 CONFLICT, NOT_FOUND = 409, 404
 T = TypeVar("T")
 
@@ -36,22 +35,16 @@ T = TypeVar("T")
 class Kube:
     """The API clients the operator uses, built once from the loaded configuration."""
 
-    api: client.ApiClient
+    api: rest.Api
     parallelism: int = 8  # concurrent API calls within one step of a pass
-    custom: client.CustomObjectsApi = field(init=False)
-    core: client.CoreV1Api = field(init=False)
-    rbac: client.RbacAuthorizationV1Api = field(init=False)
     # API writes made by this process, by (verb, resource) as the API server's request metrics
     # name them; the operator's metrics export them (scalelab_operator_api_writes_total).
     writes: Counter[tuple[str, str]] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
-        # One pooled connection per concurrent call (urllib3 warns and discards beyond it).
-        self.api.rest_client.pool_manager.connection_pool_kw["maxsize"] = self.parallelism
-        self.custom = client.CustomObjectsApi(self.api)
-        self.core = client.CoreV1Api(self.api)
-        self.rbac = client.RbacAuthorizationV1Api(self.api)
+        # One pooled connection per concurrent call (one beyond them is closed after its call).
+        self.api.resize(self.parallelism)
 
     def wrote(self, verb: str, resource: str) -> None:
         """Count one write (the calls of a step run on several threads)."""
@@ -64,13 +57,13 @@ class Kube:
             return Counter(self.writes)
 
 
-def _create(kube: Kube, resource: str, fn: Any, *args: Any) -> Any:
-    """Call a create; AlreadyExists is success (returns None)."""
+def _create(kube: Kube, resource: str, where: str, body: Mapping[str, Any]) -> Any:
+    """POST `body` to the collection `where`; AlreadyExists is success (returns None)."""
     kube.wrote("create", resource)
     try:
-        return fn(*args)
-    except ApiException as error:
-        if error.status == CONFLICT:
+        return kube.api.post(where, body)
+    except ApiError as error:
+        if code(error) == CONFLICT:
             return None
         raise
 
@@ -84,15 +77,13 @@ def ensure_trainer_account(kube: Kube, namespace: str, config: Config) -> None:
     _create(
         kube,
         "serviceaccounts",
-        kube.core.create_namespaced_service_account,
-        namespace,
+        path("", "v1", "serviceaccounts", namespace),
         {"metadata": {"name": name, "labels": labels}},
     )
     _create(
         kube,
         "rolebindings",
-        kube.rbac.create_namespaced_role_binding,
-        namespace,
+        path("rbac.authorization.k8s.io", "v1", "rolebindings", namespace),
         {
             "metadata": {"name": name, "labels": labels},
             "roleRef": {
@@ -110,10 +101,8 @@ def patch_experiment_status(
 ) -> None:
     """Merge-patch a ScaleExperiment's status."""
     kube.wrote("patch", f"{EXPERIMENTS}/status")
-    kube.custom.patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, EXPERIMENTS, name, {"status": dict(status)},
-        _content_type=MERGE,
-    )  # fmt: skip
+    where = path(GROUP, VERSION, EXPERIMENTS, namespace, name) + "/status"
+    kube.api.patch(where, {"status": dict(status)})
 
 
 def trial_body(trial: PlannedTrial, namespace: str, owner: Mapping[str, Any]) -> dict[str, Any]:
@@ -156,10 +145,8 @@ def apply(
 
     def create_trial(trial: PlannedTrial) -> None:
         made = _create(
-            kube,
-            TRIALS,
-            kube.custom.create_namespaced_custom_object,
-            GROUP, VERSION, namespace, TRIALS, trial_body(trial, namespace, owner),
+            kube, TRIALS, path(GROUP, VERSION, TRIALS, namespace),
+            trial_body(trial, namespace, owner),
         )  # fmt: skip
         if made is not None:
             memory.created[trial.name] = str(made["metadata"]["uid"])
@@ -171,10 +158,7 @@ def apply(
             memory.launched.discard(trial.name)
             return
         _create(
-            kube,
-            MPIJOBS,
-            kube.custom.create_namespaced_custom_object,
-            MPIJOB_GROUP, MPIJOB_VERSION, namespace, MPIJOBS,
+            kube, MPIJOBS, path(MPIJOB_GROUP, MPIJOB_VERSION, MPIJOBS, namespace),
             mpijob.render(trial, namespace, uid, config),
         )  # fmt: skip
 
@@ -182,23 +166,22 @@ def apply(
         name, patch = item
         kube.wrote("patch", f"{TRIALS}/status")
         try:
-            kube.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, TRIALS, name, {"status": patch}, _content_type=MERGE
-            )
-        except ApiException as error:
-            if error.status != NOT_FOUND:  # deleted meanwhile: the next pass recreates it
+            kube.api.patch(path(GROUP, VERSION, TRIALS, namespace, name) + "/status",
+                           {"status": patch})  # fmt: skip
+        except ApiError as error:
+            if code(error) != NOT_FOUND:  # deleted meanwhile: the next pass recreates it
                 raise
             memory.written.pop(name, None)
 
     def delete_job(name: str) -> None:
         kube.wrote("delete", MPIJOBS)
         try:
-            kube.custom.delete_namespaced_custom_object(
-                MPIJOB_GROUP, MPIJOB_VERSION, namespace, MPIJOBS, name,
-                propagation_policy="Background",
-            )  # fmt: skip
-        except ApiException as error:
-            if error.status != NOT_FOUND:  # already gone: what this call wanted
+            kube.api.delete(
+                path(MPIJOB_GROUP, MPIJOB_VERSION, MPIJOBS, namespace, name),
+                params={"propagationPolicy": "Background"},
+            )
+        except ApiError as error:
+            if code(error) != NOT_FOUND:  # already gone: what this call wanted
                 raise
 
     # The trials launched in this pass first, their MPIJobs, then the rest of the trials: the

@@ -49,16 +49,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
+from lightkube import ApiError
 from pydantic import ValidationError
-from urllib3.exceptions import HTTPError
 
 from scalelab.api import GROUP, VERSION, TrialPhase
+from scalelab.kube import rest
 from scalelab.kube import results as cluster
 from scalelab.kube.apply import CONFLICT, NOT_FOUND, Kube
 from scalelab.kube.mpijob import LABEL_MANAGED_BY, MANAGED_BY
 from scalelab.kube.resources import EXPERIMENTS
+from scalelab.kube.rest import code
 from scalelab.results.model import ResultsFile
 
 LABEL_ARCHIVE = "scalelab.dev/results-archive"
@@ -273,12 +273,12 @@ def now_rfc3339(now: float | None = None) -> str:
 # --- API calls -----------------------------------------------------------------------------
 
 
-def _subject(api: client.ApiClient) -> dict[str, str]:
+def _subject(api: rest.Api) -> dict[str, str]:
     """The RBAC subject this process authenticates as (a SelfSubjectReview: no rights needed)."""
-    authn: Any = client.AuthenticationV1Api(api)
-    review = authn.create_self_subject_review({"apiVersion": "authentication.k8s.io/v1",
-                                               "kind": "SelfSubjectReview"})  # fmt: skip
-    user = str(review.status.user_info.username)
+    review = api.post("/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                      {"apiVersion": "authentication.k8s.io/v1",
+                       "kind": "SelfSubjectReview"})  # fmt: skip
+    user = str(((review.get("status") or {}).get("userInfo") or {}).get("username"))
     parts = user.split(":")
     if len(parts) == 4 and parts[:2] == ["system", "serviceaccount"]:
         return {"kind": "ServiceAccount", "name": parts[3], "namespace": parts[2]}
@@ -290,7 +290,10 @@ def _retry_forbidden(fn: Callable[[], T], sleep: Callable[[float], None] = time.
     for _ in range(FORBIDDEN_RETRIES - 1):
         try:
             return fn()
-        except (ApiException, cluster.ClusterReadError) as error:
+        except ApiError as error:
+            if code(error) != FORBIDDEN:
+                raise
+        except cluster.ClusterReadError as error:
             if error.status != FORBIDDEN:
                 raise
         sleep(FORBIDDEN_WAIT_SECONDS)
@@ -313,8 +316,8 @@ class Archiver:
         if self.subject is None:
             try:
                 self.subject = _subject(kube.api)
-            except ApiException as error:
-                if error.status != NOT_FOUND:
+            except ApiError as error:
+                if code(error) != NOT_FOUND:
                     raise
                 self.subject = {}  # no SelfSubjectReview API (before 1.28): unknown
         if not self.subject:  # whoever we are must hold the ConfigMap rights some other way
@@ -327,28 +330,29 @@ class Archiver:
             "subjects": [self.subject],
         }  # fmt: skip
         kube.wrote("create", "rolebindings")
-        rbac: Any = kube.rbac  # takes the body as a plain dict
         try:
-            rbac.create_namespaced_role_binding(namespace, binding)
-        except ApiException as error:
-            if error.status != CONFLICT:
+            kube.api.post(rest.path("rbac.authorization.k8s.io", "v1", "rolebindings", namespace),
+                          binding)  # fmt: skip
+        except ApiError as error:
+            if code(error) != CONFLICT:
                 raise
         self.bound.add(namespace)
 
     def ensure(self, kube: Kube, namespace: str, name: str, uid: str) -> str | None:
         """Archive the finished experiment `namespace/name` (uid `uid`) unless its archive
         exists; the name of the archive written, or None when there was nothing to write.
-        Raises ApiException, or ClusterReadError when the experiment cannot be read."""
+        Raises ApiError, or ClusterReadError when the experiment cannot be read."""
         if uid in self.archived:
             return None
         self.ensure_reader(kube, namespace)
         target = archive_name(name, uid)
+        configmaps = rest.path("", "v1", "configmaps", namespace)
         try:
-            _retry_forbidden(lambda: kube.core.read_namespaced_config_map(target, namespace))
+            _retry_forbidden(lambda: kube.api.get(f"{configmaps}/{target}"))
             self.archived.add(uid)
             return None  # written before (this replica before a restart, or another one)
-        except ApiException as error:
-            if error.status != NOT_FOUND:
+        except ApiError as error:
+            if code(error) != NOT_FOUND:
                 raise
         snapshot = _retry_forbidden(lambda: cluster.fetch(kube.api, namespace, name))
         if str((snapshot.experiment.get("metadata") or {}).get("uid")) != uid:
@@ -357,11 +361,10 @@ class Archiver:
         packed = pack(assembled.results, assembled.files)
         made = body(namespace, snapshot.experiment, packed, now_rfc3339())
         kube.wrote("create", "configmaps")
-        core: Any = kube.core
         try:
-            core.create_namespaced_config_map(namespace, made)
-        except ApiException as error:
-            if error.status != CONFLICT:  # another replica wrote it meanwhile: the same file
+            kube.api.post(configmaps, made)
+        except ApiError as error:
+            if code(error) != CONFLICT:  # another replica wrote it meanwhile: the same file
                 raise
         self.archived.add(uid)
         return target
@@ -372,26 +375,25 @@ def _api_errors(what: str) -> Iterator[None]:
     """API and connection errors of `what` as a ClusterReadError saying so."""
     try:
         yield
-    except ApiException as error:
-        message = f"cannot {what}: {error.status} {error.reason}"
-        raise cluster.ClusterReadError(message, error.status) from None
-    except (HTTPError, OSError) as error:
+    except ApiError as error:
+        message = f"cannot {what}: {code(error)} {rest.reason(error)}"
+        raise cluster.ClusterReadError(message, code(error)) from None
+    except rest.TRANSPORT_ERRORS as error:
         raise cluster.ClusterReadError(f"cannot {what}: {error}") from None
 
 
-def find(api: client.ApiClient, namespace: str, name: str) -> Archived | None:
+def find(api: rest.Api, namespace: str, name: str) -> Archived | None:
     """The newest archive of experiment `name` in `namespace`, or None. Raises ClusterReadError
     (the API) or ArchiveReadError (the archive)."""
-    core: Any = client.CoreV1Api(api)
-    serialize: Any = api.sanitize_for_serialization
     with _api_errors(f"list the results archives in {namespace}"):
-        maps = core.list_namespaced_config_map(namespace, label_selector=f"{LABEL_ARCHIVE}={name}")
-    found = newest([serialize(m) for m in maps.items])
+        maps = api.get(rest.path("", "v1", "configmaps", namespace),
+                       params={"labelSelector": f"{LABEL_ARCHIVE}={name}"})  # fmt: skip
+    found = newest(list(maps.get("items") or []))
     return decode(found) if found is not None else None
 
 
 def prune(
-    api: client.ApiClient,
+    api: rest.Api,
     namespace: str,
     older_than_seconds: float,
     experiment: str | None = None,
@@ -399,21 +401,19 @@ def prune(
 ) -> list[str]:
     """Delete the archives in `namespace` (of `experiment` only, if given) whose experiment is
     gone and that are older than `older_than_seconds`; their names. Raises ClusterReadError."""
-    core: Any = client.CoreV1Api(api)
-    custom: Any = client.CustomObjectsApi(api)
-    serialize: Any = api.sanitize_for_serialization
+    configmaps = rest.path("", "v1", "configmaps", namespace)
     selector = f"{LABEL_ARCHIVE}={experiment}" if experiment else LABEL_ARCHIVE
     with _api_errors(f"list the results archives and experiments in {namespace}"):
-        maps = core.list_namespaced_config_map(namespace, label_selector=selector)
-        live = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, EXPERIMENTS)
+        maps = api.get(configmaps, params={"labelSelector": selector})
+        live = api.get(rest.path(GROUP, VERSION, EXPERIMENTS, namespace))
     uids = {str((x.get("metadata") or {}).get("uid")) for x in live["items"]}
-    bodies = [serialize(m) for m in maps.items]
+    bodies = list(maps.get("items") or [])
     names = prunable(bodies, uids, older_than_seconds, time.time() if now is None else now)
     for target in names:
         with _api_errors(f"delete configmap {namespace}/{target}"):
             try:
-                core.delete_namespaced_config_map(target, namespace)
-            except ApiException as error:
-                if error.status != NOT_FOUND:  # deleted meanwhile: what this call wanted
+                api.delete(f"{configmaps}/{target}")
+            except ApiError as error:
+                if code(error) != NOT_FOUND:  # deleted meanwhile: what this call wanted
                     raise
     return names

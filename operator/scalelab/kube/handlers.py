@@ -10,7 +10,7 @@ progress under them, so renaming one loses state on running experiments.
   filled by kopf's watches before any handler runs, so a restarted operator sees what exists.
 - QUEUE_INDEX: Kueue Workloads of MPIJobs by namespace (why Kueue holds a trial back); empty,
   and its watch idle, where Kueue is not installed.
-- LOGIN: in-cluster ServiceAccount token, else KUBECONFIG (through the kubernetes client).
+- LOGIN: in-cluster ServiceAccount token, else KUBECONFIG (through lightkube, kube/rest.py).
 - FORGET (event): drop a deleted experiment's metric series, and a finished one's plan and pass
   memory (nothing of a finished experiment's trials stays in memory but its metrics).
 No deletion handler: owner references and the garbage collector remove trials and MPIJobs, and
@@ -24,7 +24,7 @@ from typing import Any
 
 import kopf
 
-from scalelab.kube import operations
+from scalelab.kube import operations, rest
 from scalelab.kube.mpijob import LABEL_MANAGED_BY, MANAGED_BY
 from scalelab.kube.observed import (
     JobState,
@@ -74,8 +74,12 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     timeout = config.handler_timeout_seconds
 
     @kopf.on.login(id=LOGIN, registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return kopf.login_via_client(**kwargs)
+    def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo | None:
+        try:
+            config = rest.load_config()
+        except rest.ConfigError as error:  # as kopf.login_via_client says it
+            raise kopf.LoginError(f"no in-cluster nor kubeconfig credentials: {error}") from None
+        return rest.login(config, settings.networking.trust_env)
 
     @kopf.index(*TRIAL_RESOURCE, id=TRIAL_INDEX, labels=OURS, registry=registry)
     def scalelab_trials(body: kopf.Body, **_: Any) -> dict[Key, TrialState]:

@@ -27,9 +27,11 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
+from lightkube import ApiError
 from prometheus_client import CollectorRegistry, Gauge
+
+from scalelab.kube import rest
+from scalelab.kube.rest import code
 
 log = logging.getLogger(__name__)
 
@@ -134,57 +136,61 @@ class Leases(Protocol):
         ...
 
 
-class KubeLeases:
-    """One named Lease through the operator's own kubernetes client."""
+def _micro_time(value: Any) -> str | None:
+    """A Lease's MicroTime as `micro_time` writes it (None when unset)."""
+    if not value:
+        return None
+    return micro_time(datetime.fromisoformat(str(value).replace("Z", "+00:00")))
 
-    def __init__(self, api: client.ApiClient, name: str, namespace: str) -> None:
-        self.leases = client.CoordinationV1Api(api)
+
+class KubeLeases:
+    """One named Lease through the operator's own API client (kube/rest.py)."""
+
+    def __init__(self, api: rest.Api, name: str, namespace: str) -> None:
+        self.api = api
         self.name, self.namespace = name, namespace
+        self.collection = rest.path("coordination.k8s.io", "v1", "leases", namespace)
 
     def get(self, timeout: float) -> tuple[Record, str] | None:
         try:
-            lease = self.leases.read_namespaced_lease(
-                self.name, self.namespace, _request_timeout=timeout
-            )
-        except ApiException as error:
-            if error.status == NOT_FOUND:
+            lease = self.api.get(f"{self.collection}/{self.name}", timeout=timeout)
+        except ApiError as error:
+            if code(error) == NOT_FOUND:
                 return None
             raise
-        spec, meta = lease.spec or client.V1LeaseSpec(), lease.metadata or client.V1ObjectMeta()
+        spec, meta = lease.get("spec") or {}, lease.get("metadata") or {}
         record = Record(
-            holder=spec.holder_identity or "",
-            lease_seconds=spec.lease_duration_seconds or 0,
-            acquired=micro_time(spec.acquire_time) if spec.acquire_time else None,
-            renewed=micro_time(spec.renew_time) if spec.renew_time else None,
-            transitions=spec.lease_transitions or 0,
+            holder=spec.get("holderIdentity") or "",
+            lease_seconds=spec.get("leaseDurationSeconds") or 0,
+            acquired=_micro_time(spec.get("acquireTime")),
+            renewed=_micro_time(spec.get("renewTime")),
+            transitions=spec.get("leaseTransitions") or 0,
         )
-        return record, str(meta.resource_version)
+        return record, str(meta.get("resourceVersion"))
 
     def create(self, record: Record, timeout: float) -> bool:
         try:
-            self.leases.create_namespaced_lease(
-                self.namespace, self._body(record, None), _request_timeout=timeout
-            )
-        except ApiException as error:
-            if error.status == CONFLICT:
+            self.api.post(self.collection, self._body(record, None), timeout=timeout)
+        except ApiError as error:
+            if code(error) == CONFLICT:
                 return False
             raise
         return True
 
     def update(self, record: Record, version: str, timeout: float) -> bool:
         try:
-            self.leases.replace_namespaced_lease(
-                self.name, self.namespace, self._body(record, version), _request_timeout=timeout
+            self.api.put(
+                f"{self.collection}/{self.name}", self._body(record, version), timeout=timeout
             )
-        except ApiException as error:
-            if error.status == CONFLICT:  # someone else wrote it since we read it
+        except ApiError as error:
+            if code(error) == CONFLICT:  # someone else wrote it since we read it
                 return False
             raise
         return True
 
     def _body(self, record: Record, version: str | None) -> Any:
         """The Lease as a dict, sent as is: MicroTime text exactly as the API server parses it
-        (the client's model would write a datetime's isoformat, which drops zero microseconds)."""
+        (a datetime's isoformat would drop zero microseconds)."""
         metadata: dict[str, str] = {"name": self.name, "namespace": self.namespace}
         if version is not None:  # optimistic concurrency: the write fails if the Lease moved
             metadata["resourceVersion"] = version

@@ -21,12 +21,10 @@ from typing import Any
 import kopf
 from kopf._cogs.clients import api as kopf_api  # kopf pinned: see kube/resolve.py
 from kopf._cogs.structs.references import Insights
-from kubernetes import client
-from kubernetes import config as kube_config
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from scalelab.api import GROUP
-from scalelab.kube import handlers, leader, resolve
+from scalelab.kube import handlers, leader, resolve, rest
 from scalelab.kube.apply import Kube
 from scalelab.kube.metrics import OperatorMetrics
 from scalelab.kube.operations import Context
@@ -41,13 +39,9 @@ log = logging.getLogger(__name__)
 PREFIX = GROUP
 
 
-def load_credentials() -> client.ApiClient:
+def load_credentials() -> rest.Api:
     """In-cluster ServiceAccount credentials, else KUBECONFIG (development, tests)."""
-    try:
-        kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except kube_config.ConfigException:
-        kube_config.load_kube_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+    return rest.Api(rest.load_config())
 
 
 #: Objects per page of kopf's initial listing (client-go's default page size).
@@ -152,17 +146,14 @@ def tune_malloc(trim_seconds: float = TRIM_SECONDS) -> bool:
 UNCOUNTED = "_scalelab_uncounted"
 
 
-def count_requests(api: client.ApiClient, metrics: OperatorMetrics) -> None:
-    """Count every request to the API server in `metrics`: those of the kubernetes client `api`
-    (reconciliation, prerequisites, the Lease) and kopf's. kopf has no hook for its requests;
-    all of them go through one function of its API module, wrapped here (the kopf version is
-    pinned, see kube/resolve.py). Wrapping again replaces the earlier wrapper."""
-    rest = api.rest_client
-    sync_request = getattr(rest.request, UNCOUNTED, rest.request)
+def count_requests(api: rest.Api, metrics: OperatorMetrics) -> None:
+    """Count every request to the API server in `metrics`: those of the operator's client `api`
+    (reconciliation, prerequisites, the Lease; its request hook) and kopf's. kopf has no hook
+    for its requests; all of them go through one function of its API module, wrapped here (the
+    kopf version is pinned, see kube/resolve.py). Wrapping again replaces the earlier wrapper."""
 
-    def counted(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+    def counted(method: str, url: str) -> None:
         metrics.request("scalelab", method, url)
-        return sync_request(method, url, *args, **kwargs)
 
     # Not __wrapped__: kopf's request is itself a functools.wraps wrapper (its authentication).
     original = getattr(kopf_api.request, UNCOUNTED, kopf_api.request)
@@ -171,16 +162,13 @@ def count_requests(api: client.ApiClient, metrics: OperatorMetrics) -> None:
         metrics.request("kopf", method, url)
         return await original(method, url, **kwargs)
 
-    setattr(counted, UNCOUNTED, sync_request)
     setattr(kopf_counted, UNCOUNTED, original)
-    setattr(rest, "request", counted)  # noqa: B010 - an instance attribute, not the method
+    api.on_request = counted
     setattr(kopf_api, "request", kopf_counted)  # noqa: B010 - the module global kopf calls
 
 
 @contextmanager
-def _leadership(
-    cfg: Config, api: client.ApiClient, leading: Gauge, liveness_port: int
-) -> Iterator[None]:
+def _leadership(cfg: Config, api: rest.Api, leading: Gauge, liveness_port: int) -> Iterator[None]:
     """Hold the Lease around the body (at once without leader election): wait for it, renew it
     in a thread that ends the process if it is lost, release it when the body returns."""
     if not cfg.leader_elect:

@@ -4,7 +4,8 @@ Each entry point takes the id of the kopf handler that called it (kube/handlers.
 `handler` label of the reconcile metrics.
 
 Runs in kopf's event loop; the indexes are read there (kopf mutates them on the same loop), and
-the synchronous kubernetes client runs in a thread so one slow call never stalls the watches.
+the synchronous API client (kube/rest.py) runs in a thread so one slow call never stalls the
+watches.
 Errors follow the house taxonomy: an invalid spec is a `kopf.PermanentError` plus a
 Ready=False/InvalidSpec condition; an API failure is a `kopf.TemporaryError` retried later.
 
@@ -22,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn, cast
 
 import kopf
-from kubernetes.client.exceptions import ApiException
+from lightkube import ApiError
 
 from scalelab.api import API_VERSION, TRIAL_KIND, ExperimentPhase, ScaleExperiment
-from scalelab.kube import apply, queue
+from scalelab.kube import apply, queue, rest
 from scalelab.kube.apply import NOT_FOUND, Kube
 from scalelab.kube.archive import Archiver
 from scalelab.kube.decide import decide
@@ -253,7 +254,7 @@ async def _apply(
     except BaseException as error:
         memo["memory"] = Memory()  # forget what may not have been written; indexes decide
         cause = error.__cause__
-        if isinstance(cause, ApiException) and cause.status == NOT_FOUND:
+        if isinstance(cause, ApiError) and rest.code(cause) == NOT_FOUND:
             ctx.prerequisites.forget(MPIJOB_API.key)  # an MPIJob create may have found no API
         raise
 
@@ -290,10 +291,10 @@ async def _call(ctx: Context, handler: str, fn: Any, *args: Any, **kwargs: Any) 
     handler's id."""
     try:
         return await asyncio.to_thread(fn, *args, **kwargs)
-    except ApiException as error:
+    except ApiError as error:
         ctx.metrics.reconcile_errors.labels(handler).inc()
         raise kopf.TemporaryError(
-            f"API error {error.status}: {error.reason}", delay=RETRY_SECONDS
+            f"API error {rest.code(error)}: {rest.reason(error)}", delay=RETRY_SECONDS
         ) from error
     except Exception:
         ctx.metrics.reconcile_errors.labels(handler).inc()

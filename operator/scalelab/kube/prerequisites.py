@@ -25,7 +25,6 @@ the pods run.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -33,13 +32,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
+from lightkube import ApiError
 
 from scalelab.api import ScaleExperiment
 from scalelab.kube.apply import NOT_FOUND, Kube, ensure_trainer_account
 from scalelab.kube.observed import Missing
 from scalelab.kube.resources import KUEUE_GROUP, MPIJOB_API_VERSION, MPIJOBS
+from scalelab.kube.rest import code, path, reason
 from scalelab.kube.settings import Config
 
 FIRST_RETRY_SECONDS = 5.0
@@ -150,12 +149,11 @@ def _event_time(event: Mapping[str, Any]) -> float | None:
 
 def pod_warnings(kube: Kube, namespace: str) -> list[dict[str, Any]]:
     """The namespace's Warning Events about pods (list on events; no read of pods)."""
-    answer: Any = kube.core.list_namespaced_event(
-        namespace,
-        field_selector="type=Warning,involvedObject.kind=Pod",
-        _preload_content=False,
+    answer = kube.api.get(
+        path("", "v1", "events", namespace),
+        params={"fieldSelector": "type=Warning,involvedObject.kind=Pod"},
     )
-    found: list[dict[str, Any]] = json.loads(answer.data)["items"]
+    found: list[dict[str, Any]] = answer["items"]
     return found
 
 
@@ -239,31 +237,31 @@ def served(kube: Kube, group_version: str, plural: str) -> bool:
     """Whether the API server serves `plural` in `group_version` (discovery; any user may ask)."""
     group, version = group_version.split("/")
     try:
-        found = kube.custom.get_api_resources(group, version)
-    except ApiException as error:
-        if error.status == NOT_FOUND:
+        found = kube.api.get(f"/apis/{group}/{version}")
+    except ApiError as error:
+        if code(error) == NOT_FOUND:
             return False
         raise
-    return any(r.name == plural for r in found.resources or [])
+    return any(r.get("name") == plural for r in found.get("resources") or [])
 
 
 def group_served(kube: Kube, group: str) -> bool:
     """Whether the API server serves any version of `group`."""
-    groups = client.ApisApi(kube.api).get_api_versions().groups or []
-    return any(g.name == group for g in groups)
+    groups = kube.api.get("/apis").get("groups") or []
+    return any(g.get("name") == group for g in groups)
 
 
 def _account(kube: Kube, namespace: str, config: Config, why: list[str]) -> bool:
     """The trainer account exists (created again here if it went missing)."""
     try:
-        kube.core.read_namespaced_service_account(config.trainer_service_account, namespace)
+        kube.api.get(path("", "v1", "serviceaccounts", namespace, config.trainer_service_account))
         return True
-    except ApiException as error:
-        if error.status != NOT_FOUND:
+    except ApiError as error:
+        if code(error) != NOT_FOUND:
             raise
     try:
         ensure_trainer_account(kube, namespace, config)
-    except ApiException as error:
-        why.append(f"{error.status} {error.reason}")
+    except ApiError as error:
+        why.append(f"{code(error)} {reason(error)}")
         return False
     return True

@@ -16,14 +16,14 @@ puts the position into the reason of each trial Kueue holds for quota.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
+from lightkube import ApiError
+from msgspec import DecodeError
 
+from scalelab.kube import rest
 from scalelab.kube.observed import KUEUE_WAITING
 from scalelab.kube.resources import MPIJOB_GROUP
 
@@ -87,28 +87,14 @@ def with_position(reason: str, position: Position | None) -> str:
 
 
 def read_positions(
-    api: client.ApiClient, namespace: str, local_queue: str, limit: int = 1000
+    api: rest.Api, namespace: str, local_queue: str, limit: int = 1000
 ) -> dict[str, Position]:
     """GET the pending workloads of one LocalQueue (the first `limit`, Kueue's own page size);
     {} where the visibility API is not served (404, 503: Kueue without it, or not installed)
-    or the operator may not read it (403)."""
-    method, url, headers, body, post = api.param_serialize(
-        "GET",
-        PATH,
-        path_params={"namespace": namespace, "name": local_queue},
-        query_params=[("limit", limit)],
-        header_params={"Accept": "application/json"},
-        auth_settings=["BearerToken"],
-    )
+    or the operator may not read it (403), or answers no JSON."""
+    url = PATH.format(namespace=namespace, name=local_queue)
     try:
-        response = api.call_api(method, url, headers, body, post, _request_timeout=10)
-        data: Any = response.read()  # type: ignore[no-untyped-call]
-    except ApiException:
-        return {}
-    if not 200 <= response.status <= 299:
-        return {}
-    try:
-        summary = json.loads(data)
-    except (TypeError, ValueError):
+        summary: Any = api.get(url, params={"limit": limit}, timeout=10)
+    except (ApiError, DecodeError):
         return {}
     return positions(summary if isinstance(summary, Mapping) else {}, local_queue)

@@ -30,11 +30,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes import client
-from kubernetes import config as kube_config
-from kubernetes.client.exceptions import ApiException
+from lightkube import ApiError
 from pydantic import ValidationError
-from urllib3.exceptions import HTTPError
 
 from scalelab.api import (
     FINISHED_TRIAL_PHASES,
@@ -44,6 +41,7 @@ from scalelab.api import (
     ExperimentPhase,
     TrialPhase,
 )
+from scalelab.kube import rest
 from scalelab.kube.mpijob import LABEL_EXPERIMENT, LABEL_TRIAL
 from scalelab.kube.observed import InvalidSpecError, parse
 from scalelab.kube.resources import EXPERIMENTS, TRIALS
@@ -99,54 +97,49 @@ class ClusterResults:
     pending: list[str]
 
 
-def connect() -> tuple[client.ApiClient, str]:
+def connect() -> tuple[rest.Api, str]:
     """(client, namespace of the current context) from the kubeconfig kubectl would use
     (KUBECONFIG, else ~/.kube/config), or the in-cluster service account."""
     try:
-        _, context = kube_config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
-        api = kube_config.new_client_from_config()  # type: ignore[no-untyped-call]
-        return api, str((context or {}).get("context", {}).get("namespace") or "default")
-    except (kube_config.ConfigException, OSError):
-        pass
+        config = rest.kubeconfig()
+        return rest.Api(config), str(config.context.namespace or "default")
+    except (rest.ConfigError, OSError, ValueError, KeyError):
+        pass  # none, or one that cannot be read (as kubectl would refuse it)
     try:
-        kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except kube_config.ConfigException as error:
+        return rest.Api(rest.in_cluster()), "default"
+    except (rest.ConfigError, OSError, KeyError) as error:
         raise ClusterReadError(
             f"no Kubernetes configuration: set KUBECONFIG (or ~/.kube/config) as for kubectl "
             f"({error})"
         ) from None
-    return client.ApiClient(), "default"
 
 
-def fetch(api: client.ApiClient, namespace: str, name: str) -> Snapshot:
+def fetch(api: rest.Api, namespace: str, name: str) -> Snapshot:
     """The experiment, its ScaleTrials and its results ConfigMaps (three reads)."""
-    # Any: the client types custom objects as `object`; these calls return plain JSON dicts.
-    custom: Any = client.CustomObjectsApi(api)
-    core: Any = client.CoreV1Api(api)
     where = f"scaleexperiment {namespace}/{name}"
     try:
-        body = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, EXPERIMENTS, name)
+        body = api.get(rest.path(GROUP, VERSION, EXPERIMENTS, namespace, name))
         selector = f"{LABEL_EXPERIMENT}={name}"
-        trials = custom.list_namespaced_custom_object(
-            GROUP, VERSION, namespace, TRIALS, label_selector=selector
+        trials = api.get(
+            rest.path(GROUP, VERSION, TRIALS, namespace), params={"labelSelector": selector}
         )["items"]
-        maps = core.list_namespaced_config_map(
-            namespace, label_selector=f"{selector},{LABEL_COMPONENT}={COMPONENT}"
+        maps = api.get(
+            rest.path("", "v1", "configmaps", namespace),
+            params={"labelSelector": f"{selector},{LABEL_COMPONENT}={COMPONENT}"},
         )
-    except ApiException as error:
-        if error.status == NOT_FOUND:
+    except ApiError as error:
+        status = rest.code(error)
+        if status == NOT_FOUND:
             raise ExperimentNotFoundError(
                 f"{where} not found (kubectl get sx -n {namespace} lists the experiments there)",
                 NOT_FOUND,
             ) from None
         raise ClusterReadError(
-            f"cannot read {where}: {error.status} {error.reason}", error.status
+            f"cannot read {where}: {status} {rest.reason(error)}", status
         ) from None
-    except (HTTPError, OSError) as error:
+    except rest.TRANSPORT_ERRORS as error:
         raise ClusterReadError(f"cannot reach the API server for {where}: {error}") from None
-    serialize: Any = api.sanitize_for_serialization
-    configmaps = [serialize(m) for m in maps.items]
-    return Snapshot(namespace, body, trials, configmaps, str(api.configuration.host))
+    return Snapshot(namespace, body, trials, list(maps.get("items") or []), api.host)
 
 
 def _rfc3339(value: Any) -> float | None:
