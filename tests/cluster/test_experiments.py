@@ -729,13 +729,17 @@ def test_a_sweep_bigger_than_the_status_budget_keeps_the_top_rows_and_lists_ever
     assert 30 <= writes["patch", "scaletrials/status"] <= 2 * 30, writes
     assert 1 <= writes["patch", "scaleexperiments/status"] <= 30, writes
     # The results archive's ConfigMap is written in the pass that finishes the experiment,
-    # which may come before this read of the metrics or after it.
+    # which may come before this read of the metrics or after it; then each trial and MPIJob
+    # is labelled once, out of the operator's watches.
     assert not writes.keys() - {
         ("create", "scaletrials"), ("create", "mpijobs"), ("patch", "scaletrials/status"),
         ("patch", "scaleexperiments/status"), ("create", "serviceaccounts"),
-        ("create", "rolebindings"), ("create", "configmaps"),
+        ("create", "rolebindings"), ("create", "configmaps"), ("patch", "scaletrials"),
+        ("patch", "mpijobs"),
     }, writes  # fmt: skip
     assert writes.get(("create", "configmaps"), 0) <= 2, writes
+    assert writes.get(("patch", "scaletrials"), 0) <= 30, writes
+    assert writes.get(("patch", "mpijobs"), 0) <= 30, writes
     assert len(items(cluster, "mpijobs", namespace)) == 30
 
     selector = "scalelab.dev/experiment=big"

@@ -116,7 +116,7 @@ def test_the_operator_role_grants_no_secrets(cluster: ControlPlane) -> None:
     for verb, what in (
         ("get", "pods"), ("get", "pods/log"), ("create", "pods/exec"), ("get", "deployments.apps"),
         ("list", "configmaps"), ("create", "customresourcedefinitions.apiextensions.k8s.io"),
-        ("delete", "scaleexperiments.scalelab.dev"), ("patch", "mpijobs.kubeflow.org"),
+        ("delete", "scaleexperiments.scalelab.dev"), ("delete", "scaletrials.scalelab.dev"),
         ("create", "workloads.kueue.x-k8s.io"), ("list", "localqueues.kueue.x-k8s.io"),
         ("bind", "clusterroles.rbac.authorization.k8s.io/cluster-admin"),
     ):  # fmt: skip
@@ -132,6 +132,9 @@ def test_the_operator_role_grants_no_secrets(cluster: ControlPlane) -> None:
         ("create", "mpijobs.kubeflow.org", "yes"),
         ("delete", "mpijobs.kubeflow.org", "yes"),  # Kueue can never admit it; pruned
         ("patch", "scaletrials.scalelab.dev/status", "yes"),
+        # The label that retires a finished, archived experiment's objects from its watches.
+        ("patch", "scaletrials.scalelab.dev", "yes"),
+        ("patch", "mpijobs.kubeflow.org", "yes"),
     ):
         whole = what.split("/")
         args = ["auth", "can-i", verb, whole[0], "-A", "--as", sa]

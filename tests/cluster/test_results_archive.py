@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 import yaml
 from lightkube import KubeConfig
+from prometheus_client.parser import text_string_to_metric_families
 
 from scalelab.kube import rest
 from scalelab.kube.apply import Kube
 from scalelab.kube.archive import LABEL_ARCHIVE, READER_BINDING, Archiver
+from scalelab.kube.mpijob import LABEL_ARCHIVED
 from tests.cluster.conftest import REPO, Operator, get, items, phase_of, wait_for
 from tests.cluster.processes import OPERATOR_NS, OPERATOR_SA, cluster_report
 from tests.cluster.standin import StandIn
@@ -62,6 +64,56 @@ def _scalelab(cp: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+def _trials_by_phase(operator: Operator, namespace: str) -> dict[str, float]:
+    """The operator's scalelab_operator_trials series of this experiment, by phase."""
+    return {
+        s.labels["phase"]: s.value
+        for family in text_string_to_metric_families(operator.metrics())
+        for s in family.samples
+        if s.name == "scalelab_operator_trials"
+        and (s.labels["namespace"], s.labels["experiment"]) == (namespace, NAME)
+    }
+
+
+def _retired_and_restored(cluster: ControlPlane, operator: Operator, namespace: str) -> None:
+    """Once archived, the experiment's ScaleTrials and MPIJobs are labelled out of the
+    operator's watches; an operator started afterwards never lists them, and puts the
+    experiment's results back into /metrics from the archive."""
+    mine = f"scalelab.dev/experiment={NAME}"
+    trials = items(cluster, "scaletrials", namespace, "-l", mine)
+    jobs = items(cluster, "mpijobs", namespace, "-l", mine)
+    assert trials
+    assert jobs
+    wait_for(
+        lambda: (
+            not items(cluster, "scaletrials", namespace, "-l", f"{mine},!{LABEL_ARCHIVED}")
+            and not items(cluster, "mpijobs", namespace, "-l", f"{mine},!{LABEL_ARCHIVED}")
+        ),
+        30,
+        "the operator to retire the finished experiment's trials and MPIJobs",
+    )
+    phases = _trials_by_phase(operator, namespace)
+    assert phases.get("Succeeded", 0) > 0, phases
+    operator.stop()
+    operator.start()
+    wait_for(
+        lambda: _trials_by_phase(operator, namespace) == phases,
+        60,
+        f"the restarted operator to export the archived results ({phases})",
+    )
+    # It found nothing left to retire, wrote no archive again and planned nothing again.
+    writes = {
+        (s.labels["verb"], s.labels["resource"]): s.value
+        for family in text_string_to_metric_families(operator.metrics())
+        for s in family.samples
+        if s.name == "scalelab_operator_api_writes_total" and s.value
+    }
+    assert not writes.keys() & {
+        ("patch", "scaletrials"), ("patch", "mpijobs"), ("create", "scaletrials"),
+        ("create", "mpijobs"), ("create", "configmaps"),
+    }, writes  # fmt: skip
+
+
 def test_results_survive_deleting_the_experiment_until_pruned(
     cluster: ControlPlane, operator: Operator, standin: StandIn, namespace: str, tmp_path: Path
 ) -> None:
@@ -100,6 +152,8 @@ def test_results_survive_deleting_the_experiment_until_pruned(
         assert Archiver().ensure(Kube(api), namespace, NAME, uid) is None
     again = get(cluster, "configmap", archived["metadata"]["name"], namespace)
     assert again["metadata"]["resourceVersion"] == archived["metadata"]["resourceVersion"]
+
+    _retired_and_restored(cluster, operator, namespace)
 
     before_out, before = _report(cluster, namespace, tmp_path / "before")
     assert "results archive" not in before_out

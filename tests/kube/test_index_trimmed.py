@@ -173,13 +173,14 @@ def test_a_finished_experiment_keeps_no_plan_or_pass_memory(phase: str, kept: bo
     assert "ctx" in memo
 
 
-def test_kopf_lists_in_pages_and_is_sent_only_the_trials_and_mpijobs_scalelab_made() -> None:
+def test_kopf_lists_in_pages_and_is_sent_only_the_live_trials_and_mpijobs_scalelab_made() -> None:
     from kopf._cogs.structs.references import Resource
 
     settings = main.kopf_settings()
     assert settings.watching.chunk_size == main.LIST_CHUNK
     assert settings.queueing.idle_timeout == main.WORKER_IDLE_SECONDS < 5
-    ours = "app.kubernetes.io/managed-by=scalelab-operator"
+    # Made by scalelab, and not retired with their finished, archived experiment.
+    ours = "app.kubernetes.io/managed-by=scalelab-operator,!scalelab.dev/archived"
     for group, version, plural in (
         ("scalelab.dev", "v1alpha1", "scaletrials"),
         ("kubeflow.org", "v2beta1", "mpijobs"),

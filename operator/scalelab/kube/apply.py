@@ -187,18 +187,18 @@ def apply(
     # The trials launched in this pass first, their MPIJobs, then the rest of the trials: the
     # first wave runs while the other trials of a big grid are being created.
     wave = {trial.name for trial, uid in actions.launch if not uid}
-    _each(kube, create_trial, [t for t in actions.create_trials if t.name in wave])
-    _each(kube, delete_job, actions.delete_jobs)
-    _each(kube, launch, actions.launch)
-    _each(kube, create_trial, [t for t in actions.create_trials if t.name not in wave])
-    _each(kube, patch_trial, list(actions.trial_status.items()))
+    each(kube, create_trial, [t for t in actions.create_trials if t.name in wave])
+    each(kube, delete_job, actions.delete_jobs)
+    each(kube, launch, actions.launch)
+    each(kube, create_trial, [t for t in actions.create_trials if t.name not in wave])
+    each(kube, patch_trial, list(actions.trial_status.items()))
     if actions.experiment_status is not None:
         patch_experiment_status(
             kube, namespace, str(owner["metadata"]["name"]), actions.experiment_status
         )
 
 
-def _each(kube: Kube, fn: Callable[[T], None], items: Sequence[T]) -> None:
+def each(kube: Kube, fn: Callable[[T], None], items: Sequence[T]) -> None:
     """fn over items, `kube.parallelism` at a time; the first error is raised after all ran."""
     if len(items) <= 1:
         for item in items:
@@ -209,3 +209,64 @@ def _each(kube: Kube, fn: Callable[[T], None], items: Sequence[T]) -> None:
     errors = [f.exception() for f in futures if f.exception() is not None]
     if errors:
         raise errors[0]  # type: ignore[misc]
+
+
+#: Objects per page when `retire` lists an experiment's objects (a page's bodies are held at once).
+PAGE = 200
+
+
+def _owned(kube: Kube, collection: str, selector: str, owners: set[str]) -> dict[str, str]:
+    """Name -> uid of the objects in `collection` matching `selector` that one of `owners`
+    (uids) owns, listed a page at a time."""
+    found: dict[str, str] = {}
+    token = None
+    while True:
+        page = kube.api.get(
+            collection, params={"labelSelector": selector, "limit": PAGE, "continue": token}
+        )
+        for item in page.get("items") or []:
+            meta = item.get("metadata") or {}
+            if any(ref.get("uid") in owners for ref in meta.get("ownerReferences") or []):
+                found[str(meta.get("name"))] = str(meta.get("uid"))
+        token = (page.get("metadata") or {}).get("continue")
+        if not token:
+            return found
+
+
+def retire(kube: Kube, namespace: str, experiment: str, uid: str) -> int:
+    """Label the ScaleTrials and MPIJobs of the finished experiment `namespace/experiment`
+    (uid `uid`) with mpijob.LABEL_ARCHIVED, which the operator's watches leave out: they leave
+    its indexes (the API server sends a watch that no longer matches a DELETED event) and a
+    restarted operator never lists them. Call it once the results archive exists. The MPIJobs
+    go first: a retry after a failure finds the rest by their trials, which go last. Returns
+    how many objects it labelled."""
+    selector = ",".join((
+        f"{mpijob.LABEL_EXPERIMENT}={experiment}",
+        f"{mpijob.LABEL_MANAGED_BY}={mpijob.MANAGED_BY}",
+        f"!{mpijob.LABEL_ARCHIVED}",
+    ))  # fmt: skip
+    trials = path(GROUP, VERSION, TRIALS, namespace)
+    mine = _owned(kube, trials, selector, {uid})
+    jobs = path(MPIJOB_GROUP, MPIJOB_VERSION, MPIJOBS, namespace)
+    try:
+        theirs = _owned(kube, jobs, selector, set(mine.values()))
+    except ApiError as error:
+        if code(error) != NOT_FOUND:
+            raise
+        theirs = {}  # no MPIJob API (any more): nothing of that kind to label
+    labels = {"metadata": {"labels": {mpijob.LABEL_ARCHIVED: "true"}}}
+
+    def label(resource: str, collection: str) -> Callable[[str], None]:
+        def call(name: str) -> None:
+            kube.wrote("patch", resource)
+            try:
+                kube.api.patch(f"{collection}/{name}", labels)
+            except ApiError as error:
+                if code(error) != NOT_FOUND:  # deleted meanwhile: nothing left to hold
+                    raise
+
+        return call
+
+    each(kube, label(MPIJOBS, jobs), list(theirs))
+    each(kube, label(TRIALS, trials), list(mine))
+    return len(theirs) + len(mine)

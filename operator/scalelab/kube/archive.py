@@ -41,6 +41,7 @@ import base64
 import binascii
 import gzip
 import json
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -302,12 +303,29 @@ def _retry_forbidden(fn: Callable[[], T], sleep: Callable[[float], None] = time.
 
 @dataclass
 class Archiver:
-    """Writes archives for the operator; remembers, per process, its own RBAC subject, the
-    namespaces where its RoleBinding exists and the experiments (uids) already archived."""
+    """Writes archives for the operator, and reads them back; remembers, per process, its own
+    RBAC subject, the namespaces where its RoleBinding exists and the experiments (uids)
+    already archived. Reads run one at a time: a restarted operator reads the archive of every
+    finished experiment at once, and each decodes to tens of MiB for a moment."""
 
     subject: dict[str, str] | None = None
     bound: set[str] = field(default_factory=set)
     archived: set[str] = field(default_factory=set)
+    reading: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def read(self, kube: Kube, namespace: str, name: str, uid: str) -> ResultsFile | None:
+        """The results file in the archive of experiment `namespace/name` (uid `uid`); None
+        when it has none or it cannot be decoded. Raises ApiError."""
+        target = rest.path("", "v1", "configmaps", namespace, archive_name(name, uid))
+        with self.reading:
+            try:
+                return decode(_retry_forbidden(lambda: kube.api.get(target))).results
+            except ApiError as error:
+                if code(error) != NOT_FOUND:
+                    raise
+                return None
+            except ArchiveReadError:
+                return None
 
     def ensure_reader(self, kube: Kube, namespace: str) -> None:
         """The RoleBinding of the operator to READER_ROLE in `namespace` (AlreadyExists: fine)."""

@@ -27,6 +27,7 @@ from scalelab.api import GROUP
 from scalelab.kube import handlers, leader, resolve, rest
 from scalelab.kube.apply import Kube
 from scalelab.kube.metrics import OperatorMetrics
+from scalelab.kube.mpijob import LABEL_ARCHIVED
 from scalelab.kube.operations import Context
 from scalelab.kube.resources import MPIJOB_RESOURCE, TRIAL_RESOURCE
 from scalelab.kube.settings import Config
@@ -55,13 +56,16 @@ def kopf_settings() -> kopf.OperatorSettings:
     handler success as an Event would be an API write per handler call).
 
     And memory that does not grow with what the cluster holds: the API server sends only the
-    ScaleTrials and MPIJobs scalelab made (a label selector, not kopf's filter after parsing
-    every object); the initial listing comes in pages of LIST_CHUNK, not all objects in one
-    response (tens of thousands with many finished experiments); and each object's worker,
-    which holds its last body, exits WORKER_IDLE_SECONDS after its last event (a burst of a
-    thousand trials and their MPIJobs kept two thousand bodies for five seconds)."""
+    ScaleTrials and MPIJobs scalelab made, and of those only the ones of experiments not yet
+    finished and archived (LABEL_ARCHIVED: kube/apply.py `retire`), by a label selector, not
+    kopf's filter after parsing every object; the initial listing comes in pages of
+    LIST_CHUNK, not all objects in one response; and each object's worker, which holds its
+    last body, exits WORKER_IDLE_SECONDS after its last event (a burst of a thousand trials
+    and their MPIJobs kept two thousand bodies for five seconds)."""
     settings = kopf.OperatorSettings()
-    ours = ",".join(f"{key}={value}" for key, value in handlers.OURS.items())
+    ours = ",".join(
+        [*(f"{key}={value}" for key, value in handlers.OURS.items()), f"!{LABEL_ARCHIVED}"]
+    )
     for group, _, plural in (TRIAL_RESOURCE, MPIJOB_RESOURCE):
         settings.watching.label_selectors[group, plural] = ours
     settings.watching.chunk_size = LIST_CHUNK

@@ -49,6 +49,10 @@ LABEL_GPUS = f"{GROUP}/gpus"
 LABEL_REPEAT = f"{GROUP}/repeat"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "scalelab-operator"
+#: Set ("true") on the ScaleTrials and MPIJobs of an experiment once it has finished and its
+#: results archive exists (kube/apply.py `retire`): the operator's watches leave them out, so
+#: its memory and its start-up do not grow with the finished experiments a cluster keeps.
+LABEL_ARCHIVED = f"{GROUP}/archived"
 KUEUE_QUEUE_LABEL = f"{KUEUE_GROUP}/queue-name"
 #: Kueue counts a job's admitted time across evictions and requeues, deactivates the job once it
 #: reaches this, and frees its quota (Kueue's "Setup maximum execution time" task): the trial's

@@ -25,7 +25,13 @@ from typing import Any, NoReturn, cast
 import kopf
 from lightkube import ApiError
 
-from scalelab.api import API_VERSION, TRIAL_KIND, ExperimentPhase, ScaleExperiment
+from scalelab.api import (
+    API_VERSION,
+    FINISHED_TRIAL_PHASES,
+    TRIAL_KIND,
+    ExperimentPhase,
+    ScaleExperiment,
+)
 from scalelab.kube import apply, queue, rest
 from scalelab.kube.apply import NOT_FOUND, Kube
 from scalelab.kube.archive import Archiver
@@ -44,13 +50,16 @@ from scalelab.kube.observed import (
 )
 from scalelab.kube.prerequisites import MPIJOB_API, Prerequisites
 from scalelab.kube.settings import Config
-from scalelab.kube.state import Decision, Memory
+from scalelab.kube.state import Decision, Memory, Usage
 from scalelab.kube.status import generation_of, invalid_status, is_active, now_rfc3339
 from scalelab.planner import PlannedTrial
 from scalelab.planner import plan as plan_trials
+from scalelab.results.model import result_row
 
 RETRY_SECONDS = 5.0
 FINISHED = (ExperimentPhase.SUCCEEDED, ExperimentPhase.FAILED)
+#: The memo key set once a pass of this process finished the experiment.
+FINISHED_HERE = "finished"
 
 
 @dataclass
@@ -145,14 +154,12 @@ async def plan(memo: kopf.Memo, body: kopf.Body, indexes: Indexes, handler: str)
             return  # refused before this operator started; the condition says why
         await _reject(ctx, handler, body, error)
     if finished:
-        # Nothing to run, but the finished results go back into /metrics after a restart.
-        key = _key(body)
-        seen = decide(cache.experiment, body, *indexes.seen(key), Memory(), planned=cache.trials)
-        queue = ctx.config.local_queue(cache.experiment.spec.execution) or ""
-        device = device_of(cache.experiment)
-        snap = Snapshot(seen.phases, seen.usage, seen.rows, queue=queue, device=device)
-        ctx.metrics.observe(*key, snap)
-        await _archive(ctx, handler, body)  # an error: kopf retries the resume
+        # Nothing to run, but the finished results go back into /metrics after a restart (an
+        # error: kopf retries the resume).
+        await _archive(ctx, handler, body, retire=False)
+        snapshot = await _finished_snapshot(ctx, handler, body, cache, indexes)
+        ctx.metrics.observe(*_key(body), snapshot)
+        await _retire(ctx, handler, body)
         return
     namespace, _ = _key(body)
     if namespace not in ctx.accounts:
@@ -164,8 +171,31 @@ async def plan(memo: kopf.Memo, body: kopf.Body, indexes: Indexes, handler: str)
     kopf.event(body, type="Normal", reason="Planned", message=f"{len(cache.trials)} trials planned")
 
 
+async def _finished_snapshot(
+    ctx: Context, handler: str, body: kopf.Body, cache: PlanCache, indexes: Indexes
+) -> Snapshot:
+    """A finished experiment's metrics: from its results archive (its trials are retired from
+    the indexes once it exists), else from the indexes (not retired yet)."""
+    key, experiment = _key(body), cache.experiment
+    queue = ctx.config.local_queue(experiment.spec.execution) or ""
+    device = device_of(experiment)
+    uid = str(body.metadata.uid)
+    results = await _call(ctx, handler, ctx.archiver.read, ctx.kube, *key, uid)
+    if results is not None:
+        phases = {r.name: r.phase for r in results.trials}
+        rows = [result_row(r) for r in results.trials if r.phase in FINISHED_TRIAL_PHASES]
+        return Snapshot(phases, Usage(), rows, queue=queue, device=device)
+    seen = decide(experiment, body, *indexes.seen(key), Memory(), planned=cache.trials)
+    return Snapshot(seen.phases, seen.usage, seen.rows, queue=queue, device=device)
+
+
 async def reconcile(memo: kopf.Memo, body: kopf.Body, indexes: Indexes, handler: str) -> None:
-    """RECONCILE: one pass of admission, phases and status."""
+    """RECONCILE: one pass of admission, phases and status; none once a pass of this process
+    finished the experiment (its trials leave the indexes then, `_retire`, and the timer may
+    tick once more before kopf sees the finished status: a pass on empty indexes would plan
+    the experiment again)."""
+    if memo.get(FINISHED_HERE):
+        return
     ctx = context(memo)
     try:
         cache = _planned(memo, body)
@@ -229,6 +259,7 @@ async def _pass(
     _count_writes(ctx, writes)
     ctx.metrics.reconcile_seconds.labels(handler).observe(time.monotonic() - started)
     if (decision.actions.experiment_status or {}).get("phase") in FINISHED:
+        memo[FINISHED_HERE] = True
         # After the pass's metrics: they never wait on the archive (seconds at 1,000 trials).
         try:
             await _archive(ctx, handler, body)
@@ -259,8 +290,9 @@ async def _apply(
         raise
 
 
-async def _archive(ctx: Context, handler: str, body: kopf.Body) -> None:
-    """Archive a finished experiment's results unless its archive exists; an Event says where."""
+async def _archive(ctx: Context, handler: str, body: kopf.Body, *, retire: bool = True) -> None:
+    """Archive a finished experiment's results unless its archive exists (an Event says where),
+    then, if `retire`, retire its objects."""
     namespace, name = _key(body)
     writes = ctx.kube.written()
     try:
@@ -272,6 +304,19 @@ async def _archive(ctx: Context, handler: str, body: kopf.Body) -> None:
     if made:
         message = f"configmap {made} keeps the results after the experiment is deleted"
         kopf.event(body, type="Normal", reason="ResultsArchived", message=message)
+    if retire:
+        await _retire(ctx, handler, body)
+
+
+async def _retire(ctx: Context, handler: str, body: kopf.Body) -> None:
+    """Label a finished, archived experiment's ScaleTrials and MPIJobs out of the watches
+    (apply.retire): nothing of them stays in this process, nor is listed by a later one."""
+    namespace, name = _key(body)
+    writes = ctx.kube.written()
+    try:
+        await _call(ctx, handler, apply.retire, ctx.kube, namespace, name, str(body.metadata.uid))
+    finally:
+        _count_writes(ctx, writes)
 
 
 def _post_events(body: kopf.Body, namespace: str, decision: Decision) -> None:
