@@ -115,7 +115,7 @@ from tests.cluster.standin import InstantStandIn
 from tests.harness.controlplane import ControlPlane, start_control_plane
 from tests.harness.ports import wait_until
 
-from scalelab.kube.mpijob import LABEL_EXPERIMENT
+from scalelab.kube.mpijob import LABEL_ARCHIVED, LABEL_EXPERIMENT, LABEL_MANAGED_BY, MANAGED_BY
 
 NS = "bench"
 NAME = "thousand"
@@ -214,6 +214,16 @@ def operator_requests(op: Operator) -> Counter[str]:
     return out
 
 
+def operator_writes(op: Operator) -> Counter[str]:
+    """The operator's own count of its API writes, by "verb resource"."""
+    out: Counter[str] = Counter()
+    for family in text_string_to_metric_families(op.metrics()):
+        for s in family.samples:
+            if s.name == "scalelab_operator_api_writes_total":
+                out[f"{s.labels['verb']} {s.labels['resource']}"] += int(s.value)
+    return out
+
+
 def rss_mib(pid: int) -> tuple[float, float]:
     """(VmRSS, VmHWM) of a process, MiB."""
     fields = {}
@@ -270,6 +280,27 @@ def settle(op: Operator, quiet_cpu: float = 0.2, limit: float = 300.0) -> float:
         quiet = quiet + 1 if now - last < quiet_cpu else 0
         last = now
     return time.monotonic() - t0
+
+
+def wait_retired(cp: ControlPlane, op: Operator, timeout: float = 900.0) -> None:
+    """Wait until the operator has labelled every ScaleTrial and MPIJob of the finished
+    experiments out of its watches (kube/apply.py `retire`); print how long it took after the
+    last experiment finished and what it wrote for it."""
+    selector = f"{LABEL_MANAGED_BY}={MANAGED_BY},!{LABEL_ARCHIVED}"
+    t0, before = time.monotonic(), operator_writes(op)
+
+    def left() -> int:
+        out = cp.kubectl("get", "scaletrials,mpijobs", "-n", NS, "-l", selector, "-o", "name")
+        return len(out.stdout.split())
+
+    wait_until(lambda: left() == 0, timeout, "the finished experiments' objects to be retired")
+    wrote = operator_writes(op) - before
+    print(
+        f"retired after {time.monotonic() - t0:.0f} s more: "
+        f"{', '.join(f'{k} {v}' for k, v in sorted(wrote.items()))}; RSS peak "
+        f"{rss_mib(pid_of(op))[1]:.0f} MiB; load {load()}",
+        flush=True,
+    )
 
 
 def request_rate(op: Operator, seconds: float, what: str) -> float:
@@ -479,6 +510,7 @@ def main() -> None:
         report_statuses(bodies)
         trials = 100 * args.repeats * args.experiments
         report_writes(op, api_writes(cp) - before, standin_writes, trials)
+        wait_retired(cp, op)
         if args.idle_window > 0:
             time.sleep(5)
             request_rate(

@@ -211,26 +211,16 @@ def each(kube: Kube, fn: Callable[[T], None], items: Sequence[T]) -> None:
         raise errors[0]  # type: ignore[misc]
 
 
-#: Objects per page when `retire` lists an experiment's objects (a page's bodies are held at once).
-PAGE = 200
-
-
 def _owned(kube: Kube, collection: str, selector: str, owners: set[str]) -> dict[str, str]:
     """Name -> uid of the objects in `collection` matching `selector` that one of `owners`
     (uids) owns, listed a page at a time."""
     found: dict[str, str] = {}
-    token = None
-    while True:
-        page = kube.api.get(
-            collection, params={"labelSelector": selector, "limit": PAGE, "continue": token}
-        )
-        for item in page.get("items") or []:
+    for page in kube.api.pages(collection, {"labelSelector": selector}):
+        for item in page:
             meta = item.get("metadata") or {}
             if any(ref.get("uid") in owners for ref in meta.get("ownerReferences") or []):
                 found[str(meta.get("name"))] = str(meta.get("uid"))
-        token = (page.get("metadata") or {}).get("continue")
-        if not token:
-            return found
+    return found
 
 
 def retire(kube: Kube, namespace: str, experiment: str, uid: str) -> int:

@@ -15,7 +15,7 @@ credentials for its own connection.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -34,6 +34,8 @@ __all__ = [
 ]  # fmt: skip
 
 JSON, MERGE = "application/json", "application/merge-patch+json"
+#: Objects per list call of `Api.pages`.
+PAGE = 200
 #: Pooled connections kept open (a call beyond them opens one and closes it after, like the
 #: urllib3 pool of the kubernetes client this replaces); `Kube` sets its own parallelism.
 POOL = 8
@@ -169,6 +171,19 @@ class Api:
     def delete(self, path: str, **kwargs: Any) -> Any:
         """DELETE `path`."""
         return self.request("DELETE", path, **kwargs)
+
+    def pages(
+        self, path: str, params: Mapping[str, Any] | None = None, limit: int = PAGE
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The items of the collection `path`, a list call of at most `limit` each (the API's
+        chunked list: a page's bodies are held, not the whole collection's)."""
+        token = None
+        while True:
+            page = self.get(path, params={**(params or {}), "limit": limit, "continue": token})
+            yield list(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return
 
 
 def path(group: str, version: str, plural: str, namespace: str = "", name: str = "") -> str:

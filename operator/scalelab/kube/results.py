@@ -114,19 +114,32 @@ def connect() -> tuple[rest.Api, str]:
         ) from None
 
 
+def _slim_trial(trial: Mapping[str, Any]) -> dict[str, Any]:
+    """What `assemble` reads of a ScaleTrial: its name and status."""
+    return {"metadata": {"name": (trial.get("metadata") or {}).get("name")},
+            "status": trial.get("status") or {}}  # fmt: skip
+
+
+def _slim_configmap(configmap: Mapping[str, Any]) -> dict[str, Any]:
+    """What `assemble` reads of a results ConfigMap: its labels and binary data."""
+    return {"metadata": {"labels": (configmap.get("metadata") or {}).get("labels") or {}},
+            "binaryData": configmap.get("binaryData") or {}}  # fmt: skip
+
+
 def fetch(api: rest.Api, namespace: str, name: str) -> Snapshot:
-    """The experiment, its ScaleTrials and its results ConfigMaps (three reads)."""
+    """The experiment, its ScaleTrials and its results ConfigMaps, listed a page at a time and
+    kept only in what `assemble` reads (the operator archives 1,000-trial experiments: whole
+    bodies, their managed fields included, were most of its memory at that moment)."""
     where = f"scaleexperiment {namespace}/{name}"
     try:
         body = api.get(rest.path(GROUP, VERSION, EXPERIMENTS, namespace, name))
         selector = f"{LABEL_EXPERIMENT}={name}"
-        trials = api.get(
-            rest.path(GROUP, VERSION, TRIALS, namespace), params={"labelSelector": selector}
-        )["items"]
-        maps = api.get(
-            rest.path("", "v1", "configmaps", namespace),
-            params={"labelSelector": f"{selector},{LABEL_COMPONENT}={COMPONENT}"},
-        )
+        trials_at = rest.path(GROUP, VERSION, TRIALS, namespace)
+        maps_at = rest.path("", "v1", "configmaps", namespace)
+        mine = {"labelSelector": selector}
+        stored = {"labelSelector": f"{selector},{LABEL_COMPONENT}={COMPONENT}"}
+        trials = [_slim_trial(t) for page in api.pages(trials_at, mine) for t in page]
+        maps = [_slim_configmap(m) for page in api.pages(maps_at, stored) for m in page]
     except ApiError as error:
         status = rest.code(error)
         if status == NOT_FOUND:
@@ -139,7 +152,7 @@ def fetch(api: rest.Api, namespace: str, name: str) -> Snapshot:
         ) from None
     except rest.TRANSPORT_ERRORS as error:
         raise ClusterReadError(f"cannot reach the API server for {where}: {error}") from None
-    return Snapshot(namespace, body, trials, list(maps.get("items") or []), api.host)
+    return Snapshot(namespace, body, trials, maps, api.host)
 
 
 def _rfc3339(value: Any) -> float | None:
