@@ -38,8 +38,11 @@ class Kube:
     api: rest.Api
     parallelism: int = 8  # concurrent API calls within one step of a pass
     # API writes made by this process, by (verb, resource) as the API server's request metrics
-    # name them; the operator's metrics export them (scalelab_operator_api_writes_total).
+    # name them; `on_write` is told of each as it is made (the operator's metrics export them,
+    # scalelab_operator_api_writes_total: counted per call, as passes of several experiments
+    # write at once).
     writes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    on_write: Callable[[str, str], None] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -50,11 +53,8 @@ class Kube:
         """Count one write (the calls of a step run on several threads)."""
         with self._lock:
             self.writes[verb, resource] += 1
-
-    def written(self) -> Counter[tuple[str, str]]:
-        """A copy of the write counts, to subtract from a later one."""
-        with self._lock:
-            return Counter(self.writes)
+        if self.on_write is not None:
+            self.on_write(verb, resource)
 
 
 def _create(kube: Kube, resource: str, where: str, body: Mapping[str, Any]) -> Any:

@@ -103,7 +103,8 @@ def run(
     resolve.register(operator_registry, settings, insights, handlers.WATCHED)
     api = load_credentials()
     count_requests(api, metrics)
-    ctx = Context(kube=Kube(api), config=cfg, metrics=metrics)
+    kube = Kube(api, on_write=lambda verb, what: metrics.api_writes.labels(verb, what).inc())
+    ctx = Context(kube=kube, config=cfg, metrics=metrics)
     with _leadership(cfg, api, leading, liveness_port):
         kopf.run(
             registry=operator_registry,

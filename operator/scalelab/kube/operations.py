@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, cast
 
@@ -218,7 +217,7 @@ async def _pass(
     seen_trials, seen_jobs = indexes.seen(key)
     memory = _memory(memo)
     ctx.metrics.reconciles.labels(handler).inc()
-    started, writes = time.monotonic(), ctx.kube.written()
+    started = time.monotonic()
     starting = [j.trial for j in seen_jobs if j.phase is JobPhase.CREATED]
     missing: list[Missing] = await _call(
         ctx, handler, ctx.prerequisites.missing, ctx.kube, cache.experiment, key[0], ctx.config,
@@ -256,7 +255,6 @@ async def _pass(
         ),
         spent=sum(decision.actions.spent.values()),  # written: the runs that ended count once
     )
-    _count_writes(ctx, writes)
     ctx.metrics.reconcile_seconds.labels(handler).observe(time.monotonic() - started)
     if (decision.actions.experiment_status or {}).get("phase") in FINISHED:
         memo[FINISHED_HERE] = True
@@ -265,12 +263,6 @@ async def _pass(
             await _archive(ctx, handler, body)
         except Exception as error:  # the status is written: RESUME retries at the next start
             kopf.warn(body, reason="ResultsNotArchived", message=f"{type(error).__name__}: {error}")
-
-
-def _count_writes(ctx: Context, since: Counter[tuple[str, str]]) -> None:
-    """The API writes made since `since` (a `Kube.written()` copy), into the metrics."""
-    for (verb, resource), count in (ctx.kube.written() - since).items():
-        ctx.metrics.api_writes.labels(verb, resource).inc(count)
 
 
 async def _apply(
@@ -294,13 +286,9 @@ async def _archive(ctx: Context, handler: str, body: kopf.Body, *, retire: bool 
     """Archive a finished experiment's results unless its archive exists (an Event says where),
     then, if `retire`, retire its objects."""
     namespace, name = _key(body)
-    writes = ctx.kube.written()
-    try:
-        made = await _call(
-            ctx, handler, ctx.archiver.ensure, ctx.kube, namespace, name, str(body.metadata.uid)
-        )
-    finally:
-        _count_writes(ctx, writes)
+    made = await _call(
+        ctx, handler, ctx.archiver.ensure, ctx.kube, namespace, name, str(body.metadata.uid)
+    )
     if made:
         message = f"configmap {made} keeps the results after the experiment is deleted"
         kopf.event(body, type="Normal", reason="ResultsArchived", message=message)
@@ -312,11 +300,7 @@ async def _retire(ctx: Context, handler: str, body: kopf.Body) -> None:
     """Label a finished, archived experiment's ScaleTrials and MPIJobs out of the watches
     (apply.retire): nothing of them stays in this process, nor is listed by a later one."""
     namespace, name = _key(body)
-    writes = ctx.kube.written()
-    try:
-        await _call(ctx, handler, apply.retire, ctx.kube, namespace, name, str(body.metadata.uid))
-    finally:
-        _count_writes(ctx, writes)
+    await _call(ctx, handler, apply.retire, ctx.kube, namespace, name, str(body.metadata.uid))
 
 
 def _post_events(body: kopf.Body, namespace: str, decision: Decision) -> None:
