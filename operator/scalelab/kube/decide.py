@@ -206,10 +206,19 @@ def prune(p: Pass) -> Condition | None:
     for t in p.planned:
         trial = p.seen.trials.get(t.name)
         if p.phases[t.name][0] is TrialPhase.RUNNING and trial is not None:
-            why = adaptive.dominated(p.experiment, t, trial.training_seconds, rows)
+            why = adaptive.dominated(p.experiment, t, _progress(t, trial), rows)
             if why is not None:
                 p.phases[t.name] = (TrialPhase.PRUNED, why)  # its MPIJob goes (delete_jobs)
     return conditions.adaptive_plan(v)
+
+
+def _progress(t: PlannedTrial, trial: TrialState) -> adaptive.Progress | None:
+    """A running trial's progress from its status.progress: steps, the last epoch end's loss,
+    and global batch / samplesPerSecond (a mean: the status keeps no per-epoch times)."""
+    speed = trial.samples_per_second
+    if trial.steps is None or speed is None or speed <= 0:
+        return None
+    return adaptive.Progress(trial.steps, t.batch_size / speed, trial.training_seconds, trial.loss)
 
 
 def _holds_slot(p: Pass, name: str) -> bool:
