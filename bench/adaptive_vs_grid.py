@@ -115,7 +115,8 @@ def _stop_time(
     experiment: Any, trial: Any, record: Any, rows: dict[str, ResultRow]
 ) -> tuple[float, bool]:
     """The training seconds after which the rule would have stopped `trial`, judged at each of
-    its epoch ends as the executor judges them (its epochs' steps, loss and speed; the training
+    its epoch ends as the executor judges them (its epochs' steps, loss, speed and median step
+    so far; the training
     time outside the epochs' step loops, evaluation, spread evenly over them), and whether it
     did; all of them when it would not have."""
     row = result_row(record)
@@ -123,17 +124,20 @@ def _stop_time(
     curves = record.curves
     steps, seconds = curves.get("steps") or [], curves.get("seconds") or []
     speeds, losses = curves.get("samplesPerSecond") or [], curves.get("epochLoss") or []
+    medians = curves.get("stepSeconds") or []
     if not steps or len(seconds) != len(steps):
         return full, False
     outside = max(full - sum(s or 0.0 for s in seconds), 0.0) / len(steps)
     epochs: list[dict[str, Any]] = []
-    trained = 0.0
+    trained, skip = 0.0, experiment.spec.measurement.throughput_skip_steps
     for k, done in enumerate(steps):
         trained += (seconds[k] or 0.0) + outside
         epochs.append({"steps": done, "samplesPerSecond": speeds[k] if k < len(speeds) else None,
                        "loss": losses[k] if k < len(losses) else None,
+                       "stepSeconds": medians[k] if k < len(medians) else None,
                        "trainingSeconds": trained})  # fmt: skip
-        if dominated(experiment, trial, progress_of(trial.batch_size, epochs), rows) is not None:
+        progress = progress_of(trial.batch_size, epochs, skip)
+        if dominated(experiment, trial, progress, rows) is not None:
             return min(trained, full), True
     return full, False
 

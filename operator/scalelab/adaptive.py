@@ -43,7 +43,7 @@ from scalelab.api import (
 )
 from scalelab.choice import eligible
 from scalelab.planner import PlannedTrial
-from scalelab.timing import epoch_step_seconds, modelled
+from scalelab.timing import modelled
 
 PREFIX = "adaptive: "
 
@@ -219,21 +219,34 @@ class Progress:
     loss: float | None = None  # full-dataset loss at its last epoch end
 
 
-def progress_of(batch_size: int, epochs: Sequence[Mapping[str, Any]]) -> Progress | None:
+def progress_of(
+    batch_size: int, epochs: Sequence[Mapping[str, Any]], skip_steps: int
+) -> Progress | None:
     """A running trial's progress from its epoch events so far: steps and loss of the last, and
-    the median of the epochs' step times (timing.epoch_step_seconds: global batch / the epoch's
-    samplesPerSecond, the first epoch left out from 3 on), the per-epoch values the
-    recommendation's bootstrap draws too."""
+    its step time so far: the trainer's median steady step so far (the last event's
+    `stepSeconds`, what the result's stepTimeSeconds.p50 becomes), else the median of its steady
+    epochs' global batch / samplesPerSecond. The trainer's steady state leaves out its first
+    `skip_steps` steps (measurement.throughputSkipSteps); until an epoch that began after them,
+    and after the first epoch (its call warms up: on a CPU 3 to 40 times the steady step), has
+    ended, the step time is unknown (None) and nothing is judged."""
     if not epochs:
         return None
     last = epochs[-1]
     steps, loss, seconds = last.get("steps"), last.get("loss"), last.get("trainingSeconds")
     if not isinstance(steps, int) or isinstance(steps, bool):
         return None
-    times = epoch_step_seconds(batch_size, [e.get("samplesPerSecond") for e in epochs])
+    begun, steady = 0, []
+    for e in epochs:
+        done, speed = _number(e.get("steps")), _number(e.get("samplesPerSecond"))
+        if begun >= max(skip_steps, 1) and speed is not None and speed > 0:
+            steady.append(batch_size / speed)
+        begun = int(done) if done is not None else begun
+    median_step = _number(last.get("stepSeconds"))
+    if median_step is None or median_step <= 0:
+        median_step = median(steady) if steady else None
     return Progress(
         steps=steps,
-        step_seconds=median(times) if times else None,
+        step_seconds=median_step if steady else None,
         training_seconds=_number(seconds),
         loss=_number(loss),
     )

@@ -215,22 +215,30 @@ def test_start_up_and_evaluation_do_not_stop_the_fastest_configuration() -> None
     assert dominated(experiment, b512g1, _at(71, 0.03, seconds=14.0), rows) is not None
 
 
-def test_progress_is_read_from_the_epoch_events_as_the_bootstrap_reads_them() -> None:
-    """Steps and loss of the last epoch event; the step time is the median of global batch /
-    each epoch's samplesPerSecond, the first epoch left out from 3 epochs on."""
+def test_progress_leaves_out_the_warm_up_epochs_as_the_trainers_steady_state_does() -> None:
+    """Steps and loss of the last epoch event; the step time is the trainer's median steady step
+    so far (`stepSeconds`), else the median of global batch / each epoch's samplesPerSecond over
+    the epochs that began after the first `skip` steps, the first epoch never (its call warms up:
+    on a CPU 3 to 40 times the steady step); none before such an epoch has ended."""
     events = [
-        {"epoch": 1, "steps": 10, "loss": 3.0, "samplesPerSecond": 100.0, "trainingSeconds": 9.0},
-        {"epoch": 2, "steps": 20, "loss": 2.0, "samplesPerSecond": 400.0, "trainingSeconds": 10.0},
-        {"epoch": 3, "steps": 30, "loss": 1.5, "samplesPerSecond": 200.0, "trainingSeconds": 11.0},
+        {"epoch": 1, "steps": 8, "loss": 3.0, "samplesPerSecond": 25.6, "trainingSeconds": 0.2},
+        {"epoch": 2, "steps": 16, "loss": 2.0, "samplesPerSecond": 400.0, "trainingSeconds": 0.3},
+        {"epoch": 3, "steps": 24, "loss": 1.8, "samplesPerSecond": 1280.0, "trainingSeconds": 0.4},
+        {"epoch": 4, "steps": 32, "loss": 1.5, "samplesPerSecond": 640.0, "trainingSeconds": 0.5},
     ]
-    got = progress_of(64, events)
+    got = progress_of(64, events, 10)
     assert got is not None
-    assert (got.steps, got.training_seconds, got.loss) == (30, 11.0, 1.5)
-    assert got.step_seconds == pytest.approx(0.24)  # the median of 0.16 and 0.32, not 0.64
-    assert progress_of(64, events[:1]) == Progress(10, 0.64, 9.0, 3.0)
-    assert progress_of(64, []) is None
-    assert progress_of(64, [{"steps": None}]) is None
-    assert progress_of(64, [{"steps": 5, "samplesPerSecond": None}]) == Progress(5, None)
+    assert (got.steps, got.training_seconds, got.loss) == (32, 0.5, 1.5)
+    assert got.step_seconds == pytest.approx(0.075)  # epochs 3 and 4 (0.05, 0.1): from step 16
+    assert progress_of(64, events, 0).step_seconds == pytest.approx(0.1)  # not epoch 1's 2.5 s
+    assert progress_of(64, events[:2], 10) == Progress(16, None, 0.3, 2.0)  # nothing steady yet
+    assert progress_of(64, events[:1], 0) == Progress(8, None, 0.2, 3.0)
+    assert progress_of(64, [], 10) is None
+    assert progress_of(64, [{"steps": None}], 10) is None
+    # the trainer's own median steady step so far, where the events carry it (the model's t)
+    timed = [e | {"stepSeconds": 0.04} for e in events]
+    assert progress_of(64, timed, 10) == Progress(32, 0.04, 0.5, 1.5)
+    assert progress_of(64, timed[:2], 10) == Progress(16, None, 0.3, 2.0)  # not steady yet
 
 
 def test_the_operator_marks_a_dominated_running_trial_pruned_and_deletes_its_mpijob() -> None:
@@ -244,14 +252,19 @@ def test_the_operator_marks_a_dominated_running_trial_pruned_and_deletes_its_mpi
         TrialState("exp-b128-g1", "u1", TrialPhase.SUCCEEDED, result=pilot),
         # 20 steps of 256 / 3,200 samples/s = 0.08 s: 1.6 s so far, 3.2 GPU-s; its stopwatch's
         # 9 s (start-up, evaluation) do not count: it may still be the fastest
-        TrialState("exp-b256-g2", "u2", TrialPhase.RUNNING, training_seconds=9.0, steps=20,
+        TrialState("exp-b256-g2", "u2", TrialPhase.RUNNING, training_seconds=9.0, epoch=2, steps=20,
                    samples_per_second=3200.0, loss=1.5),
-        # 25 steps of 0.1 s: at least 2.5 s, 2.5 GPU-s: beaten on both beyond the tolerance
-        TrialState("exp-b256-g1", "u3", TrialPhase.RUNNING, training_seconds=2.5, steps=25,
-                   samples_per_second=2560.0, loss=1.5),
+        # 25 steps of 0.1 s (the trainer's median; its mean 0.05 s): at least 2.5 s, 2.5 GPU-s:
+        # beaten on both beyond the tolerance
+        TrialState("exp-b256-g1", "u3", TrialPhase.RUNNING, training_seconds=2.5, epoch=5, steps=25,
+                   samples_per_second=5120.0, step_seconds=0.1, loss=1.5),
+        # its first epoch's speed (its call's warm-up) is no steady step time: not judged yet
+        TrialState("exp-b512-g1", "u4", TrialPhase.RUNNING, training_seconds=2.5, epoch=1, steps=40,
+                   samples_per_second=512.0, loss=1.5),
     ]  # fmt: skip
-    jobs = [JobState("exp-b128-g1", JobPhase.SUCCEEDED), JobState("exp-b256-g2", JobPhase.RUNNING),
-            JobState("exp-b256-g1", JobPhase.RUNNING)]  # fmt: skip
+    jobs = [JobState("exp-b128-g1", JobPhase.SUCCEEDED)] + [
+        JobState(name, JobPhase.RUNNING) for name in ("exp-b256-g2", "exp-b256-g1", "exp-b512-g1")
+    ]
     d = decide(experiment, body, trials, jobs, Memory(), now=NOW)
     assert d.actions.delete_jobs == ["exp-b256-g1"]
     patch = d.actions.trial_status["exp-b256-g1"]
@@ -265,14 +278,15 @@ def test_the_operator_marks_a_dominated_running_trial_pruned_and_deletes_its_mpi
 
 def test_the_operator_reads_a_running_trials_progress_from_its_status() -> None:
     """status.progress's steps, samplesPerSecond and the last epoch end's loss."""
-    progress = {"steps": 30, "samplesPerSecond": 3200.0, "loss": 1.5, "trainingSeconds": 9.0}
+    progress = {"epoch": 3, "steps": 30, "samplesPerSecond": 3200.0, "loss": 1.5,
+                "trainingSeconds": 9.0, "stepSeconds": 0.07}  # fmt: skip
     body = {"apiVersion": "scalelab.dev/v1alpha1", "kind": "ScaleTrial",
             "metadata": {"name": "t", "namespace": "ns", "uid": "u",
                          "labels": {"scalelab.dev/experiment": "exp"}},
             "status": {"phase": "Running", "progress": progress}}  # fmt: skip
     (state,) = trial_entry(body).values()
-    assert (state.steps, state.samples_per_second, state.loss) == (30, 3200.0, 1.5)
-    assert state.training_seconds == 9.0
+    assert (state.epoch, state.steps, state.samples_per_second, state.loss) == (3, 30, 3200.0, 1.5)
+    assert (state.training_seconds, state.step_seconds) == (9.0, 0.07)
 
 
 def test_pareto_pruning_never_stops_the_configuration_the_full_grid_recommends() -> None:

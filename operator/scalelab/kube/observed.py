@@ -69,9 +69,12 @@ class TrialState:
     owner: str | None = None  # uid of the owning experiment; None: not checked
     updated_at: str | None = None  # status.progress.updatedAt: rank 0's last heartbeat
     training_seconds: float | None = None  # status.progress.trainingSeconds
-    # status.progress.steps, .samplesPerSecond and .loss (the last epoch end's): how far it came
+    # status.progress.epoch, .loss and .stepSeconds (the last finished epoch's), .steps and
+    # .samplesPerSecond (the last write's): how far a running trial has come
+    epoch: int | None = None
     steps: int | None = None
     samples_per_second: float | None = None
+    step_seconds: float | None = None
     loss: float | None = None
     queue_seconds: float | None = None  # status.queueSeconds, once written (its results row)
     # status.times.running (the run the operator last saw start) and status.deviceSeconds (what
@@ -226,8 +229,10 @@ def trial_entry(body: Mapping[str, Any]) -> dict[Key, TrialState]:
             owner=_controller_uid(meta),
             updated_at=progress.get("updatedAt"),
             training_seconds=_seconds(progress.get("trainingSeconds")),
+            epoch=_count(progress.get("epoch")),
             steps=_count(progress.get("steps")),
             samples_per_second=_seconds(progress.get("samplesPerSecond")),
+            step_seconds=_seconds(progress.get("stepSeconds")),
             loss=_seconds(progress.get("loss")),
             queue_seconds=_seconds(status.get("queueSeconds")),
             ran_at=(status.get("times") or {}).get("running"),

@@ -505,7 +505,10 @@ class LocalRun:
     def _dominated(self, trial: PlannedTrial, epochs: list[dict[str, Any]]) -> str | None:
         """strategy adaptive: why a running trial should stop now, after these epoch events
         (see adaptive.dominated)."""
-        progress = progress_of(trial.batch_size, epochs) if is_adaptive(self.experiment) else None
+        if not is_adaptive(self.experiment):
+            return None
+        skip = self.experiment.spec.measurement.throughput_skip_steps
+        progress = progress_of(trial.batch_size, epochs, skip)
         if progress is None:
             return None
         rows = {t.name: result_row(t) for t in self.results.trials if t.phase in MEASURED}
