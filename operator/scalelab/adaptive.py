@@ -214,7 +214,7 @@ class Progress:
     inside the next epoch) says."""
 
     steps: int  # optimizer steps done
-    step_seconds: float | None  # its step time so far (epochs' median, or global batch / speed)
+    step_seconds: float | None  # its median steady step so far (None: not known yet)
     training_seconds: float | None = None  # training time so far (what it has cost)
     loss: float | None = None  # full-dataset loss at its last epoch end
 
