@@ -15,7 +15,7 @@ its own measurements (no second run, so no noise between them): replay 1 in the 
 order, as concurrent trials do. Load average before and after.
 
     nice -n 5 .venv/bin/python bench/adaptive_vs_grid.py [--runs 1] [--repeats 1] [--replays 10]
-        [--workload linear|mlp]
+        [--workload linear|mlp] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from scalelab.adaptive import dominated, pilot_trial, verdicts
+from scalelab.adaptive import dominated, pilot_trial, progress_of, verdicts
 from scalelab.aggregate import recommend, with_scaling
 from scalelab.api import ResultRow, TrialPhase
 from scalelab.planner import plan
@@ -111,16 +111,35 @@ def run(doc: dict[str, Any], tmp: Path) -> dict[str, Any]:
     }
 
 
-def _stop_time(experiment: Any, trial: Any, spent: float, rows: dict[str, ResultRow]) -> float:
-    """When the Pareto rule would have stopped `trial` (bisection: the rule is monotone in the
-    training time), or `spent` when it would not have."""
-    if dominated(experiment, trial, spent, rows) is None:
-        return spent
-    lo, hi = 0.0, spent
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if dominated(experiment, trial, mid, rows) else (mid, hi)
-    return hi
+def _stop_time(
+    experiment: Any, trial: Any, record: Any, rows: dict[str, ResultRow]
+) -> tuple[float, bool]:
+    """The training seconds after which the rule would have stopped `trial`, judged at each of
+    its epoch ends as the executor judges them (its epochs' steps, loss, speed and median step
+    so far; the training
+    time outside the epochs' step loops, evaluation, spread evenly over them), and whether it
+    did; all of them when it would not have."""
+    row = result_row(record)
+    full = row.time_to_target_seconds or row.seconds or 0.0
+    curves = record.curves
+    steps, seconds = curves.get("steps") or [], curves.get("seconds") or []
+    speeds, losses = curves.get("samplesPerSecond") or [], curves.get("epochLoss") or []
+    medians = curves.get("stepSeconds") or []
+    if not steps or len(seconds) != len(steps):
+        return full, False
+    outside = max(full - sum(s or 0.0 for s in seconds), 0.0) / len(steps)
+    epochs: list[dict[str, Any]] = []
+    trained, skip = 0.0, experiment.spec.measurement.throughput_skip_steps
+    for k, done in enumerate(steps):
+        trained += (seconds[k] or 0.0) + outside
+        epochs.append({"steps": done, "samplesPerSecond": speeds[k] if k < len(speeds) else None,
+                       "loss": losses[k] if k < len(losses) else None,
+                       "stepSeconds": medians[k] if k < len(medians) else None,
+                       "trainingSeconds": trained})  # fmt: skip
+        progress = progress_of(trial.batch_size, epochs, skip)
+        if dominated(experiment, trial, progress, rows) is not None:
+            return min(trained, full), True
+    return full, False
 
 
 def replay(grid_out: Path, doc: dict[str, Any], seed: int) -> tuple[float, tuple[Any, Any]]:
@@ -146,11 +165,10 @@ def replay(grid_out: Path, doc: dict[str, Any], seed: int) -> tuple[float, tuple
             continue
         record = measured[(p.batch_size, p.gpus, p.repeat)]
         row = result_row(record).model_copy(update={"trial": p.name})
-        full = row.time_to_target_seconds or row.seconds or 0.0
-        stop = _stop_time(experiment, p, full, rows)
+        stop, stopped = _stop_time(experiment, p, record, rows)
         spent += p.gpus * stop
-        phases[p.name] = row.phase if stop >= full else TrialPhase.PRUNED
-        rows[p.name] = row if stop >= full else row.model_copy(update={"phase": TrialPhase.PRUNED})
+        phases[p.name] = TrialPhase.PRUNED if stopped else row.phase
+        rows[p.name] = row.model_copy(update={"phase": TrialPhase.PRUNED}) if stopped else row
     spec = experiment.spec
     epochs = {  # what aggregate_results gives the bootstrap: each trial's epochs' step times
         p.name: epoch_step_seconds(p.batch_size, record.curves.get("samplesPerSecond") or [])
@@ -229,13 +247,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="sweep.repeats of both sweeps")
     parser.add_argument("--replays", type=int, default=10, help="replays per grid run")
     parser.add_argument("--workload", action="append", choices=sorted(WORKLOADS))
+    parser.add_argument("--keep", help="keep the runs' outputs in this new directory")
     args = parser.parse_args()
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
           f"{os.cpu_count()} cores")  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.keep or scratch
         for name in args.workload or sorted(WORKLOADS):
             work = Path(tmp) / name
-            work.mkdir()
+            work.mkdir(parents=True)
             compare(name, args.runs, args.repeats, args.replays, work)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

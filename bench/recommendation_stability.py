@@ -9,7 +9,7 @@ time-to-target) would have picked, the load average and the wall time; then per 
 many runs gave the same pick, by either rule.
 
     nice -n 5 .venv/bin/python bench/recommendation_stability.py [--runs 5] [--busy 2]
-        [--workload linear|mlp] [--repeats 1]
+        [--workload linear|mlp] [--repeats 1] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -144,10 +144,12 @@ def main() -> None:
     parser.add_argument("--busy", type=int, default=2, help="of the runs, beside CPU burners")
     parser.add_argument("--repeats", type=int, default=1, help="sweep.repeats")
     parser.add_argument("--workload", action="append", choices=sorted(WORKLOADS))
+    parser.add_argument("--keep", help="keep the runs' outputs in this new directory")
     args = parser.parse_args()
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
           f"{os.cpu_count()} cores", flush=True)  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.keep or scratch
         for name in args.workload or sorted(WORKLOADS):
             study(name, args.runs, args.busy, args.repeats, Path(tmp))
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

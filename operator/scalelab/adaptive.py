@@ -29,6 +29,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from statistics import median
+from typing import Any
 
 from scalelab.aggregate import Configuration, configuration
 from scalelab.api import (
@@ -206,44 +208,96 @@ def _skip_after_results(
             )
 
 
+@dataclass(frozen=True)
+class Progress:
+    """How far a running trial has come: what its last `epoch` event (or a `progress` event
+    inside the next epoch) says."""
+
+    steps: int  # optimizer steps done
+    step_seconds: float | None  # its median steady step so far (None: not known yet)
+    training_seconds: float | None = None  # training time so far (what it has cost)
+    loss: float | None = None  # full-dataset loss at its last epoch end
+
+
+def progress_of(
+    batch_size: int, epochs: Sequence[Mapping[str, Any]], skip_steps: int
+) -> Progress | None:
+    """A running trial's progress from its epoch events so far: steps and loss of the last, and
+    its step time so far: the trainer's median steady step so far (the last event's
+    `stepSeconds`, what the result's stepTimeSeconds.p50 becomes), else the median of its steady
+    epochs' global batch / samplesPerSecond. The trainer's steady state leaves out its first
+    `skip_steps` steps (measurement.throughputSkipSteps); until an epoch that began after them,
+    and after the first epoch (its call warms up: on a CPU 3 to 40 times the steady step), has
+    ended, the step time is unknown (None) and nothing is judged."""
+    if not epochs:
+        return None
+    last = epochs[-1]
+    steps, loss, seconds = last.get("steps"), last.get("loss"), last.get("trainingSeconds")
+    if not isinstance(steps, int) or isinstance(steps, bool):
+        return None
+    begun, steady = 0, []
+    for e in epochs:
+        done, speed = _number(e.get("steps")), _number(e.get("samplesPerSecond"))
+        if begun >= max(skip_steps, 1) and speed is not None and speed > 0:
+            steady.append(batch_size / speed)
+        begun = int(done) if done is not None else begun
+    median_step = _number(last.get("stepSeconds"))
+    if median_step is None or median_step <= 0:
+        median_step = median(steady) if steady else None
+    return Progress(
+        steps=steps,
+        step_seconds=median_step if steady else None,
+        training_seconds=_number(seconds),
+        loss=_number(loss),
+    )
+
+
+def _number(value: object) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None  # type: ignore[arg-type]
+
+
 def dominated(
     experiment: ScaleExperiment,
     trial: PlannedTrial,
-    training_seconds: float | None,
+    progress: Progress | None,
     rows: Mapping[str, ResultRow],
 ) -> str | None:
     """Why a running trial can no longer be the answer nor within the noise of it (None while
     it still can), judged on the modelled time-to-target the recommendation uses (timing.py).
 
     A finished configuration c that meets the objective (choice.eligible) has modelled time T_c
-    and GPU-seconds N_c·T_c. The running trial has not reached the target after
-    `training_seconds`; its own measured time-to-target is at least that, and what the model
-    leaves out (start-up, evaluation) is taken as large as in any finished trial, both as a
-    ratio r and as seconds c (a fixed start-up weighs more in a shorter run, so neither alone
-    bounds it): T ≥ min(training_seconds / r, training_seconds − c). When that
-    bound exceeds (1 + tolerance)·T_c and N·T exceeds (1 + tolerance)·N_c·T_c, the trial ends
-    strictly dominated beyond the tolerance whatever it does next: never the fastest, the
-    cheapest nor indistinguishable from either, so neither the grid's answer nor a member of its
-    indistinguishable set is stopped. Needs a targetLoss (else there is no time-to-target)."""
-    if experiment.spec.training.target_loss is None or not training_seconds:
+    and GPU-seconds N_c·T_c. The running trial's own modelled time will be its steps-to-target
+    × its step time. It has not reached the target after `progress.steps` steps (the target is
+    judged at epoch ends, and its last one's loss was above it), so its steps-to-target are more,
+    and T ≥ steps × step time so far: a bound on the quantity the model uses, which neither its
+    start-up, its evaluations nor a slow stopwatch enters. When that bound exceeds
+    (1 + tolerance)·T_c and N·T exceeds (1 + tolerance)·N_c·T_c, the trial ends strictly
+    dominated beyond the tolerance whatever it does next: never the fastest, the cheapest nor
+    indistinguishable from either on point estimates, so the grid's answer is not stopped.
+    Needs a targetLoss (else there is no time-to-target)."""
+    target = experiment.spec.training.target_loss
+    if target is None or progress is None or progress.steps <= 0 or not progress.step_seconds:
         return None
+    if progress.loss is not None and progress.loss <= target:
+        return None  # it reached the target at this epoch end: its result follows
     own = planned_configuration(trial)
     if any(configuration(r) == own and r.phase is TrialPhase.SUCCEEDED for r in rows.values()):
         return None  # a configuration is measured in full or not at all: no survivor bias
     objective = experiment.spec.objective
     others = [r for r in rows.values() if configuration(r) != own]
     configs = eligible(modelled(others, experiment.spec.execution.max_gpus, True), objective)
-    timed = [c for c in configs if c.measured and c.seconds > 0]
-    ratio = max([1.0, *(c.measured / c.seconds for c in timed if c.measured)])
-    overhead = max([0.0, *(c.measured - c.seconds for c in timed if c.measured)])
-    bound = min(training_seconds / ratio, training_seconds - overhead)
+    bound = progress.steps * progress.step_seconds
     limit = 1 + objective.tolerance
     cost = "process-s" if experiment.spec.resources.gpus_per_process == 0 else "GPU-s"
+    spent = progress.training_seconds
+    so_far = f", {spent:.3g} s of training" if spent is not None else ""
     for c in sorted(configs, key=lambda c: c.seconds):
         if bound > limit * c.seconds and trial.gpus * bound > limit * c.gpu_seconds:
             return (
-                f"{PREFIX}stopped after {training_seconds:.3g} s of training "
-                f"({trial.gpus * training_seconds:.3g} {cost}, at least {bound:.3g} s modelled): "
+                f"{PREFIX}stopped after {progress.steps} steps{so_far} without reaching the "
+                f"target: at least {bound:.3g} s modelled ({progress.steps} steps × "
+                f"{progress.step_seconds:.3g} s per step, {trial.gpus * bound:.3g} {cost}); "
                 f"{c.trial} reached the target in {c.seconds:.3g} s modelled ({c.gpu_seconds:.3g} "
                 f"{cost}), less on both by more than the {objective.tolerance:.0%} tolerance, so "
                 "this trial cannot be the answer nor within its noise"

@@ -10,10 +10,12 @@ Given the modelled configurations (timing.py) and spec.objective:
   where repeats give a bootstrap (timing.Draws), in whose resamples the ratio metric/best's
   metric falls to 1 + tolerance or below in at least 5% (a one-sided test at 5%: the data cannot
   say it is slower);
-- the answer: among the indistinguishable set, the fewest processes, then the smallest batch,
-  then the smallest learning rate. The tie rule uses only discrete properties, so noise that
-  reorders near-equal times cannot flip it; fewer processes is also the cheaper of two
-  configurations equally fast;
+- the answer: among the indistinguishable set, the fewest processes (the cheaper of two
+  configurations equally fast), and of those the smallest metric, the best point estimate (then
+  the smallest batch, then the smallest learning rate, for exact ties). Not the smallest batch:
+  the set's smallest batch is the member at its edge, whose membership rests on the bootstrap's
+  5% tail and so on the load of the run (bench/recommendation_stability.py), while the best
+  point estimate held from run to run;
 - confidence: the share of resamples in which the answer is within tolerance of that resample's
   best (None without repeats).
 
@@ -51,8 +53,14 @@ def metric(goal: Goal) -> Callable[[Modelled], float]:
 
 
 def tie_key(c: Modelled) -> tuple[int, int, float]:
-    """The tie rule: fewest processes, then the smallest batch, then the smallest rate."""
+    """Exact ties: fewest processes, then the smallest batch, then the smallest rate."""
     return (c.gpus, c.batch_size, c.learning_rate or 0.0)
+
+
+def pick_key(value: Callable[[Modelled], float]) -> Callable[[Modelled], tuple[object, ...]]:
+    """The answer among the indistinguishable set: fewest processes, then the smallest metric
+    (`value`), then `tie_key`."""
+    return lambda c: (c.gpus, value(c), *tie_key(c))
 
 
 def goal_text(objective: Objective) -> str:
@@ -98,7 +106,7 @@ def answer(
         if _indistinguishable(c, best, (value, weight), limit, draws, repeated=repeated)
     ]
     members.sort(key=lambda c: (value(c), tie_key(c)))
-    chosen = min(members, key=tie_key)
+    chosen = min(members, key=pick_key(value))
     confidence = _confidence(chosen, rivals, weight, limit, draws) if repeated else None
     return Answer(text, chosen, best, tuple(members), confidence, len(pool))
 

@@ -77,7 +77,7 @@ def reason(main: Answer, cheapest: Modelled | None, resolved: float | None, ctx:
         lead = "the best" if chosen is best else f"the best, {text(best, ctx)}"
         out += (
             f"; {len(main.members)} configuration(s) are within the noise of {lead}: of those "
-            "it has the fewest processes, then the smallest batch"
+            "it has the fewest processes and, among them, the best estimate"
         )
     if cheapest is not None and cheapest is not chosen:
         out += (

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from scalelab import api
-from scalelab.adaptive import dominated, verdicts
+from scalelab.adaptive import Progress, dominated, verdicts
 from scalelab.aggregate import analysis, efficiency_intervals, recommend, with_scaling
 from scalelab.api import ResultRow, TrialPhase
 from scalelab.critical import critical_batch
@@ -289,10 +289,11 @@ def test_a_running_trial_is_dominated_only_by_other_configurations_including_oth
         sweep={"batchSizes": [8], "learningRates": [0.01, 0.05]}, training={"targetLoss": 1.0}
     )
     slow, _ = plan(exp)
+    far = Progress(steps=500, step_seconds=0.1, loss=2.0)  # 50 s modelled at least
     same = {"a": row(8, 1, 0.01, time_to_target_seconds=1.0)}
-    assert dominated(exp, slow, 50.0, same) is None  # its own configuration has finished
+    assert dominated(exp, slow, far, same) is None  # its own configuration has finished
     other = {"b": row(8, 1, 0.05, time_to_target_seconds=1.0)}
-    reason = dominated(exp, slow, 50.0, other)
+    reason = dominated(exp, slow, far, other)
     assert reason is not None
     assert "t-b8-g1-lr0p05 reached the target" in reason
 

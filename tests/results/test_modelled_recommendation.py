@@ -82,6 +82,21 @@ def test_within_the_tolerance_the_fewest_processes_win_and_the_set_is_reported()
     assert (tight.batch_size, tight.gpus) == (64, 2)
 
 
+def test_of_the_fewest_processes_the_best_estimate_wins_not_the_sets_smallest_batch() -> None:
+    """Batches 16, 64 and 256 on 1 process within 5% of the best (256 on 2 processes): the
+    answer is the fastest of the 1-process ones, 64; the smallest batch, 16, only breaks an
+    exact tie."""
+    rows = with_scaling([row(256, 2, 100, 0.0100), row(16, 1, 400, 0.00260),
+                         row(64, 1, 200, 0.00505), row(256, 1, 100, 0.0104)])  # fmt: skip
+    rec = recommend(rows, max_gpus=2, has_target=True)
+    assert rec.indistinguishable_count == 4
+    assert (rec.batch_size, rec.gpus) == (64, 1)  # 1.01 s, against 1.04 s and 1.04 s
+    assert "of those it has the fewest processes and, among them, the best estimate" in rec.reason
+    tied = with_scaling([row(256, 2, 100, 0.0100), row(16, 1, 400, 0.0026),
+                         row(64, 1, 200, 0.0052)])  # fmt: skip
+    assert recommend(tied, max_gpus=2, has_target=True).batch_size == 16  # 1.04 s each
+
+
 def test_repeats_widen_the_set_by_the_bootstrap_and_give_an_interval() -> None:
     noisy = [row(64, 2, 100, t, repeat=i) for i, t in enumerate([0.010, 0.016, 0.011])] + [
         row(64, 1, 100, t, repeat=i) for i, t in enumerate([0.013, 0.0125, 0.0135])
@@ -170,7 +185,9 @@ def test_with_one_repeat_the_epochs_step_times_give_the_bootstrap_its_noise() ->
               "t-b16-g1": [0.0029, 0.0028, 0.0030, 0.0029]}  # fmt: skip
     noisy = recommend(rows, 1, True, epochs=bursty)
     assert noisy.indistinguishable_count == 2  # b64's epochs spread ±30%: it may be as slow
-    assert (noisy.batch_size, noisy.gpus) == (16, 1)  # the tie rule: the smaller batch
+    # the answer stays the best estimate: the noise widened the set, not the answer, which a
+    # rule preferring the set's smallest batch (its edge) would have moved to batch 16
+    assert (noisy.batch_size, noisy.gpus) == (quiet.batch_size, quiet.gpus) == (64, 1)
     assert "per-epoch step times" in noisy.noise
     assert noisy.confidence is not None
     member = next(c for c in noisy.indistinguishable if c.batch_size == 64)

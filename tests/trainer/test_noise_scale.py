@@ -103,9 +103,12 @@ def test_critical_batch_size_is_reported_at_the_target_loss(runs: dict[int, Run]
     assert r["timeToTargetSeconds"] > 0
 
 
-def test_epoch_events_carry_the_training_time_so_far(runs: dict[int, Run]) -> None:
-    """What the adaptive sweep compares with a finished trial's time-to-target."""
+def test_epoch_events_carry_the_training_time_and_step_time_so_far(runs: dict[int, Run]) -> None:
+    """What a stopped trial spent, and the step time the adaptive sweep bounds its modelled time
+    with: the median steady step so far, which at the last epoch is the result's."""
     epochs = runs[2].of("epoch", "off")
     result = runs[2].of("result", "off")[0]
     assert 0 < epochs[0]["trainingSeconds"] < epochs[1]["trainingSeconds"]
     assert epochs[1]["trainingSeconds"] <= result["trainingSeconds"]
+    assert all(e["stepSeconds"] > 0 for e in epochs)
+    assert epochs[-1]["stepSeconds"] == result["stepTimeSeconds"]["p50"]

@@ -33,6 +33,7 @@ def epoch(n: int) -> dict[str, Any]:
         "updateLoss": 2.0,
         "samplesPerSecond": 500.0,
         "trainingSeconds": 0.5 * n,
+        "stepSeconds": 0.01,
         "params": {"w": 1.0, "b": 2.0},
     }
 
@@ -46,6 +47,7 @@ def test_progress_payload_is_a_merge_patch_of_status_progress() -> None:
                 "loss": 1.0 / 3,
                 "samplesPerSecond": 500.0,
                 "trainingSeconds": 1.5,
+                "stepSeconds": 0.01,
                 "updatedAt": "2026-11-18T11:06:43Z",
             }
         }

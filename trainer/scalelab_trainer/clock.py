@@ -42,6 +42,12 @@ class Clock:
         secs = sum(d * k for d, k in zip(self.durations[s], self.steps[s], strict=True))
         return sum(self.samples[s]) / secs if secs > 0 else None
 
+    def p50(self) -> float | None:
+        """The median steady-state step time so far (the result's stepTimeSeconds.p50)."""
+        s = self.steady()
+        per = np.repeat(self.durations[s], self.steps[s])
+        return float(np.percentile(per, 50)) if per.size else None
+
     def step_time(self) -> dict[str, float] | None:
         s = self.steady()
         per = np.repeat(self.durations[s], self.steps[s])

@@ -357,6 +357,7 @@ class EpochLoop:
             seconds=seconds,
             trainingSeconds=now - run.t_train,
             samplesPerSecond=b.layout.batch_sizes(run.steps - updates, updates) / seconds,
+            stepSeconds=run.clock.p50(),
             learningRate=lr_now,
             **noise,
             testAccuracy=acc,

@@ -75,6 +75,7 @@ def progress_payload(event: dict[str, Any]) -> dict[str, Any]:
                 "loss": event.get("loss"),
                 "samplesPerSecond": event.get("samplesPerSecond"),
                 "trainingSeconds": event.get("trainingSeconds"),
+                "stepSeconds": event.get("stepSeconds"),
                 "updatedAt": datetime.fromtimestamp(event.get("time", time.time()), UTC).strftime(
                     "%Y-%m-%dT%H:%M:%SZ"
                 ),
@@ -86,7 +87,7 @@ def progress_payload(event: dict[str, Any]) -> dict[str, Any]:
 def in_epoch_payload(event: dict[str, Any]) -> dict[str, Any]:
     """The merge patch for a `progress` event inside an epoch: what changes before its end."""
     progress = progress_payload(event)["status"]["progress"]
-    for kept in ("epoch", "loss"):  # the last finished epoch's, kept as they are
+    for kept in ("epoch", "loss", "stepSeconds"):  # the last finished epoch's, kept as they are
         del progress[kept]
     return {"status": {"progress": progress}}
 

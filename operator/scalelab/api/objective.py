@@ -40,8 +40,8 @@ class Objective(SpecModel):
         description="fastest: the smallest modelled time-to-target (steps-to-target × median "
         "step time); cheapest: the fewest modelled GPU-seconds (processes × that time). Among "
         "configurations within `tolerance` (and the bootstrap's noise) of the best, the one with "
-        "the fewest processes, then the smallest batch, then the smallest learning rate wins. "
-        "Default: fastest.",
+        "the fewest processes wins, and of those the best estimate (on exact ties the smallest "
+        "batch, then learning rate). Default: fastest.",
     )
     min_efficiency: float | None = Field(
         default=None,

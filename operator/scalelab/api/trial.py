@@ -28,6 +28,12 @@ class TrialProgress(ApiModel):
     training_seconds: float | None = Field(
         default=None, ge=0, description="Training time from the first step. Unit: seconds."
     )
+    step_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="Median steady-state step time so far, at the last epoch end (what the "
+        "result's stepTimeSeconds.p50 becomes). Unit: seconds.",
+    )
     updated_at: str | None = Field(default=None, description="RFC 3339 time of this progress.")
 
 

@@ -206,10 +206,25 @@ def prune(p: Pass) -> Condition | None:
     for t in p.planned:
         trial = p.seen.trials.get(t.name)
         if p.phases[t.name][0] is TrialPhase.RUNNING and trial is not None:
-            why = adaptive.dominated(p.experiment, t, trial.training_seconds, rows)
+            why = adaptive.dominated(p.experiment, t, _progress(p, t, trial), rows)
             if why is not None:
                 p.phases[t.name] = (TrialPhase.PRUNED, why)  # its MPIJob goes (delete_jobs)
     return conditions.adaptive_plan(v)
+
+
+def _progress(p: Pass, t: PlannedTrial, trial: TrialState) -> adaptive.Progress | None:
+    """A running trial's progress from its status.progress: steps, the last epoch end's loss and
+    its step time so far, the trainer's median steady step (`stepSeconds`; from a trainer
+    without it, global batch / samplesPerSecond, a mean), once an epoch after the first that
+    began after the trainer's warm-up steps (measurement.throughputSkipSteps) has ended, as far
+    as the epochs' mean length tells (adaptive.progress_of is the exact rule on the events)."""
+    speed, epoch, steps = trial.samples_per_second, trial.epoch, trial.steps
+    if steps is None or epoch is None or epoch < 2:
+        return None
+    if steps * (epoch - 1) / epoch < max(p.experiment.spec.measurement.throughput_skip_steps, 1):
+        return None
+    step = trial.step_seconds or (t.batch_size / speed if speed is not None and speed > 0 else None)
+    return adaptive.Progress(steps, step, trial.training_seconds, trial.loss)
 
 
 def _holds_slot(p: Pass, name: str) -> bool:

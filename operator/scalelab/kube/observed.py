@@ -69,6 +69,13 @@ class TrialState:
     owner: str | None = None  # uid of the owning experiment; None: not checked
     updated_at: str | None = None  # status.progress.updatedAt: rank 0's last heartbeat
     training_seconds: float | None = None  # status.progress.trainingSeconds
+    # status.progress.epoch, .loss and .stepSeconds (the last finished epoch's), .steps and
+    # .samplesPerSecond (the last write's): how far a running trial has come
+    epoch: int | None = None
+    steps: int | None = None
+    samples_per_second: float | None = None
+    step_seconds: float | None = None
+    loss: float | None = None
     queue_seconds: float | None = None  # status.queueSeconds, once written (its results row)
     # status.times.running (the run the operator last saw start) and status.deviceSeconds (what
     # its ended runs used): the start and the sum a run's cost is added to (phases.run_seconds)
@@ -207,6 +214,7 @@ def trial_entry(body: Mapping[str, Any]) -> dict[Key, TrialState]:
     if key is None:
         return {}
     meta, status = body.get("metadata") or {}, body.get("status") or {}
+    progress = status.get("progress") or {}
     raw_phase = str(status.get("phase") or "")
     phase = TrialPhase(raw_phase) if raw_phase in set(TrialPhase) else None
     result = status.get("result")
@@ -219,8 +227,13 @@ def trial_entry(body: Mapping[str, Any]) -> dict[Key, TrialState]:
             result=_known(result) if isinstance(result, Mapping) else None,
             start_time=status.get("startTime"),
             owner=_controller_uid(meta),
-            updated_at=(status.get("progress") or {}).get("updatedAt"),
-            training_seconds=_seconds((status.get("progress") or {}).get("trainingSeconds")),
+            updated_at=progress.get("updatedAt"),
+            training_seconds=_seconds(progress.get("trainingSeconds")),
+            epoch=_count(progress.get("epoch")),
+            steps=_count(progress.get("steps")),
+            samples_per_second=_seconds(progress.get("samplesPerSecond")),
+            step_seconds=_seconds(progress.get("stepSeconds")),
+            loss=_seconds(progress.get("loss")),
             queue_seconds=_seconds(status.get("queueSeconds")),
             ran_at=(status.get("times") or {}).get("running"),
             device_seconds=_seconds(status.get("deviceSeconds")),
@@ -235,6 +248,10 @@ def _known(result: Mapping[str, Any]) -> dict[str, Any]:
 
 def _seconds(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def job_entry(body: Mapping[str, Any]) -> dict[Key, JobState]:

@@ -44,7 +44,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from scalelab.adaptive import dominated, is_adaptive, pilot_trial, verdicts
+from scalelab.adaptive import dominated, is_adaptive, pilot_trial, progress_of, verdicts
 from scalelab.aggregate import MEASURED
 from scalelab.api import FINISHED_TRIAL_PHASES, Resources, ScaleExperiment, TrialPhase
 from scalelab.local.events import parse_event
@@ -404,7 +404,7 @@ class LocalRun:
         elif kind == "epoch":
             launch.events[name].epochs.append(event)
             self.progress.epoch(self._record(name), event)
-            reason = self._dominated(launch.by_name[name], event.get("trainingSeconds"))
+            reason = self._dominated(launch.by_name[name], launch.events[name].epochs)
             if reason is not None:
                 launch.pruned = (name, reason)
         elif kind == "progress":
@@ -502,12 +502,17 @@ class LocalRun:
             self.save()
         return set(v.skip)
 
-    def _dominated(self, trial: PlannedTrial, training_seconds: Any) -> str | None:
-        """strategy adaptive: why a running trial should stop now (see adaptive.dominated)."""
-        if not is_adaptive(self.experiment) or not isinstance(training_seconds, int | float):
+    def _dominated(self, trial: PlannedTrial, epochs: list[dict[str, Any]]) -> str | None:
+        """strategy adaptive: why a running trial should stop now, after these epoch events
+        (see adaptive.dominated)."""
+        if not is_adaptive(self.experiment):
+            return None
+        skip = self.experiment.spec.measurement.throughput_skip_steps
+        progress = progress_of(trial.batch_size, epochs, skip)
+        if progress is None:
             return None
         rows = {t.name: result_row(t) for t in self.results.trials if t.phase in MEASURED}
-        return dominated(self.experiment, trial, float(training_seconds), rows)
+        return dominated(self.experiment, trial, progress, rows)
 
     def max_processes(self) -> int:
         """The most processes any pending trial runs with (0 when nothing is left to run)."""

@@ -70,7 +70,7 @@ def section(rec: Recommendation | None, cpu: bool) -> str:
         f"answer</h3><table>{header}{top}</table>"
         f"<h3>Indistinguishable from the best: {rec.indistinguishable_count} "
         f"configuration(s){listed}</h3><p>{html.escape(rec.noise)}. The recommendation is the "
-        "one with the fewest processes among them, then the smallest batch, then the smallest "
-        f"learning rate.</p><table>{header}{members}</table>"
+        "one with the fewest processes among them, and of those the best estimate (on exact "
+        f"ties the smallest batch, then learning rate).</p><table>{header}{members}</table>"
         f"<p><small>{html.escape(ASSUMPTIONS)}</small></p>"
     )

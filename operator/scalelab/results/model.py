@@ -251,6 +251,7 @@ def record_from_events(
         "steps": [e.get("steps") for e in epochs],
         "seconds": [e.get("seconds") for e in epochs],
         "samplesPerSecond": [e.get("samplesPerSecond") for e in epochs],
+        "stepSeconds": [e.get("stepSeconds") for e in epochs],
         "learningRate": [e.get("learningRate") for e in epochs],
         "gradientNoiseScale": [e.get("gradientNoiseScale") for e in epochs],
         "gradientNoiseScaleStderr": [e.get("gradientNoiseScaleStderr") for e in epochs],
