@@ -101,6 +101,12 @@ statuses 9.2-9.4 kB, 5.08 writes per trial with the retire; finished 113 MiB; re
 twenty kept 84 MiB at 0.05 requests/s. What a restarted operator then keeps per finished
 experiment is its metric series, 520 bytes a result row (bench/finished_metrics_memory.py):
 9.9 MiB for twenty finished 1,000-point experiments.
+Ten 1,000-point experiments at once on a quiet machine (--experiments 10 --running-window 20
+--timeout 480, load 1.0 at the start): all 10,000 ScaleTrials after 48.5 s (each experiment's
+last one 28-29 s after the apply for six, 48 s for four; was 401 s at load 34), operator RSS
+peak 129 MiB through the creates; 0.15 API requests/s with the ten running and nothing
+progressing; then, with the stand-in running them, 4 of 10 Succeeded after 212-462 s and the
+run stopped at its timeout: RSS peak 186 MiB (goal 300), largest status 10,683 bytes.
 """
 
 from __future__ import annotations
