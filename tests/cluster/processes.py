@@ -150,7 +150,7 @@ TIMING_TRIAL_KEYS = frozenset(
      "timeToTargetSeconds", "startedAt", "finishedAt", "modelledSeconds", "modelRatio",
      "stepSeconds", "queueSeconds", "times", "deviceSeconds"}
 )  # fmt: skip
-TIMING_CURVES = frozenset({"seconds", "samplesPerSecond"})
+TIMING_CURVES = frozenset({"seconds", "samplesPerSecond", "stepSeconds"})
 TIMING_CRITICAL_BATCH = frozenset({"efficiency"})
 HOST_KEYS = frozenset({"host", "updatedAt", "groups", "recommendation", "scalingPredictions"})
 
