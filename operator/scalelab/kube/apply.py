@@ -10,11 +10,9 @@ kopf handlers in a worker thread (the API client, kube/rest.py, is synchronous).
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from lightkube import ApiError
@@ -37,13 +35,10 @@ class Kube:
 
     api: rest.Api
     parallelism: int = 8  # concurrent API calls within one step of a pass
-    # API writes made by this process, by (verb, resource) as the API server's request metrics
-    # name them; `on_write` is told of each as it is made (the operator's metrics export them,
-    # scalelab_operator_api_writes_total: counted per call, as passes of several experiments
-    # write at once).
-    writes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # Told of each API write as it is made, by (verb, resource) as the API server's request
+    # metrics name them (the operator's metrics export them, scalelab_operator_api_writes_total:
+    # counted per call, as passes of several experiments write at once).
     on_write: Callable[[str, str], None] | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         # One pooled connection per concurrent call (one beyond them is closed after its call).
@@ -51,8 +46,6 @@ class Kube:
 
     def wrote(self, verb: str, resource: str) -> None:
         """Count one write (the calls of a step run on several threads)."""
-        with self._lock:
-            self.writes[verb, resource] += 1
         if self.on_write is not None:
             self.on_write(verb, resource)
 
