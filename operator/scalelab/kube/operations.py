@@ -155,7 +155,7 @@ async def plan(memo: kopf.Memo, body: kopf.Body, indexes: Indexes, handler: str)
     if finished:
         # Nothing to run, but the finished results go back into /metrics after a restart (an
         # error: kopf retries the resume).
-        await _archive(ctx, handler, body, retire=False)
+        await _archive(ctx, handler, body)
         snapshot = await _finished_snapshot(ctx, handler, body, cache, indexes)
         ctx.metrics.observe(*_key(body), snapshot)
         await _retire(ctx, handler, body)
@@ -261,6 +261,7 @@ async def _pass(
         # After the pass's metrics: they never wait on the archive (seconds at 1,000 trials).
         try:
             await _archive(ctx, handler, body)
+            await _retire(ctx, handler, body)
         except Exception as error:  # the status is written: RESUME retries at the next start
             kopf.warn(body, reason="ResultsNotArchived", message=f"{type(error).__name__}: {error}")
 
@@ -282,9 +283,8 @@ async def _apply(
         raise
 
 
-async def _archive(ctx: Context, handler: str, body: kopf.Body, *, retire: bool = True) -> None:
-    """Archive a finished experiment's results unless its archive exists (an Event says where),
-    then, if `retire`, retire its objects."""
+async def _archive(ctx: Context, handler: str, body: kopf.Body) -> None:
+    """Archive a finished experiment's results unless its archive exists; an Event says where."""
     namespace, name = _key(body)
     made = await _call(
         ctx, handler, ctx.archiver.ensure, ctx.kube, namespace, name, str(body.metadata.uid)
@@ -292,8 +292,6 @@ async def _archive(ctx: Context, handler: str, body: kopf.Body, *, retire: bool 
     if made:
         message = f"configmap {made} keeps the results after the experiment is deleted"
         kopf.event(body, type="Normal", reason="ResultsArchived", message=message)
-    if retire:
-        await _retire(ctx, handler, body)
 
 
 async def _retire(ctx: Context, handler: str, body: kopf.Body) -> None:
