@@ -257,13 +257,18 @@ async def _pass(
     )
     ctx.metrics.reconcile_seconds.labels(handler).observe(time.monotonic() - started)
     if (decision.actions.experiment_status or {}).get("phase") in FINISHED:
-        memo[FINISHED_HERE] = True
-        # After the pass's metrics: they never wait on the archive (seconds at 1,000 trials).
-        try:
-            await _archive(ctx, handler, body)
-            await _retire(ctx, handler, body)
-        except Exception as error:  # the status is written: RESUME retries at the next start
-            kopf.warn(body, reason="ResultsNotArchived", message=f"{type(error).__name__}: {error}")
+        await _finish(ctx, handler, memo, body)
+
+
+async def _finish(ctx: Context, handler: str, memo: kopf.Memo, body: kopf.Body) -> None:
+    """After the pass that finished the experiment, and after its metrics (they never wait on
+    the archive: seconds at 1,000 trials): no more passes here, archive, retire."""
+    memo[FINISHED_HERE] = True
+    try:
+        await _archive(ctx, handler, body)
+        await _retire(ctx, handler, body)
+    except Exception as error:  # the status is written: RESUME retries at the next start
+        kopf.warn(body, reason="ResultsNotArchived", message=f"{type(error).__name__}: {error}")
 
 
 async def _apply(
