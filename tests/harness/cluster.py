@@ -19,7 +19,6 @@ nameserver (kubelet `clusterDNS`); the MPI operator names workers by Service DNS
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -37,6 +36,7 @@ from tests.harness.controlplane import (
     NodeNetwork,
     start_control_plane,
 )
+from tests.harness.locks import hold, release
 from tests.harness.ports import free_port, rss_mib, serve_until_interrupted, wait_until
 
 NODE_NAME = "scalelab-node"
@@ -544,41 +544,15 @@ class Cluster:
         self.node.drain()
         problems = self.node.stop()
         self.cp.stop()
-        _release(self.lock)
+        release(self.lock)
         self.lock = -1
         return problems
 
 
 def _node_lock(wait: float = NODE_LOCK_WAIT_SECONDS) -> int:
     """Hold NODE_LOCK (a descriptor to close), waiting at most `wait` seconds for another node."""
-    NODE_LOCK.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(NODE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    deadline = time.monotonic() + wait
-    said = False
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                os.close(fd)
-                raise TimeoutError(
-                    f"another real-node cluster held {NODE_LOCK} for {wait:.0f} s; stop it "
-                    "(its pytest session or `python -m tests.harness.cluster`) and retry"
-                ) from None
-            if not said:
-                print(f"# waiting for {NODE_LOCK}: another real node runs here", file=sys.stderr)
-                said = True
-            time.sleep(2)
-            continue
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        return fd
-
-
-def _release(fd: int) -> None:
-    if fd >= 0:
-        with contextlib.suppress(OSError):
-            os.close(fd)
+    return hold(NODE_LOCK, wait, "another real-node cluster",
+                "its pytest session or `python -m tests.harness.cluster`")  # fmt: skip
 
 
 def start_cluster(workdir: Path | None = None, gpus: int = 4) -> Cluster:
@@ -592,7 +566,7 @@ def start_cluster(workdir: Path | None = None, gpus: int = 4) -> Cluster:
     try:
         return _start_locked(d, archives, nbin, gpus, lock)
     except BaseException:
-        _release(lock)
+        release(lock)
         raise
 
 

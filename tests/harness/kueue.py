@@ -17,6 +17,8 @@ With its own certificate management off, the manager reads a metrics serving cer
 fixed path /etc/kueue/metrics/certs (cmd/kueue/main.go) and exits without one (its metrics server
 stays off here). The harness writes the same test certificate there when /etc/kueue does not
 exist, and removes /etc/kueue at stop; a machine that has /etc/kueue is refused, not changed.
+One harness at a time holds /etc/kueue: `running` first takes a host-wide lock (KUEUE_LOCK), so
+the node tier's Kueue tests, which hack/test.sh runs beside the cluster tier's, wait for them.
 
 On the real-node tier (`visibility_ip`: the node address) the manager also serves Kueue's
 visibility API, the pending workloads of a queue with their positions, through the API server
@@ -41,11 +43,17 @@ import yaml
 
 from tests.harness import kueue_visibility
 from tests.harness.controlplane import REPO, ControlPlane
+from tests.harness.locks import hold, release
 from tests.harness.ports import free_port, wait_until
 
 BUILD_SCRIPT = REPO / "hack" / "build-kueue.sh"
 #: Where Kueue's manager reads its metrics certificate without internal cert management.
 ETC = Path("/etc/kueue")
+#: One Kueue harness at a time on this machine: they share ETC (Kueue reads its certificates
+#: from there) and the visibility API's certificate folder. hack/test.sh runs the node tier's
+#: Kueue tests beside the cluster tier's, so the later one waits for the earlier (minutes).
+KUEUE_LOCK = Path("/run/lock/scalelab-kueue.lock")
+KUEUE_LOCK_WAIT_SECONDS = 600.0
 METRICS_CERTS = ETC / "metrics" / "certs"
 NAMESPACE = "kueue-system"
 ESTABLISHED = "jsonpath={.status.conditions[?(@.type=='Established')].status}"
@@ -264,8 +272,11 @@ class Kueue:
 def running(cp: ControlPlane, workdir: Path, **options: Any) -> Iterator[Kueue]:
     """A started Kueue (`options`: Kueue's fields, e.g. wait_for_pods_ready), stopped on leaving;
     also after a failed start, so /etc/kueue and the webhooks go (a fixture's body)."""
+    lock = hold(KUEUE_LOCK, KUEUE_LOCK_WAIT_SECONDS, "another Kueue harness",
+                "the pytest session whose Kueue test runs")  # fmt: skip
     k = Kueue(cp, workdir, **options)
     try:
         yield k.start()
     finally:
         k.stop()
+        release(lock)

@@ -1,6 +1,7 @@
-"""One real node per machine: a second `start_cluster` waits for the first node's lock instead of
-sharing its fixed address, bridge and cgroups (two pytest sessions, or the suite beside a
-cluster started by hand), and gives up with the lock's path after its wait."""
+"""What one machine holds once at a time (the real node's fixed address, bridge and cgroups;
+Kueue's /etc/kueue) is taken in turns: a second holder waits for the first's lock (two pytest
+sessions, hack/test.sh's two pytest processes, or the suite beside a cluster started by hand),
+and gives up with the lock's path after its wait."""
 
 from __future__ import annotations
 
@@ -11,27 +12,25 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import cluster
 from tests.harness.controlplane import REPO
+from tests.harness.locks import hold, release
 
 pytestmark = pytest.mark.unit
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from tests.harness import cluster
-cluster.NODE_LOCK = Path(sys.argv[1])
-fd = cluster._node_lock(wait=0)
+from tests.harness.locks import hold
+fd = hold(Path(sys.argv[1]), 0, "the holder", "kill it")
 print("held", flush=True)
 time.sleep(30)
 """
 
 
-def test_a_second_node_waits_for_the_first_and_names_the_lock_when_it_gives_up(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_second_holder_waits_for_the_first_and_names_the_lock_when_it_gives_up(
+    tmp_path: Path,
 ) -> None:
     lock = tmp_path / "node.lock"
-    monkeypatch.setattr(cluster, "NODE_LOCK", lock)
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD, str(lock)], cwd=REPO, stdout=subprocess.PIPE, text=True
     )
@@ -39,12 +38,12 @@ def test_a_second_node_waits_for_the_first_and_names_the_lock_when_it_gives_up(
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(TimeoutError, match=str(lock)):
-            cluster._node_lock(wait=1)
+            hold(lock, 1, "the holder", "kill it")
     finally:
         holder.kill()
         holder.wait()
-    fd = cluster._node_lock(wait=5)  # the holder is gone: its lock went with it
+    fd = hold(lock, 5, "the holder", "kill it")  # the holder is gone: its lock went with it
     try:
         assert lock.read_text().strip() == str(os.getpid())
     finally:
-        cluster._release(fd)
+        release(fd)
