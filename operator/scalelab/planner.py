@@ -37,6 +37,8 @@ from scalelab.names import trial_name
 from scalelab.rules import Env, Expr, Rule, all_of, at, has, if_, var
 
 TRAINER_MODULE = "scalelab_trainer"
+#: horovodrun's command line without its probe, in the trainer's interpreter.
+HOROVODRUN_MODULE = f"{TRAINER_MODULE}.horovodrun"
 
 
 @dataclass(frozen=True)
@@ -340,9 +342,12 @@ def trainer_command(flags: list[str], python: str = "python") -> list[str]:
     return [python, "-m", TRAINER_MODULE, *flags]
 
 
-def local_command(processes: int, program: list[str], horovodrun: str = "horovodrun") -> list[str]:
+def local_command(processes: int, program: list[str], python: str = "python") -> list[str]:
     """What runs `program` on N processes of this machine: itself for one, else Horovod over
-    Gloo with N slots on localhost (the MPIJob launcher's counterpart is kube/mpijob.py)."""
+    Gloo with N slots on localhost, launched by horovodrun without its start-up probe
+    (scalelab_trainer/horovodrun.py) in the trainer's interpreter `python` (the MPIJob
+    launcher's counterpart is kube/mpijob.py)."""
     if processes == 1:
         return list(program)
-    return [horovodrun, "-np", str(processes), "--gloo", "-H", f"localhost:{processes}", *program]
+    return [python, "-m", HOROVODRUN_MODULE, "-np", str(processes), "--gloo",
+            "-H", f"localhost:{processes}", *program]  # fmt: skip

@@ -303,7 +303,8 @@ def test_scalelab_plan_prints_skips_and_the_trainer_command(
     out = capsys.readouterr().out
     assert "grid-b6-g4" in out
     assert "Skipped (global batch 6 is not divisible by the 4 processes)" in out
-    assert "grid-b4-g4: horovodrun -np 4 --gloo -H localhost:4 python -m scalelab_trainer" in out
+    launch = "python -m scalelab_trainer.horovodrun -np 4 --gloo -H localhost:4"
+    assert f"grid-b4-g4: {launch} python -m scalelab_trainer " in out
     assert main(["plan", str(file), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["phase"] for r in rows] == ["Pending", "Pending", "Pending", "Skipped"]

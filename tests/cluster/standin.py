@@ -69,7 +69,7 @@ def local_command(launcher: list[str], python: str = sys.executable) -> tuple[in
     if processes == 1:
         return processes, program
     hosts = ["-H", f"localhost:{processes}"]
-    return processes, [HOROVODRUN, "-np", str(processes), "--gloo", *hosts, *program]
+    return processes, [*HOROVODRUN, "-np", str(processes), "--gloo", *hosts, *program]
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """Runs programs under `horovodrun` with real processes over Gloo on this machine's CPU.
 
 Used by the horovod-tier tests. Horovod here is built with both MPI and Gloo, and horovodrun
-defaults to MPI when it can, so Gloo is always asked for explicitly.
+defaults to MPI when it can, so Gloo is always asked for explicitly. Launched as the local
+executor launches it: horovodrun's command line without its start-up probe
+(scalelab_trainer/horovodrun.py), which would import TensorFlow once more per launch.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
-HOROVODRUN = str(BIN / "horovodrun")
+#: horovodrun as `scalelab run` starts it (planner.local_command).
+HOROVODRUN = [sys.executable, "-m", "scalelab_trainer.horovodrun"]
 
 
 def quiet_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -32,7 +34,7 @@ def horovodrun(
     cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run `argv` as `np` Horovod processes over Gloo on localhost and wait for it."""
-    cmd = [HOROVODRUN, "-np", str(np), "--gloo", "-H", f"localhost:{np}", *argv]
+    cmd = [*HOROVODRUN, "-np", str(np), "--gloo", "-H", f"localhost:{np}", *argv]
     return subprocess.run(
         cmd,
         capture_output=True,

@@ -189,7 +189,7 @@ def start_trainer(name: str, batch_size: int, gpus: int, workdir: Path) -> LiveT
         port = free_port()
     argv = [
         "nice", "-n", "5",
-        HOROVODRUN, "-np", str(gpus), "--gloo", "-H", f"localhost:{gpus}",
+        *HOROVODRUN, "-np", str(gpus), "--gloo", "-H", f"localhost:{gpus}",
         str(BIN / "python"), "-m", "scalelab_trainer",
         "--experiment", EXPERIMENT, "--trial", name,
         "--model", "linear", "--dataset", "regression", "--dataset-size", "2048",

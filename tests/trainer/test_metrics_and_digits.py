@@ -52,7 +52,7 @@ def observed() -> Observed:
     while free_port() == port + 1:  # want port and port + 1 free; retry on a clash
         port = free_port()
     argv = [
-        HOROVODRUN,
+        *HOROVODRUN,
         "-np",
         "2",
         "--gloo",

@@ -34,6 +34,12 @@ def start() -> tuple[int, int, int]:
     if launched_size() > 1:
         import horovod.tensorflow as hvd
 
+        # The check horovodrun.py leaves to the ranks, here where Horovod is loaded anyway.
+        if os.environ.get("HOROVOD_CONTROLLER") == "gloo" and not hvd.gloo_built():
+            raise RuntimeError(
+                "launched over Gloo, but this Horovod was built without it: reinstall horovod "
+                "with HOROVOD_WITH_GLOO=1"
+            )
         # Horovod: start the collective runtime (Gloo or MPI, whichever the launcher chose).
         hvd.init()
         _started = hvd

@@ -31,9 +31,9 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -101,10 +101,13 @@ def trainer_python() -> str:
     return os.environ.get("SCALELAB_TRAINER_PYTHON", sys.executable)
 
 
-def find_horovodrun(python: str) -> str | None:
-    """horovodrun next to the trainer's interpreter, else on PATH."""
-    beside = Path(python).parent / "horovodrun"
-    return str(beside) if beside.exists() else shutil.which("horovodrun")
+def has_horovod(python: str) -> bool:
+    """Whether the trainer's interpreter can import Horovod (trials of N > 1 processes need it)."""
+    probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('horovod') is None)"
+    try:
+        return subprocess.run([python, "-c", probe], check=False, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 @dataclass
@@ -210,7 +213,7 @@ class LocalRun:
         self.separate_processes = separate_processes
         self.metrics_port = metrics_port
         self.python = trainer_python()
-        self.horovodrun = find_horovodrun(self.python)
+        self.horovod: bool | None = None  # has_horovod(self.python), asked once when needed
         self.cores = os.cpu_count() or 1
         self.planned: dict[str, PlannedTrial] = {t.name: t for t in plan(experiment)}
         self.results = self._initial_results()
@@ -278,7 +281,7 @@ class LocalRun:
 
     def _command(self, processes: int, trial_list: Path) -> list[str]:
         program = trainer_command(["--trial-list", str(trial_list)], python=self.python)
-        return local_command(processes, program, self.horovodrun or "horovodrun")
+        return local_command(processes, program, self.python)
 
     def _finish(
         self,
@@ -318,15 +321,17 @@ class LocalRun:
 
     def run_group(self, processes: int, trials: list[PlannedTrial]) -> None:
         """Run `trials` (all with `processes` processes) in as few trainer launches as possible."""
-        if processes > 1 and self.horovodrun is None:
+        if processes > 1 and self.horovod is None:
+            self.horovod = has_horovod(self.python)
+        if processes > 1 and not self.horovod:
             for trial in trials:
                 self._finish(
                     trial,
                     _TrialEvents(),
                     None,
                     TrialPhase.FAILED,
-                    "horovodrun not found next to the trainer's Python nor on PATH "
-                    "(install horovod with Gloo support)",
+                    f"the trainer's Python ({self.python}) cannot import horovod: install horovod "
+                    "with Gloo support there",
                 )
             return
         if processes > self.cores:
