@@ -43,6 +43,7 @@ from typing import Any
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
+from tests.harness.controlplane import REPO
 from tests.harness.horovod import HOROVODRUN, quiet_env
 
 GROUP, VERSION, PLURAL = "kubeflow.org", "v2beta1", "mpijobs"
@@ -387,6 +388,7 @@ class StandIn:
             text=True,
             env=quiet_env({"KUBECONFIG": str(kubeconfig)}),
             start_new_session=True,
+            cwd=REPO,  # the tests' own workloads import from here (tests/cluster/paced.py)
         )
         with self._lock:
             self._procs[f"{namespace}/{name}"] = proc

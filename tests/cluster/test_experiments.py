@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scalelab.kube.compact import STATUS_BYTES, STATUS_ROWS
 from scalelab.kube.settings import Config
+from tests.cluster import paced
 from tests.cluster.conftest import REPO, Operator, get, items, phase_of, wait_for
 from tests.cluster.processes import (
     TIMING_TRIAL_KEYS,
@@ -270,15 +271,17 @@ def test_the_operator_killed_ten_times_at_random_loses_nothing_and_duplicates_no
     result reaches the experiment's status, and the experiment ends Succeeded."""
     rng = random.Random(17)
     batches = [64, 32, 16, 8, 4]
-    # The ten kills take about 40 s (28.5 s of this seed's pauses, and the restarts). Trials of
-    # 4,000 epochs (about 4.5 s for batch 64, 8 s for batch 4, each a whole trainer process)
-    # two at a time keep the sweep running about a minute; at 5 epochs, four at a time, the
-    # margin was a few seconds, and in CI the sweep ended after 9 kills.
-    training = {"learningRate": 0.01, "maxEpochs": 4000, "convergence": {"relativeTolerance": 0}}
+    # The ten kills take about 40 s (28.5 s of this seed's pauses, and the restarts). Paced
+    # trials of 2 epochs (2.6 s of sleep for any batch size, beside the trainer's few seconds of
+    # start-up) two at a time keep the sweep running over a minute whatever the load, at a few
+    # seconds of CPU a trial; at 5 linear epochs, four at a time, the margin was a few seconds,
+    # and in CI the sweep ended after 9 kills.
+    training = {"learningRate": 0.01, "maxEpochs": 2, "convergence": {"relativeTolerance": 0}}
     cluster.kubectl(
         "apply", "-n", namespace, "-f", "-",
         input=_experiment(
             "chaos",
+            workload=paced.spec(),
             sweep={"batchSizes": batches, "gpus": [1], "repeats": 4},
             training=training,
             execution={"maxConcurrentTrials": 2, "maxGPUs": 2, "backoffLimit": 0},
@@ -321,11 +324,12 @@ def test_the_api_server_or_etcd_restarted_mid_experiment_loses_nothing(
         "apply", "-n", namespace, "-f", "-",
         input=_experiment(
             name,
+            workload=paced.spec(),
             sweep={"batchSizes": [64, 32], "gpus": [1], "repeats": 2},
-            # 20 000 epochs: about 10 s of a linear trial on a quiet core (whole epochs per
-            # compiled call), so the trials outlast the 8 s outage; at 150 epochs they had
-            # finished before it and no trainer met it.
-            training={"learningRate": 0.01, "maxEpochs": 20000,
+            # 12 paced epochs: about 15 s of sleep a trial, beside a few seconds of CPU, so the
+            # trials outlast the 8 s outage under any load; at 150 linear epochs they had
+            # finished before it and no trainer met it, and 20 000 cost 10 s of CPU a trial.
+            training={"learningRate": 0.01, "maxEpochs": 12,
                       "convergence": {"relativeTolerance": 0}},
             execution={"maxConcurrentTrials": 2, "maxGPUs": 2, "backoffLimit": 0},
         ),

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.cluster import paced
 from tests.cluster.conftest import Operator, get, items, phase_of, wait_for
 from tests.cluster.standin import StandIn
 from tests.harness.controlplane import ControlPlane
@@ -82,22 +83,23 @@ def _queues(namespace: str, gpus: int, preempt: bool = False) -> list[dict[str, 
 
 
 def _experiment() -> dict[str, Any]:
-    """Two 1-GPU points and two 2-GPU points of a tiny lab 1 sweep, all submitted at once."""
+    """Two 1-GPU points and two 2-GPU points of a paced sweep, all submitted at once."""
     return {
         "apiVersion": "scalelab.dev/v1alpha1",
         "kind": "ScaleExperiment",
         "metadata": {"name": "queued"},
         "spec": {
-            "workload": {"model": "linear", "dataset": "lab1-line", "datasetSize": 64},
+            "workload": paced.spec(),
             "sweep": {"batchSizes": [32, 64], "gpus": [1, 2]},
             "training": {
                 "learningRate": 0.01,
-                # About 30 s of training a trial (whole epochs per compiled call): long enough
-                # for the "one admitted, one held" state to be seen with the operator's reason
-                # and gauges caught up; at 30 epochs the admitted trial could finish, and free
-                # the quota, between two polls, and at 20 000 (10 s) CI under heavy load once saw
-                # the second trial admitted before the held state was all written.
-                "maxEpochs": 60000,
+                # About 30 s a trial, asleep (tests/cluster/paced.py): long enough for the "one
+                # admitted, one held" state to be seen with the operator's reason and gauges
+                # caught up; at 30 linear epochs the admitted trial could finish, and free the
+                # quota, between two polls, at 20 000 (10 s of CPU) CI under heavy load once saw
+                # the second trial admitted before the held state was all written, and 60 000
+                # linear epochs cost 30 s of CPU a trial.
+                "maxEpochs": 24,
                 "convergence": {"relativeTolerance": 0},
             },
             "resources": {"gpusPerProcess": 1, "cpu": "1", "memory": "1Gi"},
@@ -227,7 +229,7 @@ def test_kueue_admits_within_quota_holds_the_rest_and_skips_what_never_fits(
 
 
 def _one_point(name: str, priority: str, epochs: int) -> dict[str, Any]:
-    """One 1-GPU lab 1 trial at a PriorityClass (Kueue takes the pods' priority)."""
+    """One 1-GPU paced trial at a PriorityClass (Kueue takes the pods' priority)."""
     spec = _experiment()
     spec["metadata"]["name"] = name
     spec["spec"]["sweep"] = {"batchSizes": [32], "gpus": [1]}
@@ -254,7 +256,7 @@ def test_a_trial_kueue_preempts_for_higher_priority_says_so_and_reruns_when_read
             "apply", "-f", "-", input=yaml.safe_dump_all(_queues(namespace, 1, preempt=True))
         )
         # A long, low-priority trial holds the queue's only GPU ...
-        low = _one_point("low", f"{namespace}-low", epochs=100000)
+        low = _one_point("low", f"{namespace}-low", epochs=1000)  # ~20 min, asleep
         cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(low))
         wait_for(
             lambda: (
@@ -271,7 +273,7 @@ def test_a_trial_kueue_preempts_for_higher_priority_says_so_and_reruns_when_read
         )
         # ... until a high-priority sweep arrives: Kueue evicts the low trial (its launcher is
         # stopped, its MPIJob suspended), the trial says why, and the high one runs.
-        high = _one_point("high", f"{namespace}-high", epochs=30)
+        high = _one_point("high", f"{namespace}-high", epochs=2)
         cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(high))
         status = wait_for(
             lambda: (

@@ -42,7 +42,7 @@ def _slow_point() -> dict[str, Any]:
     spec = _experiment()
     spec["metadata"]["name"] = "slow"
     spec["spec"]["sweep"] = {"batchSizes": [32], "gpus": [1]}
-    spec["spec"]["training"]["maxEpochs"] = 30
+    spec["spec"]["training"]["maxEpochs"] = 2  # paced (tests/cluster/paced.py): seconds
     spec["spec"]["execution"]["activeDeadlineSeconds"] = 600
     spec["spec"]["resources"]["gpusPerProcess"] = 0  # Kueue admits it on CPU quota alike
     return spec
