@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.node, pytest.mark.timeout(3600)]
+pytestmark = [pytest.mark.node, pytest.mark.images_only, pytest.mark.timeout(3600)]
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "hack" / "build-images.sh"

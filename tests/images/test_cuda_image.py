@@ -26,7 +26,7 @@ import pytest
 
 from tests.images.test_built_images import BUILD, Container, container, store  # noqa: F401
 
-pytestmark = [pytest.mark.node, pytest.mark.timeout(7200)]
+pytestmark = [pytest.mark.node, pytest.mark.images_only, pytest.mark.timeout(7200)]
 
 REPO = Path(__file__).resolve().parents[2]
 CUDA_PINS = REPO / "images" / "requirements" / "cuda.txt"
