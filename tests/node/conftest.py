@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,8 @@ from tests.harness.mpi_operator import MpiOperator
 from tests.harness.objects import get, items, wait_for
 from tests.harness.prometheus import Prometheus
 from tests.harness.promop import PrometheusOperator, operated
+from tests.images.test_cuda_image import NAME as CUDA_IMAGE
+from tests.images.test_cuda_image import cuda_archive
 from tests.observability.scene import TEST_WINDOWS, load_generator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,20 +50,50 @@ FAKE_GPUS = 4
 #: The label the MPI operator puts on an MPIJob's pods: the job's name.
 MPIJOB_LABEL = "training.kubeflow.org/job-name"
 _names = itertools.count()
+#: The CUDA image's import, started beside the first tests (node_cluster).
+CUDA_IMPORT = pytest.StashKey[Future[str]]()
 
 
 @pytest.fixture(scope="session")
-def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """Control plane + one real node with FAKE_GPUS CPU-backed nvidia.com/gpu."""
+def node_cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """Control plane + one real node with FAKE_GPUS CPU-backed nvidia.com/gpu; when the session
+    runs a test of the CUDA image on the node, that image's import starts beside the first tests
+    (import_cuda)."""
     d = tmp_path_factory.mktemp("node-cluster")
     c = start_cluster(d, gpus=FAKE_GPUS)
     # Start-up seconds by step (image imports per image), for whoever sizes this tier.
     (d / "node-timings.json").write_text(json.dumps(c.node.timings, indent=1))
+    pool = ThreadPoolExecutor(1, thread_name_prefix="cuda-import")
+    if any("cuda_image" in getattr(item, "fixturenames", ()) for item in request.session.items):
+        request.config.stash[CUDA_IMPORT] = pool.submit(import_cuda, c)
     try:
         yield c
     finally:
+        pool.shutdown(wait=True)  # containerd stops after an import it runs, not during it
         left = c.stop()
         assert not left, f"the node left host state behind: {left}"
+
+
+def import_cuda(cluster: Cluster) -> str:
+    """The CUDA trainer image, built (once) and imported into the node's containerd: `ctr
+    images import` as the harness does, with more time (several GB to unpack on a busy disk).
+
+    Started by node_cluster on a thread: the import takes minutes of disk and a core, which the
+    node tier's first tests, waiting on pods, leave free; the test's fixture waits for it."""
+    archive: Path = cuda_archive()
+    node = cluster.node
+    t = time.monotonic()
+    ctr = ["ctr", "--address", str(node.containerd_socket), "-n", "k8s.io"]
+    r = subprocess.run(
+        [*ctr, "images", "import", str(archive)],
+        capture_output=True, text=True, timeout=1800, check=False,
+    )  # fmt: skip
+    if r.returncode != 0:
+        raise RuntimeError(f"ctr import {archive}: {r.stderr}")
+    node.timings["import_cuda_seconds"] = time.monotonic() - t
+    return CUDA_IMAGE
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,6 @@ image (several GB) into the node's containerd itself, once.
 
 from __future__ import annotations
 
-import subprocess
-import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,9 +17,7 @@ import pytest
 from tests.harness.cluster import Cluster
 from tests.harness.controlplane import ControlPlane
 from tests.harness.objects import get, items
-from tests.images.test_cuda_image import NAME as CUDA_IMAGE
-from tests.images.test_cuda_image import cuda_archive
-from tests.node.conftest import apply, finished
+from tests.node.conftest import CUDA_IMPORT, apply, finished, import_cuda
 from tests.node.test_gpu_allocation import stored_result
 from tests.node.test_real_pods import experiment, trial_diagnostics
 
@@ -32,20 +27,11 @@ CPU_IMAGE = "localhost/scalelab/trainer:test"
 
 
 @pytest.fixture(scope="module")
-def cuda_image(node_cluster: Cluster) -> str:
-    """The CUDA trainer image, built (once) and imported into the node's containerd: `ctr
-    images import` as the harness does, with more time (several GB to unpack on a busy disk)."""
-    archive: Path = cuda_archive()
-    node = node_cluster.node
-    t = time.monotonic()
-    ctr = ["ctr", "--address", str(node.containerd_socket), "-n", "k8s.io"]
-    r = subprocess.run(
-        [*ctr, "images", "import", str(archive)],
-        capture_output=True, text=True, timeout=1800, check=False,
-    )  # fmt: skip
-    assert r.returncode == 0, f"ctr import {archive}: {r.stderr}"
-    node.timings["import_cuda_seconds"] = time.monotonic() - t
-    return CUDA_IMAGE
+def cuda_image(node_cluster: Cluster, request: pytest.FixtureRequest) -> str:
+    """The CUDA trainer image in the node's containerd: the import node_cluster started beside
+    the first tests, waited for (or, without one, made here)."""
+    started = request.config.stash.get(CUDA_IMPORT, None)
+    return started.result(timeout=3600) if started else import_cuda(node_cluster)
 
 
 def two_gpu_trial(name: str, image: str) -> dict[str, Any]:
