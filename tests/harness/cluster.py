@@ -533,7 +533,7 @@ class Cluster:
 
     cp: ControlPlane
     node: Node
-    images: dict[str, Path]
+    images: dict[str, Path]  # every built image's archive, imported or left for later
     lock: int = -1  # the NODE_LOCK descriptor, closed (released) by stop()
 
     @property
@@ -555,8 +555,11 @@ def _node_lock(wait: float = NODE_LOCK_WAIT_SECONDS) -> int:
                 "its pytest session or `python -m tests.harness.cluster`")  # fmt: skip
 
 
-def start_cluster(workdir: Path | None = None, gpus: int = 4) -> Cluster:
-    """Build (once) and start a control plane and a real node in `workdir`."""
+def start_cluster(
+    workdir: Path | None = None, gpus: int = 4, later: tuple[str, ...] = ()
+) -> Cluster:
+    """Build (once) and start a control plane and a real node in `workdir`, with every built
+    image imported but those named in `later` (the caller imports them: Node.import_images)."""
     if os.geteuid() != 0:
         raise RuntimeError("the real-node cluster needs root (containerd, kubelet, iptables)")
     d = workdir or Path(tempfile.mkdtemp(prefix="scalelab-cluster-"))
@@ -564,10 +567,13 @@ def start_cluster(workdir: Path | None = None, gpus: int = 4) -> Cluster:
     nbin = node_bin()
     lock = _node_lock()
     try:
-        return _start_locked(d, archives, nbin, gpus, lock)
+        cluster = _start_locked(d, {n: a for n, a in archives.items() if n not in later}, nbin,
+                                gpus, lock)  # fmt: skip
     except BaseException:
         release(lock)
         raise
+    cluster.images = archives
+    return cluster
 
 
 def _start_locked(d: Path, archives: dict[str, Path], nbin: Path, gpus: int, lock: int) -> Cluster:

@@ -50,7 +50,11 @@ FAKE_GPUS = 4
 #: The label the MPI operator puts on an MPIJob's pods: the job's name.
 MPIJOB_LABEL = "training.kubeflow.org/job-name"
 _names = itertools.count()
-#: The CUDA image's import, started beside the first tests (node_cluster).
+#: The teams' images derived from the trainer's (hack/build-images.sh), which only the tests of
+#: a team's own model run: imported beside the first tests rather than before them.
+TEAM_IMAGES = ("spirals", "shapes")
+#: Those imports and the CUDA image's, started beside the first tests (node_cluster).
+TEAMS_IMPORT = pytest.StashKey[Future[None]]()
 CUDA_IMPORT = pytest.StashKey[Future[str]]()
 
 
@@ -58,22 +62,31 @@ CUDA_IMPORT = pytest.StashKey[Future[str]]()
 def node_cluster(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
-    """Control plane + one real node with FAKE_GPUS CPU-backed nvidia.com/gpu; when the session
-    runs a test of the CUDA image on the node, that image's import starts beside the first tests
-    (import_cuda)."""
+    """Control plane + one real node with FAKE_GPUS CPU-backed nvidia.com/gpu. The teams' images
+    (TEAM_IMAGES) and, when the session runs a test of the CUDA image on the node, that image are
+    imported on a thread beside the first tests, which use neither (team_images, import_cuda)."""
     d = tmp_path_factory.mktemp("node-cluster")
-    c = start_cluster(d, gpus=FAKE_GPUS)
-    # Start-up seconds by step (image imports per image), for whoever sizes this tier.
-    (d / "node-timings.json").write_text(json.dumps(c.node.timings, indent=1))
-    pool = ThreadPoolExecutor(1, thread_name_prefix="cuda-import")
+    c = start_cluster(d, gpus=FAKE_GPUS, later=TEAM_IMAGES)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="node-import")
+    teams = {name: path for name, path in c.images.items() if name in TEAM_IMAGES}
+    request.config.stash[TEAMS_IMPORT] = pool.submit(c.node.import_images, teams)
     if any("cuda_image" in getattr(item, "fixturenames", ()) for item in request.session.items):
         request.config.stash[CUDA_IMPORT] = pool.submit(import_cuda, c)
     try:
         yield c
     finally:
         pool.shutdown(wait=True)  # containerd stops after an import it runs, not during it
+        # Start-up seconds by step (image imports per image), for whoever sizes this tier.
+        (d / "node-timings.json").write_text(json.dumps(c.node.timings, indent=1))
         left = c.stop()
         assert not left, f"the node left host state behind: {left}"
+
+
+@pytest.fixture
+def team_images(node_cluster: Cluster, request: pytest.FixtureRequest) -> None:
+    """The teams' derived images (TEAM_IMAGES) in the node's containerd: their import, started
+    beside the first tests by node_cluster, waited for."""
+    request.config.stash[TEAMS_IMPORT].result(timeout=1800)
 
 
 def import_cuda(cluster: Cluster) -> str:

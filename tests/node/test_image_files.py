@@ -36,7 +36,7 @@ from tests.node.conftest import REPO, finished
 from tests.node.test_real_pods import trial_diagnostics
 from tests.node.test_user_workload import local_run
 
-pytestmark = pytest.mark.node
+pytestmark = [pytest.mark.node, pytest.mark.usefixtures("team_images")]
 
 EXAMPLE = REPO / "examples" / "image-files.yaml"
 PLUGIN_SRC = REPO / "examples" / "image-files-plugin" / "src"

@@ -27,7 +27,7 @@ from tests.harness.prometheus import Prometheus
 from tests.node.conftest import FAKE_GPUS, REPO, finished
 from tests.node.test_real_pods import trial_diagnostics
 
-pytestmark = pytest.mark.node
+pytestmark = [pytest.mark.node, pytest.mark.usefixtures("team_images")]
 
 EXAMPLE = REPO / "examples" / "custom-spirals.yaml"
 PLUGIN_SRC = REPO / "examples" / "spirals-plugin" / "src"
