@@ -31,6 +31,7 @@ from tests.cluster.processes import (
 )
 from tests.cluster.standin import InstantStandIn, StandIn, local_command
 from tests.harness.controlplane import ControlPlane
+from tests.harness.horovod import HOROVODRUN
 from tests.harness.objects import experiment_condition
 
 pytestmark = pytest.mark.cluster
@@ -179,7 +180,7 @@ def test_a_two_process_trial_runs_under_horovodrun_and_reports_status(
     assert "not divisible" in skipped["reason"]
     assert items(cluster, "mpijobs", namespace)[0]["metadata"]["name"] == "two-b64-g2"
     run = standin.runs_of("two-b64-g2")[0]
-    assert run.argv[1:3] == ["-np", "2"]
+    assert run.argv[: len(HOROVODRUN) + 2] == [*HOROVODRUN, "-np", "2"]
     trial = get(cluster, "scaletrial", "two-b64-g2", namespace)["status"]
     assert trial["result"]["epochs"] == 5
     assert trial["progress"]["epoch"] >= 1

@@ -613,14 +613,16 @@ def main() -> None:
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    print(f"export KUBECONFIG={c.kubeconfig}", flush=True)
-    print(
-        f"# kubectl: {c.cp.kubectl_path}; node timings: {c.node.timings}",
-        file=sys.stderr,
-        flush=True,
-    )
     try:
+        print(f"export KUBECONFIG={c.kubeconfig}", flush=True)
+        print(
+            f"# kubectl: {c.cp.kubectl_path}; node timings: {c.node.timings}",
+            file=sys.stderr,
+            flush=True,
+        )
         serve_until_interrupted()
+    except KeyboardInterrupt:
+        pass  # a SIGTERM before serve_until_interrupted began: the line above makes one likely
     finally:
         left = c.stop()
         if left:

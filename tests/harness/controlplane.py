@@ -364,10 +364,12 @@ def main() -> None:
     """Start a control plane for development and keep it up until Ctrl-C or SIGTERM."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM during start-up too
     cp = start_control_plane()
-    print(f"export KUBECONFIG={cp.kubeconfig}", flush=True)
-    print(f"# kubectl: {cp.kubectl_path}; timings: {cp.timings}", file=sys.stderr, flush=True)
     try:
+        print(f"export KUBECONFIG={cp.kubeconfig}", flush=True)
+        print(f"# kubectl: {cp.kubectl_path}; timings: {cp.timings}", file=sys.stderr, flush=True)
         serve_until_interrupted()
+    except KeyboardInterrupt:
+        pass  # a SIGTERM before serve_until_interrupted began: the line above makes one likely
     finally:
         cp.stop()
         if os.environ.get("KEEP") != "1":

@@ -20,6 +20,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive TCP ports on 127.0.0.1 that nothing listens on right now
+    (a trainer's rank r serves /metrics on its --metrics-port + r)."""
+    while True:
+        first = free_port()
+        if all(_bindable(first + i) for i in range(1, count)):
+            return first
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def wait_until(
     check: Callable[[], bool], timeout: float, what: str, interval: float = 0.2
 ) -> float:

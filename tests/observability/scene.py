@@ -47,7 +47,7 @@ from scalelab.names import worker_pod_name
 from scalelab.validation import parse_experiment
 from scalelab_trainer.devices import FAKE_GPUS_VARIABLE
 from tests.harness.horovod import HOROVODRUN, quiet_env
-from tests.harness.ports import free_port, wait_until
+from tests.harness.ports import free_port, free_ports, wait_until
 from tests.harness.prometheus import Prometheus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -184,9 +184,7 @@ class LiveTrial:
 def start_trainer(name: str, batch_size: int, gpus: int, workdir: Path) -> LiveTrial:
     """A long linear-regression trial (no stopping rule) under horovodrun, niced below the test,
     one fake GPU per process (the MPIJob launcher's --gpus-per-process 1)."""
-    port = free_port()
-    while any(not _port_free(port + i) for i in range(gpus)):
-        port = free_port()
+    port = free_ports(gpus)  # rank r serves on port + r
     argv = [
         "nice", "-n", "5",
         *HOROVODRUN, "-np", str(gpus), "--gloo", "-H", f"localhost:{gpus}",
@@ -209,17 +207,6 @@ def start_trainer(name: str, batch_size: int, gpus: int, workdir: Path) -> LiveT
         start_new_session=True,
     )
     return LiveTrial(name, batch_size, gpus, [port + i for i in range(gpus)], process, log)
-
-
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def scrape(port: int) -> str:

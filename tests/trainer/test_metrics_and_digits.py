@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness.horovod import HOROVODRUN, quiet_env
-from tests.harness.ports import free_port
+from tests.harness.ports import free_ports
 from tests.trainer.trainer_run import MODULE, parse_events
 
 pytestmark = pytest.mark.horovod
@@ -48,9 +48,7 @@ def scrape(port: int) -> dict[str, list[dict[str, str]]]:
 
 @pytest.fixture(scope="module")
 def observed() -> Observed:
-    port = free_port()
-    while free_port() == port + 1:  # want port and port + 1 free; retry on a clash
-        port = free_port()
+    port = free_ports(2)  # rank r serves on port + r
     argv = [
         *HOROVODRUN,
         "-np",
