@@ -48,13 +48,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=_order)
 
 
-def _order(item: pytest.Item) -> tuple[bool, bool]:
+def _order(item: pytest.Item) -> tuple[bool, bool, bool]:
     """Node tier last; within it, modules that install scalelab themselves (RUNS_BEFORE_INSTALL,
-    e.g. with Helm) before the session's kustomize install, which the others share."""
+    e.g. with Helm) before the session's kustomize install, which the others share, and modules
+    marked RUNS_LAST after the rest."""
     module = getattr(item, "module", None)
     return (
         item.get_closest_marker("node") is not None,
         not getattr(module, "RUNS_BEFORE_INSTALL", False),
+        getattr(module, "RUNS_LAST", False),
     )
 
 

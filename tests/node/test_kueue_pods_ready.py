@@ -23,6 +23,11 @@ from tests.node.test_real_pods import trial_diagnostics
 
 pytestmark = pytest.mark.node
 
+#: Last in the node tier: one Kueue harness runs per machine (tests/harness/kueue.py), and the
+#: cluster tier's Kueue tests run in the first minutes of hack/test.sh's other pytest process;
+#: here, early, they held the lock for minutes while those waited.
+RUNS_LAST = True
+
 #: Kueue's ready timeout: beyond what an admitted trial's pods take to start here under load
 #: (seconds), short enough for the test; the base of Kueue's requeuing backoff.
 TIMEOUT, REQUEUE_SECONDS = "40s", 5
