@@ -20,22 +20,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def free_ports(count: int) -> int:
-    """The first of `count` consecutive TCP ports on 127.0.0.1 that nothing listens on right now
-    (a trainer's rank r serves /metrics on its --metrics-port + r)."""
-    while True:
-        first = free_port()
-        if all(_bindable(first + i) for i in range(1, count)):
-            return first
-
-
-def _bindable(port: int) -> bool:
+def listenable(port: int) -> bool:
+    """Whether a server could listen on `port` on every address now (as a trainer's /metrics)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind(("", port))
         except OSError:
             return False
     return True
+
+
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive ports nothing listens on (a trainer's rank r serves
+    /metrics on its --metrics-port + r)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("", 0))
+            first = int(s.getsockname()[1])
+        if first + count <= 65536 and all(listenable(first + i) for i in range(count)):
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports")
 
 
 def wait_until(

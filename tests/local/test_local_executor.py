@@ -26,6 +26,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.harness.ports import free_ports, listenable
+
 pytestmark = pytest.mark.horovod
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -503,27 +505,6 @@ def test_an_adaptive_sweep_runs_the_pilot_first_and_skips_what_it_rules_out(
     assert results(out)["criticalBatch"]["predicted"] > 128
 
 
-def _listenable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port_run(count: int) -> int:
-    """The first of `count` consecutive ports nothing listens on."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("", 0))
-            first = int(s.getsockname()[1])
-        if first + count <= 65536 and all(_listenable(first + i) for i in range(count)):
-            return first
-    raise RuntimeError(f"no {count} consecutive free ports")
-
-
 def _samples_total(port: int, trial: str, rank: int) -> float | None:
     """scalelab_trainer_samples_total of (trial, rank) scraped from port; None if unreachable."""
     try:
@@ -545,7 +526,7 @@ def _samples_total(port: int, trial: str, rank: int) -> float | None:
 def test_metrics_port_makes_every_rank_of_a_running_trial_serve_metrics_over_http(
     tmp_path: Path,
 ) -> None:
-    port = _free_port_run(2)
+    port = free_ports(2)
     out = tmp_path / "out"
     # A 2-process trial that runs until stopped (no tolerance, no target).
     file = write_experiment(tmp_path / "x.yaml", "scrape", sweep={"batchSizes": [2], "gpus": [2]},
@@ -590,8 +571,8 @@ def test_metrics_port_makes_every_rank_of_a_running_trial_serve_metrics_over_htt
     (argv,) = json.loads(trial_list.read_text())
     assert argv[argv.index("--metrics-port") + 1] == str(port)
     assert _trainers_of(out) == []
-    assert _listenable(port)  # the servers went with the trainers
-    assert _listenable(port + 1)
+    assert listenable(port)  # the servers went with the trainers
+    assert listenable(port + 1)
     # The port is not part of a trial's identity: the record's command has no metrics port.
     (record,) = results(out)["trials"]
     assert "--metrics-port" not in record["argv"]
@@ -601,7 +582,7 @@ def test_a_busy_or_invalid_metrics_port_stops_scalelab_run_before_any_trainer_st
     tmp_path: Path,
 ) -> None:
     file = write_experiment(tmp_path / "x.yaml", "busy", sweep={"batchSizes": [2], "gpus": [1, 2]})
-    first = _free_port_run(2)  # (any port below a taken one may be in use by someone else)
+    first = free_ports(2)  # (any port below a taken one may be in use by someone else)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind(("", first + 1))
         taken.listen()
