@@ -1,14 +1,14 @@
 """A test stand-in for the Kubeflow MPI operator and the kubelet: it runs MPIJobs on this machine.
 
-It watches MPIJobs (as the admin, like the MPI operator's own account), and for each new one
-runs the launcher container's exact trainer command — `mpirun -np N <flags> python -m
-scalelab_trainer <flags>` becomes `horovodrun -np N --gloo python -m scalelab_trainer <flags>`
-(plain `python` for N = 1) — with KUBECONFIG holding a token of the worker pods' ServiceAccount,
-so rank 0's status patches go through RBAC exactly as in a pod. It writes the MPIJob's status the
-way mpi-operator v0.8.0 does (pkg/controller/mpi_job_controller.go, updateMPIJobStatus):
-Created, then Running, then Succeeded (reason MPIJobSucceeded) or Failed (the launcher Job's
-reason, BackoffLimitExceeded or DeadlineExceeded, with the last failed pod's message); it retries
-the launcher `runPolicy.backoffLimit` times and kills it after `activeDeadlineSeconds`.
+It watches MPIJobs (as the admin, like the MPI operator's own account), and for each new one runs
+the launcher container's exact trainer command — `mpirun -np N <flags> python -m scalelab_trainer
+<flags>` becomes what `scalelab run` would run (planner.local_command: horovodrun over Gloo, plain
+`python` for N = 1) — with KUBECONFIG holding a token of the worker pods' ServiceAccount, so rank
+0's status patches go through RBAC exactly as in a pod. It writes the MPIJob's status the way
+mpi-operator v0.8.0 does (pkg/controller/mpi_job_controller.go, updateMPIJobStatus): Created, then
+Running, then Succeeded (reason MPIJobSucceeded) or Failed (the launcher Job's reason,
+BackoffLimitExceeded or DeadlineExceeded, with the last failed pod's message); it retries the
+launcher `runPolicy.backoffLimit` times and kills it after `activeDeadlineSeconds`.
 
 `fail` names trials whose "container" exits 1 with a message instead of running the trainer (a
 crashing image), `hang` trials that sleep silently (a hung allreduce), `unpullable` trials whose
@@ -43,8 +43,9 @@ from typing import Any
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
+from scalelab import planner
 from tests.harness.controlplane import REPO
-from tests.harness.horovod import HOROVODRUN, quiet_env
+from tests.harness.horovod import quiet_env
 
 GROUP, VERSION, PLURAL = "kubeflow.org", "v2beta1", "mpijobs"
 MERGE = "application/merge-patch+json"
@@ -67,10 +68,7 @@ def local_command(launcher: list[str], python: str = sys.executable) -> tuple[in
     processes = int(launcher[launcher.index("-np") + 1])
     program = launcher[launcher.index("python") :]
     program[0] = python
-    if processes == 1:
-        return processes, program
-    hosts = ["-H", f"localhost:{processes}"]
-    return processes, [*HOROVODRUN, "-np", str(processes), "--gloo", *hosts, *program]
+    return processes, planner.local_command(processes, program, python)
 
 
 @dataclass

@@ -14,8 +14,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from scalelab.planner import HOROVODRUN_MODULE
+
 #: horovodrun as `scalelab run` starts it (planner.local_command).
-HOROVODRUN = [sys.executable, "-m", "scalelab_trainer.horovodrun"]
+HOROVODRUN = [sys.executable, "-m", HOROVODRUN_MODULE]
 
 
 def quiet_env(extra: dict[str, str] | None = None) -> dict[str, str]:

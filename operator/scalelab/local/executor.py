@@ -28,6 +28,7 @@ and Horovod start-up are paid once per group rather than once per trial. Decisio
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -101,8 +102,10 @@ def trainer_python() -> str:
     return os.environ.get("SCALELAB_TRAINER_PYTHON", sys.executable)
 
 
+@functools.cache
 def has_horovod(python: str) -> bool:
-    """Whether the trainer's interpreter can import Horovod (trials of N > 1 processes need it)."""
+    """Whether the trainer's interpreter can import Horovod (trials of N > 1 processes need it);
+    asked once per interpreter."""
     probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('horovod') is None)"
     try:
         return subprocess.run([python, "-c", probe], check=False, timeout=60).returncode == 0
@@ -213,7 +216,6 @@ class LocalRun:
         self.separate_processes = separate_processes
         self.metrics_port = metrics_port
         self.python = trainer_python()
-        self.horovod: bool | None = None  # has_horovod(self.python), asked once when needed
         self.cores = os.cpu_count() or 1
         self.planned: dict[str, PlannedTrial] = {t.name: t for t in plan(experiment)}
         self.results = self._initial_results()
@@ -321,9 +323,7 @@ class LocalRun:
 
     def run_group(self, processes: int, trials: list[PlannedTrial]) -> None:
         """Run `trials` (all with `processes` processes) in as few trainer launches as possible."""
-        if processes > 1 and self.horovod is None:
-            self.horovod = has_horovod(self.python)
-        if processes > 1 and not self.horovod:
+        if processes > 1 and not has_horovod(self.python):
             for trial in trials:
                 self._finish(
                     trial,
