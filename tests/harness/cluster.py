@@ -314,20 +314,21 @@ state = "{d / "state"}"
         self._spawn("containerd", ["containerd", "--config", str(d / "config.toml")])
         wait_until(lambda: self.ctr("version").returncode == 0, 30, "containerd")
 
-    def ctr(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def ctr(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["ctr", "--address", str(self.containerd_socket), "-n", "k8s.io", *args],
             capture_output=True,
             text=True,
             check=False,
-            timeout=600,
+            timeout=timeout,
         )
 
-    def import_images(self, archives: dict[str, Path]) -> None:
-        """Import image archives into the node's containerd (the kubelet never pulls)."""
+    def import_images(self, archives: dict[str, Path], timeout: float = 600) -> None:
+        """Import image archives into the node's containerd (the kubelet never pulls), each
+        within `timeout` seconds."""
         for name, path in archives.items():
             t = time.monotonic()
-            r = self.ctr("images", "import", str(path))
+            r = self.ctr("images", "import", str(path), timeout=timeout)
             if r.returncode != 0:
                 raise RuntimeError(f"ctr import {name} ({path}) failed: {r.stderr}")
             self.timings[f"import_{name}_seconds"] = time.monotonic() - t

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -90,22 +88,12 @@ def team_images(node_cluster: Cluster, request: pytest.FixtureRequest) -> None:
 
 
 def import_cuda(cluster: Cluster) -> str:
-    """The CUDA trainer image, built (once) and imported into the node's containerd: `ctr
-    images import` as the harness does, with more time (several GB to unpack on a busy disk).
+    """The CUDA trainer image, built (once) and imported into the node's containerd as the
+    harness imports the others, with more time (several GB to unpack on a busy disk).
 
     Started by node_cluster on a thread: the import takes minutes of disk and a core, which the
     node tier's first tests, waiting on pods, leave free; the test's fixture waits for it."""
-    archive: Path = cuda_archive()
-    node = cluster.node
-    t = time.monotonic()
-    ctr = ["ctr", "--address", str(node.containerd_socket), "-n", "k8s.io"]
-    r = subprocess.run(
-        [*ctr, "images", "import", str(archive)],
-        capture_output=True, text=True, timeout=1800, check=False,
-    )  # fmt: skip
-    if r.returncode != 0:
-        raise RuntimeError(f"ctr import {archive}: {r.stderr}")
-    node.timings["import_cuda_seconds"] = time.monotonic() - t
+    cluster.node.import_images({"cuda": cuda_archive()}, timeout=1800)
     return CUDA_IMAGE
 
 
